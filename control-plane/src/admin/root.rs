@@ -1,0 +1,59 @@
+//! `GET /` (node information) and `GET /status` (traffic counters, database reachability and
+//! the head revision of the configuration).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use gatehouse_shared::schema;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiResult;
+use super::respond::ok;
+use super::Admin;
+
+/// The Kong version clients see; they parse it to choose request shapes.
+pub const KONG_VERSION: &str = "0.14.1";
+
+pub fn router() -> Router<Admin> {
+    Router::new().route("/", get(info)).route("/status", get(status))
+}
+
+async fn info(State(admin): State<Admin>) -> ApiResult {
+    let available: Map<String, Value> =
+        schema::plugin_names().iter().map(|n| ((*n).to_string(), json!(true))).collect();
+    let enabled = admin.store.distinct_plugin_names().await?;
+    Ok(ok(&json!({
+        "tagline": "Welcome to kong",
+        "version": KONG_VERSION,
+        "gatehouse_version": env!("CARGO_PKG_VERSION"),
+        "hostname": admin.node.hostname,
+        "node_id": admin.node.node_id,
+        "timers": {"running": 0, "pending": 0},
+        "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
+        "lua_version": "none (Gatehouse is written in Rust)",
+        "configuration": admin.node.configuration,
+        "prng_seeds": {},
+    })))
+}
+
+async fn status(State(admin): State<Admin>) -> ApiResult {
+    let reachable = admin.store.reachable().await;
+    let revision = if reachable { admin.store.head_revision().await.unwrap_or(0) } else { 0 };
+    let c = &admin.node.counters;
+    let active = c.active.load(Ordering::Relaxed);
+    Ok(ok(&json!({
+        "server": {
+            "total_requests": c.requests.load(Ordering::Relaxed),
+            "connections_active": active,
+            "connections_accepted": c.accepted.load(Ordering::Relaxed),
+            "connections_handled": c.accepted.load(Ordering::Relaxed),
+            "connections_reading": 0,
+            "connections_writing": active.min(1),
+            "connections_waiting": active.saturating_sub(1),
+        },
+        "database": {"reachable": reachable},
+        "config_revision": revision,
+    })))
+}

@@ -1,0 +1,213 @@
+//! Process configuration: an optional TOML file, then `GATEHOUSE_*` environment overrides
+//! (environment wins), then typed validation. Every key is documented once, in README.md.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid value for {key}: '{value}' ({reason})")]
+    Invalid { key: &'static str, value: String, reason: &'static str },
+}
+
+/// The file's shape; unknown keys are errors so that typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin_listen: Option<String>,
+    pub admin_ssl_listen: Option<String>,
+    pub admin_ssl_cert: Option<PathBuf>,
+    pub admin_ssl_cert_key: Option<PathBuf>,
+    pub cluster_listen: Option<String>,
+    pub database_url: Option<String>,
+    pub prefix: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// Where overrides come from; the process environment in production, a map in tests.
+pub trait Lookup {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The real environment.
+pub struct Env;
+
+impl Lookup for Env {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Lookup for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+/// A listener address, or `off`.
+pub type Listen = Option<SocketAddr>;
+
+#[derive(Clone)]
+pub struct Config {
+    pub admin_listen: Listen,
+    pub admin_ssl_listen: Listen,
+    pub admin_ssl_cert: Option<PathBuf>,
+    pub admin_ssl_cert_key: Option<PathBuf>,
+    pub cluster_listen: Listen,
+    pub database_url: String,
+    pub prefix: PathBuf,
+    pub log_level: String,
+    pub log_json: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("admin_listen", &self.admin_listen)
+            .field("admin_ssl_listen", &self.admin_ssl_listen)
+            .field("cluster_listen", &self.cluster_listen)
+            .field("database_url", &redact(&self.database_url))
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced by `******`.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("******"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn listen(key: &'static str, value: &str) -> Result<Listen, ConfigError> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: "expected host:port or off",
+    })
+}
+
+impl Config {
+    /// Reads the optional file, applies `GATEHOUSE_*` overrides from `env`, and validates.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or a value that does not parse, naming the key.
+    pub fn load(file: Option<&std::path::Path>, env: &dyn Lookup) -> Result<Config, ConfigError> {
+        let raw = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                toml::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })?
+            }
+            None => RawConfig::default(),
+        };
+        Config::from_raw(raw, env)
+    }
+
+    fn from_raw(raw: RawConfig, env: &dyn Lookup) -> Result<Config, ConfigError> {
+        let pick = |key: &str, file: Option<String>, default: &str| {
+            env.get(&format!("GATEHOUSE_{}", key.to_ascii_uppercase())).or(file).unwrap_or_else(|| default.to_string())
+        };
+        let path = |key: &str, file: Option<PathBuf>| {
+            env.get(&format!("GATEHOUSE_{}", key.to_ascii_uppercase())).map(PathBuf::from).or(file)
+        };
+        let format = pick("log_format", raw.log_format, "text");
+        if format != "text" && format != "json" {
+            return Err(ConfigError::Invalid { key: "log_format", value: format, reason: "expected text or json" });
+        }
+        let database_url = pick("database_url", raw.database_url, "sqlite://gatehouse.db");
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
+            return Err(ConfigError::Invalid {
+                key: "database_url",
+                value: redact(&database_url),
+                reason: "expected sqlite://… or postgres://…",
+            });
+        }
+        Ok(Config {
+            admin_listen: listen("admin_listen", &pick("admin_listen", raw.admin_listen, "127.0.0.1:8001"))?,
+            admin_ssl_listen: listen(
+                "admin_ssl_listen",
+                &pick("admin_ssl_listen", raw.admin_ssl_listen, "127.0.0.1:8444"),
+            )?,
+            admin_ssl_cert: path("admin_ssl_cert", raw.admin_ssl_cert),
+            admin_ssl_cert_key: path("admin_ssl_cert_key", raw.admin_ssl_cert_key),
+            cluster_listen: listen("cluster_listen", &pick("cluster_listen", raw.cluster_listen, "0.0.0.0:8005"))?,
+            database_url,
+            prefix: path("prefix", raw.prefix).unwrap_or_else(|| PathBuf::from(".gatehouse")),
+            log_level: pick("log_level", raw.log_level, "info"),
+            log_json: format == "json",
+        })
+    }
+
+    /// The configuration as `GET /` shows it (Kong's `configuration`), secrets redacted.
+    pub fn to_json(&self) -> serde_json::Value {
+        let show = |l: &Listen| l.map_or_else(|| "off".to_string(), |a| a.to_string());
+        serde_json::json!({
+            "admin_listen": show(&self.admin_listen),
+            "admin_ssl_listen": show(&self.admin_ssl_listen),
+            "admin_ssl_enabled": self.admin_ssl_listen.is_some(),
+            "cluster_listen": show(&self.cluster_listen),
+            "database": if self.database_url.starts_with("sqlite") { "sqlite" } else { "postgres" },
+            "database_url": redact(&self.database_url),
+            "prefix": self.prefix.display().to_string(),
+            "log_level": self.log_level,
+            "log_format": if self.log_json { "json" } else { "text" },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_kong_like() {
+        let c = Config::from_raw(RawConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.admin_listen, Some("127.0.0.1:8001".parse().unwrap()));
+        assert_eq!(c.admin_ssl_listen, Some("127.0.0.1:8444".parse().unwrap()));
+        assert_eq!(c.cluster_listen, Some("0.0.0.0:8005".parse().unwrap()));
+        assert_eq!(c.database_url, "sqlite://gatehouse.db");
+    }
+
+    #[test]
+    fn environment_wins_over_file_and_off_disables() {
+        let raw: RawConfig = toml::from_str("admin_listen = \"127.0.0.1:9001\"\nadmin_ssl_listen = \"off\"").unwrap();
+        let c = Config::from_raw(raw, &env(&[("GATEHOUSE_ADMIN_LISTEN", "127.0.0.1:9002")])).unwrap();
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9002".parse().unwrap()));
+        assert_eq!(c.admin_ssl_listen, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_ADMIN_LISTEN", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("admin_listen"));
+        assert!(toml::from_str::<RawConfig>("admin_lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn debug_redacts_the_database_password() {
+        let c = Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_DATABASE_URL", "postgres://u:secret@db/x")]))
+            .unwrap();
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+}

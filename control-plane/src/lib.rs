@@ -1,0 +1,123 @@
+//! The Gatehouse control plane: Kong 0.14's Admin API over a Postgres or SQLite store whose
+//! every write is recorded in a change log, for data planes to follow.
+//!
+//! `main.rs` parses the command line and calls [`run`] or [`migrations`]; everything else is
+//! here so that tests can drive the same code.
+
+pub mod admin;
+pub mod config;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::admin::{Admin, Node};
+use crate::config::Config;
+use crate::store::{Dialect, Store};
+
+/// Opens the store, applying migrations when embedded (SQLite) and refusing to start on a
+/// Postgres with pending ones, as Kong does.
+///
+/// # Errors
+/// Connection or migration failures.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open database {}", config::redact(&config.database_url)))?;
+    match store.dialect() {
+        Dialect::Sqlite => {
+            store.migrate_up().await.context("cannot migrate the SQLite database")?;
+        }
+        Dialect::Postgres => {
+            let status = store.migration_status().await.context("cannot read migration status")?;
+            if !status.pending.is_empty() {
+                anyhow::bail!(
+                    "the database has {} pending migration(s) ({}): run `gatehouse-cp migrations up` first",
+                    status.pending.len(),
+                    status.pending.join(", ")
+                );
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// Runs the control plane until SIGTERM/SIGINT.
+///
+/// # Errors
+/// Start-up failures (store, listeners, TLS material).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    admin::set_strategy(store.dialect().name());
+    let cluster_id = store.cluster_id().await?;
+    tracing::info!(%cluster_id, backend = store.dialect().name(), "store ready");
+    let node = Arc::new(Node {
+        node_id: uuid::Uuid::new_v4().to_string(),
+        hostname: hostname(),
+        configuration: config.to_json(),
+        counters: Default::default(),
+    });
+    let service = admin::service(Admin { store, node: node.clone() });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    if let Some(addr) = config.admin_listen {
+        let fut = server::bind(addr, None, service.clone(), node.clone(), stop_rx.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin_listen)"))?;
+        servers.push(tokio::spawn(fut));
+    }
+    if let Some(addr) = config.admin_ssl_listen {
+        let tls =
+            tls::server_config(config.admin_ssl_cert.as_deref(), config.admin_ssl_cert_key.as_deref(), &config.prefix)
+                .context("cannot set up the admin TLS certificate")?;
+        let fut = server::bind(addr, Some(tls.into()), service.clone(), node.clone(), stop_rx.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin_ssl_listen)"))?;
+        servers.push(tokio::spawn(fut));
+    }
+    server::shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    Ok(())
+}
+
+/// `gatehouse-cp migrations up|status`.
+///
+/// # Errors
+/// Connection or migration failures.
+pub async fn migrations(config: &Config, up: bool) -> anyhow::Result<String> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open database {}", config::redact(&config.database_url)))?;
+    if up {
+        let applied = store.migrate_up().await?;
+        if applied.is_empty() {
+            return Ok("database is up to date".to_string());
+        }
+        return Ok(format!("applied {} migration(s): {}", applied.len(), applied.join(", ")));
+    }
+    let status = store.migration_status().await?;
+    let mut out = String::new();
+    for m in &status.applied {
+        out.push_str(&format!("applied  {m}\n"));
+    }
+    for m in &status.pending {
+        out.push_str(&format!("pending  {m}\n"));
+    }
+    out.push_str(&format!("{} applied, {} pending", status.applied.len(), status.pending.len()));
+    Ok(out)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,63 @@
+//! `gatehouse-cp`: parses the command line, loads configuration, calls the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use gatehouse_control_plane::config::{Config, Env};
+
+#[derive(Parser)]
+#[command(name = "gatehouse-cp", version, about = "Gatehouse control plane (Kong 0.14 Admin API)")]
+struct Cli {
+    /// A TOML configuration file; GATEHOUSE_* environment variables override it.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Admin API.
+    Run,
+    /// Manage database migrations.
+    Migrations {
+        #[command(subcommand)]
+        action: Migrations,
+    },
+}
+
+#[derive(Subcommand)]
+enum Migrations {
+    /// Apply pending migrations.
+    Up,
+    /// List applied and pending migrations.
+    Status,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref(), &Env)?;
+    init_tracing(&config);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run => gatehouse_control_plane::run(config).await,
+            Command::Migrations { action } => {
+                let out = gatehouse_control_plane::migrations(&config, matches!(action, Migrations::Up)).await?;
+                println!("{out}");
+                Ok(())
+            }
+        }
+    })
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,12 @@
+//! Types and rules that both Gatehouse planes must agree on: entity validation in Kong 0.14's
+//! shapes, plugin configuration schemas, and the small helpers (UUIDs, hosts, paths) they use.
+//!
+//! The control plane validates with these before it stores anything; the data plane trusts
+//! what it receives but compiles it with the same types.
+
+pub mod entity;
+pub mod schema;
+pub mod upstream;
+pub mod validate;
+
+pub use entity::{Schema, Violation};

@@ -1,0 +1,364 @@
+#![allow(clippy::unwrap_used)]
+//! Transport-level behaviour and generic bad input: 404/405, CORS, content types,
+//! unparsable and oversized bodies, wrong types. Every rejected write must store nothing.
+
+use gatehouse_tests::reqwest::Method;
+use gatehouse_tests::*;
+
+both!(unknown_path_is_404_not_found, |gw| async move {
+    for (method, path) in [
+        (Method::GET, "/nope"),
+        (Method::POST, "/nope"),
+        (Method::GET, "/services/x/nope"),
+        (Method::DELETE, "/consumers/x/y/z"),
+    ] {
+        let r = gw.request(method, path).await;
+        r.assert_status(404);
+        assert_eq!(r.body, json!({"message": "Not found"}), "{}", r.what);
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json; charset=utf-8"),
+            "{}",
+            r.what
+        );
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    }
+});
+
+both!(known_path_with_wrong_method_is_405, |gw| async move {
+    gw.create_upstream("up.example").await;
+    let svc = gw.create_service("svc").await;
+    let route = gw.create_route(&id_of(&svc), &["/r"]).await;
+    let before = gw.snapshot().await;
+    for (method, path) in [
+        (Method::DELETE, "/services".to_owned()),
+        (Method::PATCH, "/services".to_owned()),
+        (Method::PUT, "/consumers".to_owned()),
+        (Method::POST, "/status".to_owned()),
+        (Method::DELETE, "/".to_owned()),
+        (Method::POST, "/plugins/enabled".to_owned()),
+        (Method::DELETE, "/plugins/schema/key-auth".to_owned()),
+        (Method::PUT, "/upstreams/up.example".to_owned()),
+        (Method::DELETE, "/upstreams/up.example/targets".to_owned()),
+        (Method::DELETE, format!("/routes/{}/service", id_of(&route))),
+        (Method::DELETE, "/snis".to_owned()),
+    ] {
+        let r = gw.request(method, &path).await;
+        r.assert_status(405);
+        assert_eq!(r.body, json!({"message": "Method not allowed"}), "{}", r.what);
+    }
+    gw.assert_unchanged(&before).await;
+});
+
+both!(cors_headers_and_options, |gw| async move {
+    for path in ["/", "/services", "/nope", "/routes/not-a-uuid"] {
+        let r = gw.get(path).await;
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("*"),
+            "{}",
+            r.what
+        );
+    }
+    let bad = gw.post_json("/services", &json!({})).await;
+    bad.assert_status(400);
+    assert_eq!(bad.header("access-control-allow-origin"), Some("*"));
+
+    for path in ["/services", "/services/whatever", "/plugins"] {
+        let r = gw.options(path).await;
+        r.assert_status(204);
+        assert_eq!(r.text, "", "{}: 204 must have an empty body", r.what);
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+        let methods: Vec<String> = r
+            .header("access-control-allow-methods")
+            .unwrap_or_else(|| panic!("{}: no Access-Control-Allow-Methods", r.what))
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .collect();
+        for m in ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"] {
+            assert!(methods.iter().any(|x| x == m), "{m} missing in {methods:?}");
+        }
+        let headers = r
+            .header("access-control-allow-headers")
+            .unwrap_or_else(|| panic!("{}: no Access-Control-Allow-Headers", r.what));
+        assert!(
+            headers.to_ascii_lowercase().contains("content-type"),
+            "{headers}"
+        );
+    }
+});
+
+both!(paths_accept_a_trailing_slash, |gw| async move {
+    gw.get("/services/").await.assert_status(200);
+    let c = gw
+        .post_json("/consumers/", &json!({"username": "bob"}))
+        .await
+        .expect(201);
+    let got = gw.get("/consumers/bob/").await.expect(200);
+    assert_eq!(got["id"], c["id"]);
+    gw.get("/status/").await.assert_status(200);
+});
+
+both!(malformed_json_is_400_cannot_parse, |gw| async move {
+    gw.create_service("svc").await;
+    gw.create_consumer("bob").await;
+    let p = gw
+        .post_json("/plugins", &json!({"name": "key-auth"}))
+        .await
+        .expect(201);
+    gw.create_upstream("up.example").await;
+    let before = gw.snapshot().await;
+    let plugin_path = format!("/plugins/{}", id_of(&p));
+    for (method, path) in [
+        (Method::POST, "/services"),
+        (Method::PATCH, "/services/svc"),
+        (Method::PUT, "/services/svc"),
+        (Method::POST, "/routes"),
+        (Method::PUT, "/consumers/bob"),
+        (Method::POST, "/plugins"),
+        (Method::PATCH, plugin_path.as_str()),
+        (Method::POST, "/upstreams"),
+        (Method::PUT, "/upstreams"),
+        (Method::POST, "/upstreams/up.example/targets"),
+        (Method::POST, "/certificates"),
+        (Method::POST, "/snis"),
+    ] {
+        for body in ["{\"name\":", "not json at all", "", "{\"a\":1}}"] {
+            let r = gw
+                .raw(method.clone(), path, Some("application/json"), body)
+                .await;
+            r.assert_status(400);
+            assert_eq!(
+                r.body,
+                json!({"message": "Cannot parse JSON body"}),
+                "{} body {body:?}",
+                r.what
+            );
+        }
+    }
+    gw.assert_unchanged(&before).await;
+});
+
+both!(unsupported_content_type_is_415, |gw| async move {
+    gw.create_service("svc").await;
+    let before = gw.snapshot().await;
+    for (method, path) in [
+        (Method::POST, "/services"),
+        (Method::PUT, "/services/other"),
+        (Method::PATCH, "/services/svc"),
+        (Method::POST, "/consumers"),
+        (Method::POST, "/plugins"),
+        (Method::POST, "/upstreams"),
+    ] {
+        for ct in [Some("text/plain"), Some("application/xml"), None] {
+            let r = gw
+                .raw(method.clone(), path, ct, "name=x&host=example.com")
+                .await;
+            r.assert_status(415);
+        }
+    }
+    gw.assert_unchanged(&before).await;
+});
+
+both!(json_content_type_with_charset_is_accepted, |gw| async move {
+    let r = gw
+        .raw(
+            Method::POST,
+            "/consumers",
+            Some("application/json; charset=utf-8"),
+            r#"{"username":"bob"}"#,
+        )
+        .await;
+    let c = r.expect(201);
+    assert_eq!(c["username"], json!("bob"));
+});
+
+both!(empty_body_without_content_type_is_an_empty_entity, |gw| async move {
+    let before = gw.snapshot().await;
+    let body = gw
+        .raw(Method::POST, "/consumers", None, "")
+        .await
+        .n_error(400, 2, "schema violation");
+    assert_eq!(
+        body["fields"],
+        json!({"@entity": ["at least one of these fields must be non-empty: 'custom_id', 'username'"]})
+    );
+    gw.assert_unchanged(&before).await;
+});
+
+both!(get_and_delete_ignore_bodies, |gw| async move {
+    gw.create_service("svc").await;
+    let r = gw
+        .raw(Method::GET, "/services", Some("application/json"), "{oops")
+        .await;
+    r.assert_status(200);
+    let r = gw
+        .raw(Method::DELETE, "/services/svc", Some("application/json"), "{oops")
+        .await;
+    r.assert_status(204);
+    gw.get("/services/svc").await.assert_status(404);
+});
+
+both!(non_object_json_bodies_are_rejected, |gw| async move {
+    gw.create_upstream("up.example").await;
+    let before = gw.snapshot().await;
+    for path in [
+        "/services",
+        "/routes",
+        "/consumers",
+        "/plugins",
+        "/upstreams",
+        "/upstreams/up.example/targets",
+        "/certificates",
+        "/snis",
+    ] {
+        for body in ["[]", "[{\"name\":\"x\"}]", "\"x\"", "42", "null", "true"] {
+            let r = gw
+                .raw(Method::POST, path, Some("application/json"), body)
+                .await;
+            r.assert_client_error();
+        }
+    }
+    gw.assert_unchanged(&before).await;
+});
+
+both!(huge_bodies_are_refused_and_nothing_is_stored, |gw| async move {
+    let before = gw.snapshot().await;
+    let big = "a".repeat(20 * 1024 * 1024);
+    let cases = [
+        (
+            "/services",
+            "application/json",
+            format!(r#"{{"name":"big","host":"{big}.com"}}"#),
+        ),
+        (
+            "/plugins",
+            "application/x-www-form-urlencoded",
+            format!("name=key-auth&config.anonymous={big}"),
+        ),
+        (
+            "/upstreams",
+            "application/json",
+            format!(r#"{{"name":"{big}"}}"#),
+        ),
+    ];
+    for (path, ct, body) in cases {
+        let res = gw
+            .client()
+            .post(gw.url(path))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await;
+        match res {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                assert!(
+                    (400..500).contains(&status),
+                    "POST {path} with a 20 MB body: expected a 4xx, got {status}"
+                );
+            }
+            // A server that answers 413 before reading the body may reset the
+            // connection while the client is still writing; that is a refusal too.
+            Err(e) => eprintln!("POST {path} with a 20 MB body: connection error {e}"),
+        }
+    }
+    gw.get("/status").await.assert_status(200);
+    gw.assert_unchanged(&before).await;
+});
+
+both!(wrong_types_are_4xx_never_500, |gw| async move {
+    let svc = gw.create_service("svc").await;
+    let sid = id_of(&svc);
+    gw.create_upstream("up.example").await;
+    let (cert, key) = self_signed(&["a.example.com"]);
+    let c = gw
+        .post_json("/certificates", &json!({"cert": cert, "key": key}))
+        .await
+        .expect(201);
+    let before = gw.snapshot().await;
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("/services", json!({"host": 12})),
+        ("/services", json!({"host": ["example.com"]})),
+        ("/services", json!({"host": null})),
+        ("/services", json!({"host": "example.com", "port": -1})),
+        ("/services", json!({"host": "example.com", "port": 1.5})),
+        ("/services", json!({"host": "example.com", "port": {"a": 1}})),
+        ("/services", json!({"host": "example.com", "retries": "x"})),
+        ("/services", json!({"host": "example.com", "name": 5})),
+        ("/services", json!({"url": 5})),
+        ("/services", json!({"url": "not a url"})),
+        ("/routes", json!({"paths": "/x", "service": {"id": sid}})),
+        ("/routes", json!({"paths": [1], "service": {"id": sid}})),
+        ("/routes", json!({"paths": ["/x"], "service": "abc"})),
+        ("/routes", json!({"paths": ["/x"], "service": {"id": 5}})),
+        ("/routes", json!({"paths": ["/x"], "service": {}})),
+        ("/routes", json!({"hosts": [{"a": 1}], "service": {"id": sid}})),
+        ("/routes", json!({"paths": ["/x"], "regex_priority": 1.5, "service": {"id": sid}})),
+        ("/routes", json!({"paths": ["/x"], "preserve_host": "yes", "service": {"id": sid}})),
+        ("/consumers", json!({"username": 5})),
+        ("/consumers", json!({"username": ""})),
+        ("/consumers", json!({"custom_id": ["a"]})),
+        ("/plugins", json!({"name": 1})),
+        ("/plugins", json!({"name": "key-auth", "config": "x"})),
+        ("/plugins", json!({"name": "key-auth", "enabled": "maybe"})),
+        ("/plugins", json!({"name": "key-auth", "service_id": "nope"})),
+        ("/plugins", json!({"name": "key-auth", "config": {"key_names": ["bad name!"]}})),
+        ("/plugins", json!({"name": "key-auth", "config": {"hide_credentials": "sometimes"}})),
+        ("/plugins", json!({"name": "rate-limiting", "config": {"minute": -5}})),
+        ("/plugins", json!({"name": "rate-limiting", "config": {}})),
+        ("/upstreams", json!({"name": ["x"]})),
+        ("/upstreams", json!({"name": "x.example", "slots": "abc"})),
+        ("/upstreams", json!({"name": "x.example", "slots": 100000})),
+        ("/upstreams", json!({"name": "x.example", "healthchecks": "no"})),
+        ("/upstreams", json!({"name": "x.example", "healthchecks": {"active": {"http_statuses": "x"}}})),
+        ("/upstreams/up.example/targets", json!({"target": 1})),
+        ("/upstreams/up.example/targets", json!({"target": "a.example:80", "weight": "x"})),
+        ("/upstreams/up.example/targets", json!({"target": "a.example:80", "weight": -1})),
+        ("/upstreams/up.example/targets", json!({"target": "a.example:99999"})),
+        ("/certificates", json!({"cert": 1, "key": 2})),
+        ("/certificates", json!({"cert": "x"})),
+        ("/snis", json!({"name": 5, "certificate": {"id": c["id"]}})),
+        ("/snis", json!({"name": "s.example.com", "certificate": {"id": "nope"}})),
+        ("/snis", json!({"name": "s.example.com"})),
+    ];
+    for (path, body) in cases {
+        let r = gw.post_json(path, &body).await;
+        r.assert_client_error();
+    }
+    // The same through PATCH on existing entities.
+    for (path, body) in [
+        ("/services/svc", json!({"port": "eighty"})),
+        ("/services/svc", json!({"host": ""})),
+        ("/services/svc", json!({"id": "not-a-uuid"})),
+        ("/upstreams/up.example", json!({"slots": "many"})),
+        ("/upstreams/up.example", json!({"healthchecks": {"active": {"concurrency": 0}}})),
+    ] {
+        let r = gw.patch_json(path, &body).await;
+        r.assert_client_error();
+    }
+    gw.assert_unchanged(&before).await;
+});
+
+both!(invalid_ids_in_paths_are_client_errors, |gw| async move {
+    let svc = gw.create_service("svc").await;
+    gw.create_route(&id_of(&svc), &["/r"]).await;
+    let before = gw.snapshot().await;
+    for (method, path) in [
+        (Method::GET, "/plugins/not-a-uuid"),
+        (Method::PATCH, "/plugins/not-a-uuid"),
+        (Method::DELETE, "/plugins/not-a-uuid"),
+        (Method::GET, "/routes/not-a-uuid/service"),
+        (Method::GET, "/routes/not-a-uuid/plugins"),
+        (Method::POST, "/routes/not-a-uuid/plugins"),
+        (Method::GET, "/certificates/not-a-uuid/snis"),
+    ] {
+        let r = if method == Method::GET || method == Method::DELETE {
+            gw.request(method, path).await
+        } else {
+            gw.json(method, path, &json!({"name": "key-auth"})).await
+        };
+        r.assert_client_error();
+    }
+    gw.assert_unchanged(&before).await;
+});
