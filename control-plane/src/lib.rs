@@ -3,6 +3,7 @@
 //!
 //! `main.rs` parses the command line and calls [`run`] or [`migrations`]; everything else is
 //! here so that tests can drive the same code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod config;

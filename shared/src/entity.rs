@@ -37,6 +37,11 @@ pub enum Kind {
     Foreign,
 }
 
+/// A rule on one string value; the error is Kong's message.
+pub type Rule = fn(&str) -> Result<(), String>;
+/// A cross-field rule on a whole entity.
+pub type EntityRule = fn(&Map<String, Value>) -> Result<(), String>;
+
 /// One field of an entity schema.
 #[derive(Debug)]
 pub struct Field {
@@ -45,7 +50,7 @@ pub struct Field {
     pub default: fn() -> Value,
     pub required: bool,
     /// Extra rule on a string value, or on each element of a set/array.
-    pub check: Option<fn(&str) -> Result<(), String>>,
+    pub check: Option<Rule>,
     /// Minimum element count for sets and arrays.
     pub min_len: usize,
 }
@@ -84,7 +89,7 @@ pub struct Schema {
     pub fields: &'static [Field],
     /// `updated_at` exists on services and routes only.
     pub has_updated_at: bool,
-    pub entity_check: Option<fn(&Map<String, Value>) -> Result<(), String>>,
+    pub entity_check: Option<EntityRule>,
 }
 
 /// Kong's schema-violation error (code 2): entity-level messages plus per-field messages;

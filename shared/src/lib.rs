@@ -3,6 +3,7 @@
 //!
 //! The control plane validates with these before it stores anything; the data plane trusts
 //! what it receives but compiles it with the same types.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod entity;
 pub mod schema;

@@ -118,11 +118,7 @@ pub fn plugin(name: &str) -> Option<&'static PluginSchema> {
 
 impl PluginSchema {
     pub(crate) const fn new(name: &'static str, priority: u32, config: Table) -> Self {
-        PluginSchema {
-            name,
-            priority,
-            config,
-        }
+        PluginSchema { name, priority, config }
     }
 
     pub fn name(&self) -> &'static str {
@@ -170,11 +166,7 @@ impl PluginSchema {
     ///
     /// # Errors
     /// As [`PluginSchema::validate_create`], for the merged config.
-    pub fn validate_update(
-        &self,
-        stored: &Value,
-        patch: Option<&Value>,
-    ) -> Result<Value, ConfigError> {
+    pub fn validate_update(&self, stored: &Value, patch: Option<&Value>) -> Result<Value, ConfigError> {
         let mut merged = stored.as_object().cloned().unwrap_or_default();
         match patch {
             None | Some(Value::Null) => {}

@@ -18,9 +18,7 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
 );
 
 fn non_empty(conf: &Object, name: &str) -> bool {
-    conf.get(name)
-        .and_then(Value::as_array)
-        .is_some_and(|list| !list.is_empty())
+    conf.get(name).and_then(Value::as_array).is_some_and(|list| !list.is_empty())
 }
 
 /// Allow and deny lists cannot be combined, and an ACL with neither means nothing.

@@ -29,27 +29,19 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     "aws-lambda",
     750,
     Table::new(&[
-        Field::new("timeout", Kind::Number)
-            .default(Fill::Int(60_000))
-            .required(),
-        Field::new("keepalive", Kind::Number)
-            .default(Fill::Int(60_000))
-            .required(),
+        Field::new("timeout", Kind::Number).default(Fill::Int(60_000)).required(),
+        Field::new("keepalive", Kind::Number).default(Fill::Int(60_000)).required(),
         Field::new("aws_key", Kind::String).required(),
         Field::new("aws_secret", Kind::String).required(),
-        Field::new("aws_region", Kind::String)
-            .required()
-            .one_of(REGIONS),
+        Field::new("aws_region", Kind::String).required().one_of(REGIONS),
         Field::new("function_name", Kind::String).required(),
         Field::new("qualifier", Kind::String),
-        Field::new("invocation_type", Kind::String)
-            .required()
-            .default(Fill::Str("RequestResponse"))
-            .one_of(&["RequestResponse", "Event", "DryRun"]),
-        Field::new("log_type", Kind::String)
-            .required()
-            .default(Fill::Str("Tail"))
-            .one_of(&["Tail", "None"]),
+        Field::new("invocation_type", Kind::String).required().default(Fill::Str("RequestResponse")).one_of(&[
+            "RequestResponse",
+            "Event",
+            "DryRun",
+        ]),
+        Field::new("log_type", Kind::String).required().default(Fill::Str("Tail")).one_of(&["Tail", "None"]),
         Field::new("port", Kind::Number).default(Fill::Int(443)),
         Field::new("unhandled_status", Kind::Number).check(status_code),
         Field::new("forward_request_method", Kind::Boolean).default(Fill::Bool(false)),

@@ -9,9 +9,7 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     "basic-auth",
     1001,
     Table::new(&[
-        Field::new("anonymous", Kind::String)
-            .default(Fill::Str(""))
-            .check(checks::anonymous),
+        Field::new("anonymous", Kind::String).default(Fill::Str("")).check(checks::anonymous),
         Field::new("hide_credentials", Kind::Boolean).default(Fill::Bool(false)),
     ])
     .no_consumer(),

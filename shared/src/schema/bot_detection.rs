@@ -19,9 +19,7 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
 
 /// Rules are compiled on the request path, so a bad one is refused up front.
 fn regex_list(value: Option<&Value>, _: &Object) -> Result<(), String> {
-    let items = value
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let items = value.and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     match first_invalid_regex(items) {
         Some(rule) => Err(format!("value '{rule}' is not a valid regex")),
         None => Ok(()),

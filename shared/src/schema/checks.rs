@@ -32,20 +32,13 @@ pub(crate) fn colon_entries(value: Option<&Value>, _: &Object) -> Result<(), Str
 /// The first entry that does not compile as a (PCRE-like) regex, as Kong tests each entry
 /// with `ngx.re.match` at validation time.
 pub(crate) fn first_invalid_regex(items: &[Value]) -> Option<String> {
-    items
-        .iter()
-        .map(display)
-        .find(|rule| fancy_regex::Regex::new(rule).is_err())
+    items.iter().map(display).find(|rule| fancy_regex::Regex::new(rule).is_err())
 }
 
 /// Kong's `utils.random_string`: 24 random bytes in base64 (32 chars, no padding), with `/`
 /// and `+` replaced by a digit and an upper-case letter so the result is URL-safe.
 pub(crate) fn random_string() -> Value {
-    let (a, b, c) = (
-        uuid::Uuid::new_v4(),
-        uuid::Uuid::new_v4(),
-        uuid::Uuid::new_v4(),
-    );
+    let (a, b, c) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let mut bytes = [0u8; 24];
     bytes[..16].copy_from_slice(a.as_bytes());
     bytes[16..].copy_from_slice(&b.as_bytes()[..8]);
@@ -92,17 +85,8 @@ mod tests {
 
     #[test]
     fn regex_lists_report_the_first_bad_entry() {
-        assert_eq!(
-            first_invalid_regex(&[json!("^curl/"), json!("(")]),
-            Some("(".to_string())
-        );
-        assert_eq!(
-            first_invalid_regex(&[json!("*.example.com")]),
-            Some("*.example.com".into())
-        );
-        assert_eq!(
-            first_invalid_regex(&[json!("(?i)bot"), json!("a(?=b)")]),
-            None
-        );
+        assert_eq!(first_invalid_regex(&[json!("^curl/"), json!("(")]), Some("(".to_string()));
+        assert_eq!(first_invalid_regex(&[json!("*.example.com")]), Some("*.example.com".into()));
+        assert_eq!(first_invalid_regex(&[json!("(?i)bot"), json!("a(?=b)")]), None);
     }
 }

@@ -73,10 +73,7 @@ pub(crate) fn split_list(s: &str) -> Value {
     if escaped.ends_with(',') {
         parts.push("");
     }
-    parts
-        .into_iter()
-        .map(|p| Value::from(lua_trim(p).replace('\0', ",")))
-        .collect()
+    parts.into_iter().map(|p| Value::from(lua_trim(p).replace('\0', ","))).collect()
 }
 
 /// Lua's `tonumber` on a trimmed string: decimal (with exponent) or `0x` hex, optional sign;
@@ -93,8 +90,7 @@ pub(crate) fn parse_number(s: &str) -> Option<Value> {
             return None;
         }
         // Precision loss past 2^53 matches Lua's doubles.
-        hex.bytes()
-            .fold(0f64, |acc, b| acc * 16.0 + f64::from(hex_digit(b)))
+        hex.bytes().fold(0f64, |acc, b| acc * 16.0 + f64::from(hex_digit(b)))
     } else {
         let allowed = |b: u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
         let signed_twice = body.starts_with(['+', '-']);
@@ -149,9 +145,7 @@ pub(crate) fn is_url(s: &str) -> bool {
         return false;
     };
     let mut scheme_chars = scheme.chars();
-    let scheme_ok = scheme_chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
+    let scheme_ok = scheme_chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && scheme_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !scheme_ok {
         return false;
@@ -160,9 +154,7 @@ pub(crate) fn is_url(s: &str) -> bool {
         return false;
     };
     let authority = after_slashes.split('/').next().unwrap_or_default();
-    let host_port = authority
-        .split_once('@')
-        .map_or(authority, |(_, host)| host);
+    let host_port = authority.split_once('@').map_or(authority, |(_, host)| host);
     let host = match host_port.rfind(':') {
         Some(i) if !host_port[i + 1..].contains(']') => &host_port[..i],
         _ => host_port,
@@ -193,18 +185,7 @@ mod tests {
         assert_eq!(parse_number("1e3"), Some(json!(1000)));
         assert_eq!(parse_number("0x10"), Some(json!(16)));
         assert_eq!(parse_number(".5"), Some(json!(0.5)));
-        for bad in [
-            "",
-            "abc",
-            "inf",
-            "nan",
-            "1,5",
-            "-",
-            "0x",
-            "e5",
-            "10 apples",
-            "+-5",
-        ] {
+        for bad in ["", "abc", "inf", "nan", "1,5", "-", "0x", "e5", "10 apples", "+-5"] {
             assert_eq!(parse_number(bad), None, "{bad}");
         }
     }

@@ -8,9 +8,11 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     1,
     Table::new(&[
         Field::new("header_name", Kind::String).default(Fill::Str("Kong-Request-ID")),
-        Field::new("generator", Kind::String)
-            .default(Fill::Str("uuid#counter"))
-            .one_of(&["uuid", "uuid#counter", "tracker"]),
+        Field::new("generator", Kind::String).default(Fill::Str("uuid#counter")).one_of(&[
+            "uuid",
+            "uuid#counter",
+            "tracker",
+        ]),
         Field::new("echo_downstream", Kind::Boolean).default(Fill::Bool(false)),
     ]),
 );

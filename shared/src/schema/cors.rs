@@ -14,8 +14,7 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
         Field::new("origins", Kind::Array).check(origin_regexes),
         Field::new("headers", Kind::Array),
         Field::new("exposed_headers", Kind::Array),
-        Field::new("methods", Kind::Array)
-            .one_of(&["HEAD", "GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Field::new("methods", Kind::Array).one_of(&["HEAD", "GET", "POST", "PUT", "PATCH", "DELETE"]),
         Field::new("max_age", Kind::Number),
         Field::new("credentials", Kind::Boolean).default(Fill::Bool(false)),
         Field::new("preflight_continue", Kind::Boolean).default(Fill::Bool(false)),
@@ -26,9 +25,7 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
 /// Origins are matched as regexes unless the list is exactly `["*"]`, so every entry of any
 /// other list must compile (a `*` among others does not).
 fn origin_regexes(value: Option<&Value>, _: &Object) -> Result<(), String> {
-    let items = value
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let items = value.and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     if items.len() == 1 && items[0] == "*" {
         return Ok(());
     }

@@ -11,16 +11,9 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     "datadog",
     10,
     Table::new(&[
-        Field::new("host", Kind::String)
-            .required()
-            .default(Fill::Str("localhost")),
-        Field::new("port", Kind::Number)
-            .required()
-            .default(Fill::Int(8125)),
-        Field::new("metrics", Kind::Array)
-            .required()
-            .default(Fill::Json(default_metrics))
-            .check(metrics),
+        Field::new("host", Kind::String).required().default(Fill::Str("localhost")),
+        Field::new("port", Kind::Number).required().default(Fill::Int(8125)),
+        Field::new("metrics", Kind::Array).required().default(Fill::Json(default_metrics)).check(metrics),
         Field::new("prefix", Kind::String).default(Fill::Str("kong")),
     ]),
 );

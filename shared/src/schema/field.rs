@@ -48,11 +48,7 @@ impl Kind {
 
     /// Kong's message is `"<field> is not <article> <type>"`; only `array` takes "an".
     pub(crate) fn type_error(self, field: &str) -> String {
-        let article = if matches!(self, Kind::Array) {
-            "an"
-        } else {
-            "a"
-        };
+        let article = if matches!(self, Kind::Array) { "an" } else { "a" };
         format!("{field} is not {article} {}", self.name())
     }
 }
@@ -193,12 +189,7 @@ pub(crate) struct Table {
 
 impl Table {
     pub(crate) const fn new(fields: &'static [Field]) -> Self {
-        Table {
-            fields,
-            flexible: false,
-            no_consumer: false,
-            self_check: None,
-        }
+        Table { fields, flexible: false, no_consumer: false, self_check: None }
     }
 
     pub(crate) const fn flexible(mut self) -> Self {

@@ -15,12 +15,8 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
         Field::new("log_bodies", Kind::Boolean).default(Fill::Bool(false)),
         Field::new("service_token", Kind::String).required(),
         Field::new("connection_timeout", Kind::Number).default(Fill::Int(30)),
-        Field::new("host", Kind::String)
-            .required()
-            .default(Fill::Str("collector.galileo.mashape.com")),
-        Field::new("port", Kind::Number)
-            .required()
-            .default(Fill::Int(443)),
+        Field::new("host", Kind::String).required().default(Fill::Str("collector.galileo.mashape.com")),
+        Field::new("port", Kind::Number).required().default(Fill::Int(443)),
         Field::new("https", Kind::Boolean).default(Fill::Bool(true)),
         Field::new("https_verify", Kind::Boolean).default(Fill::Bool(false)),
     ]),

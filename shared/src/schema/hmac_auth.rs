@@ -14,17 +14,11 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     1000,
     Table::new(&[
         Field::new("hide_credentials", Kind::Boolean).default(Fill::Bool(false)),
-        Field::new("clock_skew", Kind::Number)
-            .default(Fill::Int(300))
-            .check(non_negative_skew),
-        Field::new("anonymous", Kind::String)
-            .default(Fill::Str(""))
-            .check(checks::anonymous),
+        Field::new("clock_skew", Kind::Number).default(Fill::Int(300)).check(non_negative_skew),
+        Field::new("anonymous", Kind::String).default(Fill::Str("")).check(checks::anonymous),
         Field::new("validate_request_body", Kind::Boolean).default(Fill::Bool(false)),
         Field::new("enforce_headers", Kind::Array).default(Fill::List(&[])),
-        Field::new("algorithms", Kind::Array)
-            .default(Fill::List(ALGORITHMS))
-            .one_of(ALGORITHMS),
+        Field::new("algorithms", Kind::Array).default(Fill::List(ALGORITHMS)).one_of(ALGORITHMS),
     ])
     .no_consumer(),
 );

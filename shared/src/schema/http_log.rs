@@ -9,12 +9,8 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     Table::new(&[
         Field::new("http_endpoint", Kind::Url).required(),
         // Kong gives `method` and `content_type` no type: only the enum applies (no trimming).
-        Field::untyped("method")
-            .default(Fill::Str("POST"))
-            .one_of(&["POST", "PUT", "PATCH"]),
-        Field::untyped("content_type")
-            .default(Fill::Str("application/json"))
-            .one_of(&["application/json"]),
+        Field::untyped("method").default(Fill::Str("POST")).one_of(&["POST", "PUT", "PATCH"]),
+        Field::untyped("content_type").default(Fill::Str("application/json")).one_of(&["application/json"]),
         Field::new("timeout", Kind::Number).default(Fill::Int(10_000)),
         Field::new("keepalive", Kind::Number).default(Fill::Int(60_000)),
     ]),

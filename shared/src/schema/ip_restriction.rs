@@ -30,9 +30,7 @@ fn cidr_list(value: Option<&Value>, _: &Object) -> Result<(), String> {
 /// `a.b.c.d` or `a.b.c.d/n`; the prefix is checked before the address, as iputils does.
 fn parse_cidr(cidr: &str) -> Result<(), String> {
     let (address, prefix) = cidr.split_once('/').unwrap_or((cidr, "32"));
-    let prefix_ok = prefix
-        .parse::<u8>()
-        .is_ok_and(|n| n <= 32 && prefix == n.to_string());
+    let prefix_ok = prefix.parse::<u8>().is_ok_and(|n| n <= 32 && prefix == n.to_string());
     if !prefix_ok {
         return Err(format!("Invalid prefix: /{prefix}"));
     }
@@ -52,9 +50,7 @@ fn parse_cidr(cidr: &str) -> Result<(), String> {
 }
 
 fn non_empty(conf: &Object, name: &str) -> bool {
-    conf.get(name)
-        .and_then(Value::as_array)
-        .is_some_and(|list| !list.is_empty())
+    conf.get(name).and_then(Value::as_array).is_some_and(|list| !list.is_empty())
 }
 
 /// Same rule as acl's, with Kong's lower-case wording for this plugin.
@@ -77,14 +73,8 @@ mod tests {
         assert_eq!(parse_cidr("0.0.0.0/0"), Ok(()));
         assert_eq!(parse_cidr("hello"), Err("Invalid IP".to_string()));
         assert_eq!(parse_cidr("1.2.3.4.5"), Err("Invalid IP".to_string()));
-        assert_eq!(
-            parse_cidr("1.2.3.400"),
-            Err("Invalid octet: 400".to_string())
-        );
-        assert_eq!(
-            parse_cidr("1.2.3.4/33"),
-            Err("Invalid prefix: /33".to_string())
-        );
+        assert_eq!(parse_cidr("1.2.3.400"), Err("Invalid octet: 400".to_string()));
+        assert_eq!(parse_cidr("1.2.3.4/33"), Err("Invalid prefix: /33".to_string()));
         assert_eq!(parse_cidr("1.2.3.4/"), Err("Invalid prefix: /".to_string()));
     }
 }

@@ -16,13 +16,9 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
         Field::new("key_claim_name", Kind::String).default(Fill::Str("iss")),
         Field::new("secret_is_base64", Kind::Boolean).default(Fill::Bool(false)),
         Field::new("claims_to_verify", Kind::Array).one_of(&["exp", "nbf"]),
-        Field::new("anonymous", Kind::String)
-            .default(Fill::Str(""))
-            .check(checks::anonymous),
+        Field::new("anonymous", Kind::String).default(Fill::Str("")).check(checks::anonymous),
         Field::new("run_on_preflight", Kind::Boolean).default(Fill::Bool(true)),
-        Field::new("maximum_expiration", Kind::Number)
-            .default(Fill::Int(0))
-            .check(non_negative),
+        Field::new("maximum_expiration", Kind::Number).default(Fill::Int(0)).check(non_negative),
     ])
     .no_consumer()
     .self_check(expiration_needs_exp),
@@ -37,17 +33,12 @@ fn non_negative(value: Option<&Value>, _: &Object) -> Result<(), String> {
 
 /// A maximum lifetime can only be enforced on tokens whose `exp` is verified.
 fn expiration_needs_exp(conf: &Object) -> Result<(), String> {
-    let maximum = conf
-        .get("maximum_expiration")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
+    let maximum = conf.get("maximum_expiration").and_then(Value::as_f64).unwrap_or(0.0);
     if maximum <= 0.0 {
         return Ok(());
     }
-    let verifies_exp = conf
-        .get("claims_to_verify")
-        .and_then(Value::as_array)
-        .is_some_and(|claims| claims.iter().any(|c| c == "exp"));
+    let verifies_exp =
+        conf.get("claims_to_verify").and_then(Value::as_array).is_some_and(|claims| claims.iter().any(|c| c == "exp"));
     if verifies_exp {
         Ok(())
     } else {

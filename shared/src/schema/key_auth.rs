@@ -12,14 +12,9 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     "key-auth",
     1003,
     Table::new(&[
-        Field::new("key_names", Kind::Array)
-            .required()
-            .default(Fill::Computed(default_key_names))
-            .check(header_names),
+        Field::new("key_names", Kind::Array).required().default(Fill::Computed(default_key_names)).check(header_names),
         Field::new("hide_credentials", Kind::Boolean).default(Fill::Bool(false)),
-        Field::new("anonymous", Kind::String)
-            .default(Fill::Str(""))
-            .check(checks::anonymous),
+        Field::new("anonymous", Kind::String).default(Fill::Str("")).check(checks::anonymous),
         Field::new("key_in_body", Kind::Boolean).default(Fill::Bool(false)),
         Field::new("run_on_preflight", Kind::Boolean).default(Fill::Bool(true)),
     ])
@@ -39,10 +34,7 @@ fn header_names(value: Option<&Value>, _: &Object) -> Result<(), String> {
         if name.is_empty() {
             return Err("'' is illegal: no header name provided".to_string());
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(format!(
                 "'{name}' is illegal: bad header name '{name}', allowed characters are \
                  A-Z, a-z, 0-9, '_', and '-'"

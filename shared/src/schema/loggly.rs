@@ -13,18 +13,10 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
         Field::new("port", Kind::Number).default(Fill::Int(514)),
         Field::new("key", Kind::String).required(),
         Field::new("tags", Kind::Array).default(Fill::List(&["kong"])),
-        Field::new("log_level", Kind::String)
-            .one_of(LEVELS)
-            .default(Fill::Str("info")),
-        Field::new("successful_severity", Kind::String)
-            .one_of(LEVELS)
-            .default(Fill::Str("info")),
-        Field::new("client_errors_severity", Kind::String)
-            .one_of(LEVELS)
-            .default(Fill::Str("info")),
-        Field::new("server_errors_severity", Kind::String)
-            .one_of(LEVELS)
-            .default(Fill::Str("info")),
+        Field::new("log_level", Kind::String).one_of(LEVELS).default(Fill::Str("info")),
+        Field::new("successful_severity", Kind::String).one_of(LEVELS).default(Fill::Str("info")),
+        Field::new("client_errors_severity", Kind::String).one_of(LEVELS).default(Fill::Str("info")),
+        Field::new("server_errors_severity", Kind::String).one_of(LEVELS).default(Fill::Str("info")),
         Field::new("timeout", Kind::Number).default(Fill::Int(10_000)),
     ]),
 );

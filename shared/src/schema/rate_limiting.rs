@@ -22,12 +22,8 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
         Field::new("day", Kind::Number),
         Field::new("month", Kind::Number),
         Field::new("year", Kind::Number),
-        Field::new("limit_by", Kind::String)
-            .one_of(LIMIT_BY)
-            .default(Fill::Str("consumer")),
-        Field::new("policy", Kind::String)
-            .one_of(POLICIES)
-            .default(Fill::Str("cluster")),
+        Field::new("limit_by", Kind::String).one_of(LIMIT_BY).default(Fill::Str("consumer")),
+        Field::new("policy", Kind::String).one_of(POLICIES).default(Fill::Str("cluster")),
         Field::new("fault_tolerant", Kind::Boolean).default(Fill::Bool(true)),
         Field::new("redis_host", Kind::String),
         Field::new("redis_port", Kind::Number).default(Fill::Int(6379)),
@@ -47,10 +43,7 @@ fn check_config(conf: &Object) -> Result<(), String> {
 /// At least one period, each positive, and never lower for a longer period. As in Kong,
 /// when several rules break, the one found last in the scan is reported.
 pub(super) fn check_periods(limits: &Object) -> Result<(), String> {
-    let values: Vec<Option<f64>> = PERIODS
-        .iter()
-        .map(|p| limits.get(*p).and_then(Value::as_f64))
-        .collect();
+    let values: Vec<Option<f64>> = PERIODS.iter().map(|p| limits.get(*p).and_then(Value::as_f64)).collect();
     let mut has_value = false;
     let mut invalid_value = None;
     let mut invalid_order = None;
@@ -63,16 +56,12 @@ pub(super) fn check_periods(limits: &Object) -> Result<(), String> {
         }
         for (longer, other) in PERIODS.iter().zip(&values).skip(i + 1) {
             if other.is_some_and(|o| o < limit) {
-                invalid_order = Some(format!(
-                    "The limit for {longer} cannot be lower than the limit for {period}"
-                ));
+                invalid_order = Some(format!("The limit for {longer} cannot be lower than the limit for {period}"));
             }
         }
     }
     if !has_value {
-        return Err(
-            "You need to set at least one limit: second, minute, hour, day, month, year".into(),
-        );
+        return Err("You need to set at least one limit: second, minute, hour, day, month, year".into());
     }
     match invalid_value.or(invalid_order) {
         Some(message) => Err(message),
@@ -85,11 +74,7 @@ pub(super) fn check_redis(conf: &Object) -> Result<(), String> {
     if conf.get("policy").and_then(Value::as_str) != Some("redis") {
         return Ok(());
     }
-    for (field, what) in [
-        ("redis_host", "host"),
-        ("redis_port", "port"),
-        ("redis_timeout", "timeout"),
-    ] {
+    for (field, what) in [("redis_host", "host"), ("redis_port", "port"), ("redis_timeout", "timeout")] {
         if !conf.contains_key(field) {
             return Err(format!("You need to specify a Redis {what}"));
         }

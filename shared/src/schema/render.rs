@@ -16,11 +16,7 @@ pub(crate) fn render_table(table: &Table) -> Value {
     if table.flexible {
         out.insert("flexible".into(), Value::Bool(true));
     }
-    let fields: Map<String, Value> = table
-        .fields
-        .iter()
-        .map(|f| (f.name.to_string(), render_field(f)))
-        .collect();
+    let fields: Map<String, Value> = table.fields.iter().map(|f| (f.name.to_string(), render_field(f))).collect();
     out.insert("fields".into(), Value::Object(fields));
     if table.self_check.is_some() {
         out.insert("self_check".into(), Value::from(FUNCTION));

@@ -35,15 +35,9 @@ static NAMES: Table = Table::new(&[
 
 /// replace, add and append entries set a value, so they need `name:value`.
 static NAME_VALUES: Table = Table::new(&[
-    Field::new("body", Kind::Array)
-        .default(Fill::List(&[]))
-        .check(colon_entries),
-    Field::new("headers", Kind::Array)
-        .default(Fill::List(&[]))
-        .check(colon_entries),
-    Field::new("querystring", Kind::Array)
-        .default(Fill::List(&[]))
-        .check(colon_entries),
+    Field::new("body", Kind::Array).default(Fill::List(&[])).check(colon_entries),
+    Field::new("headers", Kind::Array).default(Fill::List(&[])).check(colon_entries),
+    Field::new("querystring", Kind::Array).default(Fill::List(&[])).check(colon_entries),
 ]);
 
 pub(super) static PLUGIN: PluginSchema = PluginSchema::new(

@@ -23,12 +23,8 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     900,
     Table::new(&[
         Field::new("header_name", Kind::String).default(Fill::Str("x-kong-limit")),
-        Field::new("limit_by", Kind::String)
-            .one_of(LIMIT_BY)
-            .default(Fill::Str("consumer")),
-        Field::new("policy", Kind::String)
-            .one_of(POLICIES)
-            .default(Fill::Str("cluster")),
+        Field::new("limit_by", Kind::String).one_of(LIMIT_BY).default(Fill::Str("consumer")),
+        Field::new("policy", Kind::String).one_of(POLICIES).default(Fill::Str("cluster")),
         Field::new("fault_tolerant", Kind::Boolean).default(Fill::Bool(true)),
         Field::new("redis_host", Kind::String),
         Field::new("redis_port", Kind::Number).default(Fill::Int(6379)),
@@ -43,10 +39,7 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
 );
 
 fn check_config(conf: &Object) -> Result<(), String> {
-    let limits = conf
-        .get("limits")
-        .and_then(Value::as_object)
-        .filter(|l| !l.is_empty());
+    let limits = conf.get("limits").and_then(Value::as_object).filter(|l| !l.is_empty());
     let Some(limits) = limits else {
         return Err("You need to set at least one limit name".to_string());
     };

@@ -13,12 +13,8 @@ static NAMES: Table = Table::new(&[
 
 /// replace, add and append entries set a value, so they need `name:value`.
 static NAME_VALUES: Table = Table::new(&[
-    Field::new("json", Kind::Array)
-        .default(Fill::List(&[]))
-        .check(colon_entries),
-    Field::new("headers", Kind::Array)
-        .default(Fill::List(&[]))
-        .check(colon_entries),
+    Field::new("json", Kind::Array).default(Fill::List(&[])).check(colon_entries),
+    Field::new("headers", Kind::Array).default(Fill::List(&[])).check(colon_entries),
 ]);
 
 pub(super) static PLUGIN: PluginSchema = PluginSchema::new(

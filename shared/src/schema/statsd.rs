@@ -32,9 +32,7 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
     Table::new(&[
         Field::new("host", Kind::String).default(Fill::Str("localhost")),
         Field::new("port", Kind::Number).default(Fill::Int(8125)),
-        Field::new("metrics", Kind::Array)
-            .default(Fill::Json(default_metrics))
-            .check(metrics),
+        Field::new("metrics", Kind::Array).default(Fill::Json(default_metrics)).check(metrics),
         Field::new("prefix", Kind::String).default(Fill::Str("kong")),
     ]),
 );
@@ -63,9 +61,7 @@ fn metrics(value: Option<&Value>, _: &Object) -> Result<(), String> {
 
 /// Lua truthiness for a JSON value read from a metric entry: absent, null and false are unset.
 fn set<'a>(entry: &'a Value, key: &str) -> Option<&'a Value> {
-    entry
-        .get(key)
-        .filter(|v| !v.is_null() && *v != &Value::Bool(false))
+    entry.get(key).filter(|v| !v.is_null() && *v != &Value::Bool(false))
 }
 
 fn one_of(value: &Value, allowed: &[&str]) -> bool {
@@ -102,9 +98,7 @@ pub(super) fn check_metrics(value: Option<&Value>, with_tags: bool) -> Result<()
         if PER_USER.contains(&name) {
             match set(entry, "consumer_identifier") {
                 None => {
-                    return Err(format!(
-                        "consumer_identifier must be defined for metric {name}"
-                    ));
+                    return Err(format!("consumer_identifier must be defined for metric {name}"));
                 }
                 Some(id) if !one_of(id, CONSUMER_IDENTIFIERS) => {
                     return Err(format!(
@@ -124,17 +118,10 @@ pub(super) fn check_metrics(value: Option<&Value>, with_tags: bool) -> Result<()
 
 /// Datadog tags are `key` or `key:value`; a colon with nothing after it is malformed.
 fn check_tags(entry: &Value) -> Result<(), String> {
-    for tag in entry
-        .get("tags")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for tag in entry.get("tags").and_then(Value::as_array).into_iter().flatten() {
         let tag = display(tag);
         if tag.contains(':') && tag.split(':').nth(1).is_none_or(str::is_empty) {
-            return Err(format!(
-                "malformed tags: key '{tag}' has no value. Tags must be list of key[:value]"
-            ));
+            return Err(format!("malformed tags: key '{tag}' has no value. Tags must be list of key[:value]"));
         }
     }
     Ok(())

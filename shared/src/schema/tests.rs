@@ -14,9 +14,7 @@ use super::*;
 
 /// Validates `config` for the bundled plugin `name`.
 pub(super) fn create(name: &str, config: Value) -> Result<Value, ConfigError> {
-    plugin(name)
-        .expect("bundled plugin")
-        .validate_create(Some(&config))
+    plugin(name).expect("bundled plugin").validate_create(Some(&config))
 }
 
 /// `validate_create(None)`: the stored config of a plugin added without any config.
@@ -25,12 +23,7 @@ pub(super) fn defaults(name: &str) -> Result<Value, ConfigError> {
 }
 
 pub(super) fn fields(pairs: &[(&str, &str)]) -> ConfigError {
-    ConfigError::Fields(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
+    ConfigError::Fields(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 
 pub(super) fn self_check(message: &str) -> ConfigError {
@@ -82,35 +75,18 @@ fn priorities_follow_the_summary_table() {
     ];
     assert_eq!(expected.len(), 26);
     for (name, priority) in expected {
-        assert_eq!(
-            plugin(name).map(PluginSchema::priority),
-            Some(priority),
-            "{name}"
-        );
+        assert_eq!(plugin(name).map(PluginSchema::priority), Some(priority), "{name}");
     }
 }
 
 #[test]
 fn exactly_nine_plugins_refuse_consumers() {
-    let mut refusing: Vec<&str> = plugin_names()
-        .iter()
-        .copied()
-        .filter(|n| plugin(n).is_some_and(|p| p.no_consumer()))
-        .collect();
+    let mut refusing: Vec<&str> =
+        plugin_names().iter().copied().filter(|n| plugin(n).is_some_and(|p| p.no_consumer())).collect();
     refusing.sort_unstable();
     assert_eq!(
         refusing,
-        [
-            "acl",
-            "basic-auth",
-            "bot-detection",
-            "cors",
-            "hmac-auth",
-            "jwt",
-            "key-auth",
-            "ldap-auth",
-            "oauth2"
-        ]
+        ["acl", "basic-auth", "bot-detection", "cors", "hmac-auth", "jwt", "key-auth", "ldap-auth", "oauth2"]
     );
 }
 
@@ -119,10 +95,7 @@ fn absent_and_null_config_mean_empty() {
     let cors = plugin("cors").expect("bundled");
     let expected = json!({"credentials": false, "preflight_continue": false});
     assert_eq!(cors.validate_create(None), Ok(expected.clone()));
-    assert_eq!(
-        cors.validate_create(Some(&Value::Null)),
-        Ok(expected.clone())
-    );
+    assert_eq!(cors.validate_create(Some(&Value::Null)), Ok(expected.clone()));
     assert_eq!(cors.validate_create(Some(&json!({}))), Ok(expected));
 }
 
@@ -149,20 +122,13 @@ fn form_strings_are_coerced_and_defaults_stored_after_input() {
 
 #[test]
 fn booleans_accept_true_and_false_in_any_case() {
-    let out = create(
-        "key-auth",
-        json!({"hide_credentials": "TRUE", "key_in_body": "False"}),
-    )
-    .expect("valid");
+    let out = create("key-auth", json!({"hide_credentials": "TRUE", "key_in_body": "False"})).expect("valid");
     assert_eq!(out["hide_credentials"], json!(true));
     assert_eq!(out["key_in_body"], json!(false));
     for bad in [json!("yes"), json!("1"), json!(1), json!("")] {
         assert_eq!(
             create("key-auth", json!({"hide_credentials": bad})),
-            Err(fields(&[(
-                "config.hide_credentials",
-                "hide_credentials is not a boolean"
-            )])),
+            Err(fields(&[("config.hide_credentials", "hide_credentials is not a boolean")])),
         );
     }
 }
@@ -181,35 +147,17 @@ fn comma_strings_become_arrays() {
 
 #[test]
 fn numbers_parse_from_strings_or_fail_with_a_type_error() {
-    let out = create(
-        "request-size-limiting",
-        json!({"allowed_payload_size": "1.5"}),
-    );
+    let out = create("request-size-limiting", json!({"allowed_payload_size": "1.5"}));
     assert_eq!(out, Ok(json!({"allowed_payload_size": 1.5})));
-    let out = create(
-        "request-size-limiting",
-        json!({"allowed_payload_size": 10.0}),
-    );
+    let out = create("request-size-limiting", json!({"allowed_payload_size": 10.0}));
     assert_eq!(out, Ok(json!({"allowed_payload_size": 10})));
     assert_eq!(
-        create(
-            "request-size-limiting",
-            json!({"allowed_payload_size": "big"})
-        ),
-        Err(fields(&[(
-            "config.allowed_payload_size",
-            "allowed_payload_size is not a number"
-        )])),
+        create("request-size-limiting", json!({"allowed_payload_size": "big"})),
+        Err(fields(&[("config.allowed_payload_size", "allowed_payload_size is not a number")])),
     );
     assert_eq!(
-        create(
-            "request-size-limiting",
-            json!({"allowed_payload_size": [1]})
-        ),
-        Err(fields(&[(
-            "config.allowed_payload_size",
-            "allowed_payload_size is not a number"
-        )])),
+        create("request-size-limiting", json!({"allowed_payload_size": [1]})),
+        Err(fields(&[("config.allowed_payload_size", "allowed_payload_size is not a number")])),
     );
 }
 
@@ -228,10 +176,7 @@ fn type_errors_name_the_expected_type() {
     );
     assert_eq!(
         create("http-log", json!({"http_endpoint": "example.com/logs"})),
-        Err(fields(&[(
-            "config.http_endpoint",
-            "http_endpoint is not a url"
-        )])),
+        Err(fields(&[("config.http_endpoint", "http_endpoint is not a url")])),
     );
 }
 
@@ -242,10 +187,7 @@ fn enum_errors_quote_the_value_and_list_the_choices() {
         create("rate-limiting", json!({"minute": "abc", "policy": "foo"})),
         Err(fields(&[
             ("config.minute", "minute is not a number"),
-            (
-                "config.policy",
-                "\"foo\" is not allowed. Allowed values are: \"local\", \"cluster\", \"redis\""
-            ),
+            ("config.policy", "\"foo\" is not allowed. Allowed values are: \"local\", \"cluster\", \"redis\""),
         ])),
     );
     // For arrays, the first element outside the enum is named.
@@ -266,24 +208,15 @@ fn unknown_fields_are_reported_at_their_path() {
     );
     assert_eq!(
         create("request-transformer", json!({"remove": {"cookies": ["a"]}})),
-        Err(fields(&[(
-            "config.remove.cookies",
-            "cookies is an unknown field"
-        )])),
+        Err(fields(&[("config.remove.cookies", "cookies is an unknown field")])),
     );
     // A null on an unknown key is still an unknown key.
-    assert_eq!(
-        create("cors", json!({"foo": null})),
-        Err(fields(&[("config.foo", "foo is an unknown field")])),
-    );
+    assert_eq!(create("cors", json!({"foo": null})), Err(fields(&[("config.foo", "foo is an unknown field")])),);
 }
 
 #[test]
 fn nulls_are_dropped_then_defaults_refill() {
-    let out = create(
-        "key-auth",
-        json!({"key_names": null, "hide_credentials": null}),
-    );
+    let out = create("key-auth", json!({"key_names": null, "hide_credentials": null}));
     assert_eq!(
         out,
         Ok(json!({
@@ -311,16 +244,12 @@ fn reject_absent(value: Option<&Value>, _: &Object) -> Result<(), String> {
     value.map(|_| ()).ok_or_else(|| "must be given".to_string())
 }
 
-static INNER: Table = Table::new(&[
-    Field::new("a", Kind::Number).required(),
-    Field::new("b", Kind::Number).default(Fill::Int(1)),
-]);
+static INNER: Table =
+    Table::new(&[Field::new("a", Kind::Number).required(), Field::new("b", Kind::Number).default(Fill::Int(1))]);
 
 static ENGINE: Table = Table::new(&[
     Field::new("code", Kind::String).regex("^[a-z]+$"),
-    Field::new("secret", Kind::String)
-        .keep_whitespace()
-        .required(),
+    Field::new("secret", Kind::String).keep_whitespace().required(),
     Field::new("when", Kind::Timestamp),
     Field::new("checked", Kind::String).check(reject_absent),
     Field::new("inner", Kind::Table).schema(&INNER),
@@ -355,22 +284,12 @@ fn engine_applies_regex_timestamp_and_required_rules() {
     let (_, errors) = run(json!({
         "code": "ABC", "secret": "", "when": "-5", "checked": "x", "inner": {"a": 2}
     }));
-    assert_eq!(
-        errors.get("config.code").map(String::as_str),
-        Some("code has an invalid value")
-    );
-    assert_eq!(
-        errors.get("config.secret").map(String::as_str),
-        Some("secret is required")
-    );
-    assert_eq!(
-        errors.get("config.when").map(String::as_str),
-        Some("when is not a timestamp")
-    );
+    assert_eq!(errors.get("config.code").map(String::as_str), Some("code has an invalid value"));
+    assert_eq!(errors.get("config.secret").map(String::as_str), Some("secret is required"));
+    assert_eq!(errors.get("config.when").map(String::as_str), Some("when is not a timestamp"));
     assert_eq!(errors.len(), 3);
 
-    let (t, errors) =
-        run(json!({"secret": "s", "when": "1534880000", "checked": "x", "inner": {"a": 2}}));
+    let (t, errors) = run(json!({"secret": "s", "when": "1534880000", "checked": "x", "inner": {"a": 2}}));
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(t["when"], json!(1_534_880_000));
 }
@@ -380,21 +299,11 @@ fn engine_applies_regex_timestamp_and_required_rules() {
 #[test]
 fn update_merges_objects_and_replaces_arrays_and_scalars() {
     let rt = plugin("request-transformer").expect("bundled");
-    let stored = create(
-        "request-transformer",
-        json!({"add": {"headers": ["a:1"], "body": ["b:2"]}}),
-    )
-    .expect("valid");
+    let stored = create("request-transformer", json!({"add": {"headers": ["a:1"], "body": ["b:2"]}})).expect("valid");
     let out = rt
-        .validate_update(
-            &stored,
-            Some(&json!({"add": {"headers": "c:3,d:4"}, "http_method": "post"})),
-        )
+        .validate_update(&stored, Some(&json!({"add": {"headers": "c:3,d:4"}, "http_method": "post"})))
         .expect("valid");
-    assert_eq!(
-        out["add"],
-        json!({"headers": ["c:3", "d:4"], "body": ["b:2"], "querystring": []})
-    );
+    assert_eq!(out["add"], json!({"headers": ["c:3", "d:4"], "body": ["b:2"], "querystring": []}));
     assert_eq!(out["http_method"], json!("post"));
     assert_eq!(out["remove"], stored["remove"]);
 }
@@ -402,23 +311,15 @@ fn update_merges_objects_and_replaces_arrays_and_scalars() {
 #[test]
 fn update_null_removes_and_defaults_refill() {
     let rl = plugin("rate-limiting").expect("bundled");
-    let stored = create(
-        "rate-limiting",
-        json!({"minute": 5, "hour": 100, "policy": "local"}),
-    )
-    .expect("valid");
-    let out = rl
-        .validate_update(&stored, Some(&json!({"hour": null, "policy": null})))
-        .expect("valid");
+    let stored = create("rate-limiting", json!({"minute": 5, "hour": 100, "policy": "local"})).expect("valid");
+    let out = rl.validate_update(&stored, Some(&json!({"hour": null, "policy": null}))).expect("valid");
     assert_eq!(out.get("hour"), None);
     assert_eq!(out["policy"], json!("cluster"));
     assert_eq!(out["minute"], json!(5));
 
     assert_eq!(
         rl.validate_update(&stored, Some(&json!({"minute": null, "hour": null}))),
-        Err(self_check(
-            "You need to set at least one limit: second, minute, hour, day, month, year"
-        )),
+        Err(self_check("You need to set at least one limit: second, minute, hour, day, month, year")),
     );
 }
 
@@ -428,9 +329,7 @@ fn update_validates_the_merged_result() {
     let stored = create("rate-limiting", json!({"minute": 5})).expect("valid");
     assert_eq!(
         rl.validate_update(&stored, Some(&json!({"second": 10}))),
-        Err(self_check(
-            "The limit for minute cannot be lower than the limit for second"
-        )),
+        Err(self_check("The limit for minute cannot be lower than the limit for second")),
     );
     assert_eq!(
         rl.validate_update(&stored, Some(&json!({"minute": "five"}))),
@@ -443,25 +342,13 @@ fn update_validates_the_merged_result() {
 #[test]
 fn update_merges_flexible_tables_per_limit() {
     let rr = plugin("response-ratelimiting").expect("bundled");
-    let stored = create(
-        "response-ratelimiting",
-        json!({"limits": {"video": {"minute": 10}}}),
-    )
-    .expect("valid");
+    let stored = create("response-ratelimiting", json!({"limits": {"video": {"minute": 10}}})).expect("valid");
     let out = rr
-        .validate_update(
-            &stored,
-            Some(&json!({"limits": {"video": {"hour": "100"}, "image": {"second": 1}}})),
-        )
+        .validate_update(&stored, Some(&json!({"limits": {"video": {"hour": "100"}, "image": {"second": 1}}})))
         .expect("valid");
-    assert_eq!(
-        out["limits"],
-        json!({"video": {"minute": 10, "hour": 100}, "image": {"second": 1}})
-    );
+    assert_eq!(out["limits"], json!({"video": {"minute": 10, "hour": 100}, "image": {"second": 1}}));
 
-    let out = rr
-        .validate_update(&out, Some(&json!({"limits": {"image": null}})))
-        .expect("valid");
+    let out = rr.validate_update(&out, Some(&json!({"limits": {"image": null}}))).expect("valid");
     assert_eq!(out["limits"], json!({"video": {"minute": 10, "hour": 100}}));
 }
 
@@ -505,18 +392,12 @@ fn renders_self_checks_nested_and_flexible_schemas() {
         rt["fields"]["add"]["schema"]["fields"]["headers"],
         json!({"type": "array", "default": [], "func": "function"})
     );
-    assert_eq!(
-        rt["fields"]["remove"]["schema"]["fields"]["body"],
-        json!({"type": "array", "default": []})
-    );
+    assert_eq!(rt["fields"]["remove"]["schema"]["fields"]["body"], json!({"type": "array", "default": []}));
 
     let rr = plugin("response-ratelimiting").expect("bundled").render();
     assert_eq!(rr["fields"]["limits"]["type"], json!("table"));
     assert_eq!(rr["fields"]["limits"]["schema"]["flexible"], json!(true));
-    assert_eq!(
-        rr["fields"]["limits"]["schema"]["fields"]["minute"],
-        json!({"type": "number"})
-    );
+    assert_eq!(rr["fields"]["limits"]["schema"]["fields"]["minute"], json!({"type": "number"}));
 
     let oauth2 = plugin("oauth2").expect("bundled").render();
     assert_eq!(
@@ -525,18 +406,10 @@ fn renders_self_checks_nested_and_flexible_schemas() {
     );
 
     let http_log = plugin("http-log").expect("bundled").render();
-    assert_eq!(
-        http_log["fields"]["method"],
-        json!({"default": "POST", "enum": ["POST", "PUT", "PATCH"]})
-    );
+    assert_eq!(http_log["fields"]["method"], json!({"default": "POST", "enum": ["POST", "PUT", "PATCH"]}));
 
     let statsd = plugin("statsd").expect("bundled").render();
-    assert_eq!(
-        statsd["fields"]["metrics"]["default"]
-            .as_array()
-            .map(Vec::len),
-        Some(10)
-    );
+    assert_eq!(statsd["fields"]["metrics"]["default"].as_array().map(Vec::len), Some(10));
 }
 
 #[test]
@@ -546,10 +419,6 @@ fn every_plugin_renders_every_field() {
         let rendered = schema.render();
         let rendered_fields = rendered["fields"].as_object().expect("fields object");
         assert_eq!(rendered_fields.len(), schema.config.fields.len(), "{name}");
-        assert_eq!(
-            rendered.get("no_consumer").is_some(),
-            schema.no_consumer(),
-            "{name}"
-        );
+        assert_eq!(rendered.get("no_consumer").is_some(), schema.no_consumer(), "{name}");
     }
 }

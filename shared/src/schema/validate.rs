@@ -47,12 +47,7 @@ fn join(path: &str, name: &str) -> String {
 /// Validates and completes `t` in place. Field errors go to `errors` under `path.<field>`;
 /// a failed `self_check` is returned instead, because where it is reported depends on the
 /// caller (the plugin's `config` key, or the nested field's key).
-pub(crate) fn check_table(
-    table: &Table,
-    t: &mut Object,
-    path: &str,
-    errors: &mut Errors,
-) -> Option<String> {
+pub(crate) fn check_table(table: &Table, t: &mut Object, path: &str, errors: &mut Errors) -> Option<String> {
     let before = errors.added;
 
     for field in table.fields {
@@ -70,11 +65,7 @@ pub(crate) fn check_table(
         check_field(field, t, path, errors);
     }
 
-    let unknown: Vec<String> = t
-        .keys()
-        .filter(|k| table.field(k).is_none())
-        .cloned()
-        .collect();
+    let unknown: Vec<String> = t.keys().filter(|k| table.field(k).is_none()).cloned().collect();
     for key in unknown {
         let message = format!("{key} is an unknown field");
         errors.add(join(path, &key), message);
@@ -101,10 +92,7 @@ fn check_field(field: &Field, t: &mut Object, path: &str, errors: &mut Errors) {
     if !field.one_of.is_empty() {
         if let Some(bad) = t.get(name).and_then(|v| disallowed(field, v)) {
             let allowed = field.one_of.join("\", \"");
-            errors.add(
-                key.clone(),
-                format!("\"{bad}\" is not allowed. Allowed values are: \"{allowed}\""),
-            );
+            errors.add(key.clone(), format!("\"{bad}\" is not allowed. Allowed values are: \"{allowed}\""));
         }
     }
 
@@ -143,9 +131,7 @@ fn check_field(field: &Field, t: &mut Object, path: &str, errors: &mut Errors) {
 fn disallowed(field: &Field, value: &Value) -> Option<String> {
     let allowed = |v: &Value| v.as_str().is_some_and(|s| field.one_of.contains(&s));
     match value {
-        Value::Array(items) if field.kind == Some(Kind::Array) => {
-            items.iter().find(|v| !allowed(v)).map(display)
-        }
+        Value::Array(items) if field.kind == Some(Kind::Array) => items.iter().find(|v| !allowed(v)).map(display),
         v if allowed(v) => None,
         v => Some(display(v)),
     }
@@ -166,10 +152,7 @@ fn check_nested(field: &Field, sub: &Table, t: &mut Object, key: &str, errors: &
         // table when any sub-field has a default, so those defaults get stored.
         for sub_field in sub.fields {
             if sub_field.required == Some(true) && !sub_field.default.is_some() {
-                errors.add(
-                    key.to_string(),
-                    format!("{name}.{} is required", sub_field.name),
-                );
+                errors.add(key.to_string(), format!("{name}.{} is required", sub_field.name));
             }
         }
         if sub.fields.iter().any(|f| f.default.is_some()) {
@@ -211,9 +194,7 @@ pub(crate) fn merge(stored: &mut Object, patch: &Object) {
                 stored.shift_remove(key);
             }
             Value::Object(patch_inner) => {
-                let slot = stored
-                    .entry(key.clone())
-                    .or_insert_with(|| Value::Object(Object::new()));
+                let slot = stored.entry(key.clone()).or_insert_with(|| Value::Object(Object::new()));
                 if !slot.is_object() {
                     *slot = Value::Object(Object::new());
                 }

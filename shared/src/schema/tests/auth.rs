@@ -31,28 +31,16 @@ fn key_auth_key_names_must_be_header_names() {
     );
     assert_eq!(
         create("key-auth", json!({"key_names": "apikey,"})),
-        Err(fields(&[(
-            "config.key_names",
-            "'' is illegal: no header name provided"
-        )])),
+        Err(fields(&[("config.key_names", "'' is illegal: no header name provided")])),
     );
-    assert_eq!(
-        create("key-auth", json!({"anonymous": "bob"})),
-        Err(fields(&[("config.anonymous", ANONYMOUS)])),
-    );
+    assert_eq!(create("key-auth", json!({"anonymous": "bob"})), Err(fields(&[("config.anonymous", ANONYMOUS)])),);
     let uuid = "b7f7b8b0-5c1e-4c4b-9d7e-2b2f7f6b1a00";
-    assert_eq!(
-        create("key-auth", json!({"anonymous": uuid})).map(|c| c["anonymous"].clone()),
-        Ok(json!(uuid))
-    );
+    assert_eq!(create("key-auth", json!({"anonymous": uuid})).map(|c| c["anonymous"].clone()), Ok(json!(uuid)));
 }
 
 #[test]
 fn basic_auth_defaults() {
-    assert_eq!(
-        defaults("basic-auth"),
-        Ok(json!({"anonymous": "", "hide_credentials": false}))
-    );
+    assert_eq!(defaults("basic-auth"), Ok(json!({"anonymous": "", "hide_credentials": false})));
     assert_eq!(
         create("basic-auth", json!({"anonymous": "not-a-uuid"})),
         Err(fields(&[("config.anonymous", ANONYMOUS)])),
@@ -78,10 +66,7 @@ fn hmac_auth_defaults() {
 fn hmac_auth_clock_skew_cannot_be_negative() {
     assert_eq!(
         create("hmac-auth", json!({"clock_skew": "-1"})),
-        Err(fields(&[(
-            "config.clock_skew",
-            "Clock Skew should be positive"
-        )])),
+        Err(fields(&[("config.clock_skew", "Clock Skew should be positive")])),
     );
     assert!(create("hmac-auth", json!({"clock_skew": 0})).is_ok());
 }
@@ -106,44 +91,24 @@ fn jwt_defaults() {
 fn jwt_maximum_expiration_needs_exp_verification() {
     assert_eq!(
         create("jwt", json!({"maximum_expiration": -5})),
-        Err(fields(&[(
-            "config.maximum_expiration",
-            "should be 0 or greater"
-        )])),
+        Err(fields(&[("config.maximum_expiration", "should be 0 or greater")])),
     );
     assert_eq!(
-        create(
-            "jwt",
-            json!({"maximum_expiration": 60, "claims_to_verify": ["nbf"]})
-        ),
-        Err(self_check(
-            "claims_to_verify must contain 'exp' when specifying maximum_expiration"
-        )),
+        create("jwt", json!({"maximum_expiration": 60, "claims_to_verify": ["nbf"]})),
+        Err(self_check("claims_to_verify must contain 'exp' when specifying maximum_expiration")),
     );
-    assert!(create(
-        "jwt",
-        json!({"maximum_expiration": 60, "claims_to_verify": "nbf,exp"})
-    )
-    .is_ok());
+    assert!(create("jwt", json!({"maximum_expiration": 60, "claims_to_verify": "nbf,exp"})).is_ok());
     assert_eq!(
         create("jwt", json!({"claims_to_verify": ["exp", "iat"]})),
-        Err(fields(&[(
-            "config.claims_to_verify",
-            "\"iat\" is not allowed. Allowed values are: \"exp\", \"nbf\""
-        )])),
+        Err(fields(&[("config.claims_to_verify", "\"iat\" is not allowed. Allowed values are: \"exp\", \"nbf\"")])),
     );
 }
 
 #[test]
 fn oauth2_defaults_need_a_flow() {
-    assert_eq!(
-        defaults("oauth2"),
-        Err(self_check("You need to enable at least one OAuth flow"))
-    );
+    assert_eq!(defaults("oauth2"), Err(self_check("You need to enable at least one OAuth flow")));
     let out = create("oauth2", json!({"enable_password_grant": "true"})).expect("valid");
-    let key = out["provision_key"]
-        .as_str()
-        .expect("generated provision_key");
+    let key = out["provision_key"].as_str().expect("generated provision_key");
     assert_eq!(key.len(), 32);
     assert_eq!(
         out,
@@ -164,38 +129,24 @@ fn oauth2_defaults_need_a_flow() {
         })
     );
     let other = create("oauth2", json!({"enable_password_grant": true})).expect("valid");
-    assert_ne!(
-        other["provision_key"], out["provision_key"],
-        "random per config"
-    );
+    assert_ne!(other["provision_key"], out["provision_key"], "random per config");
 }
 
 #[test]
 fn oauth2_mandatory_scope_needs_scopes() {
     assert_eq!(
-        create(
-            "oauth2",
-            json!({"enable_implicit_grant": true, "mandatory_scope": true})
-        ),
-        Err(fields(&[(
-            "config.mandatory_scope",
-            "To set a mandatory scope you also need to create available scopes"
-        )])),
+        create("oauth2", json!({"enable_implicit_grant": true, "mandatory_scope": true})),
+        Err(fields(&[("config.mandatory_scope", "To set a mandatory scope you also need to create available scopes")])),
     );
-    let out = create(
-        "oauth2",
-        json!({"enable_implicit_grant": true, "mandatory_scope": true, "scopes": "email, profile"}),
-    )
-    .expect("valid");
+    let out =
+        create("oauth2", json!({"enable_implicit_grant": true, "mandatory_scope": true, "scopes": "email, profile"}))
+            .expect("valid");
     assert_eq!(out["scopes"], json!(["email", "profile"]));
 }
 
 #[test]
 fn oauth2_keeps_a_given_provision_key() {
-    let out = create(
-        "oauth2",
-        json!({"enable_client_credentials": true, "provision_key": " pk "}),
-    );
+    let out = create("oauth2", json!({"enable_client_credentials": true, "provision_key": " pk "}));
     assert_eq!(out.map(|c| c["provision_key"].clone()), Ok(json!("pk")));
 }
 

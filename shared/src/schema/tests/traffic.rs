@@ -7,18 +7,10 @@ use crate::schema::ConfigError;
 
 #[test]
 fn acl_defaults_need_one_list() {
+    assert_eq!(defaults("acl"), Err(self_check("You must set at least a whitelist or blacklist")));
     assert_eq!(
-        defaults("acl"),
-        Err(self_check("You must set at least a whitelist or blacklist"))
-    );
-    assert_eq!(
-        create(
-            "acl",
-            json!({"whitelist": "admins", "blacklist": ["banned"]})
-        ),
-        Err(self_check(
-            "You cannot set both a whitelist and a blacklist"
-        )),
+        create("acl", json!({"whitelist": "admins", "blacklist": ["banned"]})),
+        Err(self_check("You cannot set both a whitelist and a blacklist")),
     );
     assert_eq!(
         create("acl", json!({"whitelist": "admins, ops", "blacklist": []})),
@@ -30,40 +22,24 @@ fn acl_defaults_need_one_list() {
 fn bot_detection_defaults() {
     assert_eq!(defaults("bot-detection"), Ok(json!({})));
     assert_eq!(
-        create(
-            "bot-detection",
-            json!({"blacklist": ["^curl/", "[unclosed"]})
-        ),
-        Err(fields(&[(
-            "config.blacklist",
-            "value '[unclosed' is not a valid regex"
-        )])),
+        create("bot-detection", json!({"blacklist": ["^curl/", "[unclosed"]})),
+        Err(fields(&[("config.blacklist", "value '[unclosed' is not a valid regex")])),
     );
     assert!(create("bot-detection", json!({"whitelist": "(?i)goodbot"})).is_ok());
 }
 
 #[test]
 fn cors_defaults() {
-    assert_eq!(
-        defaults("cors"),
-        Ok(json!({"credentials": false, "preflight_continue": false}))
-    );
+    assert_eq!(defaults("cors"), Ok(json!({"credentials": false, "preflight_continue": false})));
 }
 
 #[test]
 fn cors_origins_are_regexes_unless_a_lone_star() {
     assert!(create("cors", json!({"origins": "*"})).is_ok());
-    assert!(create(
-        "cors",
-        json!({"origins": ["http://a.com", "https://.*\\.b\\.com"]})
-    )
-    .is_ok());
+    assert!(create("cors", json!({"origins": ["http://a.com", "https://.*\\.b\\.com"]})).is_ok());
     assert_eq!(
         create("cors", json!({"origins": "http://a.com,*"})),
-        Err(fields(&[(
-            "config.origins",
-            "origin '*' is not a valid regex"
-        )])),
+        Err(fields(&[("config.origins", "origin '*' is not a valid regex")])),
     );
     assert_eq!(
         create("cors", json!({"methods": "GET,OPTIONS"})),
@@ -78,24 +54,13 @@ fn cors_origins_are_regexes_unless_a_lone_star() {
 
 #[test]
 fn ip_restriction_defaults_need_one_list() {
+    assert_eq!(defaults("ip-restriction"), Err(self_check("you must set at least a whitelist or blacklist")));
     assert_eq!(
-        defaults("ip-restriction"),
-        Err(self_check("you must set at least a whitelist or blacklist"))
+        create("ip-restriction", json!({"whitelist": "10.0.0.0/8", "blacklist": "1.2.3.4"})),
+        Err(self_check("you cannot set both a whitelist and a blacklist")),
     );
     assert_eq!(
-        create(
-            "ip-restriction",
-            json!({"whitelist": "10.0.0.0/8", "blacklist": "1.2.3.4"})
-        ),
-        Err(self_check(
-            "you cannot set both a whitelist and a blacklist"
-        )),
-    );
-    assert_eq!(
-        create(
-            "ip-restriction",
-            json!({"whitelist": "127.0.0.1, 10.0.0.0/8"})
-        ),
+        create("ip-restriction", json!({"whitelist": "127.0.0.1, 10.0.0.0/8"})),
         Ok(json!({"whitelist": ["127.0.0.1", "10.0.0.0/8"]})),
     );
 }
@@ -104,20 +69,11 @@ fn ip_restriction_defaults_need_one_list() {
 fn ip_restriction_entries_must_parse() {
     assert_eq!(
         create("ip-restriction", json!({"whitelist": "hello"})),
-        Err(fields(&[(
-            "config.whitelist",
-            "cannot parse 'hello': Invalid IP"
-        )])),
+        Err(fields(&[("config.whitelist", "cannot parse 'hello': Invalid IP")])),
     );
     assert_eq!(
-        create(
-            "ip-restriction",
-            json!({"blacklist": ["127.0.0.1", "10.0.0.0/40"]})
-        ),
-        Err(fields(&[(
-            "config.blacklist",
-            "cannot parse '10.0.0.0/40': Invalid prefix: /40"
-        )])),
+        create("ip-restriction", json!({"blacklist": ["127.0.0.1", "10.0.0.0/40"]})),
+        Err(fields(&[("config.blacklist", "cannot parse '10.0.0.0/40': Invalid prefix: /40")])),
     );
     assert_eq!(
         create("ip-restriction", json!({"whitelist": 12})),
@@ -127,19 +83,14 @@ fn ip_restriction_entries_must_parse() {
 
 #[test]
 fn request_size_limiting_defaults() {
-    assert_eq!(
-        defaults("request-size-limiting"),
-        Ok(json!({"allowed_payload_size": 128}))
-    );
+    assert_eq!(defaults("request-size-limiting"), Ok(json!({"allowed_payload_size": 128})));
 }
 
 #[test]
 fn rate_limiting_needs_a_limit() {
     assert_eq!(
         defaults("rate-limiting"),
-        Err(self_check(
-            "You need to set at least one limit: second, minute, hour, day, month, year"
-        )),
+        Err(self_check("You need to set at least one limit: second, minute, hour, day, month, year")),
     );
 }
 
@@ -164,9 +115,7 @@ fn rate_limiting_defaults() {
 fn rate_limiting_periods_must_grow() {
     assert_eq!(
         create("rate-limiting", json!({"minute": 10, "second": 20})),
-        Err(self_check(
-            "The limit for minute cannot be lower than the limit for second"
-        )),
+        Err(self_check("The limit for minute cannot be lower than the limit for second")),
     );
     assert_eq!(
         create("rate-limiting", json!({"minute": "0"})),
@@ -174,27 +123,15 @@ fn rate_limiting_periods_must_grow() {
     );
     // Kong reports the last ordering problem it finds.
     assert_eq!(
-        create(
-            "rate-limiting",
-            json!({"second": 5, "minute": 3, "hour": 1})
-        ),
-        Err(self_check(
-            "The limit for hour cannot be lower than the limit for minute"
-        )),
+        create("rate-limiting", json!({"second": 5, "minute": 3, "hour": 1})),
+        Err(self_check("The limit for hour cannot be lower than the limit for minute")),
     );
     // A bad value outranks a bad order.
     assert_eq!(
-        create(
-            "rate-limiting",
-            json!({"second": 5, "minute": 3, "day": -1})
-        ),
+        create("rate-limiting", json!({"second": 5, "minute": 3, "day": -1})),
         Err(self_check("Value for day must be greater than zero")),
     );
-    assert!(create(
-        "rate-limiting",
-        json!({"second": 1, "minute": 1, "year": 1000})
-    )
-    .is_ok());
+    assert!(create("rate-limiting", json!({"second": 1, "minute": 1, "year": 1000})).is_ok());
 }
 
 #[test]
@@ -203,11 +140,7 @@ fn rate_limiting_redis_policy_needs_a_host() {
         create("rate-limiting", json!({"minute": 1, "policy": "redis"})),
         Err(self_check("You need to specify a Redis host")),
     );
-    assert!(create(
-        "rate-limiting",
-        json!({"minute": 1, "policy": "redis", "redis_host": "r"})
-    )
-    .is_ok());
+    assert!(create("rate-limiting", json!({"minute": 1, "policy": "redis", "redis_host": "r"})).is_ok());
     assert_eq!(
         create("rate-limiting", json!({"minute": 1, "limit_by": "header"})),
         Err(fields(&[(
@@ -219,10 +152,7 @@ fn rate_limiting_redis_policy_needs_a_host() {
 
 #[test]
 fn response_ratelimiting_needs_a_limit_name() {
-    assert_eq!(
-        defaults("response-ratelimiting"),
-        Err(self_check("You need to set at least one limit name"))
-    );
+    assert_eq!(defaults("response-ratelimiting"), Err(self_check("You need to set at least one limit name")));
     assert_eq!(
         create("response-ratelimiting", json!({"limits": {}})),
         Err(self_check("You need to set at least one limit name")),
@@ -232,10 +162,7 @@ fn response_ratelimiting_needs_a_limit_name() {
 #[test]
 fn response_ratelimiting_defaults() {
     assert_eq!(
-        create(
-            "response-ratelimiting",
-            json!({"limits": {"video": {"minute": "10"}}})
-        ),
+        create("response-ratelimiting", json!({"limits": {"video": {"minute": "10"}}})),
         Ok(json!({
             "limits": {"video": {"minute": 10}},
             "header_name": "x-kong-limit",
@@ -254,24 +181,12 @@ fn response_ratelimiting_defaults() {
 #[test]
 fn response_ratelimiting_validates_each_limit() {
     assert_eq!(
-        create(
-            "response-ratelimiting",
-            json!({"limits": {"video": {"minute": "lots"}}})
-        ),
-        Err(fields(&[(
-            "config.limits.video.minute",
-            "minute is not a number"
-        )])),
+        create("response-ratelimiting", json!({"limits": {"video": {"minute": "lots"}}})),
+        Err(fields(&[("config.limits.video.minute", "minute is not a number")])),
     );
     assert_eq!(
-        create(
-            "response-ratelimiting",
-            json!({"limits": {"video": {"seco": 1}}})
-        ),
-        Err(fields(&[(
-            "config.limits.video.seco",
-            "seco is an unknown field"
-        )])),
+        create("response-ratelimiting", json!({"limits": {"video": {"seco": 1}}})),
+        Err(fields(&[("config.limits.video.seco", "seco is an unknown field")])),
     );
     assert_eq!(
         create("response-ratelimiting", json!({"limits": {"second": 10}})),
@@ -286,21 +201,14 @@ fn response_ratelimiting_validates_each_limit() {
             "response-ratelimiting",
             json!({"limits": {"video": {"second": 1}, "image": {"second": 2, "minute": 1}}})
         ),
-        Err(self_check(
-            "The limit for minute cannot be lower than the limit for second"
-        )),
+        Err(self_check("The limit for minute cannot be lower than the limit for second")),
     );
     assert_eq!(
         create("response-ratelimiting", json!({"limits": {"video": {}}})),
-        Err(self_check(
-            "You need to set at least one limit: second, minute, hour, day, month, year"
-        )),
+        Err(self_check("You need to set at least one limit: second, minute, hour, day, month, year")),
     );
     assert_eq!(
-        create(
-            "response-ratelimiting",
-            json!({"limits": {"video": {"second": 1}}, "policy": "redis"})
-        ),
+        create("response-ratelimiting", json!({"limits": {"video": {"second": 1}}, "policy": "redis"})),
         Err(self_check("You need to specify a Redis host")),
     );
 }
@@ -324,22 +232,13 @@ fn request_transformer_rules() {
     );
     assert!(create("request-transformer", json!({"http_method": "propfind"})).is_ok());
     assert_eq!(
-        create(
-            "request-transformer",
-            json!({"add": {"headers": "x-a:1, x-b"}})
-        ),
+        create("request-transformer", json!({"add": {"headers": "x-a:1, x-b"}})),
         Err(fields(&[("config.add.headers", "key 'x-b' has no value")])),
     );
     // remove and rename take bare names.
-    let out = create(
-        "request-transformer",
-        json!({"remove": {"headers": "x-a"}, "rename": {"body": "a"}}),
-    )
-    .expect("valid");
-    assert_eq!(
-        out["remove"],
-        json!({"headers": ["x-a"], "body": [], "querystring": []})
-    );
+    let out =
+        create("request-transformer", json!({"remove": {"headers": "x-a"}, "rename": {"body": "a"}})).expect("valid");
+    assert_eq!(out["remove"], json!({"headers": ["x-a"], "body": [], "querystring": []}));
 }
 
 #[test]
@@ -350,10 +249,7 @@ fn response_transformer_defaults() {
         Ok(json!({"remove": empty, "replace": empty, "add": empty, "append": empty}))
     );
     assert_eq!(
-        create(
-            "response-transformer",
-            json!({"append": {"json": ["k:v", "bare"]}})
-        ),
+        create("response-transformer", json!({"append": {"json": ["k:v", "bare"]}})),
         Err(fields(&[("config.append.json", "key 'bare' has no value")])),
     );
     assert_eq!(
@@ -366,9 +262,7 @@ fn response_transformer_defaults() {
 fn correlation_id_defaults() {
     assert_eq!(
         defaults("correlation-id"),
-        Ok(
-            json!({"header_name": "Kong-Request-ID", "generator": "uuid#counter", "echo_downstream": false})
-        )
+        Ok(json!({"header_name": "Kong-Request-ID", "generator": "uuid#counter", "echo_downstream": false}))
     );
     assert_eq!(
         create("correlation-id", json!({"generator": "ulid"})),
@@ -390,8 +284,7 @@ fn aws_lambda_requires_credentials_and_function() {
             ("config.function_name", "function_name is required"),
         ])),
     );
-    let base =
-        json!({"aws_key": "k", "aws_secret": "s", "aws_region": "eu-west-1", "function_name": "f"});
+    let base = json!({"aws_key": "k", "aws_secret": "s", "aws_region": "eu-west-1", "function_name": "f"});
     let out = create("aws-lambda", base.clone()).expect("valid");
     assert_eq!(
         out,
@@ -414,10 +307,6 @@ fn aws_lambda_requires_credentials_and_function() {
     let Err(ConfigError::Fields(errors)) = create("aws-lambda", bad) else {
         panic!("expected field errors");
     };
-    assert_eq!(
-        errors["config.unhandled_status"],
-        "unhandled_status must be within 100 - 999."
-    );
-    assert!(errors["config.aws_region"]
-        .starts_with("\"mars-1\" is not allowed. Allowed values are: \"us-east-1\", "));
+    assert_eq!(errors["config.unhandled_status"], "unhandled_status must be within 100 - 999.");
+    assert!(errors["config.aws_region"].starts_with("\"mars-1\" is not allowed. Allowed values are: \"us-east-1\", "));
 }
