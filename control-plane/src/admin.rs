@@ -4,6 +4,7 @@
 
 mod body;
 mod certificates;
+mod clustering;
 mod consumers;
 mod crud;
 mod error;
@@ -48,6 +49,8 @@ pub struct Node {
     pub hostname: String,
     /// The effective configuration, secrets redacted.
     pub configuration: Value,
+    /// A data plane not heard from for this long is shown as disconnected.
+    pub stale_after: std::time::Duration,
     pub counters: Counters,
 }
 
@@ -88,6 +91,7 @@ pub fn router(admin: Admin) -> Router {
         .merge(snis::router())
         .merge(upstreams::router())
         .merge(targets::router())
+        .merge(clustering::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(admin)

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::sync::{ClusterTls, MtlsMode, SyncSettings};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -26,6 +28,12 @@ pub struct RawConfig {
     pub admin_ssl_cert: Option<PathBuf>,
     pub admin_ssl_cert_key: Option<PathBuf>,
     pub cluster_listen: Option<String>,
+    pub cluster_mtls: Option<String>,
+    pub cluster_cert: Option<PathBuf>,
+    pub cluster_cert_key: Option<PathBuf>,
+    pub cluster_ca_cert: Option<PathBuf>,
+    pub cluster_changelog_retention: Option<i64>,
+    pub cluster_max_snapshots: Option<usize>,
     pub database_url: Option<String>,
     pub prefix: Option<PathBuf>,
     pub log_level: Option<String>,
@@ -62,6 +70,8 @@ pub struct Config {
     pub admin_ssl_cert: Option<PathBuf>,
     pub admin_ssl_cert_key: Option<PathBuf>,
     pub cluster_listen: Listen,
+    pub cluster_tls: ClusterTls,
+    pub sync: SyncSettings,
     pub database_url: String,
     pub prefix: PathBuf,
     pub log_level: String,
@@ -139,6 +149,32 @@ impl Config {
                 reason: "expected sqlite://… or postgres://…",
             });
         }
+        let mtls = pick("cluster_mtls", raw.cluster_mtls, "shared");
+        let mode: MtlsMode = mtls.parse().map_err(|_| ConfigError::Invalid {
+            key: "cluster_mtls",
+            value: mtls.clone(),
+            reason: "expected shared, pki or off",
+        })?;
+        let number = |key: &'static str, file: Option<i64>, default: i64| -> Result<i64, ConfigError> {
+            match env.get(&format!("GATEHOUSE_{}", key.to_ascii_uppercase())) {
+                Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
+                    key,
+                    value: v,
+                    reason: "expected a positive integer",
+                }),
+                None => Ok(file.unwrap_or(default)),
+            }
+        };
+        let defaults = SyncSettings::default();
+        let sync = SyncSettings {
+            retention: number("cluster_changelog_retention", raw.cluster_changelog_retention, defaults.retention)?,
+            max_snapshots: number(
+                "cluster_max_snapshots",
+                raw.cluster_max_snapshots.map(|n| n as i64),
+                defaults.max_snapshots as i64,
+            )? as usize,
+            ..defaults
+        };
         Ok(Config {
             admin_listen: listen("admin_listen", &pick("admin_listen", raw.admin_listen, "127.0.0.1:8001"))?,
             admin_ssl_listen: listen(
@@ -148,6 +184,13 @@ impl Config {
             admin_ssl_cert: path("admin_ssl_cert", raw.admin_ssl_cert),
             admin_ssl_cert_key: path("admin_ssl_cert_key", raw.admin_ssl_cert_key),
             cluster_listen: listen("cluster_listen", &pick("cluster_listen", raw.cluster_listen, "0.0.0.0:8005"))?,
+            cluster_tls: ClusterTls {
+                mode,
+                cert: path("cluster_cert", raw.cluster_cert),
+                key: path("cluster_cert_key", raw.cluster_cert_key),
+                ca: path("cluster_ca_cert", raw.cluster_ca_cert),
+            },
+            sync,
             database_url,
             prefix: path("prefix", raw.prefix).unwrap_or_else(|| PathBuf::from(".gatehouse")),
             log_level: pick("log_level", raw.log_level, "info"),
@@ -163,6 +206,8 @@ impl Config {
             "admin_ssl_listen": show(&self.admin_ssl_listen),
             "admin_ssl_enabled": self.admin_ssl_listen.is_some(),
             "cluster_listen": show(&self.cluster_listen),
+            "cluster_mtls": format!("{:?}", self.cluster_tls.mode).to_ascii_lowercase(),
+            "cluster_changelog_retention": self.sync.retention,
             "database": if self.database_url.starts_with("sqlite") { "sqlite" } else { "postgres" },
             "database_url": redact(&self.database_url),
             "prefix": self.prefix.display().to_string(),

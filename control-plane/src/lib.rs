@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tls;
 
 use std::sync::Arc;
@@ -60,11 +61,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         node_id: uuid::Uuid::new_v4().to_string(),
         hostname: hostname(),
         configuration: config.to_json(),
+        stale_after: config.sync.stale_after,
         counters: Default::default(),
     });
-    let service = admin::service(Admin { store, node: node.clone() });
+    let service = admin::service(Admin { store: store.clone(), node: node.clone() });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
+    if let Some(addr) = config.cluster_listen {
+        let tail =
+            sync::Tail::start(store.clone(), config.database_url.clone(), config.sync.clone(), stop_rx.clone()).await;
+        let mut tls = config.cluster_tls.clone();
+        if tls.mode == sync::MtlsMode::Shared && tls.cert.is_none() {
+            tls = default_cluster_cert(&config, tls)?;
+        }
+        let server = sync::SyncServer {
+            store: store.clone(),
+            tail,
+            settings: config.sync.clone(),
+            cluster_id: cluster_id.clone(),
+            node_id: node.node_id.clone(),
+            tls,
+        };
+        let fut = sync::serve(addr, server, stop_rx.clone())
+            .await
+            .with_context(|| format!("cannot start the cluster listener on {addr} (cluster_listen)"))?;
+        servers.push(tokio::spawn(fut));
+    }
     if let Some(addr) = config.admin_listen {
         let fut = server::bind(addr, None, service.clone(), node.clone(), stop_rx.clone())
             .await
@@ -83,10 +105,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
+    let drained = async {
+        for s in servers {
+            let _ = s.await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(15), drained).await.is_err() {
+        tracing::warn!("listeners did not stop in time");
     }
     Ok(())
+}
+
+/// Shared mode without configured files: use (creating once) a pair under the prefix, so a
+/// development set-up works with no steps; data planes need a copy of these two files.
+fn default_cluster_cert(config: &Config, mut tls: sync::ClusterTls) -> anyhow::Result<sync::ClusterTls> {
+    let cert = config.prefix.join("cluster.crt");
+    let key = config.prefix.join("cluster.key");
+    if !cert.exists() || !key.exists() {
+        std::fs::create_dir_all(&config.prefix)
+            .with_context(|| format!("cannot create {}", config.prefix.display()))?;
+        sync::generate_shared_cert(&cert, &key)?;
+        tracing::warn!(cert = %cert.display(), key = %key.display(), "generated a shared cluster certificate; copy it to data planes");
+    }
+    tls.cert = Some(cert);
+    tls.key = Some(key);
+    Ok(tls)
 }
 
 /// `gatehouse-cp migrations up|status`.

@@ -19,6 +19,13 @@ struct Cli {
 enum Command {
     /// Serve the Admin API.
     Run,
+    /// Write a new shared cluster certificate and key for control plane ↔ data plane mTLS.
+    GenCert {
+        #[arg(long, default_value = "cluster.crt")]
+        cert: PathBuf,
+        #[arg(long, default_value = "cluster.key")]
+        key: PathBuf,
+    },
     /// Manage database migrations.
     Migrations {
         #[command(subcommand)]
@@ -42,6 +49,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Run => gatehouse_control_plane::run(config).await,
+            Command::GenCert { cert, key } => {
+                gatehouse_control_plane::sync::generate_shared_cert(&cert, &key)?;
+                println!("wrote {} and {}", cert.display(), key.display());
+                Ok(())
+            }
             Command::Migrations { action } => {
                 let out = gatehouse_control_plane::migrations(&config, matches!(action, Migrations::Up)).await?;
                 println!("{out}");

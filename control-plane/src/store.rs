@@ -7,6 +7,7 @@
 //! their change rows under one new revision in the same transaction.
 
 mod changelog;
+mod cluster;
 mod error;
 mod migrate;
 mod table;
@@ -21,6 +22,7 @@ use tracing::instrument;
 
 pub(crate) use changelog::now_ms;
 pub use changelog::Change;
+pub use cluster::{DataPlaneRow, Snapshot};
 pub use error::StoreError;
 pub use migrate::MigrationStatus;
 pub use table::Table;
@@ -83,6 +85,8 @@ pub struct Store {
     dialect: Dialect,
     /// SQLite allows one writer; serialising our own writers here avoids busy-lock retries.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// The newest revision this process committed: wakes this process's sync sessions at once.
+    committed: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -133,7 +137,17 @@ impl Store {
             options
         };
         let pool = options.connect(&url).await?;
-        Ok(Store { pool, dialect, sqlite_writer: Arc::default() })
+        Ok(Store {
+            pool,
+            dialect,
+            sqlite_writer: Arc::default(),
+            committed: Arc::new(tokio::sync::watch::channel(0).0),
+        })
+    }
+
+    /// Revisions committed by this process, as they commit.
+    pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.committed.subscribe()
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -234,6 +248,13 @@ impl Store {
         match result {
             Ok(Some(rev)) => {
                 tx.commit().await?;
+                self.committed.send_if_modified(|v| {
+                    let newer = rev > *v;
+                    if newer {
+                        *v = rev;
+                    }
+                    newer
+                });
                 Ok(Some(rev))
             }
             Ok(None) => {

@@ -6,7 +6,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod entity;
+pub mod proto;
 pub mod schema;
+pub mod snapshot;
 pub mod upstream;
 pub mod validate;
 

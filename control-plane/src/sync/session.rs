@@ -1,0 +1,257 @@
+//! One data plane's stream: from the revision it holds to the head, then following the head.
+//!
+//! The session sends whole revisions only. Deltas when the change log still holds every
+//! revision after the data plane's; otherwise (revision 0, another epoch, compacted away, or
+//! ahead of us) a snapshot in chunks of at most 1 MiB, built under a semaphore so a reconnect
+//! storm cannot exhaust the control plane. After a NACK the session stays put until the head
+//! moves past the refused revision, then resends everything since the last ACK as one batch,
+//! so a later fix can repair a bad revision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_shared::proto::control_plane_message::Message as Out;
+use gatehouse_shared::proto::data_plane_message::Message as In;
+use gatehouse_shared::proto::{Change, ControlPlaneMessage, DataPlaneMessage, Deltas, Hello, SnapshotChunk, UpToDate};
+use serde_json::json;
+use tokio::sync::{mpsc, Semaphore};
+use tonic::{Status, Streaming};
+
+use super::Tail;
+use crate::store::{now_ms, DataPlaneRow, Store};
+
+/// Chunks and batches stay under this many bytes of documents.
+const CHUNK_BYTES: usize = 1024 * 1024 - 64 * 1024;
+/// Change rows read per query while catching up.
+const READ_BATCH: i64 = 5_000;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) struct Shared {
+    pub store: Store,
+    pub tail: Tail,
+    pub cluster_id: String,
+    pub node_id: String,
+    pub snapshots: Arc<Semaphore>,
+}
+
+type Outbound = mpsc::Sender<Result<ControlPlaneMessage, Status>>;
+
+struct Session {
+    shared: Arc<Shared>,
+    out: Outbound,
+    row: DataPlaneRow,
+    /// The newest revision sent (the data plane will be there once it applies everything).
+    sent: i64,
+    acked: i64,
+    /// A revision the data plane refused; nothing is resent until the head passes it.
+    refused: Option<i64>,
+}
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("data plane went away")]
+    Gone,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+pub(super) async fn run(shared: Arc<Shared>, mut inbound: Streaming<DataPlaneMessage>, out: Outbound, ip: String) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(DataPlaneMessage { message: Some(In::Hello(h)) }))) => h,
+        _ => {
+            let _ = out.send(Err(Status::invalid_argument("the first message must be Hello"))).await;
+            return;
+        }
+    };
+    tracing::info!(node = %hello.node_id, revision = hello.revision, %ip, "data plane connected");
+    let mut session = Session {
+        row: row_for(&hello, &ip, &shared.node_id),
+        sent: hello.revision,
+        acked: hello.revision,
+        refused: None,
+        shared,
+        out,
+    };
+    session.record("syncing").await;
+    let result = session.serve(&hello, &mut inbound).await;
+    if let Err(e) = &result {
+        tracing::info!(node = %session.row.id, reason = %e, "data plane session ended");
+    }
+    session.record("disconnected").await;
+}
+
+fn row_for(hello: &Hello, ip: &str, cp: &str) -> DataPlaneRow {
+    DataPlaneRow {
+        id: hello.node_id.clone(),
+        hostname: hello.hostname.clone(),
+        ip: ip.to_string(),
+        version: hello.version.clone(),
+        last_seen: now_ms() / 1000,
+        config_revision: hello.revision,
+        sync_status: "syncing".into(),
+        control_plane: cp.to_string(),
+        doc: json!({ "plugins": hello.plugins }),
+    }
+}
+
+impl Session {
+    async fn serve(&mut self, hello: &Hello, inbound: &mut Streaming<DataPlaneMessage>) -> Result<(), End> {
+        let mut head_rx = self.shared.tail.subscribe();
+        let head = *head_rx.borrow_and_update();
+        let compacted = self.shared.store.compacted_through().await?;
+        let fresh = hello.epoch != self.shared.cluster_id || hello.revision == 0;
+        if fresh || hello.revision < compacted || hello.revision > head {
+            self.send_snapshot().await?;
+        } else if hello.revision == head {
+            self.send(Out::UpToDate(UpToDate { epoch: self.shared.cluster_id.clone(), revision: head })).await?;
+        }
+        self.catch_up().await?;
+        loop {
+            tokio::select! {
+                changed = head_rx.changed() => {
+                    if changed.is_err() { return Ok(()); }
+                    self.catch_up().await?;
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(DataPlaneMessage { message: Some(m) })) => self.handle(m).await?,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return Err(End::Gone),
+                },
+                _ = self.out.closed() => return Err(End::Gone),
+            }
+        }
+    }
+
+    async fn handle(&mut self, message: In) -> Result<(), End> {
+        match message {
+            In::Ack(ack) => {
+                self.acked = ack.revision;
+                self.row.config_revision = ack.revision;
+                self.row.doc["last_error"] = serde_json::Value::Null;
+                self.refused = None;
+                let status = if ack.revision >= self.shared.tail.head() { "normal" } else { "syncing" };
+                self.record(status).await;
+            }
+            In::Nack(nack) => {
+                tracing::warn!(node = %self.row.id, revision = nack.revision, reason = %nack.reason, "data plane refused a batch");
+                self.refused = Some(nack.revision);
+                self.sent = self.acked;
+                self.row.doc["last_error"] = json!({
+                    "revision": nack.revision, "entity": nack.entity, "entity_id": nack.entity_id, "reason": nack.reason,
+                });
+                self.record("nack").await;
+            }
+            In::Status(status) => {
+                self.row.config_revision = status.applied_revision;
+                self.row.doc["targets"] = serde_json::to_value(
+                    status
+                        .targets
+                        .iter()
+                        .map(|t| json!({"upstream_id": t.upstream_id, "target": t.target, "health": t.health}))
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap_or_default();
+                let current = self.row.sync_status.clone();
+                self.record(&current).await;
+            }
+            In::Hello(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Persists this data plane's row so every control-plane replica can show it.
+    async fn record(&mut self, status: &str) {
+        self.row.sync_status = status.to_string();
+        self.row.last_seen = now_ms() / 1000;
+        if let Err(e) = self.shared.store.upsert_data_plane(&self.row).await {
+            tracing::warn!(error = %e, "cannot record data-plane status");
+        }
+    }
+
+    async fn send(&self, message: Out) -> Result<(), End> {
+        self.out.send(Ok(ControlPlaneMessage { message: Some(message) })).await.map_err(|_| End::Gone)
+    }
+
+    async fn send_snapshot(&mut self) -> Result<(), End> {
+        let _permit = self.shared.snapshots.acquire().await.map_err(|_| End::Gone)?;
+        let snapshot = self.shared.store.snapshot().await?;
+        let epoch = self.shared.cluster_id.clone();
+        let mut index = 0;
+        let mut entities = Vec::new();
+        let mut bytes = 0;
+        for (table, id, document) in snapshot.rows {
+            bytes += document.len() + id.len() + 16;
+            entities.push(Change { entity: table.name().to_string(), id, document, deleted: false });
+            if bytes >= CHUNK_BYTES {
+                let chunk = SnapshotChunk {
+                    epoch: epoch.clone(),
+                    revision: snapshot.revision,
+                    index,
+                    last: false,
+                    entities: std::mem::take(&mut entities),
+                };
+                self.send(Out::Snapshot(chunk)).await?;
+                index += 1;
+                bytes = 0;
+            }
+        }
+        let chunk = SnapshotChunk { epoch, revision: snapshot.revision, index, last: true, entities };
+        self.send(Out::Snapshot(chunk)).await?;
+        tracing::info!(node = %self.row.id, revision = snapshot.revision, chunks = index + 1, "snapshot sent");
+        self.sent = snapshot.revision;
+        Ok(())
+    }
+
+    /// Sends every revision after `sent` up to the head, in batches of whole revisions.
+    async fn catch_up(&mut self) -> Result<(), End> {
+        loop {
+            let head = self.shared.tail.head();
+            if head <= self.sent || self.refused.is_some_and(|r| head <= r) {
+                return Ok(());
+            }
+            let rows = self.shared.store.changes_since(self.sent, READ_BATCH).await?;
+            let Some(first) = rows.first() else { return Ok(()) };
+            if first.revision != self.sent + 1 {
+                // The log no longer holds what this data plane needs.
+                self.send_snapshot().await?;
+                continue;
+            }
+            // Only whole revisions: drop the trailing revision if the read cut it short.
+            let complete = if rows.len() as i64 == READ_BATCH && rows.iter().any(|r| r.revision != first.revision) {
+                let last = rows.last().map_or(0, |r| r.revision);
+                rows.into_iter().filter(|r| r.revision != last).collect()
+            } else {
+                rows
+            };
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let mut batch_end = self.sent;
+            for (i, row) in complete.iter().enumerate() {
+                bytes += row.doc.as_ref().map_or(0, String::len) + 64;
+                batch.push(Change {
+                    entity: row.entity.clone(),
+                    id: row.entity_id.clone(),
+                    document: row.doc.clone().unwrap_or_default(),
+                    deleted: row.op == "delete",
+                });
+                batch_end = row.revision;
+                let revision_ends = complete.get(i + 1).is_none_or(|next| next.revision != row.revision);
+                if revision_ends && bytes >= CHUNK_BYTES {
+                    self.send_deltas(std::mem::take(&mut batch), batch_end).await?;
+                    bytes = 0;
+                }
+            }
+            if !batch.is_empty() {
+                self.send_deltas(batch, batch_end).await?;
+            }
+        }
+    }
+
+    async fn send_deltas(&mut self, changes: Vec<Change>, revision: i64) -> Result<(), End> {
+        let deltas = Deltas { epoch: self.shared.cluster_id.clone(), from_revision: self.sent, revision, changes };
+        self.send(Out::Deltas(deltas)).await?;
+        self.sent = revision;
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! Data-plane configuration: an optional TOML file, then `GATEHOUSE_*` environment overrides,
+//! then typed validation. The data plane needs no database: only where its control plane is,
+//! its TLS material, and a directory for the configuration cache.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid value for {key}: '{value}' ({reason})")]
+    Invalid { key: &'static str, value: String, reason: &'static str },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub cluster_control_plane: Option<String>,
+    pub cluster_mtls: Option<String>,
+    pub cluster_cert: Option<PathBuf>,
+    pub cluster_cert_key: Option<PathBuf>,
+    pub cluster_ca_cert: Option<PathBuf>,
+    pub cluster_server_name: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub status_listen: Option<String>,
+    pub node_id: Option<String>,
+    pub plugins: Option<String>,
+    pub status_interval_ms: Option<u64>,
+    pub backoff_min_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+pub trait Lookup {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+pub struct Env;
+
+impl Lookup for Env {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Lookup for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mtls {
+    Shared,
+    Pki,
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `host:port` of a control plane's cluster listener.
+    pub control_plane: String,
+    pub mtls: Mtls,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub server_name: String,
+    pub cache_dir: PathBuf,
+    pub status_listen: Option<SocketAddr>,
+    pub node_id: Option<String>,
+    /// Plugins this data plane can run; a config using another one is refused (NACK).
+    pub plugins: Vec<String>,
+    pub status_interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub log_level: String,
+    pub log_json: bool,
+}
+
+impl Config {
+    /// # Errors
+    /// An unreadable or invalid file, or a value that does not parse, naming the key.
+    pub fn load(file: Option<&std::path::Path>, env: &dyn Lookup) -> Result<Config, ConfigError> {
+        let raw = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                toml::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })?
+            }
+            None => RawConfig::default(),
+        };
+        Config::from_raw(raw, env)
+    }
+
+    fn from_raw(raw: RawConfig, env: &dyn Lookup) -> Result<Config, ConfigError> {
+        let var = |key: &str| env.get(&format!("GATEHOUSE_{}", key.to_ascii_uppercase()));
+        let pick = |key: &str, file: Option<String>, default: &str| var(key).or(file).unwrap_or_else(|| default.into());
+        let path = |key: &str, file: Option<PathBuf>| var(key).map(PathBuf::from).or(file);
+        let millis = |key: &'static str, file: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            let v = match var(key) {
+                Some(v) => {
+                    v.parse().map_err(|_| ConfigError::Invalid { key, value: v, reason: "expected milliseconds" })?
+                }
+                None => file.unwrap_or(default),
+            };
+            Ok(Duration::from_millis(v.max(1)))
+        };
+        let mtls = match pick("cluster_mtls", raw.cluster_mtls, "shared").as_str() {
+            "shared" => Mtls::Shared,
+            "pki" => Mtls::Pki,
+            "off" => Mtls::Off,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "cluster_mtls",
+                    value: other.into(),
+                    reason: "expected shared, pki or off",
+                })
+            }
+        };
+        let status = pick("status_listen", raw.status_listen, "127.0.0.1:8100");
+        let status_listen = if status.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(status.parse().map_err(|_| ConfigError::Invalid {
+                key: "status_listen",
+                value: status.clone(),
+                reason: "expected host:port or off",
+            })?)
+        };
+        let plugins = pick("plugins", raw.plugins, "bundled");
+        let plugins = plugins
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .flat_map(|p| {
+                if p == "bundled" {
+                    gatehouse_shared::schema::plugin_names().iter().map(|s| s.to_string()).collect()
+                } else {
+                    vec![p.to_string()]
+                }
+            })
+            .collect();
+        let format = pick("log_format", raw.log_format, "text");
+        Ok(Config {
+            control_plane: pick("cluster_control_plane", raw.cluster_control_plane, "127.0.0.1:8005"),
+            mtls,
+            cert: path("cluster_cert", raw.cluster_cert),
+            key: path("cluster_cert_key", raw.cluster_cert_key),
+            ca: path("cluster_ca_cert", raw.cluster_ca_cert),
+            server_name: pick("cluster_server_name", raw.cluster_server_name, "gatehouse-cluster"),
+            cache_dir: path("cache_dir", raw.cache_dir).unwrap_or_else(|| PathBuf::from(".gatehouse-dp")),
+            status_listen,
+            node_id: var("node_id").or(raw.node_id),
+            plugins,
+            status_interval: millis("status_interval_ms", raw.status_interval_ms, 10_000)?,
+            backoff_min: millis("backoff_min_ms", raw.backoff_min_ms, 200)?,
+            backoff_max: millis("backoff_max_ms", raw.backoff_max_ms, 30_000)?,
+            log_level: pick("log_level", raw.log_level, "info"),
+            log_json: format == "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_raw(RawConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.control_plane, "127.0.0.1:8005");
+        assert_eq!(c.mtls, Mtls::Shared);
+        assert_eq!(c.plugins.len(), 26);
+        let c = Config::from_raw(
+            RawConfig::default(),
+            &env(&[("GATEHOUSE_PLUGINS", "key-auth,acl"), ("GATEHOUSE_STATUS_LISTEN", "off")]),
+        )
+        .unwrap();
+        assert_eq!(c.plugins, vec!["key-auth", "acl"]);
+        assert!(c.status_listen.is_none());
+        assert!(Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_CLUSTER_MTLS", "maybe")])).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The Gatehouse data plane. It holds no database: it follows a control plane's change stream
+//! (`sync`), compiles each configuration off the request path (`compiled`), swaps it in
+//! atomically (`live`) and keeps a copy on disk so it can start while the control plane is
+//! away.
+//!
+//! Request path (arriving with the proxy work): accept (TCP/TLS+SNI) → parse → route match →
+//! plugin phases (rewrite, access) → balancer → upstream request → header/body filters →
+//! response → log phase off the hot path.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod compiled;
+pub mod config;
+pub mod live;
+pub mod status;
+pub mod sync;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::compiled::Compiled;
+use crate::config::Config;
+use crate::live::Live;
+use crate::sync::disk_cache::DiskCache;
+use crate::sync::Identity;
+
+/// Runs the data plane until SIGTERM/SIGINT.
+///
+/// # Errors
+/// Start-up failures (listeners, cache directory).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let live = Arc::new(Live::default());
+    let plugins: HashSet<String> = config.plugins.iter().cloned().collect();
+    // Never serve an empty configuration when a cache exists.
+    if let Some(set) = DiskCache::new(config.cache_dir.clone()).load() {
+        match Compiled::compile(Arc::new(set), &plugins) {
+            Ok(compiled) => {
+                tracing::info!(revision = compiled.revision(), "serving the cached configuration");
+                live.store(compiled);
+            }
+            Err(e) => tracing::warn!(error = %e, "the cached configuration cannot be served"),
+        }
+    }
+    let identity = Identity { node_id: node_id(&config)?, hostname: hostname() };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(addr) = config.status_listen {
+        let fut = status::serve(addr, live.clone(), identity.node_id.clone(), stop_rx.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (status_listen)"))?;
+        tasks.push(tokio::spawn(fut));
+    }
+    tasks.push(tokio::spawn(sync::run(config, identity, live, stop_rx)));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+    }
+    Ok(())
+}
+
+/// The configured id, else one kept in the cache directory so restarts keep their identity.
+fn node_id(config: &Config) -> anyhow::Result<String> {
+    if let Some(id) = &config.node_id {
+        return Ok(id.clone());
+    }
+    let path = config.cache_dir.join("node_id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::create_dir_all(&config.cache_dir)
+        .with_context(|| format!("cannot create {}", config.cache_dir.display()))?;
+    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,234 @@
+//! The sync client loop.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_shared::proto::config_sync_client::ConfigSyncClient;
+use gatehouse_shared::proto::control_plane_message::Message as In;
+use gatehouse_shared::proto::data_plane_message::Message as Out;
+use gatehouse_shared::proto::{Ack, Change, DataPlaneMessage, Hello, Nack, Status};
+use gatehouse_shared::snapshot::ConfigSet;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
+
+use super::disk_cache::DiskCache;
+use crate::compiled::{CompileError, Compiled};
+use crate::config::{Config, Mtls};
+use crate::live::Live;
+
+/// Who this data plane is, as it introduces itself.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_id: String,
+    pub hostname: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("cannot read TLS material {0}: {1}")]
+    Tls(String, std::io::Error),
+    #[error("cluster mTLS needs cluster_cert and cluster_cert_key")]
+    MissingCert,
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Rpc(#[from] tonic::Status),
+    #[error("the control plane closed the stream")]
+    Closed,
+    #[error("a batch did not follow the applied revision")]
+    OutOfOrder,
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, SyncError> {
+    std::fs::read(path).map_err(|e| SyncError::Tls(path.display().to_string(), e))
+}
+
+fn endpoint(config: &Config) -> Result<Endpoint, SyncError> {
+    let scheme = if config.mtls == Mtls::Off { "http" } else { "https" };
+    let mut ep = Channel::from_shared(format!("{scheme}://{}", config.control_plane))
+        .map_err(|_| SyncError::Closed)?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .tcp_nodelay(true);
+    if config.mtls != Mtls::Off {
+        let (Some(cert), Some(key)) = (&config.cert, &config.key) else { return Err(SyncError::MissingCert) };
+        let cert = read(cert)?;
+        let root = match (config.mtls, &config.ca) {
+            (Mtls::Pki, Some(ca)) => read(ca)?,
+            _ => cert.clone(),
+        };
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(root))
+            .identity(TlsIdentity::from_pem(cert, read(key)?))
+            .domain_name(config.server_name.clone());
+        ep = ep.tls_config(tls)?;
+    }
+    Ok(ep)
+}
+
+/// State kept across reconnections.
+struct Follower {
+    config: Config,
+    identity: Identity,
+    plugins: HashSet<String>,
+    live: Arc<Live>,
+    persist: watch::Sender<Option<Arc<ConfigSet>>>,
+}
+
+/// Runs until `shutdown` fires: connect, follow, reconnect with backoff.
+pub async fn run(config: Config, identity: Identity, live: Arc<Live>, mut shutdown: watch::Receiver<bool>) {
+    let cache = DiskCache::new(config.cache_dir.clone());
+    let (persist, persist_rx) = watch::channel(None);
+    tokio::spawn(persist_loop(cache, persist_rx));
+    let plugins = config.plugins.iter().cloned().collect();
+    let mut follower = Follower { config, identity, plugins, live, persist };
+    let mut backoff = follower.config.backoff_min;
+    loop {
+        let started = std::time::Instant::now();
+        tokio::select! {
+            r = follower.session() => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, control_plane = %follower.config.control_plane, "sync stream ended");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        follower.live.set_connected(false);
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = follower.config.backoff_min;
+        }
+        // Full jitter: a fleet reconnecting after a control-plane restart spreads out.
+        let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(follower.config.backoff_max);
+    }
+}
+
+/// Writes applied configurations to disk, newest first; intermediate ones may be skipped.
+async fn persist_loop(cache: DiskCache, mut rx: watch::Receiver<Option<Arc<ConfigSet>>>) {
+    while rx.changed().await.is_ok() {
+        let Some(set) = rx.borrow_and_update().clone() else { continue };
+        let cache = cache.clone();
+        match tokio::task::spawn_blocking(move || cache.store(&set)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the configuration cache"),
+            Err(e) => tracing::warn!(error = %e, "cache writer failed"),
+        }
+    }
+}
+
+impl Follower {
+    async fn session(&mut self) -> Result<(), SyncError> {
+        let channel = endpoint(&self.config)?.connect().await?;
+        let mut client = ConfigSyncClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        let (tx, rx) = mpsc::channel(16);
+        let current = self.live.load();
+        let hello = Hello {
+            node_id: self.identity.node_id.clone(),
+            hostname: self.identity.hostname.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            plugins: self.config.plugins.clone(),
+            epoch: current.set.epoch.clone(),
+            revision: current.set.revision,
+        };
+        send(&tx, Out::Hello(hello)).await?;
+        let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+        self.live.set_connected(true);
+        self.live.counters.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(control_plane = %self.config.control_plane, revision = current.set.revision, "connected");
+        let mut ticker = tokio::time::interval(self.config.status_interval);
+        let mut snapshot: Vec<Change> = Vec::new();
+        // After a NACK, batches that do not follow our revision are expected until the
+        // control plane resends from it.
+        let mut refused = false;
+        loop {
+            tokio::select! {
+                msg = inbound.message() => {
+                    let Some(msg) = msg? else { return Err(SyncError::Closed) };
+                    match msg.message {
+                        Some(In::Deltas(d)) => {
+                            let current = self.live.load();
+                            if d.epoch != current.set.epoch || d.from_revision != current.set.revision {
+                                if refused { continue; }
+                                return Err(SyncError::OutOfOrder);
+                            }
+                            let mut next = (*current.set).clone();
+                            next.revision = d.revision;
+                            let result = next.apply(&d.changes).map_err(|e| {
+                                let (entity, id) = e.entity();
+                                CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
+                            });
+                            refused = !self.install(d.revision, result.map(|()| next), &tx).await?;
+                            if !refused {
+                                self.live.counters.deltas.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Some(In::Snapshot(chunk)) => {
+                            snapshot.extend(chunk.entities);
+                            if chunk.last {
+                                let mut next = ConfigSet::new(chunk.epoch, chunk.revision);
+                                let result = next.apply(&std::mem::take(&mut snapshot)).map_err(|e| {
+                                    let (entity, id) = e.entity();
+                                    CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
+                                });
+                                refused = !self.install(chunk.revision, result.map(|()| next), &tx).await?;
+                                if !refused {
+                                    self.live.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        Some(In::UpToDate(u)) => {
+                            tracing::debug!(revision = u.revision, "configuration is up to date");
+                        }
+                        Some(In::Command(c)) => tracing::debug!(id = %c.id, "command received"),
+                        None => {}
+                    }
+                }
+                _ = ticker.tick() => {
+                    let status = Status { applied_revision: self.live.load().revision(), targets: Vec::new() };
+                    send(&tx, Out::Status(status)).await?;
+                }
+            }
+        }
+    }
+
+    /// Compiles and swaps in `next`, ACKing it; or NACKs and keeps the current one. Returns
+    /// whether it was installed.
+    async fn install(
+        &self,
+        attempted: i64,
+        next: Result<ConfigSet, CompileError>,
+        tx: &mpsc::Sender<DataPlaneMessage>,
+    ) -> Result<bool, SyncError> {
+        let compiled = next.and_then(|set| Compiled::compile(Arc::new(set), &self.plugins));
+        match compiled {
+            Ok(compiled) => {
+                let set = compiled.set.clone();
+                let revision = set.revision;
+                self.live.store(compiled);
+                let _ = self.persist.send(Some(set));
+                send(tx, Out::Ack(Ack { revision })).await?;
+                tracing::debug!(revision, "applied");
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refusing configuration");
+                self.live.counters.nacks.fetch_add(1, Ordering::Relaxed);
+                let nack = Nack { revision: attempted, entity: e.entity, entity_id: e.id, reason: e.reason };
+                send(tx, Out::Nack(nack)).await?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+async fn send(tx: &mpsc::Sender<DataPlaneMessage>, message: Out) -> Result<(), SyncError> {
+    tx.send(DataPlaneMessage { message: Some(message) }).await.map_err(|_| SyncError::Closed)
+}

@@ -1,0 +1,427 @@
+//! End-to-end harness for control plane ↔ data plane sync: control planes with their cluster
+//! listener on, real `gatehouse-dp` processes, and a lightweight in-test sync client for
+//! scenarios that need many data planes.
+//!
+//! Every process gets free ports and its own directory; processes are killed on `Drop`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gatehouse_shared::proto::config_sync_client::ConfigSyncClient;
+use gatehouse_shared::proto::control_plane_message::Message as CpMsg;
+use gatehouse_shared::proto::data_plane_message::Message as DpMsg;
+use gatehouse_shared::proto::{Ack, DataPlaneMessage, Hello};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::{cp_binary, free_port, Database};
+
+/// A shared cluster certificate, written by `gatehouse-cp gen-cert`.
+pub struct ClusterCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: TempDir,
+}
+
+impl ClusterCert {
+    pub fn generate() -> ClusterCert {
+        let dir = tempfile::tempdir().expect("cert dir");
+        let cert = dir.path().join("cluster.crt");
+        let key = dir.path().join("cluster.key");
+        let out = Command::new(cp_binary())
+            .args(["gen-cert", "--cert"])
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .expect("run gatehouse-cp gen-cert");
+        assert!(out.status.success(), "gen-cert failed: {}", String::from_utf8_lossy(&out.stderr));
+        ClusterCert { cert, key, _dir: dir }
+    }
+}
+
+fn dp_binary() -> PathBuf {
+    let cp = cp_binary();
+    let dp = cp.with_file_name("gatehouse-dp");
+    assert!(dp.exists(), "{} is missing: run `cargo build --bins` first", dp.display());
+    dp
+}
+
+fn clean_command(binary: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(binary);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GATEHOUSE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A child process with its stderr in a file, killed on drop.
+struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn");
+        Proc { child: Some(child), log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn wait_http(client: &reqwest::Client, url: &str, proc: &mut Proc) {
+    let started = Instant::now();
+    loop {
+        if proc.exited() {
+            panic!("process exited early; stderr:\n{}", proc.logs());
+        }
+        if let Ok(r) = client.get(url).timeout(Duration::from_secs(2)).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{url} did not answer; stderr:\n{}", proc.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().expect("client")
+}
+
+/// A control plane with its Admin API and cluster listener on free ports.
+pub struct ControlPlane {
+    pub admin: String,
+    pub admin_port: u16,
+    pub cluster_port: u16,
+    extra: Vec<(String, String)>,
+    db_url: String,
+    cert: (PathBuf, PathBuf),
+    dir: TempDir,
+    proc: Option<Proc>,
+    http: reqwest::Client,
+}
+
+impl ControlPlane {
+    /// Starts a control plane on `db` (migrated already for Postgres), with extra environment.
+    pub async fn start(db: &Database, cert: &ClusterCert, extra: &[(&str, &str)]) -> ControlPlane {
+        let mut cp = ControlPlane {
+            admin: String::new(),
+            admin_port: free_port(),
+            cluster_port: free_port(),
+            extra: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            db_url: db.url.clone(),
+            cert: (cert.cert.clone(), cert.key.clone()),
+            dir: tempfile::tempdir().expect("cp dir"),
+            proc: None,
+            http: client(),
+        };
+        cp.admin = format!("http://127.0.0.1:{}", cp.admin_port);
+        cp.spawn().await;
+        cp
+    }
+
+    async fn spawn(&mut self) {
+        let mut env = vec![
+            ("GATEHOUSE_ADMIN_LISTEN".to_string(), format!("127.0.0.1:{}", self.admin_port)),
+            ("GATEHOUSE_ADMIN_SSL_LISTEN".into(), "off".into()),
+            ("GATEHOUSE_CLUSTER_LISTEN".into(), format!("127.0.0.1:{}", self.cluster_port)),
+            ("GATEHOUSE_CLUSTER_CERT".into(), self.cert.0.display().to_string()),
+            ("GATEHOUSE_CLUSTER_CERT_KEY".into(), self.cert.1.display().to_string()),
+            ("GATEHOUSE_DATABASE_URL".into(), self.db_url.clone()),
+            ("GATEHOUSE_PREFIX".into(), self.dir.path().join("prefix").display().to_string()),
+        ];
+        env.extend(self.extra.iter().cloned());
+        let mut cmd = clean_command(&cp_binary(), &env);
+        cmd.arg("run");
+        let mut proc = Proc::spawn(cmd, self.dir.path().join("cp.log"));
+        wait_http(&self.http, &format!("{}/status", self.admin), &mut proc).await;
+        self.proc = Some(proc);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts again on the same ports and database.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.as_ref().map(Proc::logs).unwrap_or_default()
+    }
+
+    pub fn cluster_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.cluster_port)
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.http.get(format!("{}{path}", self.admin)).send().await.expect("GET").json().await.expect("JSON body")
+    }
+
+    /// POSTs a JSON body and returns the created entity (panics unless 201).
+    pub async fn post(&self, path: &str, body: &Value) -> Value {
+        let r = self.http.post(format!("{}{path}", self.admin)).json(body).send().await.expect("POST");
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("JSON body");
+        assert_eq!(status, 201, "POST {path}: {body}");
+        body
+    }
+
+    pub async fn delete(&self, path: &str) {
+        let r = self.http.delete(format!("{}{path}", self.admin)).send().await.expect("DELETE");
+        assert_eq!(r.status().as_u16(), 204, "DELETE {path}");
+    }
+
+    pub async fn revision(&self) -> i64 {
+        self.get("/status").await["config_revision"].as_i64().expect("config_revision")
+    }
+
+    pub async fn data_planes(&self) -> Vec<Value> {
+        self.get("/clustering/data-planes").await["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Creates `n` services, returning the head revision afterwards.
+    pub async fn create_services(&self, n: usize, prefix: &str) -> i64 {
+        for i in 0..n {
+            self.post("/services", &serde_json::json!({"name": format!("{prefix}-{i}"), "host": "example.com"})).await;
+        }
+        self.revision().await
+    }
+}
+
+/// A `gatehouse-dp run` process.
+pub struct DataPlane {
+    pub status_url: String,
+    pub cache_dir: PathBuf,
+    env: Vec<(String, String)>,
+    dir: TempDir,
+    proc: Option<Proc>,
+    http: reqwest::Client,
+}
+
+impl DataPlane {
+    /// Starts a data plane following `control_plane` (`host:port`) with the given certificate.
+    pub async fn start(control_plane: &str, cert: &ClusterCert, extra: &[(&str, &str)]) -> DataPlane {
+        let dir = tempfile::tempdir().expect("dp dir");
+        let cache_dir = dir.path().join("cache");
+        let port = free_port();
+        let mut env = vec![
+            ("GATEHOUSE_CLUSTER_CONTROL_PLANE".to_string(), control_plane.to_string()),
+            ("GATEHOUSE_CLUSTER_CERT".into(), cert.cert.display().to_string()),
+            ("GATEHOUSE_CLUSTER_CERT_KEY".into(), cert.key.display().to_string()),
+            ("GATEHOUSE_CACHE_DIR".into(), cache_dir.display().to_string()),
+            ("GATEHOUSE_STATUS_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("GATEHOUSE_STATUS_INTERVAL_MS".into(), "500".into()),
+            ("GATEHOUSE_BACKOFF_MIN_MS".into(), "100".into()),
+            ("GATEHOUSE_BACKOFF_MAX_MS".into(), "500".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut dp = DataPlane {
+            status_url: format!("http://127.0.0.1:{port}/status"),
+            cache_dir,
+            env,
+            dir,
+            proc: None,
+            http: client(),
+        };
+        dp.spawn().await;
+        dp
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = clean_command(&dp_binary(), &self.env);
+        cmd.arg("run");
+        let mut proc = Proc::spawn(cmd, self.dir.path().join(format!("dp-{}.log", fastrand_suffix())));
+        wait_http(&self.http, &self.status_url, &mut proc).await;
+        self.proc = Some(proc);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts again with the same cache directory and identity, optionally pointing elsewhere.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.as_ref().map(Proc::logs).unwrap_or_default()
+    }
+
+    pub async fn status(&self) -> Value {
+        self.http.get(&self.status_url).send().await.expect("status").json().await.expect("status JSON")
+    }
+
+    pub async fn revision(&self) -> i64 {
+        self.status().await["config_revision"].as_i64().unwrap_or(-1)
+    }
+
+    /// Waits until the data plane serves `revision` (or later); panics after `within`.
+    pub async fn wait_revision(&self, revision: i64, within: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let s = self.status().await;
+            if s["config_revision"].as_i64().unwrap_or(-1) >= revision {
+                return s;
+            }
+            assert!(
+                started.elapsed() < within,
+                "data plane stuck at {s} waiting for revision {revision}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_connected(&self, connected: bool, within: Duration) {
+        let started = Instant::now();
+        while self.status().await["control_plane_connected"].as_bool() != Some(connected) {
+            assert!(started.elapsed() < within, "connected never became {connected}; logs:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn fastrand_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+/// What an in-test sync client received on one connection.
+#[derive(Debug, Default, Clone)]
+pub struct Received {
+    pub snapshot_chunks: usize,
+    pub deltas: usize,
+    pub up_to_date: usize,
+    pub revision: i64,
+    pub epoch: String,
+}
+
+/// A minimal data plane speaking the sync protocol directly: it acknowledges everything.
+pub struct SyncClient {
+    pub node_id: String,
+    pub epoch: String,
+    pub revision: i64,
+}
+
+impl SyncClient {
+    pub fn new() -> SyncClient {
+        SyncClient { node_id: uuid::Uuid::new_v4().to_string(), epoch: String::new(), revision: 0 }
+    }
+
+    /// Connects, says Hello with what it holds, and reads (acknowledging each batch) until it
+    /// is at `target` or `within` passes. Returns what arrived on this connection.
+    pub async fn sync_once(
+        &mut self,
+        addr: &str,
+        cert: &ClusterCert,
+        target: i64,
+        within: Duration,
+    ) -> Result<Received, String> {
+        let pem = std::fs::read(&cert.cert).map_err(|e| e.to_string())?;
+        let key = std::fs::read(&cert.key).map_err(|e| e.to_string())?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pem))
+            .identity(Identity::from_pem(&pem, key))
+            .domain_name("gatehouse-cluster");
+        let channel = Channel::from_shared(format!("https://{addr}"))
+            .map_err(|e| e.to_string())?
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = ConfigSyncClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        let (tx, rx) = mpsc::channel(8);
+        let hello = Hello {
+            node_id: self.node_id.clone(),
+            hostname: "in-test".into(),
+            version: "test".into(),
+            plugins: vec![],
+            epoch: self.epoch.clone(),
+            revision: self.revision,
+        };
+        tx.send(DataPlaneMessage { message: Some(DpMsg::Hello(hello)) }).await.map_err(|e| e.to_string())?;
+        let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+        let mut got = Received { revision: self.revision, epoch: self.epoch.clone(), ..Received::default() };
+        let deadline = Instant::now() + within;
+        while got.revision < target || (got.snapshot_chunks == 0 && got.deltas == 0 && got.up_to_date == 0) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = match tokio::time::timeout(left, inbound.message()).await {
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => return Err("stream closed".into()),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => break,
+            };
+            match msg.message {
+                Some(CpMsg::Snapshot(c)) => {
+                    got.snapshot_chunks += 1;
+                    if c.last {
+                        got.revision = c.revision;
+                        got.epoch = c.epoch;
+                    }
+                }
+                Some(CpMsg::Deltas(d)) => {
+                    got.deltas += 1;
+                    got.revision = d.revision;
+                    got.epoch = d.epoch;
+                }
+                Some(CpMsg::UpToDate(u)) => {
+                    got.up_to_date += 1;
+                    got.revision = u.revision;
+                    got.epoch = u.epoch;
+                }
+                _ => {}
+            }
+            let ack = DataPlaneMessage { message: Some(DpMsg::Ack(Ack { revision: got.revision })) };
+            let _ = tx.send(ack).await;
+        }
+        self.revision = got.revision;
+        self.epoch = got.epoch.clone();
+        Ok(got)
+    }
+}
+
+impl Default for SyncClient {
+    fn default() -> Self {
+        SyncClient::new()
+    }
+}

@@ -1,0 +1,268 @@
+//! Control plane → data plane sync, end to end: real `gatehouse-cp` and `gatehouse-dp`
+//! processes over mTLS, on a real Postgres (and SQLite where the backend does not matter).
+
+use std::time::Duration;
+
+use gatehouse_tests::cluster::{ClusterCert, ControlPlane, DataPlane, SyncClient};
+use gatehouse_tests::{json, migrate, Backend, Database};
+
+const WITHIN: Duration = Duration::from_secs(15);
+
+async fn postgres() -> Database {
+    let db = Database::create(Backend::Postgres).await;
+    migrate(&db).await;
+    db
+}
+
+#[tokio::test]
+async fn new_data_plane_gets_a_snapshot_then_follows_writes() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    let head = cp.create_services(3, "snap").await;
+    let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    let status = dp.wait_revision(head, WITHIN).await;
+    assert_eq!(status["entities"], 3);
+    assert_eq!(status["sync"]["snapshots_applied"], 1);
+    assert_eq!(status["control_plane_connected"], true);
+
+    let svc = cp.post("/services", &json!({"name": "later", "host": "example.org"})).await;
+    let head = cp.revision().await;
+    let status = dp.wait_revision(head, WITHIN).await;
+    assert_eq!(status["entities"], 4);
+    assert_eq!(status["sync"]["snapshots_applied"], 1, "a write travels as a delta");
+
+    cp.delete(&format!("/services/{}", svc["id"].as_str().unwrap_or_default())).await;
+    let status = dp.wait_revision(cp.revision().await, WITHIN).await;
+    assert_eq!(status["entities"], 3);
+
+    // The control plane lists the data plane with its revision and no lag.
+    let started = std::time::Instant::now();
+    loop {
+        let dps = cp.data_planes().await;
+        if dps.len() == 1 && dps[0]["config_revision"] == cp.revision().await && dps[0]["sync_status"] == "normal" {
+            assert_eq!(dps[0]["revision_lag"], 0);
+            assert_eq!(dps[0]["id"], status["node_id"]);
+            break;
+        }
+        assert!(started.elapsed() < WITHIN, "data plane never shown as in sync: {dps:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn works_on_sqlite_too() {
+    let db = Database::create(Backend::Sqlite).await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    let head = cp.create_services(2, "lite").await;
+    let status = dp.wait_revision(head, WITHIN).await;
+    assert_eq!(status["entities"], 2);
+}
+
+#[tokio::test]
+async fn offline_data_plane_resumes_with_deltas_only() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    cp.create_services(1, "first").await;
+    let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    dp.wait_revision(cp.revision().await, WITHIN).await;
+    // Let the cache writer catch up before the process goes away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    dp.kill();
+
+    let head = cp.create_services(500, "offline").await;
+    dp.restart().await;
+    let status = dp.wait_revision(head, Duration::from_secs(30)).await;
+    assert_eq!(status["entities"], 501);
+    assert_eq!(status["sync"]["snapshots_applied"], 0, "no snapshot after a resume: {status}");
+    assert!(status["sync"]["deltas_applied"].as_u64().unwrap_or(0) >= 1);
+}
+
+#[tokio::test]
+async fn data_plane_behind_the_retained_log_gets_a_snapshot() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[("GATEHOUSE_CLUSTER_CHANGELOG_RETENTION", "10")]).await;
+    cp.create_services(1, "first").await;
+    let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    dp.wait_revision(cp.revision().await, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    dp.kill();
+
+    let head = cp.create_services(60, "gone").await;
+    // Wait for compaction to pass the data plane's revision.
+    let started = std::time::Instant::now();
+    loop {
+        let rows = db.changes().await;
+        if rows.first().is_some_and(|c| c.revision > 2) {
+            break;
+        }
+        assert!(started.elapsed() < WITHIN, "the change log was never compacted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dp.restart().await;
+    let status = dp.wait_revision(head, WITHIN).await;
+    assert_eq!(status["entities"], 61);
+    assert_eq!(status["sync"]["snapshots_applied"], 1, "{status}");
+}
+
+#[tokio::test]
+async fn a_write_on_one_replica_reaches_a_data_plane_on_another() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let cp1 = ControlPlane::start(&db, &cert, &[]).await;
+    let cp2 = ControlPlane::start(&db, &cert, &[]).await;
+    let dp = DataPlane::start(&cp2.cluster_addr(), &cert, &[]).await;
+    dp.wait_connected(true, WITHIN).await;
+    let head = cp1.create_services(5, "replica").await;
+    let status = dp.wait_revision(head, WITHIN).await;
+    assert_eq!(status["entities"], 5);
+    // Both replicas show the data plane.
+    let started = std::time::Instant::now();
+    while cp1.data_planes().await.first().map(|d| d["config_revision"].clone()) != Some(json!(head)) {
+        assert!(started.elapsed() < WITHIN, "replica 1 does not show the data plane at {head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn data_plane_keeps_serving_without_its_control_plane_and_restarts_from_cache() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let mut cp = ControlPlane::start(&db, &cert, &[]).await;
+    let head = cp.create_services(4, "kept").await;
+    let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    dp.wait_revision(head, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cp.kill();
+    dp.wait_connected(false, WITHIN).await;
+    let status = dp.status().await;
+    assert_eq!(status["config_revision"], head, "the data plane keeps its configuration");
+    assert_eq!(status["entities"], 4);
+
+    // Restarted while the control plane is still down: it serves the cached revision.
+    dp.restart().await;
+    let status = dp.status().await;
+    assert_eq!(status["config_revision"], head);
+    assert_eq!(status["entities"], 4);
+    assert_eq!(status["control_plane_connected"], false);
+
+    // And it resumes when the control plane is back.
+    cp.restart().await;
+    dp.wait_connected(true, WITHIN).await;
+    let head = cp.create_services(1, "back").await;
+    dp.wait_revision(head, WITHIN).await;
+}
+
+#[tokio::test]
+async fn corrupt_newest_cache_falls_back_to_the_previous_generation() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let mut cp = ControlPlane::start(&db, &cert, &[]).await;
+    let first = cp.create_services(1, "gen1").await;
+    let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    dp.wait_revision(first, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = cp.create_services(1, "gen2").await;
+    dp.wait_revision(second, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cp.kill();
+    dp.kill();
+
+    let newest = dp.cache_dir.join("config.json");
+    let mut bytes = std::fs::read(&newest).expect("newest cache file");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&newest, bytes).expect("corrupt it");
+    dp.restart().await;
+    let status = dp.status().await;
+    assert_eq!(status["config_revision"], first, "the previous generation serves: {status}");
+    assert_eq!(status["entities"], 1);
+}
+
+#[tokio::test]
+async fn a_data_plane_without_the_cluster_certificate_is_refused() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let stranger = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    cp.create_services(1, "secret").await;
+    let dp = DataPlane::start(&cp.cluster_addr(), &stranger, &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = dp.status().await;
+    assert_eq!(status["control_plane_connected"], false);
+    assert_eq!(status["config_revision"], 0);
+    assert_eq!(status["entities"], 0);
+    assert!(cp.data_planes().await.is_empty());
+
+    // The in-test client with the wrong certificate cannot open a stream either.
+    let mut client = SyncClient::new();
+    assert!(client.sync_once(&cp.cluster_addr(), &stranger, 1, Duration::from_secs(3)).await.is_err());
+}
+
+#[tokio::test]
+async fn a_refused_batch_keeps_the_last_good_revision_and_the_control_plane_shows_it() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    let good = cp.create_services(1, "ok").await;
+    let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[("GATEHOUSE_PLUGINS", "key-auth")]).await;
+    dp.wait_revision(good, WITHIN).await;
+
+    let plugin = cp.post("/plugins", &json!({"name": "cors"})).await;
+    let bad = cp.revision().await;
+    let started = std::time::Instant::now();
+    loop {
+        let dps = cp.data_planes().await;
+        if dps.first().is_some_and(|d| d["sync_status"] == "nack") {
+            assert_eq!(dps[0]["config_revision"], good);
+            assert_eq!(dps[0]["revision_lag"], bad - good);
+            assert_eq!(dps[0]["last_error"]["entity"], "plugins");
+            assert_eq!(dps[0]["last_error"]["entity_id"], plugin["id"]);
+            break;
+        }
+        assert!(started.elapsed() < WITHIN, "NACK never shown: {dps:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = dp.status().await;
+    assert_eq!(status["config_revision"], good, "still serving the last good revision");
+    assert!(status["sync"]["nacks_sent"].as_u64().unwrap_or(0) >= 1);
+
+    // Removing the offending plugin repairs the data plane: it jumps past the bad revision.
+    cp.delete(&format!("/plugins/{}", plugin["id"].as_str().unwrap_or_default())).await;
+    let fixed = cp.revision().await;
+    let status = dp.wait_revision(fixed, WITHIN).await;
+    assert_eq!(status["entities"], 1);
+}
+
+#[tokio::test]
+async fn fifty_data_planes_resume_without_snapshots_after_a_control_plane_restart() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let mut cp = ControlPlane::start(&db, &cert, &[]).await;
+    let head = cp.create_services(20, "fleet").await;
+    let addr = cp.cluster_addr();
+    let mut clients: Vec<SyncClient> = (0..50).map(|_| SyncClient::new()).collect();
+    for c in clients.iter_mut() {
+        let got = c.sync_once(&addr, &cert, head, WITHIN).await.expect("first sync");
+        assert!(got.snapshot_chunks >= 1, "a new data plane gets a snapshot");
+        assert_eq!(got.revision, head);
+    }
+    cp.restart().await;
+    let resumed = futures::future::join_all(clients.iter_mut().map(|c| {
+        let addr = addr.clone();
+        let cert = &cert;
+        async move { c.sync_once(&addr, cert, head, WITHIN).await }
+    }))
+    .await;
+    for got in resumed {
+        let got = got.expect("resume after restart");
+        assert_eq!(got.snapshot_chunks, 0, "resumed without a snapshot: {got:?}");
+        assert_eq!(got.up_to_date, 1);
+        assert_eq!(got.revision, head);
+    }
+}
