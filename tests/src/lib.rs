@@ -146,9 +146,9 @@ pub struct Change {
 impl Change {
     /// The `doc` column parsed as JSON (panics if it is not JSON).
     pub fn doc_json(&self) -> Option<Value> {
-        self.doc.as_ref().map(|d| {
-            serde_json::from_str(d).unwrap_or_else(|e| panic!("changes.doc is not JSON ({e}): {d}"))
-        })
+        self.doc
+            .as_ref()
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("changes.doc is not JSON ({e}): {d}")))
     }
 }
 
@@ -179,34 +179,28 @@ impl Database {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("create temp dir for sqlite");
                 let url = format!("sqlite://{}", dir.path().join("gatehouse.db").display());
-                Database {
-                    backend,
-                    url,
-                    pg_name: None,
-                    _dir: Some(dir),
-                }
+                Database { backend, url, pg_name: None, _dir: Some(dir) }
             }
             Backend::Postgres => {
                 let name = format!("gh_{}", uuid::Uuid::new_v4().simple());
                 let admin = postgres_admin_url();
                 let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!(
-                        "cannot connect to Postgres at {admin} ({e}); start it or set GATEHOUSE_TEST_POSTGRES"
-                    )
+                    panic!("cannot connect to Postgres at {admin} ({e}); start it or set GATEHOUSE_TEST_POSTGRES")
                 });
                 sqlx::query(&format!("CREATE DATABASE \"{name}\""))
                     .execute(&mut conn)
                     .await
                     .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
                 let _ = conn.close().await;
-                Database {
-                    backend,
-                    url: postgres_url_for(&name),
-                    pg_name: Some(name),
-                    _dir: None,
-                }
+                Database { backend, url: postgres_url_for(&name), pg_name: Some(name), _dir: None }
             }
         }
+    }
+
+    /// A second handle on the same database that does not drop it (for a second
+    /// gateway process on the same store).
+    pub fn handle(&self) -> Database {
+        Database { backend: self.backend, url: self.url.clone(), pg_name: None, _dir: None }
     }
 
     /// All rows of the `changes` table, ordered by (revision, seq).
@@ -232,24 +226,14 @@ impl Database {
         }
         match self.backend {
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect to the test database");
-                let rows = sqlx::query(SQL)
-                    .fetch_all(&mut c)
-                    .await
-                    .expect("SELECT FROM changes");
+                let mut c = sqlx::PgConnection::connect(&self.url).await.expect("connect to the test database");
+                let rows = sqlx::query(SQL).fetch_all(&mut c).await.expect("SELECT FROM changes");
                 let _ = c.close().await;
                 rows.iter().map(row).collect()
             }
             Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("open the test sqlite database");
-                let rows = sqlx::query(SQL)
-                    .fetch_all(&mut c)
-                    .await
-                    .expect("SELECT FROM changes");
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.expect("open the test sqlite database");
+                let rows = sqlx::query(SQL).fetch_all(&mut c).await.expect("SELECT FROM changes");
                 let _ = c.close().await;
                 rows.iter().map(row).collect()
             }
@@ -265,10 +249,7 @@ impl Drop for Database {
         // Best effort, on a thread of its own: we may be inside a runtime here.
         let admin = postgres_admin_url();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
@@ -316,10 +297,7 @@ pub fn free_port() -> u16 {
 fn cp_env(db: &Database, prefix: &Path, admin_port: u16, ssl_port: Option<u16>) -> Vec<(String, String)> {
     vec![
         ("GATEHOUSE_ADMIN_LISTEN".into(), format!("127.0.0.1:{admin_port}")),
-        (
-            "GATEHOUSE_ADMIN_SSL_LISTEN".into(),
-            ssl_port.map_or_else(|| "off".to_owned(), |p| format!("127.0.0.1:{p}")),
-        ),
+        ("GATEHOUSE_ADMIN_SSL_LISTEN".into(), ssl_port.map_or_else(|| "off".to_owned(), |p| format!("127.0.0.1:{p}"))),
         ("GATEHOUSE_CLUSTER_LISTEN".into(), "off".into()),
         ("GATEHOUSE_DATABASE_URL".into(), db.url.clone()),
         ("GATEHOUSE_PREFIX".into(), prefix.display().to_string()),
@@ -362,11 +340,7 @@ pub async fn cli(db: &Database, args: &[&str], deadline: Duration) -> CliOutput 
     let env = cp_env(db, prefix.path(), free_port(), None);
     let std_cmd = cp_command(&env);
     let mut cmd = tokio::process::Command::from(std_cmd);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let child = cmd.spawn().expect("spawn gatehouse-cp");
     match tokio::time::timeout(deadline, child.wait_with_output()).await {
         Ok(Ok(out)) => CliOutput {
@@ -436,11 +410,8 @@ impl Gateway {
         let work = tempfile::tempdir().expect("work dir");
         let prefix = work.path().join("prefix");
         std::fs::create_dir_all(&prefix).expect("create prefix dir");
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("http client");
+        let client =
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(120)).build().expect("http client");
         let mut gw = Gateway {
             backend: db.backend,
             base: String::new(),
@@ -458,6 +429,18 @@ impl Gateway {
     }
 
     async fn spawn(&mut self) {
+        // A port picked by `free_port` can be taken by someone else before the child
+        // binds it; then the child exits early and we try again on new ports.
+        for attempt in 1..=3 {
+            match self.try_spawn().await {
+                Ok(()) => return,
+                Err(logs) if attempt < 3 && logs.to_ascii_lowercase().contains("in use") => continue,
+                Err(logs) => panic!("gatehouse-cp run failed to start; stderr:\n{logs}"),
+            }
+        }
+    }
+
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let port = free_port();
         let ssl_port = self.opts.admin_ssl.then(free_port);
         let prefix = self.work.path().join("prefix");
@@ -475,40 +458,37 @@ impl Gateway {
         self.port = port;
         self.base = format!("http://127.0.0.1:{port}");
         self.https_base = ssl_port.map(|p| format!("https://127.0.0.1:{p}"));
-        self.wait_ready().await;
+        self.wait_ready().await
     }
 
-    async fn wait_ready(&mut self) {
+    /// Polls `GET /status` until 200; `Err(stderr)` if the child exited first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let url = format!("{}/status", self.base);
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "gatehouse-cp run exited early ({status}); stderr:\n{}",
-                        self.logs()
-                    );
-                }
+            if self.exited() {
+                self.child = None;
+                return Err(self.logs());
             }
-            let attempt = self
-                .client
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if let Ok(r) = attempt {
-                if r.status().as_u16() == 200 {
-                    return;
+            let attempt = self.client.get(&url).timeout(Duration::from_secs(2)).send().await;
+            if attempt.is_ok_and(|r| r.status().as_u16() == 200) {
+                // Make sure it was our process that answered.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if self.exited() {
+                    self.child = None;
+                    return Err(self.logs());
                 }
+                return Ok(());
             }
             if started.elapsed() > START_DEADLINE {
-                panic!(
-                    "gatehouse-cp did not answer 200 on {url} within {START_DEADLINE:?}; stderr:\n{}",
-                    self.logs()
-                );
+                panic!("gatehouse-cp did not answer 200 on {url} within {START_DEADLINE:?}; stderr:\n{}", self.logs());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// What the process wrote to stderr so far.
@@ -552,10 +532,8 @@ impl Gateway {
 
     /// Sends a prepared request and reads the whole response.
     pub async fn send(&self, what: String, req: reqwest::RequestBuilder) -> Resp {
-        let r = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: request failed: {e}\nserver stderr:\n{}", self.logs()));
+        let r =
+            req.send().await.unwrap_or_else(|e| panic!("{what}: request failed: {e}\nserver stderr:\n{}", self.logs()));
         Resp::read(what, r).await
     }
 
@@ -578,8 +556,7 @@ impl Gateway {
 
     pub async fn json(&self, method: Method, path: &str, body: &Value) -> Resp {
         let what = format!("{method} {path} {body}");
-        self.send(what, self.client.request(method, self.url(path)).json(body))
-            .await
+        self.send(what, self.client.request(method, self.url(path)).json(body)).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
@@ -597,8 +574,7 @@ impl Gateway {
     /// `application/x-www-form-urlencoded` body from pairs (keys and values url-encoded).
     pub async fn form(&self, method: Method, path: &str, pairs: &[(&str, &str)]) -> Resp {
         let what = format!("{method} {path} (form) {pairs:?}");
-        self.send(what, self.client.request(method, self.url(path)).form(pairs))
-            .await
+        self.send(what, self.client.request(method, self.url(path)).form(pairs)).await
     }
 
     pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Resp {
@@ -631,13 +607,7 @@ impl Gateway {
 
     /// `application/x-www-form-urlencoded` body written by hand (e.g. `hosts[]=a&hosts[]=b`).
     pub async fn post_form_raw(&self, path: &str, body: &str) -> Resp {
-        self.raw(
-            Method::POST,
-            path,
-            Some("application/x-www-form-urlencoded"),
-            body.to_owned(),
-        )
-        .await
+        self.raw(Method::POST, path, Some("application/x-www-form-urlencoded"), body.to_owned()).await
     }
 
     /// `multipart/form-data` body with one text part per pair.
@@ -647,8 +617,82 @@ impl Gateway {
             form = form.text((*k).to_owned(), (*v).to_owned());
         }
         let what = format!("{method} {path} (multipart) {pairs:?}");
-        self.send(what, self.client.request(method, self.url(path)).multipart(form))
-            .await
+        self.send(what, self.client.request(method, self.url(path)).multipart(form)).await
+    }
+
+    /// Sends `method path` with a `body_len`-byte body of `fill` over a raw TCP connection
+    /// (with `Content-Length`, or chunked), reading concurrently so that an early answer
+    /// (e.g. 413 before the body is read) is seen even if the server then resets the
+    /// connection. Returns the response status, or `None` if no status line arrived.
+    pub async fn oversized(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        prefix: &str,
+        body_len: usize,
+        chunked: bool,
+    ) -> Option<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.expect("connect to the admin port");
+        let (mut rd, mut wr) = stream.into_split();
+        let length =
+            if chunked { "Transfer-Encoding: chunked".to_owned() } else { format!("Content-Length: {body_len}") };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: {content_type}\r\n{length}\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        let prefix = prefix.as_bytes().to_vec();
+        let writer = async move {
+            let _ = async {
+                wr.write_all(head.as_bytes()).await?;
+                let mut sent = 0usize;
+                let chunk = vec![b'a'; 64 * 1024];
+                while sent < body_len {
+                    let mut piece = if sent == 0 { prefix.clone() } else { Vec::new() };
+                    let room = (chunk.len()).min(body_len - sent).saturating_sub(piece.len());
+                    piece.extend_from_slice(&chunk[..room]);
+                    if chunked {
+                        wr.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+                        wr.write_all(&piece).await?;
+                        wr.write_all(b"\r\n").await?;
+                    } else {
+                        wr.write_all(&piece).await?;
+                    }
+                    sent += piece.len().max(1);
+                }
+                if chunked {
+                    wr.write_all(b"0\r\n\r\n").await?;
+                }
+                wr.flush().await
+            }
+            .await;
+            std::future::pending::<()>().await;
+        };
+        let reader = async move {
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 4096];
+            loop {
+                match rd.read(&mut tmp).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        buf.extend_from_slice(&tmp[..n]);
+                        if buf.windows(2).any(|w| w == b"\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let line = String::from_utf8_lossy(&buf).into_owned();
+            line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok())
+        };
+        let run = async {
+            tokio::select! {
+                status = reader => status,
+                () = writer => None,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), run).await.unwrap_or(None)
     }
 
     // --- state ---
@@ -656,9 +700,7 @@ impl Gateway {
     /// `config_revision` from `GET /status`.
     pub async fn revision(&self) -> i64 {
         let body = self.get("/status").await.expect(200);
-        body["config_revision"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("/status has no integer config_revision: {body}"))
+        body["config_revision"].as_i64().unwrap_or_else(|| panic!("/status has no integer config_revision: {body}"))
     }
 
     /// Rows of the `changes` table.
@@ -693,9 +735,7 @@ impl Gateway {
     pub async fn list_all(&self, path: &str) -> Vec<Value> {
         let mut items = Vec::new();
         for page in self.pages(path).await {
-            let data = page["data"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{path}: `data` is not an array: {page}"));
+            let data = page["data"].as_array().unwrap_or_else(|| panic!("{path}: `data` is not an array: {page}"));
             items.extend(data.iter().cloned());
         }
         items
@@ -704,93 +744,52 @@ impl Gateway {
     /// Everything the Admin API shows, plus the config revision.
     pub async fn snapshot(&self) -> Snapshot {
         let mut collections = BTreeMap::new();
-        for path in [
-            "/services",
-            "/routes",
-            "/consumers",
-            "/plugins",
-            "/upstreams",
-            "/certificates",
-            "/snis",
-        ] {
+        for path in ["/services", "/routes", "/consumers", "/plugins", "/upstreams", "/certificates", "/snis"] {
             let items = self.list_all(&format!("{path}?size=1000")).await;
             collections.insert(path.to_owned(), sorted_by_id(items));
         }
-        let upstream_ids: Vec<String> = collections["/upstreams"]
-            .iter()
-            .filter_map(|u| u["id"].as_str().map(str::to_owned))
-            .collect();
+        let upstream_ids: Vec<String> =
+            collections["/upstreams"].iter().filter_map(|u| u["id"].as_str().map(str::to_owned)).collect();
         for id in upstream_ids {
             let path = format!("/upstreams/{id}/targets/all");
             let items = self.list_all(&format!("{path}?size=1000")).await;
             collections.insert(path, sorted_by_id(items));
         }
-        Snapshot {
-            revision: self.revision().await,
-            collections,
-        }
+        Snapshot { revision: self.revision().await, collections }
     }
 
     /// Asserts that nothing visible changed since `before` and the server still answers.
     pub async fn assert_unchanged(&self, before: &Snapshot) {
         let now = self.snapshot().await;
-        assert_eq!(
-            now.revision, before.revision,
-            "config_revision moved after a rejected request"
-        );
+        assert_eq!(now.revision, before.revision, "config_revision moved after a rejected request");
         for (path, items) in &before.collections {
-            assert_eq!(
-                now.collections.get(path),
-                Some(items),
-                "{path} changed after a rejected request"
-            );
+            assert_eq!(now.collections.get(path), Some(items), "{path} changed after a rejected request");
         }
-        assert_eq!(
-            now.collections.len(),
-            before.collections.len(),
-            "collections changed after a rejected request"
-        );
+        assert_eq!(now.collections.len(), before.collections.len(), "collections changed after a rejected request");
     }
 
     // --- entity shortcuts (each asserts 201) ---
 
     pub async fn create_service(&self, name: &str) -> Value {
-        self.post_json(
-            "/services",
-            &json!({"name": name, "host": format!("{name}.example.com")}),
-        )
-        .await
-        .expect(201)
+        self.post_json("/services", &json!({"name": name, "host": format!("{name}.example.com")})).await.expect(201)
     }
 
     pub async fn create_route(&self, service_id: &str, paths: &[&str]) -> Value {
-        self.post_json(
-            "/routes",
-            &json!({"paths": paths, "service": {"id": service_id}}),
-        )
-        .await
-        .expect(201)
+        self.post_json("/routes", &json!({"paths": paths, "service": {"id": service_id}})).await.expect(201)
     }
 
     pub async fn create_consumer(&self, username: &str) -> Value {
-        self.post_json("/consumers", &json!({ "username": username }))
-            .await
-            .expect(201)
+        self.post_json("/consumers", &json!({ "username": username })).await.expect(201)
     }
 
     pub async fn create_upstream(&self, name: &str) -> Value {
-        self.post_json("/upstreams", &json!({ "name": name }))
-            .await
-            .expect(201)
+        self.post_json("/upstreams", &json!({ "name": name })).await.expect(201)
     }
 
     pub async fn create_target(&self, upstream: &str, target: &str, weight: u32) -> Value {
-        self.post_json(
-            &format!("/upstreams/{upstream}/targets"),
-            &json!({"target": target, "weight": weight}),
-        )
-        .await
-        .expect(201)
+        self.post_json(&format!("/upstreams/{upstream}/targets"), &json!({"target": target, "weight": weight}))
+            .await
+            .expect(201)
     }
 }
 
@@ -830,19 +829,10 @@ impl Resp {
     async fn read(what: String, r: reqwest::Response) -> Resp {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
-        let bytes = r
-            .bytes()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: reading body: {e}"));
+        let bytes = r.bytes().await.unwrap_or_else(|e| panic!("{what}: reading body: {e}"));
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            what,
-            status,
-            headers,
-            body,
-            text,
-        }
+        Resp { what, status, headers, body, text }
     }
 
     /// Asserts the status and returns the JSON body.
@@ -890,10 +880,7 @@ impl Resp {
         assert_eq!(body["code"], json!(code), "{what}: error code in {body}");
         assert_eq!(body["name"], json!(name), "{what}: error name in {body}");
         assert!(body["message"].is_string(), "{what}: no message in {body}");
-        assert!(
-            body["strategy"].is_string(),
-            "{what}: no strategy in {body}"
-        );
+        assert!(body["strategy"].is_string(), "{what}: no strategy in {body}");
         body
     }
 }
@@ -915,9 +902,7 @@ fn truncate(s: &str) -> String {
 /// A canonical (lower-case, hyphenated) UUID string.
 pub fn is_uuid(v: &Value) -> bool {
     v.as_str().is_some_and(|s| {
-        s.len() == 36
-            && uuid::Uuid::parse_str(s).is_ok()
-            && s.chars().all(|c| !c.is_ascii_uppercase())
+        s.len() == 36 && uuid::Uuid::parse_str(s).is_ok() && s.chars().all(|c| !c.is_ascii_uppercase())
     })
 }
 
@@ -927,54 +912,31 @@ pub fn new_id() -> String {
 }
 
 pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Asserts an N-layer timestamp: integer seconds, close to now.
 #[track_caller]
 pub fn assert_secs(v: &Value) {
-    let t = v
-        .as_i64()
-        .unwrap_or_else(|| panic!("timestamp {v} is not an integer"));
-    assert!(
-        (now_secs() - t).abs() < 600,
-        "timestamp {t} is not in seconds near now ({})",
-        now_secs()
-    );
+    let t = v.as_i64().unwrap_or_else(|| panic!("timestamp {v} is not an integer"));
+    assert!((now_secs() - t).abs() < 600, "timestamp {t} is not in seconds near now ({})", now_secs());
 }
 
 /// Asserts an O-layer timestamp: integer milliseconds, close to now.
 #[track_caller]
 pub fn assert_millis(v: &Value) {
-    let t = v
-        .as_i64()
-        .unwrap_or_else(|| panic!("timestamp {v} is not an integer"));
-    assert!(
-        (now_ms() - t).abs() < 600_000,
-        "timestamp {t} is not in milliseconds near now ({})",
-        now_ms()
-    );
+    let t = v.as_i64().unwrap_or_else(|| panic!("timestamp {v} is not an integer"));
+    assert!((now_ms() - t).abs() < 600_000, "timestamp {t} is not in milliseconds near now ({})", now_ms());
 }
 
 /// The keys of a JSON object, sorted.
 #[track_caller]
 pub fn keys(v: &Value) -> Vec<String> {
-    let mut k: Vec<String> = v
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {v}"))
-        .keys()
-        .cloned()
-        .collect();
+    let mut k: Vec<String> = v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect();
     k.sort();
     k
 }
@@ -993,10 +955,7 @@ pub fn assert_no_nulls(v: &Value) {
         match v {
             Value::Null => panic!("null at {path}"),
             Value::Object(m) => m.iter().for_each(|(k, v)| walk(v, &format!("{path}.{k}"))),
-            Value::Array(a) => a
-                .iter()
-                .enumerate()
-                .for_each(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| walk(v, &format!("{path}[{i}]"))),
             _ => {}
         }
     }
@@ -1005,24 +964,13 @@ pub fn assert_no_nulls(v: &Value) {
 
 /// The `id`s of a list of entities.
 pub fn ids(items: &[Value]) -> Vec<String> {
-    items
-        .iter()
-        .map(|i| {
-            i["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no id in {i}"))
-                .to_owned()
-        })
-        .collect()
+    items.iter().map(|i| i["id"].as_str().unwrap_or_else(|| panic!("no id in {i}")).to_owned()).collect()
 }
 
 /// The `data` array of a list body.
 #[track_caller]
 pub fn data(body: &Value) -> Vec<Value> {
-    body["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("`data` is not an array: {body}"))
-        .clone()
+    body["data"].as_array().unwrap_or_else(|| panic!("`data` is not an array: {body}")).clone()
 }
 
 /// A self-signed certificate for `names`: (cert PEM, key PEM).
@@ -1035,8 +983,7 @@ pub fn self_signed(names: &[&str]) -> (String, String) {
 /// The `id` of an entity body, as a string.
 #[track_caller]
 pub fn id_of(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no string id in {v}"))
-        .to_owned()
+    v["id"].as_str().unwrap_or_else(|| panic!("no string id in {v}")).to_owned()
 }
+
+pub mod cluster;

@@ -13,10 +13,7 @@ fn key_auth_defaults() -> Value {
 }
 
 both!(creates_global_plugin_with_config_defaults, |gw| async move {
-    let p = gw
-        .post_json("/plugins", &json!({"name": "key-auth"}))
-        .await
-        .expect(201);
+    let p = gw.post_json("/plugins", &json!({"name": "key-auth"})).await.expect(201);
     assert!(is_uuid(&p["id"]), "{p}");
     assert_millis(&p["created_at"]);
     assert_eq!(p["name"], json!("key-auth"));
@@ -54,10 +51,7 @@ both!(rate_limiting_on_service_stores_defaults, |gw| async move {
     // Same name on the same service: duplicate.
     let before = gw.snapshot().await;
     let r = gw
-        .post_json(
-            "/plugins",
-            &json!({"name": "rate-limiting", "service_id": s["id"], "config": {"minute": 5}}),
-        )
+        .post_json("/plugins", &json!({"name": "rate-limiting", "service_id": s["id"], "config": {"minute": 5}}))
         .await;
     r.assert_status(409);
     assert_eq!(r.body, json!({"name": "already exists with value 'rate-limiting'"}));
@@ -69,18 +63,9 @@ both!(uniqueness_is_per_name_and_scope, |gw| async move {
     let c = gw.create_consumer("bob").await;
     let rl = json!({"minute": 10});
     gw.post_json("/plugins", &json!({"name": "key-auth"})).await.expect(201);
-    gw.post_json("/plugins", &json!({"name": "key-auth", "service_id": s["id"]}))
-        .await
-        .expect(201);
-    gw.post_json("/plugins", &json!({"name": "rate-limiting", "config": rl}))
-        .await
-        .expect(201);
-    gw.post_json(
-        "/plugins",
-        &json!({"name": "rate-limiting", "consumer_id": c["id"], "config": rl}),
-    )
-    .await
-    .expect(201);
+    gw.post_json("/plugins", &json!({"name": "key-auth", "service_id": s["id"]})).await.expect(201);
+    gw.post_json("/plugins", &json!({"name": "rate-limiting", "config": rl})).await.expect(201);
+    gw.post_json("/plugins", &json!({"name": "rate-limiting", "consumer_id": c["id"], "config": rl})).await.expect(201);
     gw.post_json(
         "/plugins",
         &json!({"name": "rate-limiting", "consumer_id": c["id"], "service_id": s["id"], "config": rl}),
@@ -96,25 +81,17 @@ both!(uniqueness_is_per_name_and_scope, |gw| async move {
         let name = body["name"].as_str().unwrap().to_owned();
         let r = gw.post_json("/plugins", &body).await;
         r.assert_status(409);
-        assert_eq!(
-            r.body,
-            json!({ "name": format!("already exists with value '{name}'") })
-        );
+        assert_eq!(r.body, json!({ "name": format!("already exists with value '{name}'") }));
     }
     gw.assert_unchanged(&before).await;
 });
 
 both!(client_supplied_id_is_honoured_and_unique, |gw| async move {
     let id = new_id();
-    let p = gw
-        .post_json("/plugins", &json!({"id": id, "name": "key-auth"}))
-        .await
-        .expect(201);
+    let p = gw.post_json("/plugins", &json!({"id": id, "name": "key-auth"})).await.expect(201);
     assert_eq!(p["id"], json!(id));
     let before = gw.snapshot().await;
-    let r = gw
-        .post_json("/plugins", &json!({"id": id, "name": "cors"}))
-        .await;
+    let r = gw.post_json("/plugins", &json!({"id": id, "name": "cors"})).await;
     r.assert_status(409);
     assert_eq!(r.body, json!({ "id": format!("already exists with value '{id}'") }));
     gw.assert_unchanged(&before).await;
@@ -146,19 +123,13 @@ both!(rejects_invalid_plugins_with_flat_errors, |gw| async move {
             json!({"name": "key-auth", "consumer_id": c["id"]}),
             json!({"message": "No consumer can be configured for that plugin"}),
         ),
-        (
-            json!({"name": "key-auth", "config": {"foo": 1}}),
-            json!({"config.foo": "foo is an unknown field"}),
-        ),
+        (json!({"name": "key-auth", "config": {"foo": 1}}), json!({"config.foo": "foo is an unknown field"})),
         (json!({"name": "key-auth", "foo": 1}), json!({"foo": "foo is an unknown field"})),
         (
             json!({"name": "key-auth", "config": {"hide_credentials": "sometimes"}}),
             json!({"config.hide_credentials": "hide_credentials is not a boolean"}),
         ),
-        (
-            json!({"name": "acl", "config": {}}),
-            json!({"config": "You must set at least a whitelist or blacklist"}),
-        ),
+        (json!({"name": "acl", "config": {}}), json!({"config": "You must set at least a whitelist or blacklist"})),
     ];
     for (body, expected) in cases {
         let r = gw.post_json("/plugins", &body).await;
@@ -176,11 +147,7 @@ both!(missing_references_are_404_does_not_exist, |gw| async move {
         body[column] = json!(id);
         let r = gw.post_json("/plugins", &body).await;
         r.assert_status(404);
-        assert_eq!(
-            r.body,
-            json!({ column: format!("does not exist with value '{id}'") }),
-            "POST /plugins {body}"
-        );
+        assert_eq!(r.body, json!({ column: format!("does not exist with value '{id}'") }), "POST /plugins {body}");
     }
     gw.assert_unchanged(&before).await;
 });
@@ -188,32 +155,17 @@ both!(missing_references_are_404_does_not_exist, |gw| async move {
 both!(accepts_kong_1x_reference_form, |gw| async move {
     let s = gw.create_service("svc").await;
     let r = gw.create_route(&id_of(&s), &["/x"]).await;
-    let p = gw
-        .post_json("/plugins", &json!({"name": "key-auth", "service": {"id": s["id"]}}))
-        .await
-        .expect(201);
+    let p = gw.post_json("/plugins", &json!({"name": "key-auth", "service": {"id": s["id"]}})).await.expect(201);
     assert_eq!(p["service_id"], s["id"]);
-    let p = gw
-        .post_json("/plugins", &json!({"name": "key-auth", "route": {"id": r["id"]}}))
-        .await
-        .expect(201);
+    let p = gw.post_json("/plugins", &json!({"name": "key-auth", "route": {"id": r["id"]}})).await.expect(201);
     assert_eq!(p["route_id"], r["id"]);
 });
 
 both!(lists_and_filters_plugins, |gw| async move {
     let s = gw.create_service("svc").await;
-    let global = gw
-        .post_json("/plugins", &json!({"name": "key-auth"}))
-        .await
-        .expect(201);
-    let on_svc = gw
-        .post_json("/plugins", &json!({"name": "key-auth", "service_id": s["id"]}))
-        .await
-        .expect(201);
-    let cors = gw
-        .post_json("/plugins", &json!({"name": "cors", "service_id": s["id"]}))
-        .await
-        .expect(201);
+    let global = gw.post_json("/plugins", &json!({"name": "key-auth"})).await.expect(201);
+    let on_svc = gw.post_json("/plugins", &json!({"name": "key-auth", "service_id": s["id"]})).await.expect(201);
+    let cors = gw.post_json("/plugins", &json!({"name": "cors", "service_id": s["id"]})).await.expect(201);
 
     let all = gw.get("/plugins").await.expect(200);
     assert_eq!(all["total"], json!(3), "{all}");
@@ -232,15 +184,9 @@ both!(lists_and_filters_plugins, |gw| async move {
     let want: BTreeSet<String> = [&global, &on_svc].iter().map(|p| id_of(p)).collect();
     assert_eq!(got, want);
 
-    let by_svc = gw
-        .get(&format!("/plugins?service_id={}", id_of(&s)))
-        .await
-        .expect(200);
+    let by_svc = gw.get(&format!("/plugins?service_id={}", id_of(&s))).await.expect(200);
     assert_eq!(by_svc["total"], json!(2));
-    let both_filters = gw
-        .get(&format!("/plugins?service_id={}&name=cors", id_of(&s)))
-        .await
-        .expect(200);
+    let both_filters = gw.get(&format!("/plugins?service_id={}&name=cors", id_of(&s))).await.expect(200);
     assert_eq!(ids(&data(&both_filters)), vec![id_of(&cors)]);
     assert_eq!(both_filters["total"], json!(1));
 
@@ -254,17 +200,11 @@ both!(lists_and_filters_plugins, |gw| async move {
 
 both!(patches_plugin_merging_config, |gw| async move {
     let p = gw
-        .post_json(
-            "/plugins",
-            &json!({"name": "rate-limiting", "config": {"minute": 20, "policy": "local"}}),
-        )
+        .post_json("/plugins", &json!({"name": "rate-limiting", "config": {"minute": 20, "policy": "local"}}))
         .await
         .expect(201);
     let path = format!("/plugins/{}", id_of(&p));
-    let patched = gw
-        .patch_json(&path, &json!({"config": {"hour": 1000}}))
-        .await
-        .expect(200);
+    let patched = gw.patch_json(&path, &json!({"config": {"hour": 1000}})).await.expect(200);
     assert_eq!(patched["id"], p["id"]);
     assert_eq!(patched["created_at"], p["created_at"]);
     assert_eq!(patched["config"]["minute"], json!(20), "config is merged: {patched}");
@@ -272,10 +212,7 @@ both!(patches_plugin_merging_config, |gw| async move {
     assert_eq!(patched["config"]["policy"], json!("local"));
     assert_eq!(patched["config"]["limit_by"], json!("consumer"));
 
-    let disabled = gw
-        .patch_form(&path, &[("enabled", "false")])
-        .await
-        .expect(200);
+    let disabled = gw.patch_form(&path, &[("enabled", "false")]).await.expect(200);
     assert_eq!(disabled["enabled"], json!(false));
     assert_eq!(disabled["config"]["hour"], json!(1000));
     assert_eq!(gw.get(&path).await.expect(200), disabled);
@@ -284,18 +221,20 @@ both!(patches_plugin_merging_config, |gw| async move {
     let r = gw.patch_json(&path, &json!({})).await;
     r.assert_status(400);
     assert_eq!(r.body, json!({"message": "empty body"}));
+    let missing = new_id();
+    let r = gw.patch_json(&path, &json!({"service_id": missing})).await;
+    r.assert_status(404);
+    assert_eq!(r.body, json!({ "service_id": format!("does not exist with value '{missing}'") }));
+    let r = gw.patch_json(&path, &json!({"name": "foo"})).await;
+    r.assert_status(400);
+    assert_eq!(r.body, json!({"config": "plugin 'foo' not enabled; add it to the 'plugins' configuration property"}));
     let r = gw.patch_json(&path, &json!({"config": {"minute": "many"}})).await;
     r.assert_status(400);
     assert_eq!(r.body, json!({"config.minute": "minute is not a number"}));
     let r = gw.patch_json(&path, &json!({"config": {"second": 50}})).await;
     r.assert_status(400);
-    assert_eq!(
-        r.body,
-        json!({"config": "The limit for minute cannot be lower than the limit for second"})
-    );
-    let r = gw
-        .patch_json(&format!("/plugins/{}", new_id()), &json!({"enabled": true}))
-        .await;
+    assert_eq!(r.body, json!({"config": "The limit for minute cannot be lower than the limit for second"}));
+    let r = gw.patch_json(&format!("/plugins/{}", new_id()), &json!({"enabled": true})).await;
     r.assert_status(404);
     assert_eq!(r.body, json!({"message": "Not found"}));
     gw.assert_unchanged(&before).await;
@@ -304,10 +243,7 @@ both!(patches_plugin_merging_config, |gw| async move {
 both!(put_plugin_creates_201_replaces_200_missing_404, |gw| async move {
     let s = gw.create_service("svc").await;
     let created = gw
-        .put_json(
-            "/plugins",
-            &json!({"name": "key-auth", "service_id": s["id"], "config": {"hide_credentials": true}}),
-        )
+        .put_json("/plugins", &json!({"name": "key-auth", "service_id": s["id"], "config": {"hide_credentials": true}}))
         .await
         .expect(201);
     assert!(is_uuid(&created["id"]));
@@ -329,29 +265,18 @@ both!(put_plugin_creates_201_replaces_200_missing_404, |gw| async move {
                "key_in_body": false, "run_on_preflight": true}),
         "PUT replaces the whole config"
     );
-    assert_eq!(
-        gw.get(&format!("/plugins/{}", id_of(&created))).await.expect(200),
-        replaced
-    );
+    assert_eq!(gw.get(&format!("/plugins/{}", id_of(&created))).await.expect(200), replaced);
     assert_eq!(gw.get("/plugins").await.expect(200)["total"], json!(1));
 
     let before = gw.snapshot().await;
-    let r = gw
-        .put_json(
-            "/plugins",
-            &json!({"id": new_id(), "name": "key-auth", "created_at": now_ms()}),
-        )
-        .await;
+    let r = gw.put_json("/plugins", &json!({"id": new_id(), "name": "key-auth", "created_at": now_ms()})).await;
     r.assert_status(404);
     assert_eq!(r.body, json!({"message": "Not found"}));
     gw.assert_unchanged(&before).await;
 });
 
 both!(deletes_plugin_and_missing_is_404, |gw| async move {
-    let p = gw
-        .post_json("/plugins", &json!({"name": "key-auth"}))
-        .await
-        .expect(201);
+    let p = gw.post_json("/plugins", &json!({"name": "key-auth"})).await.expect(201);
     let path = format!("/plugins/{}", id_of(&p));
     let d = gw.delete(&path).await;
     d.assert_status(204);
@@ -365,18 +290,9 @@ both!(deletes_plugin_and_missing_is_404, |gw| async move {
 both!(service_plugins_endpoint, |gw| async move {
     let a = gw.create_service("a").await;
     let b = gw.create_service("b").await;
-    let pa = gw
-        .post_json(
-            "/services/a/plugins",
-            &json!({"name": "key-auth", "service_id": b["id"]}),
-        )
-        .await
-        .expect(201);
+    let pa = gw.post_json("/services/a/plugins", &json!({"name": "key-auth", "service_id": b["id"]})).await.expect(201);
     assert_eq!(pa["service_id"], a["id"], "the URL's service wins");
-    let pb = gw
-        .post_json(&format!("/services/{}/plugins", id_of(&b)), &json!({"name": "cors"}))
-        .await
-        .expect(201);
+    let pb = gw.post_json(&format!("/services/{}/plugins", id_of(&b)), &json!({"name": "cors"})).await.expect(201);
     assert_eq!(pb["service_id"], b["id"]);
     gw.post_json("/plugins", &json!({"name": "cors"})).await.expect(201);
 
@@ -408,9 +324,7 @@ both!(service_plugins_endpoint, |gw| async move {
         let r = gw.get(&path).await;
         r.assert_status(404);
         assert_eq!(r.body, json!({"message": "Not found"}));
-        gw.post_json(&path, &json!({"name": "key-auth"}))
-            .await
-            .assert_status(404);
+        gw.post_json(&path, &json!({"name": "key-auth"})).await.assert_status(404);
     }
     gw.assert_unchanged(&before).await;
 });
@@ -419,35 +333,22 @@ both!(route_plugins_endpoint, |gw| async move {
     let s = gw.create_service("svc").await;
     let r1 = gw.create_route(&id_of(&s), &["/one"]).await;
     let r2 = gw.create_route(&id_of(&s), &["/two"]).await;
-    let p = gw
-        .post_json(&format!("/routes/{}/plugins", id_of(&r1)), &json!({"name": "key-auth"}))
-        .await
-        .expect(201);
+    let p = gw.post_json(&format!("/routes/{}/plugins", id_of(&r1)), &json!({"name": "key-auth"})).await.expect(201);
     assert_eq!(p["route_id"], r1["id"]);
     assert!(p.get("service_id").is_none());
-    gw.post_form(&format!("/routes/{}/plugins", id_of(&r2)), &[("name", "cors")])
-        .await
-        .expect(201);
+    gw.post_form(&format!("/routes/{}/plugins", id_of(&r2)), &[("name", "cors")]).await.expect(201);
 
-    let list = gw
-        .get(&format!("/routes/{}/plugins", id_of(&r1)))
-        .await
-        .expect(200);
+    let list = gw.get(&format!("/routes/{}/plugins", id_of(&r1))).await.expect(200);
     assert_eq!(list["total"], json!(1));
     assert_eq!(ids(&data(&list)), vec![id_of(&p)]);
 
-    let put = gw
-        .put_json(&format!("/routes/{}/plugins", id_of(&r1)), &json!({"name": "cors"}))
-        .await
-        .expect(201);
+    let put = gw.put_json(&format!("/routes/{}/plugins", id_of(&r1)), &json!({"name": "cors"})).await.expect(201);
     assert_eq!(put["route_id"], r1["id"]);
 
     let missing = format!("/routes/{}/plugins", new_id());
     gw.get(&missing).await.assert_status(404);
     let before = gw.snapshot().await;
-    gw.post_json(&missing, &json!({"name": "key-auth"}))
-        .await
-        .assert_status(404);
+    gw.post_json(&missing, &json!({"name": "key-auth"})).await.assert_status(404);
     gw.assert_unchanged(&before).await;
 });
 
@@ -474,10 +375,7 @@ both!(consumer_plugins_endpoint, |gw| async move {
 
     let item = format!("/consumers/bob/plugins/{}", id_of(&p));
     assert_eq!(gw.get(&item).await.expect(200), p);
-    let patched = gw
-        .patch_json(&item, &json!({"config": {"hour": 100}}))
-        .await
-        .expect(200);
+    let patched = gw.patch_json(&item, &json!({"config": {"hour": 100}})).await.expect(200);
     assert_eq!(patched["config"]["minute"], json!(5));
     assert_eq!(patched["config"]["hour"], json!(100));
     assert_eq!(patched["consumer_id"], bob["id"]);
@@ -486,18 +384,14 @@ both!(consumer_plugins_endpoint, |gw| async move {
     let before = gw.snapshot().await;
     let foreign = format!("/consumers/bob/plugins/{}", id_of(&pa));
     gw.get(&foreign).await.assert_status(404);
-    gw.patch_json(&foreign, &json!({"enabled": false}))
-        .await
-        .assert_status(404);
+    gw.patch_json(&foreign, &json!({"enabled": false})).await.assert_status(404);
     gw.delete(&foreign).await.assert_status(404);
     gw.get("/consumers/ghost/plugins").await.assert_status(404);
     gw.post_json("/consumers/ghost/plugins", &json!({"name": "rate-limiting", "config": {"minute": 5}}))
         .await
         .assert_status(404);
     // key-auth cannot be configured on a consumer, nested or not.
-    let r = gw
-        .post_json("/consumers/bob/plugins", &json!({"name": "key-auth"}))
-        .await;
+    let r = gw.post_json("/consumers/bob/plugins", &json!({"name": "key-auth"})).await;
     r.assert_status(400);
     assert_eq!(r.body, json!({"message": "No consumer can be configured for that plugin"}));
     gw.assert_unchanged(&before).await;
@@ -548,10 +442,7 @@ both!(deleting_parents_deletes_their_plugins, |gw| async move {
     let r = gw.create_route(&id_of(&route_svc), &["/x"]).await;
     let c = gw.create_consumer("bob").await;
     let global = gw.post_json("/plugins", &json!({"name": "cors"})).await.expect(201);
-    let on_svc = gw
-        .post_json("/services/svc/plugins", &json!({"name": "key-auth"}))
-        .await
-        .expect(201);
+    let on_svc = gw.post_json("/services/svc/plugins", &json!({"name": "key-auth"})).await.expect(201);
     let on_svc_consumer = gw
         .post_json(
             "/plugins",
@@ -560,14 +451,9 @@ both!(deleting_parents_deletes_their_plugins, |gw| async move {
         )
         .await
         .expect(201);
-    let on_other = gw
-        .post_json("/services/other/plugins", &json!({"name": "key-auth"}))
-        .await
-        .expect(201);
-    let on_route = gw
-        .post_json(&format!("/routes/{}/plugins", id_of(&r)), &json!({"name": "key-auth"}))
-        .await
-        .expect(201);
+    let on_other = gw.post_json("/services/other/plugins", &json!({"name": "key-auth"})).await.expect(201);
+    let on_route =
+        gw.post_json(&format!("/routes/{}/plugins", id_of(&r)), &json!({"name": "key-auth"})).await.expect(201);
     let on_consumer = gw
         .post_json("/consumers/bob/plugins", &json!({"name": "rate-limiting", "config": {"minute": 2}}))
         .await
@@ -575,21 +461,35 @@ both!(deleting_parents_deletes_their_plugins, |gw| async move {
 
     gw.delete("/services/svc").await.assert_status(204);
     gw.get(&format!("/plugins/{}", id_of(&on_svc))).await.assert_status(404);
-    gw.get(&format!("/plugins/{}", id_of(&on_svc_consumer)))
-        .await
-        .assert_status(404);
+    gw.get(&format!("/plugins/{}", id_of(&on_svc_consumer))).await.assert_status(404);
 
     gw.delete(&format!("/routes/{}", id_of(&r))).await.assert_status(204);
     gw.get(&format!("/plugins/{}", id_of(&on_route))).await.assert_status(404);
 
     gw.delete("/consumers/bob").await.assert_status(204);
-    gw.get(&format!("/plugins/{}", id_of(&on_consumer)))
-        .await
-        .assert_status(404);
+    gw.get(&format!("/plugins/{}", id_of(&on_consumer))).await.assert_status(404);
 
     let left: BTreeSet<String> = ids(&gw.list_all("/plugins").await).into_iter().collect();
     let want: BTreeSet<String> = [id_of(&global), id_of(&on_other)].into_iter().collect();
     assert_eq!(left, want);
     assert_eq!(gw.get("/plugins").await.expect(200)["total"], json!(2));
     let _ = other;
+});
+
+both!(consumer_plugins_resolve_uuid_shaped_usernames, |gw| async move {
+    // N-layer `/consumers/{uuid}` is by id only; the O-layer nested plugin endpoints
+    // try the id, then the username.
+    let username = new_id();
+    let c = gw.create_consumer(&username).await;
+    gw.get(&format!("/consumers/{username}")).await.assert_status(404);
+    let p = gw
+        .post_json(
+            &format!("/consumers/{username}/plugins"),
+            &json!({"name": "rate-limiting", "config": {"minute": 5}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(p["consumer_id"], c["id"]);
+    let list = gw.get(&format!("/consumers/{username}/plugins")).await.expect(200);
+    assert_eq!(ids(&data(&list)), vec![id_of(&p)]);
 });

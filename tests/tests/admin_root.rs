@@ -8,10 +8,7 @@ use gatehouse_tests::*;
 both!(root_reports_kong_0_14_node_info, |gw| async move {
     let r = gw.get("/").await;
     r.assert_status(200);
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/json; charset=utf-8")
-    );
+    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     let b = r.body;
     assert_eq!(b["version"], json!("0.14.1"), "{b}");
@@ -39,26 +36,9 @@ both!(root_reports_kong_0_14_node_info, |gw| async move {
 both!(enabled_in_cluster_lists_distinct_plugin_names, |gw| async move {
     let a = gw.create_service("a").await;
     let b = gw.create_service("b").await;
-    let ka = gw
-        .post_json(
-            "/plugins",
-            &json!({"name": "key-auth", "service_id": a["id"]}),
-        )
-        .await
-        .expect(201);
-    let kb = gw
-        .post_json(
-            "/plugins",
-            &json!({"name": "key-auth", "service_id": b["id"]}),
-        )
-        .await
-        .expect(201);
-    gw.post_json(
-        "/plugins",
-        &json!({"name": "rate-limiting", "config": {"minute": 10}}),
-    )
-    .await
-    .expect(201);
+    let ka = gw.post_json("/plugins", &json!({"name": "key-auth", "service_id": a["id"]})).await.expect(201);
+    let kb = gw.post_json("/plugins", &json!({"name": "key-auth", "service_id": b["id"]})).await.expect(201);
+    gw.post_json("/plugins", &json!({"name": "rate-limiting", "config": {"minute": 10}})).await.expect(201);
 
     let root = gw.get("/").await.expect(200);
     let mut enabled: Vec<String> = serde_json_strings(&root["plugins"]["enabled_in_cluster"]);
@@ -66,9 +46,7 @@ both!(enabled_in_cluster_lists_distinct_plugin_names, |gw| async move {
     assert_eq!(enabled, vec!["key-auth", "rate-limiting"]);
 
     for p in [&ka, &kb] {
-        gw.delete(&format!("/plugins/{}", p["id"].as_str().unwrap()))
-            .await
-            .assert_status(204);
+        gw.delete(&format!("/plugins/{}", p["id"].as_str().unwrap())).await.assert_status(204);
     }
     let root = gw.get("/").await.expect(200);
     assert_eq!(root["plugins"]["enabled_in_cluster"], json!(["rate-limiting"]));
@@ -85,10 +63,7 @@ fn serde_json_strings(v: &serde_json::Value) -> Vec<String> {
 both!(status_reports_database_and_config_revision, |gw| async move {
     let r = gw.get("/status").await;
     r.assert_status(200);
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/json; charset=utf-8")
-    );
+    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
     let b = r.body;
     assert_eq!(b["database"]["reachable"], json!(true), "{b}");
     for key in [
@@ -103,6 +78,14 @@ both!(status_reports_database_and_config_revision, |gw| async move {
         assert!(b["server"][key].is_u64(), "server.{key} in {b}");
     }
     assert_eq!(b["config_revision"], json!(0), "{b}");
+
+    // The request counter counts.
+    let t1 = b["server"]["total_requests"].as_u64().unwrap();
+    for _ in 0..3 {
+        gw.get("/services").await.assert_status(200);
+    }
+    let t2 = gw.get("/status").await.expect(200)["server"]["total_requests"].as_u64().unwrap();
+    assert!(t2 >= t1 + 4, "total_requests went from {t1} to {t2} over 4 requests");
 
     gw.create_consumer("bob").await;
     assert_eq!(gw.revision().await, 1);

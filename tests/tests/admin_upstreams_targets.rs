@@ -23,10 +23,7 @@ fn default_healthchecks() -> Value {
 }
 
 both!(creates_upstream_with_defaults, |gw| async move {
-    let u = gw
-        .post_json("/upstreams", &json!({"name": "service.v1.xyz"}))
-        .await
-        .expect(201);
+    let u = gw.post_json("/upstreams", &json!({"name": "service.v1.xyz"})).await.expect(201);
     assert!(is_uuid(&u["id"]), "{u}");
     assert_millis(&u["created_at"]);
     assert_eq!(u["name"], json!("service.v1.xyz"));
@@ -75,7 +72,8 @@ both!(creates_upstream_with_defaults, |gw| async move {
 both!(rejects_invalid_upstreams, |gw| async move {
     gw.create_upstream("taken.xyz").await;
     let before = gw.snapshot().await;
-    let hash_values = "\"x\" is not allowed. Allowed values are: \"none\", \"consumer\", \"ip\", \"header\", \"cookie\"";
+    let hash_values =
+        "\"x\" is not allowed. Allowed values are: \"none\", \"consumer\", \"ip\", \"header\", \"cookie\"";
     let cases: Vec<(Value, Value)> = vec![
         (json!({}), json!({"name": "name is required"})),
         (json!({"name": "1.2.3.4"}), json!({"message": "Invalid name; no ip addresses allowed"})),
@@ -172,9 +170,7 @@ both!(patch_upstream_merges_healthchecks, |gw| async move {
     let r = gw.patch_json("/upstreams/up.xyz", &json!({})).await;
     r.assert_status(400);
     assert_eq!(r.body, json!({"message": "empty body"}));
-    let r = gw
-        .patch_json("/upstreams/up.xyz", &json!({"healthchecks": {"active": {"timeout": 70000}}}))
-        .await;
+    let r = gw.patch_json("/upstreams/up.xyz", &json!({"healthchecks": {"active": {"timeout": 70000}}})).await;
     r.assert_status(400);
     assert_eq!(r.body, json!({"healthchecks.active.timeout": "must be between 0 and 65535"}));
     let r = gw.patch_json("/upstreams/up.xyz", &json!({"name": "other.xyz"})).await;
@@ -185,19 +181,13 @@ both!(patch_upstream_merges_healthchecks, |gw| async move {
     assert_eq!(r.body, json!({"message": "Not found"}));
     gw.assert_unchanged(&before).await;
 
-    let renamed = gw
-        .patch_form("/upstreams/up.xyz", &[("name", "renamed.xyz")])
-        .await
-        .expect(200);
+    let renamed = gw.patch_form("/upstreams/up.xyz", &[("name", "renamed.xyz")]).await.expect(200);
     assert_eq!(renamed["name"], json!("renamed.xyz"));
     gw.get("/upstreams/up.xyz").await.assert_status(404);
 });
 
 both!(put_upstream_collection_creates_replaces_404s, |gw| async move {
-    let created = gw
-        .put_json("/upstreams", &json!({"name": "put.xyz", "slots": 50}))
-        .await
-        .expect(201);
+    let created = gw.put_json("/upstreams", &json!({"name": "put.xyz", "slots": 50})).await.expect(201);
     assert_eq!(created["slots"], json!(50));
     let replaced = gw
         .put_json(
@@ -214,12 +204,7 @@ both!(put_upstream_collection_creates_replaces_404s, |gw| async move {
     assert_eq!(gw.get("/upstreams/put.xyz").await.expect(200), replaced);
 
     let before = gw.snapshot().await;
-    let r = gw
-        .put_json(
-            "/upstreams",
-            &json!({"id": new_id(), "name": "ghost.xyz", "created_at": now_ms()}),
-        )
-        .await;
+    let r = gw.put_json("/upstreams", &json!({"id": new_id(), "name": "ghost.xyz", "created_at": now_ms()})).await;
     r.assert_status(404);
     assert_eq!(r.body, json!({"message": "Not found"}));
     let r = gw.put_json("/upstreams/put.xyz", &json!({"name": "put.xyz"})).await;
@@ -236,21 +221,14 @@ both!(deletes_upstream_and_its_targets, |gw| async move {
     d.assert_status(204);
     assert_eq!(d.text, "");
     gw.get("/upstreams/up.xyz").await.assert_status(404);
-    gw.get(&format!("/upstreams/{}/targets", id_of(&u)))
-        .await
-        .assert_status(404);
+    gw.get(&format!("/upstreams/{}/targets", id_of(&u))).await.assert_status(404);
     let again = gw.delete("/upstreams/up.xyz").await;
     again.assert_status(404);
     assert_eq!(again.body, json!({"message": "Not found"}));
-    gw.delete(&format!("/upstreams/{}", new_id()))
-        .await
-        .assert_status(404);
+    gw.delete(&format!("/upstreams/{}", new_id())).await.assert_status(404);
 
     // Re-create the upstream under the same id: its old targets must be gone.
-    let back = gw
-        .post_json("/upstreams", &json!({"id": u["id"], "name": "up.xyz"}))
-        .await
-        .expect(201);
+    let back = gw.post_json("/upstreams", &json!({"id": u["id"], "name": "up.xyz"})).await.expect(201);
     assert_eq!(back["id"], u["id"], "O-layer POST honours a client id");
     let all = gw.get("/upstreams/up.xyz/targets/all").await.expect(200);
     assert_eq!(all["total"], json!(0));
@@ -259,10 +237,7 @@ both!(deletes_upstream_and_its_targets, |gw| async move {
 
 both!(creates_and_normalises_targets, |gw| async move {
     let u = gw.create_upstream("up.xyz").await;
-    let t = gw
-        .post_json("/upstreams/up.xyz/targets", &json!({"target": "1.2.3.4:80", "weight": 15}))
-        .await
-        .expect(201);
+    let t = gw.post_json("/upstreams/up.xyz/targets", &json!({"target": "1.2.3.4:80", "weight": 15})).await.expect(201);
     assert_eq!(keys(&t), sorted(&["id", "created_at", "target", "weight", "upstream_id"]), "{t}");
     assert!(is_uuid(&t["id"]));
     assert_millis(&t["created_at"]);
@@ -277,13 +252,8 @@ both!(creates_and_normalises_targets, |gw| async move {
         ("::1", "[0000:0000:0000:0000:0000:0000:0000:0001]:8000"),
         ("[::1]:80", "[0000:0000:0000:0000:0000:0000:0000:0001]:80"),
     ] {
-        let t = gw
-            .post_json(
-                &format!("/upstreams/{}/targets", id_of(&u)),
-                &json!({ "target": input }),
-            )
-            .await
-            .expect(201);
+        let t =
+            gw.post_json(&format!("/upstreams/{}/targets", id_of(&u)), &json!({ "target": input })).await.expect(201);
         assert_eq!(t["target"], json!(stored), "target {input}");
         assert_eq!(t["weight"], json!(100), "default weight");
     }
@@ -291,19 +261,14 @@ both!(creates_and_normalises_targets, |gw| async move {
     let before = gw.snapshot().await;
     for (body, expected) in [
         (json!({"target": "1.2.3.4:80", "weight": 1001}), json!({"message": "weight must be from 0 to 1000"})),
-        (
-            json!({"target": "bad target!"}),
-            json!({"message": "Invalid target; not a valid hostname or ip address"}),
-        ),
+        (json!({"target": "bad target!"}), json!({"message": "Invalid target; not a valid hostname or ip address"})),
         (json!({"weight": 10}), json!({"target": "target is required"})),
     ] {
         let r = gw.post_json("/upstreams/up.xyz/targets", &body).await;
         r.assert_status(400);
         assert_eq!(r.body, expected, "POST targets {body}");
     }
-    let r = gw
-        .post_json("/upstreams/ghost.xyz/targets", &json!({"target": "1.2.3.4:80"}))
-        .await;
+    let r = gw.post_json("/upstreams/ghost.xyz/targets", &json!({"target": "1.2.3.4:80"})).await;
     r.assert_status(404);
     assert_eq!(r.body, json!({"message": "Not found"}));
     gw.get("/upstreams/ghost.xyz/targets").await.assert_status(404);
@@ -323,14 +288,16 @@ both!(target_history_and_active_list, |gw| async move {
     let active = gw.get("/upstreams/up.xyz/targets").await.expect(200);
     assert_eq!(active["total"], json!(2), "{active}");
     let rows = data(&active);
+    let mut rows = rows;
+    rows.sort_by(|a, b| a["target"].as_str().cmp(&b["target"].as_str()));
     assert_eq!(
         rows.iter().map(|t| t["target"].clone()).collect::<Vec<_>>(),
-        vec![json!("3.3.3.3:80"), json!("2.2.2.2:80")],
-        "latest entry per target, weight > 0, by target descending"
+        vec![json!("2.2.2.2:80"), json!("3.3.3.3:80")],
+        "latest entry per target, weight > 0"
     );
-    assert_eq!(rows[0]["id"], c["id"]);
-    assert_eq!(rows[1]["id"], b2["id"]);
-    assert_eq!(rows[1]["weight"], json!(60));
+    assert_eq!(rows[0]["id"], b2["id"]);
+    assert_eq!(rows[0]["weight"], json!(60));
+    assert_eq!(rows[1]["id"], c["id"]);
     assert!(active.get("next").is_none_or(Value::is_null), "{active}");
 
     let all = gw.get("/upstreams/up.xyz/targets/all").await.expect(200);
@@ -346,23 +313,15 @@ both!(target_history_and_active_list, |gw| async move {
     assert_eq!(ids(&data(&active)), vec![id_of(&c)]);
     let all = gw.get("/upstreams/up.xyz/targets/all").await.expect(200);
     assert_eq!(all["total"], json!(6));
-    let zeroes = data(&all)
-        .iter()
-        .filter(|t| t["target"] == json!("2.2.2.2:80") && t["weight"] == json!(0))
-        .count();
+    let zeroes = data(&all).iter().filter(|t| t["target"] == json!("2.2.2.2:80") && t["weight"] == json!(0)).count();
     assert_eq!(zeroes, 1, "{all}");
 
     // DELETE by id (of the entry) works the same, through the upstream's id too.
     gw.create_target("up.xyz", "4.4.4.4:80", 40).await;
     let d4 = gw.get("/upstreams/up.xyz/targets").await.expect(200);
-    let four = data(&d4)
-        .into_iter()
-        .find(|t| t["target"] == json!("4.4.4.4:80"))
-        .unwrap();
+    let four = data(&d4).into_iter().find(|t| t["target"] == json!("4.4.4.4:80")).unwrap();
     let up = gw.get("/upstreams/up.xyz").await.expect(200);
-    gw.delete(&format!("/upstreams/{}/targets/{}", id_of(&up), id_of(&four)))
-        .await
-        .assert_status(204);
+    gw.delete(&format!("/upstreams/{}/targets/{}", id_of(&up), id_of(&four))).await.assert_status(204);
     let active = gw.get("/upstreams/up.xyz/targets").await.expect(200);
     assert_eq!(ids(&data(&active)), vec![id_of(&c)]);
     assert_eq!(gw.get("/upstreams/up.xyz/targets/all").await.expect(200)["total"], json!(8));
@@ -371,12 +330,8 @@ both!(target_history_and_active_list, |gw| async move {
     let r = gw.delete("/upstreams/up.xyz/targets/9.9.9.9:80").await;
     r.assert_status(404);
     assert_eq!(r.body, json!({"message": "Not found"}));
-    gw.delete(&format!("/upstreams/up.xyz/targets/{}", new_id()))
-        .await
-        .assert_status(404);
-    gw.delete("/upstreams/ghost.xyz/targets/3.3.3.3:80")
-        .await
-        .assert_status(404);
+    gw.delete(&format!("/upstreams/up.xyz/targets/{}", new_id())).await.assert_status(404);
+    gw.delete("/upstreams/ghost.xyz/targets/3.3.3.3:80").await.assert_status(404);
     gw.assert_unchanged(&before).await;
 });
 
@@ -389,10 +344,7 @@ both!(targets_all_is_paginated, |gw| async move {
     assert_eq!(first["total"], json!(7));
     assert_eq!(data(&first).len(), 3);
     let next = first["next"].as_str().unwrap_or_else(|| panic!("no next: {first}"));
-    assert!(
-        next.starts_with(&format!("{}/upstreams/", gw.base)),
-        "next must be absolute: {next}"
-    );
+    assert!(next.starts_with(&format!("{}/upstreams/", gw.base)), "next must be absolute: {next}");
     assert!(first["offset"].is_string(), "{first}");
 
     let pages = gw.pages("/upstreams/up.xyz/targets/all?size=3").await;
@@ -405,4 +357,58 @@ both!(targets_all_is_paginated, |gw| async move {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 7, "every entry exactly once");
+});
+
+both!(upstream_uuid_shaped_name_falls_back_to_name, |gw| async move {
+    // A UUID is also a valid hostname; O-layer lookups try the id, then the name.
+    let name = new_id();
+    let u = gw.create_upstream(&name).await;
+    assert_ne!(u["id"], json!(name));
+    assert_eq!(gw.get(&format!("/upstreams/{name}")).await.expect(200), u);
+    gw.create_target(&name, "1.2.3.4:80", 10).await;
+    let t = gw.get(&format!("/upstreams/{name}/targets")).await.expect(200);
+    assert_eq!(t["total"], json!(1));
+    let p = gw.patch_json(&format!("/upstreams/{name}"), &json!({"slots": 30})).await.expect(200);
+    assert_eq!(p["slots"], json!(30));
+    gw.delete(&format!("/upstreams/{name}")).await.assert_status(204);
+    gw.get(&format!("/upstreams/{}", id_of(&u))).await.assert_status(404);
+});
+
+both!(active_targets_list_is_complete_beyond_100, |gw| async move {
+    gw.create_upstream("up.xyz").await;
+    let n = 120;
+    futures::future::join_all((0..n).map(|i| {
+        let gw = &gw;
+        async move { gw.create_target("up.xyz", &format!("10.0.{}.{}:80", i / 100, i % 100), 5).await }
+    }))
+    .await;
+    let first = gw.get("/upstreams/up.xyz/targets").await.expect(200);
+    assert_eq!(first["total"], json!(n));
+    let active = gw.list_all("/upstreams/up.xyz/targets").await;
+    assert_eq!(active.len(), n);
+    let unique: std::collections::BTreeSet<String> =
+        active.iter().map(|t| t["target"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(unique.len(), n, "each active target once");
+    let all = gw.list_all("/upstreams/up.xyz/targets/all").await;
+    assert_eq!(all.len(), n);
+});
+
+both!(active_targets_are_ordered_by_target_descending, |gw| async move {
+    gw.create_upstream("up.xyz").await;
+    // Created in an order that is neither ascending nor descending.
+    for t in ["b.example.com:80", "a.example.com:80", "c.example.com:80", "a.example.com:81"] {
+        gw.create_target("up.xyz", t, 10).await;
+    }
+    let active = gw.get("/upstreams/up.xyz/targets").await.expect(200);
+    let order: Vec<Value> = data(&active).iter().map(|t| t["target"].clone()).collect();
+    assert_eq!(
+        order,
+        vec![
+            json!("c.example.com:80"),
+            json!("b.example.com:80"),
+            json!("a.example.com:81"),
+            json!("a.example.com:80")
+        ],
+        "reference §5.2: active targets sorted by target string, descending"
+    );
 });

@@ -14,7 +14,7 @@ use super::error::ApiError;
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// A decoded request body.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Input {
     pub map: Map<String, Value>,
     /// True when the values came from a form (strings to be coerced).

@@ -125,7 +125,7 @@ async fn commit(admin: &Admin, ops: Vec<Op>) -> ApiResult<()> {
         crate::store::StoreError::Unique { column, .. } if column == "name" => {
             ApiError::schema(Violation::field("snis", "an SNI name is already associated with another certificate"))
         }
-        crate::store::StoreError::Unique { .. } => ApiError::bad_request("primary key violation"),
+        crate::store::StoreError::Unique { .. } => ApiError::primary_key_violation("certificate"),
         other => other.into(),
     })?;
     Ok(())
@@ -143,7 +143,7 @@ async fn list(State(admin): State<Admin>, q: ListQuery) -> ApiResult {
 }
 
 async fn create(State(admin): State<Admin>, input: Input) -> ApiResult {
-    let mut fields = crud::fields(&KIND, input);
+    let mut fields = crud::fields(&KIND, input)?;
     let names = take_snis(&mut fields)?.unwrap_or_default();
     let doc = crud::fresh(&KIND, crud::new_id(), fields)?;
     check_pair(&doc)?;
@@ -160,8 +160,14 @@ async fn show(State(admin): State<Admin>, Path(cert): Path<String>) -> ApiResult
 }
 
 async fn upsert(State(admin): State<Admin>, Path(cert): Path<String>, input: Input) -> ApiResult {
+    crud::retry_put(|| upsert_once(&admin, &cert, input.clone())).await
+}
+
+async fn upsert_once(admin: &Admin, cert: &str, input: Input) -> ApiResult {
+    let cert = cert.to_string();
+    let admin = admin.clone();
     let existing = resolve(&admin, &cert).await?;
-    let mut fields = crud::fields(&KIND, input);
+    let mut fields = crud::fields(&KIND, input)?;
     let mut names = take_snis(&mut fields)?;
     if !is_uuid(&cert) {
         // PUT /certificates/{name}: the URL's name is always one of the certificate's SNIs.
@@ -193,7 +199,7 @@ async fn upsert(State(admin): State<Admin>, Path(cert): Path<String>, input: Inp
 
 async fn update(State(admin): State<Admin>, Path(cert): Path<String>, input: Input) -> ApiResult {
     let stored = fetch(&admin, &cert).await?;
-    let mut fields = crud::fields(&KIND, input);
+    let mut fields = crud::fields(&KIND, input)?;
     let names = take_snis(&mut fields)?;
     let doc = crud::patched(&KIND, &stored, fields)?;
     check_pair(&doc)?;

@@ -35,7 +35,7 @@ async fn list(State(admin): State<Admin>, q: ListQuery) -> ApiResult {
 }
 
 async fn create(State(admin): State<Admin>, input: Input) -> ApiResult {
-    let doc = crud::fresh(&KIND, crud::new_id(), crud::fields(&KIND, input))?;
+    let doc = crud::fresh(&KIND, crud::new_id(), crud::fields(&KIND, input)?)?;
     write(&admin, Op::Insert(Table::Consumers, doc.clone()), &doc).await?;
     Ok(created(&Value::Object(doc)))
 }
@@ -50,23 +50,27 @@ async fn show(State(admin): State<Admin>, Path(consumer): Path<String>) -> ApiRe
 }
 
 async fn upsert(State(admin): State<Admin>, Path(consumer): Path<String>, input: Input) -> ApiResult {
-    let existing = crud::resolve(&admin.store, &KIND, &consumer).await?;
-    let mut fields = crud::fields(&KIND, input);
-    crud::pin_key(&KIND, &consumer, &mut fields)?;
+    crud::retry_put(|| upsert_once(&admin, &consumer, input.clone())).await
+}
+
+async fn upsert_once(admin: &Admin, consumer: &str, input: Input) -> ApiResult {
+    let existing = crud::resolve(&admin.store, &KIND, consumer).await?;
+    let mut fields = crud::fields(&KIND, input)?;
+    crud::pin_key(&KIND, consumer, &mut fields)?;
     match existing {
         Some(stored) => {
             let doc = crud::replaced(&KIND, &stored, fields)?;
-            write(&admin, Op::Update(Table::Consumers, doc.clone()), &doc).await?;
+            write(admin, Op::Update(Table::Consumers, doc.clone()), &doc).await?;
             Ok(put(false, &Value::Object(doc)))
         }
         None => {
-            let id = if gatehouse_shared::validate::is_uuid(&consumer) {
+            let id = if gatehouse_shared::validate::is_uuid(consumer) {
                 consumer.to_ascii_lowercase()
             } else {
                 crud::new_id()
             };
             let doc = crud::fresh(&KIND, id, fields)?;
-            write(&admin, Op::Insert(Table::Consumers, doc.clone()), &doc).await?;
+            write(admin, Op::Insert(Table::Consumers, doc.clone()), &doc).await?;
             Ok(put(true, &Value::Object(doc)))
         }
     }
@@ -77,7 +81,7 @@ async fn update(State(admin): State<Admin>, Path(consumer): Path<String>, input:
         let key = if gatehouse_shared::validate::is_uuid(&consumer) { "id" } else { "username" };
         ApiError::entity_not_found(key, &consumer)
     })?;
-    let doc = crud::patched(&KIND, &stored, crud::fields(&KIND, input))?;
+    let doc = crud::patched(&KIND, &stored, crud::fields(&KIND, input)?)?;
     write(&admin, Op::Update(Table::Consumers, doc.clone()), &doc).await?;
     Ok(ok(&Value::Object(doc)))
 }

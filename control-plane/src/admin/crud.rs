@@ -5,6 +5,7 @@
 
 use gatehouse_shared::entity::Schema;
 use gatehouse_shared::validate::is_uuid;
+use gatehouse_shared::Violation;
 use serde_json::{Map, Value};
 
 use super::body::Input;
@@ -40,15 +41,21 @@ pub async fn fetch(store: &Store, kind: &Kind, segment: &str) -> ApiResult<Doc> 
     resolve(store, kind, segment).await?.ok_or(ApiError::NotFound)
 }
 
-/// The request's fields, without what the store generates, with form strings coerced.
-pub fn fields(kind: &Kind, mut input: Input) -> Map<String, Value> {
-    for generated in ["id", "created_at", "updated_at"] {
+/// The request's fields, without what the store generates, with form strings coerced. An
+/// `id` in the body is ignored (the URL or the store decides it) but must still be a UUID.
+pub fn fields(kind: &Kind, mut input: Input) -> ApiResult<Map<String, Value>> {
+    match input.map.remove("id") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(id)) if is_uuid(&id) => {}
+        Some(_) => return Err(ApiError::schema(Violation::field("id", "expected a valid UUID"))),
+    }
+    for generated in ["created_at", "updated_at"] {
         input.map.remove(generated);
     }
     if input.form {
         kind.schema.coerce_form(&mut input.map);
     }
-    input.map
+    Ok(input.map)
 }
 
 /// A new entity from defaults overlaid with `fields`.
@@ -108,10 +115,9 @@ pub fn pin_key(kind: &Kind, segment: &str, fields: &mut Map<String, Value>) -> A
         return Ok(());
     }
     match fields.get(key) {
-        Some(Value::String(s)) if s != segment => Err(ApiError::schema(gatehouse_shared::Violation::field(
-            key,
-            format!("must match the {key} in the URL ('{segment}')"),
-        ))),
+        Some(Value::String(s)) if s != segment => {
+            Err(ApiError::schema(Violation::field(key, format!("must match the {key} in the URL ('{segment}')"))))
+        }
         _ => {
             fields.insert(key.to_string(), Value::String(segment.to_string()));
             Ok(())
@@ -128,5 +134,19 @@ pub fn write_error(doc: &Doc, e: StoreError) -> ApiError {
             ApiError::unique(&column, &value)
         }
         other => other.into(),
+    }
+}
+
+/// Runs a PUT attempt again when it lost a race to create the same entity (a concurrent PUT
+/// inserted it between our lookup and our insert): the second attempt finds it and replaces
+/// it, so concurrent identical PUTs behave as one upsert.
+pub async fn retry_put<F, Fut>(mut attempt: F) -> ApiResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ApiResult>,
+{
+    match attempt().await {
+        Err(ApiError::Entity { code: 3 | 5, .. }) => attempt().await,
+        other => other,
     }
 }

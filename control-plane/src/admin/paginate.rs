@@ -151,7 +151,8 @@ fn decode_offset(token: &str) -> Result<String, ApiError> {
     value
         .get(0)
         .and_then(Value::as_str)
-        .map(str::to_owned)
+        .filter(|id| gatehouse_shared::validate::is_uuid(id))
+        .map(str::to_ascii_lowercase)
         .ok_or_else(|| ApiError::invalid_offset(token, "bad json encoding"))
 }
 
@@ -165,6 +166,7 @@ mod tests {
         assert_eq!(decode_offset(&t).unwrap(), "4e13f54a-bbf1-47a8-8777-255fed7116f2");
         assert!(matches!(decode_offset("!!"), Err(ApiError::Entity { code: 7, .. })));
         assert!(matches!(decode_offset("Zm9v"), Err(ApiError::Entity { code: 7, .. })));
+        assert!(matches!(decode_offset(&encode_offset("not-a-uuid")), Err(ApiError::Entity { code: 7, .. })));
     }
 
     #[test]

@@ -45,13 +45,13 @@ async fn list_for_service(State(admin): State<Admin>, Path(svc): Path<String>, q
 }
 
 async fn create(State(admin): State<Admin>, input: Input) -> ApiResult {
-    let doc = crud::fresh(&KIND, crud::new_id(), crud::fields(&KIND, input))?;
+    let doc = crud::fresh(&KIND, crud::new_id(), crud::fields(&KIND, input)?)?;
     insert(&admin, doc).await
 }
 
 async fn create_for_service(State(admin): State<Admin>, Path(svc): Path<String>, input: Input) -> ApiResult {
     let service = crud::fetch(&admin.store, &services::KIND, &svc).await?;
-    let mut fields = crud::fields(&KIND, input);
+    let mut fields = crud::fields(&KIND, input)?;
     fields.insert("service".into(), json!({"id": crud::id_of(&service)}));
     let doc = crud::fresh(&KIND, crud::new_id(), fields)?;
     insert(&admin, doc).await
@@ -88,17 +88,21 @@ async fn show(State(admin): State<Admin>, Path(route): Path<String>) -> ApiResul
 }
 
 async fn upsert(State(admin): State<Admin>, Path(route): Path<String>, input: Input) -> ApiResult {
-    let existing = crud::resolve(&admin.store, &KIND, &route).await?;
-    let fields = crud::fields(&KIND, input);
+    crud::retry_put(|| upsert_once(&admin, &route, input.clone())).await
+}
+
+async fn upsert_once(admin: &Admin, route: &str, input: Input) -> ApiResult {
+    let existing = crud::resolve(&admin.store, &KIND, route).await?;
+    let fields = crud::fields(&KIND, input)?;
     match existing {
         Some(stored) => {
             let doc = crud::replaced(&KIND, &stored, fields)?;
-            write(&admin, Op::Update(Table::Routes, doc.clone()), &doc).await?;
+            write(admin, Op::Update(Table::Routes, doc.clone()), &doc).await?;
             Ok(put(false, &Value::Object(doc)))
         }
         None => {
             let doc = crud::fresh(&KIND, route.to_ascii_lowercase(), fields)?;
-            write(&admin, Op::Insert(Table::Routes, doc.clone()), &doc).await?;
+            write(admin, Op::Insert(Table::Routes, doc.clone()), &doc).await?;
             Ok(put(true, &Value::Object(doc)))
         }
     }
@@ -107,7 +111,7 @@ async fn upsert(State(admin): State<Admin>, Path(route): Path<String>, input: In
 async fn update(State(admin): State<Admin>, Path(route): Path<String>, input: Input) -> ApiResult {
     let stored =
         crud::resolve(&admin.store, &KIND, &route).await?.ok_or_else(|| ApiError::entity_not_found("id", &route))?;
-    let doc = crud::patched(&KIND, &stored, crud::fields(&KIND, input))?;
+    let doc = crud::patched(&KIND, &stored, crud::fields(&KIND, input)?)?;
     write(&admin, Op::Update(Table::Routes, doc.clone()), &doc).await?;
     Ok(ok(&Value::Object(doc)))
 }

@@ -25,7 +25,7 @@ pub fn router() -> Router<Admin> {
 
 /// The request's fields with the write-only `url` expanded into protocol/host/port/path.
 fn fields(input: Input) -> ApiResult<Map<String, Value>> {
-    let mut fields = crud::fields(&KIND, input);
+    let mut fields = crud::fields(&KIND, input)?;
     match fields.remove("url") {
         Some(Value::String(url)) => fields.extend(parse_url(&url).map_err(ApiError::schema)?),
         Some(Value::Null) | None => {}
@@ -54,8 +54,11 @@ async fn show(State(admin): State<Admin>, Path(svc): Path<String>) -> ApiResult 
 }
 
 async fn upsert(State(admin): State<Admin>, Path(svc): Path<String>, input: Input) -> ApiResult {
-    let existing = crud::resolve(&admin.store, &KIND, &svc).await?;
-    put_service(&admin, &svc, existing, input).await
+    crud::retry_put(|| async {
+        let existing = crud::resolve(&admin.store, &KIND, &svc).await?;
+        put_service(&admin, &svc, existing, input.clone()).await
+    })
+    .await
 }
 
 /// PUT semantics shared with `/routes/{id}/service`: replace `existing`, or create it under

@@ -52,14 +52,14 @@ async fn list(State(admin): State<Admin>, q: ListQuery) -> ApiResult {
 }
 
 async fn create(State(admin): State<Admin>, input: Input) -> ApiResult {
-    let doc = crud::fresh(&KIND, crud::new_id(), crud::fields(&KIND, input))?;
+    let doc = crud::fresh(&KIND, crud::new_id(), crud::fields(&KIND, input)?)?;
     write(&admin, Op::Insert(Table::Snis, doc.clone()), &doc).await?;
     Ok(created(&Value::Object(doc)))
 }
 
 /// `POST /certificates/{c}/snis`: the certificate comes from the URL.
 pub(super) async fn create_for(admin: &Admin, cert_id: &str, input: Input) -> ApiResult {
-    let mut fields = crud::fields(&KIND, input);
+    let mut fields = crud::fields(&KIND, input)?;
     fields.insert("certificate".into(), json!({ "id": cert_id }));
     let doc = crud::fresh(&KIND, crud::new_id(), fields)?;
     write(admin, Op::Insert(Table::Snis, doc.clone()), &doc).await?;
@@ -71,19 +71,23 @@ async fn show(State(admin): State<Admin>, Path(sni): Path<String>) -> ApiResult 
 }
 
 async fn upsert(State(admin): State<Admin>, Path(sni): Path<String>, input: Input) -> ApiResult {
-    let existing = crud::resolve(&admin.store, &KIND, &sni).await?;
-    let mut fields = crud::fields(&KIND, input);
-    crud::pin_key(&KIND, &sni, &mut fields)?;
+    crud::retry_put(|| upsert_once(&admin, &sni, input.clone())).await
+}
+
+async fn upsert_once(admin: &Admin, sni: &str, input: Input) -> ApiResult {
+    let existing = crud::resolve(&admin.store, &KIND, sni).await?;
+    let mut fields = crud::fields(&KIND, input)?;
+    crud::pin_key(&KIND, sni, &mut fields)?;
     match existing {
         Some(stored) => {
             let doc = crud::replaced(&KIND, &stored, fields)?;
-            write(&admin, Op::Update(Table::Snis, doc.clone()), &doc).await?;
+            write(admin, Op::Update(Table::Snis, doc.clone()), &doc).await?;
             Ok(put(false, &Value::Object(doc)))
         }
         None => {
-            let id = if gatehouse_shared::validate::is_uuid(&sni) { sni.to_ascii_lowercase() } else { crud::new_id() };
+            let id = if gatehouse_shared::validate::is_uuid(sni) { sni.to_ascii_lowercase() } else { crud::new_id() };
             let doc = crud::fresh(&KIND, id, fields)?;
-            write(&admin, Op::Insert(Table::Snis, doc.clone()), &doc).await?;
+            write(admin, Op::Insert(Table::Snis, doc.clone()), &doc).await?;
             Ok(put(true, &Value::Object(doc)))
         }
     }
@@ -94,7 +98,7 @@ async fn update(State(admin): State<Admin>, Path(sni): Path<String>, input: Inpu
         let key = if gatehouse_shared::validate::is_uuid(&sni) { "id" } else { "name" };
         ApiError::entity_not_found(key, &sni)
     })?;
-    let doc = crud::patched(&KIND, &stored, crud::fields(&KIND, input))?;
+    let doc = crud::patched(&KIND, &stored, crud::fields(&KIND, input)?)?;
     write(&admin, Op::Update(Table::Snis, doc.clone()), &doc).await?;
     Ok(ok(&Value::Object(doc)))
 }

@@ -73,7 +73,7 @@ async fn create(State(admin): State<Admin>, Path(upstream): Path<String>, mut in
     Ok(created(&render(doc)))
 }
 
-/// The current targets: newest entry per target string, weight above 0.
+/// The current targets: newest entry per target string, weight above 0, by target descending.
 async fn list_active(State(admin): State<Admin>, Path(upstream): Path<String>) -> ApiResult {
     let up = upstreams::fetch(&admin, &upstream).await?;
     let rows = history(&admin, str_of(&up, "id")).await?;
@@ -83,7 +83,8 @@ async fn list_active(State(admin): State<Admin>, Path(upstream): Path<String>) -
     }
     let mut active: Vec<Doc> =
         latest.into_values().filter(|d| d.get("weight").and_then(Value::as_f64).unwrap_or(0.0) > 0.0).collect();
-    active.sort_by_key(created_of);
+    // Kong sorts by "<target>:<created_at>:<id>" descending, i.e. by target string.
+    active.sort_by(|a, b| str_of(b, "target").cmp(str_of(a, "target")));
     let data: Vec<Value> = active.into_iter().map(render).collect();
     Ok(ok(&json!({"total": data.len(), "data": data, "next": null})))
 }

@@ -18,7 +18,8 @@ fn check_key(pem: &str) -> Result<(), String> {
 fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_bytes()).collect();
     match certs {
-        Ok(c) if !c.is_empty() => Ok(c),
+        // The PEM framing alone proves nothing: the DER inside must parse as a certificate.
+        Ok(c) if !c.is_empty() && c.iter().all(|der| webpki::EndEntityCert::try_from(der).is_ok()) => Ok(c),
         _ => Err("invalid certificate: not a PEM-encoded X.509 certificate".into()),
     }
 }
