@@ -53,6 +53,61 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// # Errors
 /// Start-up failures (store, listeners, TLS material).
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let cp = start(config).await?;
+    server::shutdown_signal().await;
+    cp.stop().await;
+    Ok(())
+}
+
+/// The control plane and a data plane in one process (`gatehouse-cp standalone`). The data
+/// plane follows the control plane through the same sync stream, over loopback in plaintext
+/// on a port of its own; nothing else may connect to it.
+///
+/// # Errors
+/// Start-up failures of either plane.
+pub async fn standalone(mut config: Config, dp_config: gatehouse_data_plane::config::Config) -> anyhow::Result<()> {
+    config.cluster_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.cluster_tls = sync::ClusterTls { mode: sync::MtlsMode::Off, cert: None, key: None, ca: None };
+    let cp = start(config).await?;
+    let mut dp_config = dp_config;
+    dp_config.control_plane = cp.cluster_addr.map(|a| a.to_string()).unwrap_or_default();
+    dp_config.mtls = gatehouse_data_plane::config::Mtls::Off;
+    dp_config.backoff_max = dp_config.backoff_max.min(std::time::Duration::from_secs(2));
+    let dp = gatehouse_data_plane::start(dp_config).await?;
+    server::shutdown_signal().await;
+    dp.stop().await;
+    cp.stop().await;
+    Ok(())
+}
+
+/// A running control plane.
+pub struct Started {
+    stop: watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the cluster listener is bound.
+    pub cluster_addr: Option<std::net::SocketAddr>,
+}
+
+impl Started {
+    pub async fn stop(self) {
+        tracing::info!("control plane shutting down");
+        let _ = self.stop.send(true);
+        let drained = async {
+            for s in self.servers {
+                let _ = s.await;
+            }
+        };
+        if tokio::time::timeout(std::time::Duration::from_secs(15), drained).await.is_err() {
+            tracing::warn!("listeners did not stop in time");
+        }
+    }
+}
+
+/// Opens the store and binds every listener.
+///
+/// # Errors
+/// Start-up failures (store, listeners, TLS material).
+pub async fn start(config: Config) -> anyhow::Result<Started> {
     let store = open_store(&config).await?;
     admin::set_strategy(store.dialect().name());
     let cluster_id = store.cluster_id().await?;
@@ -67,6 +122,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let service = admin::service(Admin { store: store.clone(), node: node.clone() });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
+    let mut cluster_addr = None;
     if let Some(addr) = config.cluster_listen {
         let tail =
             sync::Tail::start(store.clone(), config.database_url.clone(), config.sync.clone(), stop_rx.clone()).await;
@@ -82,9 +138,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             node_id: node.node_id.clone(),
             tls,
         };
-        let fut = sync::serve(addr, server, stop_rx.clone())
+        let (bound, fut) = sync::serve(addr, server, stop_rx.clone())
             .await
             .with_context(|| format!("cannot start the cluster listener on {addr} (cluster_listen)"))?;
+        cluster_addr = Some(bound);
         servers.push(tokio::spawn(fut));
     }
     if let Some(addr) = config.admin_listen {
@@ -102,18 +159,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr} (admin_ssl_listen)"))?;
         servers.push(tokio::spawn(fut));
     }
-    server::shutdown_signal().await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    let drained = async {
-        for s in servers {
-            let _ = s.await;
-        }
-    };
-    if tokio::time::timeout(std::time::Duration::from_secs(15), drained).await.is_err() {
-        tracing::warn!("listeners did not stop in time");
-    }
-    Ok(())
+    Ok(Started { stop: stop_tx, servers, cluster_addr })
 }
 
 /// Shared mode without configured files: use (creating once) a pair under the prefix, so a

@@ -17,8 +17,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the Admin API.
+    /// Serve the Admin API (and the cluster listener for data planes).
     Run,
+    /// Control plane and a data plane in one process: Admin API on :8001, proxy on :8000.
+    Standalone,
     /// Write a new shared cluster certificate and key for control plane ↔ data plane mTLS.
     GenCert {
         #[arg(long, default_value = "cluster.crt")]
@@ -45,10 +47,28 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), &Env)?;
     init_tracing(&config);
-    let runtime = tokio::runtime::Runtime::new()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let dp_config = match cli.command {
+        Command::Standalone => {
+            let mut dp = gatehouse_data_plane::config::Config::load(None, &gatehouse_data_plane::config::Env)?;
+            if std::env::var_os("GATEHOUSE_CACHE_DIR").is_none() {
+                dp.cache_dir = config.prefix.join("dp-cache");
+            }
+            if let Some(workers) = dp.proxy_workers {
+                builder.worker_threads(workers);
+            }
+            Some(dp)
+        }
+        _ => None,
+    };
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Run => gatehouse_control_plane::run(config).await,
+            Command::Standalone => match dp_config {
+                Some(dp) => gatehouse_control_plane::standalone(config, dp).await,
+                None => Ok(()),
+            },
             Command::GenCert { cert, key } => {
                 gatehouse_control_plane::sync::generate_shared_cert(&cert, &key)?;
                 println!("wrote {} and {}", cert.display(), key.display());

@@ -1,12 +1,18 @@
-//! The configuration a data plane serves, compiled from a [`ConfigSet`] off the request path.
-//! Compilation is also the data plane's validation: a set it cannot compile is refused
-//! (NACK) and the previous one keeps serving.
+//! The configuration a data plane serves, compiled from a [`ConfigSet`] off the request path:
+//! the router, the services routes point at, and the TLS certificates by SNI. Compilation is
+//! also the data plane's validation: a set it cannot compile is refused (NACK) and the
+//! previous one keeps serving.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gatehouse_shared::snapshot::ConfigSet;
+use http::HeaderValue;
+use rustls::sign::CertifiedKey;
 use serde_json::Value;
+
+use crate::router::{PathRule, RouteInfo, RouteSpec, Router};
 
 /// Why a configuration cannot be served here.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -17,30 +23,159 @@ pub struct CompileError {
     pub reason: String,
 }
 
+/// A Service as the proxy uses it: parsed once, with its `Host` header value precomputed.
+#[derive(Debug)]
+pub struct Service {
+    pub id: Arc<str>,
+    pub name: Option<HeaderValue>,
+    pub id_header: HeaderValue,
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    /// `None` means `/`.
+    pub path: Option<String>,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub write_timeout: Duration,
+    pub read_timeout: Duration,
+    /// `host[:port]`, the port omitted when it is the scheme's default.
+    pub host_header: HeaderValue,
+    /// The host when it is an IP address (no DNS needed).
+    pub ip: Option<std::net::IpAddr>,
+    /// Identifies the destination in the connection pool.
+    pub pool_key: Arc<str>,
+}
+
+impl Service {
+    fn compile(doc: &Value) -> Result<Service, String> {
+        let s = |k: &str| doc.get(k).and_then(Value::as_str);
+        let n = |k: &str, d: u64| doc.get(k).and_then(Value::as_u64).unwrap_or(d);
+        let id = s("id").ok_or("missing id")?;
+        let host = s("host").ok_or("missing host")?.to_string();
+        let https = s("protocol") == Some("https");
+        let port = u16::try_from(n("port", if https { 443 } else { 80 })).map_err(|_| "port out of range")?;
+        let default_port = if https { 443 } else { 80 };
+        let host_header = if port == default_port { host.clone() } else { format!("{host}:{port}") };
+        Ok(Service {
+            id: id.into(),
+            id_header: HeaderValue::from_str(id).map_err(|_| "invalid id")?,
+            name: s("name").and_then(|n| HeaderValue::from_str(n).ok()),
+            https,
+            port,
+            path: s("path").map(str::to_owned),
+            retries: n("retries", 5) as u32,
+            connect_timeout: Duration::from_millis(n("connect_timeout", 60_000)),
+            write_timeout: Duration::from_millis(n("write_timeout", 60_000)),
+            read_timeout: Duration::from_millis(n("read_timeout", 60_000)),
+            host_header: HeaderValue::from_str(&host_header).map_err(|_| "invalid host")?,
+            ip: host.trim_start_matches('[').trim_end_matches(']').parse().ok(),
+            pool_key: format!("{}://{host}:{port}", if https { "https" } else { "http" }).into(),
+            host,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(id: &str) -> Service {
+        Service::compile(&serde_json::json!({"id": id, "host": "example.com", "port": 80})).unwrap()
+    }
+}
+
 /// A compiled configuration; requests read it through one `Arc`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Compiled {
     pub set: Arc<ConfigSet>,
+    pub router: Router,
+    /// Certificates by exact SNI name.
+    pub certs: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled").field("revision", &self.set.revision).field("router", &self.router).finish()
+    }
+}
+
+fn err(entity: &str, doc: &Value, reason: impl Into<String>) -> CompileError {
+    CompileError {
+        entity: entity.into(),
+        id: doc.get("id").and_then(Value::as_str).unwrap_or_default().into(),
+        reason: reason.into(),
+    }
 }
 
 impl Compiled {
     /// # Errors
-    /// The first entity this data plane cannot serve (e.g. a plugin it does not have).
+    /// The first entity this data plane cannot serve (a plugin it does not have, a regex its
+    /// engines refuse, a certificate that does not load).
     pub fn compile(set: Arc<ConfigSet>, plugins: &HashSet<String>) -> Result<Compiled, CompileError> {
         for plugin in set.table("plugins") {
             let name = plugin.get("name").and_then(Value::as_str).unwrap_or_default();
             if !plugins.contains(name) {
-                return Err(CompileError {
-                    entity: "plugins".into(),
-                    id: plugin.get("id").and_then(Value::as_str).unwrap_or_default().into(),
-                    reason: format!("plugin '{name}' is not available on this data plane"),
-                });
+                return Err(err("plugins", plugin, format!("plugin '{name}' is not available on this data plane")));
             }
         }
-        Ok(Compiled { set })
+        let mut services = HashMap::new();
+        for doc in set.table("services") {
+            let service = Service::compile(doc).map_err(|e| err("services", doc, e))?;
+            services.insert(service.id.clone(), Arc::new(service));
+        }
+        let mut specs = Vec::new();
+        for doc in set.table("routes") {
+            specs.push(route_spec(doc, &services).map_err(|e| err("routes", doc, e))?);
+        }
+        let certs = compile_certs(&set)?;
+        Ok(Compiled { router: Router::new(specs), certs, set })
     }
 
     pub fn revision(&self) -> i64 {
         self.set.revision
     }
+}
+
+fn strings(doc: &Value, key: &str) -> Vec<String> {
+    doc.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn route_spec(doc: &Value, services: &HashMap<Arc<str>, Arc<Service>>) -> Result<RouteSpec, String> {
+    let id = doc.get("id").and_then(Value::as_str).ok_or("missing id")?;
+    let service_id = doc.get("service").and_then(|s| s.get("id")).and_then(Value::as_str).ok_or("missing service")?;
+    let service = services.get(service_id).cloned().ok_or_else(|| format!("service {service_id} is missing"))?;
+    let protocols = strings(doc, "protocols");
+    let paths = strings(doc, "paths").iter().map(|p| PathRule::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    Ok(RouteSpec {
+        info: Arc::new(RouteInfo {
+            id: id.into(),
+            service,
+            strip_path: doc.get("strip_path").and_then(Value::as_bool).unwrap_or(true),
+            preserve_host: doc.get("preserve_host").and_then(Value::as_bool).unwrap_or(false),
+            https_only: protocols.iter().any(|p| p == "https") && !protocols.iter().any(|p| p == "http"),
+        }),
+        hosts: strings(doc, "hosts"),
+        paths,
+        methods: strings(doc, "methods"),
+        regex_priority: doc.get("regex_priority").and_then(Value::as_i64).unwrap_or(0),
+        created_at: doc.get("created_at").and_then(Value::as_i64).unwrap_or(0),
+    })
+}
+
+fn compile_certs(set: &ConfigSet) -> Result<HashMap<String, Arc<CertifiedKey>>, CompileError> {
+    let mut by_id = HashMap::new();
+    for doc in set.table("certificates") {
+        let pem = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or_default();
+        let key = crate::tls::certified_key(pem("cert").as_bytes(), pem("key").as_bytes())
+            .map_err(|e| err("certificates", doc, e))?;
+        by_id.insert(doc.get("id").and_then(Value::as_str).unwrap_or_default().to_string(), Arc::new(key));
+    }
+    let mut by_name = HashMap::new();
+    for sni in set.table("snis") {
+        let cert_id = sni.get("certificate").and_then(|c| c.get("id")).and_then(Value::as_str).unwrap_or_default();
+        let name = sni.get("name").and_then(Value::as_str).unwrap_or_default();
+        if let Some(key) = by_id.get(cert_id) {
+            by_name.insert(name.to_string(), Arc::clone(key));
+        }
+    }
+    Ok(by_name)
 }

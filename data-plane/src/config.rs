@@ -23,6 +23,12 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub cluster_control_plane: Option<String>,
+    pub proxy_listen: Option<String>,
+    pub proxy_ssl_listen: Option<String>,
+    pub proxy_workers: Option<usize>,
+    pub ssl_cert: Option<PathBuf>,
+    pub ssl_cert_key: Option<PathBuf>,
+    pub trusted_ips: Option<String>,
     pub cluster_mtls: Option<String>,
     pub cluster_cert: Option<PathBuf>,
     pub cluster_cert_key: Option<PathBuf>,
@@ -66,6 +72,15 @@ pub enum Mtls {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub proxy_listen: Option<SocketAddr>,
+    pub proxy_ssl_listen: Option<SocketAddr>,
+    /// Worker threads for the proxy runtime (default: one per core).
+    pub proxy_workers: Option<usize>,
+    /// The default certificate (when no SNI matches); self-signed when unset.
+    pub ssl_cert: Option<PathBuf>,
+    pub ssl_cert_key: Option<PathBuf>,
+    /// Peers whose X-Forwarded-* / X-Real-IP headers are trusted.
+    pub trusted_ips: Vec<crate::proxy::IpNet>,
     /// `host:port` of a control plane's cluster listener.
     pub control_plane: String,
     pub mtls: Mtls,
@@ -126,16 +141,40 @@ impl Config {
                 })
             }
         };
-        let status = pick("status_listen", raw.status_listen, "127.0.0.1:8100");
-        let status_listen = if status.eq_ignore_ascii_case("off") {
-            None
-        } else {
-            Some(status.parse().map_err(|_| ConfigError::Invalid {
-                key: "status_listen",
-                value: status.clone(),
+        let listen = |key: &'static str, value: String| -> Result<Option<SocketAddr>, ConfigError> {
+            if value.eq_ignore_ascii_case("off") {
+                return Ok(None);
+            }
+            value.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                key,
+                value,
                 reason: "expected host:port or off",
-            })?)
+            })
         };
+        let status_listen = listen("status_listen", pick("status_listen", raw.status_listen, "127.0.0.1:8100"))?;
+        let proxy_listen = listen("proxy_listen", pick("proxy_listen", raw.proxy_listen, "0.0.0.0:8000"))?;
+        let proxy_ssl_listen =
+            listen("proxy_ssl_listen", pick("proxy_ssl_listen", raw.proxy_ssl_listen, "0.0.0.0:8443"))?;
+        let proxy_workers = match var("proxy_workers") {
+            Some(v) => Some(v.parse().ok().filter(|n: &usize| *n > 0).ok_or(ConfigError::Invalid {
+                key: "proxy_workers",
+                value: v,
+                reason: "expected a positive integer",
+            })?),
+            None => raw.proxy_workers,
+        };
+        let trusted_ips = pick("trusted_ips", raw.trusted_ips, "")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse().map_err(|_| ConfigError::Invalid {
+                    key: "trusted_ips",
+                    value: s.to_string(),
+                    reason: "expected IP addresses or CIDR ranges",
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let plugins = pick("plugins", raw.plugins, "bundled");
         let plugins = plugins
             .split(',')
@@ -151,6 +190,12 @@ impl Config {
             .collect();
         let format = pick("log_format", raw.log_format, "text");
         Ok(Config {
+            proxy_listen,
+            proxy_ssl_listen,
+            proxy_workers,
+            ssl_cert: path("ssl_cert", raw.ssl_cert),
+            ssl_cert_key: path("ssl_cert_key", raw.ssl_cert_key),
+            trusted_ips,
             control_plane: pick("cluster_control_plane", raw.cluster_control_plane, "127.0.0.1:8005"),
             mtls,
             cert: path("cluster_cert", raw.cluster_cert),

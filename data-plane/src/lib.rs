@@ -11,8 +11,12 @@
 pub mod compiled;
 pub mod config;
 pub mod live;
+pub mod proxy;
+pub mod router;
+pub mod server;
 pub mod status;
 pub mod sync;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +35,35 @@ use crate::sync::Identity;
 /// # Errors
 /// Start-up failures (listeners, cache directory).
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = start(config).await?;
+    shutdown_signal().await;
+    started.stop().await;
+    Ok(())
+}
+
+/// A running data plane; [`Started::stop`] drains it.
+pub struct Started {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the plain proxy listener is bound (useful when configured with port 0).
+    pub proxy_addr: Option<std::net::SocketAddr>,
+}
+
+impl Started {
+    pub async fn stop(self) {
+        tracing::info!("data plane shutting down");
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(20), t).await;
+        }
+    }
+}
+
+/// Starts listeners and the sync client; returns once everything is bound.
+///
+/// # Errors
+/// Start-up failures (listeners, cache directory, TLS material).
+pub async fn start(config: Config) -> anyhow::Result<Started> {
     let live = Arc::new(Live::default());
     let plugins: HashSet<String> = config.plugins.iter().cloned().collect();
     // Never serve an empty configuration when a cache exists.
@@ -52,14 +85,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr} (status_listen)"))?;
         tasks.push(tokio::spawn(fut));
     }
-    tasks.push(tokio::spawn(sync::run(config, identity, live, stop_rx)));
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+    let proxy = Arc::new(proxy::Proxy {
+        live: live.clone(),
+        connector: proxy::Connector::new(),
+        trusted: config.trusted_ips.clone(),
+    });
+    let mut proxy_addr = None;
+    if let Some(addr) = config.proxy_listen {
+        let (bound, fut) = server::bind(addr, None, proxy.clone(), stop_rx.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (proxy_listen)"))?;
+        proxy_addr = Some(bound);
+        tasks.push(tokio::spawn(fut));
     }
-    Ok(())
+    if let Some(addr) = config.proxy_ssl_listen {
+        let fallback = match (&config.ssl_cert, &config.ssl_cert_key) {
+            (Some(c), Some(k)) => {
+                let cert = std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?;
+                let key = std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?;
+                tls::certified_key(&cert, &key).map_err(anyhow::Error::msg)?
+            }
+            _ => tls::default_certificate().map_err(anyhow::Error::msg)?,
+        };
+        let tls_config = tls::server_config(live.clone(), fallback).map_err(anyhow::Error::msg)?;
+        let (_, fut) = server::bind(addr, Some(tls_config.into()), proxy.clone(), stop_rx.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (proxy_ssl_listen)"))?;
+        tasks.push(tokio::spawn(fut));
+    }
+    tasks.push(tokio::spawn(sync::run(config, identity, live, stop_rx)));
+    Ok(Started { stop: stop_tx, tasks, proxy_addr })
 }
 
 /// The configured id, else one kept in the cache directory so restarts keep their identity.
@@ -88,7 +143,8 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -32,7 +32,11 @@ fn main() -> anyhow::Result<()> {
     } else {
         builder.init();
     }
-    let runtime = tokio::runtime::Runtime::new()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.proxy_workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Run => gatehouse_data_plane::run(config).await,

@@ -53,9 +53,10 @@ pub async fn serve(
     addr: SocketAddr,
     server: SyncServer,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let tls = server.tls.server_config()?;
     let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, mtls = tls.is_some(), "cluster listener bound");
     let shared = Arc::new(Shared {
         store: server.store,
@@ -73,12 +74,12 @@ pub async fn serve(
     }
     let router =
         builder.add_service(ConfigSyncServer::new(Service { shared }).max_decoding_message_size(64 * 1024 * 1024));
-    Ok(async move {
+    Ok((addr, async move {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
         if let Err(e) = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop).await {
             tracing::error!(error = %e, "cluster listener failed");
         }
-    })
+    }))
 }

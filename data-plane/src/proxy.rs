@@ -1,0 +1,256 @@
+//! The proxy: one request's life, top to bottom — route, rewrite, connect (with retries),
+//! forward, answer — in [`Proxy::handle`]. Everything it reads comes from one `Arc` of the
+//! compiled configuration taken when the request arrives.
+
+mod body;
+mod error;
+mod headers;
+mod upstream;
+mod uri;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+pub use body::{ReqBody, ResBody};
+pub use error::{ProxyError, SERVER_TOKEN};
+pub use upstream::Connector;
+
+use crate::live::Live;
+use crate::router;
+
+/// Where a request came in.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub https: bool,
+    pub listener_port: u16,
+}
+
+/// Shared by every connection of every listener.
+pub struct Proxy {
+    pub live: Arc<Live>,
+    pub connector: Connector,
+    /// Peers whose X-Forwarded-* and X-Real-IP headers are believed.
+    pub trusted: Vec<IpNet>,
+}
+
+/// An address range (`10.0.0.0/8`, or one address).
+#[derive(Debug, Clone, Copy)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = a.parse().map_err(|_| format!("'{s}' is not an IP address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse().ok().filter(|n| *n <= max).ok_or_else(|| format!("'{s}' has an invalid prefix"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl IpNet {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn millis(since: Instant) -> HeaderValue {
+    HeaderValue::from(since.elapsed().as_millis() as u64)
+}
+
+impl Proxy {
+    /// Proxies one request; every failure becomes Kong's response for it.
+    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ResBody> {
+        let started = Instant::now();
+        let request_headers = req.headers().clone();
+        match self.forward(req, conn, started).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, "request not proxied");
+                e.into_response(&request_headers)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: Conn,
+        started: Instant,
+    ) -> Result<Response<ResBody>, ProxyError> {
+        // Smuggling shapes are refused before anything is forwarded.
+        let h = req.headers();
+        if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+            return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
+        if h.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+            return Err(ProxyError::BadRequest("several Content-Length headers"));
+        }
+        let config = self.live.load();
+        let raw_host = match h.get(header::HOST).and_then(|v| v.to_str().ok()) {
+            Some(host) => host.to_string(),
+            None => req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default(),
+        };
+        let path = req.uri().path();
+        let m = config
+            .router
+            .find(&router::Request { method: req.method().as_str(), path, host: &raw_host })
+            .ok_or(ProxyError::NoRoute)?;
+        let route = &m.route;
+        let service = &route.service;
+        if route.https_only && !conn.https {
+            return Err(ProxyError::HttpsRequired);
+        }
+        let target = uri::upstream_target(
+            path,
+            if route.strip_path { m.strip } else { None },
+            service.path.as_deref(),
+            req.uri().query(),
+        );
+        let debug = req.headers().contains_key("kong-debug");
+        let wants_upgrade = req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, incoming) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove("kong-debug");
+        let host_no_port = match raw_host.get(1..).and_then(|r| r.find(':')) {
+            Some(i) => &raw_host[..=i],
+            None => raw_host.as_str(),
+        };
+        let trusted = self.trusted.iter().any(|n| n.contains(conn.peer.ip()));
+        headers::set_forwarding(
+            &mut parts.headers,
+            &headers::Forwarded {
+                peer: conn.peer.ip(),
+                trusted,
+                https: conn.https,
+                listener_port: conn.listener_port,
+                host: host_no_port,
+            },
+        );
+        let host_value = if route.preserve_host {
+            HeaderValue::from_str(&raw_host).map_err(|_| ProxyError::BadRequest("invalid Host"))?
+        } else {
+            service.host_header.clone()
+        };
+        parts.headers.insert(header::HOST, host_value);
+        if wants_upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        parts.uri = Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        parts.version = Version::HTTP_11;
+        let body =
+            if incoming_is_empty(&parts.headers, &incoming) { ReqBody::Empty } else { ReqBody::Stream(incoming) };
+
+        // Connect: a pooled connection, else new ones, retrying connection failures.
+        let mut pooled = match upstream::Connector::checkout(service).filter(|_| !wants_upgrade) {
+            Some(p) => p,
+            None => {
+                let mut attempt = 0;
+                loop {
+                    match self.connector.connect(service, wants_upgrade).await {
+                        Ok(p) => break p,
+                        Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) if attempt < service.retries => {
+                            tracing::debug!(error = %e, attempt, "upstream connect failed; retrying");
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        };
+        let proxy_latency = millis(started);
+        let sent = Instant::now();
+        let mut upstream_req = Request::from_parts(parts, body);
+        let mut fresh_retry = true;
+        let mut response = loop {
+            let attempt = tokio::time::timeout(service.read_timeout, pooled.sender().try_send_request(upstream_req))
+                .await
+                .map_err(|_| ProxyError::Timeout)?;
+            match attempt {
+                Ok(r) => break r,
+                // A pooled connection the upstream closed meanwhile: the request was not sent,
+                // so it goes once more on a new connection.
+                Err(mut e) if fresh_retry && e.message().is_some() => {
+                    fresh_retry = false;
+                    upstream_req = e.take_message().ok_or(ProxyError::Upstream("lost request".into()))?;
+                    pooled = self.connector.connect(service, wants_upgrade).await?;
+                }
+                Err(e) => return Err(ProxyError::Upstream(e.into_error().to_string())),
+            }
+        };
+        let upstream_latency = millis(sent);
+
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            if let Some(client_upgrade) = client_upgrade {
+                tokio::spawn(bridge(client_upgrade, upstream_upgrade));
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        // The client's connection has its own version; the upstream's (maybe 1.0) does not leak.
+        parts.version = Version::HTTP_11;
+        if !switching {
+            headers::strip_hop_by_hop(&mut parts.headers);
+        }
+        let h = &mut parts.headers;
+        h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));
+        h.insert("x-kong-upstream-latency", upstream_latency);
+        h.insert("x-kong-proxy-latency", proxy_latency);
+        if debug {
+            if let Ok(v) = HeaderValue::from_str(&route.id) {
+                h.insert("kong-route-id", v);
+            }
+            h.insert("kong-service-id", service.id_header.clone());
+            if let Some(name) = &service.name {
+                h.insert("kong-service-name", name.clone());
+            }
+        }
+        let keep = if switching { None } else { Some(pooled) };
+        Ok(Response::from_parts(parts, ResBody::Upstream(body, keep)))
+    }
+}
+
+fn incoming_is_empty(headers: &http::HeaderMap, body: &Incoming) -> bool {
+    use hyper::body::Body;
+    body.is_end_stream()
+        || (headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0")
+            && !headers.contains_key(header::TRANSFER_ENCODING))
+}
+
+/// Copies bytes both ways between an upgraded client and upstream (WebSocket).
+async fn bridge(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else { return };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

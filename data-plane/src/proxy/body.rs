@@ -1,0 +1,93 @@
+//! Body types for both directions, as enums rather than boxes: a request body is the client's
+//! stream (or nothing); a response body is the upstream's stream (returning its connection to
+//! the pool when it ends) or a short body Gatehouse wrote itself.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::upstream::Pooled;
+
+pub enum ReqBody {
+    Empty,
+    Stream(Incoming),
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Stream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Stream(b) => b.size_hint(),
+        }
+    }
+}
+
+pub enum ResBody {
+    Full(Option<Bytes>),
+    /// The upstream's body; the connection goes back to the pool once it is fully read.
+    Upstream(Incoming, Option<Pooled>),
+}
+
+impl ResBody {
+    pub fn full(bytes: impl Into<Bytes>) -> ResBody {
+        ResBody::Full(Some(bytes.into()))
+    }
+
+    pub fn empty() -> ResBody {
+        ResBody::Full(None)
+    }
+}
+
+impl Body for ResBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ResBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResBody::Upstream(body, pooled) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(None) = polled {
+                    if let Some(conn) = pooled.take() {
+                        conn.release();
+                    }
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResBody::Full(b) => b.is_none(),
+            ResBody::Upstream(body, _) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResBody::Full(None) => SizeHint::with_exact(0),
+            ResBody::Upstream(body, _) => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Responses Gatehouse writes itself, in Kong's shapes: the router's JSON bodies and the
+//! upstream error bodies negotiated by `Accept` (kong-0.14-core-behavior §4.8).
+
+use http::header::{HeaderValue, ACCEPT, CONNECTION, CONTENT_TYPE, SERVER, UPGRADE};
+use http::{HeaderMap, Response, StatusCode};
+
+use super::body::ResBody;
+
+pub const SERVER_TOKEN: &str = concat!("gatehouse/", env!("CARGO_PKG_VERSION"));
+
+/// Why a request was not proxied, tagged by where the failure came from (as in Pingora).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route")]
+    NoRoute,
+    #[error("https required")]
+    HttpsRequired,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("upstream connect failed: {0}")]
+    Connect(String),
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    #[error("name resolution failed")]
+    Dns,
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response<ResBody> {
+    let mut resp = Response::new(ResBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    h.insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
+    resp
+}
+
+impl ProxyError {
+    pub fn into_response(self, request_headers: &HeaderMap) -> Response<ResBody> {
+        match self {
+            ProxyError::NoRoute => {
+                json(StatusCode::NOT_FOUND, "{\"message\":\"no route and no API found with those values\"}\n")
+            }
+            ProxyError::HttpsRequired => {
+                let mut r = json(StatusCode::UPGRADE_REQUIRED, "{\"message\":\"Please use HTTPS protocol\"}\n");
+                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+                r.headers_mut().insert(UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
+                r
+            }
+            ProxyError::Dns => json(StatusCode::SERVICE_UNAVAILABLE, "{\"message\":\"name resolution failed\"}\n"),
+            ProxyError::BadRequest(_) => {
+                let mut r = negotiated(StatusCode::BAD_REQUEST, request_headers);
+                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                r
+            }
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => negotiated(StatusCode::BAD_GATEWAY, request_headers),
+            ProxyError::Timeout => negotiated(StatusCode::GATEWAY_TIMEOUT, request_headers),
+        }
+    }
+}
+
+fn message(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "Bad request",
+        404 => "Not found",
+        408 => "Request timeout",
+        411 => "Length required",
+        412 => "Precondition failed",
+        413 => "Payload too large",
+        414 => "URI too long",
+        417 => "Expectation failed",
+        494 => "Request Header Or Cookie Too Large",
+        502 => "An invalid response was received from the upstream server",
+        503 => "The upstream server is currently unavailable",
+        504 => "The upstream server is timing out",
+        _ => "An unexpected error occurred",
+    }
+}
+
+/// The error page in the format the client's `Accept` asks for (html, json, xml, else text).
+pub fn negotiated(status: StatusCode, request_headers: &HeaderMap) -> Response<ResBody> {
+    let accept = request_headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let msg = message(status);
+    let (content_type, body) = if accept.contains("text/html") {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<html><head><title>Kong Error</title></head><body><h1>Kong Error</h1><p>{msg}.</p></body></html>\n"
+            ),
+        )
+    } else if accept.contains("application/json") {
+        ("application/json; charset=utf-8", format!("{{\"message\":\"{msg}\"}}\n"))
+    } else if accept.contains("application/xml") {
+        (
+            "application/xml; charset=utf-8",
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error><message>{msg}</message></error>\n"),
+        )
+    } else {
+        ("text/plain; charset=utf-8", format!("{msg}\n"))
+    };
+    let mut resp = Response::new(ResBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(SERVER, HeaderValue::from_static(SERVER_TOKEN));
+    resp
+}

@@ -1,0 +1,100 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::compiled::Service;
+
+fn spec(id: &str, hosts: &[&str], paths: &[&str], methods: &[&str], priority: i64, created: i64) -> RouteSpec {
+    RouteSpec {
+        info: Arc::new(RouteInfo {
+            id: id.into(),
+            service: Arc::new(Service::for_tests(id)),
+            strip_path: true,
+            preserve_host: false,
+            https_only: false,
+        }),
+        hosts: hosts.iter().map(|s| s.to_string()).collect(),
+        paths: paths.iter().map(|p| PathRule::parse(p).unwrap()).collect(),
+        methods: methods.iter().map(|s| s.to_string()).collect(),
+        regex_priority: priority,
+        created_at: created,
+    }
+}
+
+fn find(r: &Router, method: &str, host: &str, path: &str) -> Option<String> {
+    r.find(&Request { method, path, host }).map(|m| m.route.id.to_string())
+}
+
+#[test]
+fn longest_prefix_wins_without_segment_boundaries() {
+    let r = Router::new(vec![spec("short", &[], &["/foo"], &[], 0, 1), spec("long", &[], &["/foo/bar"], &[], 0, 2)]);
+    assert_eq!(find(&r, "GET", "", "/foo/bar/baz").as_deref(), Some("long"));
+    assert_eq!(find(&r, "GET", "", "/foobar").as_deref(), Some("short"));
+    assert_eq!(find(&r, "GET", "", "/other"), None);
+}
+
+#[test]
+fn regex_priority_then_age() {
+    let r = Router::new(vec![
+        spec("old", &[], &[r"/users/\d+"], &[], 0, 1),
+        spec("young", &[], &[r"/users/\d+/profile"], &[], 0, 2),
+        spec("prio", &[], &[r"/users/[0-9]+/profile"], &[], 5, 3),
+    ]);
+    assert_eq!(find(&r, "GET", "", "/users/12/profile").as_deref(), Some("prio"));
+    assert_eq!(find(&r, "GET", "", "/users/12").as_deref(), Some("old"));
+}
+
+#[test]
+fn a_matching_regex_beats_a_prefix_but_an_exact_path_skips_regexes() {
+    let r =
+        Router::new(vec![spec("prefix", &[], &["/api"], &[], 0, 1), spec("regex", &[], &["/api/v[0-9]"], &[], 0, 2)]);
+    assert_eq!(find(&r, "GET", "", "/api/v1/x").as_deref(), Some("regex"));
+    assert_eq!(find(&r, "GET", "", "/api").as_deref(), Some("prefix"));
+}
+
+#[test]
+fn hosts_plain_wildcard_and_port_ignored() {
+    let r = Router::new(vec![
+        spec("plain", &["api.example.com"], &[], &[], 0, 1),
+        spec("suffix", &["*.example.com"], &[], &[], 0, 2),
+        spec("prefix", &["example.*"], &[], &[], 0, 3),
+    ]);
+    assert_eq!(find(&r, "GET", "api.example.com:8000", "/").as_deref(), Some("plain"));
+    assert_eq!(find(&r, "GET", "a.b.example.com", "/").as_deref(), Some("suffix"));
+    assert_eq!(find(&r, "GET", "example.org", "/").as_deref(), Some("prefix"));
+    assert_eq!(find(&r, "GET", "example.com", "/").as_deref(), Some("prefix"), "example.* covers example.com");
+    assert_eq!(find(&r, "GET", "example", "/"), None);
+}
+
+#[test]
+fn more_criteria_beat_fewer() {
+    let r = Router::new(vec![
+        spec("uri", &[], &["/x"], &[], 0, 1),
+        spec("host", &["h.com"], &[], &[], 0, 2),
+        spec("host-uri", &["h.com"], &["/x"], &[], 0, 3),
+        spec("all", &["h.com"], &["/x"], &["POST"], 0, 4),
+        spec("method", &[], &[], &["PUT"], 0, 5),
+    ]);
+    assert_eq!(find(&r, "POST", "h.com", "/x").as_deref(), Some("all"));
+    assert_eq!(find(&r, "GET", "h.com", "/x").as_deref(), Some("host-uri"));
+    assert_eq!(find(&r, "GET", "h.com", "/y").as_deref(), Some("host"));
+    assert_eq!(find(&r, "GET", "other", "/x").as_deref(), Some("uri"));
+    assert_eq!(find(&r, "PUT", "other", "/y").as_deref(), Some("method"));
+    assert_eq!(find(&r, "GET", "other", "/y"), None);
+}
+
+#[test]
+fn strip_offsets_for_prefix_and_regex() {
+    let r = Router::new(vec![spec("p", &[], &["/foo"], &[], 0, 1), spec("re", &[], &[r"/re/\d+"], &[], 0, 2)]);
+    let m = r.find(&Request { method: "GET", path: "/foo/bar", host: "" }).unwrap();
+    assert_eq!(m.strip, Some(Strip { offset: 4, regex: false }));
+    let m = r.find(&Request { method: "GET", path: "/re/12/rest", host: "" }).unwrap();
+    assert_eq!(m.strip, Some(Strip { offset: 7, regex: true }));
+}
+
+#[test]
+fn ten_thousand_routes_match_through_indexes() {
+    let specs = (0..10_000).map(|i| spec(&format!("r{i}"), &[], &[&format!("/svc/{i}")], &[], 0, i)).collect();
+    let r = Router::new(specs);
+    assert_eq!(find(&r, "GET", "", "/svc/9999/x").as_deref(), Some("r9999"));
+    assert_eq!(find(&r, "GET", "", "/svc/1/x").as_deref(), Some("r1"));
+}
