@@ -10,6 +10,7 @@
 
 pub mod compiled;
 pub mod config;
+pub mod head_guard;
 pub mod live;
 pub mod proxy;
 pub mod router;

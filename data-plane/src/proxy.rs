@@ -84,14 +84,21 @@ impl Proxy {
     /// Proxies one request; every failure becomes Kong's response for it.
     pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ResBody> {
         let started = Instant::now();
-        let request_headers = req.headers().clone();
+        // Error pages are negotiated on Accept: keep just that (a reference-counted clone).
+        let accept = req.headers().get(header::ACCEPT).cloned();
         match self.forward(req, conn, started).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "request not proxied");
-                e.into_response(&request_headers)
+                e.into_response(accept.as_ref())
             }
         }
+    }
+
+    /// The answer to a request whose framing is ambiguous (see `head_guard`): 400, close.
+    pub fn refuse_smuggling<B>(&self, req: &Request<B>) -> Response<ResBody> {
+        ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
+            .into_response(req.headers().get(header::ACCEPT))
     }
 
     async fn forward(
@@ -107,6 +114,11 @@ impl Proxy {
         }
         if h.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
             return Err(ProxyError::BadRequest("several Content-Length headers"));
+        }
+        // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2); HTTP/2 may carry :authority.
+        let hosts = h.get_all(header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+            return Err(ProxyError::BadRequest("a request needs exactly one Host header"));
         }
         let config = self.live.load();
         let raw_host = match h.get(header::HOST).and_then(|v| v.to_str().ok()) {
@@ -170,42 +182,67 @@ impl Proxy {
         let body =
             if incoming_is_empty(&parts.headers, &incoming) { ReqBody::Empty } else { ReqBody::Stream(incoming) };
 
-        // Connect: a pooled connection, else new ones, retrying connection failures.
-        let mut pooled = match upstream::Connector::checkout(service).filter(|_| !wants_upgrade) {
-            Some(p) => p,
-            None => {
-                let mut attempt = 0;
-                loop {
-                    match self.connector.connect(service, wants_upgrade).await {
-                        Ok(p) => break p,
-                        Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) if attempt < service.retries => {
-                            tracing::debug!(error = %e, attempt, "upstream connect failed; retrying");
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        };
+        // Tries = 1 + retries, on failures before a response header (connect errors, timeouts,
+        // closed connections), as nginx's `proxy_next_upstream error timeout`. A request with a
+        // body can only be replayed while its body is unsent, so it is retried only then.
+        let replay =
+            matches!(body, ReqBody::Empty).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let sni = if route.preserve_host && service.https { Some(host_no_port.to_string()) } else { None };
         let proxy_latency = millis(started);
         let sent = Instant::now();
         let mut upstream_req = Request::from_parts(parts, body);
-        let mut fresh_retry = true;
-        let mut response = loop {
-            let attempt = tokio::time::timeout(service.read_timeout, pooled.sender().try_send_request(upstream_req))
-                .await
-                .map_err(|_| ProxyError::Timeout)?;
-            match attempt {
-                Ok(r) => break r,
-                // A pooled connection the upstream closed meanwhile: the request was not sent,
-                // so it goes once more on a new connection.
-                Err(mut e) if fresh_retry && e.message().is_some() => {
-                    fresh_retry = false;
-                    upstream_req = e.take_message().ok_or(ProxyError::Upstream("lost request".into()))?;
-                    pooled = self.connector.connect(service, wants_upgrade).await?;
-                }
-                Err(e) => return Err(ProxyError::Upstream(e.into_error().to_string())),
+        let mut tries_left = service.retries;
+        let mut reused_once = false;
+        let (pooled, mut response) = loop {
+            let pooled_conn =
+                if wants_upgrade || sni.is_some() { None } else { upstream::Connector::checkout(service) };
+            let from_pool = pooled_conn.is_some();
+            let mut conn = match pooled_conn {
+                Some(c) => c,
+                None => match self.connector.connect(service, sni.as_deref(), wants_upgrade).await {
+                    Ok(c) => c,
+                    Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) if tries_left > 0 => {
+                        tracing::debug!(error = %e, tries_left, "upstream connect failed; retrying");
+                        tries_left -= 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let failure = match tokio::time::timeout(service.read_timeout, conn.send(upstream_req)).await {
+                Ok(Ok(r)) => break (conn, r),
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Not sent: a pooled connection the upstream had closed. Once, for free.
+                    Some(unsent) if from_pool && !reused_once => {
+                        reused_once = true;
+                        upstream_req = unsent;
+                        continue;
+                    }
+                    Some(unsent) => {
+                        upstream_req = unsent;
+                        ProxyError::Upstream(e.into_error().to_string())
+                    }
+                    None => match &replay {
+                        Some(r) => {
+                            upstream_req = rebuild(r);
+                            ProxyError::Upstream(e.into_error().to_string())
+                        }
+                        None => return Err(ProxyError::Upstream(e.into_error().to_string())),
+                    },
+                },
+                Err(_) => match &replay {
+                    Some(r) => {
+                        upstream_req = rebuild(r);
+                        ProxyError::Timeout
+                    }
+                    None => return Err(ProxyError::Timeout),
+                },
+            };
+            if tries_left == 0 {
+                return Err(failure);
             }
+            tracing::debug!(error = %failure, tries_left, "upstream try failed; retrying");
+            tries_left -= 1;
         };
         let upstream_latency = millis(sent);
 
@@ -235,9 +272,26 @@ impl Proxy {
                 h.insert("kong-service-name", name.clone());
             }
         }
-        let keep = if switching { None } else { Some(pooled) };
+        let keep = if switching || sni.is_some() {
+            None
+        } else if hyper::body::Body::is_end_stream(&body) {
+            // Nothing will poll an empty body: the connection is free now.
+            pooled.release();
+            None
+        } else {
+            Some(pooled)
+        };
         Ok(Response::from_parts(parts, ResBody::Upstream(body, keep)))
     }
+}
+
+/// A bodiless request again, for another try.
+fn rebuild((method, uri, headers): &(http::Method, Uri, http::HeaderMap)) -> Request<ReqBody> {
+    let mut req = Request::new(ReqBody::Empty);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri.clone();
+    *req.headers_mut() = headers.clone();
+    req
 }
 
 fn incoming_is_empty(headers: &http::HeaderMap, body: &Incoming) -> bool {

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::head_guard::{HeadGuard, Smuggling};
 use crate::proxy::{Conn, Proxy};
 
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -57,16 +58,13 @@ async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let conn = Conn { peer, https: tls.is_some(), listener_port: port };
-        let proxy = proxy.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, conn).await) }
-        });
         match &tls {
             None => {
+                let (io, smuggling) = HeadGuard::new(tcp);
                 let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
                 builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ).keep_alive(true);
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                let service = service(proxy.clone(), conn, smuggling);
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
                     let _ = watched.await;
@@ -75,14 +73,17 @@ async fn serve(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
+                let proxy = proxy.clone();
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         _ => return,
                     };
+                    let (io, smuggling) = HeadGuard::new(stream);
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ);
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let service = service(proxy, conn, smuggling);
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
                     let _ = watcher.watch(connection).await;
                 });
             }
@@ -92,4 +93,28 @@ async fn serve(
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown: in-flight proxy requests did not finish in time");
     }
+}
+
+/// The per-connection service: ambiguous framing is refused, everything else proxied.
+fn service(
+    proxy: Arc<Proxy>,
+    conn: Conn,
+    smuggling: Smuggling,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<crate::proxy::ResBody>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::ResBody>, std::convert::Infallible>>
+                 + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let proxy = proxy.clone();
+        let smuggling = smuggling.clone();
+        async move {
+            if smuggling.detected() {
+                return Ok(proxy.refuse_smuggling(&req));
+            }
+            Ok(proxy.handle(req, conn).await)
+        }
+    })
 }

@@ -246,6 +246,8 @@ impl DataPlane {
             ("GATEHOUSE_CACHE_DIR".into(), cache_dir.display().to_string()),
             ("GATEHOUSE_STATUS_LISTEN".into(), format!("127.0.0.1:{port}")),
             ("GATEHOUSE_STATUS_INTERVAL_MS".into(), "500".into()),
+            ("GATEHOUSE_PROXY_LISTEN".into(), format!("127.0.0.1:{}", free_port())),
+            ("GATEHOUSE_PROXY_SSL_LISTEN".into(), "off".into()),
             ("GATEHOUSE_BACKOFF_MIN_MS".into(), "100".into()),
             ("GATEHOUSE_BACKOFF_MAX_MS".into(), "500".into()),
         ];

@@ -987,3 +987,4 @@ pub fn id_of(v: &Value) -> String {
 }
 
 pub mod cluster;
+pub mod proxy;

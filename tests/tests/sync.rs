@@ -266,3 +266,70 @@ async fn fifty_data_planes_resume_without_snapshots_after_a_control_plane_restar
         assert_eq!(got.revision, head);
     }
 }
+
+/// Writes a certificate signed by `ca` for the cluster name, returning (cert path, key path).
+fn issue(dir: &std::path::Path, name: &str, ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["gatehouse-cluster".to_string()]).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, ca, ca_key).expect("sign");
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    (cert_path.display().to_string(), key_path.display().to_string())
+}
+
+fn certificate_authority(dir: &std::path::Path, name: &str) -> (rcgen::Certificate, rcgen::KeyPair, String) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let key = rcgen::KeyPair::generate().expect("ca key");
+    let cert = params.self_signed(&key).expect("ca cert");
+    let path = dir.join(format!("{name}.pem"));
+    std::fs::write(&path, cert.pem()).expect("write ca");
+    (cert, key, path.display().to_string())
+}
+
+fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn pki_mode_verifies_data_planes_against_the_ca() {
+    let db = postgres().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca, ca_key, ca_path) = certificate_authority(dir.path(), "cluster-ca");
+    let (cp_cert, cp_key) = issue(dir.path(), "cp", &ca, &ca_key);
+    let (dp_cert, dp_key) = issue(dir.path(), "dp", &ca, &ca_key);
+    let (rogue_ca, rogue_key, _) = certificate_authority(dir.path(), "rogue-ca");
+    let (rogue_cert, rogue_key_path) = issue(dir.path(), "rogue", &rogue_ca, &rogue_key);
+    let unused = ClusterCert::generate();
+    let pki = |cert: &str, key: &str| {
+        vec![
+            ("GATEHOUSE_CLUSTER_MTLS".to_string(), "pki".to_string()),
+            ("GATEHOUSE_CLUSTER_CA_CERT".to_string(), ca_path.clone()),
+            ("GATEHOUSE_CLUSTER_CERT".to_string(), cert.to_string()),
+            ("GATEHOUSE_CLUSTER_CERT_KEY".to_string(), key.to_string()),
+        ]
+    };
+    let cp_env = pki(&cp_cert, &cp_key);
+    let cp = ControlPlane::start(&db, &unused, &refs(&cp_env)).await;
+    let head = cp.create_services(2, "pki").await;
+
+    let dp_env = pki(&dp_cert, &dp_key);
+    let dp = DataPlane::start(&cp.cluster_addr(), &unused, &refs(&dp_env)).await;
+    let status = dp.wait_revision(head, WITHIN).await;
+    assert_eq!(status["entities"], 2);
+
+    let rogue_env = pki(&rogue_cert, &rogue_key_path);
+    let rogue = DataPlane::start(&cp.cluster_addr(), &unused, &refs(&rogue_env)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = rogue.status().await;
+    assert_eq!(status["control_plane_connected"], false, "a certificate from another CA is refused");
+    assert_eq!(status["config_revision"], 0);
+    assert_eq!(cp.data_planes().await.len(), 1, "only the verified data plane is known");
+}

@@ -38,7 +38,8 @@ impl Tail {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(settings.poll) => {}
-                    _ = wake_rx.recv() => {}
+                    // Without a LISTEN task (SQLite) the channel is closed: the branch is then skipped.
+                    Some(()) = wake_rx.recv() => {}
                     r = local.changed() => { if r.is_err() { break; } }
                     _ = shutdown.changed() => break,
                 }

@@ -65,8 +65,20 @@ impl Body for ResBody {
         match self.get_mut() {
             ResBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ResBody::Upstream(body, pooled) => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None) = polled {
+                if let Some(conn) = pooled {
+                    if !conn.drive(cx) {
+                        *pooled = None;
+                    }
+                }
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // hyper stops polling once `is_end_stream` says so, so the end is noticed
+                // either way: a final `None` or a frame after which the body is done.
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    _ => false,
+                };
+                if ended {
                     if let Some(conn) = pooled.take() {
                         conn.release();
                     }

@@ -1,8 +1,8 @@
 //! Responses Gatehouse writes itself, in Kong's shapes: the router's JSON bodies and the
 //! upstream error bodies negotiated by `Accept` (kong-0.14-core-behavior §4.8).
 
-use http::header::{HeaderValue, ACCEPT, CONNECTION, CONTENT_TYPE, SERVER, UPGRADE};
-use http::{HeaderMap, Response, StatusCode};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, SERVER, UPGRADE};
+use http::{Response, StatusCode};
 
 use super::body::ResBody;
 
@@ -37,7 +37,7 @@ fn json(status: StatusCode, body: &'static str) -> Response<ResBody> {
 }
 
 impl ProxyError {
-    pub fn into_response(self, request_headers: &HeaderMap) -> Response<ResBody> {
+    pub fn into_response(self, accept: Option<&HeaderValue>) -> Response<ResBody> {
         match self {
             ProxyError::NoRoute => {
                 json(StatusCode::NOT_FOUND, "{\"message\":\"no route and no API found with those values\"}\n")
@@ -50,12 +50,12 @@ impl ProxyError {
             }
             ProxyError::Dns => json(StatusCode::SERVICE_UNAVAILABLE, "{\"message\":\"name resolution failed\"}\n"),
             ProxyError::BadRequest(_) => {
-                let mut r = negotiated(StatusCode::BAD_REQUEST, request_headers);
+                let mut r = negotiated(StatusCode::BAD_REQUEST, accept);
                 r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                 r
             }
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => negotiated(StatusCode::BAD_GATEWAY, request_headers),
-            ProxyError::Timeout => negotiated(StatusCode::GATEWAY_TIMEOUT, request_headers),
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => negotiated(StatusCode::BAD_GATEWAY, accept),
+            ProxyError::Timeout => negotiated(StatusCode::GATEWAY_TIMEOUT, accept),
         }
     }
 }
@@ -79,8 +79,8 @@ fn message(status: StatusCode) -> &'static str {
 }
 
 /// The error page in the format the client's `Accept` asks for (html, json, xml, else text).
-pub fn negotiated(status: StatusCode, request_headers: &HeaderMap) -> Response<ResBody> {
-    let accept = request_headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+pub fn negotiated(status: StatusCode, accept: Option<&HeaderValue>) -> Response<ResBody> {
+    let accept = accept.and_then(|v| v.to_str().ok()).unwrap_or("");
     let msg = message(status);
     let (content_type, body) = if accept.contains("text/html") {
         (

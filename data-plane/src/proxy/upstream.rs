@@ -1,9 +1,11 @@
-//! Connections to upstream services: DNS through hickory (its cache honours TTLs), TCP or TLS
+//! Connections to upstream services: DNS through hickory (A/AAAA, and SRV for `_service._proto`
+//! names; its cache honours TTLs), TCP or TLS
 //! (upstream certificates are not verified, as in Kong), HTTP/1.1 handshakes, and a keep-alive
 //! pool per worker thread, so checkout and release take no lock.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,28 +28,67 @@ use crate::compiled::Service;
 /// Idle connections kept per destination and worker thread.
 const IDLE_PER_KEY: usize = 64;
 
+/// The connection's I/O driver. It is polled by the request that uses the connection (while
+/// waiting for the response, then while the response body streams), not by a task of its own:
+/// one request's work stays on one task, with no cross-task wake-ups.
+type Driver = Pin<Box<http1::Connection<TokioIo<Stream>, ReqBody>>>;
+
 thread_local! {
-    static POOL: RefCell<HashMap<Arc<str>, Vec<SendRequest<ReqBody>>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<Arc<str>, Vec<Pooled>>> = RefCell::new(HashMap::new());
 }
 
 /// A connection checked out for one request; [`Pooled::release`] returns it for reuse.
 pub struct Pooled {
     key: Arc<str>,
     sender: SendRequest<ReqBody>,
+    /// `None` for upgraded (WebSocket) connections, which run on their own task.
+    driver: Option<Driver>,
 }
 
 impl Pooled {
     pub fn release(self) {
-        if self.sender.is_closed() {
+        if self.sender.is_closed() || self.driver.is_none() {
             return;
         }
         POOL.with(|p| {
             let mut pool = p.borrow_mut();
-            let idle = pool.entry(self.key).or_default();
+            let idle = pool.entry(self.key.clone()).or_default();
             if idle.len() < IDLE_PER_KEY {
-                idle.push(self.sender);
+                idle.push(self);
             }
         });
+    }
+
+    /// Advances the connection's I/O; false once the connection has ended.
+    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.driver {
+            Some(d) => match d.as_mut().poll(cx) {
+                Poll::Pending => true,
+                Poll::Ready(_) => {
+                    self.driver = None;
+                    false
+                }
+            },
+            None => true,
+        }
+    }
+
+    /// Sends `req`, driving the connection until the response head arrives. On failure the
+    /// request comes back when it was not sent (so it may go on another connection).
+    pub async fn send(
+        &mut self,
+        req: http::Request<ReqBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<http::Request<ReqBody>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            self.drive(cx);
+            // The driver may have produced the response just now.
+            response.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
@@ -83,9 +124,12 @@ impl Connector {
         POOL.with(|p| {
             let mut pool = p.borrow_mut();
             let idle = pool.get_mut(&service.pool_key)?;
-            while let Some(sender) = idle.pop() {
-                if sender.is_ready() {
-                    return Some(Pooled { key: service.pool_key.clone(), sender });
+            while let Some(mut conn) = idle.pop() {
+                // Nothing polled the driver since the last response ended: let it settle
+                // (mark itself idle, or notice the peer closed) before asking if it is ready.
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                if conn.drive(&mut cx) && conn.sender.is_ready() {
+                    return Some(conn);
                 }
             }
             None
@@ -93,7 +137,8 @@ impl Connector {
     }
 
     /// A new connection, within the service's connect timeout.
-    pub async fn connect(&self, service: &Service, upgrades: bool) -> Result<Pooled, ProxyError> {
+    /// `sni` overrides the TLS server name (the client's Host with `preserve_host`).
+    pub async fn connect(&self, service: &Service, sni: Option<&str>, upgrades: bool) -> Result<Pooled, ProxyError> {
         let addr = self.resolve(service).await?;
         let tcp = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr))
             .await
@@ -101,7 +146,8 @@ impl Connector {
             .map_err(|e| ProxyError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let io = if service.https {
-            let name = ServerName::try_from(service.host.clone()).map_err(|e| ProxyError::Connect(e.to_string()))?;
+            let name = ServerName::try_from(sni.unwrap_or(&service.host).to_string())
+                .map_err(|e| ProxyError::Connect(e.to_string()))?;
             let tls = tokio::time::timeout(service.connect_timeout, self.tls.connect(name, tcp))
                 .await
                 .map_err(|_| ProxyError::Timeout)?
@@ -112,16 +158,15 @@ impl Connector {
         };
         let (sender, conn) =
             http1::handshake(TokioIo::new(io)).await.map_err(|e| ProxyError::Connect(e.to_string()))?;
-        if upgrades {
+        let driver = if upgrades {
             tokio::spawn(async move {
                 let _ = conn.with_upgrades().await;
             });
+            None
         } else {
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-        Ok(Pooled { key: service.pool_key.clone(), sender })
+            Some(Box::pin(conn))
+        };
+        Ok(Pooled { key: service.pool_key.clone(), sender, driver })
     }
 
     async fn resolve(&self, service: &Service) -> Result<SocketAddr, ProxyError> {
@@ -129,21 +174,25 @@ impl Connector {
             return Ok(SocketAddr::new(ip, service.port));
         }
         let resolver = self.resolver.as_ref().ok_or(ProxyError::Dns)?;
-        let lookup = resolver.lookup_ip(service.host.as_str()).await.map_err(|_| ProxyError::Dns)?;
+        let (mut name, mut port) = (service.host.clone(), service.port);
+        // SRV names (`_service._proto.domain`) supply the target and port; the record with the
+        // lowest priority and highest weight is used.
+        if service.host.starts_with('_') {
+            let srv = resolver.srv_lookup(service.host.as_str()).await.map_err(|_| ProxyError::Dns)?;
+            let best =
+                srv.iter().min_by_key(|r| (r.priority(), std::cmp::Reverse(r.weight()))).ok_or(ProxyError::Dns)?;
+            name = best.target().to_utf8();
+            port = best.port();
+        }
+        let lookup = resolver.lookup_ip(name.as_str()).await.map_err(|_| ProxyError::Dns)?;
         let ip: IpAddr = lookup.iter().next().ok_or(ProxyError::Dns)?;
-        Ok(SocketAddr::new(ip, service.port))
+        Ok(SocketAddr::new(ip, port))
     }
 }
 
 impl Default for Connector {
     fn default() -> Self {
         Connector::new()
-    }
-}
-
-impl Pooled {
-    pub fn sender(&mut self) -> &mut SendRequest<ReqBody> {
-        &mut self.sender
     }
 }
 

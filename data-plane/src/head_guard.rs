@@ -1,0 +1,243 @@
+//! Request-smuggling guard for HTTP/1 connections. hyper resolves a request carrying both
+//! `Content-Length` and `Transfer-Encoding` by dropping the length (RFC 9112 §6.3) before the
+//! proxy sees the headers; Gatehouse refuses such requests outright, so this wrapper reads the
+//! raw request heads as they pass and flags the connection when one carries both.
+//!
+//! It follows message framing (length, chunked, trailers) to find each head, and stops looking
+//! after an `Upgrade` request, when the connection may stop being HTTP.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Longest header line inspected; longer lines are skipped (no framing header is that long).
+const LINE: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    Off,
+}
+
+/// The flag the proxy checks for each request.
+#[derive(Debug, Clone, Default)]
+pub struct Smuggling(Arc<AtomicBool>);
+
+impl Smuggling {
+    pub fn detected(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub struct HeadGuard<IO> {
+    io: IO,
+    flag: Smuggling,
+    state: State,
+    line: Vec<u8>,
+    saw_length: Option<u64>,
+    saw_chunked: bool,
+    saw_te: bool,
+    upgrade: bool,
+    first_line: bool,
+}
+
+impl<IO> HeadGuard<IO> {
+    pub fn new(io: IO) -> (Self, Smuggling) {
+        let flag = Smuggling::default();
+        let guard = HeadGuard {
+            io,
+            flag: flag.clone(),
+            state: State::Head,
+            line: Vec::with_capacity(64),
+            saw_length: None,
+            saw_chunked: false,
+            saw_te: false,
+            upgrade: false,
+            first_line: true,
+        };
+        (guard, flag)
+    }
+
+    fn scan(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Body(n) => {
+                    let take = (n as usize).min(bytes.len());
+                    bytes = &bytes[take..];
+                    self.state = if n as usize == take { State::Head } else { State::Body(n - take as u64) };
+                    self.first_line = true;
+                }
+                State::ChunkData(n) => {
+                    let take = (n as usize).min(bytes.len());
+                    bytes = &bytes[take..];
+                    self.state =
+                        if n as usize == take { State::ChunkDataEnd } else { State::ChunkData(n - take as u64) };
+                }
+                State::Head | State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
+                    let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
+                        self.push_line(bytes);
+                        return;
+                    };
+                    self.push_line(&bytes[..nl]);
+                    bytes = &bytes[nl + 1..];
+                    self.end_line();
+                }
+            }
+        }
+    }
+
+    fn push_line(&mut self, part: &[u8]) {
+        let room = LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        match self.state {
+            State::Head => {
+                if line.is_empty() {
+                    if self.first_line {
+                        return; // stray CRLF between messages
+                    }
+                    self.end_head();
+                } else if self.first_line {
+                    self.first_line = false;
+                } else {
+                    self.header(line);
+                }
+            }
+            State::ChunkSize => {
+                let hex = line.split(|b| *b == b';').next().unwrap_or_default();
+                match std::str::from_utf8(hex).ok().and_then(|h| u64::from_str_radix(h.trim(), 16).ok()) {
+                    Some(0) => self.state = State::Trailers,
+                    Some(n) => self.state = State::ChunkData(n),
+                    None => self.state = State::Off,
+                }
+            }
+            State::ChunkDataEnd => self.state = State::ChunkSize,
+            State::Trailers if line.is_empty() => {
+                self.state = State::Head;
+                self.first_line = true;
+            }
+            _ => {}
+        }
+        self.line = Vec::with_capacity(64);
+    }
+
+    fn header(&mut self, line: &[u8]) {
+        let Some(colon) = line.iter().position(|b| *b == b':') else { return };
+        let name = &line[..colon];
+        let value = std::str::from_utf8(&line[colon + 1..]).unwrap_or("").trim();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.saw_length = Some(value.parse().unwrap_or(0));
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.saw_te = true;
+            self.saw_chunked = value.to_ascii_lowercase().ends_with("chunked");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade = true;
+        }
+    }
+
+    fn end_head(&mut self) {
+        if self.saw_te && self.saw_length.is_some() {
+            self.flag.0.store(true, Ordering::Relaxed);
+        }
+        self.state = if self.upgrade {
+            State::Off
+        } else if self.saw_te {
+            if self.saw_chunked {
+                State::ChunkSize
+            } else {
+                State::Off
+            }
+        } else {
+            match self.saw_length {
+                Some(n) if n > 0 => State::Body(n),
+                _ => State::Head,
+            }
+        };
+        self.first_line = true;
+        self.saw_length = None;
+        self.saw_te = false;
+        self.saw_chunked = false;
+        self.upgrade = false;
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for HeadGuard<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if self.state != State::Off {
+                self.scan(&buf.filled()[before..]);
+            }
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for HeadGuard<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> bool {
+        let (mut g, flag) = HeadGuard::new(());
+        for c in chunks {
+            g.scan(c);
+        }
+        flag.detected()
+    }
+
+    #[test]
+    fn flags_length_with_transfer_encoding_in_either_order() {
+        assert!(scan(&[b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"]));
+        assert!(scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: a\r\ncontent-length: 4\r\n\r\n"]));
+    }
+
+    #[test]
+    fn follows_framing_across_pipelined_requests_and_split_reads() {
+        let clean = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 27\r\n\r\nContent-Length: 1\r\nX: y\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(!scan(&[clean]));
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+        assert!(!scan(&[chunked]));
+        let (a, b) = chunked.split_at(20);
+        assert!(!scan(&[a, b]));
+        assert!(scan(&[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Len",
+            b"gth: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+    }
+}

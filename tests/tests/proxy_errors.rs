@@ -1,0 +1,262 @@
+//! Errors produced while proxying (kong-0.14-core-behavior.md §4.8, §4.9): timeouts,
+//! refused and dropped connections, retries, content negotiation of the error bodies, and
+//! isolation between services.
+
+use std::time::{Duration, Instant};
+
+use gatehouse_tests::json;
+use gatehouse_tests::proxy::{dead_port, eventually, Reply, Standalone, Upstream};
+
+const TIMEOUT_MSG: &str = "The upstream server is timing out";
+const BAD_GATEWAY_MSG: &str = "An invalid response was received from the upstream server";
+
+/// Asserts an error body in the format `Accept` asked for (§4.8).
+#[track_caller]
+fn assert_error_body(reply: &Reply, status: u16, format: &str, msg: &str) {
+    reply.assert_status(status);
+    reply.assert_generated();
+    let (content_type, body) = match format {
+        "json" => ("application/json", format!("{{\"message\":\"{msg}\"}}")),
+        "html" => (
+            "text/html",
+            format!("<html><head><title>Kong Error</title></head><body><h1>Kong Error</h1><p>{msg}.</p></body></html>"),
+        ),
+        "xml" => (
+            "application/xml",
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error><message>{msg}</message></error>"),
+        ),
+        "plain" => ("text/plain", msg.to_owned()),
+        other => panic!("unknown format {other}"),
+    };
+    let ct = reply.header("content-type").unwrap_or_default();
+    assert!(ct.starts_with(content_type), "{}: Content-Type {ct:?}, expected {content_type}", reply.what);
+    let text = reply.text();
+    if format == "json" {
+        assert_eq!(reply.json(), json!({"message": msg}), "{}: body {text:?}", reply.what);
+    } else {
+        assert_eq!(text.trim_end(), body, "{}: {format} body", reply.what);
+    }
+    assert!(text.ends_with('\n'), "{}: the error body ends with a newline: {text:?}", reply.what);
+    assert!(reply.header("via").is_none(), "{}: a gateway-generated error has no Via", reply.what);
+}
+
+#[tokio::test]
+async fn read_timeout_is_a_504_negotiated_by_accept() {
+    let gw = Standalone::start().await;
+    let slow = Upstream::slow("slow", Duration::from_secs(3)).await;
+    gw.expose(&slow, json!({"read_timeout": 500, "retries": 0}), json!({"paths": ["/slow"]})).await;
+    gw.sync().await;
+
+    let started = Instant::now();
+    let (as_json, as_html) = tokio::join!(
+        gw.get_with("/slow", &[("Accept", "application/json")]),
+        gw.get_with("/slow", &[("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")]),
+    );
+    let elapsed = started.elapsed();
+    assert_error_body(&as_json, 504, "json", TIMEOUT_MSG);
+    assert_error_body(&as_html, 504, "html", TIMEOUT_MSG);
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(2500),
+        "read_timeout=500 ms, but the 504s took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_502_negotiated_by_accept() {
+    let gw = Standalone::start().await;
+    expose_dead(&gw, json!({"retries": 2}), "/dead").await;
+    gw.sync().await;
+
+    let started = Instant::now();
+    let cases: &[(Option<&str>, &str)] = &[
+        (Some("application/json"), "json"),
+        (Some("text/html"), "html"),
+        (Some("application/xml"), "xml"),
+        (Some("text/plain"), "plain"),
+        (None, "plain"),
+        (Some("*/*"), "plain"),
+        // Substring checks in the order html, json, xml.
+        (Some("application/json, text/html"), "html"),
+        (Some("application/xml, application/json;q=0.5"), "json"),
+    ];
+    for (accept, format) in cases {
+        let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", *a)).collect();
+        let reply = gw.get_with("/dead", &headers).await;
+        assert_error_body(&reply, 502, format, BAD_GATEWAY_MSG);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "refused connections must fail fast");
+}
+
+/// A Service on a port where nothing listens, routed at `path`.
+async fn expose_dead(gw: &Standalone, service_extra: serde_json::Value, path: &str) {
+    let svc = gw.service_at(dead_port(), service_extra).await;
+    gw.route(&svc, json!({"paths": [path]})).await;
+}
+
+#[tokio::test]
+async fn failed_connections_are_retried_service_retries_times() {
+    let gw = Standalone::start().await;
+    let three = Upstream::closer("three").await;
+    let none = Upstream::closer("none").await;
+    gw.expose(&three, json!({"retries": 3}), json!({"paths": ["/three"]})).await;
+    gw.expose(&none, json!({"retries": 0}), json!({"paths": ["/none"]})).await;
+    gw.sync().await;
+
+    let reply = gw.get_with("/three", &[("Accept", "application/json")]).await;
+    assert_error_body(&reply, 502, "json", BAD_GATEWAY_MSG);
+    eventually(Duration::from_secs(2), || three.connections() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(three.connections(), 4, "retries=3: one try and three retries, each a new connection");
+
+    let reply = gw.get_with("/none", &[("Accept", "application/json")]).await;
+    assert_error_body(&reply, 502, "json", BAD_GATEWAY_MSG);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(none.connections(), 1, "retries=0: a single try");
+}
+
+/// Connection attempts that time out are retried too: with `connect_timeout=300` and
+/// `retries=3`, four attempts take about 1.2 s before the 504.
+#[tokio::test]
+async fn connect_timeouts_are_retried_service_retries_times() {
+    let gw = Standalone::start().await;
+    let hole = Upstream::blackhole("hole").await;
+    gw.expose(&hole, json!({"connect_timeout": 300, "retries": 3}), json!({"paths": ["/three"]})).await;
+    gw.expose(&hole, json!({"connect_timeout": 300, "retries": 0}), json!({"paths": ["/none"]})).await;
+    gw.sync().await;
+
+    let started = Instant::now();
+    let reply = gw.get_with("/three", &[("Accept", "application/json")]).await;
+    let elapsed = started.elapsed();
+    assert_error_body(&reply, 504, "json", TIMEOUT_MSG);
+    assert!(
+        elapsed >= Duration::from_millis(1150) && elapsed < Duration::from_millis(3000),
+        "retries=3, connect_timeout=300 ms: expected four attempts (~1.2 s), took {elapsed:?}"
+    );
+
+    let started = Instant::now();
+    let reply = gw.get_with("/none", &[("Accept", "application/json")]).await;
+    let elapsed = started.elapsed();
+    assert_error_body(&reply, 504, "json", TIMEOUT_MSG);
+    assert!(
+        elapsed >= Duration::from_millis(280) && elapsed < Duration::from_millis(1000),
+        "retries=0, connect_timeout=300 ms: expected one attempt (~0.3 s), took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn slow_or_dead_upstreams_do_not_block_other_services() {
+    let gw = Standalone::start().await;
+    let slow = Upstream::slow("slow", Duration::from_secs(3)).await;
+    let fast = Upstream::echo("fast").await;
+    gw.expose(&slow, json!({}), json!({"paths": ["/slow"]})).await;
+    gw.expose(&fast, json!({}), json!({"paths": ["/fast"]})).await;
+    expose_dead(&gw, json!({"retries": 1}), "/dead").await;
+    gw.sync().await;
+
+    const IN_FLIGHT: usize = 16;
+    let started = Instant::now();
+    let slow_batch = futures::future::join_all((0..IN_FLIGHT).map(|_| gw.get("/slow")));
+    let others = async {
+        assert!(
+            eventually(Duration::from_secs(5), || slow.requests() >= IN_FLIGHT).await,
+            "only {} of {IN_FLIGHT} slow requests reached the upstream",
+            slow.requests()
+        );
+        for i in 0..10 {
+            let t = Instant::now();
+            let reply = gw.get(&format!("/fast/{i}")).await;
+            assert_eq!(reply.echo().upstream(), "fast");
+            assert!(t.elapsed() < Duration::from_secs(1), "a fast request took {:?} behind slow ones", t.elapsed());
+            let t = Instant::now();
+            gw.get("/dead").await.assert_status(502);
+            assert!(t.elapsed() < Duration::from_secs(1), "a refused request took {:?}", t.elapsed());
+        }
+        started.elapsed()
+    };
+    let (slow_replies, others_done) = tokio::join!(slow_batch, others);
+    assert!(others_done < Duration::from_millis(2900), "the other requests had to wait for the slow ones");
+    for r in &slow_replies {
+        assert_eq!(r.echo().upstream(), "slow");
+    }
+}
+
+/// Malformed requests and request-smuggling shapes are refused with a 400 and never reach
+/// the upstream.
+#[tokio::test]
+async fn malformed_and_smuggling_requests_are_refused() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("victim").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/"]})).await;
+    gw.sync().await;
+
+    let cases: &[(&str, &str)] = &[
+        (
+            "Content-Length and Transfer-Encoding",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+             0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        ),
+        (
+            "Transfer-Encoding and Content-Length",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n\
+             0\r\n\r\nGET /smuggled HTTP/1.1\r\nX: y\r\n\r\n",
+        ),
+        (
+            "two different Content-Length headers",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        ("a Content-Length list", "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5, 6\r\n\r\nhello!"),
+        ("a non-numeric Content-Length", "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: abc\r\n\r\nabc"),
+        ("a negative Content-Length", "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: -1\r\n\r\n"),
+        (
+            "a Transfer-Encoding not ending in chunked",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            "POST / HTTP/1.0\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        ("a request line that is not HTTP", "THIS IS NOT HTTP\r\n\r\n"),
+        ("whitespace before the colon", "GET / HTTP/1.1\r\nHost : a.test\r\n\r\n"),
+        ("a space in a header name", "GET / HTTP/1.1\r\nHost: a.test\r\nX Bad: 1\r\n\r\n"),
+        ("an obsolete folded header", "GET / HTTP/1.1\r\nHost: a.test\r\nX-Folded: a\r\n b\r\n\r\n"),
+    ];
+    assert_refused(&gw, &up, cases).await;
+}
+
+/// RFC 7230 §5.4 (and nginx, hence Kong): an HTTP/1.1 request without a Host header, or
+/// with two, is a 400.
+#[tokio::test]
+async fn requests_without_exactly_one_host_are_refused() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("victim").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/"]})).await;
+    gw.sync().await;
+
+    let cases: &[(&str, &str)] = &[
+        ("two Host headers", "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n"),
+        ("HTTP/1.1 without Host", "GET / HTTP/1.1\r\nX-Nothing: here\r\n\r\n"),
+    ];
+    assert_refused(&gw, &up, cases).await;
+}
+
+/// Sends each `(description, raw request)`; every one must get a 400 and none may reach `up`.
+async fn assert_refused(gw: &Standalone, up: &Upstream, cases: &[(&str, &str)]) {
+    let mut failures = Vec::new();
+    for (what, raw) in cases {
+        match gw.send_raw(raw.as_bytes()).await {
+            Ok(reply) if reply.status == 400 => {}
+            Ok(reply) => failures.push(format!("{what}: got {} {:?}", reply.status, reply.text())),
+            Err(e) => failures.push(format!("{what}: no response ({e})")),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let forwarded = up.paths();
+    assert!(
+        failures.is_empty() && forwarded.is_empty(),
+        "not refused:\n{}\nforwarded upstream: {forwarded:?}",
+        failures.join("\n")
+    );
+
+    // A well-formed request still goes through.
+    assert_eq!(gw.get("/fine").await.echo().path(), "/fine");
+}

@@ -1,0 +1,197 @@
+//! Protocols at the proxy: https-only routes (426), TLS certificates chosen by SNI
+//! (kong-0.14-core-behavior.md §4.5, §7), HTTP/2 from clients over TLS, WebSocket upgrades.
+
+use futures::{SinkExt, StreamExt};
+use gatehouse_tests::proxy::{presented_certificate, Standalone, TestCert, Upstream};
+use gatehouse_tests::{id_of, json};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn https_only_route_answers_426_over_plain_http() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("secure").await;
+    let service = gw.service_for(&up, json!({})).await;
+    gw.route(&service, json!({"paths": ["/secure"], "protocols": ["https"], "strip_path": false})).await;
+    gw.route(&service, json!({"paths": ["/plain"], "protocols": ["http"], "strip_path": false})).await;
+    gw.route(&service, json!({"paths": ["/both"], "strip_path": false})).await;
+    gw.sync().await;
+
+    for headers in [vec![], vec![("X-Forwarded-Proto", "https")]] {
+        let reply = gw.get_with("/secure", &headers).await;
+        reply.assert_status(426);
+        assert_eq!(reply.json(), json!({"message": "Please use HTTPS protocol"}), "{}", reply.what);
+        reply.assert_generated();
+        assert_eq!(reply.header("upgrade"), Some("TLS/1.2, HTTP/1.1"), "{:?}", reply.headers);
+        let connection = reply.header("connection").unwrap_or_default();
+        assert!(connection.eq_ignore_ascii_case("upgrade"), "Connection {connection:?} in {:?}", reply.headers);
+    }
+    assert_eq!(up.requests(), 0, "a 426 is not forwarded");
+
+    for path in ["/secure", "/plain", "/both"] {
+        let url = gw.proxy_tls_url(path);
+        let echo = gw.send(&format!("GET {url}"), gw.client().get(&url)).await.echo();
+        assert_eq!(echo.path(), path);
+        assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+    }
+    for path in ["/plain", "/both"] {
+        assert_eq!(gw.get(path).await.echo().path(), path);
+    }
+}
+
+#[tokio::test]
+async fn certificate_is_chosen_by_sni() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("tls").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/"], "strip_path": false})).await;
+    let alpha = TestCert::new("alpha.test");
+    let beta = TestCert::new("beta.test");
+    let alpha_entity =
+        gw.post("/certificates", json!({"cert": alpha.cert_pem, "key": alpha.key_pem, "snis": ["alpha.test"]})).await;
+    let beta_entity = gw
+        .post(
+            "/certificates",
+            json!({"cert": beta.cert_pem, "key": beta.key_pem, "snis": ["beta.test", "www.beta.test"]}),
+        )
+        .await;
+    gw.sync().await;
+    let addr = gw.proxy_tls_addr();
+
+    assert!(presented_certificate(addr, Some("alpha.test")).await == alpha.der, "SNI alpha.test: wrong certificate");
+    assert!(presented_certificate(addr, Some("beta.test")).await == beta.der, "SNI beta.test: wrong certificate");
+    assert!(
+        presented_certificate(addr, Some("www.beta.test")).await == beta.der,
+        "SNI www.beta.test: wrong certificate"
+    );
+    // No wildcard or suffix matching.
+    let unknown = presented_certificate(addr, Some("unknown.test")).await;
+    let sub = presented_certificate(addr, Some("x.alpha.test")).await;
+    let none = presented_certificate(addr, None).await;
+    for (what, der) in [("unknown.test", &unknown), ("x.alpha.test", &sub), ("no SNI", &none)] {
+        assert!(
+            *der != alpha.der && *der != beta.der,
+            "{what}: got a configured certificate instead of the default one"
+        );
+    }
+    assert!(unknown == none && sub == none, "an unknown SNI and no SNI must both get the one default certificate");
+
+    // A request on a connection with SNI goes through.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .resolve("alpha.test", addr)
+        .build()
+        .expect("client");
+    let url = format!("https://alpha.test:{}/over-sni", gw.proxy_tls_port);
+    assert_eq!(gw.send(&url, client.get(&url)).await.echo().path(), "/over-sni");
+
+    // Changes apply: a new certificate for alpha.test, and www.beta.test removed.
+    let alpha2 = TestCert::new("alpha.test");
+    gw.patch(
+        &format!("/certificates/{}", id_of(&alpha_entity)),
+        json!({"cert": alpha2.cert_pem, "key": alpha2.key_pem}),
+    )
+    .await;
+    gw.patch(&format!("/certificates/{}", id_of(&beta_entity)), json!({"snis": ["beta.test"]})).await;
+    gw.sync().await;
+    assert!(presented_certificate(addr, Some("alpha.test")).await == alpha2.der, "alpha.test after PATCH");
+    assert!(presented_certificate(addr, Some("beta.test")).await == beta.der, "beta.test after PATCH");
+    assert!(
+        presented_certificate(addr, Some("www.beta.test")).await == none,
+        "www.beta.test after its SNI was removed"
+    );
+}
+
+#[tokio::test]
+async fn http2_clients_over_tls() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("h2").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/h2"], "strip_path": false})).await;
+    gw.sync().await;
+
+    let url = gw.proxy_tls_url("/h2/x?y=1");
+    let reply = gw.send(&format!("GET {url}"), gw.client().get(&url)).await;
+    assert_eq!(reply.version, "HTTP/2.0", "ALPN h2 must be accepted; got {} ({:?})", reply.version, reply.headers);
+    let echo = reply.echo();
+    assert_eq!(echo.path(), "/h2/x?y=1");
+    assert_eq!(echo.version(), "HTTP/1.1", "the upstream request is HTTP/1.1");
+    assert_eq!(echo.header("host"), Some(format!("127.0.0.1:{}", up.port()).as_str()));
+    assert!(reply.header("via").unwrap_or_default().contains("gatehouse"), "{:?}", reply.headers);
+
+    // A body over HTTP/2, and several streams on one connection at once.
+    let body = vec![7u8; 100_000];
+    let reply = gw.send("POST h2", gw.client().post(gw.proxy_tls_url("/h2/post")).body(body)).await;
+    assert_eq!(reply.version, "HTTP/2.0");
+    assert_eq!(reply.echo().body_len(), 100_000);
+    let replies = futures::future::join_all((0..8).map(|i| {
+        let url = gw.proxy_tls_url(&format!("/h2/{i}"));
+        gw.send("GET h2 concurrent", gw.client().get(url))
+    }))
+    .await;
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.version, "HTTP/2.0");
+        assert_eq!(r.echo().path(), format!("/h2/{i}"));
+    }
+    let reply = gw.send("GET h2 no route", gw.client().get(gw.proxy_tls_url("/nowhere"))).await;
+    reply.assert_status(404);
+    assert_eq!(reply.json(), json!({"message": "no route and no API found with those values"}));
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let gw = Standalone::start().await;
+    let up = Upstream::websocket_echo("ws").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/ws"], "strip_path": false})).await;
+    gw.sync().await;
+
+    let stream = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect to the proxy");
+    let url = format!("ws://127.0.0.1:{}/ws/chat?room=1", gw.proxy_port);
+    let (mut ws, response) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket handshake through the proxy: {e}\nstderr:\n{}", gw.logs()));
+    assert_eq!(response.status().as_u16(), 101);
+    assert_eq!(up.paths(), vec!["/ws/chat?room=1".to_owned()], "the upstream saw the handshake");
+
+    for i in 0..5 {
+        let text = format!("hello {i}");
+        ws.send(Message::text(text.clone())).await.expect("send text");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("an echo within 5 s")
+            .expect("the stream is open")
+            .expect("a message");
+        assert_eq!(got, Message::text(text));
+    }
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+    ws.send(Message::binary(blob.clone())).await.expect("send binary");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("an echo within 5 s")
+        .expect("the stream is open")
+        .expect("a message");
+    assert_eq!(got, Message::binary(blob), "a 200 kB binary message comes back intact");
+    ws.close(None).await.expect("close");
+}
+
+/// `https` services: the upstream is reached over TLS without verifying its certificate;
+/// the SNI sent is the upstream Host (none for an IP address).
+#[tokio::test]
+async fn https_services_are_reached_over_tls() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo_tls("tls-upstream").await;
+    let service = gw.service_for(&up, json!({"protocol": "https"})).await;
+    gw.route(&service, json!({"paths": ["/tls"], "strip_path": false})).await;
+    gw.route(&service, json!({"paths": ["/kept"], "strip_path": false, "preserve_host": true})).await;
+    gw.sync().await;
+
+    let echo = gw.get("/tls/x").await.echo();
+    assert_eq!(echo.upstream(), "tls-upstream");
+    assert_eq!(echo.path(), "/tls/x");
+    assert_eq!(echo.header("host"), Some(format!("127.0.0.1:{}", up.port()).as_str()));
+    assert_eq!(echo.header("x-forwarded-proto"), Some("http"), "the client's scheme, not the upstream's");
+
+    let echo = gw.get_with("/kept", &[("Host", "secure.test")]).await.echo();
+    assert_eq!(echo.header("host"), Some("secure.test"));
+    let snis = up.snis();
+    assert!(snis.iter().any(|s| s.as_deref() == Some("secure.test")), "SNI with preserve_host: {snis:?}");
+    assert!(!snis.iter().flatten().any(|s| s.starts_with("127.")), "no SNI may carry an IP address: {snis:?}");
+}
