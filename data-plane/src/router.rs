@@ -96,6 +96,9 @@ pub struct Router {
     prefixes: Vec<(usize, RoutesByKey)>,
     /// Every regex path in route order.
     regexes: Vec<(u32, usize)>,
+    /// The regexes the fast engine runs, as one set (index = position in `regexes`), so a
+    /// request is tested against all of them in one pass; `None` if any needs the slow engine.
+    regex_set: Option<regex::RegexSet>,
     methods: HashSet<Box<str>>,
     /// Candidate indexes for routes without paths.
     host_routes: RoutesByKey,
@@ -180,6 +183,9 @@ impl Router {
             }
             r.routes.push(Route { spec, bits, category });
         }
+        let patterns: Option<Vec<&str>> =
+            r.regexes.iter().map(|&(idx, pi)| r.routes[idx as usize].spec.paths[pi].fast_pattern()).collect();
+        r.regex_set = patterns.filter(|p| p.len() > 1).and_then(|p| regex::RegexSet::new(p).ok());
         let mut prefixes: Vec<_> = prefixes.into_iter().collect();
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0));
         r.prefixes = prefixes;
@@ -218,13 +224,26 @@ impl Router {
             }
         }
         let mut regex_hit = None;
-        for &(idx, pi) in &self.regexes {
+        let mut regex_match = |idx: u32, pi: usize, candidates: &mut Vec<u32>| {
             let rule = &self.routes[idx as usize].spec.paths[pi];
-            if rule.matches(uri) {
-                if regex_hit.is_none() {
-                    regex_hit = Some(rule.source());
+            if regex_hit.is_none() {
+                regex_hit = Some(rule.source());
+            }
+            candidates.push(idx);
+        };
+        match &self.regex_set {
+            Some(set) => {
+                for i in set.matches(uri).iter() {
+                    let (idx, pi) = self.regexes[i];
+                    regex_match(idx, pi, &mut candidates);
                 }
-                candidates.push(idx);
+            }
+            None => {
+                for &(idx, pi) in &self.regexes {
+                    if self.routes[idx as usize].spec.paths[pi].matches(uri) {
+                        regex_match(idx, pi, &mut candidates);
+                    }
+                }
             }
         }
         if exact {

@@ -50,6 +50,14 @@ impl PathRule {
         }
     }
 
+    /// The anchored pattern, when the fast engine can run it (for a `RegexSet`).
+    pub fn fast_pattern(&self) -> Option<&str> {
+        match self {
+            PathRule::Regex { matcher: Matcher::Fast(re), .. } => Some(re.as_str()),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, uri: &str) -> bool {
         self.strip(uri).is_some()
     }
