@@ -114,7 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     tracing::info!(%cluster_id, backend = store.dialect().name(), "store ready");
     let node = Arc::new(Node {
         node_id: uuid::Uuid::new_v4().to_string(),
-        hostname: hostname(),
+        hostname: gatehouse_data_plane::hostname(),
         configuration: config.to_json(),
         stale_after: config.sync.stale_after,
         counters: Default::default(),
@@ -203,11 +203,4 @@ pub async fn migrations(config: &Config, up: bool) -> anyhow::Result<String> {
     }
     out.push_str(&format!("{} applied, {} pending", status.applied.len(), status.pending.len()));
     Ok(out)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_default()
 }

@@ -137,7 +137,8 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
     Ok(id)
 }
 
-fn hostname() -> String {
+/// This machine's host name, as both planes report it.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))

@@ -184,6 +184,11 @@ impl ControlPlane {
         self.proc.as_ref().map(Proc::logs).unwrap_or_default()
     }
 
+    /// The process id, for reading its resource use under /proc.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(|p| p.child.as_ref()).map(Child::id)
+    }
+
     pub fn cluster_addr(&self) -> String {
         format!("127.0.0.1:{}", self.cluster_port)
     }

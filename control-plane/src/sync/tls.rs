@@ -94,19 +94,6 @@ pub fn generate_shared_cert(cert: &Path, key: &Path) -> Result<(), TlsError> {
         move |source| TlsError::Read { path, source }
     };
     std::fs::write(cert, issued.pem()).map_err(io(cert))?;
-    write_private(key, pair.serialize_pem().as_bytes()).map_err(io(key))?;
+    crate::tls::write_private(key, pair.serialize_pem().as_bytes()).map_err(io(key))?;
     Ok(())
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }

@@ -111,9 +111,13 @@ pub async fn run(config: Config, identity: Identity, live: Arc<Live>, mut shutdo
     }
 }
 
-/// Writes applied configurations to disk, newest first; intermediate ones may be skipped.
+/// At most one cache write per this interval: a burst of revisions costs one write.
+const PERSIST_EVERY: Duration = Duration::from_millis(250);
+
+/// Writes applied configurations to disk, newest first; intermediate ones are skipped.
 async fn persist_loop(cache: DiskCache, mut rx: watch::Receiver<Option<Arc<ConfigSet>>>) {
     while rx.changed().await.is_ok() {
+        tokio::time::sleep(PERSIST_EVERY).await;
         let Some(set) = rx.borrow_and_update().clone() else { continue };
         let cache = cache.clone();
         match tokio::task::spawn_blocking(move || cache.store(&set)).await {
