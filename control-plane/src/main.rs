@@ -43,11 +43,6 @@ enum Migrations {
     Status,
 }
 
-/// The proxy path allocates small, short-lived buffers at a high rate; mimalloc serves those
-/// with far less contention and fragmentation than the system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), &Env)?;

@@ -21,11 +21,6 @@ enum Command {
     Run,
 }
 
-/// The proxy path allocates small, short-lived buffers at a high rate; mimalloc serves those
-/// with far less contention and fragmentation than the system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), &Env)?;
