@@ -70,7 +70,7 @@ async fn offline_data_plane_resumes_with_deltas_only() {
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
     dp.wait_revision(cp.revision().await, WITHIN).await;
     // Let the cache writer catch up before the process goes away.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
     dp.kill();
 
     let head = cp.create_services(500, "offline").await;
@@ -89,7 +89,7 @@ async fn data_plane_behind_the_retained_log_gets_a_snapshot() {
     cp.create_services(1, "first").await;
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
     dp.wait_revision(cp.revision().await, WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
     dp.kill();
 
     let head = cp.create_services(60, "gone").await;
@@ -136,7 +136,7 @@ async fn data_plane_keeps_serving_without_its_control_plane_and_restarts_from_ca
     let head = cp.create_services(4, "kept").await;
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
     dp.wait_revision(head, WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
 
     cp.kill();
     dp.wait_connected(false, WITHIN).await;
@@ -166,10 +166,10 @@ async fn corrupt_newest_cache_falls_back_to_the_previous_generation() {
     let first = cp.create_services(1, "gen1").await;
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
     dp.wait_revision(first, WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
     let second = cp.create_services(1, "gen2").await;
     dp.wait_revision(second, WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
     cp.kill();
     dp.kill();
 
