@@ -8,6 +8,7 @@ mod clustering;
 mod consumers;
 mod crud;
 mod error;
+mod health;
 mod oldlayer;
 mod paginate;
 mod plugins;
@@ -91,6 +92,7 @@ pub fn router(admin: Admin) -> Router {
         .merge(snis::router())
         .merge(upstreams::router())
         .merge(targets::router())
+        .merge(health::router())
         .merge(clustering::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(method_not_allowed)

@@ -40,7 +40,8 @@ fn config(n: usize) -> ConfigSet {
 fn matching(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_match");
     for n in [100usize, 1_000, 10_000] {
-        let compiled = Compiled::compile(std::sync::Arc::new(config(n)), &Default::default()).expect("compiles");
+        let compiled = Compiled::compile(std::sync::Arc::new(config(n)), &Default::default(), &Default::default())
+            .expect("compiles");
         let path = format!("/lc/{}/items", n / 2 + 1);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
@@ -58,7 +59,9 @@ fn rebuild(c: &mut Criterion) {
     for n in [1_000usize, 10_000] {
         let set = std::sync::Arc::new(config(n));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| black_box(Compiled::compile(set.clone(), &Default::default()).expect("compiles")))
+            b.iter(|| {
+                black_box(Compiled::compile(set.clone(), &Default::default(), &Default::default()).expect("compiles"))
+            })
         });
     }
     group.finish();

@@ -12,6 +12,7 @@ use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 use serde_json::Value;
 
+use crate::balancer::{Balancer, Registry};
 use crate::router::{PathRule, RouteInfo, RouteSpec, Router};
 
 /// Why a configuration cannot be served here.
@@ -44,10 +45,12 @@ pub struct Service {
     pub ip: Option<std::net::IpAddr>,
     /// Identifies the destination in the connection pool.
     pub pool_key: Arc<str>,
+    /// The ring balancer when the host names an Upstream (its port is then ignored).
+    pub balancer: Option<Arc<Balancer>>,
 }
 
 impl Service {
-    fn compile(doc: &Value) -> Result<Service, String> {
+    fn compile(doc: &Value, balancers: &HashMap<Arc<str>, Arc<Balancer>>) -> Result<Service, String> {
         let s = |k: &str| doc.get(k).and_then(Value::as_str);
         let n = |k: &str, d: u64| doc.get(k).and_then(Value::as_u64).unwrap_or(d);
         let id = s("id").ok_or("missing id")?;
@@ -56,7 +59,10 @@ impl Service {
         let port = u16::try_from(n("port", if https { 443 } else { 80 })).map_err(|_| "port out of range")?;
         let default_port = if https { 443 } else { 80 };
         let host_header = if port == default_port { host.clone() } else { format!("{host}:{port}") };
+        let ip = host.trim_start_matches('[').trim_end_matches(']').parse().ok();
+        let balancer = if ip.is_none() { balancers.get(host.as_str()).cloned() } else { None };
         Ok(Service {
+            balancer,
             id: id.into(),
             id_header: HeaderValue::from_str(id).map_err(|_| "invalid id")?,
             name: s("name").and_then(|n| HeaderValue::from_str(n).ok()),
@@ -68,7 +74,7 @@ impl Service {
             write_timeout: Duration::from_millis(n("write_timeout", 60_000)),
             read_timeout: Duration::from_millis(n("read_timeout", 60_000)),
             host_header: HeaderValue::from_str(&host_header).map_err(|_| "invalid host")?,
-            ip: host.trim_start_matches('[').trim_end_matches(']').parse().ok(),
+            ip,
             pool_key: format!("{}://{host}:{port}", if https { "https" } else { "http" }).into(),
             host,
         })
@@ -76,7 +82,7 @@ impl Service {
 
     #[cfg(test)]
     pub fn for_tests(id: &str) -> Service {
-        Service::compile(&serde_json::json!({"id": id, "host": "example.com", "port": 80})).unwrap()
+        Service::compile(&serde_json::json!({"id": id, "host": "example.com", "port": 80}), &HashMap::new()).unwrap()
     }
 }
 
@@ -107,7 +113,11 @@ impl Compiled {
     /// # Errors
     /// The first entity this data plane cannot serve (a plugin it does not have, a regex its
     /// engines refuse, a certificate that does not load).
-    pub fn compile(set: Arc<ConfigSet>, plugins: &HashSet<String>) -> Result<Compiled, CompileError> {
+    pub fn compile(
+        set: Arc<ConfigSet>,
+        plugins: &HashSet<String>,
+        balancers: &Registry,
+    ) -> Result<Compiled, CompileError> {
         for plugin in set.table("plugins") {
             let name = plugin.get("name").and_then(Value::as_str).unwrap_or_default();
             if !plugins.contains(name) {
@@ -115,8 +125,9 @@ impl Compiled {
             }
         }
         let mut services = HashMap::new();
+        let by_name = balancers.compile(&set);
         for doc in set.table("services") {
-            let service = Service::compile(doc).map_err(|e| err("services", doc, e))?;
+            let service = Service::compile(doc, &by_name).map_err(|e| err("services", doc, e))?;
             services.insert(service.id.clone(), Arc::new(service));
         }
         let mut specs = Vec::new();

@@ -8,6 +8,7 @@
 //! response → log phase off the hot path.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod balancer;
 pub mod compiled;
 pub mod config;
 pub mod head_guard;
@@ -65,11 +66,12 @@ impl Started {
 /// # Errors
 /// Start-up failures (listeners, cache directory, TLS material).
 pub async fn start(config: Config) -> anyhow::Result<Started> {
-    let live = Arc::new(Live::default());
+    let live = Arc::new(Live::new(balancer::Registry::system()));
     let plugins: HashSet<String> = config.plugins.iter().cloned().collect();
     // Never serve an empty configuration when a cache exists.
     if let Some(set) = DiskCache::new(config.cache_dir.clone()).load() {
-        match Compiled::compile(Arc::new(set), &plugins) {
+        live.balancers.prepare(&set).await;
+        match Compiled::compile(Arc::new(set), &plugins, &live.balancers) {
             Ok(compiled) => {
                 tracing::info!(revision = compiled.revision(), "serving the cached configuration");
                 live.store(compiled);
@@ -77,6 +79,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             Err(e) => tracing::warn!(error = %e, "the cached configuration cannot be served"),
         }
     }
+    tokio::spawn(balancer::Registry::refresh_loop(Arc::downgrade(&live.balancers)));
     let identity = Identity { node_id: node_id(&config)?, hostname: hostname() };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::balancer::Registry;
 use crate::compiled::Compiled;
 
 #[derive(Debug, Default)]
 pub struct Live {
     current: ArcSwap<Compiled>,
+    /// Upstream balancers, kept across configurations (their health state outlives a swap).
+    pub balancers: Arc<Registry>,
     connected: AtomicBool,
     pub counters: SyncCounters,
 }
@@ -25,6 +28,10 @@ pub struct SyncCounters {
 }
 
 impl Live {
+    pub fn new(balancers: Registry) -> Live {
+        Live { balancers: Arc::new(balancers), ..Live::default() }
+    }
+
     pub fn load(&self) -> Arc<Compiled> {
         self.current.load_full()
     }

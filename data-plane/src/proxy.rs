@@ -20,6 +20,7 @@ pub use body::{ReqBody, ResBody};
 pub use error::{ProxyError, SERVER_TOKEN};
 pub use upstream::Connector;
 
+use crate::balancer::hash::{HashInput, Hashed};
 use crate::live::Live;
 use crate::router;
 
@@ -185,36 +186,66 @@ impl Proxy {
         // Tries = 1 + retries, on failures before a response header (connect errors, timeouts,
         // closed connections), as nginx's `proxy_next_upstream error timeout`. A request with a
         // body can only be replayed while its body is unsent, so it is retried only then.
-        let replay =
-            matches!(body, ReqBody::Empty).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let replay = (service.retries > 0 && matches!(body, ReqBody::Empty))
+            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
         let sni = if route.preserve_host && service.https { Some(host_no_port.to_string()) } else { None };
+        // Balanced services hash once per request; each try moves one position on (§5.4).
+        let hashed = match &service.balancer {
+            Some(b) if !b.hash.is_none() => {
+                b.hash.hash(&HashInput { headers: &parts.headers, client_ip: conn.peer.ip(), consumer: None })
+            }
+            _ => Hashed::default(),
+        };
         let proxy_latency = millis(started);
         let sent = Instant::now();
         let mut upstream_req = Request::from_parts(parts, body);
         let mut tries_left = service.retries;
+        let mut try_number = 0;
         let mut reused_once = false;
-        let (pooled, mut response) = loop {
-            let pooled_conn =
-                if wants_upgrade || sni.is_some() { None } else { upstream::Connector::checkout(service) };
+        let mut last_failure = None;
+        let (pooled, mut response, peer) = loop {
+            let peer = match &service.balancer {
+                Some(b) => match b.ring().pick(b.position(hashed.hash, try_number)) {
+                    Some(p) => Some(p.clone()),
+                    None => return Err(last_failure.unwrap_or(ProxyError::NoPeer)),
+                },
+                None => None,
+            };
+            try_number += 1;
+            if let Some(p) = &peer {
+                if !route.preserve_host {
+                    upstream_req.headers_mut().insert(header::HOST, p.host_header(service.https).clone());
+                }
+            }
+            let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
+            let pooled_conn = if wants_upgrade || sni.is_some() { None } else { upstream::Connector::checkout(key) };
             let from_pool = pooled_conn.is_some();
             let mut conn = match pooled_conn {
                 Some(c) => c,
-                None => match self.connector.connect(service, sni.as_deref(), wants_upgrade).await {
+                None => match self.connector.connect(service, peer.as_deref(), sni.as_deref(), wants_upgrade).await {
                     Ok(c) => c,
-                    Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) if tries_left > 0 => {
+                    Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) => {
+                        if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                            b.observe_failure(p, matches!(e, ProxyError::Timeout));
+                        }
+                        if tries_left == 0 {
+                            return Err(e);
+                        }
                         tracing::debug!(error = %e, tries_left, "upstream connect failed; retrying");
                         tries_left -= 1;
+                        last_failure = Some(e);
                         continue;
                     }
                     Err(e) => return Err(e),
                 },
             };
             let failure = match tokio::time::timeout(service.read_timeout, conn.send(upstream_req)).await {
-                Ok(Ok(r)) => break (conn, r),
+                Ok(Ok(r)) => break (conn, r, peer),
                 Ok(Err(mut e)) => match e.take_message() {
                     // Not sent: a pooled connection the upstream had closed. Once, for free.
                     Some(unsent) if from_pool && !reused_once => {
                         reused_once = true;
+                        try_number -= 1;
                         upstream_req = unsent;
                         continue;
                     }
@@ -235,15 +266,27 @@ impl Proxy {
                         upstream_req = rebuild(r);
                         ProxyError::Timeout
                     }
-                    None => return Err(ProxyError::Timeout),
+                    None => {
+                        if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                            b.observe_failure(p, true);
+                        }
+                        return Err(ProxyError::Timeout);
+                    }
                 },
             };
+            if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                b.observe_failure(p, matches!(failure, ProxyError::Timeout));
+            }
             if tries_left == 0 {
                 return Err(failure);
             }
             tracing::debug!(error = %failure, tries_left, "upstream try failed; retrying");
             tries_left -= 1;
+            last_failure = Some(failure);
         };
+        if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+            b.observe_status(p, response.status().as_u16());
+        }
         let upstream_latency = millis(sent);
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -263,6 +306,9 @@ impl Proxy {
         h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));
         h.insert("x-kong-upstream-latency", upstream_latency);
         h.insert("x-kong-proxy-latency", proxy_latency);
+        if let Some(cookie) = hashed.set_cookie {
+            h.append(header::SET_COOKIE, cookie);
+        }
         if debug {
             if let Ok(v) = HeaderValue::from_str(&route.id) {
                 h.insert("kong-route-id", v);

@@ -14,8 +14,8 @@ use serde_json::Value;
 use crate::proto::Change;
 
 /// Tables whose rows travel to data planes.
-pub const TABLES: [&str; 8] =
-    ["services", "routes", "consumers", "certificates", "snis", "plugins", "upstreams", "targets"];
+pub const TABLES: [&str; 9] =
+    ["services", "routes", "consumers", "certificates", "snis", "plugins", "upstreams", "targets", "target_health"];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ApplyError {

@@ -34,7 +34,7 @@ fn created_of(doc: &Doc) -> i64 {
 }
 
 /// The whole history of an upstream's targets, oldest first.
-async fn history(admin: &Admin, upstream_id: &str) -> ApiResult<Vec<Doc>> {
+pub(super) async fn history(admin: &Admin, upstream_id: &str) -> ApiResult<Vec<Doc>> {
     let filter = [Filter { field: "upstream_id", value: upstream_id.to_string() }];
     let mut rows = admin.store.list(Table::Targets, &filter, &Page { after: None, size: u32::MAX / 2 }).await?;
     rows.sort_by(|a, b| created_of(a).cmp(&created_of(b)).then_with(|| str_of(a, "id").cmp(str_of(b, "id"))));
@@ -76,7 +76,13 @@ async fn create(State(admin): State<Admin>, Path(upstream): Path<String>, mut in
 /// The current targets: newest entry per target string, weight above 0, by target descending.
 async fn list_active(State(admin): State<Admin>, Path(upstream): Path<String>) -> ApiResult {
     let up = upstreams::fetch(&admin, &upstream).await?;
-    let rows = history(&admin, str_of(&up, "id")).await?;
+    let data: Vec<Value> = active(&admin, str_of(&up, "id")).await?.into_iter().map(render).collect();
+    Ok(ok(&json!({"total": data.len(), "data": data, "next": null})))
+}
+
+/// An upstream's current targets, in `GET /targets` order.
+pub(super) async fn active(admin: &Admin, upstream_id: &str) -> ApiResult<Vec<Doc>> {
+    let rows = history(admin, upstream_id).await?;
     let mut latest: HashMap<String, Doc> = HashMap::new();
     for row in rows {
         latest.insert(str_of(&row, "target").to_string(), row);
@@ -85,8 +91,7 @@ async fn list_active(State(admin): State<Admin>, Path(upstream): Path<String>) -
         latest.into_values().filter(|d| d.get("weight").and_then(Value::as_f64).unwrap_or(0.0) > 0.0).collect();
     // Kong sorts by "<target>:<created_at>:<id>" descending, i.e. by target string.
     active.sort_by(|a, b| str_of(b, "target").cmp(str_of(a, "target")));
-    let data: Vec<Value> = active.into_iter().map(render).collect();
-    Ok(ok(&json!({"total": data.len(), "data": data, "next": null})))
+    Ok(active)
 }
 
 async fn list_all(State(admin): State<Admin>, Path(upstream): Path<String>, q: ListQuery) -> ApiResult {

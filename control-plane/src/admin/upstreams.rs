@@ -44,7 +44,15 @@ fn assemble(id: String, created_at: i64, fields: serde_json::Map<String, Value>)
 }
 
 async fn write(admin: &Admin, op: Op, doc: &Doc) -> ApiResult<()> {
-    match admin.store.commit(vec![op]).await {
+    // Changing an upstream rebuilds its balancers with every target healthy (as Kong does),
+    // so manual health commands for it are void.
+    let mut ops = Vec::new();
+    if let Op::Update(_, d) = &op {
+        let id = d.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        ops.push(Op::DeleteWhere(Table::TargetHealth, "upstream_id", id));
+    }
+    ops.push(op);
+    match admin.store.commit(ops).await {
         Ok(_) => Ok(()),
         Err(StoreError::Unique { column, .. }) => {
             let value = doc.get(&column).and_then(Value::as_str).unwrap_or_default();
@@ -115,7 +123,11 @@ async fn remove(State(admin): State<Admin>, Path(upstream): Path<String>) -> Api
     let id = stored.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     admin
         .store
-        .commit(vec![Op::DeleteWhere(Table::Targets, "upstream_id", id.clone()), Op::Delete(Table::Upstreams, id)])
+        .commit(vec![
+            Op::DeleteWhere(Table::TargetHealth, "upstream_id", id.clone()),
+            Op::DeleteWhere(Table::Targets, "upstream_id", id.clone()),
+            Op::Delete(Table::Upstreams, id),
+        ])
         .await?;
     Ok(no_content())
 }

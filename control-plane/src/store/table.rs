@@ -14,13 +14,16 @@ pub enum Table {
     Plugins,
     Upstreams,
     Targets,
+    /// Manual target health (`POST /upstreams/{u}/targets/{t}/healthy|unhealthy`), kept
+    /// until superseded so data planes that connect later apply it too.
+    TargetHealth,
 }
 
 /// A column and the path of the document field that fills it.
 type Column = (&'static str, &'static [&'static str]);
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Services,
         Table::Routes,
         Table::Consumers,
@@ -29,6 +32,7 @@ impl Table {
         Table::Plugins,
         Table::Upstreams,
         Table::Targets,
+        Table::TargetHealth,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Table {
             Table::Plugins => "plugins",
             Table::Upstreams => "upstreams",
             Table::Targets => "targets",
+            Table::TargetHealth => "target_health",
         }
     }
 
@@ -63,7 +68,7 @@ impl Table {
                 ("consumer_id", &["consumer_id"]),
             ],
             Table::Upstreams => &[("name", &["name"])],
-            Table::Targets => &[("upstream_id", &["upstream_id"]), ("target", &["target"])],
+            Table::Targets | Table::TargetHealth => &[("upstream_id", &["upstream_id"]), ("target", &["target"])],
         }
     }
 

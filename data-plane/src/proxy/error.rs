@@ -25,6 +25,8 @@ pub enum ProxyError {
     Upstream(String),
     #[error("name resolution failed")]
     Dns,
+    #[error("no available peer in the upstream's ring")]
+    NoPeer,
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<ResBody> {
@@ -49,6 +51,10 @@ impl ProxyError {
                 r
             }
             ProxyError::Dns => json(StatusCode::SERVICE_UNAVAILABLE, "{\"message\":\"name resolution failed\"}\n"),
+            ProxyError::NoPeer => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{\"message\":\"failure to get a peer from the ring-balancer\"}\n",
+            ),
             ProxyError::BadRequest(_) => {
                 let mut r = negotiated(StatusCode::BAD_REQUEST, accept);
                 r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));

@@ -23,6 +23,7 @@ use tokio_rustls::TlsConnector;
 
 use super::body::ReqBody;
 use super::error::ProxyError;
+use crate::balancer::ring::Peer;
 use crate::compiled::Service;
 
 /// Idle connections kept per destination and worker thread.
@@ -119,11 +120,11 @@ impl Connector {
         Connector { resolver, tls: TlsConnector::from(Arc::new(config)) }
     }
 
-    /// An idle pooled connection to `service`'s destination, if one is ready.
-    pub fn checkout(service: &Service) -> Option<Pooled> {
+    /// An idle pooled connection to a destination, if one is ready.
+    pub fn checkout(key: &Arc<str>) -> Option<Pooled> {
         POOL.with(|p| {
             let mut pool = p.borrow_mut();
-            let idle = pool.get_mut(&service.pool_key)?;
+            let idle = pool.get_mut(key)?;
             while let Some(mut conn) = idle.pop() {
                 // Nothing polled the driver since the last response ended: let it settle
                 // (mark itself idle, or notice the peer closed) before asking if it is ready.
@@ -136,17 +137,27 @@ impl Connector {
         })
     }
 
-    /// A new connection, within the service's connect timeout.
-    /// `sni` overrides the TLS server name (the client's Host with `preserve_host`).
-    pub async fn connect(&self, service: &Service, sni: Option<&str>, upgrades: bool) -> Result<Pooled, ProxyError> {
-        let addr = self.resolve(service).await?;
+    /// A new connection, within the service's connect timeout, to `peer` when the service is
+    /// balanced, else to the service's host. `sni` overrides the TLS server name (the
+    /// client's Host with `preserve_host`).
+    pub async fn connect(
+        &self,
+        service: &Service,
+        peer: Option<&Peer>,
+        sni: Option<&str>,
+        upgrades: bool,
+    ) -> Result<Pooled, ProxyError> {
+        let (addr, host, key) = match peer {
+            Some(p) => (p.addr, &*p.hostname, p.pool_key(service.https)),
+            None => (self.resolve(service).await?, service.host.as_str(), &service.pool_key),
+        };
         let tcp = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ProxyError::Timeout)?
             .map_err(|e| ProxyError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let io = if service.https {
-            let name = ServerName::try_from(sni.unwrap_or(&service.host).to_string())
+            let name = ServerName::try_from(sni.unwrap_or(host).to_string())
                 .map_err(|e| ProxyError::Connect(e.to_string()))?;
             let tls = tokio::time::timeout(service.connect_timeout, self.tls.connect(name, tcp))
                 .await
@@ -166,7 +177,7 @@ impl Connector {
         } else {
             Some(Box::pin(conn))
         };
-        Ok(Pooled { key: service.pool_key.clone(), sender, driver })
+        Ok(Pooled { key: key.clone(), sender, driver })
     }
 
     async fn resolve(&self, service: &Service) -> Result<SocketAddr, ProxyError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gatehouse_shared::proto::config_sync_client::ConfigSyncClient;
 use gatehouse_shared::proto::control_plane_message::Message as In;
 use gatehouse_shared::proto::data_plane_message::Message as Out;
-use gatehouse_shared::proto::{Ack, Change, DataPlaneMessage, Hello, Nack, Status};
+use gatehouse_shared::proto::{Ack, Change, DataPlaneMessage, Hello, Nack, Status, TargetHealth};
 use gatehouse_shared::snapshot::ConfigSet;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -111,6 +111,9 @@ pub async fn run(config: Config, identity: Identity, live: Arc<Live>, mut shutdo
     }
 }
 
+/// How long a health change waits for others before it is reported.
+const HEALTH_REPORT_DELAY: Duration = Duration::from_millis(50);
+
 /// At most one cache write per this interval: a burst of revisions costs one write.
 const PERSIST_EVERY: Duration = Duration::from_millis(250);
 
@@ -148,6 +151,7 @@ impl Follower {
         self.live.counters.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(control_plane = %self.config.control_plane, revision = current.set.revision, "connected");
         let mut ticker = tokio::time::interval(self.config.status_interval);
+        let health_changed = self.live.balancers.changed.clone();
         let mut snapshot: Vec<Change> = Vec::new();
         // After a NACK, batches that do not follow our revision are expected until the
         // control plane resends from it.
@@ -191,16 +195,29 @@ impl Follower {
                         Some(In::UpToDate(u)) => {
                             tracing::debug!(revision = u.revision, "configuration is up to date");
                         }
-                        Some(In::Command(c)) => tracing::debug!(id = %c.id, "command received"),
                         None => {}
                     }
                 }
-                _ = ticker.tick() => {
-                    let status = Status { applied_revision: self.live.load().revision(), targets: Vec::new() };
-                    send(&tx, Out::Status(status)).await?;
+                _ = ticker.tick() => send(&tx, Out::Status(self.status())).await?,
+                _ = health_changed.notified() => {
+                    // Let a burst of changes (a whole round of probes) settle into one report.
+                    tokio::time::sleep(HEALTH_REPORT_DELAY).await;
+                    send(&tx, Out::Status(self.status())).await?;
                 }
             }
         }
+    }
+
+    /// The applied revision and every target's health.
+    fn status(&self) -> Status {
+        let targets = self
+            .live
+            .balancers
+            .reports()
+            .into_iter()
+            .map(|t| TargetHealth { upstream_id: t.upstream_id, target: t.target, health: t.health.to_string() })
+            .collect();
+        Status { applied_revision: self.live.load().revision(), targets }
     }
 
     /// Compiles and swaps in `next`, ACKing it; or NACKs and keeps the current one. Returns
@@ -211,7 +228,10 @@ impl Follower {
         next: Result<ConfigSet, CompileError>,
         tx: &mpsc::Sender<DataPlaneMessage>,
     ) -> Result<bool, SyncError> {
-        let compiled = next.and_then(|set| Compiled::compile(Arc::new(set), &self.plugins));
+        if let Ok(set) = &next {
+            self.live.balancers.prepare(set).await;
+        }
+        let compiled = next.and_then(|set| Compiled::compile(Arc::new(set), &self.plugins, &self.live.balancers));
         match compiled {
             Ok(compiled) => {
                 let set = compiled.set.clone();

@@ -1,0 +1,172 @@
+//! Consistent-hashing input (kong-0.14-core-behavior §5.5): `hash_on`, then `hash_fallback`,
+//! hashed with CRC-32 as Kong's `crc32_short` does. Nothing here allocates unless a cookie
+//! has to be minted.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use http::header::{HeaderName, COOKIE};
+use http::{HeaderMap, HeaderValue};
+use serde_json::Value;
+
+const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashOn {
+    None,
+    Consumer,
+    Ip,
+    Header(HeaderName),
+    Cookie { name: String, path: String },
+}
+
+/// What a request offers the hash.
+pub struct HashInput<'a> {
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+    /// The authenticated consumer's id (or credential's), when a plugin set one.
+    pub consumer: Option<&'a str>,
+}
+
+/// The outcome: a hash, or round robin; and a cookie to hand the client when one was minted.
+#[derive(Debug, Default)]
+pub struct Hashed {
+    pub hash: Option<u32>,
+    pub set_cookie: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HashPolicy {
+    pub primary: HashOn,
+    pub fallback: HashOn,
+}
+
+fn parse(doc: &Value, which: &str, header_field: &str) -> HashOn {
+    let s = |k: &str| doc.get(k).and_then(Value::as_str);
+    match s(which).unwrap_or("none") {
+        "consumer" => HashOn::Consumer,
+        "ip" => HashOn::Ip,
+        "header" => {
+            s(header_field).and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()).map_or(HashOn::None, HashOn::Header)
+        }
+        "cookie" => match s("hash_on_cookie") {
+            Some(name) => {
+                HashOn::Cookie { name: name.to_string(), path: s("hash_on_cookie_path").unwrap_or("/").into() }
+            }
+            None => HashOn::None,
+        },
+        _ => HashOn::None,
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+        (k.trim_ascii() == name.as_bytes()).then(|| v[1..].trim_ascii())
+    })
+}
+
+impl HashPolicy {
+    pub fn parse(upstream: &Value) -> HashPolicy {
+        HashPolicy {
+            primary: parse(upstream, "hash_on", "hash_on_header"),
+            fallback: parse(upstream, "hash_fallback", "hash_fallback_header"),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.primary == HashOn::None
+    }
+
+    pub fn hash(&self, input: &HashInput<'_>) -> Hashed {
+        if let Some(h) = one(&self.primary, input) {
+            return h;
+        }
+        one(&self.fallback, input).unwrap_or_default()
+    }
+}
+
+fn one(on: &HashOn, input: &HashInput<'_>) -> Option<Hashed> {
+    let hash = match on {
+        HashOn::None => return None,
+        HashOn::Consumer => CRC.checksum(input.consumer?.as_bytes()),
+        HashOn::Ip => {
+            let mut buf = [0u8; 48];
+            let mut w = &mut buf[..];
+            write!(w, "{}", input.client_ip).ok()?;
+            let left = w.len();
+            CRC.checksum(&buf[..buf.len() - left])
+        }
+        HashOn::Header(name) => {
+            let mut values = input.headers.get_all(name).iter().peekable();
+            values.peek()?;
+            let mut digest = CRC.digest();
+            for v in values {
+                digest.update(v.as_bytes());
+            }
+            digest.finalize()
+        }
+        HashOn::Cookie { name, path } => match cookie(input.headers, name) {
+            Some(v) => CRC.checksum(v),
+            None => {
+                // No cookie yet: mint one, hash on it now, and hand it to the client.
+                let id = uuid::Uuid::new_v4().to_string();
+                let set_cookie = HeaderValue::from_str(&format!("{name}={id}; Path={path}")).ok();
+                return Some(Hashed { hash: Some(CRC.checksum(id.as_bytes())), set_cookie });
+            }
+        },
+    };
+    Some(Hashed { hash: Some(hash), set_cookie: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(headers: &HeaderMap) -> HashInput<'_> {
+        HashInput { headers, client_ip: IpAddr::from([10, 0, 0, 1]), consumer: None }
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(CRC.checksum(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn header_then_fallback_then_round_robin() {
+        let p = HashPolicy::parse(&json!({"hash_on": "header", "hash_on_header": "x-a",
+            "hash_fallback": "header", "hash_fallback_header": "x-b"}));
+        let mut h = HeaderMap::new();
+        assert!(p.hash(&input(&h)).hash.is_none());
+        h.insert("x-b", HeaderValue::from_static("v"));
+        assert_eq!(p.hash(&input(&h)).hash, Some(CRC.checksum(b"v")));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        assert_eq!(p.hash(&input(&h)).hash, Some(CRC.checksum(b"12")), "repeated headers concatenate");
+    }
+
+    #[test]
+    fn ip_hashes_the_address_text() {
+        let p = HashPolicy::parse(&json!({"hash_on": "ip"}));
+        assert_eq!(p.hash(&input(&HeaderMap::new())).hash, Some(CRC.checksum(b"10.0.0.1")));
+    }
+
+    #[test]
+    fn cookie_is_read_or_minted() {
+        let p =
+            HashPolicy::parse(&json!({"hash_on": "cookie", "hash_on_cookie": "sid", "hash_on_cookie_path": "/app"}));
+        let mut h = HeaderMap::new();
+        let minted = p.hash(&input(&h));
+        let set = minted.set_cookie.unwrap();
+        let set = set.to_str().unwrap();
+        assert!(set.starts_with("sid=") && set.ends_with("; Path=/app"), "{set}");
+        let id = &set[4..40];
+        assert_eq!(minted.hash, Some(CRC.checksum(id.as_bytes())));
+        h.insert(COOKIE, HeaderValue::from_str(&format!("a=b; sid={id}; c=d")).unwrap());
+        let again = p.hash(&input(&h));
+        assert_eq!(again.hash, minted.hash);
+        assert!(again.set_cookie.is_none());
+    }
+}
