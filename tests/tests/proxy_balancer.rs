@@ -587,6 +587,35 @@ async fn passive_checks_trip_after_n_failures() {
     assert_eq!(state(&health(&gw.admin, "passive.test").await, &failing_t), "UNHEALTHY", "it stays down");
 }
 
+/// A refused connection is retried on the next wheel position (kong-0.14-core-behavior §4.9,
+/// §5.4): every request still succeeds from the live target; passive `tcp_failures` then take
+/// the dead one out, and with `retries = 0` nothing is retried.
+#[tokio::test]
+async fn retries_move_to_another_target() {
+    let gw = Standalone::start().await;
+    let live = Upstream::echo("live").await;
+    let dead = format!("127.0.0.1:{}", dead_port());
+    let checks = json!({"passive": {"unhealthy": {"tcp_failures": 2}}});
+    balanced(&gw, "retry.test", json!({ "healthchecks": checks }), "/retry").await;
+    add_target(&gw, "retry.test", &dead, 100).await;
+    add_target(&gw, "retry.test", &local(live.addr()), 100).await;
+    gw.sync().await;
+
+    let counts = tally(&burst(gw.proxy_addr(), "/retry", &[], 40).await);
+    assert_eq!(counts, BTreeMap::from([("live".to_owned(), 40)]), "every request is retried onto the live target");
+    let h =
+        wait_health(&gw.admin, "retry.test", "the refused target UNHEALTHY", |h| state(h, &dead) == "UNHEALTHY").await;
+    assert_eq!(state(&h, &local(live.addr())), "HEALTHY", "{h}");
+
+    // Without retries a request that lands on the dead target fails with Kong's 502.
+    let other = balanced(&gw, "noretry.test", Value::Null, "/noretry").await;
+    add_target(&gw, "noretry.test", &dead, 100).await;
+    gw.patch(&format!("/services/svc-{}", other["name"].as_str().unwrap()), json!({"retries": 0})).await;
+    gw.sync().await;
+    let r = gw.get("/noretry").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+}
+
 #[tokio::test]
 async fn dns_named_target() {
     let gw = Standalone::start().await;
