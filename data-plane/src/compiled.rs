@@ -13,6 +13,8 @@ use rustls::sign::CertifiedKey;
 use serde_json::Value;
 
 use crate::balancer::{Balancer, Registry};
+use crate::credentials::Credentials;
+use crate::plugins::{self, chain::Plugins, Chain};
 use crate::router::{PathRule, RouteInfo, RouteSpec, Router};
 
 /// Why a configuration cannot be served here.
@@ -93,6 +95,8 @@ pub struct Compiled {
     pub router: Router,
     /// Certificates by exact SNI name.
     pub certs: HashMap<String, Arc<CertifiedKey>>,
+    /// Consumers and credentials for the auth plugins.
+    pub creds: Credentials,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -130,12 +134,17 @@ impl Compiled {
             let service = Service::compile(doc, &by_name).map_err(|e| err("services", doc, e))?;
             services.insert(service.id.clone(), Arc::new(service));
         }
+        let plugins =
+            Plugins::index(set.table("plugins"), |name, config| plugins::build(name, config).map_err(|e| e.0))
+                .map_err(|(id, reason)| CompileError { entity: "plugins".into(), id, reason })?;
+        let none = Arc::new(Chain::default());
         let mut specs = Vec::new();
         for doc in set.table("routes") {
-            specs.push(route_spec(doc, &services).map_err(|e| err("routes", doc, e))?);
+            specs.push(route_spec(doc, &services, &plugins, &none).map_err(|e| err("routes", doc, e))?);
         }
         let certs = compile_certs(&set)?;
-        Ok(Compiled { router: Router::new(specs), certs, set })
+        let creds = Credentials::compile(&set);
+        Ok(Compiled { router: Router::new(specs), certs, creds, set })
     }
 
     pub fn revision(&self) -> i64 {
@@ -150,15 +159,23 @@ fn strings(doc: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn route_spec(doc: &Value, services: &HashMap<Arc<str>, Arc<Service>>) -> Result<RouteSpec, String> {
+fn route_spec(
+    doc: &Value,
+    services: &HashMap<Arc<str>, Arc<Service>>,
+    plugins: &Plugins,
+    none: &Arc<Chain>,
+) -> Result<RouteSpec, String> {
     let id = doc.get("id").and_then(Value::as_str).ok_or("missing id")?;
     let service_id = doc.get("service").and_then(|s| s.get("id")).and_then(Value::as_str).ok_or("missing service")?;
     let service = services.get(service_id).cloned().ok_or_else(|| format!("service {service_id} is missing"))?;
     let protocols = strings(doc, "protocols");
     let paths = strings(doc, "paths").iter().map(|p| PathRule::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    let id: Arc<str> = id.into();
+    let chain = plugins.chain(&id, &service.id);
     Ok(RouteSpec {
         info: Arc::new(RouteInfo {
-            id: id.into(),
+            plugins: if chain.is_empty() { none.clone() } else { Arc::new(chain) },
+            id,
             service,
             strip_path: doc.get("strip_path").and_then(Value::as_bool).unwrap_or(true),
             preserve_host: doc.get("preserve_host").and_then(Value::as_bool).unwrap_or(false),

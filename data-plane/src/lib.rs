@@ -11,8 +11,10 @@
 pub mod balancer;
 pub mod compiled;
 pub mod config;
+pub mod credentials;
 pub mod head_guard;
 pub mod live;
+pub mod plugins;
 pub mod proxy;
 pub mod router;
 pub mod server;

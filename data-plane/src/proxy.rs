@@ -8,6 +8,7 @@ mod headers;
 mod upstream;
 mod uri;
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +23,10 @@ pub use upstream::Connector;
 
 use crate::balancer::hash::{HashInput, Hashed};
 use crate::live::Live;
+use crate::plugins::{self, LogEntry, RequestCtx, Resolved};
+
+/// What a retry needs to send a request again.
+type Replay = (http::Method, Uri, http::HeaderMap, Option<bytes::Bytes>);
 use crate::router;
 
 /// Where a request came in.
@@ -136,12 +141,7 @@ impl Proxy {
         if route.https_only && !conn.https {
             return Err(ProxyError::HttpsRequired);
         }
-        let target = uri::upstream_target(
-            path,
-            if route.strip_path { m.strip } else { None },
-            service.path.as_deref(),
-            req.uri().query(),
-        );
+        let strip = if route.strip_path { m.strip } else { None };
         let debug = req.headers().contains_key("kong-debug");
         let wants_upgrade = req
             .headers()
@@ -178,22 +178,65 @@ impl Proxy {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
+        let mut body =
+            if incoming_is_empty(&parts.headers, &incoming) { ReqBody::Empty } else { ReqBody::Stream(incoming) };
+
+        // Plugins (access phase); routes without any skip all of this.
+        let mut resolved = Resolved::default();
+        let mut consumer: Option<Arc<str>> = None;
+        let mut rewritten_query: Option<Option<String>> = None;
+        if !route.plugins.is_empty() {
+            let mut ctx = RequestCtx {
+                method: &parts.method,
+                version: parts.version,
+                target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                path: parts.uri.path(),
+                query: parts.uri.query().map(Cow::Borrowed),
+                headers: &mut parts.headers,
+                body: &mut body,
+                client_ip: conn.peer.ip(),
+                https: conn.https,
+                trusted,
+                route_id: &route.id,
+                service_id: &service.id,
+                config: &config,
+                consumer: None,
+                credential: None,
+            };
+            match plugins::access(&route.plugins, &mut ctx).await {
+                Ok(r) => resolved = r,
+                Err(response) => return Ok(*response),
+            }
+            consumer = ctx.consumer.as_ref().map(|c| c.id.clone());
+            if ctx.query.as_deref() != parts.uri.query() {
+                rewritten_query = Some(ctx.query.map(Cow::into_owned));
+            }
+        }
+        let query = match &rewritten_query {
+            Some(q) => q.as_deref(),
+            None => parts.uri.query(),
+        };
+        let target = uri::upstream_target(parts.uri.path(), strip, service.path.as_deref(), query);
         parts.uri = Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
         parts.version = Version::HTTP_11;
-        let body =
-            if incoming_is_empty(&parts.headers, &incoming) { ReqBody::Empty } else { ReqBody::Stream(incoming) };
 
         // Tries = 1 + retries, on failures before a response header (connect errors, timeouts,
         // closed connections), as nginx's `proxy_next_upstream error timeout`. A request with a
         // body can only be replayed while its body is unsent, so it is retried only then.
-        let replay = (service.retries > 0 && matches!(body, ReqBody::Empty))
-            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let replay = match &body {
+            _ if service.retries == 0 => None,
+            ReqBody::Empty => Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone(), None)),
+            ReqBody::Full(b) => Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone(), Some(b.clone()))),
+            ReqBody::Stream(_) => None,
+        };
         let sni = if route.preserve_host && service.https { Some(host_no_port.to_string()) } else { None };
         // Balanced services hash once per request; each try moves one position on (§5.4).
         let hashed = match &service.balancer {
-            Some(b) if !b.hash.is_none() => {
-                b.hash.hash(&HashInput { headers: &parts.headers, client_ip: conn.peer.ip(), consumer: None })
-            }
+            Some(b) if !b.hash.is_none() => b.hash.hash(&HashInput {
+                headers: &parts.headers,
+                client_ip: conn.peer.ip(),
+                consumer: consumer.as_deref(),
+            }),
             _ => Hashed::default(),
         };
         let proxy_latency = millis(started);
@@ -318,6 +361,14 @@ impl Proxy {
                 h.insert("kong-service-name", name.clone());
             }
         }
+        resolved.header_filter(&mut parts);
+        resolved.log(LogEntry {
+            status: parts.status.as_u16(),
+            route_id: route.id.clone(),
+            service_id: service.id.clone(),
+            consumer_id: consumer,
+            latency_ms: started.elapsed().as_millis() as u64,
+        });
         let keep = if switching || sni.is_some() {
             None
         } else if hyper::body::Body::is_end_stream(&body) {
@@ -331,9 +382,9 @@ impl Proxy {
     }
 }
 
-/// A bodiless request again, for another try.
-fn rebuild((method, uri, headers): &(http::Method, Uri, http::HeaderMap)) -> Request<ReqBody> {
-    let mut req = Request::new(ReqBody::Empty);
+/// The request again, for another try: bodiless, or with a body held in memory.
+fn rebuild((method, uri, headers, body): &Replay) -> Request<ReqBody> {
+    let mut req = Request::new(body.clone().map_or(ReqBody::Empty, ReqBody::Full));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri.clone();
     *req.headers_mut() = headers.clone();

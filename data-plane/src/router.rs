@@ -27,6 +27,8 @@ pub struct RouteInfo {
     pub preserve_host: bool,
     /// `protocols` is `["https"]` only: plain HTTP gets a 426.
     pub https_only: bool,
+    /// The plugins that apply on this route, in run order.
+    pub plugins: Arc<crate::plugins::Chain>,
 }
 
 /// A route as the router holds it.

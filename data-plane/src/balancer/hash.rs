@@ -59,7 +59,8 @@ fn parse(doc: &Value, which: &str, header_field: &str) -> HashOn {
     }
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+/// The value of cookie `name` in the request's Cookie headers.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).find_map(|pair| {
         let pair = pair.trim_ascii();
         let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
@@ -107,7 +108,7 @@ fn one(on: &HashOn, input: &HashInput<'_>) -> Option<Hashed> {
             }
             digest.finalize()
         }
-        HashOn::Cookie { name, path } => match cookie(input.headers, name) {
+        HashOn::Cookie { name, path } => match cookie_value(input.headers, name) {
             Some(v) => CRC.checksum(v),
             None => {
                 // No cookie yet: mint one, hash on it now, and hand it to the client.

@@ -13,6 +13,8 @@ use super::upstream::Pooled;
 pub enum ReqBody {
     Empty,
     Stream(Incoming),
+    /// A body a plugin read into memory (and maybe rewrote).
+    Full(Bytes),
 }
 
 impl Body for ReqBody {
@@ -23,6 +25,14 @@ impl Body for ReqBody {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Full(b) => {
+                let data = std::mem::take(b);
+                if data.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+            }
         }
     }
 
@@ -30,6 +40,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => true,
             ReqBody::Stream(b) => b.is_end_stream(),
+            ReqBody::Full(b) => b.is_empty(),
         }
     }
 
@@ -37,6 +48,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Stream(b) => b.size_hint(),
+            ReqBody::Full(b) => SizeHint::with_exact(b.len() as u64),
         }
     }
 }

@@ -11,6 +11,7 @@ fn spec(id: &str, hosts: &[&str], paths: &[&str], methods: &[&str], priority: i6
             strip_path: true,
             preserve_host: false,
             https_only: false,
+            plugins: Arc::default(),
         }),
         hosts: hosts.iter().map(|s| s.to_string()).collect(),
         paths: paths.iter().map(|p| PathRule::parse(p).unwrap()).collect(),

@@ -1,0 +1,78 @@
+//! Consumers and their credentials, indexed by what requests present (a key, a username, a
+//! token), built when the configuration compiles so a lookup is one hash probe.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gatehouse_shared::snapshot::ConfigSet;
+use serde_json::Value;
+
+use crate::plugins::Consumer;
+
+#[derive(Debug, Default)]
+pub struct Credentials {
+    pub consumers: HashMap<Arc<str>, Arc<Consumer>>,
+    /// key-auth credentials by `key`.
+    pub keys: HashMap<String, Arc<Value>>,
+    /// basic-auth credentials by `username`.
+    pub basic: HashMap<String, Arc<Value>>,
+    /// hmac-auth credentials by `username`.
+    pub hmac: HashMap<String, Arc<Value>>,
+    /// jwt secrets by `key`.
+    pub jwt: HashMap<String, Arc<Value>>,
+    /// oauth2 applications by `client_id`.
+    pub oauth2_clients: HashMap<String, Arc<Value>>,
+    /// oauth2 applications by `id`.
+    pub oauth2_by_id: HashMap<String, Arc<Value>>,
+    /// oauth2 tokens by `access_token` and by `refresh_token`.
+    pub oauth2_tokens: HashMap<String, Arc<Value>>,
+    pub oauth2_refresh: HashMap<String, Arc<Value>>,
+    /// oauth2 authorization codes by `code`.
+    pub oauth2_codes: HashMap<String, Arc<Value>>,
+}
+
+fn by(set: &ConfigSet, table: &str, field: &str) -> HashMap<String, Arc<Value>> {
+    set.table(table).filter_map(|d| Some((d.get(field).and_then(Value::as_str)?.to_string(), Arc::clone(d)))).collect()
+}
+
+impl Credentials {
+    pub fn compile(set: &ConfigSet) -> Credentials {
+        let mut groups: HashMap<&str, Vec<(i64, String)>> = HashMap::new();
+        for acl in set.table("acls") {
+            let (Some(c), Some(g)) =
+                (acl.get("consumer_id").and_then(Value::as_str), acl.get("group").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            let at = acl.get("created_at").and_then(Value::as_i64).unwrap_or(0);
+            groups.entry(c).or_default().push((at, g.to_string()));
+        }
+        let consumers = set
+            .table("consumers")
+            .filter_map(|doc| {
+                let id = doc.get("id").and_then(Value::as_str)?;
+                let mut g = groups.remove(id).unwrap_or_default();
+                g.sort();
+                let consumer = Consumer::from_doc(doc, g.into_iter().map(|(_, g)| g).collect())?;
+                Some((consumer.id.clone(), Arc::new(consumer)))
+            })
+            .collect();
+        Credentials {
+            consumers,
+            keys: by(set, "keyauth_credentials", "key"),
+            basic: by(set, "basicauth_credentials", "username"),
+            hmac: by(set, "hmacauth_credentials", "username"),
+            jwt: by(set, "jwt_secrets", "key"),
+            oauth2_clients: by(set, "oauth2_credentials", "client_id"),
+            oauth2_by_id: by(set, "oauth2_credentials", "id"),
+            oauth2_tokens: by(set, "oauth2_tokens", "access_token"),
+            oauth2_refresh: by(set, "oauth2_tokens", "refresh_token"),
+            oauth2_codes: by(set, "oauth2_authorization_codes", "code"),
+        }
+    }
+
+    /// The consumer owning a credential row.
+    pub fn owner(&self, credential: &Value) -> Option<&Arc<Consumer>> {
+        self.consumers.get(credential.get("consumer_id").and_then(Value::as_str)?)
+    }
+}

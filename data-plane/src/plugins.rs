@@ -1,0 +1,124 @@
+//! The plugin runtime (kong-0.14-plugins §1).
+//!
+//! A plugin is one value implementing [`Plugin`], built from one plugin row's `config` when the
+//! configuration compiles; each phase is a trait method whose default does nothing, so a
+//! plugin implements only the phases it acts in (the shape of Pingora's `ProxyHttp`). Which
+//! row applies to a request follows Kong's eight-level precedence; [`chain`] resolves it per
+//! route ahead of time, leaving the request one table lookup per plugin, and only when a
+//! consumer-specific row exists.
+//!
+//! A rejection in `access` stops the remaining access handlers; `header_filter` still runs for
+//! every plugin that had a configuration, and `log` runs after the response on its own task.
+
+mod acl;
+mod auth;
+mod basic_auth;
+mod body;
+pub mod chain;
+mod ctx;
+mod hmac_auth;
+mod jwt;
+mod key_auth;
+mod reply;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::response::Parts;
+use http::Response;
+use serde_json::Value;
+
+pub use chain::{Chain, Resolved};
+pub use ctx::{Consumer, Credential, RequestCtx};
+pub use reply::{Rejected, Reply};
+
+/// What `access` decided.
+pub enum Access<'a> {
+    Continue,
+    /// Answer with this instead of proxying.
+    Respond(Rejected),
+    /// The decision needs I/O (a directory server, the control plane): wait for it.
+    Wait(Pin<Box<dyn Future<Output = Result<(), Rejected>> + Send + 'a>>),
+}
+
+/// What the log phase sees, after the response has gone.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub status: u16,
+    pub route_id: Arc<str>,
+    pub service_id: Arc<str>,
+    pub consumer_id: Option<Arc<str>>,
+    pub latency_ms: u64,
+}
+
+/// One configured plugin. Every phase defaults to doing nothing.
+pub trait Plugin: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Before routing; only global configurations get here.
+    fn rewrite(&self, _ctx: &mut RequestCtx<'_>) {}
+
+    fn access<'a>(&'a self, _ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
+        Access::Continue
+    }
+
+    /// On the response head, proxied or produced by a plugin.
+    fn header_filter(&self, _response: &mut Parts) {}
+
+    /// Whether [`Plugin::log`] does anything: a chain with no logger spawns no task.
+    fn logs(&self) -> bool {
+        false
+    }
+
+    fn log(&self, _entry: &LogEntry) {}
+}
+
+/// Why a plugin row cannot be served.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// Builds the plugin for a row's `config`; `None` for plugins this data plane accepts but does
+/// not run (their rows are kept, and they do nothing).
+///
+/// # Errors
+/// A configuration the plugin cannot use (the control plane validated it, so this means the
+/// two disagree).
+pub fn build(name: &str, config: &Value) -> Result<Option<Arc<dyn Plugin>>, BuildError> {
+    Ok(match name {
+        "key-auth" => Some(Arc::new(key_auth::KeyAuth::new(config)?)),
+        "basic-auth" => Some(Arc::new(basic_auth::BasicAuth::new(config)?)),
+        "hmac-auth" => Some(Arc::new(hmac_auth::HmacAuth::new(config)?)),
+        "jwt" => Some(Arc::new(jwt::Jwt::new(config)?)),
+        "acl" => Some(Arc::new(acl::Acl::new(config)?)),
+        _ => None,
+    })
+}
+
+/// Runs `access` of every resolved plugin in order until one answers.
+pub async fn access(chain: &Chain, ctx: &mut RequestCtx<'_>) -> Result<Resolved, Rejected> {
+    let mut resolved = Resolved::default();
+    for (i, entry) in chain.entries.iter().enumerate() {
+        let Some(plugin) = entry.resolve(ctx.consumer.as_ref().map(|c| &c.id)) else { continue };
+        resolved.push(plugin.clone());
+        let outcome = match plugin.access(ctx) {
+            Access::Continue => Ok(()),
+            Access::Respond(r) => Err(r),
+            Access::Wait(f) => f.await,
+        };
+        if let Err(mut response) = outcome {
+            // Remaining plugins do not run `access`, but their header filters still apply.
+            for rest in &chain.entries[i + 1..] {
+                if let Some(p) = rest.resolve(ctx.consumer.as_ref().map(|c| &c.id)) {
+                    resolved.push(p.clone());
+                }
+            }
+            let (mut parts, body) = (*response).into_parts();
+            resolved.header_filter(&mut parts);
+            *response = Response::from_parts(parts, body);
+            return Err(response);
+        }
+    }
+    Ok(resolved)
+}

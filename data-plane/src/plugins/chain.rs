@@ -1,0 +1,262 @@
+//! Which plugin row applies, resolved per route when the configuration compiles
+//! (kong-0.14-plugins §1.4). For route R, service S and consumer C the first enabled row wins
+//! among (R,S,C), (R,–,C), (–,S,C), (R,S,–), (–,–,C), (R,–,–), (–,S,–), (–,–,–). Without a
+//! consumer only the consumer-free levels count, so each route keeps that answer (`base`)
+//! and, only for consumers that have rows of their own, the full eight-level answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use http::response::Parts;
+use serde_json::Value;
+
+use super::{LogEntry, Plugin};
+
+type Instance = Arc<dyn Plugin>;
+/// Whether the plugin is `no_consumer`, and its rows by scope.
+type Rows = (bool, HashMap<Scope, Instance>);
+
+/// One plugin name's configuration for one route.
+pub struct Entry {
+    base: Option<Instance>,
+    by_consumer: HashMap<Arc<str>, Option<Instance>>,
+}
+
+impl Entry {
+    /// The configuration for the request's consumer, if any applies.
+    #[inline]
+    pub fn resolve(&self, consumer: Option<&Arc<str>>) -> Option<&Instance> {
+        if let Some(c) = consumer {
+            if !self.by_consumer.is_empty() {
+                if let Some(hit) = self.by_consumer.get(c) {
+                    return hit.as_ref();
+                }
+            }
+        }
+        self.base.as_ref()
+    }
+}
+
+/// A route's plugins in run order (priority, highest first).
+#[derive(Default)]
+pub struct Chain {
+    pub entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("plugins", &self.entries.len()).finish()
+    }
+}
+
+impl Chain {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The plugins that had a configuration for a request, for the later phases.
+#[derive(Default)]
+pub struct Resolved(Vec<Instance>);
+
+impl Resolved {
+    pub(super) fn push(&mut self, p: Instance) {
+        self.0.push(p);
+    }
+
+    pub fn header_filter(&self, parts: &mut Parts) {
+        for p in &self.0 {
+            p.header_filter(parts);
+        }
+    }
+
+    /// Runs the log phase on its own task, so the response never waits for it.
+    pub fn log(self, entry: LogEntry) {
+        if !self.0.iter().any(|p| p.logs()) {
+            return;
+        }
+        tokio::spawn(async move {
+            for p in self.0.iter().filter(|p| p.logs()) {
+                p.log(&entry);
+            }
+        });
+    }
+}
+
+/// The ids a plugin row is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Scope {
+    route: Option<Arc<str>>,
+    service: Option<Arc<str>>,
+    consumer: Option<Arc<str>>,
+}
+
+/// Every enabled plugin row, indexed for [`Plugins::chain`].
+#[derive(Default)]
+pub struct Plugins {
+    /// By priority (highest first), then name: each name's rows by scope.
+    by_name: Vec<(&'static str, bool, HashMap<Scope, Instance>)>,
+}
+
+fn id(doc: &Value, key: &str) -> Option<Arc<str>> {
+    doc.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(Into::into)
+}
+
+impl Plugins {
+    /// Indexes the rows of the `plugins` table; `build` turns a row into its plugin (None: a
+    /// plugin this data plane does not run). Disabled rows are left out: a lower level applies.
+    ///
+    /// # Errors
+    /// The first row whose plugin cannot be built, with the reason.
+    pub fn index<'a>(
+        rows: impl Iterator<Item = &'a Arc<Value>>,
+        build: impl Fn(&str, &Value) -> Result<Option<Instance>, String>,
+    ) -> Result<Plugins, (String, String)> {
+        let mut by_name: BTreeMap<(std::cmp::Reverse<u32>, &'static str), Rows> = BTreeMap::new();
+        for row in rows {
+            if row.get("enabled").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            let name = row.get("name").and_then(Value::as_str).unwrap_or_default();
+            let Some(schema) = gatehouse_shared::schema::plugin(name) else { continue };
+            let config = row.get("config").cloned().unwrap_or(Value::Null);
+            let row_id = row.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let Some(instance) = build(name, &config).map_err(|e| (row_id, e))? else { continue };
+            let scope = Scope {
+                route: id(row, "route_id"),
+                service: id(row, "service_id"),
+                consumer: if schema.no_consumer() { None } else { id(row, "consumer_id") },
+            };
+            // A no_consumer plugin bound to a consumer never applies.
+            if schema.no_consumer() && id(row, "consumer_id").is_some() {
+                continue;
+            }
+            by_name
+                .entry((std::cmp::Reverse(schema.priority()), schema.name()))
+                .or_insert_with(|| (schema.no_consumer(), HashMap::new()))
+                .1
+                .insert(scope, instance);
+        }
+        Ok(Plugins { by_name: by_name.into_iter().map(|((_, n), (nc, rows))| (n, nc, rows)).collect() })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The chain for a route of `service`.
+    pub fn chain(&self, route: &Arc<str>, service: &Arc<str>) -> Chain {
+        let mut entries = Vec::new();
+        for (_, no_consumer, rows) in &self.by_name {
+            let at = |r: bool, s: bool, c: Option<&Arc<str>>| {
+                rows.get(&Scope {
+                    route: r.then(|| route.clone()),
+                    service: s.then(|| service.clone()),
+                    consumer: c.cloned(),
+                })
+                .cloned()
+            };
+            // Levels 4, 6, 7, 8.
+            let base = at(true, true, None)
+                .or_else(|| at(true, false, None))
+                .or_else(|| at(false, true, None))
+                .or_else(|| at(false, false, None));
+            let mut by_consumer = HashMap::new();
+            if !no_consumer {
+                for scope in rows.keys() {
+                    let Some(c) = &scope.consumer else { continue };
+                    if by_consumer.contains_key(c) {
+                        continue;
+                    }
+                    let relevant = scope.route.as_ref().is_none_or(|r| r == route)
+                        && scope.service.as_ref().is_none_or(|s| s == service);
+                    if !relevant {
+                        continue;
+                    }
+                    // Levels 1, 2, 3, then 4, then 5, then 6–8.
+                    let pick = at(true, true, Some(c))
+                        .or_else(|| at(true, false, Some(c)))
+                        .or_else(|| at(false, true, Some(c)))
+                        .or_else(|| at(true, true, None))
+                        .or_else(|| at(false, false, Some(c)))
+                        .or_else(|| base.clone());
+                    by_consumer.insert(c.clone(), pick);
+                }
+            }
+            if base.is_some() || !by_consumer.is_empty() {
+                entries.push(Entry { base, by_consumer });
+            }
+        }
+        Chain { entries }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Named(&'static str);
+    impl Plugin for Named {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+    }
+
+    fn label(p: Option<&Instance>) -> &'static str {
+        p.map_or("none", |p| p.name())
+    }
+
+    #[test]
+    fn eight_levels_in_order() {
+        // rate-limiting accepts consumer_id; each row's config names its level.
+        let rows: Vec<Arc<Value>> = [
+            json!({"id": "1", "name": "rate-limiting", "route_id": "R", "service_id": "S", "consumer_id": "C", "config": "l1"}),
+            json!({"id": "4", "name": "rate-limiting", "route_id": "R", "service_id": "S", "config": "l4"}),
+            json!({"id": "5", "name": "rate-limiting", "consumer_id": "D", "config": "l5"}),
+            json!({"id": "7", "name": "rate-limiting", "service_id": "S", "config": "l7"}),
+            json!({"id": "8", "name": "rate-limiting", "config": "l8", "enabled": true}),
+            json!({"id": "x", "name": "rate-limiting", "service_id": "S2", "config": "off", "enabled": false}),
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let build = |_: &str, c: &Value| -> Result<Option<Instance>, String> {
+            let name: &'static str = match c.as_str() {
+                Some("l1") => "l1",
+                Some("l4") => "l4",
+                Some("l5") => "l5",
+                Some("l7") => "l7",
+                Some("l8") => "l8",
+                _ => "other",
+            };
+            Ok(Some(Arc::new(Named(name))))
+        };
+        let plugins = Plugins::index(rows.iter(), build).unwrap();
+        let (r, s, other_r, s2) = (Arc::from("R"), Arc::from("S"), Arc::from("R2"), Arc::from("S2"));
+        let chain = plugins.chain(&r, &s);
+        let e = &chain.entries[0];
+        assert_eq!(label(e.resolve(None)), "l4");
+        assert_eq!(label(e.resolve(Some(&Arc::from("C")))), "l1");
+        assert_eq!(label(e.resolve(Some(&Arc::from("D")))), "l4", "level 4 beats level 5");
+        let chain = plugins.chain(&other_r, &s);
+        assert_eq!(label(chain.entries[0].resolve(Some(&Arc::from("D")))), "l5");
+        assert_eq!(label(chain.entries[0].resolve(None)), "l7");
+        let chain = plugins.chain(&other_r, &s2);
+        assert_eq!(label(chain.entries[0].resolve(None)), "l8", "a disabled row falls back");
+    }
+
+    #[test]
+    fn priority_orders_the_chain() {
+        let rows: Vec<Arc<Value>> = [json!({"id": "a", "name": "acl"}), json!({"id": "k", "name": "key-auth"})]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let build = |n: &str, _: &Value| -> Result<Option<Instance>, String> {
+            Ok(Some(Arc::new(Named(if n == "acl" { "acl" } else { "key-auth" }))))
+        };
+        let chain = Plugins::index(rows.iter(), build).unwrap().chain(&Arc::from("R"), &Arc::from("S"));
+        let names: Vec<_> = chain.entries.iter().map(|e| label(e.resolve(None))).collect();
+        assert_eq!(names, ["key-auth", "acl"]);
+    }
+}

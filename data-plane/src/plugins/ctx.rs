@@ -1,0 +1,143 @@
+//! What plugins see of a request, and the authentication state they build on it.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method};
+use serde_json::Value;
+
+use crate::compiled::Compiled;
+use crate::proxy::ReqBody;
+
+/// A consumer as the auth plugins hand it on: the header values are built once, at compile.
+#[derive(Debug)]
+pub struct Consumer {
+    pub id: Arc<str>,
+    pub id_header: HeaderValue,
+    pub username: Option<HeaderValue>,
+    pub custom_id: Option<HeaderValue>,
+    /// ACL groups, oldest first.
+    pub groups: Vec<String>,
+    /// `X-Consumer-Groups`: the groups joined with `, `.
+    pub groups_header: Option<HeaderValue>,
+}
+
+impl Consumer {
+    pub fn from_doc(doc: &Value, groups: Vec<String>) -> Option<Consumer> {
+        let s = |k: &str| doc.get(k).and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok());
+        let id = doc.get("id").and_then(Value::as_str)?;
+        Some(Consumer {
+            id: id.into(),
+            id_header: HeaderValue::from_str(id).ok()?,
+            username: s("username"),
+            custom_id: s("custom_id"),
+            groups_header: (!groups.is_empty()).then(|| HeaderValue::from_str(&groups.join(", ")).ok()).flatten(),
+            groups,
+        })
+    }
+}
+
+/// What authenticated the request.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A credential row (key-auth, basic-auth, hmac-auth, jwt, oauth2).
+    Row(Arc<Value>),
+    /// ldap-auth: a directory user with no consumer.
+    Ldap { username: String },
+}
+
+impl Credential {
+    /// The owning consumer's id, for plugins (acl) that need one without a consumer.
+    pub fn consumer_id(&self) -> Option<&str> {
+        match self {
+            Credential::Row(doc) => doc.get("consumer_id").and_then(Value::as_str),
+            Credential::Ldap { .. } => None,
+        }
+    }
+}
+
+/// The request during the access phase. Header changes go to the upstream.
+pub struct RequestCtx<'a> {
+    pub method: &'a Method,
+    pub version: http::Version,
+    /// The request target (path and query) as received.
+    pub target: &'a str,
+    /// The path as received.
+    pub path: &'a str,
+    /// The query string; plugins that hide credentials rewrite it.
+    pub query: Option<Cow<'a, str>>,
+    pub headers: &'a mut HeaderMap,
+    pub body: &'a mut ReqBody,
+    pub client_ip: IpAddr,
+    /// The client connection is TLS.
+    pub https: bool,
+    /// The client is in `trusted_ips` (its X-Forwarded-* headers are believed).
+    pub trusted: bool,
+    pub route_id: &'a Arc<str>,
+    pub service_id: &'a Arc<str>,
+    pub config: &'a Compiled,
+    pub consumer: Option<Arc<Consumer>>,
+    pub credential: Option<Credential>,
+}
+
+/// Bodies plugins read are buffered up to this size; larger ones are not parsed.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+impl RequestCtx<'_> {
+    /// The query arguments named `name` (case-sensitive), decoded.
+    pub fn query_args(&self, name: &str) -> Vec<String> {
+        let Some(q) = self.query.as_deref() else { return Vec::new() };
+        url::form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == name).map(|(_, v)| v.into_owned()).collect()
+    }
+
+    /// Whether the query has `name` with no value at all (`?jwt` rather than `?jwt=`).
+    pub fn query_has_bare(&self, name: &str) -> bool {
+        self.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == name))
+    }
+
+    /// Removes every `name` argument from the query, re-encoding the rest.
+    pub fn remove_query_arg(&mut self, name: &str) {
+        let Some(q) = self.query.as_deref() else { return };
+        let kept: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k != name)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        self.query = if kept.is_empty() {
+            None
+        } else {
+            Some(Cow::Owned(url::form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish()))
+        };
+    }
+
+    /// The request body, read into memory (at most [`BODY_LIMIT`]) and kept for the upstream.
+    /// `None` when it is larger or the client failed sending it.
+    pub async fn read_body(&mut self) -> Option<Bytes> {
+        use http_body_util::BodyExt;
+        match std::mem::replace(self.body, ReqBody::Empty) {
+            ReqBody::Empty => Some(Bytes::new()),
+            ReqBody::Full(b) => {
+                *self.body = ReqBody::Full(b.clone());
+                Some(b)
+            }
+            ReqBody::Stream(incoming) => {
+                let limited = http_body_util::Limited::new(incoming, BODY_LIMIT);
+                let bytes = limited.collect().await.ok()?.to_bytes();
+                *self.body = ReqBody::Full(bytes.clone());
+                Some(bytes)
+            }
+        }
+    }
+
+    /// Replaces the body the upstream gets (Content-Length follows).
+    pub fn set_body(&mut self, bytes: Bytes) {
+        self.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        *self.body = ReqBody::Full(bytes);
+    }
+
+    /// The header's value as text, if present and ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}

@@ -1,0 +1,239 @@
+//! hmac-auth (kong-0.14-plugins §4.3): an HMAC signature over chosen headers and the request
+//! line, with a clock-skew window and optional body digest.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+
+use ring::hmac;
+use serde_json::Value;
+
+use super::auth::{self, anonymous};
+use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
+
+const CANNOT_VERIFY: &str = "HMAC signature cannot be verified";
+const NO_DATE: &str =
+    "HMAC signature cannot be verified, a valid date or x-date header is required for HMAC Authentication";
+const MISMATCH: &str = "HMAC signature does not match";
+
+pub struct HmacAuth {
+    hide_credentials: bool,
+    clock_skew: Duration,
+    anonymous: Option<Arc<str>>,
+    validate_request_body: bool,
+    enforce_headers: Vec<String>,
+    algorithms: Vec<String>,
+}
+
+/// The parameters of an `hmac …` authorization value.
+#[derive(Debug, Default, PartialEq)]
+struct Params {
+    username: String,
+    algorithm: String,
+    headers: Vec<String>,
+    signature: String,
+}
+
+fn parse(value: &str) -> Option<Params> {
+    let value = value.trim_start();
+    let (scheme, rest) = value.split_at(value.find(char::is_whitespace)?);
+    if !scheme.eq_ignore_ascii_case("hmac") {
+        return None;
+    }
+    let mut p = Params::default();
+    for pair in rest.split(',') {
+        let (k, v) = pair.trim().split_once('=')?;
+        let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
+        match k.trim() {
+            "username" => p.username = v.to_string(),
+            "algorithm" => p.algorithm = v.to_string(),
+            "headers" => p.headers = v.split(' ').filter(|h| !h.is_empty()).map(str::to_owned).collect(),
+            "signature" => p.signature = v.to_string(),
+            _ => {}
+        }
+    }
+    (!p.username.is_empty()).then_some(p)
+}
+
+fn algorithm(name: &str) -> Option<hmac::Algorithm> {
+    Some(match name {
+        "hmac-sha1" => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        "hmac-sha256" => hmac::HMAC_SHA256,
+        "hmac-sha384" => hmac::HMAC_SHA384,
+        "hmac-sha512" => hmac::HMAC_SHA512,
+        _ => return None,
+    })
+}
+
+fn strings(config: &Value, key: &str) -> Vec<String> {
+    config
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2.0",
+        _ => "1.1",
+    }
+}
+
+impl HmacAuth {
+    pub fn new(config: &Value) -> Result<HmacAuth, BuildError> {
+        let mut algorithms = strings(config, "algorithms");
+        if algorithms.is_empty() {
+            algorithms = ["hmac-sha1", "hmac-sha256", "hmac-sha384", "hmac-sha512"].map(str::to_owned).to_vec();
+        }
+        let skew = config.get("clock_skew").and_then(Value::as_f64).unwrap_or(300.0).max(0.0);
+        Ok(HmacAuth {
+            hide_credentials: config.get("hide_credentials").and_then(Value::as_bool).unwrap_or(false),
+            clock_skew: Duration::from_secs_f64(skew),
+            anonymous: anonymous(config),
+            validate_request_body: config.get("validate_request_body").and_then(Value::as_bool).unwrap_or(false),
+            enforce_headers: strings(config, "enforce_headers"),
+            algorithms,
+        })
+    }
+
+    fn date_ok(&self, ctx: &RequestCtx<'_>) -> bool {
+        let now = SystemTime::now();
+        ["x-date", "date"].iter().any(|h| {
+            ctx.header(h).and_then(|d| httpdate::parse_http_date(d).ok()).is_some_and(|t| {
+                let diff = now.duration_since(t).or_else(|_| t.duration_since(now)).unwrap_or_default();
+                diff <= self.clock_skew
+            })
+        })
+    }
+
+    fn signing_string(ctx: &RequestCtx<'_>, headers: &[String], request_line: &str) -> String {
+        let mut lines = Vec::with_capacity(headers.len());
+        for name in headers {
+            if name.eq_ignore_ascii_case("request-line") {
+                lines.push(request_line.to_string());
+            } else {
+                let value = ctx.headers.get(name.as_str()).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                lines.push(format!("{name}:{}", value.map(|v| format!(" {v}")).unwrap_or_default()));
+            }
+        }
+        lines.join("\n")
+    }
+
+    /// Steps 2–6 of the reference; the body digest (step 7) is checked by the caller.
+    fn verify(&self, ctx: &mut RequestCtx<'_>) -> Result<Option<(Arc<Value>, String)>, Rejected> {
+        if !ctx.headers.contains_key("authorization") && !ctx.headers.contains_key("proxy-authorization") {
+            auth::fail(ctx, self.anonymous.as_ref(), Reply::message(401, "Unauthorized"))?;
+            return Ok(None);
+        }
+        if !self.date_ok(ctx) {
+            auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, NO_DATE))?;
+            return Ok(None);
+        }
+        let mut params = None;
+        for header in ["proxy-authorization", "authorization"] {
+            let parsed = ctx.header(header).and_then(parse);
+            if ctx.headers.contains_key(header) && self.hide_credentials {
+                ctx.headers.remove(header);
+            }
+            if parsed.is_some() {
+                params = parsed;
+                break;
+            }
+        }
+        let config = ctx.config;
+        let checked = params.filter(|p| {
+            self.enforce_headers.iter().all(|h| p.headers.iter().any(|s| s.eq_ignore_ascii_case(h)))
+                && self.algorithms.contains(&p.algorithm)
+        });
+        let Some((p, cred)) = checked.and_then(|p| config.creds.hmac.get(&p.username).map(|c| (p, c.clone()))) else {
+            auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, CANNOT_VERIFY))?;
+            return Ok(None);
+        };
+        let secret = cred.get("secret").and_then(Value::as_str).unwrap_or_default();
+        let (Some(alg), Ok(signature)) =
+            (algorithm(&p.algorithm), base64::engine::general_purpose::STANDARD.decode(&p.signature))
+        else {
+            auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH))?;
+            return Ok(None);
+        };
+        let key = hmac::Key::new(alg, secret.as_bytes());
+        let v = version(ctx.version);
+        let line = format!("{} {} HTTP/{v}", ctx.method, ctx.target);
+        let mut ok = hmac::verify(&key, Self::signing_string(ctx, &p.headers, &line).as_bytes(), &signature).is_ok();
+        if !ok {
+            // Kong's compatibility retry: the decoded path without the query.
+            let decoded = percent_encoding::percent_decode_str(ctx.path).decode_utf8_lossy().into_owned();
+            let line = format!("{} {decoded} HTTP/{v}", ctx.method);
+            ok = hmac::verify(&key, Self::signing_string(ctx, &p.headers, &line).as_bytes(), &signature).is_ok();
+        }
+        if !ok {
+            auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH))?;
+            return Ok(None);
+        }
+        Ok(Some((cred, p.username)))
+    }
+
+    fn finish(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: &str) -> Result<(), Rejected> {
+        let Some(consumer) = ctx.config.creds.owner(&cred).cloned() else { return Err(Reply::unexpected().build()) };
+        auth::authenticated(ctx, consumer, Credential::Row(cred), Some(username));
+        Ok(())
+    }
+
+    async fn with_body(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: String) -> Result<(), Rejected> {
+        let body = ctx.read_body().await.unwrap_or_default();
+        let digest = ctx.header("digest").map(str::to_owned);
+        let ok = match digest {
+            None => body.is_empty(),
+            Some(d) => {
+                let sum = ring::digest::digest(&ring::digest::SHA256, &body);
+                let expected = format!("SHA-256={}", base64::engine::general_purpose::STANDARD.encode(sum.as_ref()));
+                auth::same_secret(d.as_bytes(), expected.as_bytes())
+            }
+        };
+        if !ok {
+            return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH));
+        }
+        self.finish(ctx, cred, &username)
+    }
+}
+
+impl Plugin for HmacAuth {
+    fn name(&self) -> &'static str {
+        "hmac-auth"
+    }
+
+    fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
+        if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
+            return Access::Continue;
+        }
+        match self.verify(ctx) {
+            Err(r) => Access::Respond(r),
+            Ok(None) => Access::Continue,
+            Ok(Some((cred, username))) if self.validate_request_body => {
+                Access::Wait(Box::pin(self.with_body(ctx, cred, username)))
+            }
+            Ok(Some((cred, username))) => match self.finish(ctx, cred, &username) {
+                Ok(()) => Access::Continue,
+                Err(r) => Access::Respond(r),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_authorization_value() {
+        let p = parse(r#"hmac username="bob", algorithm="hmac-sha256", headers="date request-line", signature="c2ln""#)
+            .unwrap();
+        assert_eq!(p.username, "bob");
+        assert_eq!(p.headers, ["date", "request-line"]);
+        assert_eq!(p.signature, "c2ln");
+        assert!(parse("Basic Ym9iOnB3").is_none());
+    }
+}

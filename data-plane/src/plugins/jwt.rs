@@ -1,0 +1,247 @@
+//! jwt (kong-0.14-plugins §4.4): a signed token from the query, a cookie or a Bearer header,
+//! verified with the credential its key claim names (HS256/384/512, RS256/512, ES256).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::Method;
+use ring::{hmac, signature};
+use serde_json::{json, Value};
+
+use super::auth::{self, anonymous};
+use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
+
+pub struct Jwt {
+    uri_param_names: Vec<String>,
+    cookie_names: Vec<String>,
+    key_claim_name: String,
+    secret_is_base64: bool,
+    claims_to_verify: Vec<String>,
+    anonymous: Option<Arc<str>>,
+    run_on_preflight: bool,
+    maximum_expiration: f64,
+}
+
+fn strings(config: &Value, key: &str) -> Vec<String> {
+    config
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn b64url(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+}
+
+/// The subjectPublicKey of a PEM public key (SPKI `PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`).
+fn public_key(pem: &[u8]) -> Option<Vec<u8>> {
+    let mut reader = pem;
+    loop {
+        match rustls_pemfile::read_one(&mut reader).ok()?? {
+            rustls_pemfile::Item::SubjectPublicKeyInfo(spki) => {
+                use x509_parser::prelude::FromDer;
+                let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki.as_ref()).ok()?;
+                return Some(info.subject_public_key.data.to_vec());
+            }
+            _ => continue,
+        }
+    }
+}
+
+fn rsa_pkcs1(pem: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let body = text.split("-----BEGIN RSA PUBLIC KEY-----").nth(1)?.split("-----END RSA PUBLIC KEY-----").next()?;
+    let compact: String = body.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(compact).ok()
+}
+
+fn verify(alg: &str, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    let hs = |a| hmac::verify(&hmac::Key::new(a, key), message, sig).is_ok();
+    let public = |a: &'static dyn signature::VerificationAlgorithm| {
+        let der = public_key(key).or_else(|| rsa_pkcs1(key));
+        der.is_some_and(|d| signature::UnparsedPublicKey::new(a, d).verify(message, sig).is_ok())
+    };
+    match alg {
+        "HS256" => hs(hmac::HMAC_SHA256),
+        "HS384" => hs(hmac::HMAC_SHA384),
+        "HS512" => hs(hmac::HMAC_SHA512),
+        "RS256" => public(&signature::RSA_PKCS1_2048_8192_SHA256),
+        "RS512" => public(&signature::RSA_PKCS1_2048_8192_SHA512),
+        "ES256" => public(&signature::ECDSA_P256_SHA256_FIXED),
+        _ => false,
+    }
+}
+
+const ALGORITHMS: [&str; 6] = ["HS256", "HS384", "HS512", "RS256", "RS512", "ES256"];
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Jwt {
+    pub fn new(config: &Value) -> Result<Jwt, BuildError> {
+        let mut uri_param_names = strings(config, "uri_param_names");
+        if config.get("uri_param_names").is_none() {
+            uri_param_names = vec!["jwt".into()];
+        }
+        Ok(Jwt {
+            uri_param_names,
+            cookie_names: strings(config, "cookie_names"),
+            key_claim_name: config.get("key_claim_name").and_then(Value::as_str).unwrap_or("iss").to_string(),
+            secret_is_base64: config.get("secret_is_base64").and_then(Value::as_bool).unwrap_or(false),
+            claims_to_verify: strings(config, "claims_to_verify"),
+            anonymous: anonymous(config),
+            run_on_preflight: config.get("run_on_preflight").and_then(Value::as_bool).unwrap_or(true),
+            maximum_expiration: config.get("maximum_expiration").and_then(Value::as_f64).unwrap_or(0.0),
+        })
+    }
+
+    /// The token, or the 401 message when it is missing or ambiguous.
+    fn token(&self, ctx: &RequestCtx<'_>) -> Result<String, &'static str> {
+        for name in &self.uri_param_names {
+            let args = ctx.query_args(name);
+            match args.len() {
+                0 if ctx.query_has_bare(name) => return Err("Unrecognizable token"),
+                0 => {}
+                1 => return Ok(args.into_iter().next().unwrap_or_default()),
+                _ => return Err("Multiple tokens provided"),
+            }
+        }
+        for name in &self.cookie_names {
+            if let Some(v) = crate::balancer::hash::cookie_value(ctx.headers, name) {
+                if !v.is_empty() {
+                    return Ok(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+        }
+        if let Some(value) = ctx.header("authorization") {
+            let mut parts = value.split_whitespace();
+            if parts.next().is_some_and(|s| s == "Bearer" || s == "bearer") {
+                if let Some(t) = parts.next() {
+                    return Ok(t.to_string());
+                }
+            }
+        }
+        Err("Unauthorized")
+    }
+
+    fn check(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
+        let fail = |ctx: &mut RequestCtx<'_>, r: Reply| auth::fail(ctx, self.anonymous.as_ref(), r);
+        let token = match self.token(ctx) {
+            Ok(t) => t,
+            Err(msg) => return fail(ctx, Reply::message(401, msg)),
+        };
+        let segments: Vec<&str> = token.split('.').collect();
+        let [h64, c64, s64] = segments.as_slice() else {
+            return fail(ctx, Reply::message(401, "Bad token; invalid JSON"));
+        };
+        let decode = |s: &str| b64url(s).and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        let (Some(header), Some(claims)) = (decode(h64), decode(c64)) else {
+            return fail(ctx, Reply::message(401, "Bad token; invalid JSON"));
+        };
+        if header.get("typ").and_then(Value::as_str).is_some_and(|t| !t.eq_ignore_ascii_case("JWT")) {
+            return fail(ctx, Reply::message(401, "Bad token; invalid typ"));
+        }
+        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default().to_string();
+        if !ALGORITHMS.contains(&alg.as_str()) {
+            return fail(ctx, Reply::message(401, "Bad token; invalid alg"));
+        }
+        if !claims.is_object() {
+            return fail(ctx, Reply::message(401, "Bad token; invalid claims"));
+        }
+        let Some(signature) = b64url(s64) else {
+            return fail(ctx, Reply::message(401, "Bad token; invalid signature"));
+        };
+        let claim = &self.key_claim_name;
+        let key = claims.get(claim).or_else(|| header.get(claim)).and_then(Value::as_str).map(str::to_owned);
+        let Some(key) = key else {
+            return fail(ctx, Reply::message(401, &format!("No mandatory '{claim}' in claims")));
+        };
+        let config = ctx.config;
+        let Some(cred) = config.creds.jwt.get(&key) else {
+            return fail(ctx, Reply::message(403, &format!("No credentials found for given '{claim}'")));
+        };
+        if cred.get("algorithm").and_then(Value::as_str).unwrap_or("HS256") != alg {
+            return fail(ctx, Reply::message(403, "Invalid algorithm"));
+        }
+        let material = if alg.starts_with("HS") { "secret" } else { "rsa_public_key" };
+        let mut key_bytes = cred.get(material).and_then(Value::as_str).unwrap_or_default().as_bytes().to_vec();
+        if self.secret_is_base64 {
+            key_bytes = b64url(&String::from_utf8_lossy(&key_bytes)).unwrap_or_default();
+        }
+        if key_bytes.is_empty() {
+            return fail(ctx, Reply::message(403, "Invalid key/secret"));
+        }
+        let message = format!("{h64}.{c64}");
+        if !verify(&alg, &key_bytes, message.as_bytes(), &signature) {
+            return fail(ctx, Reply::message(403, "Invalid signature"));
+        }
+        let mut errors = BTreeMap::new();
+        let now = now();
+        for c in &self.claims_to_verify {
+            let Some(v) = claims.get(c.as_str()) else { continue };
+            let Some(n) = v.as_f64() else {
+                errors.insert(c.clone(), "must be a number");
+                continue;
+            };
+            match c.as_str() {
+                "exp" if n <= now => {
+                    errors.insert(c.clone(), "token expired");
+                }
+                "nbf" if n > now => {
+                    errors.insert(c.clone(), "token not valid yet");
+                }
+                _ => {}
+            }
+        }
+        if !errors.is_empty() {
+            return fail(ctx, Reply::object(401, &json!(errors)));
+        }
+        if self.maximum_expiration > 0.0 {
+            let exp = claims.get("exp").and_then(Value::as_f64);
+            if exp.is_none_or(|e| e - now > self.maximum_expiration) {
+                return fail(ctx, Reply::object(403, &json!({"exp": "exceeds maximum allowed expiration"})));
+            }
+        }
+        let Some(consumer) = config.creds.owner(cred) else {
+            return fail(ctx, Reply::message(403, &format!("Could not find consumer for '{claim}={key}'")));
+        };
+        auth::authenticated(ctx, consumer.clone(), Credential::Row(cred.clone()), None);
+        Ok(())
+    }
+}
+
+impl Plugin for Jwt {
+    fn name(&self) -> &'static str {
+        "jwt"
+    }
+
+    fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
+        if !self.run_on_preflight && ctx.method == Method::OPTIONS {
+            return Access::Continue;
+        }
+        if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
+            return Access::Continue;
+        }
+        match self.check(ctx) {
+            Ok(()) => Access::Continue,
+            Err(r) => Access::Respond(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hs256_round_trip() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"secret");
+        let sig = hmac::sign(&key, b"a.b");
+        assert!(verify("HS256", b"secret", b"a.b", sig.as_ref()));
+        assert!(!verify("HS256", b"other", b"a.b", sig.as_ref()));
+        assert!(!verify("RS256", b"not a pem", b"a.b", sig.as_ref()));
+    }
+}
