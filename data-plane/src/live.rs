@@ -3,17 +3,46 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use gatehouse_shared::proto::Change;
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::balancer::Registry;
 use crate::compiled::Compiled;
+
+/// A write on its way to the control plane, and where its outcome goes.
+#[derive(Debug)]
+pub struct PendingWrite {
+    pub changes: Vec<Change>,
+    pub done: oneshot::Sender<Result<i64, String>>,
+}
+
+/// The data plane's write path to the control plane (see `WriteRequest` in sync.proto): the
+/// sync client drains the queue onto its stream.
+#[derive(Debug)]
+pub struct Writes {
+    tx: mpsc::Sender<PendingWrite>,
+    pub rx: Mutex<mpsc::Receiver<PendingWrite>>,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        Writes { tx, rx: Mutex::new(rx) }
+    }
+}
+
+/// How long a request waits for the control plane to commit what it wrote.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 pub struct Live {
     current: ArcSwap<Compiled>,
     /// Upstream balancers, kept across configurations (their health state outlives a swap).
     pub balancers: Arc<Registry>,
+    pub writes: Writes,
     connected: AtomicBool,
     pub counters: SyncCounters,
 }
@@ -38,6 +67,25 @@ impl Live {
 
     pub fn store(&self, compiled: Compiled) {
         self.current.store(Arc::new(compiled));
+    }
+
+    /// Commits `changes` through the control plane, then waits until this data plane serves
+    /// the revision holding them, so what a client was just handed works here at once.
+    ///
+    /// # Errors
+    /// The control plane refused the write, or is unreachable.
+    pub async fn write(&self, changes: Vec<Change>) -> Result<i64, String> {
+        let (done, result) = oneshot::channel();
+        self.writes.tx.send(PendingWrite { changes, done }).await.map_err(|_| "the sync client is gone".to_string())?;
+        let revision = tokio::time::timeout(WRITE_TIMEOUT, result)
+            .await
+            .map_err(|_| "the control plane did not answer in time".to_string())?
+            .map_err(|_| "the sync stream closed".to_string())??;
+        let started = tokio::time::Instant::now();
+        while self.load().revision() < revision && started.elapsed() < WRITE_TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(revision)
     }
 
     pub fn connected(&self) -> bool {

@@ -19,6 +19,8 @@ mod ctx;
 mod hmac_auth;
 mod jwt;
 mod key_auth;
+mod ldap_auth;
+mod oauth2;
 mod reply;
 
 use std::future::Future;
@@ -92,6 +94,8 @@ pub fn build(name: &str, config: &Value) -> Result<Option<Arc<dyn Plugin>>, Buil
         "hmac-auth" => Some(Arc::new(hmac_auth::HmacAuth::new(config)?)),
         "jwt" => Some(Arc::new(jwt::Jwt::new(config)?)),
         "acl" => Some(Arc::new(acl::Acl::new(config)?)),
+        "oauth2" => Some(Arc::new(oauth2::OAuth2::new(config)?)),
+        "ldap-auth" => Some(Arc::new(ldap_auth::LdapAuth::new(config)?)),
         _ => None,
     })
 }

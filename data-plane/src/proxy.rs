@@ -200,6 +200,7 @@ impl Proxy {
                 route_id: &route.id,
                 service_id: &service.id,
                 config: &config,
+                live: &self.live,
                 consumer: None,
                 credential: None,
             };

@@ -12,13 +12,18 @@ use std::time::Duration;
 
 use gatehouse_shared::proto::control_plane_message::Message as Out;
 use gatehouse_shared::proto::data_plane_message::Message as In;
-use gatehouse_shared::proto::{Change, ControlPlaneMessage, DataPlaneMessage, Deltas, Hello, SnapshotChunk, UpToDate};
+use gatehouse_shared::proto::{
+    Change, ControlPlaneMessage, DataPlaneMessage, Deltas, Hello, SnapshotChunk, UpToDate, WriteResult,
+};
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tonic::{Status, Streaming};
 
 use super::Tail;
-use crate::store::{now_ms, DataPlaneRow, Store};
+use crate::store::{now_ms, DataPlaneRow, Doc, Op, Store, Table};
+
+/// Entities a data plane may create and delete through the sync stream.
+const WRITABLE: [&str; 2] = ["oauth2_tokens", "oauth2_authorization_codes"];
 
 /// Chunks and batches stay under this many bytes of documents.
 const CHUNK_BYTES: usize = 1024 * 1024 - 64 * 1024;
@@ -155,9 +160,45 @@ impl Session {
                 let current = self.row.sync_status.clone();
                 self.record(&current).await;
             }
+            In::Write(w) => {
+                let result = self.write(&w.changes).await;
+                let reply = match result {
+                    Ok(revision) => WriteResult { id: w.id, revision, error: String::new() },
+                    Err(error) => {
+                        tracing::warn!(node = %self.row.id, %error, "data-plane write refused");
+                        WriteResult { id: w.id, revision: 0, error }
+                    }
+                };
+                self.send(Out::WriteResult(reply)).await?;
+            }
             In::Hello(_) => {}
         }
         Ok(())
+    }
+
+    /// Commits what a data plane created at request time. Only the runtime entities a data
+    /// plane owns may be written this way: configuration stays with the Admin API.
+    async fn write(&self, changes: &[Change]) -> Result<i64, String> {
+        let mut ops = Vec::with_capacity(changes.len());
+        for c in changes {
+            let table = Table::from_name(&c.entity)
+                .filter(|t| WRITABLE.contains(&t.name()))
+                .ok_or_else(|| format!("data planes cannot write '{}'", c.entity))?;
+            if c.deleted {
+                ops.push(Op::Delete(table, c.id.clone()));
+            } else {
+                let doc: Doc = serde_json::from_str(&c.document).map_err(|e| format!("bad document: {e}"))?;
+                if doc.get("id").and_then(serde_json::Value::as_str) != Some(c.id.as_str()) {
+                    return Err("document id does not match".into());
+                }
+                ops.push(Op::Insert(table, doc));
+            }
+        }
+        match self.shared.store.commit(ops).await {
+            Ok(Some(revision)) => Ok(revision),
+            Ok(None) => Ok(self.shared.tail.head()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Persists this data plane's row so every control-plane replica can show it.

@@ -78,6 +78,8 @@ pub struct RequestCtx<'a> {
     pub route_id: &'a Arc<str>,
     pub service_id: &'a Arc<str>,
     pub config: &'a Compiled,
+    /// The data plane's shared state: the write path to the control plane.
+    pub live: &'a crate::live::Live,
     pub consumer: Option<Arc<Consumer>>,
     pub credential: Option<Credential>,
 }

@@ -1,6 +1,6 @@
 //! The sync client loop.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +8,9 @@ use std::time::Duration;
 use gatehouse_shared::proto::config_sync_client::ConfigSyncClient;
 use gatehouse_shared::proto::control_plane_message::Message as In;
 use gatehouse_shared::proto::data_plane_message::Message as Out;
-use gatehouse_shared::proto::{Ack, Change, DataPlaneMessage, Hello, Nack, Status, TargetHealth};
+use gatehouse_shared::proto::{Ack, Change, DataPlaneMessage, Hello, Nack, Status, TargetHealth, WriteRequest};
 use gatehouse_shared::snapshot::ConfigSet;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 
@@ -152,6 +152,9 @@ impl Follower {
         tracing::info!(control_plane = %self.config.control_plane, revision = current.set.revision, "connected");
         let mut ticker = tokio::time::interval(self.config.status_interval);
         let health_changed = self.live.balancers.changed.clone();
+        let live = self.live.clone();
+        let mut writes = live.writes.rx.lock().await;
+        let mut pending: HashMap<String, oneshot::Sender<Result<i64, String>>> = HashMap::new();
         let mut snapshot: Vec<Change> = Vec::new();
         // After a NACK, batches that do not follow our revision are expected until the
         // control plane resends from it.
@@ -192,6 +195,11 @@ impl Follower {
                                 }
                             }
                         }
+                        Some(In::WriteResult(r)) => {
+                            if let Some(done) = pending.remove(&r.id) {
+                                let _ = done.send(if r.error.is_empty() { Ok(r.revision) } else { Err(r.error) });
+                            }
+                        }
                         Some(In::UpToDate(u)) => {
                             tracing::debug!(revision = u.revision, "configuration is up to date");
                         }
@@ -199,6 +207,11 @@ impl Follower {
                     }
                 }
                 _ = ticker.tick() => send(&tx, Out::Status(self.status())).await?,
+                Some(w) = writes.recv() => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    pending.insert(id.clone(), w.done);
+                    send(&tx, Out::Write(WriteRequest { id, changes: w.changes })).await?;
+                }
                 _ = health_changed.notified() => {
                     // Let a burst of changes (a whole round of probes) settle into one report.
                     tokio::time::sleep(HEALTH_REPORT_DELAY).await;

@@ -1,0 +1,588 @@
+//! oauth2 (kong-0.14-plugins §4.5): the `/oauth2/authorize` and `/oauth2/token` endpoints
+//! (authorization code, implicit, client credentials, password and refresh grants) and
+//! access-token validation for everything else.
+//!
+//! Codes and tokens are minted here but stored by the control plane (a data plane has no
+//! database): [`Live::write`](crate::live::Live::write) commits them over the sync stream and
+//! waits until this data plane serves them, and the change log carries them to every other
+//! data plane.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use gatehouse_shared::proto::Change;
+use http::{HeaderName, Method};
+use serde_json::{json, Map, Value};
+
+use super::auth::{self, anonymous};
+use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
+
+pub struct OAuth2 {
+    scopes: Option<Vec<String>>,
+    mandatory_scope: bool,
+    provision_key: String,
+    token_expiration: i64,
+    enable_authorization_code: bool,
+    enable_implicit_grant: bool,
+    enable_client_credentials: bool,
+    enable_password_grant: bool,
+    hide_credentials: bool,
+    accept_http_if_already_terminated: bool,
+    anonymous: Option<Arc<str>>,
+    global_credentials: bool,
+    auth_header_name: HeaderName,
+    refresh_token_ttl: i64,
+}
+
+/// An OAuth2 error: `error` code and description.
+type OAuthError = (&'static str, String);
+
+/// A random 32-character token, as Kong makes them (base64 of 24 random bytes with `/` and
+/// `+` replaced).
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 24];
+    let rng = ring::rand::SystemRandom::new();
+    if ring::rand::SecureRandom::fill(&rng, &mut bytes).is_err() {
+        bytes.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    }
+    base64::engine::general_purpose::STANDARD
+        .encode(bytes)
+        .chars()
+        .map(|c| match c {
+            '/' => char::from(b'0' + fastrand::u8(0..10)),
+            '+' => char::from(b'A' + fastrand::u8(0..26)),
+            c => c,
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn flag(config: &Value, key: &str) -> bool {
+    config.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// A parameter as text (numbers as their JSON text); empty when absent.
+fn param(params: &Map<String, Value>, key: &str) -> Option<String> {
+    match params.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Adds `params` to `uri`'s query (or fragment), keys sorted, spaces as `%20`.
+fn with_params(uri: &str, params: &BTreeMap<&str, String>, fragment: bool) -> String {
+    let (base, existing) = match uri.split_once(if fragment { '#' } else { '?' }) {
+        Some((b, e)) => (b, e),
+        None => (uri, ""),
+    };
+    let mut all: BTreeMap<String, String> = url::form_urlencoded::parse(existing.as_bytes()).into_owned().collect();
+    for (k, v) in params {
+        all.insert((*k).to_string(), v.clone());
+    }
+    let encoded: Vec<String> = all
+        .iter()
+        .map(|(k, v)| {
+            let enc =
+                |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect();
+    format!("{base}{}{}", if fragment { '#' } else { '?' }, encoded.join("&"))
+}
+
+fn no_store(r: Reply) -> Reply {
+    r.header("cache-control", "no-store").header("pragma", "no-cache")
+}
+
+fn error_body(e: &OAuthError, state: Option<&str>) -> Value {
+    let mut v = json!({"error": e.0, "error_description": e.1});
+    if let Some(s) = state {
+        v["state"] = json!(s);
+    }
+    v
+}
+
+impl OAuth2 {
+    pub fn new(config: &Value) -> Result<OAuth2, BuildError> {
+        let n = |k: &str, d: i64| config.get(k).and_then(Value::as_f64).map_or(d, |v| v as i64);
+        let header = config.get("auth_header_name").and_then(Value::as_str).unwrap_or("authorization");
+        Ok(OAuth2 {
+            scopes: config
+                .get("scopes")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+            mandatory_scope: flag(config, "mandatory_scope"),
+            provision_key: str_of(config, "provision_key").to_string(),
+            token_expiration: n("token_expiration", 7200),
+            enable_authorization_code: flag(config, "enable_authorization_code"),
+            enable_implicit_grant: flag(config, "enable_implicit_grant"),
+            enable_client_credentials: flag(config, "enable_client_credentials"),
+            enable_password_grant: flag(config, "enable_password_grant"),
+            hide_credentials: flag(config, "hide_credentials"),
+            accept_http_if_already_terminated: flag(config, "accept_http_if_already_terminated"),
+            anonymous: anonymous(config),
+            global_credentials: flag(config, "global_credentials"),
+            auth_header_name: HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
+                .map_err(|_| BuildError(format!("bad auth_header_name '{header}'")))?,
+            refresh_token_ttl: n("refresh_token_ttl", 1_209_600),
+        })
+    }
+
+    /// HTTPS, or plain HTTP behind a trusted TLS terminator when allowed.
+    fn https(&self, ctx: &RequestCtx<'_>) -> Result<(), OAuthError> {
+        if ctx.https {
+            return Ok(());
+        }
+        if self.accept_http_if_already_terminated && ctx.trusted {
+            let protos: Vec<_> = ctx.headers.get_all("x-forwarded-proto").iter().collect();
+            if protos.len() > 1 {
+                return Err(("invalid_request", "Only one X-Forwarded-Proto header allowed".into()));
+            }
+            if protos.first().is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https")) {
+                return Ok(());
+            }
+        }
+        Err(("access_denied", "You must use HTTPS".into()))
+    }
+
+    /// The query merged with the body (form, JSON, multipart).
+    async fn params(ctx: &mut RequestCtx<'_>) -> Map<String, Value> {
+        let mut params: Map<String, Value> = match ctx.query.as_deref() {
+            Some(q) => url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), json!(v))).collect(),
+            None => Map::new(),
+        };
+        if let Some(Value::Object(body)) = super::body::parse(ctx).await {
+            params.extend(body);
+        }
+        params
+    }
+
+    fn scope_check(&self, scope: Option<&Value>) -> Result<Option<String>, OAuthError> {
+        match (scope, &self.scopes) {
+            (Some(Value::String(s)), Some(allowed)) => {
+                for item in s.split(' ').filter(|i| !i.is_empty()) {
+                    if !allowed.iter().any(|a| a == item) {
+                        return Err(("invalid_scope", format!("\"{item}\" is an invalid scope")));
+                    }
+                }
+                Ok(Some(s.clone()))
+            }
+            (Some(Value::String(s)), None) => Ok(Some(s.clone())),
+            (Some(Value::Null) | None, _) if self.mandatory_scope => {
+                Err(("invalid_scope", "You must specify a scope".into()))
+            }
+            (Some(Value::Null) | None, _) => Ok(None),
+            (Some(_), _) => Err(("invalid_scope", "scope must be a string".into())),
+        }
+    }
+
+    fn service_id(&self, ctx: &RequestCtx<'_>) -> Value {
+        if self.global_credentials {
+            Value::Null
+        } else {
+            json!(&**ctx.service_id)
+        }
+    }
+
+    /// A token row (and its refresh token when the grant gives one).
+    fn token(
+        &self,
+        ctx: &RequestCtx<'_>,
+        client: &Value,
+        userid: Option<&str>,
+        scope: Option<&str>,
+        refresh: bool,
+    ) -> Value {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut t = json!({
+            "id": id,
+            "created_at": now_ms(),
+            "credential_id": str_of(client, "id"),
+            "token_type": "bearer",
+            "expires_in": self.token_expiration,
+            "access_token": random_token(),
+            "service_id": self.service_id(ctx),
+        });
+        if refresh && self.token_expiration > 0 {
+            t["refresh_token"] = json!(random_token());
+        }
+        if let Some(u) = userid {
+            t["authenticated_userid"] = json!(u);
+        }
+        if let Some(s) = scope {
+            t["scope"] = json!(s);
+        }
+        t
+    }
+
+    async fn store(ctx: &RequestCtx<'_>, inserts: &[(&str, &Value)], deletes: &[(&str, &str)]) -> Result<(), Rejected> {
+        let mut changes: Vec<Change> = inserts
+            .iter()
+            .map(|(entity, doc)| Change {
+                entity: (*entity).into(),
+                id: str_of(doc, "id").into(),
+                document: doc.to_string(),
+                deleted: false,
+            })
+            .collect();
+        changes.extend(deletes.iter().map(|(entity, id)| Change {
+            entity: (*entity).into(),
+            id: (*id).into(),
+            document: String::new(),
+            deleted: true,
+        }));
+        ctx.live.write(changes).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "oauth2: cannot store a code or token");
+            Reply::unexpected().build()
+        })
+    }
+
+    async fn authorize(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
+        let params = Self::params(ctx).await;
+        let state = param(&params, "state");
+        let plain = |e: OAuthError| Err(no_store(Reply::object(400, &error_body(&e, state.as_deref()))).build());
+        if let Err(e) = self.https(ctx) {
+            return plain(e);
+        }
+        if param(&params, "provision_key").as_deref() != Some(self.provision_key.as_str()) {
+            return plain(("invalid_provision_key", "Invalid provision_key".into()));
+        }
+        let Some(userid) = param(&params, "authenticated_userid").filter(|u| !u.trim().is_empty()) else {
+            return plain(("invalid_authenticated_userid", "Missing authenticated_userid parameter".into()));
+        };
+        let mut error: Option<OAuthError> = None;
+        let response_type = param(&params, "response_type").unwrap_or_default();
+        let code_flow = response_type == "code" && self.enable_authorization_code;
+        let implicit = response_type == "token" && self.enable_implicit_grant;
+        if !code_flow && !implicit {
+            error = Some(("unsupported_response_type", "Invalid response_type".into()));
+        }
+        let scope = match self.scope_check(params.get("scope")) {
+            Ok(s) => s,
+            Err(e) => {
+                error = Some(e);
+                None
+            }
+        };
+        let config = ctx.config;
+        let client = param(&params, "client_id").and_then(|c| config.creds.oauth2_clients.get(&c).cloned());
+        let Some(client) = client else {
+            return plain(("invalid_client", "Invalid client authentication".into()));
+        };
+        let uris: Vec<String> = client
+            .get("redirect_uri")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let first = uris.first().cloned().unwrap_or_default();
+        let redirect = match param(&params, "redirect_uri") {
+            Some(r) if uris.contains(&r) => r,
+            Some(_) => {
+                error = Some((
+                    "invalid_request",
+                    "Invalid redirect_uri that does not match with any redirect_uri created with the application"
+                        .into(),
+                ));
+                first
+            }
+            None => first,
+        };
+        let mut out = BTreeMap::new();
+        if let Some(s) = &state {
+            out.insert("state", s.clone());
+        }
+        if let Some((code, description)) = error {
+            out.insert("error", code.to_string());
+            out.insert("error_description", description);
+            let body = json!({"redirect_uri": with_params(&redirect, &out, false)});
+            return Err(no_store(Reply::object(400, &body)).build());
+        }
+        let (uri, fragment) = if code_flow {
+            let code = json!({
+                "id": uuid::Uuid::new_v4().to_string(),
+                "created_at": now_ms(),
+                "credential_id": str_of(&client, "id"),
+                "code": random_token(),
+                "authenticated_userid": userid,
+                "scope": scope,
+                "service_id": self.service_id(ctx),
+            });
+            Self::store(ctx, &[("oauth2_authorization_codes", &code)], &[]).await?;
+            out.insert("code", str_of(&code, "code").to_string());
+            (redirect, false)
+        } else {
+            let token = self.token(ctx, &client, Some(&userid), scope.as_deref(), false);
+            Self::store(ctx, &[("oauth2_tokens", &token)], &[]).await?;
+            out.insert("access_token", str_of(&token, "access_token").to_string());
+            out.insert("expires_in", self.token_expiration.to_string());
+            out.insert("token_type", "bearer".into());
+            (redirect, true)
+        };
+        let body = json!({"redirect_uri": with_params(&uri, &out, fragment)});
+        Err(no_store(Reply::object(200, &body)).build())
+    }
+
+    async fn token_endpoint(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
+        let params = Self::params(ctx).await;
+        let state = param(&params, "state");
+        let respond = |status: u16, e: OAuthError, basic: bool| {
+            let mut r = no_store(Reply::object(status, &error_body(&e, state.as_deref())));
+            if basic {
+                r = r.header("www-authenticate", "Basic realm=\"OAuth2.0\"");
+            }
+            Err(r.build())
+        };
+        if let Err(e) = self.https(ctx) {
+            return respond(400, e, false);
+        }
+        // Client authentication: parameters, else Basic in the configured header.
+        let (mut client_id, mut secret) = (param(&params, "client_id"), param(&params, "client_secret"));
+        let mut from_header = false;
+        if client_id.is_none() || secret.is_none() {
+            let header = ctx.headers.get(&self.auth_header_name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if let Some((id, pw)) = header.and_then(|h| auth::decode_user_pass(&h, "basic", false)) {
+                (client_id, secret, from_header) = (Some(id), Some(pw), true);
+            }
+        }
+        let grant = param(&params, "grant_type").unwrap_or_default();
+        let mut error: Option<OAuthError> = None;
+        let grant_ok = matches!(grant.as_str(), "authorization_code" | "refresh_token")
+            || (grant == "client_credentials" && self.enable_client_credentials)
+            || (grant == "password" && self.enable_password_grant);
+        if !grant_ok {
+            error = Some(("unsupported_grant_type", "Invalid grant_type".into()));
+        }
+        let config = ctx.config;
+        let client = client_id.as_ref().and_then(|c| config.creds.oauth2_clients.get(c).cloned());
+        let invalid_client = || ("invalid_client", "Invalid client authentication".to_string());
+        match &client {
+            None => error = Some(invalid_client()),
+            Some(c) => {
+                let uris = c.get("redirect_uri").and_then(Value::as_array).cloned().unwrap_or_default();
+                if let Some(r) = param(&params, "redirect_uri") {
+                    if !uris.iter().any(|u| u.as_str() == Some(r.as_str())) {
+                        error = Some((
+                            "invalid_request",
+                            "Invalid redirect_uri that does not match with any redirect_uri created with the application"
+                                .into(),
+                        ));
+                    }
+                }
+                let stored = str_of(c, "client_secret");
+                if !auth::same_secret(stored.as_bytes(), secret.as_deref().unwrap_or_default().as_bytes()) {
+                    error = Some(invalid_client());
+                }
+            }
+        }
+        if let Some(e) = error {
+            let basic = from_header && e.0 == "invalid_client";
+            return respond(if basic { 401 } else { 400 }, e, basic);
+        }
+        let Some(client) = client else { return respond(400, invalid_client(), false) };
+        let client_db_id = str_of(&client, "id").to_string();
+        let service_ok = |row: &Value| self.global_credentials || str_of(row, "service_id") == &**ctx.service_id;
+        let provision_ok = param(&params, "provision_key").as_deref() == Some(self.provision_key.as_str());
+        let (token, deletes): (Value, Vec<(&str, String)>) = match grant.as_str() {
+            "authorization_code" => {
+                let code = param(&params, "code").and_then(|c| config.creds.oauth2_codes.get(&c).cloned());
+                let fresh = |c: &Value| now_ms() - c.get("created_at").and_then(Value::as_i64).unwrap_or(0) < 300_000;
+                let Some(code) =
+                    code.filter(|c| service_ok(c) && fresh(c) && str_of(c, "credential_id") == client_db_id)
+                else {
+                    return respond(400, ("invalid_request", "Invalid code".into()), false);
+                };
+                let scope = code.get("scope").and_then(Value::as_str);
+                let userid = code.get("authenticated_userid").and_then(Value::as_str);
+                let token = self.token(ctx, &client, userid, scope, true);
+                (token, vec![("oauth2_authorization_codes", str_of(&code, "id").to_string())])
+            }
+            "client_credentials" => {
+                let userid = param(&params, "authenticated_userid");
+                if userid.is_some() && !provision_ok {
+                    return respond(400, ("invalid_provision_key", "Invalid provision_key".into()), false);
+                }
+                let scope = match self.scope_check(params.get("scope")) {
+                    Ok(s) => s,
+                    Err(e) => return respond(400, e, false),
+                };
+                (self.token(ctx, &client, userid.as_deref(), scope.as_deref(), false), Vec::new())
+            }
+            "password" => {
+                if !provision_ok {
+                    return respond(400, ("invalid_provision_key", "Invalid provision_key".into()), false);
+                }
+                let Some(userid) = param(&params, "authenticated_userid").filter(|u| !u.trim().is_empty()) else {
+                    return respond(
+                        400,
+                        ("invalid_authenticated_userid", "Missing authenticated_userid parameter".into()),
+                        false,
+                    );
+                };
+                let scope = match self.scope_check(params.get("scope")) {
+                    Ok(s) => s,
+                    Err(e) => return respond(400, e, false),
+                };
+                (self.token(ctx, &client, Some(&userid), scope.as_deref(), true), Vec::new())
+            }
+            _ => {
+                let old = param(&params, "refresh_token").and_then(|r| config.creds.oauth2_refresh.get(&r).cloned());
+                let alive = |t: &Value| {
+                    self.refresh_token_ttl == 0
+                        || now_ms() - t.get("created_at").and_then(Value::as_i64).unwrap_or(0)
+                            < self.refresh_token_ttl * 1000
+                };
+                let Some(old) = old.filter(|t| service_ok(t) && alive(t)) else {
+                    return respond(400, ("invalid_request", "Invalid refresh_token".into()), false);
+                };
+                if str_of(&old, "credential_id") != client_db_id {
+                    return respond(400, invalid_client(), false);
+                }
+                let scope = old.get("scope").and_then(Value::as_str);
+                let userid = old.get("authenticated_userid").and_then(Value::as_str);
+                (self.token(ctx, &client, userid, scope, true), vec![("oauth2_tokens", str_of(&old, "id").to_string())])
+            }
+        };
+        let deletes: Vec<(&str, &str)> = deletes.iter().map(|(e, id)| (*e, id.as_str())).collect();
+        Self::store(ctx, &[("oauth2_tokens", &token)], &deletes).await?;
+        let mut body = json!({
+            "access_token": token["access_token"],
+            "token_type": "bearer",
+            "expires_in": self.token_expiration,
+        });
+        if let Some(r) = token.get("refresh_token") {
+            body["refresh_token"] = r.clone();
+        }
+        if let Some(s) = state {
+            body["state"] = json!(s);
+        }
+        Err(no_store(Reply::object(200, &body)).build())
+    }
+
+    /// The access token of a protected request: the `access_token` parameter, else a
+    /// `bearer`/`token` value in the configured header.
+    async fn validate(&self, ctx: &mut RequestCtx<'_>, with_body: bool) -> Result<(), Rejected> {
+        let mut token = ctx.query_args("access_token").into_iter().next();
+        let mut in_body = false;
+        if token.is_none() && with_body {
+            if let Some(Value::Object(b)) = super::body::parse(ctx).await {
+                token = b.get("access_token").and_then(Value::as_str).map(str::to_owned);
+                in_body = token.is_some();
+            }
+        }
+        let from_query = token.is_some() && !in_body;
+        let mut from_header = false;
+        if token.is_none() {
+            if let Some(v) = ctx.headers.get(&self.auth_header_name).and_then(|v| v.to_str().ok()) {
+                let parts: Vec<&str> = v.split(' ').collect();
+                if let [kind, t] = parts.as_slice() {
+                    if kind.eq_ignore_ascii_case("bearer") || kind.eq_ignore_ascii_case("token") {
+                        token = Some((*t).to_string());
+                        from_header = true;
+                    }
+                }
+            }
+        }
+        let Some(token) = token else {
+            let r = Reply::object(
+                401,
+                &json!({"error": "invalid_request", "error_description": "The access token is missing"}),
+            )
+            .header("www-authenticate", "Bearer realm=\"service\"");
+            return auth::fail(ctx, self.anonymous.as_ref(), r);
+        };
+        let config = ctx.config;
+        let row = config.creds.oauth2_tokens.get(&token).cloned().filter(|t| {
+            let bound = str_of(t, "service_id");
+            let service_ok = if self.global_credentials {
+                bound.is_empty() || bound == &**ctx.service_id
+            } else {
+                bound == &**ctx.service_id
+            };
+            let expires_in = t.get("expires_in").and_then(Value::as_i64).unwrap_or(0);
+            let age = now_ms() - t.get("created_at").and_then(Value::as_i64).unwrap_or(0);
+            service_ok && (expires_in <= 0 || age <= expires_in * 1000)
+        });
+        let app = row.as_ref().and_then(|t| config.creds.oauth2_by_id.get(str_of(t, "credential_id")).cloned());
+        let consumer = app.as_ref().and_then(|a| config.creds.owner(a).cloned());
+        let (Some(row), Some(app), Some(consumer)) = (row, app, consumer) else {
+            let description = "The access token is invalid or has expired";
+            let r = Reply::object(401, &json!({"error": "invalid_token", "error_description": description})).header(
+                "www-authenticate",
+                &format!("Bearer realm=\"service\" error=\"invalid_token\" error_description=\"{description}\""),
+            );
+            return auth::fail(ctx, self.anonymous.as_ref(), r);
+        };
+        if self.hide_credentials {
+            if from_header {
+                ctx.headers.remove(&self.auth_header_name);
+            } else if from_query {
+                ctx.remove_query_arg("access_token");
+            } else if in_body {
+                super::body::remove_field(ctx, "access_token");
+            }
+        }
+        for (name, field) in [("x-authenticated-scope", "scope"), ("x-authenticated-userid", "authenticated_userid")] {
+            match row.get(field).and_then(Value::as_str).and_then(|v| http::HeaderValue::from_str(v).ok()) {
+                Some(v) => {
+                    ctx.headers.insert(name, v);
+                }
+                None => {
+                    ctx.headers.remove(name);
+                }
+            }
+        }
+        auth::authenticated(ctx, consumer, Credential::Row(app), None);
+        Ok(())
+    }
+}
+
+impl Plugin for OAuth2 {
+    fn name(&self) -> &'static str {
+        "oauth2"
+    }
+
+    fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
+        if ctx.method == Method::POST && ctx.path.contains("/oauth2/token") {
+            return Access::Wait(Box::pin(self.token_endpoint(ctx)));
+        }
+        if ctx.method == Method::POST && ctx.path.contains("/oauth2/authorize") {
+            return Access::Wait(Box::pin(self.authorize(ctx)));
+        }
+        if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
+            return Access::Continue;
+        }
+        let with_body = matches!(*ctx.method, Method::POST | Method::PUT | Method::PATCH);
+        Access::Wait(Box::pin(self.validate(ctx, with_body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_32_url_safe_characters() {
+        let t = random_token();
+        assert_eq!(t.len(), 32);
+        assert!(t.chars().all(|c| c.is_ascii_alphanumeric()), "{t}");
+        assert_ne!(t, random_token());
+    }
+
+    #[test]
+    fn redirect_parameters_merge_sorted_with_encoded_spaces() {
+        let mut p = BTreeMap::new();
+        p.insert("state", "a b".to_string());
+        p.insert("code", "xyz".to_string());
+        assert_eq!(with_params("http://app.com/cb?x=1", &p, false), "http://app.com/cb?code=xyz&state=a%20b&x=1");
+        assert_eq!(with_params("http://app.com/cb", &p, true), "http://app.com/cb#code=xyz&state=a%20b");
+    }
+}
