@@ -310,13 +310,11 @@ mod tests {
     #[test]
     fn bind_request_encoding() {
         let m = bind_request(2, "cn=a", "pw");
-        assert_eq!(
-            m,
-            [
-                0x30, 0x10, 0x02, 0x01, 0x02, 0x60, 0x0b, 0x02, 0x01, 0x03, 0x04, 0x04, b'c', b'n', b'=', b'a', 0x80,
-                0x02, b'p', b'w'
-            ]
-        );
+        let expected: &[u8] = &[
+            0x30, 0x12, 0x02, 0x01, 0x02, 0x60, 0x0d, 0x02, 0x01, 0x03, 0x04, 0x04, b'c', b'n', b'=', b'a', 0x80, 0x02,
+            b'p', b'w',
+        ];
+        assert_eq!(m, expected);
     }
 
     #[tokio::test]
