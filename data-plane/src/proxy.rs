@@ -363,13 +363,15 @@ impl Proxy {
             }
         }
         resolved.header_filter(&mut parts);
-        resolved.log(LogEntry {
-            status: parts.status.as_u16(),
-            route_id: route.id.clone(),
-            service_id: service.id.clone(),
-            consumer_id: consumer,
-            latency_ms: started.elapsed().as_millis() as u64,
-        });
+        if resolved.logs() {
+            resolved.log(LogEntry {
+                status: parts.status.as_u16(),
+                route_id: route.id.clone(),
+                service_id: service.id.clone(),
+                consumer_id: consumer,
+                latency_ms: started.elapsed().as_millis() as u64,
+            });
+        }
         let keep = if switching || sni.is_some() {
             None
         } else if hyper::body::Body::is_end_stream(&body) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use gatehouse_shared::proto::config_sync_client::ConfigSyncClient;
 use gatehouse_shared::proto::control_plane_message::Message as CpMsg;
 use gatehouse_shared::proto::data_plane_message::Message as DpMsg;
-use gatehouse_shared::proto::{Ack, DataPlaneMessage, Hello};
+use gatehouse_shared::proto::{Ack, Change, ControlPlaneMessage, DataPlaneMessage, Hello, WriteRequest, WriteResult};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -424,6 +424,51 @@ impl SyncClient {
         self.revision = got.revision;
         self.epoch = got.epoch.clone();
         Ok(got)
+    }
+}
+
+impl SyncClient {
+    /// Opens a stream, says Hello, sends one `WriteRequest` with `changes` and returns the
+    /// control plane's `WriteResult`.
+    pub async fn write(&self, addr: &str, cert: &ClusterCert, changes: Vec<Change>) -> Result<WriteResult, String> {
+        let pem = std::fs::read(&cert.cert).map_err(|e| e.to_string())?;
+        let key = std::fs::read(&cert.key).map_err(|e| e.to_string())?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pem))
+            .identity(Identity::from_pem(&pem, key))
+            .domain_name("gatehouse-cluster");
+        let channel = Channel::from_shared(format!("https://{addr}"))
+            .map_err(|e| e.to_string())?
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = ConfigSyncClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        let (tx, rx) = mpsc::channel(8);
+        let hello = Hello {
+            node_id: self.node_id.clone(),
+            hostname: "in-test".into(),
+            version: "test".into(),
+            plugins: vec![],
+            epoch: self.epoch.clone(),
+            revision: self.revision,
+        };
+        tx.send(DataPlaneMessage { message: Some(DpMsg::Hello(hello)) }).await.map_err(|e| e.to_string())?;
+        let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+        let write = WriteRequest { id: "w1".into(), changes };
+        tx.send(DataPlaneMessage { message: Some(DpMsg::Write(write)) }).await.map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, inbound.message()).await {
+                Ok(Ok(Some(ControlPlaneMessage { message: Some(CpMsg::WriteResult(r)) }))) => return Ok(r),
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => return Err("stream closed".into()),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("no WriteResult within 10 s".into()),
+            }
+        }
     }
 }
 

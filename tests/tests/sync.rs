@@ -360,3 +360,24 @@ async fn an_idle_control_plane_with_data_planes_uses_almost_no_cpu() {
     // 3 s of wall time is 300 ticks at 100 Hz; a spinning loop uses nearly all of them.
     assert!(used < 60, "idle control plane used {used} CPU ticks in 3 s");
 }
+
+/// The data-plane write path (OAuth2 codes and tokens) is not a way round the Admin API: a
+/// write to a configuration entity is refused and changes nothing.
+#[tokio::test]
+async fn data_planes_cannot_write_configuration() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    let before = cp.revision().await;
+    let id = "6f0e8c1e-1111-4222-8333-944455556666";
+    let change = gatehouse_shared::proto::Change {
+        entity: "services".into(),
+        id: id.into(),
+        document: json!({"id": id, "name": "sneaky", "host": "evil.example", "port": 80}).to_string(),
+        deleted: false,
+    };
+    let result = SyncClient::new().write(&cp.cluster_addr(), &cert, vec![change]).await.expect("write result");
+    assert!(result.error.contains("cannot write 'services'"), "{result:?}");
+    assert_eq!(cp.revision().await, before, "nothing was committed");
+    assert_eq!(cp.get("/services").await["data"], json!([]));
+}

@@ -9,7 +9,8 @@ use http::header::{HeaderName, COOKIE};
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// Slice-by-16 tables: a 36-byte consumer id hashes in a few nanoseconds.
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISO_HDLC);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum HashOn {
@@ -61,11 +62,51 @@ fn parse(doc: &Value, which: &str, header_field: &str) -> HashOn {
 
 /// The value of cookie `name` in the request's Cookie headers.
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
-        (k.trim_ascii() == name.as_bytes()).then(|| v[1..].trim_ascii())
-    })
+    let name = name.as_bytes();
+    for header in headers.get_all(COOKIE) {
+        let mut rest = header.as_bytes();
+        while !rest.is_empty() {
+            let end = rest.iter().position(|b| *b == b';').unwrap_or(rest.len());
+            let pair = rest[..end].trim_ascii_start();
+            if let Some(v) = pair.strip_prefix(name).and_then(|p| p.trim_ascii_start().strip_prefix(b"=")) {
+                return Some(v.trim_ascii());
+            }
+            rest = rest.get(end + 1..).unwrap_or_default();
+        }
+    }
+    None
+}
+
+/// The address as text without going through `fmt` (IPv4 by hand; IPv6 rarely hashes).
+fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> Option<usize> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            Some(len)
+        }
+        IpAddr::V6(_) => {
+            let mut w = &mut buf[..];
+            write!(w, "{ip}").ok()?;
+            let left = w.len();
+            Some(48 - left)
+        }
+    }
 }
 
 impl HashPolicy {
@@ -94,10 +135,8 @@ fn one(on: &HashOn, input: &HashInput<'_>) -> Option<Hashed> {
         HashOn::Consumer => CRC.checksum(input.consumer?.as_bytes()),
         HashOn::Ip => {
             let mut buf = [0u8; 48];
-            let mut w = &mut buf[..];
-            write!(w, "{}", input.client_ip).ok()?;
-            let left = w.len();
-            CRC.checksum(&buf[..buf.len() - left])
+            let len = ip_text(input.client_ip, &mut buf)?;
+            CRC.checksum(&buf[..len])
         }
         HashOn::Header(name) => {
             let mut values = input.headers.get_all(name).iter().peekable();
@@ -146,6 +185,16 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         assert_eq!(p.hash(&input(&h)).hash, Some(CRC.checksum(b"12")), "repeated headers concatenate");
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in ["0.0.0.0", "10.0.0.1", "192.168.100.255", "1.20.3.40", "::1", "2001:db8::7"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut buf = [0u8; 48];
+            let len = ip_text(ip, &mut buf).unwrap();
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip.to_string());
+        }
     }
 
     #[test]

@@ -70,9 +70,14 @@ impl Resolved {
         }
     }
 
+    /// Whether any of the plugins has a log phase.
+    pub fn logs(&self) -> bool {
+        self.0.iter().any(|p| p.logs())
+    }
+
     /// Runs the log phase on its own task, so the response never waits for it.
     pub fn log(self, entry: LogEntry) {
-        if !self.0.iter().any(|p| p.logs()) {
+        if !self.logs() {
             return;
         }
         tokio::spawn(async move {
