@@ -6,6 +6,7 @@ mod body;
 mod certificates;
 mod clustering;
 mod consumers;
+mod credentials;
 mod crud;
 mod error;
 mod health;
@@ -87,6 +88,7 @@ pub fn router(admin: Admin) -> Router {
         .merge(services::router())
         .merge(routes::router())
         .merge(consumers::router())
+        .merge(credentials::router())
         .merge(plugins::router())
         .merge(certificates::router())
         .merge(snis::router())

@@ -62,6 +62,16 @@ pub enum Op {
     Delete(Table, String),
     /// Deletes every row whose `column` equals `value` (cascades), logging each deletion.
     DeleteWhere(Table, &'static str, String),
+    /// Two-level cascade: deletes every row of `table` whose `column` holds the id of a row of
+    /// `parent` whose `parent_column` equals `value` (an oauth2 application's tokens, by the
+    /// application's consumer), logging each deletion.
+    DeleteWhereParent {
+        table: Table,
+        column: &'static str,
+        parent: Table,
+        parent_column: &'static str,
+        value: String,
+    },
 }
 
 /// An equality filter on a list query.
@@ -223,7 +233,7 @@ impl Store {
         for f in filters {
             binds.push(f.value.clone());
             let expr = if f.field == "id" || table.has_column(f.field) {
-                f.field.to_string()
+                table::quoted(f.field)
             } else {
                 self.dialect.doc_field(f.field)
             };

@@ -5,6 +5,7 @@
 //! what it receives but compiles it with the same types.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod credential;
 pub mod entity;
 pub mod proto;
 pub mod schema;

@@ -8,11 +8,11 @@
 //! reads [`PluginSchema::no_consumer`]. What each plugin does with its config is the data
 //! plane's business.
 
-mod checks;
-mod coerce;
-mod field;
+pub(crate) mod checks;
+pub(crate) mod coerce;
+pub(crate) mod field;
 mod render;
-mod validate;
+pub(crate) mod validate;
 
 mod acl;
 mod aws_lambda;

@@ -14,8 +14,26 @@ use serde_json::Value;
 use crate::proto::Change;
 
 /// Tables whose rows travel to data planes.
-pub const TABLES: [&str; 9] =
-    ["services", "routes", "consumers", "certificates", "snis", "plugins", "upstreams", "targets", "target_health"];
+pub const TABLES: [&str; 17] = [
+    "services",
+    "routes",
+    "consumers",
+    "certificates",
+    "snis",
+    "plugins",
+    "upstreams",
+    "targets",
+    "target_health",
+    // Credentials of the auth plugins (`crate::credential`), by consumer or oauth2 application.
+    "keyauth_credentials",
+    "basicauth_credentials",
+    "hmacauth_credentials",
+    "jwt_secrets",
+    "acls",
+    "oauth2_credentials",
+    "oauth2_tokens",
+    "oauth2_authorization_codes",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ApplyError {
@@ -112,6 +130,16 @@ mod tests {
         set.apply(&[Change { entity: "routes".into(), id: "b".into(), document: String::new(), deleted: true }])
             .unwrap();
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn every_credential_entity_travels() {
+        for schema in crate::credential::ALL {
+            assert!(TABLES.contains(&schema.name()), "{} is not synced", schema.name());
+        }
+        let mut set = ConfigSet::new("e", 0);
+        set.apply(&[upsert("keyauth_credentials", "k", r#"{"id":"k","key":"abc"}"#)]).unwrap();
+        assert_eq!(set.table("keyauth_credentials").count(), 1);
     }
 
     #[test]

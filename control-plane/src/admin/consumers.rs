@@ -7,6 +7,7 @@ use gatehouse_shared::entity::CONSUMER;
 use serde_json::Value;
 
 use super::body::Input;
+use super::credentials;
 use super::crud::{self, Kind};
 use super::error::{ApiError, ApiResult};
 use super::paginate::ListQuery;
@@ -86,15 +87,16 @@ async fn update(State(admin): State<Admin>, Path(consumer): Path<String>, input:
     Ok(ok(&Value::Object(doc)))
 }
 
-/// Deletes the consumer and the plugin configurations that name it.
+/// Deletes the consumer, the plugin configurations that name it and its credentials (with
+/// its oauth2 applications' tokens and codes), in one commit.
 async fn remove(State(admin): State<Admin>, Path(consumer): Path<String>) -> ApiResult {
     let Some(stored) = crud::resolve(&admin.store, &KIND, &consumer).await? else {
         return Ok(no_content());
     };
     let id = crud::id_of(&stored);
-    admin
-        .store
-        .commit(vec![Op::DeleteWhere(Table::Plugins, "consumer_id", id.clone()), Op::Delete(Table::Consumers, id)])
-        .await?;
+    let mut ops = vec![Op::DeleteWhere(Table::Plugins, "consumer_id", id.clone())];
+    ops.extend(credentials::consumer_cascade(&id));
+    ops.push(Op::Delete(Table::Consumers, id));
+    admin.store.commit(ops).await?;
     Ok(no_content())
 }

@@ -79,21 +79,30 @@ impl ListQuery {
         Ok(Page { after, size: self.size + 1 })
     }
 
-    /// Equality filters, refusing parameters not in `allowed` with the old DAO's 400.
+    /// Equality filters, refusing parameters not in `allowed` with the old DAO's 400. Fields
+    /// whose name ends in `id` hold entity ids.
     pub fn filters(&self, allowed: &[&'static str]) -> Result<Vec<Filter>, ApiError> {
+        self.filters_typed(allowed, |field| field.ends_with("id"))
+    }
+
+    /// Like [`ListQuery::filters`], with `is_id` telling which fields hold entity ids (their
+    /// values must be UUIDs and compare lower-case): `client_id` or `authenticated_userid`
+    /// are plain strings.
+    pub fn filters_typed(&self, allowed: &[&'static str], is_id: fn(&str) -> bool) -> Result<Vec<Filter>, ApiError> {
         self.params
             .iter()
             .map(|(k, v)| match allowed.iter().find(|a| **a == k.as_str()) {
-                Some(field) => {
-                    if field.ends_with("id") && !gatehouse_shared::validate::is_uuid(v) {
+                Some(field) if is_id(field) => {
+                    if !gatehouse_shared::validate::is_uuid(v) {
                         return Err(ApiError::field(
                             http::StatusCode::BAD_REQUEST,
                             k,
                             format!("{v} is not a valid uuid"),
                         ));
                     }
-                    Ok(Filter { field, value: if field.ends_with("id") { v.to_ascii_lowercase() } else { v.clone() } })
+                    Ok(Filter { field, value: v.to_ascii_lowercase() })
                 }
+                Some(field) => Ok(Filter { field, value: v.clone() }),
                 None => Err(ApiError::field(http::StatusCode::BAD_REQUEST, k, "unknown field")),
             })
             .collect()

@@ -122,7 +122,9 @@ async fn remove(State(admin): State<Admin>, Path(svc): Path<String>) -> ApiResul
     if admin.store.count(Table::Routes, &filter).await? > 0 {
         return Err(routes::referenced());
     }
-    let ops = vec![Op::DeleteWhere(Table::Plugins, "service_id", id.clone()), Op::Delete(Table::Services, id)];
+    let mut ops = vec![Op::DeleteWhere(Table::Plugins, "service_id", id.clone())];
+    ops.extend(super::credentials::service_cascade(&id));
+    ops.push(Op::Delete(Table::Services, id));
     match admin.store.commit(ops).await {
         Ok(_) => Ok(no_content()),
         Err(crate::store::StoreError::ForeignKey) => Err(routes::referenced()),

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-use super::table::column_value;
+use super::table::{column_value, quoted};
 use super::{Dialect, Doc, Op, StoreError, Table};
 
 /// One change-log row.
@@ -52,7 +52,21 @@ pub(super) async fn apply(
                 }
             }
             Op::DeleteWhere(table, column, value) => {
-                let sql = format!("DELETE FROM {} WHERE {column} = $1 RETURNING id", table.name());
+                let sql = format!("DELETE FROM {} WHERE {} = $1 RETURNING id", table.name(), quoted(column));
+                let rows = sqlx::query(&sql).bind(&value).fetch_all(&mut **tx).await?;
+                for r in rows {
+                    let id: String = r.try_get(0)?;
+                    log(tx, revision, &mut seq, table, &id, None, now).await?;
+                }
+            }
+            Op::DeleteWhereParent { table, column, parent, parent_column, value } => {
+                let sql = format!(
+                    "DELETE FROM {} WHERE {} IN (SELECT id FROM {} WHERE {} = $1) RETURNING id",
+                    table.name(),
+                    quoted(column),
+                    parent.name(),
+                    quoted(parent_column),
+                );
                 let rows = sqlx::query(&sql).bind(&value).fetch_all(&mut **tx).await?;
                 for r in rows {
                     let id: String = r.try_get(0)?;
@@ -81,7 +95,7 @@ fn created_at(doc: &Doc) -> i64 {
 
 async fn insert(tx: &mut Transaction<'static, Any>, table: Table, doc: &Doc) -> Result<(), StoreError> {
     let cols = table.columns();
-    let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
+    let names: Vec<String> = cols.iter().map(|(c, _)| quoted(c)).collect();
     let placeholders: Vec<String> = (4..4 + cols.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO {} (id, created_at, doc{}{}) VALUES ($1, $2, $3{}{})",
@@ -101,7 +115,8 @@ async fn insert(tx: &mut Transaction<'static, Any>, table: Table, doc: &Doc) -> 
 
 async fn update(tx: &mut Transaction<'static, Any>, table: Table, doc: &Doc) -> Result<bool, StoreError> {
     let cols = table.columns();
-    let sets: Vec<String> = cols.iter().enumerate().map(|(i, (c, _))| format!(", {c} = ${}", i + 4)).collect();
+    let sets: Vec<String> =
+        cols.iter().enumerate().map(|(i, (c, _))| format!(", {} = ${}", quoted(c), i + 4)).collect();
     let sql = format!("UPDATE {} SET created_at = $2, doc = $3{} WHERE id = $1", table.name(), sets.concat());
     let mut q = sqlx::query(&sql).bind(id_of(doc).to_string()).bind(created_at(doc)).bind(serde_json::to_string(doc)?);
     for (_, path) in cols {

@@ -85,5 +85,15 @@ mod tests {
             parse_sqlite_message("UNIQUE constraint failed: index 'ux_plugins_name'"),
             ("plugins".into(), "name".into())
         );
+        assert_eq!(
+            parse_pg_constraint("ux_oauth2_tokens_refresh_token"),
+            ("oauth2_tokens".into(), "refresh_token".into())
+        );
+        assert_eq!(parse_pg_constraint("ux_acls_group"), ("acls".into(), "group".into()));
+        // A per-consumer index names its first column; the caller knows what it guards.
+        assert_eq!(
+            parse_sqlite_message("UNIQUE constraint failed: acls.consumer_id, acls.group"),
+            ("acls".into(), "consumer_id".into())
+        );
     }
 }

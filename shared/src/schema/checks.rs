@@ -36,13 +36,18 @@ pub(crate) fn first_invalid_regex(items: &[Value]) -> Option<String> {
 }
 
 /// Kong's `utils.random_string`: 24 random bytes in base64 (32 chars, no padding), with `/`
-/// and `+` replaced by a digit and an upper-case letter so the result is URL-safe.
+/// and `+` replaced by a digit and an upper-case letter so the result is URL-safe. The bytes
+/// come from the operating system's CSPRNG: these strings are credentials (API keys, secrets,
+/// client ids, tokens).
 pub(crate) fn random_string() -> Value {
-    let (a, b, c) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let mut bytes = [0u8; 24];
-    bytes[..16].copy_from_slice(a.as_bytes());
-    bytes[16..].copy_from_slice(&b.as_bytes()[..8]);
-    let mut spare = c.as_bytes().iter().cycle();
+    let mut spare = [0u8; 32];
+    let rng = ring::rand::SystemRandom::new();
+    // The system generator only fails if the OS has no entropy source at all, which would
+    // make every TLS handshake fail as well; there is nothing sensible to fall back to.
+    ring::rand::SecureRandom::fill(&rng, &mut bytes).expect("system random generator");
+    ring::rand::SecureRandom::fill(&rng, &mut spare).expect("system random generator");
+    let mut spare = spare.iter();
     let mut pick = |base: u8, span: u8| base + spare.next().map_or(0, |r| r % span);
     let text: String = STANDARD
         .encode(bytes)
