@@ -131,6 +131,7 @@ fn token_reply(r: &Reply, with_refresh: bool) -> (String, Option<String>) {
     if with_refresh {
         expected.push("refresh_token");
     }
+    expected.sort_unstable();
     assert_eq!(keys, expected, "{}: {body}", r.what);
     (access.to_owned(), refresh)
 }
