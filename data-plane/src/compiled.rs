@@ -97,6 +97,8 @@ pub struct Compiled {
     pub certs: HashMap<String, Arc<CertifiedKey>>,
     /// Consumers and credentials for the auth plugins.
     pub creds: Credentials,
+    /// Global plugin configurations, for the rewrite phase (before routing).
+    pub global: Vec<Arc<dyn plugins::Plugin>>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -144,7 +146,7 @@ impl Compiled {
         }
         let certs = compile_certs(&set)?;
         let creds = Credentials::compile(&set);
-        Ok(Compiled { router: Router::new(specs), certs, creds, set })
+        Ok(Compiled { router: Router::new(specs), certs, creds, global: plugins.global(), set })
     }
 
     pub fn revision(&self) -> i64 {

@@ -22,6 +22,7 @@ mod key_auth;
 mod ldap_auth;
 mod oauth2;
 mod reply;
+mod request_size_limiting;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +36,8 @@ pub use chain::{Chain, Resolved};
 pub use ctx::{Consumer, Credential, RequestCtx};
 pub use reply::{Rejected, Reply};
 
+use crate::proxy::{Filtered, ResBody};
+
 /// What `access` decided.
 pub enum Access<'a> {
     Continue,
@@ -42,6 +45,21 @@ pub enum Access<'a> {
     Respond(Rejected),
     /// The decision needs I/O (a directory server, the control plane): wait for it.
     Wait(Pin<Box<dyn Future<Output = Result<(), Rejected>> + Send + 'a>>),
+}
+
+/// What the rewrite phase sees: the request before routing.
+pub struct RewriteCtx<'a> {
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub headers: &'a mut http::HeaderMap,
+    pub client_ip: std::net::IpAddr,
+}
+
+/// Runs the global plugins' rewrite phase.
+pub fn rewrite(global: &[Arc<dyn Plugin>], ctx: &mut RewriteCtx<'_>) {
+    for p in global {
+        p.rewrite(ctx);
+    }
 }
 
 /// What the log phase sees, after the response has gone.
@@ -59,7 +77,7 @@ pub trait Plugin: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Before routing; only global configurations get here.
-    fn rewrite(&self, _ctx: &mut RequestCtx<'_>) {}
+    fn rewrite(&self, _ctx: &mut RewriteCtx<'_>) {}
 
     fn access<'a>(&'a self, _ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         Access::Continue
@@ -67,6 +85,15 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// On the response head, proxied or produced by a plugin.
     fn header_filter(&self, _response: &mut Parts) {}
+
+    /// Whether [`Plugin::body_filter`] does anything: bodies nobody filters are not wrapped.
+    fn filters_body(&self) -> bool {
+        false
+    }
+
+    /// Each chunk of the response body; `end` on the last one. A filter that changes the
+    /// length removes `Content-Length` in its header filter.
+    fn body_filter(&self, _chunk: &mut bytes::Bytes, _end: bool) {}
 
     /// Whether [`Plugin::log`] does anything: a chain with no logger spawns no task.
     fn logs(&self) -> bool {
@@ -96,6 +123,7 @@ pub fn build(name: &str, config: &Value) -> Result<Option<Arc<dyn Plugin>>, Buil
         "acl" => Some(Arc::new(acl::Acl::new(config)?)),
         "oauth2" => Some(Arc::new(oauth2::OAuth2::new(config)?)),
         "ldap-auth" => Some(Arc::new(ldap_auth::LdapAuth::new(config)?)),
+        "request-size-limiting" => Some(Arc::new(request_size_limiting::RequestSizeLimiting::new(config))),
         _ => None,
     })
 }
@@ -120,9 +148,72 @@ pub async fn access(chain: &Chain, ctx: &mut RequestCtx<'_>) -> Result<Resolved,
             }
             let (mut parts, body) = (*response).into_parts();
             resolved.header_filter(&mut parts);
+            let body = if resolved.wants_body() {
+                let entry = LogEntry {
+                    status: parts.status.as_u16(),
+                    route_id: ctx.route_id.clone(),
+                    service_id: ctx.service_id.clone(),
+                    consumer_id: ctx.consumer.as_ref().map(|c| c.id.clone()),
+                    latency_ms: 0,
+                };
+                ResBody::Filtered(Box::new(Filtered { inner: body, plugins: Some(resolved), entry }))
+            } else {
+                body
+            };
             *response = Response::from_parts(parts, body);
             return Err(response);
         }
     }
     Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// Upper-cases bodies and counts its log calls.
+    struct Shout(Arc<AtomicUsize>);
+
+    impl Plugin for Shout {
+        fn name(&self) -> &'static str {
+            "shout"
+        }
+        fn filters_body(&self) -> bool {
+            true
+        }
+        fn body_filter(&self, chunk: &mut Bytes, _end: bool) {
+            *chunk = Bytes::from(chunk.to_ascii_uppercase());
+        }
+        fn logs(&self) -> bool {
+            true
+        }
+        fn log(&self, _entry: &LogEntry) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn body_filters_run_per_chunk_and_log_runs_once_after_the_body() {
+        let logged = Arc::new(AtomicUsize::new(0));
+        let mut resolved = Resolved::default();
+        resolved.push(Arc::new(Shout(logged.clone())));
+        let entry =
+            LogEntry { status: 200, route_id: "r".into(), service_id: "s".into(), consumer_id: None, latency_ms: 1 };
+        let body =
+            ResBody::Filtered(Box::new(Filtered { inner: ResBody::full("hello"), plugins: Some(resolved), entry }));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "HELLO");
+        for _ in 0..100 {
+            if logged.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(logged.load(Ordering::SeqCst), 1, "logged exactly once, after the body");
+    }
 }

@@ -17,13 +17,13 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-pub use body::{ReqBody, ResBody};
+pub use body::{Filtered, ReqBody, ResBody};
 pub use error::{ProxyError, SERVER_TOKEN};
 pub use upstream::Connector;
 
 use crate::balancer::hash::{HashInput, Hashed};
 use crate::live::Live;
-use crate::plugins::{self, LogEntry, RequestCtx, Resolved};
+use crate::plugins::{self, LogEntry, RequestCtx, Resolved, RewriteCtx};
 
 /// What a retry needs to send a request again.
 type Replay = (http::Method, Uri, http::HeaderMap, Option<bytes::Bytes>);
@@ -113,6 +113,14 @@ impl Proxy {
         conn: Conn,
         started: Instant,
     ) -> Result<Response<ResBody>, ProxyError> {
+        let config = self.live.load();
+        // Global plugins' rewrite phase, before routing.
+        if !config.global.is_empty() {
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let mut ctx =
+                RewriteCtx { method: &method, uri: &uri, headers: req.headers_mut(), client_ip: conn.peer.ip() };
+            plugins::rewrite(&config.global, &mut ctx);
+        }
         // Smuggling shapes are refused before anything is forwarded.
         let h = req.headers();
         if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
@@ -126,7 +134,6 @@ impl Proxy {
         if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
             return Err(ProxyError::BadRequest("a request needs exactly one Host header"));
         }
-        let config = self.live.load();
         let raw_host = match h.get(header::HOST).and_then(|v| v.to_str().ok()) {
             Some(host) => host.to_string(),
             None => req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default(),
@@ -363,15 +370,7 @@ impl Proxy {
             }
         }
         resolved.header_filter(&mut parts);
-        if resolved.logs() {
-            resolved.log(LogEntry {
-                status: parts.status.as_u16(),
-                route_id: route.id.clone(),
-                service_id: service.id.clone(),
-                consumer_id: consumer,
-                latency_ms: started.elapsed().as_millis() as u64,
-            });
-        }
+
         let keep = if switching || sni.is_some() {
             None
         } else if hyper::body::Body::is_end_stream(&body) {
@@ -381,7 +380,19 @@ impl Proxy {
         } else {
             Some(pooled)
         };
-        Ok(Response::from_parts(parts, ResBody::Upstream(body, keep)))
+        let body = ResBody::Upstream(body, keep);
+        if resolved.wants_body() {
+            let entry = LogEntry {
+                status: parts.status.as_u16(),
+                route_id: route.id.clone(),
+                service_id: service.id.clone(),
+                consumer_id: consumer,
+                latency_ms: started.elapsed().as_millis() as u64,
+            };
+            let filtered = Filtered { inner: body, plugins: Some(resolved), entry };
+            return Ok(Response::from_parts(parts, ResBody::Filtered(Box::new(filtered))));
+        }
+        Ok(Response::from_parts(parts, body))
     }
 }
 

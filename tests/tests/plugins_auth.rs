@@ -968,3 +968,58 @@ async fn auth_plugins_without_anonymous_are_all_required() {
     assert_authenticated(&echo, &alice);
     assert_eq!(echo.header("x-credential-username"), Some("alice-login"), "{:?}", echo.0);
 }
+
+/// Consumer-specific rows (kong-0.14-plugins §1.4) with a plugin that accepts `consumer_id`
+/// and runs after authentication (request-size-limiting, priority 951): (–,–,C) beats the
+/// service's row, (R,S,–) beats (–,–,C), (R,–,C) beats (R,S,–), and a disabled row falls back.
+#[tokio::test]
+async fn consumer_specific_plugin_rows_follow_kong_precedence() {
+    let (gw, _up, service, route) = gateway("/size").await;
+    on_route(&gw, &route, "key-auth", json!({})).await;
+    let alice = consumer(&gw, "alice", None).await;
+    let bob = consumer(&gw, "bob", None).await;
+    credential(&gw, &alice, "key-auth", json!({"key": "alice-key"})).await;
+    credential(&gw, &bob, "key-auth", json!({"key": "bob-key"})).await;
+    let limit = |mb: u32| json!({"allowed_payload_size": mb});
+    on_service(&gw, &service, "request-size-limiting", limit(1)).await;
+    gw.post("/plugins", json!({"name": "request-size-limiting", "consumer_id": id_of(&alice), "config": limit(2)}))
+        .await;
+    gw.sync().await;
+    let body = vec![b'x'; 1_572_864]; // 1.5 MB
+    let send = |key: &'static str| {
+        let gw = &gw;
+        let body = &body;
+        async move { send_body(gw, "POST", "/size", &[("apikey", key)], body).await }
+    };
+    let too_large = |r: &Reply| assert_message(r, 413, "Request size limit exceeded");
+
+    send("alice-key").await.assert_status(200);
+    too_large(&send("bob-key").await);
+
+    // (R,S,–) comes before (–,–,C).
+    gw.post(
+        "/plugins",
+        json!({"name": "request-size-limiting", "route_id": id_of(&route), "service_id": id_of(&service),
+               "config": limit(1)}),
+    )
+    .await;
+    gw.sync().await;
+    too_large(&send("alice-key").await);
+
+    // (R,–,C) comes before (R,S,–).
+    let own = gw
+        .post(
+            "/plugins",
+            json!({"name": "request-size-limiting", "route_id": id_of(&route), "consumer_id": id_of(&alice),
+                   "config": limit(2)}),
+        )
+        .await;
+    gw.sync().await;
+    send("alice-key").await.assert_status(200);
+    too_large(&send("bob-key").await);
+
+    // Disabled, it is as if absent.
+    gw.patch(&format!("/plugins/{}", id_of(&own)), json!({"enabled": false})).await;
+    gw.sync().await;
+    too_large(&send("alice-key").await);
+}

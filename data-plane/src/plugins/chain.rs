@@ -55,9 +55,10 @@ impl Chain {
     }
 }
 
-/// The plugins that had a configuration for a request, for the later phases.
+/// The plugins that had a configuration for a request, for the later phases (inline up to
+/// four: no allocation for a typical chain).
 #[derive(Default)]
-pub struct Resolved(Vec<Instance>);
+pub struct Resolved(smallvec::SmallVec<[Instance; 4]>);
 
 impl Resolved {
     pub(super) fn push(&mut self, p: Instance) {
@@ -73,6 +74,19 @@ impl Resolved {
     /// Whether any of the plugins has a log phase.
     pub fn logs(&self) -> bool {
         self.0.iter().any(|p| p.logs())
+    }
+
+    /// Whether the response body has to pass through the plugins (body filters or logging).
+    pub fn wants_body(&self) -> bool {
+        self.0.iter().any(|p| p.logs() || p.filters_body())
+    }
+
+    pub fn body_filter(&self, chunk: &mut bytes::Bytes, end: bool) {
+        for p in &self.0 {
+            if p.filters_body() {
+                p.body_filter(chunk, end);
+            }
+        }
     }
 
     /// Runs the log phase on its own task, so the response never waits for it.
@@ -147,6 +161,12 @@ impl Plugins {
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// The global configurations (level 8) in run order: all that applies before routing.
+    pub fn global(&self) -> Vec<Instance> {
+        let none = Scope { route: None, service: None, consumer: None };
+        self.by_name.iter().filter_map(|(_, _, rows)| rows.get(&none).cloned()).collect()
     }
 
     /// The chain for a route of `service`.

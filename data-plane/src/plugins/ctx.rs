@@ -94,6 +94,22 @@ impl RequestCtx<'_> {
         url::form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == name).map(|(_, v)| v.into_owned()).collect()
     }
 
+    /// The first `name` argument (decoded) and how many there are, without collecting them.
+    pub fn query_arg(&self, name: &str) -> (Option<Cow<'_, str>>, usize) {
+        let Some(q) = self.query.as_deref() else { return (None, 0) };
+        let mut first = None;
+        let mut count = 0;
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            if k == name {
+                count += 1;
+                if first.is_none() {
+                    first = Some(v);
+                }
+            }
+        }
+        (first, count)
+    }
+
     /// Whether the query has `name` with no value at all (`?jwt` rather than `?jwt=`).
     pub fn query_has_bare(&self, name: &str) -> bool {
         self.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == name))

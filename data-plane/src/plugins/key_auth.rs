@@ -50,10 +50,9 @@ impl KeyAuth {
                 }
                 return (Found::One(String::from_utf8_lossy(v.as_bytes()).into_owned()), Some(i), 0);
             }
-            let args = ctx.query_args(name.as_str());
-            match args.len() {
-                0 => {}
-                1 => return (Found::One(args.into_iter().next().unwrap_or_default()), Some(i), 1),
+            match ctx.query_arg(name.as_str()) {
+                (_, 0) => {}
+                (Some(v), 1) => return (Found::One(v.into_owned()), Some(i), 1),
                 _ => return (Found::Duplicate, Some(i), 1),
             }
             if let Some(v) = body.and_then(|b| b.get(name.as_str())) {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::upstream::Pooled;
+use crate::plugins::{LogEntry, Resolved};
 
 pub enum ReqBody {
     Empty,
@@ -57,6 +58,30 @@ pub enum ResBody {
     Full(Option<Bytes>),
     /// The upstream's body; the connection goes back to the pool once it is fully read.
     Upstream(Incoming, Option<Pooled>),
+    /// A body passing through plugins' `body_filter`, whose `log` phase runs once it ends.
+    Filtered(Box<Filtered>),
+}
+
+/// The plugin side of a response body: filters each chunk, then logs off the response path.
+pub struct Filtered {
+    pub inner: ResBody,
+    pub plugins: Option<Resolved>,
+    pub entry: LogEntry,
+}
+
+impl Filtered {
+    fn finish(&mut self) {
+        if let Some(plugins) = self.plugins.take() {
+            plugins.log(self.entry.clone());
+        }
+    }
+}
+
+impl Drop for Filtered {
+    /// A client that goes away mid-body is still logged.
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 impl ResBody {
@@ -97,6 +122,32 @@ impl Body for ResBody {
                 }
                 polled
             }
+            ResBody::Filtered(f) => {
+                let polled = Pin::new(&mut f.inner).poll_frame(cx);
+                match polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        let end = f.inner.is_end_stream();
+                        let frame = match frame.into_data() {
+                            Ok(mut data) => {
+                                if let Some(p) = &f.plugins {
+                                    p.body_filter(&mut data, end);
+                                }
+                                Frame::data(data)
+                            }
+                            Err(other) => other,
+                        };
+                        if end {
+                            f.finish();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(None) => {
+                        f.finish();
+                        Poll::Ready(None)
+                    }
+                    other => other,
+                }
+            }
         }
     }
 
@@ -104,6 +155,7 @@ impl Body for ResBody {
         match self {
             ResBody::Full(b) => b.is_none(),
             ResBody::Upstream(body, _) => body.is_end_stream(),
+            ResBody::Filtered(f) => f.inner.is_end_stream(),
         }
     }
 
@@ -112,6 +164,8 @@ impl Body for ResBody {
             ResBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResBody::Full(None) => SizeHint::with_exact(0),
             ResBody::Upstream(body, _) => body.size_hint(),
+            // Filters may change the length.
+            ResBody::Filtered(_) => SizeHint::default(),
         }
     }
 }
