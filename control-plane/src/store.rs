@@ -60,6 +60,9 @@ pub enum Op {
     Insert(Table, Doc),
     Update(Table, Doc),
     Delete(Table, String),
+    /// Deletes a row that must exist: the whole commit fails ([`StoreError::Gone`]) if it is
+    /// already gone, so two writers cannot both consume it (OAuth2 codes, refresh tokens).
+    Consume(Table, String),
     /// Deletes every row whose `column` equals `value` (cascades), logging each deletion.
     DeleteWhere(Table, &'static str, String),
     /// Two-level cascade: deletes every row of `table` whose `column` holds the id of a row of

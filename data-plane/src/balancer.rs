@@ -52,11 +52,13 @@ pub struct TargetReport {
     pub health: &'static str,
 }
 
+/// Health per (target, address), kept across wheel rebuilds.
+type HealthMap = HashMap<(Arc<str>, SocketAddr), Arc<Health>>;
+
 #[derive(Debug, Default)]
 struct BalancerState {
     targets: Vec<TargetSpec>,
-    /// Health per (target, address), kept across wheel rebuilds.
-    health: HashMap<(Arc<str>, SocketAddr), Arc<Health>>,
+    health: HealthMap,
     /// Manual commands already applied (by entity id), so a recompile does not replay them.
     applied: HashSet<String>,
 }
@@ -161,11 +163,12 @@ impl Balancer {
         }
     }
 
-    /// Rebuilds the wheel from `targets` and the resolutions in `dns`.
-    fn rebuild(&self, state: &mut BalancerState, dns: &HashMap<String, Resolution>) {
+    /// The wheel for `targets` with the resolutions in `dns`, keeping the health of addresses
+    /// that stay; nothing is changed until the result is applied.
+    fn plan(&self, targets: &[TargetSpec], health: &HealthMap, dns: &HashMap<String, Resolution>) -> (Ring, HealthMap) {
         let mut entries = Vec::new();
         let mut keep = HashMap::new();
-        for t in &state.targets {
+        for t in targets {
             let addresses: Vec<(IpAddr, u16, u32)> = match t.host.trim_start_matches('[').trim_end_matches(']').parse()
             {
                 Ok(ip) => vec![(ip, t.port, t.weight)],
@@ -179,8 +182,8 @@ impl Balancer {
             for (ip, port, weight) in addresses {
                 let addr = SocketAddr::new(ip, port);
                 let key = (t.target.clone(), addr);
-                let health = state.health.get(&key).cloned().unwrap_or_default();
-                keep.insert(key, health.clone());
+                let h = health.get(&key).cloned().unwrap_or_default();
+                keep.insert(key, h.clone());
                 let peer = Peer {
                     addr,
                     target: t.target.clone(),
@@ -190,15 +193,27 @@ impl Balancer {
                         format!("http://{addr}/{}", t.host).into(),
                         format!("https://{addr}/{}", t.host).into(),
                     ],
-                    health,
+                    health: h,
                 };
                 entries.push((Arc::new(peer), weight));
             }
         }
-        state.health = keep;
         let previous = self.ring.load_full();
-        self.ring.store(Arc::new(Ring::build(self.slots, entries, Some(&previous))));
+        (Ring::build(self.slots, entries, Some(&previous)), keep)
+    }
+
+    fn apply(&self, state: &mut BalancerState, targets: Vec<TargetSpec>, ring: Ring, health: HealthMap) {
+        state.targets = targets;
+        state.health = health;
+        self.ring.store(Arc::new(ring));
         self.changed.notify_one();
+    }
+
+    /// Rebuilds the wheel in place (names resolved to other addresses).
+    fn rebuild(&self, state: &mut BalancerState, dns: &HashMap<String, Resolution>) {
+        let (ring, health) = self.plan(&state.targets, &state.health, dns);
+        let targets = state.targets.clone();
+        self.apply(state, targets, ring, health);
     }
 
     fn start_probes(self: &Arc<Self>) {
@@ -271,6 +286,15 @@ fn is_ip(host: &str) -> bool {
     host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
 }
 
+/// Balancers computed for a configuration that is not in use yet.
+#[derive(Default)]
+pub struct Staged {
+    pub by_name: HashMap<Arc<str>, Arc<Balancer>>,
+    by_id: HashMap<Arc<str>, Arc<Balancer>>,
+    wheels: Vec<(Arc<Balancer>, Vec<TargetSpec>, Ring, HealthMap)>,
+    commands: Vec<(Arc<Balancer>, String, String, bool)>,
+}
+
 /// Every upstream's balancer, and the name cache they share.
 pub struct Registry {
     balancers: Mutex<HashMap<Arc<str>, Arc<Balancer>>>,
@@ -336,9 +360,11 @@ impl Registry {
         }
     }
 
-    /// The balancers for `set`, by upstream name: existing ones updated in place, new ones
-    /// created, the rest dropped. Manual health commands not applied yet are applied.
-    pub fn compile(&self, set: &ConfigSet) -> HashMap<Arc<str>, Arc<Balancer>> {
+    /// The balancers for `set`, by upstream name, staged: existing balancers are reused (their
+    /// new wheels computed but not yet in use), new ones created, manual commands not applied
+    /// yet collected. Nothing a request sees changes until [`Registry::commit`], so a
+    /// configuration the data plane then refuses leaves the balancers as they were.
+    pub fn stage(&self, set: &ConfigSet) -> Staged {
         let mut targets: HashMap<&str, Vec<&Value>> = HashMap::new();
         for t in set.table("targets") {
             if let Some(u) = t.get("upstream_id").and_then(Value::as_str) {
@@ -352,12 +378,11 @@ impl Registry {
             }
         }
         let dns = lock(&self.dns).clone();
-        let mut balancers = lock(&self.balancers);
-        let mut next = HashMap::new();
-        let mut by_name = HashMap::new();
+        let current = lock(&self.balancers).clone();
+        let mut staged = Staged::default();
         for doc in set.table("upstreams") {
             let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
-            let balancer = match balancers.get(id) {
+            let balancer = match current.get(id) {
                 Some(b) if *b.doc == **doc => b.clone(),
                 _ => {
                     let b = Arc::new(Balancer::new(doc.clone(), self.changed.clone()));
@@ -366,27 +391,47 @@ impl Registry {
                 }
             };
             let specs = replay(targets.remove(id).unwrap_or_default());
-            {
-                let mut state = lock(&balancer.state);
-                if state.targets != specs || balancer.ring.load().slots() == 0 {
-                    state.targets = specs;
-                    balancer.rebuild(&mut state, &dns);
-                }
-                let mut cmds = commands.remove(id).unwrap_or_default();
-                cmds.sort_by_key(|c| c.get("created_at").and_then(Value::as_i64).unwrap_or(0));
-                for c in cmds {
-                    let cid = c.get("id").and_then(Value::as_str).unwrap_or_default();
-                    if state.applied.insert(cid.to_string()) {
-                        let target = c.get("target").and_then(Value::as_str).unwrap_or_default();
-                        let healthy = c.get("healthy").and_then(Value::as_bool).unwrap_or(true);
-                        balancer.set_target(target, healthy);
-                    }
+            let state = lock(&balancer.state);
+            if state.targets != specs || balancer.ring.load().slots() == 0 {
+                let (ring, health) = balancer.plan(&specs, &state.health, &dns);
+                staged.wheels.push((balancer.clone(), specs, ring, health));
+            }
+            let mut cmds = commands.remove(id).unwrap_or_default();
+            cmds.sort_by_key(|c| c.get("created_at").and_then(Value::as_i64).unwrap_or(0));
+            for c in cmds {
+                let cid = c.get("id").and_then(Value::as_str).unwrap_or_default();
+                if !state.applied.contains(cid) {
+                    let target = c.get("target").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let healthy = c.get("healthy").and_then(Value::as_bool).unwrap_or(true);
+                    staged.commands.push((balancer.clone(), cid.to_string(), target, healthy));
                 }
             }
-            by_name.insert(balancer.name.clone(), balancer.clone());
-            next.insert(balancer.id.clone(), balancer);
+            drop(state);
+            staged.by_name.insert(balancer.name.clone(), balancer.clone());
+            staged.by_id.insert(balancer.id.clone(), balancer);
         }
-        *balancers = next;
+        staged
+    }
+
+    /// Puts a staged set of balancers in use.
+    pub fn commit(&self, staged: Staged) {
+        for (balancer, targets, ring, health) in staged.wheels {
+            let mut state = lock(&balancer.state);
+            balancer.apply(&mut state, targets, ring, health);
+        }
+        for (balancer, id, target, healthy) in staged.commands {
+            if lock(&balancer.state).applied.insert(id) {
+                balancer.set_target(&target, healthy);
+            }
+        }
+        *lock(&self.balancers) = staged.by_id;
+    }
+
+    /// [`Registry::stage`] then [`Registry::commit`]: the balancers for `set`, by name.
+    pub fn compile(&self, set: &ConfigSet) -> HashMap<Arc<str>, Arc<Balancer>> {
+        let staged = self.stage(set);
+        let by_name = staged.by_name.clone();
+        self.commit(staged);
         by_name
     }
 
@@ -501,6 +546,19 @@ mod tests {
         let b3 = reg.compile(&set(&[("upstreams", up2), ("targets", t1), ("targets", t2)]))["svc.v1"].clone();
         assert!(!Arc::ptr_eq(&b, &b3));
         assert!(b3.ring().peers.iter().all(|p| p.health.available()), "a changed upstream starts healthy");
+    }
+
+    #[test]
+    fn a_staged_configuration_changes_nothing_until_committed() {
+        let up = json!({"id": "u1", "name": "svc.v1", "slots": 10});
+        let t1 = json!({"id": "t1", "upstream_id": "u1", "created_at": 1, "target": "10.0.0.1:80", "weight": 10});
+        let t2 = json!({"id": "t2", "upstream_id": "u1", "created_at": 2, "target": "10.0.0.2:80", "weight": 10});
+        let reg = Registry::default();
+        let b = reg.compile(&set(&[("upstreams", up.clone()), ("targets", t1.clone())]))["svc.v1"].clone();
+        let staged = reg.stage(&set(&[("upstreams", up), ("targets", t1), ("targets", t2)]));
+        assert_eq!(b.ring().peers.len(), 1, "staging leaves the wheel in use alone");
+        drop(staged);
+        assert_eq!(reg.reports().len(), 1);
     }
 
     #[test]

@@ -131,9 +131,10 @@ impl Compiled {
             }
         }
         let mut services = HashMap::new();
-        let by_name = balancers.compile(&set);
+        let staged = balancers.stage(&set);
+        let by_name = &staged.by_name;
         for doc in set.table("services") {
-            let service = Service::compile(doc, &by_name).map_err(|e| err("services", doc, e))?;
+            let service = Service::compile(doc, by_name).map_err(|e| err("services", doc, e))?;
             services.insert(service.id.clone(), Arc::new(service));
         }
         let plugins =
@@ -146,6 +147,8 @@ impl Compiled {
         }
         let certs = compile_certs(&set)?;
         let creds = Credentials::compile(&set);
+        // Everything that can refuse the configuration has run: the balancers may change now.
+        balancers.commit(staged);
         Ok(Compiled { router: Router::new(specs), certs, creds, global: plugins.global(), set })
     }
 
@@ -154,7 +157,8 @@ impl Compiled {
     }
 }
 
-fn strings(doc: &Value, key: &str) -> Vec<String> {
+/// The strings of an array field (other elements skipped); empty when absent.
+pub(crate) fn strings(doc: &Value, key: &str) -> Vec<String> {
     doc.get(key)
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())

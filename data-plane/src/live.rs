@@ -76,7 +76,11 @@ impl Live {
     /// The control plane refused the write, or is unreachable.
     pub async fn write(&self, changes: Vec<Change>) -> Result<i64, String> {
         let (done, result) = oneshot::channel();
-        self.writes.tx.send(PendingWrite { changes, done }).await.map_err(|_| "the sync client is gone".to_string())?;
+        // While the control plane is away writes fail at once rather than pile up.
+        self.writes
+            .tx
+            .try_send(PendingWrite { changes, done })
+            .map_err(|_| "the control plane is unreachable".to_string())?;
         let revision = tokio::time::timeout(WRITE_TIMEOUT, result)
             .await
             .map_err(|_| "the control plane did not answer in time".to_string())?

@@ -62,6 +62,15 @@ pub fn rewrite(global: &[Arc<dyn Plugin>], ctx: &mut RewriteCtx<'_>) {
     }
 }
 
+impl From<Result<(), Rejected>> for Access<'_> {
+    fn from(r: Result<(), Rejected>) -> Self {
+        match r {
+            Ok(()) => Access::Continue,
+            Err(response) => Access::Respond(response),
+        }
+    }
+}
+
 /// What the log phase sees, after the response has gone.
 #[derive(Debug, Clone)]
 pub struct LogEntry {

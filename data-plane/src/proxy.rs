@@ -5,7 +5,7 @@
 mod body;
 mod error;
 mod headers;
-mod upstream;
+pub(crate) mod upstream;
 mod uri;
 
 use std::borrow::Cow;
@@ -165,26 +165,6 @@ impl Proxy {
             None => raw_host.as_str(),
         };
         let trusted = self.trusted.iter().any(|n| n.contains(conn.peer.ip()));
-        headers::set_forwarding(
-            &mut parts.headers,
-            &headers::Forwarded {
-                peer: conn.peer.ip(),
-                trusted,
-                https: conn.https,
-                listener_port: conn.listener_port,
-                host: host_no_port,
-            },
-        );
-        let host_value = if route.preserve_host {
-            HeaderValue::from_str(&raw_host).map_err(|_| ProxyError::BadRequest("invalid Host"))?
-        } else {
-            service.host_header.clone()
-        };
-        parts.headers.insert(header::HOST, host_value);
-        if wants_upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        }
         let mut body =
             if incoming_is_empty(&parts.headers, &incoming) { ReqBody::Empty } else { ReqBody::Stream(incoming) };
 
@@ -220,6 +200,28 @@ impl Proxy {
                 rewritten_query = Some(ctx.query.map(Cow::into_owned));
             }
         }
+        // Upstream headers are set after the access phase: plugins see the client's own
+        // (an hmac-auth signature over `host`, say).
+        headers::set_forwarding(
+            &mut parts.headers,
+            &headers::Forwarded {
+                peer: conn.peer.ip(),
+                trusted,
+                https: conn.https,
+                listener_port: conn.listener_port,
+                host: host_no_port,
+            },
+        );
+        let host_value = if route.preserve_host {
+            HeaderValue::from_str(&raw_host).map_err(|_| ProxyError::BadRequest("invalid Host"))?
+        } else {
+            service.host_header.clone()
+        };
+        parts.headers.insert(header::HOST, host_value);
+        if wants_upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
         let query = match &rewritten_query {
             Some(q) => q.as_deref(),
             None => parts.uri.query(),
@@ -232,10 +234,11 @@ impl Proxy {
         // closed connections), as nginx's `proxy_next_upstream error timeout`. A request with a
         // body can only be replayed while its body is unsent, so it is retried only then.
         let replay = match &body {
-            _ if service.retries == 0 => None,
+            // nginx does not resend POST, PATCH or LOCK once they were sent.
+            _ if service.retries == 0 || matches!(parts.method.as_str(), "POST" | "PATCH" | "LOCK") => None,
             ReqBody::Empty => Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone(), None)),
             ReqBody::Full(b) => Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone(), Some(b.clone()))),
-            ReqBody::Stream(_) => None,
+            ReqBody::Stream(_) | ReqBody::Prefixed(..) => None,
         };
         let sni = if route.preserve_host && service.https { Some(host_no_port.to_string()) } else { None };
         // Balanced services hash once per request; each try moves one position on (§5.4).
@@ -309,7 +312,12 @@ impl Proxy {
                             upstream_req = rebuild(r);
                             ProxyError::Upstream(e.into_error().to_string())
                         }
-                        None => return Err(ProxyError::Upstream(e.into_error().to_string())),
+                        None => {
+                            if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                                b.observe_failure(p, false);
+                            }
+                            return Err(ProxyError::Upstream(e.into_error().to_string()));
+                        }
                     },
                 },
                 Err(_) => match &replay {

@@ -362,32 +362,7 @@ impl SyncClient {
         target: i64,
         within: Duration,
     ) -> Result<Received, String> {
-        let pem = std::fs::read(&cert.cert).map_err(|e| e.to_string())?;
-        let key = std::fs::read(&cert.key).map_err(|e| e.to_string())?;
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&pem))
-            .identity(Identity::from_pem(&pem, key))
-            .domain_name("gatehouse-cluster");
-        let channel = Channel::from_shared(format!("https://{addr}"))
-            .map_err(|e| e.to_string())?
-            .tls_config(tls)
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut client = ConfigSyncClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-        let (tx, rx) = mpsc::channel(8);
-        let hello = Hello {
-            node_id: self.node_id.clone(),
-            hostname: "in-test".into(),
-            version: "test".into(),
-            plugins: vec![],
-            epoch: self.epoch.clone(),
-            revision: self.revision,
-        };
-        tx.send(DataPlaneMessage { message: Some(DpMsg::Hello(hello)) }).await.map_err(|e| e.to_string())?;
-        let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+        let (tx, mut inbound) = self.open(addr, cert).await?;
         let mut got = Received { revision: self.revision, epoch: self.epoch.clone(), ..Received::default() };
         let deadline = Instant::now() + within;
         while got.revision < target || (got.snapshot_chunks == 0 && got.deltas == 0 && got.up_to_date == 0) {
@@ -427,10 +402,13 @@ impl SyncClient {
     }
 }
 
+/// The data plane's half of an open sync stream.
+type Stream = (mpsc::Sender<DataPlaneMessage>, tonic::Streaming<ControlPlaneMessage>);
+
 impl SyncClient {
-    /// Opens a stream, says Hello, sends one `WriteRequest` with `changes` and returns the
-    /// control plane's `WriteResult`.
-    pub async fn write(&self, addr: &str, cert: &ClusterCert, changes: Vec<Change>) -> Result<WriteResult, String> {
+    /// Connects with the cluster certificate, opens the stream and says Hello with what this
+    /// client holds.
+    async fn open(&self, addr: &str, cert: &ClusterCert) -> Result<Stream, String> {
         let pem = std::fs::read(&cert.cert).map_err(|e| e.to_string())?;
         let key = std::fs::read(&cert.key).map_err(|e| e.to_string())?;
         let tls = ClientTlsConfig::new()
@@ -441,6 +419,7 @@ impl SyncClient {
             .map_err(|e| e.to_string())?
             .tls_config(tls)
             .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
             .map_err(|e| e.to_string())?;
@@ -455,7 +434,14 @@ impl SyncClient {
             revision: self.revision,
         };
         tx.send(DataPlaneMessage { message: Some(DpMsg::Hello(hello)) }).await.map_err(|e| e.to_string())?;
-        let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+        let inbound = client.stream(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+        Ok((tx, inbound))
+    }
+
+    /// Opens a stream, says Hello, sends one `WriteRequest` with `changes` and returns the
+    /// control plane's `WriteResult`.
+    pub async fn write(&self, addr: &str, cert: &ClusterCert, changes: Vec<Change>) -> Result<WriteResult, String> {
+        let (tx, mut inbound) = self.open(addr, cert).await?;
         let write = WriteRequest { id: "w1".into(), changes };
         tx.send(DataPlaneMessage { message: Some(DpMsg::Write(write)) }).await.map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(10);

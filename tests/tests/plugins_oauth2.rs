@@ -889,3 +889,20 @@ async fn tokens_reach_every_data_plane() {
         assert!(rows.iter().any(|row| row["access_token"] == t.as_str()), "{t} is not listed: {listed}");
     }
 }
+
+/// A code is spent once even when two exchanges race: the control plane commits one token
+/// and the other request gets Kong's `Invalid code`.
+#[tokio::test]
+async fn a_code_exchanged_twice_at_once_gives_one_token() {
+    let o = OAuth::start(json!({})).await;
+    for round in 0..3 {
+        let code = o.code(&format!("racer{round}"), "email", "s").await;
+        let params = o.with_client(&[("grant_type", "authorization_code"), ("code", code.as_str())]);
+        let (a, b) = tokio::join!(o.token(&params), o.token(&params));
+        let mut statuses = [a.status, b.status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400], "round {round}: {} / {}", a.text(), b.text());
+        let loser = if a.status == 400 { &a } else { &b };
+        assert_eq!(loser.json()["error_description"], "Invalid code", "{}", loser.text());
+    }
+}

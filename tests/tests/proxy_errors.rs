@@ -61,6 +61,27 @@ async fn read_timeout_is_a_504_negotiated_by_accept() {
     );
 }
 
+/// nginx's `proxy_next_upstream` never resends a POST (or PATCH) that reached the upstream:
+/// a timed-out GET is tried 1 + retries times, a timed-out POST once.
+#[tokio::test]
+async fn a_sent_post_is_not_retried_but_a_get_is() {
+    let gw = Standalone::start().await;
+    let slow = Upstream::slow("slow", Duration::from_secs(2)).await;
+    gw.expose(&slow, json!({"read_timeout": 200, "retries": 2}), json!({"paths": ["/slow"]})).await;
+    gw.sync().await;
+
+    let r = gw.request("POST", "/slow", &[]).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(eventually(Duration::from_secs(2), || slow.requests() >= 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(slow.requests(), 1, "the POST reached the upstream once");
+
+    let r = gw.request("GET", "/slow", &[]).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(eventually(Duration::from_secs(2), || slow.requests() >= 4).await, "GET tried 3 times");
+    assert_eq!(slow.requests(), 4);
+}
+
 #[tokio::test]
 async fn refused_connection_is_a_502_negotiated_by_accept() {
     let gw = Standalone::start().await;

@@ -51,6 +51,14 @@ pub(super) async fn apply(
                     log(tx, revision, &mut seq, table, &id, None, now).await?;
                 }
             }
+            Op::Consume(table, id) => {
+                let sql = format!("DELETE FROM {} WHERE id = $1", table.name());
+                let done = sqlx::query(&sql).bind(&id).execute(&mut **tx).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::Gone { table: table.name().to_string(), id });
+                }
+                log(tx, revision, &mut seq, table, &id, None, now).await?;
+            }
             Op::DeleteWhere(table, column, value) => {
                 let sql = format!("DELETE FROM {} WHERE {} = $1 RETURNING id", table.name(), quoted(column));
                 let rows = sqlx::query(&sql).bind(&value).fetch_all(&mut **tx).await?;

@@ -11,6 +11,9 @@ pub enum StoreError {
     /// A foreign key refused the write (a parent is missing or a child still refers to it).
     #[error("foreign key violation")]
     ForeignKey,
+    /// A row an [`Op::Consume`](super::Op::Consume) needed was already deleted.
+    #[error("{table} {id} no longer exists")]
+    Gone { table: String, id: String },
     #[error("invalid store configuration: {0}")]
     Config(String),
     #[error("corrupt document: {0}")]

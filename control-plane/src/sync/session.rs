@@ -185,7 +185,9 @@ impl Session {
                 .filter(|t| WRITABLE.contains(&t.name()))
                 .ok_or_else(|| format!("data planes cannot write '{}'", c.entity))?;
             if c.deleted {
-                ops.push(Op::Delete(table, c.id.clone()));
+                // A code or refresh token is spent once: a second writer's delete fails the
+                // whole write, so only one token comes of it.
+                ops.push(Op::Consume(table, c.id.clone()));
             } else {
                 let doc: Doc = serde_json::from_str(&c.document).map_err(|e| format!("bad document: {e}"))?;
                 if doc.get("id").and_then(serde_json::Value::as_str) != Some(c.id.as_str()) {

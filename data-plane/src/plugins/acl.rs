@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::{Access, BuildError, Plugin, Reply, RequestCtx};
+use crate::compiled::strings;
 
 pub struct Acl {
     /// `true` for a whitelist, `false` for a blacklist.
@@ -11,17 +12,9 @@ pub struct Acl {
     hide_groups_header: bool,
 }
 
-fn list(config: &Value, key: &str) -> Vec<String> {
-    config
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
 impl Acl {
     pub fn new(config: &Value) -> Result<Acl, BuildError> {
-        let (white, black) = (list(config, "whitelist"), list(config, "blacklist"));
+        let (white, black) = (strings(config, "whitelist"), strings(config, "blacklist"));
         let (whitelist, groups) = match (white.is_empty(), black.is_empty()) {
             (false, true) => (true, white),
             (true, false) => (false, black),

@@ -77,10 +77,7 @@ impl Plugin for BasicAuth {
         if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
             return Access::Continue;
         }
-        match self.check(ctx) {
-            Ok(()) => Access::Continue,
-            Err(r) => Access::Respond(r),
-        }
+        self.check(ctx).into()
     }
 }
 

@@ -84,6 +84,11 @@ pub struct RequestCtx<'a> {
     pub credential: Option<Credential>,
 }
 
+/// The client's body failed mid-read.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read")]
+pub struct BodyError;
+
 /// Bodies plugins read are buffered up to this size; larger ones are not parsed.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
@@ -130,22 +135,44 @@ impl RequestCtx<'_> {
     }
 
     /// The request body, read into memory (at most [`BODY_LIMIT`]) and kept for the upstream.
-    /// `None` when it is larger or the client failed sending it.
-    pub async fn read_body(&mut self) -> Option<Bytes> {
-        use http_body_util::BodyExt;
-        match std::mem::replace(self.body, ReqBody::Empty) {
-            ReqBody::Empty => Some(Bytes::new()),
+    /// `Ok(None)` when it is larger: it then goes upstream untouched, unread by the plugin.
+    ///
+    /// # Errors
+    /// The client failed while sending it; the request cannot be forwarded.
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>, BodyError> {
+        use hyper::body::Body as _;
+        let mut incoming = match std::mem::replace(self.body, ReqBody::Empty) {
+            ReqBody::Empty => return Ok(Some(Bytes::new())),
             ReqBody::Full(b) => {
                 *self.body = ReqBody::Full(b.clone());
-                Some(b)
+                return Ok(Some(b));
             }
-            ReqBody::Stream(incoming) => {
-                let limited = http_body_util::Limited::new(incoming, BODY_LIMIT);
-                let bytes = limited.collect().await.ok()?.to_bytes();
-                *self.body = ReqBody::Full(bytes.clone());
-                Some(bytes)
+            prefixed @ ReqBody::Prefixed(..) => {
+                *self.body = prefixed;
+                return Ok(None);
+            }
+            ReqBody::Stream(incoming) => incoming,
+        };
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut incoming).poll_frame(cx)).await;
+            match frame {
+                None => break,
+                Some(Err(_)) => return Err(BodyError),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                    if buf.len() > BODY_LIMIT {
+                        *self.body = ReqBody::Prefixed(Some(buf.freeze()), incoming);
+                        return Ok(None);
+                    }
+                }
             }
         }
+        let bytes = buf.freeze();
+        *self.body = ReqBody::Full(bytes.clone());
+        Ok(Some(bytes))
     }
 
     /// Replaces the body the upstream gets (Content-Length follows).

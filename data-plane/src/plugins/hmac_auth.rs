@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::auth::{self, anonymous};
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
+use crate::compiled::strings;
 
 const CANNOT_VERIFY: &str = "HMAC signature cannot be verified";
 const NO_DATE: &str =
@@ -64,14 +65,6 @@ fn algorithm(name: &str) -> Option<hmac::Algorithm> {
         "hmac-sha512" => hmac::HMAC_SHA512,
         _ => return None,
     })
-}
-
-fn strings(config: &Value, key: &str) -> Vec<String> {
-    config
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
 }
 
 fn version(v: http::Version) -> &'static str {
@@ -183,7 +176,10 @@ impl HmacAuth {
     }
 
     async fn with_body(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: String) -> Result<(), Rejected> {
-        let body = ctx.read_body().await.unwrap_or_default();
+        // A body too large to hold cannot be checked against its digest: refused.
+        let Ok(Some(body)) = ctx.read_body().await else {
+            return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH));
+        };
         let digest = ctx.header("digest").map(str::to_owned);
         let ok = match digest {
             None => body.is_empty(),
@@ -215,10 +211,7 @@ impl Plugin for HmacAuth {
             Ok(Some((cred, username))) if self.validate_request_body => {
                 Access::Wait(Box::pin(self.with_body(ctx, cred, username)))
             }
-            Ok(Some((cred, username))) => match self.finish(ctx, cred, &username) {
-                Ok(()) => Access::Continue,
-                Err(r) => Access::Respond(r),
-            },
+            Ok(Some((cred, username))) => self.finish(ctx, cred, &username).into(),
         }
     }
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::auth::{self, anonymous};
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
+use crate::compiled::strings;
 
 pub struct Jwt {
     uri_param_names: Vec<String>,
@@ -23,16 +24,18 @@ pub struct Jwt {
     maximum_expiration: f64,
 }
 
-fn strings(config: &Value, key: &str) -> Vec<String> {
-    config
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
+/// Base64 in either alphabet (`-_` or `+/`), padding optional, as Kong's decoder accepts.
 fn b64url(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+    let normalized: String = s
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(normalized).ok()
 }
 
 /// The subjectPublicKey of a PEM public key (SPKI `PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`).
@@ -225,10 +228,7 @@ impl Plugin for Jwt {
         if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
             return Access::Continue;
         }
-        match self.check(ctx) {
-            Ok(()) => Access::Continue,
-            Err(r) => Access::Respond(r),
-        }
+        self.check(ctx).into()
     }
 }
 

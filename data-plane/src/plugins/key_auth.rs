@@ -9,7 +9,8 @@ use super::auth::{self, anonymous};
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
 
 pub struct KeyAuth {
-    key_names: Vec<http::HeaderName>,
+    /// Header form (lower-case) and the name as configured (query and body are case-sensitive).
+    key_names: Vec<(http::HeaderName, String)>,
     hide_credentials: bool,
     anonymous: Option<Arc<str>>,
     key_in_body: bool,
@@ -28,7 +29,11 @@ impl KeyAuth {
         let key_names = names
             .iter()
             .filter_map(Value::as_str)
-            .map(|n| http::HeaderName::from_bytes(n.as_bytes()).map_err(|_| BuildError(format!("bad key name '{n}'"))))
+            .map(|n| {
+                http::HeaderName::from_bytes(n.as_bytes())
+                    .map(|h| (h, n.to_string()))
+                    .map_err(|_| BuildError(format!("bad key name '{n}'")))
+            })
             .collect::<Result<_, _>>()?;
         let flag = |k: &str, d: bool| config.get(k).and_then(Value::as_bool).unwrap_or(d);
         Ok(KeyAuth {
@@ -42,20 +47,20 @@ impl KeyAuth {
 
     /// The first key name with a value, header before query before body.
     fn find(&self, ctx: &RequestCtx<'_>, body: Option<&Value>) -> (Found, Option<usize>, u8) {
-        for (i, name) in self.key_names.iter().enumerate() {
-            let mut values = ctx.headers.get_all(name).iter();
+        for (i, (header, name)) in self.key_names.iter().enumerate() {
+            let mut values = ctx.headers.get_all(header).iter();
             if let Some(v) = values.next() {
                 if values.next().is_some() {
                     return (Found::Duplicate, Some(i), 0);
                 }
                 return (Found::One(String::from_utf8_lossy(v.as_bytes()).into_owned()), Some(i), 0);
             }
-            match ctx.query_arg(name.as_str()) {
+            match ctx.query_arg(name) {
                 (_, 0) => {}
                 (Some(v), 1) => return (Found::One(v.into_owned()), Some(i), 1),
                 _ => return (Found::Duplicate, Some(i), 1),
             }
-            if let Some(v) = body.and_then(|b| b.get(name.as_str())) {
+            if let Some(v) = body.and_then(|b| b.get(name)) {
                 return match v {
                     Value::String(s) => (Found::One(s.clone()), Some(i), 2),
                     Value::Array(_) => (Found::Duplicate, Some(i), 2),
@@ -92,13 +97,13 @@ impl KeyAuth {
             }
         };
         if self.hide_credentials {
-            if let Some(name) = index.map(|i| &self.key_names[i]) {
+            if let Some((header, name)) = index.map(|i| &self.key_names[i]) {
                 match place {
                     0 => {
-                        ctx.headers.remove(name);
+                        ctx.headers.remove(header);
                     }
-                    1 => ctx.remove_query_arg(name.as_str()),
-                    _ => super::body::remove_field(ctx, name.as_str()),
+                    1 => ctx.remove_query_arg(name),
+                    _ => super::body::remove_field(ctx, name),
                 }
             }
         }
@@ -130,9 +135,6 @@ impl Plugin for KeyAuth {
         if self.key_in_body {
             return Access::Wait(Box::pin(self.run(ctx)));
         }
-        match self.check(ctx, None) {
-            Ok(()) => Access::Continue,
-            Err(r) => Access::Respond(r),
-        }
+        self.check(ctx, None).into()
     }
 }

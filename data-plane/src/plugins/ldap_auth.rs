@@ -124,42 +124,6 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, dn: &str, password: 
     Ok(read_result(s).await? == 0)
 }
 
-/// Accepts any certificate: used when `verify_ldap_host` is off, as Kong does.
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
 impl LdapAuth {
     pub fn new(config: &Value) -> Result<LdapAuth, BuildError> {
         let s = |k: &str| config.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -235,7 +199,10 @@ impl LdapAuth {
             let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
             builder.with_root_certificates(roots).with_no_client_auth()
         } else {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCert)).with_no_client_auth()
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(crate::proxy::upstream::NoVerify))
+                .with_no_client_auth()
         };
         let name = rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| LdapError::Io(std::io::Error::other(e)))?;

@@ -224,7 +224,13 @@ impl OAuth2 {
         t
     }
 
-    async fn store(ctx: &RequestCtx<'_>, inserts: &[(&str, &Value)], deletes: &[(&str, &str)]) -> Result<(), Rejected> {
+    /// Commits through the control plane. `Ok(false)` when a code or refresh token being spent
+    /// was already spent (by a concurrent request, maybe on another data plane).
+    async fn store(
+        ctx: &RequestCtx<'_>,
+        inserts: &[(&str, &Value)],
+        deletes: &[(&str, &str)],
+    ) -> Result<bool, Rejected> {
         let mut changes: Vec<Change> = inserts
             .iter()
             .map(|(entity, doc)| Change {
@@ -240,10 +246,14 @@ impl OAuth2 {
             document: String::new(),
             deleted: true,
         }));
-        ctx.live.write(changes).await.map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, "oauth2: cannot store a code or token");
-            Reply::unexpected().build()
-        })
+        match ctx.live.write(changes).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.contains("no longer exists") => Ok(false),
+            Err(e) => {
+                tracing::error!(error = %e, "oauth2: cannot store a code or token");
+                Err(Reply::unexpected().build())
+            }
+        }
     }
 
     async fn authorize(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
@@ -452,7 +462,10 @@ impl OAuth2 {
             }
         };
         let deletes: Vec<(&str, &str)> = deletes.iter().map(|(e, id)| (*e, id.as_str())).collect();
-        Self::store(ctx, &[("oauth2_tokens", &token)], &deletes).await?;
+        if !Self::store(ctx, &[("oauth2_tokens", &token)], &deletes).await? {
+            let spent = if grant == "refresh_token" { "Invalid refresh_token" } else { "Invalid code" };
+            return respond(400, ("invalid_request", spent.into()), false);
+        }
         let mut body = json!({
             "access_token": token["access_token"],
             "token_type": "bearer",

@@ -22,10 +22,10 @@ impl RequestSizeLimiting {
 
     async fn measure(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
         match ctx.read_body().await {
-            Some(body) if body.len() as u64 > self.allowed => Err(Self::too_large(ctx)),
-            Some(_) => Ok(()),
-            // Larger than what is buffered for plugins.
-            None => Err(Self::too_large(ctx)),
+            Ok(Some(body)) if body.len() as u64 > self.allowed => Err(Self::too_large(ctx)),
+            Ok(Some(_)) => Ok(()),
+            // Larger than what is buffered for plugins (which is above the limit), or broken.
+            Ok(None) | Err(_) => Err(Self::too_large(ctx)),
         }
     }
 }

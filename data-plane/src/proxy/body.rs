@@ -16,6 +16,8 @@ pub enum ReqBody {
     Stream(Incoming),
     /// A body a plugin read into memory (and maybe rewrote).
     Full(Bytes),
+    /// A body a plugin began to read and gave up on (too large): what was read, then the rest.
+    Prefixed(Option<Bytes>, Incoming),
 }
 
 impl Body for ReqBody {
@@ -26,6 +28,10 @@ impl Body for ReqBody {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Prefixed(prefix, rest) => match prefix.take() {
+                Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
             ReqBody::Full(b) => {
                 let data = std::mem::take(b);
                 if data.is_empty() {
@@ -42,6 +48,7 @@ impl Body for ReqBody {
             ReqBody::Empty => true,
             ReqBody::Stream(b) => b.is_end_stream(),
             ReqBody::Full(b) => b.is_empty(),
+            ReqBody::Prefixed(p, rest) => p.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -50,6 +57,16 @@ impl Body for ReqBody {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Stream(b) => b.size_hint(),
             ReqBody::Full(b) => SizeHint::with_exact(b.len() as u64),
+            ReqBody::Prefixed(p, rest) => {
+                let extra = p.as_ref().map_or(0, |p| p.len() as u64);
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + extra);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
         }
     }
 }

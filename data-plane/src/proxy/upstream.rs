@@ -208,8 +208,9 @@ impl Default for Connector {
 }
 
 /// Kong does not verify upstream certificates; neither do we (the Service owner chose the host).
+/// ldap-auth uses it too when `verify_ldap_host` is off.
 #[derive(Debug)]
-struct NoVerify;
+pub(crate) struct NoVerify;
 
 impl ServerCertVerifier for NoVerify {
     fn verify_server_cert(

@@ -208,6 +208,10 @@ impl Follower {
                 }
                 _ = ticker.tick() => send(&tx, Out::Status(self.status())).await?,
                 Some(w) = writes.recv() => {
+                    // The request gave up waiting (it answered 500): do not commit behind its back.
+                    if w.done.is_closed() {
+                        continue;
+                    }
                     let id = uuid::Uuid::new_v4().to_string();
                     pending.insert(id.clone(), w.done);
                     send(&tx, Out::Write(WriteRequest { id, changes: w.changes })).await?;
