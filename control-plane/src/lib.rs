@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod expiry;
 pub mod server;
 pub mod store;
 pub mod sync;
@@ -144,6 +145,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         cluster_addr = Some(bound);
         servers.push(tokio::spawn(fut));
     }
+    servers.push(tokio::spawn(expiry::run(store.clone(), std::time::Duration::from_secs(60), stop_rx.clone())));
     if let Some(addr) = config.admin_listen {
         let fut = server::bind(addr, None, service.clone(), node.clone(), stop_rx.clone())
             .await
