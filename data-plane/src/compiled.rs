@@ -17,6 +17,19 @@ use crate::credentials::Credentials;
 use crate::plugins::{self, chain::Plugins, Chain};
 use crate::router::{PathRule, RouteInfo, RouteSpec, Router};
 
+/// Entities that feed only the consumer and credential indexes.
+pub const CREDENTIAL_TABLES: [&str; 9] = [
+    "consumers",
+    "keyauth_credentials",
+    "basicauth_credentials",
+    "hmacauth_credentials",
+    "jwt_secrets",
+    "acls",
+    "oauth2_credentials",
+    "oauth2_tokens",
+    "oauth2_authorization_codes",
+];
+
 /// Why a configuration cannot be served here.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 #[error("{entity} {id}: {reason}")]
@@ -92,9 +105,9 @@ impl Service {
 #[derive(Default)]
 pub struct Compiled {
     pub set: Arc<ConfigSet>,
-    pub router: Router,
+    pub router: Arc<Router>,
     /// Certificates by exact SNI name.
-    pub certs: HashMap<String, Arc<CertifiedKey>>,
+    pub certs: Arc<HashMap<String, Arc<CertifiedKey>>>,
     /// Consumers and credentials for the auth plugins.
     pub creds: Credentials,
     /// Global plugin configurations, for the rewrite phase (before routing).
@@ -149,7 +162,26 @@ impl Compiled {
         let creds = Credentials::compile(&set);
         // Everything that can refuse the configuration has run: the balancers may change now.
         balancers.commit(staged);
-        Ok(Compiled { router: Router::new(specs), certs, creds, global: plugins.global(), set })
+        Ok(Compiled {
+            router: Arc::new(Router::new(specs)),
+            certs: Arc::new(certs),
+            creds,
+            global: plugins.global(),
+            set,
+        })
+    }
+
+    /// `set` differs from this configuration's only in [`CREDENTIAL_TABLES`]: the router,
+    /// certificates, plugins and balancers are reused and only the credential indexes rebuilt
+    /// (an OAuth2 token issued on some data plane must not cost every data plane a full compile).
+    pub fn with_credentials(&self, set: Arc<ConfigSet>) -> Compiled {
+        Compiled {
+            router: self.router.clone(),
+            certs: self.certs.clone(),
+            global: self.global.clone(),
+            creds: Credentials::compile(&set),
+            set,
+        }
     }
 
     pub fn revision(&self) -> i64 {
@@ -212,4 +244,38 @@ fn compile_certs(set: &ConfigSet) -> Result<HashMap<String, Arc<CertifiedKey>>, 
         }
     }
     Ok(by_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_shared::proto::Change;
+    use serde_json::json;
+
+    use super::*;
+
+    fn change(entity: &str, doc: serde_json::Value) -> Change {
+        Change {
+            entity: entity.into(),
+            id: doc["id"].as_str().unwrap().into(),
+            document: doc.to_string(),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn a_credential_change_reuses_the_router_and_sees_the_new_key() {
+        let mut set = ConfigSet::new("e", 1);
+        set.apply(&[
+            change("services", json!({"id": "s1", "host": "127.0.0.1", "port": 80})),
+            change("routes", json!({"id": "r1", "paths": ["/a"], "service": {"id": "s1"}})),
+            change("consumers", json!({"id": "c1", "username": "alice"})),
+        ])
+        .unwrap();
+        let first = Compiled::compile(Arc::new(set.clone()), &HashSet::new(), &Registry::default()).unwrap();
+        set.apply(&[change("keyauth_credentials", json!({"id": "k1", "consumer_id": "c1", "key": "secret"}))]).unwrap();
+        let second = first.with_credentials(Arc::new(set));
+        assert!(Arc::ptr_eq(&first.router, &second.router));
+        assert!(!first.creds.keys.contains_key("secret"));
+        assert_eq!(second.creds.owner(&second.creds.keys["secret"]).unwrap().id.as_ref(), "c1");
+    }
 }

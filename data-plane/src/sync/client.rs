@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 
 use super::disk_cache::DiskCache;
-use crate::compiled::{CompileError, Compiled};
+use crate::compiled::{CompileError, Compiled, CREDENTIAL_TABLES};
 use crate::config::{Config, Mtls};
 use crate::live::Live;
 
@@ -176,7 +176,10 @@ impl Follower {
                                 let (entity, id) = e.entity();
                                 CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
                             });
-                            refused = !self.install(d.revision, result.map(|()| next), &tx).await?;
+                            let credentials_only =
+                                d.changes.iter().all(|c| CREDENTIAL_TABLES.contains(&c.entity.as_str()));
+                            let reuse = credentials_only.then_some(current);
+                            refused = !self.install(d.revision, result.map(|()| next), &tx, reuse).await?;
                             if !refused {
                                 self.live.counters.deltas.fetch_add(1, Ordering::Relaxed);
                             }
@@ -189,7 +192,7 @@ impl Follower {
                                     let (entity, id) = e.entity();
                                     CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
                                 });
-                                refused = !self.install(chunk.revision, result.map(|()| next), &tx).await?;
+                                refused = !self.install(chunk.revision, result.map(|()| next), &tx, None).await?;
                                 if !refused {
                                     self.live.counters.snapshots.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -244,11 +247,16 @@ impl Follower {
         attempted: i64,
         next: Result<ConfigSet, CompileError>,
         tx: &mpsc::Sender<DataPlaneMessage>,
+        reuse: Option<Arc<Compiled>>,
     ) -> Result<bool, SyncError> {
-        if let Ok(set) = &next {
-            self.live.balancers.prepare(set).await;
-        }
-        let compiled = next.and_then(|set| Compiled::compile(Arc::new(set), &self.plugins, &self.live.balancers));
+        let compiled = match (next, reuse) {
+            (Ok(set), Some(current)) => Ok(current.with_credentials(Arc::new(set))),
+            (Ok(set), None) => {
+                self.live.balancers.prepare(&set).await;
+                Compiled::compile(Arc::new(set), &self.plugins, &self.live.balancers)
+            }
+            (Err(e), _) => Err(e),
+        };
         match compiled {
             Ok(compiled) => {
                 let set = compiled.set.clone();
