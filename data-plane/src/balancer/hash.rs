@@ -66,7 +66,7 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> 
     for header in headers.get_all(COOKIE) {
         let mut rest = header.as_bytes();
         while !rest.is_empty() {
-            let end = rest.iter().position(|b| *b == b';').unwrap_or(rest.len());
+            let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
             let pair = rest[..end].trim_ascii_start();
             if let Some(v) = pair.strip_prefix(name).and_then(|p| p.trim_ascii_start().strip_prefix(b"=")) {
                 return Some(v.trim_ascii());
