@@ -17,18 +17,11 @@ use crate::credentials::Credentials;
 use crate::plugins::{self, chain::Plugins, Chain};
 use crate::router::{PathRule, RouteInfo, RouteSpec, Router};
 
-/// Entities that feed only the consumer and credential indexes.
-pub const CREDENTIAL_TABLES: [&str; 9] = [
-    "consumers",
-    "keyauth_credentials",
-    "basicauth_credentials",
-    "hmacauth_credentials",
-    "jwt_secrets",
-    "acls",
-    "oauth2_credentials",
-    "oauth2_tokens",
-    "oauth2_authorization_codes",
-];
+/// Whether `entity` feeds only the consumer and credential indexes (a consumer, or one of
+/// the shared credential registry's entities).
+pub fn credentials_only(entity: &str) -> bool {
+    entity == "consumers" || gatehouse_shared::credential::schema(entity).is_some()
+}
 
 /// Why a configuration cannot be served here.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -171,7 +164,7 @@ impl Compiled {
         })
     }
 
-    /// `set` differs from this configuration's only in [`CREDENTIAL_TABLES`]: the router,
+    /// `set` differs from this configuration's only in [`credentials_only`] entities: the router,
     /// certificates, plugins and balancers are reused and only the credential indexes rebuilt
     /// (an OAuth2 token issued on some data plane must not cost every data plane a full compile).
     pub fn with_credentials(&self, set: Arc<ConfigSet>) -> Compiled {

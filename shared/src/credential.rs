@@ -31,6 +31,7 @@ use crate::schema::validate::{check_table, Errors};
 use crate::upstream::OldError;
 use crate::validate::is_uuid;
 
+pub use crate::schema::checks::random_token;
 pub use acl::ACLS;
 pub use basic_auth::{digest as basic_auth_digest, BASICAUTH_CREDENTIALS};
 pub use hmac_auth::HMACAUTH_CREDENTIALS;

@@ -1,9 +1,9 @@
 //! basic-auth (kong-0.14-plugins §4.2): `user:password` in Proxy-Authorization or
 //! Authorization, checked against the stored SHA-1 of password ‖ consumer id.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
+use gatehouse_shared::credential::basic_auth_digest;
 use serde_json::Value;
 
 use super::auth::{self, anonymous, decode_user_pass};
@@ -12,17 +12,6 @@ use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx}
 pub struct BasicAuth {
     hide_credentials: bool,
     anonymous: Option<Arc<str>>,
-}
-
-/// The stored form of a password: lower-case hex SHA-1 of password ‖ consumer id.
-pub fn digest(password: &str, consumer_id: &str) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    ctx.update(password.as_bytes());
-    ctx.update(consumer_id.as_bytes());
-    ctx.finish().as_ref().iter().fold(String::with_capacity(40), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 impl BasicAuth {
@@ -59,7 +48,7 @@ impl BasicAuth {
         };
         let consumer_id = cred.get("consumer_id").and_then(Value::as_str).unwrap_or_default();
         let stored = cred.get("password").and_then(Value::as_str).unwrap_or_default();
-        if !auth::same_secret(digest(&pass, consumer_id).as_bytes(), stored.as_bytes()) {
+        if !auth::same_secret(basic_auth_digest(&pass, consumer_id).as_bytes(), stored.as_bytes()) {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, "Invalid authentication credentials"));
         }
         let Some(consumer) = config.creds.owner(cred) else { return Err(Reply::unexpected().build()) };
@@ -78,14 +67,5 @@ impl Plugin for BasicAuth {
             return Access::Continue;
         }
         self.check(ctx).into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn digest_is_sha1_of_password_and_consumer() {
-        // SHA-1("abc"), the FIPS 180 test vector.
-        assert_eq!(super::digest("ab", "c"), "a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 }

@@ -38,46 +38,36 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(normalized).ok()
 }
 
-/// The subjectPublicKey of a PEM public key (SPKI `PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`).
-fn public_key(pem: &[u8]) -> Option<Vec<u8>> {
+/// The EC point of a PEM `PUBLIC KEY` (SPKI), for ES256.
+fn ec_public_key(pem: &[u8]) -> Option<Vec<u8>> {
     let mut reader = pem;
     loop {
-        match rustls_pemfile::read_one(&mut reader).ok()?? {
-            rustls_pemfile::Item::SubjectPublicKeyInfo(spki) => {
-                use x509_parser::prelude::FromDer;
-                let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki.as_ref()).ok()?;
-                return Some(info.subject_public_key.data.to_vec());
-            }
-            _ => continue,
+        if let rustls_pemfile::Item::SubjectPublicKeyInfo(spki) = rustls_pemfile::read_one(&mut reader).ok()?? {
+            use x509_parser::prelude::FromDer;
+            let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki.as_ref()).ok()?;
+            return Some(info.subject_public_key.data.to_vec());
         }
     }
 }
 
-fn rsa_pkcs1(pem: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(pem).ok()?;
-    let body = text.split("-----BEGIN RSA PUBLIC KEY-----").nth(1)?.split("-----END RSA PUBLIC KEY-----").next()?;
-    let compact: String = body.split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD.decode(compact).ok()
-}
-
 fn verify(alg: &str, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
     let hs = |a| hmac::verify(&hmac::Key::new(a, key), message, sig).is_ok();
-    let public = |a: &'static dyn signature::VerificationAlgorithm| {
-        let der = public_key(key).or_else(|| rsa_pkcs1(key));
+    let rsa = |a: &'static dyn signature::VerificationAlgorithm| {
+        let der = std::str::from_utf8(key).ok().and_then(gatehouse_shared::credential::rsa_public_key_der);
         der.is_some_and(|d| signature::UnparsedPublicKey::new(a, d).verify(message, sig).is_ok())
     };
     match alg {
         "HS256" => hs(hmac::HMAC_SHA256),
         "HS384" => hs(hmac::HMAC_SHA384),
         "HS512" => hs(hmac::HMAC_SHA512),
-        "RS256" => public(&signature::RSA_PKCS1_2048_8192_SHA256),
-        "RS512" => public(&signature::RSA_PKCS1_2048_8192_SHA512),
-        "ES256" => public(&signature::ECDSA_P256_SHA256_FIXED),
+        "RS256" => rsa(&signature::RSA_PKCS1_2048_8192_SHA256),
+        "RS512" => rsa(&signature::RSA_PKCS1_2048_8192_SHA512),
+        "ES256" => ec_public_key(key).is_some_and(|p| {
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, p).verify(message, sig).is_ok()
+        }),
         _ => false,
     }
 }
-
-const ALGORITHMS: [&str; 6] = ["HS256", "HS384", "HS512", "RS256", "RS512", "ES256"];
 
 fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
@@ -148,7 +138,7 @@ impl Jwt {
             return fail(ctx, Reply::message(401, "Bad token; invalid typ"));
         }
         let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default().to_string();
-        if !ALGORITHMS.contains(&alg.as_str()) {
+        if !gatehouse_shared::credential::JWT_ALGORITHMS.contains(&alg.as_str()) {
             return fail(ctx, Reply::message(401, "Bad token; invalid alg"));
         }
         if !claims.is_object() {

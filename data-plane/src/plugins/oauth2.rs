@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
+use gatehouse_shared::credential::random_token;
 use gatehouse_shared::proto::Change;
 use http::{HeaderName, Method};
 use serde_json::{json, Map, Value};
@@ -37,25 +37,6 @@ pub struct OAuth2 {
 
 /// An OAuth2 error: `error` code and description.
 type OAuthError = (&'static str, String);
-
-/// A random 32-character token, as Kong makes them (base64 of 24 random bytes with `/` and
-/// `+` replaced).
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 24];
-    let rng = ring::rand::SystemRandom::new();
-    if ring::rand::SecureRandom::fill(&rng, &mut bytes).is_err() {
-        bytes.iter_mut().for_each(|b| *b = fastrand::u8(..));
-    }
-    base64::engine::general_purpose::STANDARD
-        .encode(bytes)
-        .chars()
-        .map(|c| match c {
-            '/' => char::from(b'0' + fastrand::u8(0..10)),
-            '+' => char::from(b'A' + fastrand::u8(0..26)),
-            c => c,
-        })
-        .collect()
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -581,14 +562,6 @@ impl Plugin for OAuth2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_32_url_safe_characters() {
-        let t = random_token();
-        assert_eq!(t.len(), 32);
-        assert!(t.chars().all(|c| c.is_ascii_alphanumeric()), "{t}");
-        assert_ne!(t, random_token());
-    }
 
     #[test]
     fn redirect_parameters_merge_sorted_with_encoded_spaces() {

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 
 use super::disk_cache::DiskCache;
-use crate::compiled::{CompileError, Compiled, CREDENTIAL_TABLES};
+use crate::compiled::{credentials_only, CompileError, Compiled};
 use crate::config::{Config, Mtls};
 use crate::live::Live;
 
@@ -177,7 +177,7 @@ impl Follower {
                                 CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
                             });
                             let credentials_only =
-                                d.changes.iter().all(|c| CREDENTIAL_TABLES.contains(&c.entity.as_str()));
+                                d.changes.iter().all(|c| credentials_only(&c.entity));
                             let reuse = credentials_only.then_some(current);
                             refused = !self.install(d.revision, result.map(|()| next), &tx, reuse).await?;
                             if !refused {

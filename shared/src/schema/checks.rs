@@ -40,6 +40,11 @@ pub(crate) fn first_invalid_regex(items: &[Value]) -> Option<String> {
 /// come from the operating system's CSPRNG: these strings are credentials (API keys, secrets,
 /// client ids, tokens).
 pub(crate) fn random_string() -> Value {
+    Value::from(random_token())
+}
+
+/// [`random_string`] as text: also what data planes mint OAuth2 codes and tokens with.
+pub fn random_token() -> String {
     let mut bytes = [0u8; 24];
     let mut spare = [0u8; 32];
     let rng = ring::rand::SystemRandom::new();
@@ -49,7 +54,7 @@ pub(crate) fn random_string() -> Value {
     ring::rand::SecureRandom::fill(&rng, &mut spare).expect("system random generator");
     let mut spare = spare.iter();
     let mut pick = |base: u8, span: u8| base + spare.next().map_or(0, |r| r % span);
-    let text: String = STANDARD
+    STANDARD
         .encode(bytes)
         .chars()
         .map(|ch| match ch {
@@ -57,8 +62,7 @@ pub(crate) fn random_string() -> Value {
             '+' => char::from(pick(b'A', 26)),
             other => other,
         })
-        .collect();
-    Value::from(text)
+        .collect()
 }
 
 #[cfg(test)]
