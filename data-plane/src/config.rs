@@ -74,7 +74,7 @@ pub enum Mtls {
 pub struct Config {
     pub proxy_listen: Option<SocketAddr>,
     pub proxy_ssl_listen: Option<SocketAddr>,
-    /// Worker threads for the proxy runtime (default: one per core).
+    /// Proxy worker threads, each with its own listening socket (default: one per core).
     pub proxy_workers: Option<usize>,
     /// The default certificate (when no SNI matches); self-signed when unset.
     pub ssl_cert: Option<PathBuf>,

@@ -97,9 +97,9 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         trusted: config.trusted_ips.clone(),
     });
     let mut proxy_addr = None;
+    let workers = config.proxy_workers.unwrap_or_else(server::default_workers);
     if let Some(addr) = config.proxy_listen {
-        let (bound, fut) = server::bind(addr, None, proxy.clone(), stop_rx.clone())
-            .await
+        let (bound, fut) = server::bind(addr, None, proxy.clone(), stop_rx.clone(), workers)
             .with_context(|| format!("cannot listen on {addr} (proxy_listen)"))?;
         proxy_addr = Some(bound);
         tasks.push(tokio::spawn(fut));
@@ -114,8 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             _ => tls::default_certificate().map_err(anyhow::Error::msg)?,
         };
         let tls_config = tls::server_config(live.clone(), fallback).map_err(anyhow::Error::msg)?;
-        let (_, fut) = server::bind(addr, Some(tls_config.into()), proxy.clone(), stop_rx.clone())
-            .await
+        let (_, fut) = server::bind(addr, Some(tls_config.into()), proxy.clone(), stop_rx.clone(), workers)
             .with_context(|| format!("cannot listen on {addr} (proxy_ssl_listen)"))?;
         tasks.push(tokio::spawn(fut));
     }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -29,12 +29,23 @@ use crate::plugins::{self, LogEntry, RequestCtx, Resolved, RewriteCtx};
 type Replay = (http::Method, Uri, http::HeaderMap, Option<bytes::Bytes>);
 use crate::router;
 
-/// Where a request came in.
-#[derive(Debug, Clone, Copy)]
+/// Where a request came in: one per client connection, shared by its requests.
+#[derive(Debug, Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
     pub https: bool,
     pub listener_port: u16,
+    /// The peer's address and the listener's port as header values, formatted once per
+    /// connection rather than once per request (X-Forwarded-For, X-Real-IP, X-Forwarded-Port).
+    peer_value: HeaderValue,
+    port_value: HeaderValue,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, https: bool, listener_port: u16) -> Conn {
+        let peer_value = HeaderValue::try_from(peer.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
+        Conn { peer, https, listener_port, peer_value, port_value: HeaderValue::from(listener_port) }
+    }
 }
 
 /// Shared by every connection of every listener.
@@ -82,13 +93,26 @@ impl IpNet {
     }
 }
 
+const KONG_DEBUG: HeaderName = HeaderName::from_static("kong-debug");
+const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+
+/// Milliseconds since `since` as a header value. Latencies are almost always small: those
+/// come from a table of static values, so the two latency headers cost no allocation.
 fn millis(since: Instant) -> HeaderValue {
-    HeaderValue::from(since.elapsed().as_millis() as u64)
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        (0..1024u32).map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str()))).collect()
+    });
+    let ms = since.elapsed().as_millis();
+    match usize::try_from(ms).ok().and_then(|i| SMALL.get(i)) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(ms as u64),
+    }
 }
 
 impl Proxy {
     /// Proxies one request; every failure becomes Kong's response for it.
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ResBody> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: &Conn) -> Response<ResBody> {
         let started = Instant::now();
         // Error pages are negotiated on Accept: keep just that (a reference-counted clone).
         let accept = req.headers().get(header::ACCEPT).cloned();
@@ -110,7 +134,7 @@ impl Proxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        conn: Conn,
+        conn: &Conn,
         started: Instant,
     ) -> Result<Response<ResBody>, ProxyError> {
         let config = self.live.load();
@@ -134,14 +158,20 @@ impl Proxy {
         if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
             return Err(ProxyError::BadRequest("a request needs exactly one Host header"));
         }
-        let raw_host = match h.get(header::HOST).and_then(|v| v.to_str().ok()) {
-            Some(host) => host.to_string(),
-            None => req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default(),
+        // Held as a (reference-counted) header value: no copy, and `preserve_host` sends it on.
+        let host_header = match h.get(header::HOST) {
+            Some(v) => v.clone(),
+            None => req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .unwrap_or(HeaderValue::from_static("")),
         };
+        let raw_host = host_header.to_str().unwrap_or_default();
         let path = req.uri().path();
         let m = config
             .router
-            .find(&router::Request { method: req.method().as_str(), path, host: &raw_host })
+            .find(&router::Request { method: req.method().as_str(), path, host: raw_host })
             .ok_or(ProxyError::NoRoute)?;
         let route = &m.route;
         let service = &route.service;
@@ -149,7 +179,7 @@ impl Proxy {
             return Err(ProxyError::HttpsRequired);
         }
         let strip = if route.strip_path { m.strip } else { None };
-        let debug = req.headers().contains_key("kong-debug");
+        let debug = req.headers().contains_key(&KONG_DEBUG);
         let wants_upgrade = req
             .headers()
             .get(header::UPGRADE)
@@ -159,10 +189,10 @@ impl Proxy {
 
         let (mut parts, incoming) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove("kong-debug");
+        parts.headers.remove(&KONG_DEBUG);
         let host_no_port = match raw_host.get(1..).and_then(|r| r.find(':')) {
             Some(i) => &raw_host[..=i],
-            None => raw_host.as_str(),
+            None => raw_host,
         };
         let trusted = self.trusted.iter().any(|n| n.contains(conn.peer.ip()));
         let mut body =
@@ -205,18 +235,14 @@ impl Proxy {
         headers::set_forwarding(
             &mut parts.headers,
             &headers::Forwarded {
-                peer: conn.peer.ip(),
+                peer: &conn.peer_value,
                 trusted,
                 https: conn.https,
-                listener_port: conn.listener_port,
+                listener_port: &conn.port_value,
                 host: host_no_port,
             },
         );
-        let host_value = if route.preserve_host {
-            HeaderValue::from_str(&raw_host).map_err(|_| ProxyError::BadRequest("invalid Host"))?
-        } else {
-            service.host_header.clone()
-        };
+        let host_value = if route.preserve_host { host_header.clone() } else { service.host_header.clone() };
         parts.headers.insert(header::HOST, host_value);
         if wants_upgrade {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -363,8 +389,8 @@ impl Proxy {
         }
         let h = &mut parts.headers;
         h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));
-        h.insert("x-kong-upstream-latency", upstream_latency);
-        h.insert("x-kong-proxy-latency", proxy_latency);
+        h.insert(X_KONG_UPSTREAM_LATENCY, upstream_latency);
+        h.insert(X_KONG_PROXY_LATENCY, proxy_latency);
         if let Some(cookie) = hashed.set_cookie {
             h.append(header::SET_COOKIE, cookie);
         }

@@ -213,7 +213,8 @@ impl Router {
         let host_key = wildcard_hit.unwrap_or(host);
 
         // Candidates: every route that can fully match, reached through one index each.
-        let mut candidates: Vec<u32> = Vec::new();
+        // Inline storage: the common request has a handful of candidates and allocates nothing.
+        let mut candidates: smallvec::SmallVec<[u32; 16]> = smallvec::SmallVec::new();
         let mut uri_hit: Option<&str> = None;
         let exact = self.plain_paths.contains(uri);
         for (len, paths) in &self.prefixes {
@@ -226,7 +227,7 @@ impl Router {
             }
         }
         let mut regex_hit = None;
-        let mut regex_match = |idx: u32, pi: usize, candidates: &mut Vec<u32>| {
+        let mut regex_match = |idx: u32, pi: usize, candidates: &mut smallvec::SmallVec<[u32; 16]>| {
             let rule = &self.routes[idx as usize].spec.paths[pi];
             if regex_hit.is_none() {
                 regex_hit = Some(rule.source());
@@ -267,7 +268,7 @@ impl Router {
         let uri_key = uri_hit.unwrap_or(uri);
 
         // Keep the ones that fully match, remembering how their path matched.
-        let mut matched: Vec<(u32, Option<Strip>)> = Vec::with_capacity(candidates.len());
+        let mut matched: smallvec::SmallVec<[(u32, Option<Strip>); 8]> = smallvec::SmallVec::new();
         for idx in candidates {
             if let Some(strip) = self.full_match(&self.routes[idx as usize], host_key, uri, uri_key, req.method) {
                 matched.push((idx, strip));

@@ -1,5 +1,13 @@
-//! Proxy listeners: plain HTTP/1.1 and TLS (ALPN h2 or http/1.1), one task per connection,
-//! draining in-flight requests on shutdown.
+//! Proxy listeners: plain HTTP/1.1 and TLS (ALPN h2 or http/1.1), served by worker threads
+//! that each run a single-threaded runtime and accept from the same listening socket, as
+//! nginx's workers do. A connection lives and dies on the thread that accepted it: its
+//! upstream connections come from that thread's pool and no task ever migrates, so the
+//! request path pays no cross-thread wake-ups or work-stealing atomics. In-flight requests
+//! are drained on shutdown.
+//!
+//! The workers share one socket (duplicated descriptors) rather than binding one each with
+//! `SO_REUSEPORT`: that option would also let a second Gatehouse started by mistake on the
+//! same port bind it silently and take half the connections, where now it fails to start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::head_guard::{HeadGuard, Smuggling};
@@ -19,21 +27,72 @@ use crate::proxy::{Conn, Proxy};
 const HANDSHAKE: Duration = Duration::from_secs(10);
 const HEADER_READ: Duration = Duration::from_secs(60);
 const DRAIN: Duration = Duration::from_secs(15);
+const BACKLOG: i32 = 4096;
 
-/// Binds now (failing fast) and returns the accept loop.
+/// The number of proxy workers when none is configured: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Binds now (failing fast), starts `workers` threads serving the address, and returns
+/// the bound address and a future that ends once every worker has drained.
 ///
 /// # Errors
-/// The address cannot be bound.
-pub async fn bind(
+/// The address cannot be bound, or a worker thread cannot start.
+pub fn bind(
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     shutdown: watch::Receiver<bool>,
+    workers: usize,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tracing::info!(addr = %local, tls = tls.is_some(), "proxy listener bound");
-    Ok((local, serve(listener, local.port(), tls, proxy, shutdown)))
+    let workers = workers.max(1);
+    let first = listen(addr)?;
+    let local = first.local_addr()?;
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        sockets.push(first.try_clone()?);
+    }
+    sockets.push(first);
+    tracing::info!(addr = %local, tls = tls.is_some(), workers, "proxy listener bound");
+    let mut done = Vec::with_capacity(workers);
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (tx, rx) = oneshot::channel::<()>();
+        done.push(rx);
+        let (tls, proxy, shutdown) = (tls.clone(), proxy.clone(), shutdown.clone());
+        std::thread::Builder::new().name(format!("proxy-{}-{i}", local.port())).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "proxy worker cannot start its runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => serve(listener, local.port(), tls, proxy, shutdown).await,
+                    Err(e) => tracing::error!(error = %e, "proxy worker cannot register its listener"),
+                }
+            });
+            let _ = tx.send(());
+        })?;
+    }
+    Ok((local, async move {
+        for rx in done {
+            let _ = rx.await;
+        }
+    }))
+}
+
+/// A non-blocking listening socket with a deep accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 async fn serve(
@@ -57,7 +116,7 @@ async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let conn = Conn { peer, https: tls.is_some(), listener_port: port };
+        let conn = Arc::new(Conn::new(peer, tls.is_some(), port));
         match &tls {
             None => {
                 let (io, smuggling) = HeadGuard::new(tcp);
@@ -98,7 +157,7 @@ async fn serve(
 /// The per-connection service: ambiguous framing is refused, everything else proxied.
 fn service(
     proxy: Arc<Proxy>,
-    conn: Conn,
+    conn: Arc<Conn>,
     smuggling: Smuggling,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
@@ -110,11 +169,49 @@ fn service(
     hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let proxy = proxy.clone();
         let smuggling = smuggling.clone();
+        let conn = conn.clone();
         async move {
             if smuggling.detected() {
                 return Ok(proxy.refuse_smuggling(&req));
             }
-            Ok(proxy.handle(req, conn).await)
+            Ok(proxy.handle(req, &conn).await)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::Live;
+
+    fn proxy() -> Arc<Proxy> {
+        Arc::new(Proxy {
+            live: Arc::new(Live::new(crate::balancer::Registry::default())),
+            connector: crate::proxy::Connector::new(),
+            trusted: Vec::new(),
+        })
+    }
+
+    /// The workers share one socket, so a second gateway started on a port already served
+    /// fails instead of silently taking part of its connections (as `SO_REUSEPORT` would).
+    #[tokio::test]
+    async fn a_port_already_served_by_workers_cannot_be_bound_again() {
+        let (stop, stopped) = watch::channel(false);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (addr, drained) = bind(any, None, proxy(), stopped.clone(), 3).unwrap();
+        let second = bind(addr, None, proxy(), stopped, 3).err().expect("the port is taken");
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+
+        // Every worker answers (no configuration: Kong's no-route 404) and then drains.
+        for _ in 0..6 {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+            let mut out = String::new();
+            tcp.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+        }
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), drained).await.expect("workers drain");
+    }
 }

@@ -1,7 +1,5 @@
 //! Header rewriting in both directions (kong-0.14-core-behavior §4.6–4.7).
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus any header
@@ -17,6 +15,15 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        strip_connection_named(headers);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn strip_connection_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -27,46 +34,59 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// What the upstream request's forwarding headers are computed from.
 pub struct Forwarded<'a> {
-    pub peer: IpAddr,
+    /// The client's address, formatted once per connection.
+    pub peer: &'a HeaderValue,
     pub trusted: bool,
     pub https: bool,
-    pub listener_port: u16,
+    /// The listener's port, formatted once per listener.
+    pub listener_port: &'a HeaderValue,
     /// The client's Host without port, as received.
     pub host: &'a str,
 }
 
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    let peer = f.peer.to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.clone(),
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + f.peer.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(f.peer.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        None => Some(f.peer.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    let keep = |headers: &HeaderMap, name: &str| f.trusted && headers.contains_key(name);
-    if !keep(headers, "x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(if f.https { "https" } else { "http" }));
+    let keep = |headers: &HeaderMap, name: &HeaderName| f.trusted && headers.contains_key(name);
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if f.https { "https" } else { "http" }));
     }
-    if !keep(headers, "x-forwarded-host") {
-        if let Ok(v) = HeaderValue::from_str(&f.host.to_ascii_lowercase()) {
-            headers.insert("x-forwarded-host", v);
+    if !keep(headers, &X_FORWARDED_HOST) {
+        let host = if f.host.bytes().any(|b| b.is_ascii_uppercase()) {
+            HeaderValue::from_str(&f.host.to_ascii_lowercase())
+        } else {
+            HeaderValue::from_str(f.host)
+        };
+        if let Ok(v) = host {
+            headers.insert(X_FORWARDED_HOST, v);
         }
     }
-    if !keep(headers, "x-forwarded-port") {
-        headers.insert("x-forwarded-port", HeaderValue::from(f.listener_port));
+    if !keep(headers, &X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT, f.listener_port.clone());
     }
-    if !keep(headers, "x-real-ip") {
-        if let Ok(v) = HeaderValue::from_str(&peer) {
-            headers.insert("x-real-ip", v);
-        }
+    if !keep(headers, &X_REAL_IP) {
+        headers.insert(X_REAL_IP, f.peer.clone());
     }
 }
 
@@ -92,10 +112,10 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let f = Forwarded {
-            peer: "127.0.0.1".parse().unwrap(),
+            peer: &HeaderValue::from_static("127.0.0.1"),
             trusted: false,
             https: false,
-            listener_port: 8000,
+            listener_port: &HeaderValue::from(8000u16),
             host: "Example.com",
         };
         set_forwarding(&mut h, &f);
