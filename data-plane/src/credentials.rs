@@ -20,6 +20,9 @@ pub struct Credentials {
     pub hmac: HashMap<String, Arc<Value>>,
     /// jwt secrets by `key`.
     pub jwt: HashMap<String, Arc<Value>>,
+    /// The parsed verification keys of RS256/RS512/ES256 jwt secrets, by credential id: the
+    /// PEM is decoded once here, not on every request.
+    pub jwt_public_keys: HashMap<String, Arc<[u8]>>,
     /// oauth2 applications by `client_id`.
     pub oauth2_clients: HashMap<String, Arc<Value>>,
     /// oauth2 applications by `id`.
@@ -63,6 +66,15 @@ impl Credentials {
             basic: by(set, "basicauth_credentials", "username"),
             hmac: by(set, "hmacauth_credentials", "username"),
             jwt: by(set, "jwt_secrets", "key"),
+            jwt_public_keys: set
+                .table("jwt_secrets")
+                .filter_map(|d| {
+                    let alg = d.get("algorithm").and_then(Value::as_str)?;
+                    let pem = d.get("rsa_public_key").and_then(Value::as_str)?;
+                    let key = crate::plugins::jwt::public_key(alg, pem)?;
+                    Some((d.get("id").and_then(Value::as_str)?.to_string(), key.into()))
+                })
+                .collect(),
             oauth2_clients: by(set, "oauth2_credentials", "client_id"),
             oauth2_by_id: by(set, "oauth2_credentials", "id"),
             oauth2_tokens: by(set, "oauth2_tokens", "access_token"),

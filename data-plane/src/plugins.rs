@@ -17,7 +17,7 @@ mod body;
 pub mod chain;
 mod ctx;
 mod hmac_auth;
-mod jwt;
+pub(crate) mod jwt;
 mod key_auth;
 mod ldap_auth;
 mod oauth2;

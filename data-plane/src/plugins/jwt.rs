@@ -50,23 +50,40 @@ fn ec_public_key(pem: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn verify(alg: &str, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
+/// The verification key of an RS256/RS512/ES256 secret's PEM: the RSA key's DER, or the EC
+/// point. Parsed when the configuration compiles (see `Credentials::jwt_public_keys`).
+pub fn public_key(alg: &str, pem: &str) -> Option<Vec<u8>> {
+    match alg {
+        "RS256" | "RS512" => gatehouse_shared::credential::rsa_public_key_der(pem),
+        "ES256" => ec_public_key(pem.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Checks a signature with an HMAC secret, or with a key from [`public_key`].
+fn verify_parsed(alg: &str, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
     let hs = |a| hmac::verify(&hmac::Key::new(a, key), message, sig).is_ok();
-    let rsa = |a: &'static dyn signature::VerificationAlgorithm| {
-        let der = std::str::from_utf8(key).ok().and_then(gatehouse_shared::credential::rsa_public_key_der);
-        der.is_some_and(|d| signature::UnparsedPublicKey::new(a, d).verify(message, sig).is_ok())
+    let public = |a: &'static dyn signature::VerificationAlgorithm| {
+        signature::UnparsedPublicKey::new(a, key).verify(message, sig).is_ok()
     };
     match alg {
         "HS256" => hs(hmac::HMAC_SHA256),
         "HS384" => hs(hmac::HMAC_SHA384),
         "HS512" => hs(hmac::HMAC_SHA512),
-        "RS256" => rsa(&signature::RSA_PKCS1_2048_8192_SHA256),
-        "RS512" => rsa(&signature::RSA_PKCS1_2048_8192_SHA512),
-        "ES256" => ec_public_key(key).is_some_and(|p| {
-            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, p).verify(message, sig).is_ok()
-        }),
+        "RS256" => public(&signature::RSA_PKCS1_2048_8192_SHA256),
+        "RS512" => public(&signature::RSA_PKCS1_2048_8192_SHA512),
+        "ES256" => public(&signature::ECDSA_P256_SHA256_FIXED),
         _ => false,
     }
+}
+
+/// Checks a signature with an HMAC secret or a PEM public key as stored.
+fn verify(alg: &str, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    if alg.starts_with("HS") {
+        return verify_parsed(alg, key, message, sig);
+    }
+    let parsed = std::str::from_utf8(key).ok().and_then(|pem| public_key(alg, pem));
+    parsed.is_some_and(|k| verify_parsed(alg, &k, message, sig))
 }
 
 fn now() -> f64 {
@@ -159,16 +176,30 @@ impl Jwt {
         if cred.get("algorithm").and_then(Value::as_str).unwrap_or("HS256") != alg {
             return fail(ctx, Reply::message(403, "Invalid algorithm"));
         }
-        let material = if alg.starts_with("HS") { "secret" } else { "rsa_public_key" };
-        let mut key_bytes = cred.get(material).and_then(Value::as_str).unwrap_or_default().as_bytes().to_vec();
-        if self.secret_is_base64 {
-            key_bytes = b64url(&String::from_utf8_lossy(&key_bytes)).unwrap_or_default();
-        }
-        if key_bytes.is_empty() {
-            return fail(ctx, Reply::message(403, "Invalid key/secret"));
-        }
         let message = format!("{h64}.{c64}");
-        if !verify(&alg, &key_bytes, message.as_bytes(), &signature) {
+        // Public keys were parsed when the configuration compiled; a secret stored as base64
+        // (`secret_is_base64`) is decoded per request, as Kong does.
+        let id = cred.get("id").and_then(Value::as_str).unwrap_or_default();
+        let parsed = if alg.starts_with("HS") || self.secret_is_base64 {
+            None
+        } else {
+            config.creds.jwt_public_keys.get(id)
+        };
+        let verified = match parsed {
+            Some(key) => verify_parsed(&alg, key, message.as_bytes(), &signature),
+            None => {
+                let material = if alg.starts_with("HS") { "secret" } else { "rsa_public_key" };
+                let mut key_bytes = cred.get(material).and_then(Value::as_str).unwrap_or_default().as_bytes().to_vec();
+                if self.secret_is_base64 {
+                    key_bytes = b64url(&String::from_utf8_lossy(&key_bytes)).unwrap_or_default();
+                }
+                if key_bytes.is_empty() {
+                    return fail(ctx, Reply::message(403, "Invalid key/secret"));
+                }
+                verify(&alg, &key_bytes, message.as_bytes(), &signature)
+            }
+        };
+        if !verified {
             return fail(ctx, Reply::message(403, "Invalid signature"));
         }
         let mut errors = BTreeMap::new();
