@@ -180,11 +180,8 @@ impl Jwt {
         // Public keys were parsed when the configuration compiled; a secret stored as base64
         // (`secret_is_base64`) is decoded per request, as Kong does.
         let id = cred.get("id").and_then(Value::as_str).unwrap_or_default();
-        let parsed = if alg.starts_with("HS") || self.secret_is_base64 {
-            None
-        } else {
-            config.creds.jwt_public_keys.get(id)
-        };
+        let parsed =
+            if alg.starts_with("HS") || self.secret_is_base64 { None } else { config.creds.jwt_public_keys.get(id) };
         let verified = match parsed {
             Some(key) => verify_parsed(&alg, key, message.as_bytes(), &signature),
             None => {
