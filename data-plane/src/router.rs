@@ -12,6 +12,11 @@
 mod path;
 
 use std::collections::{HashMap, HashSet};
+
+/// Lookups hash request strings (host, path prefixes, method) several times per request:
+/// foldhash (randomly seeded per process) rather than SipHash. The tables' keys come from
+/// configuration, so request input cannot grow a collision chain.
+type Hasher = foldhash::fast::RandomState;
 use std::sync::Arc;
 
 pub use path::{PathRule, Strip};
@@ -54,7 +59,7 @@ struct Route {
 }
 
 /// Route indexes (in global order) by a host, path or method string.
-type RoutesByKey = HashMap<Box<str>, Vec<u32>>;
+type RoutesByKey = HashMap<Box<str>, Vec<u32>, Hasher>;
 
 /// Per-category reducers: which routes of the category hold a given host, path or method.
 #[derive(Default)]
@@ -90,10 +95,10 @@ impl Wildcard {
 #[derive(Default)]
 pub struct Router {
     routes: Vec<Route>,
-    plain_hosts: HashSet<Box<str>>,
+    plain_hosts: HashSet<Box<str>, Hasher>,
     /// Distinct wildcard hosts in route order (the first that matches is the host hit).
     wildcards: Vec<(Box<str>, Wildcard)>,
-    plain_paths: HashSet<Box<str>>,
+    plain_paths: HashSet<Box<str>, Hasher>,
     /// Prefix paths grouped by length, longest first: path → routes holding it.
     prefixes: Vec<(usize, RoutesByKey)>,
     /// Every regex path in route order.
@@ -101,7 +106,7 @@ pub struct Router {
     /// The regexes the fast engine runs, as one set (index = position in `regexes`), so a
     /// request is tested against all of them in one pass; `None` if any needs the slow engine.
     regex_set: Option<regex::RegexSet>,
-    methods: HashSet<Box<str>>,
+    methods: HashSet<Box<str>, Hasher>,
     /// Candidate indexes for routes without paths.
     host_routes: RoutesByKey,
     method_routes: RoutesByKey,
@@ -137,7 +142,7 @@ impl Router {
         specs.sort_by(|a, b| b.regex_priority.cmp(&a.regex_priority).then(a.created_at.cmp(&b.created_at)));
         let mut r =
             Router { categories: (0..CATEGORIES.len()).map(|_| Category::default()).collect(), ..Router::default() };
-        let mut prefixes: HashMap<usize, HashMap<Box<str>, Vec<u32>>> = HashMap::new();
+        let mut prefixes: HashMap<usize, RoutesByKey> = HashMap::new();
         for (i, spec) in specs.into_iter().enumerate() {
             let idx = i as u32;
             let bits = (if spec.hosts.is_empty() { 0 } else { HOST })

@@ -35,7 +35,7 @@ const IDLE_PER_KEY: usize = 64;
 type Driver = Pin<Box<http1::Connection<TokioIo<Stream>, ReqBody>>>;
 
 thread_local! {
-    static POOL: RefCell<HashMap<Arc<str>, Vec<Pooled>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<Arc<str>, Vec<Pooled>, foldhash::fast::RandomState>> = RefCell::new(HashMap::default());
 }
 
 /// A connection checked out for one request; [`Pooled::release`] returns it for reuse.
