@@ -123,6 +123,9 @@ both!(route_create_racing_service_delete_leaves_no_orphan, |gw| async move {
 both!(mixed_concurrent_writers_keep_the_log_gapless, |gw| async move {
     const N: usize = 15;
     gw.create_upstream("up.xyz").await;
+    // The duplicate the failing writes collide with exists before they race (were it one of
+    // the consumers created below, a failing write could run first and succeed).
+    gw.create_consumer("taken").await;
     let (cert, key) = self_signed(&["a.example.com"]);
     let consumers = async {
         for i in 0..N {
@@ -150,11 +153,11 @@ both!(mixed_concurrent_writers_keep_the_log_gapless, |gw| async move {
     let failures = async {
         for _ in 0..N {
             gw.post_json("/services", &json!({"host": 1})).await.assert_status(400);
-            gw.post_json("/consumers", &json!({"username": "c0", "custom_id": "again"})).await.assert_client_error();
+            gw.post_json("/consumers", &json!({"username": "taken", "custom_id": "again"})).await.assert_client_error();
         }
     };
     tokio::join!(consumers, targets, plugins, certs, failures);
-    let expected = (1 + N * 5) as i64;
+    let expected = (2 + N * 5) as i64;
     let log = gw.changes().await;
     assert_gapless(&log, expected);
     assert_eq!(gw.revision().await, expected);
