@@ -427,7 +427,8 @@ impl Registry {
         *lock(&self.balancers) = staged.by_id;
     }
 
-    /// [`Registry::stage`] then [`Registry::commit`]: the balancers for `set`, by name.
+    /// [`Registry::stage`] then [`Registry::commit`]: the balancers for `set`, by name (for
+    /// tests and benchmarks; a data plane stages while it compiles the rest).
     pub fn compile(&self, set: &ConfigSet) -> HashMap<Arc<str>, Arc<Balancer>> {
         let staged = self.stage(set);
         let by_name = staged.by_name.clone();

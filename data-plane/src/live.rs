@@ -16,7 +16,17 @@ use crate::compiled::Compiled;
 #[derive(Debug)]
 pub struct PendingWrite {
     pub changes: Vec<Change>,
-    pub done: oneshot::Sender<Result<i64, String>>,
+    pub done: oneshot::Sender<Result<i64, WriteError>>,
+}
+
+/// Why a write through the control plane did not commit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    /// A row the write deletes was already gone: a code or refresh token spent twice.
+    #[error("already spent")]
+    Spent,
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// The data plane's write path to the control plane (see `WriteRequest` in sync.proto): the
@@ -74,17 +84,17 @@ impl Live {
     ///
     /// # Errors
     /// The control plane refused the write, or is unreachable.
-    pub async fn write(&self, changes: Vec<Change>) -> Result<i64, String> {
+    pub async fn write(&self, changes: Vec<Change>) -> Result<i64, WriteError> {
         let (done, result) = oneshot::channel();
         // While the control plane is away writes fail at once rather than pile up.
         self.writes
             .tx
             .try_send(PendingWrite { changes, done })
-            .map_err(|_| "the control plane is unreachable".to_string())?;
+            .map_err(|_| WriteError::Failed("the control plane is unreachable".into()))?;
         let revision = tokio::time::timeout(WRITE_TIMEOUT, result)
             .await
-            .map_err(|_| "the control plane did not answer in time".to_string())?
-            .map_err(|_| "the sync stream closed".to_string())??;
+            .map_err(|_| WriteError::Failed("the control plane did not answer in time".into()))?
+            .map_err(|_| WriteError::Failed("the sync stream closed".into()))??;
         let started = tokio::time::Instant::now();
         while self.load().revision() < revision && started.elapsed() < WRITE_TIMEOUT {
             tokio::time::sleep(Duration::from_millis(2)).await;

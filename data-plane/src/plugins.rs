@@ -36,7 +36,7 @@ pub use chain::{Chain, Resolved};
 pub use ctx::{Consumer, Credential, RequestCtx};
 pub use reply::{Rejected, Reply};
 
-use crate::proxy::{Filtered, ResBody};
+use crate::proxy::Filtered;
 
 /// What `access` decided.
 pub enum Access<'a> {
@@ -157,18 +157,14 @@ pub async fn access(chain: &Chain, ctx: &mut RequestCtx<'_>) -> Result<Resolved,
             }
             let (mut parts, body) = (*response).into_parts();
             resolved.header_filter(&mut parts);
-            let body = if resolved.wants_body() {
-                let entry = LogEntry {
-                    status: parts.status.as_u16(),
-                    route_id: ctx.route_id.clone(),
-                    service_id: ctx.service_id.clone(),
-                    consumer_id: ctx.consumer.as_ref().map(|c| c.id.clone()),
-                    latency_ms: 0,
-                };
-                ResBody::Filtered(Box::new(Filtered { inner: body, plugins: Some(resolved), entry }))
-            } else {
-                body
-            };
+            let status = parts.status.as_u16();
+            let body = Filtered::wrap(body, resolved, || LogEntry {
+                status,
+                route_id: ctx.route_id.clone(),
+                service_id: ctx.service_id.clone(),
+                consumer_id: ctx.consumer.as_ref().map(|c| c.id.clone()),
+                latency_ms: 0,
+            });
             *response = Response::from_parts(parts, body);
             return Err(response);
         }
@@ -184,6 +180,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
+    use crate::proxy::ResBody;
 
     /// Upper-cases bodies and counts its log calls.
     struct Shout(Arc<AtomicUsize>);

@@ -414,18 +414,14 @@ impl Proxy {
         } else {
             Some(pooled)
         };
-        let body = ResBody::Upstream(body, keep);
-        if resolved.wants_body() {
-            let entry = LogEntry {
-                status: parts.status.as_u16(),
-                route_id: route.id.clone(),
-                service_id: service.id.clone(),
-                consumer_id: consumer,
-                latency_ms: started.elapsed().as_millis() as u64,
-            };
-            let filtered = Filtered { inner: body, plugins: Some(resolved), entry };
-            return Ok(Response::from_parts(parts, ResBody::Filtered(Box::new(filtered))));
-        }
+        let status = parts.status.as_u16();
+        let body = Filtered::wrap(ResBody::Upstream(body, keep), resolved, || LogEntry {
+            status,
+            route_id: route.id.clone(),
+            service_id: service.id.clone(),
+            consumer_id: consumer,
+            latency_ms: started.elapsed().as_millis() as u64,
+        });
         Ok(Response::from_parts(parts, body))
     }
 }

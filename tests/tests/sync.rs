@@ -378,6 +378,18 @@ async fn data_planes_cannot_write_configuration() {
     };
     let result = SyncClient::new().write(&cp.cluster_addr(), &cert, vec![change]).await.expect("write result");
     assert!(result.error.contains("cannot write 'services'"), "{result:?}");
+    assert!(!result.spent, "{result:?}");
     assert_eq!(cp.revision().await, before, "nothing was committed");
     assert_eq!(cp.get("/services").await["data"], json!([]));
+
+    // Spending a token that is not there (already spent elsewhere) is told apart.
+    let spend = gatehouse_shared::proto::Change {
+        entity: "oauth2_tokens".into(),
+        id: "6f0e8c1e-1111-4222-8333-944455550000".into(),
+        document: String::new(),
+        deleted: true,
+    };
+    let result = SyncClient::new().write(&cp.cluster_addr(), &cert, vec![spend]).await.expect("write result");
+    assert!(result.spent && !result.error.is_empty(), "{result:?}");
+    assert_eq!(cp.revision().await, before, "nothing was committed");
 }

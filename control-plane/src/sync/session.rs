@@ -20,7 +20,20 @@ use tokio::sync::{mpsc, Semaphore};
 use tonic::{Status, Streaming};
 
 use super::Tail;
-use crate::store::{now_ms, DataPlaneRow, Doc, Op, Store, Table};
+use crate::store::{now_ms, DataPlaneRow, Doc, Op, Store, StoreError, Table};
+
+/// Why a data plane's write was not committed.
+struct Refused {
+    error: String,
+    /// A row it deletes was gone (see `WriteResult.spent`).
+    spent: bool,
+}
+
+impl From<String> for Refused {
+    fn from(error: String) -> Refused {
+        Refused { error, spent: false }
+    }
+}
 
 /// Entities a data plane may create and delete through the sync stream.
 const WRITABLE: [&str; 2] = ["oauth2_tokens", "oauth2_authorization_codes"];
@@ -163,10 +176,10 @@ impl Session {
             In::Write(w) => {
                 let result = self.write(&w.changes).await;
                 let reply = match result {
-                    Ok(revision) => WriteResult { id: w.id, revision, error: String::new() },
-                    Err(error) => {
+                    Ok(revision) => WriteResult { id: w.id, revision, error: String::new(), spent: false },
+                    Err(Refused { error, spent }) => {
                         tracing::warn!(node = %self.row.id, %error, "data-plane write refused");
-                        WriteResult { id: w.id, revision: 0, error }
+                        WriteResult { id: w.id, revision: 0, error, spent }
                     }
                 };
                 self.send(Out::WriteResult(reply)).await?;
@@ -178,7 +191,7 @@ impl Session {
 
     /// Commits what a data plane created at request time. Only the runtime entities a data
     /// plane owns may be written this way: configuration stays with the Admin API.
-    async fn write(&self, changes: &[Change]) -> Result<i64, String> {
+    async fn write(&self, changes: &[Change]) -> Result<i64, Refused> {
         let mut ops = Vec::with_capacity(changes.len());
         for c in changes {
             let table = Table::from_name(&c.entity)
@@ -191,7 +204,7 @@ impl Session {
             } else {
                 let doc: Doc = serde_json::from_str(&c.document).map_err(|e| format!("bad document: {e}"))?;
                 if doc.get("id").and_then(serde_json::Value::as_str) != Some(c.id.as_str()) {
-                    return Err("document id does not match".into());
+                    return Err(String::from("document id does not match").into());
                 }
                 ops.push(Op::Insert(table, doc));
             }
@@ -199,7 +212,7 @@ impl Session {
         match self.shared.store.commit(ops).await {
             Ok(Some(revision)) => Ok(revision),
             Ok(None) => Ok(self.shared.tail.head()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(Refused { spent: matches!(e, StoreError::Gone { .. }), error: e.to_string() }),
         }
     }
 

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::auth::{self, anonymous};
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
+use crate::live::WriteError;
 
 pub struct OAuth2 {
     scopes: Option<Vec<String>>,
@@ -229,7 +230,7 @@ impl OAuth2 {
         }));
         match ctx.live.write(changes).await {
             Ok(_) => Ok(true),
-            Err(e) if e.contains("no longer exists") => Ok(false),
+            Err(WriteError::Spent) => Ok(false),
             Err(e) => {
                 tracing::error!(error = %e, "oauth2: cannot store a code or token");
                 Err(Reply::unexpected().build())

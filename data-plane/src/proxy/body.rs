@@ -87,6 +87,15 @@ pub struct Filtered {
 }
 
 impl Filtered {
+    /// `body` passing through the plugins' body filters and log phase, or `body` as it is
+    /// when none of them wants it (the entry is then not even built).
+    pub fn wrap(body: ResBody, plugins: Resolved, entry: impl FnOnce() -> LogEntry) -> ResBody {
+        if !plugins.wants_body() {
+            return body;
+        }
+        ResBody::Filtered(Box::new(Filtered { inner: body, plugins: Some(plugins), entry: entry() }))
+    }
+
     fn finish(&mut self) {
         if let Some(plugins) = self.plugins.take() {
             plugins.log(self.entry.clone());

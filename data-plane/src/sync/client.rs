@@ -17,7 +17,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use super::disk_cache::DiskCache;
 use crate::compiled::{credentials_only, CompileError, Compiled};
 use crate::config::{Config, Mtls};
-use crate::live::Live;
+use crate::live::{Live, WriteError};
 
 /// Who this data plane is, as it introduces itself.
 #[derive(Debug, Clone)]
@@ -154,7 +154,7 @@ impl Follower {
         let health_changed = self.live.balancers.changed.clone();
         let live = self.live.clone();
         let mut writes = live.writes.rx.lock().await;
-        let mut pending: HashMap<String, oneshot::Sender<Result<i64, String>>> = HashMap::new();
+        let mut pending: HashMap<String, oneshot::Sender<Result<i64, WriteError>>> = HashMap::new();
         let mut snapshot: Vec<Change> = Vec::new();
         // After a NACK, batches that do not follow our revision are expected until the
         // control plane resends from it.
@@ -176,9 +176,7 @@ impl Follower {
                                 let (entity, id) = e.entity();
                                 CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
                             });
-                            let credentials_only =
-                                d.changes.iter().all(|c| credentials_only(&c.entity));
-                            let reuse = credentials_only.then_some(current);
+                            let reuse = d.changes.iter().all(|c| credentials_only(&c.entity)).then_some(current);
                             refused = !self.install(d.revision, result.map(|()| next), &tx, reuse).await?;
                             if !refused {
                                 self.live.counters.deltas.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +198,11 @@ impl Follower {
                         }
                         Some(In::WriteResult(r)) => {
                             if let Some(done) = pending.remove(&r.id) {
-                                let _ = done.send(if r.error.is_empty() { Ok(r.revision) } else { Err(r.error) });
+                                let _ = done.send(match (r.error.is_empty(), r.spent) {
+                                    (true, _) => Ok(r.revision),
+                                    (false, true) => Err(WriteError::Spent),
+                                    (false, false) => Err(WriteError::Failed(r.error)),
+                                });
                             }
                         }
                         Some(In::UpToDate(u)) => {
