@@ -3,6 +3,8 @@
 //! compiled configuration taken when the request arrives.
 
 mod body;
+mod chunked;
+pub(crate) mod direct;
 mod error;
 mod headers;
 pub(crate) mod upstream;

@@ -10,6 +10,7 @@
 //! same port bind it silently and take half the connections, where now it fails to start.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +104,9 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    // Plain connections run the direct path, which watches `shutdown` itself; they are
+    // counted here so shutdown can wait for them.
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -119,14 +123,11 @@ async fn serve(
         let conn = Arc::new(Conn::new(peer, tls.is_some(), port));
         match &tls {
             None => {
-                let (io, smuggling) = HeadGuard::new(tcp);
-                let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-                builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ).keep_alive(true);
-                let service = service(proxy.clone(), conn, smuggling);
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
-                let watched = graceful.watch(connection);
+                let counted = Counted::new(&open);
+                let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    let _ = watched.await;
+                    crate::proxy::direct::serve(proxy, conn, tcp, shutdown, HEADER_READ).await;
+                    drop(counted);
                 });
             }
             Some(acceptor) => {
@@ -149,13 +150,35 @@ async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    let drained = async {
+        graceful.shutdown().await;
+        while open.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("shutdown: in-flight proxy requests did not finish in time");
     }
 }
 
+/// One open plain connection, counted while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(open: &Arc<AtomicUsize>) -> Counted {
+        open.fetch_add(1, Ordering::AcqRel);
+        Counted(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The per-connection service: ambiguous framing is refused, everything else proxied.
-fn service(
+pub(crate) fn service(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
     smuggling: Smuggling,

@@ -34,8 +34,35 @@ const IDLE_PER_KEY: usize = 64;
 /// one request's work stays on one task, with no cross-task wake-ups.
 type Driver = Pin<Box<http1::Connection<TokioIo<Stream>, ReqBody>>>;
 
+type PoolMap<T> = HashMap<Arc<str>, Vec<T>, foldhash::fast::RandomState>;
+
 thread_local! {
-    static POOL: RefCell<HashMap<Arc<str>, Vec<Pooled>, foldhash::fast::RandomState>> = RefCell::new(HashMap::default());
+    static POOL: RefCell<PoolMap<Pooled>> = RefCell::new(HashMap::default());
+    static RAW_POOL: RefCell<PoolMap<RawConn>> = RefCell::new(HashMap::default());
+}
+
+/// A plain connection used by the direct path (see `direct`), which writes requests and reads
+/// responses as bytes itself; it keeps its read buffer across requests.
+pub struct RawConn {
+    pub tcp: TcpStream,
+    pub buf: bytes::BytesMut,
+    key: Arc<str>,
+}
+
+impl RawConn {
+    /// Back to this thread's pool; only a connection with nothing unread is reusable.
+    pub fn release(self) {
+        if !self.buf.is_empty() {
+            return;
+        }
+        RAW_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            let idle = pool.entry(self.key.clone()).or_default();
+            if idle.len() < IDLE_PER_KEY {
+                idle.push(self);
+            }
+        });
+    }
 }
 
 /// A connection checked out for one request; [`Pooled::release`] returns it for reuse.
@@ -137,6 +164,51 @@ impl Connector {
         })
     }
 
+    /// An idle direct-path connection to a destination that has not been closed by its peer.
+    /// Readiness says so without a system call: a connection nobody reads is only readable
+    /// when its peer closed it or sent something unasked, and either makes it unusable.
+    pub fn checkout_raw(key: &Arc<str>) -> Option<RawConn> {
+        RAW_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            let idle = pool.get_mut(key)?;
+            while let Some(conn) = idle.pop() {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match conn.tcp.poll_read_ready(&mut cx) {
+                    Poll::Pending => return Some(conn),
+                    Poll::Ready(Ok(())) => {
+                        // Readiness can be stale (the last read filled its buffer exactly).
+                        let mut probe = [0u8; 1];
+                        if matches!(conn.tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                        {
+                            return Some(conn);
+                        }
+                    }
+                    Poll::Ready(Err(_)) => {}
+                }
+            }
+            None
+        })
+    }
+
+    /// A new plain connection for the direct path (services over http only).
+    pub async fn connect_raw(&self, service: &Service, peer: Option<&Peer>) -> Result<RawConn, ProxyError> {
+        let (tcp, key) = self.open_tcp(service, peer).await?;
+        Ok(RawConn { tcp, buf: bytes::BytesMut::with_capacity(16 * 1024), key })
+    }
+
+    async fn open_tcp(&self, service: &Service, peer: Option<&Peer>) -> Result<(TcpStream, Arc<str>), ProxyError> {
+        let (addr, key) = match peer {
+            Some(p) => (p.addr, p.pool_key(service.https)),
+            None => (self.resolve(service).await?, &service.pool_key),
+        };
+        let tcp = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ProxyError::Timeout)?
+            .map_err(|e| ProxyError::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        Ok((tcp, key.clone()))
+    }
+
     /// A new connection, within the service's connect timeout, to `peer` when the service is
     /// balanced, else to the service's host. `sni` overrides the TLS server name (the
     /// client's Host with `preserve_host`).
@@ -147,15 +219,8 @@ impl Connector {
         sni: Option<&str>,
         upgrades: bool,
     ) -> Result<Pooled, ProxyError> {
-        let (addr, host, key) = match peer {
-            Some(p) => (p.addr, &*p.hostname, p.pool_key(service.https)),
-            None => (self.resolve(service).await?, service.host.as_str(), &service.pool_key),
-        };
-        let tcp = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ProxyError::Timeout)?
-            .map_err(|e| ProxyError::Connect(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
+        let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
+        let (tcp, key) = self.open_tcp(service, peer).await?;
         let io = if service.https {
             let name = ServerName::try_from(sni.unwrap_or(host).to_string())
                 .map_err(|e| ProxyError::Connect(e.to_string()))?;
@@ -177,7 +242,7 @@ impl Connector {
         } else {
             Some(Box::pin(conn))
         };
-        Ok(Pooled { key: key.clone(), sender, driver })
+        Ok(Pooled { key, sender, driver })
     }
 
     async fn resolve(&self, service: &Service) -> Result<SocketAddr, ProxyError> {

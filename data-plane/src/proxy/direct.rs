@@ -1,0 +1,763 @@
+//! The direct path for plain HTTP/1.1 connections. Most proxied requests are bodiless
+//! requests on routes without plugins: for those Gatehouse works as nginx does, on bytes. It
+//! parses the request head in the connection's buffer, writes the upstream request straight
+//! from it, parses the upstream's response head and relays the body as it comes (Content-Length
+//! or chunked, which is passed through as it is), with no header map, no per-request task
+//! and no channel between a client and an upstream connection.
+//!
+//! Anything else — a body, an upgrade, HTTP/1.0, a route with plugins, an error page, a head
+//! hyper would refuse — is handed to the general path: hyper serves the rest of the connection,
+//! starting from the bytes already read (see [`Rewind`]), so both paths answer alike and the
+//! direct one never has to know every corner of the protocol.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::HeaderValue;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::chunked::ChunkedEnd;
+use super::upstream::{Connector, RawConn};
+use super::{millis, uri, Conn, Proxy, ProxyError, ResBody, SERVER_TOKEN};
+use crate::router;
+
+/// A head not complete within this many bytes goes to hyper, which has its own limit.
+const MAX_HEAD: usize = 16 * 1024;
+/// Headers parsed per message; a message with more goes to hyper (or is a 502 upstream).
+const MAX_HEADERS: usize = 64;
+/// Longest upstream response head accepted.
+const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
+const READ_RESERVE: usize = 8 * 1024;
+
+/// Buffers a connection reuses for every request: the upstream request and the client response.
+struct Scratch {
+    up: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// What became of one request.
+enum Next {
+    /// Answered; the connection goes on.
+    KeepAlive,
+    /// Answered (or failed mid-response); the connection ends.
+    Close,
+    /// Not for this path: hyper takes the connection from this request on.
+    Handoff,
+}
+
+/// Serves a plain client connection until it ends, on the direct path while it can.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    conn: Arc<Conn>,
+    mut tcp: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+    header_read: Duration,
+) {
+    let trusted = proxy.trusted.iter().any(|n| n.contains(conn.peer.ip()));
+    let mut buf = BytesMut::with_capacity(READ_RESERVE);
+    let mut scratch = Scratch { up: Vec::with_capacity(1024), out: Vec::with_capacity(4096) };
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            let hand_off = match req.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    match exchange(&proxy, &conn, trusted, &req, &mut tcp, &mut scratch).await {
+                        Next::KeepAlive => {
+                            buf.advance(len);
+                            if *shutdown.borrow() && buf.is_empty() {
+                                return;
+                            }
+                            continue;
+                        }
+                        Next::Close => return,
+                        Next::Handoff => true,
+                    }
+                }
+                Ok(httparse::Status::Partial) => buf.len() >= MAX_HEAD,
+                // Malformed, or more headers than parsed here: hyper answers as it would.
+                Err(_) => true,
+            };
+            if hand_off {
+                return handoff(proxy, conn, tcp, buf.freeze(), shutdown, header_read).await;
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_RESERVE);
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(header_read, tcp.read_buf(&mut buf)) => r,
+            _ = shutdown.changed(), if buf.is_empty() => return,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// hyper serves the rest of the connection, beginning with the bytes already read.
+async fn handoff(
+    proxy: Arc<Proxy>,
+    conn: Arc<Conn>,
+    tcp: TcpStream,
+    read: Bytes,
+    mut shutdown: watch::Receiver<bool>,
+    header_read: Duration,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let (io, smuggling) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read).keep_alive(true);
+    let service = crate::server::service(proxy, conn, smuggling);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = shutdown.changed() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// The header fields of a request that decide what happens to it.
+#[derive(Default)]
+struct Seen<'a> {
+    host: Option<&'a [u8]>,
+    hosts: u8,
+    lengths: u8,
+    nonzero_length: bool,
+    other_framing: bool,
+    close: bool,
+    accept: Option<&'a [u8]>,
+    forwarded_for: Option<&'a [u8]>,
+    forwarded: [bool; 4],
+    connection: smallvec::SmallVec<[&'a [u8]; 2]>,
+}
+
+/// Header fields the direct path treats specially, by lower-case name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Upgrade,
+    Expect,
+    KongDebug,
+    /// Connection-scoped fields: never forwarded.
+    HopByHop,
+    Connection,
+    Accept,
+    Via,
+    ForwardedFor,
+    /// X-Forwarded-Proto, -Host, -Port and X-Real-IP (index into `Seen::forwarded`).
+    Forwarded(usize),
+    LatencyUpstream,
+    LatencyProxy,
+    Date,
+    Other,
+}
+
+fn field(name: &str) -> Field {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is("te") => Field::HopByHop,
+        3 if is("via") => Field::Via,
+        4 if is("host") => Field::Host,
+        4 if is("date") => Field::Date,
+        6 if is("accept") => Field::Accept,
+        6 if is("expect") => Field::Expect,
+        7 if is("upgrade") => Field::Upgrade,
+        7 if is("trailer") => Field::HopByHop,
+        9 if is("x-real-ip") => Field::Forwarded(3),
+        10 if is("connection") => Field::Connection,
+        10 if is("keep-alive") => Field::HopByHop,
+        10 if is("kong-debug") => Field::KongDebug,
+        14 if is("content-length") => Field::ContentLength,
+        15 if is("x-forwarded-for") => Field::ForwardedFor,
+        16 if is("x-forwarded-host") => Field::Forwarded(1),
+        16 if is("x-forwarded-port") => Field::Forwarded(2),
+        16 if is("proxy-connection") => Field::HopByHop,
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        17 if is("x-forwarded-proto") => Field::Forwarded(0),
+        20 if is("x-kong-proxy-latency") => Field::LatencyProxy,
+        23 if is("x-kong-upstream-latency") => Field::LatencyUpstream,
+        _ => Field::Other,
+    }
+}
+
+/// Whether `name` is one of the comma-separated tokens of the Connection fields seen.
+fn named_by(connection: &[&[u8]], name: &str) -> bool {
+    connection.iter().any(|v| v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes())))
+}
+
+/// A request target the general path would accept unchanged: origin-form, no fragment, and
+/// only characters that need no escaping. Anything unusual is left to hyper.
+fn plain_target(target: &str) -> bool {
+    target.starts_with('/')
+        && target.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'@'
+                        | b'/'
+                        | b'?'
+                        | b'%'
+                )
+        })
+}
+
+/// One request on the direct path, or [`Next::Handoff`] before anything was sent.
+async fn exchange(
+    proxy: &Proxy,
+    conn: &Conn,
+    trusted: bool,
+    req: &httparse::Request<'_, '_>,
+    client: &mut TcpStream,
+    scratch: &mut Scratch,
+) -> Next {
+    let Scratch { up, out } = scratch;
+    let started = Instant::now();
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Next::Handoff;
+    };
+    let mut seen = Seen::default();
+    for h in req.headers.iter() {
+        match field(h.name) {
+            Field::Host => {
+                seen.hosts += 1;
+                seen.host = Some(h.value);
+            }
+            Field::ContentLength => {
+                seen.lengths += 1;
+                seen.nonzero_length |= h.value != b"0";
+            }
+            // Bodies, upgrades and debug answers are the general path's.
+            Field::TransferEncoding | Field::Upgrade | Field::Expect | Field::KongDebug => seen.other_framing = true,
+            Field::Connection => {
+                seen.close |= h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                seen.connection.push(h.value);
+            }
+            Field::Accept => seen.accept = Some(h.value),
+            Field::ForwardedFor if seen.forwarded_for.is_none() => seen.forwarded_for = Some(h.value),
+            Field::Forwarded(i) => seen.forwarded[i] = true,
+            _ => {}
+        }
+    }
+    if seen.hosts != 1 || seen.lengths > 1 || seen.nonzero_length || seen.other_framing || !plain_target(target) {
+        return Next::Handoff;
+    }
+    let Some(host) = seen.host.and_then(|h| std::str::from_utf8(h).ok()) else { return Next::Handoff };
+    let config = proxy.live.load();
+    if !config.global.is_empty() {
+        return Next::Handoff;
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let Some(m) = config.router.find(&router::Request { method, path, host }) else { return Next::Handoff };
+    let route = &m.route;
+    let service = &route.service;
+    let balanced_by_hash = service.balancer.as_ref().is_some_and(|b| !b.hash.is_none());
+    if !route.plugins.is_empty() || (route.https_only && !conn.https) || service.https || balanced_by_hash {
+        return Next::Handoff;
+    }
+
+    // The upstream request, all but its Host line (which depends on the peer).
+    let strip = if route.strip_path { m.strip } else { None };
+    let upstream_target = uri::upstream_target(path, strip, service.path.as_deref(), query);
+    let host_no_port = match host.get(1..).and_then(|r| r.find(':')) {
+        Some(i) => &host[..=i],
+        None => host,
+    };
+    up.clear();
+    line(up, &[method.as_bytes(), b" ", upstream_target.as_bytes(), b" HTTP/1.1"]);
+    for h in req.headers.iter() {
+        let kind = field(h.name);
+        let forward = match kind {
+            Field::Other | Field::Accept | Field::ContentLength | Field::Via | Field::Date => true,
+            Field::LatencyProxy | Field::LatencyUpstream => true,
+            Field::Forwarded(i) => trusted && seen.forwarded[i],
+            _ => false,
+        };
+        if forward && (seen.connection.is_empty() || !named_by(&seen.connection, h.name)) {
+            line(up, &[h.name.as_bytes(), b": ", h.value]);
+        }
+    }
+    let peer = conn.peer_value.as_bytes();
+    match seen.forwarded_for {
+        Some(prior) => line(up, &[b"X-Forwarded-For: ", prior, b", ", peer]),
+        None => line(up, &[b"X-Forwarded-For: ", peer]),
+    }
+    if !(trusted && seen.forwarded[0]) {
+        line(up, &[b"X-Forwarded-Proto: ", if conn.https { b"https" } else { b"http" }]);
+    }
+    if !(trusted && seen.forwarded[1]) {
+        let lower: std::borrow::Cow<'_, str> = if host_no_port.bytes().any(|b| b.is_ascii_uppercase()) {
+            host_no_port.to_ascii_lowercase().into()
+        } else {
+            host_no_port.into()
+        };
+        if HeaderValue::from_str(&lower).is_ok() {
+            line(up, &[b"X-Forwarded-Host: ", lower.as_bytes()]);
+        }
+    }
+    if !(trusted && seen.forwarded[2]) {
+        line(up, &[b"X-Forwarded-Port: ", conn.port_value.as_bytes()]);
+    }
+    if !(trusted && seen.forwarded[3]) {
+        line(up, &[b"X-Real-IP: ", peer]);
+    }
+    let base = up.len();
+
+    // Tries = 1 + retries, as on the general path.
+    let replayable = !matches!(method, "POST" | "PATCH" | "LOCK");
+    let proxy_latency = millis(started);
+    let sent = Instant::now();
+    let mut tries_left = service.retries;
+    let mut try_number = 0;
+    let mut reused_once = false;
+    let mut last_failure = None;
+    let (mut upstream, head_len, peer) = loop {
+        let peer = match &service.balancer {
+            Some(b) => match b.ring().pick(b.position(None, try_number)) {
+                Some(p) => Some(p.clone()),
+                None => return answer_error(client, out, last_failure.unwrap_or(ProxyError::NoPeer), &seen).await,
+            },
+            None => None,
+        };
+        try_number += 1;
+        up.truncate(base);
+        let host_value = match &peer {
+            _ if route.preserve_host => host.as_bytes(),
+            Some(p) => p.host_header(false).as_bytes(),
+            None => service.host_header.as_bytes(),
+        };
+        line(up, &[b"Host: ", host_value]);
+        up.extend_from_slice(b"\r\n");
+        let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(false));
+        let pooled = Connector::checkout_raw(key);
+        let from_pool = pooled.is_some();
+        let mut raw = match pooled {
+            Some(c) => c,
+            None => match proxy.connector.connect_raw(service, peer.as_deref()).await {
+                Ok(c) => c,
+                Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) => {
+                    if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                        b.observe_failure(p, matches!(e, ProxyError::Timeout));
+                    }
+                    if tries_left == 0 {
+                        return answer_error(client, out, e, &seen).await;
+                    }
+                    tries_left -= 1;
+                    last_failure = Some(e);
+                    continue;
+                }
+                Err(e) => return answer_error(client, out, e, &seen).await,
+            },
+        };
+        let failure = match tokio::time::timeout(service.read_timeout, round_trip(&mut raw, up)).await {
+            Ok(Ok(len)) => break (raw, len, peer),
+            // A pooled connection the upstream had closed: once, for free.
+            Ok(Err(Trip::Stale)) if from_pool && !reused_once && replayable => {
+                reused_once = true;
+                try_number -= 1;
+                continue;
+            }
+            Ok(Err(e)) => ProxyError::Upstream(e.to_string()),
+            Err(_) => ProxyError::Timeout,
+        };
+        if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+            b.observe_failure(p, matches!(failure, ProxyError::Timeout));
+        }
+        if tries_left == 0 || service.retries == 0 || !replayable {
+            return answer_error(client, out, failure, &seen).await;
+        }
+        tries_left -= 1;
+        last_failure = Some(failure);
+    };
+    let upstream_latency = millis(sent);
+
+    // The response head, rewritten for the client.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    if !matches!(res.parse(&upstream.buf[..head_len]), Ok(httparse::Status::Complete(_))) {
+        return answer_error(client, out, ProxyError::Upstream("unparsable response head".into()), &seen).await;
+    }
+    let status = res.code.unwrap_or(502);
+    if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+        b.observe_status(p, status);
+    }
+    let framing = match framing(&res, method == "HEAD") {
+        Ok(f) => f,
+        Err(e) => return answer_error(client, out, e, &seen).await,
+    };
+    let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive(&res);
+    let close = seen.close || matches!(framing, Framing::Close);
+    let mut connection: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
+    for h in res.headers.iter() {
+        if field(h.name) == Field::Connection {
+            connection.push(h.value);
+        }
+    }
+    out.clear();
+    let Ok(code) = http::StatusCode::from_u16(status) else {
+        return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen).await;
+    };
+    let reason = code.canonical_reason().unwrap_or(res.reason.unwrap_or(""));
+    line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
+    let mut dated = false;
+    for h in res.headers.iter() {
+        let keep = match field(h.name) {
+            Field::Other | Field::Accept | Field::Host | Field::ForwardedFor | Field::Forwarded(_) => true,
+            Field::Expect | Field::KongDebug => true,
+            Field::ContentLength => !matches!(framing, Framing::Chunked),
+            Field::Date => {
+                dated = true;
+                true
+            }
+            _ => false,
+        };
+        if keep && (connection.is_empty() || !named_by(&connection, h.name)) {
+            line(out, &[h.name.as_bytes(), b": ", h.value]);
+        }
+    }
+    if !dated {
+        date(out);
+    }
+    line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
+    line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
+    line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
+    if matches!(framing, Framing::Chunked) {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    drop(connection);
+
+    // The body: what came with the head, then the rest as it arrives.
+    upstream.buf.advance(head_len);
+    let done = relay(&mut upstream, client, out, framing).await;
+    match done {
+        Relay::Done { extra } => upstream_reusable &= !extra,
+        Relay::UpstreamBroken | Relay::ClientGone => return Next::Close,
+    }
+    if upstream_reusable {
+        upstream.buf.clear();
+        upstream.release();
+    }
+    if close {
+        let _ = client.shutdown().await;
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// How the upstream's response body is delimited.
+#[derive(Clone, Copy)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: the client's connection ends with it.
+    Close,
+}
+
+/// RFC 9112 §6.3, for a response to a request of ours.
+fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> Result<Framing, ProxyError> {
+    let status = res.code.unwrap_or(0);
+    if head_request || status == 204 || status == 304 {
+        return Ok(Framing::Empty);
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in res.headers.iter() {
+        match field(h.name) {
+            Field::TransferEncoding => {
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
+                if !last.eq_ignore_ascii_case(b"chunked") {
+                    return Err(ProxyError::Upstream("transfer coding other than chunked".into()));
+                }
+                chunked = true;
+            }
+            Field::ContentLength => {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| ProxyError::Upstream("invalid Content-Length".into()))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(ProxyError::Upstream("conflicting Content-Length".into()));
+                }
+                length = Some(n);
+            }
+            _ => {}
+        }
+    }
+    Ok(match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(0)) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::Close,
+    })
+}
+
+/// Whether the upstream keeps the connection open after this response.
+fn keeps_alive(res: &httparse::Response<'_, '_>) -> bool {
+    let token = |t: &[u8]| {
+        res.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .any(|h| h.value.split(|b| *b == b',').any(|v| v.trim_ascii().eq_ignore_ascii_case(t)))
+    };
+    if res.version == Some(1) {
+        !token(b"close")
+    } else {
+        token(b"keep-alive")
+    }
+}
+
+enum Relay {
+    Done { extra: bool },
+    UpstreamBroken,
+    ClientGone,
+}
+
+/// Sends the response head in `out` with the body that follows it in `upstream.buf`, then the
+/// rest of the body as it is read: one write per read, so a large body streams through in
+/// constant memory.
+async fn relay(upstream: &mut RawConn, client: &mut TcpStream, out: &mut Vec<u8>, framing: Framing) -> Relay {
+    let mut remaining = match framing {
+        Framing::Empty => 0,
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::Close => u64::MAX,
+    };
+    let mut chunked = matches!(framing, Framing::Chunked).then(ChunkedEnd::default);
+    let mut first = true;
+    loop {
+        // The body bytes now in the buffer, and whether they end it.
+        let (take, end) = match &mut chunked {
+            Some(scan) => match scan.feed(&upstream.buf) {
+                Ok(Some(n)) => (n, true),
+                Ok(None) => (upstream.buf.len(), false),
+                Err(_) => return Relay::UpstreamBroken,
+            },
+            None => {
+                let n = (upstream.buf.len() as u64).min(remaining) as usize;
+                remaining -= n as u64;
+                (n, remaining == 0)
+            }
+        };
+        let extra = upstream.buf.len() > take;
+        if first {
+            out.extend_from_slice(&upstream.buf[..take]);
+            if client.write_all(out).await.is_err() {
+                return Relay::ClientGone;
+            }
+            first = false;
+        } else if take > 0 && client.write_all(&upstream.buf[..take]).await.is_err() {
+            return Relay::ClientGone;
+        }
+        if end {
+            if extra {
+                upstream.buf.clear();
+            }
+            return Relay::Done { extra };
+        }
+        upstream.buf.clear();
+        if upstream.buf.capacity() < READ_RESERVE {
+            upstream.buf.reserve(READ_RESERVE);
+        }
+        match upstream.tcp.read_buf(&mut upstream.buf).await {
+            Ok(0) if matches!(framing, Framing::Close) => return Relay::Done { extra: true },
+            Ok(n) if n > 0 => {}
+            _ => return Relay::UpstreamBroken,
+        }
+    }
+}
+
+/// Why a try on the upstream failed before a response head.
+#[derive(Debug, thiserror::Error)]
+enum Trip {
+    /// Closed before answering anything: on a pooled connection, the keep-alive race.
+    #[error("connection closed before a response")]
+    Stale,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("closed in the middle of the response head")]
+    Truncated,
+    #[error("invalid response head")]
+    Invalid,
+    #[error("response head too large")]
+    TooLarge,
+}
+
+/// Writes the request and reads until a final (non-1xx) response head is in `raw.buf`;
+/// returns its length.
+async fn round_trip(raw: &mut RawConn, request: &[u8]) -> Result<usize, Trip> {
+    raw.buf.clear();
+    if let Err(e) = raw.tcp.write_all(request).await {
+        return Err(match e.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Trip::Stale,
+            _ => Trip::Io(e),
+        });
+    }
+    let mut answered = false;
+    loop {
+        if raw.buf.capacity() - raw.buf.len() < 1024 {
+            raw.buf.reserve(READ_RESERVE);
+        }
+        let n = match raw.tcp.read_buf(&mut raw.buf).await {
+            Ok(n) => n,
+            Err(e) if !answered && e.kind() == std::io::ErrorKind::ConnectionReset => return Err(Trip::Stale),
+            Err(e) => return Err(Trip::Io(e)),
+        };
+        if n == 0 {
+            return Err(if answered || !raw.buf.is_empty() { Trip::Truncated } else { Trip::Stale });
+        }
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(&raw.buf) {
+                Ok(httparse::Status::Complete(len)) => match res.code {
+                    // Interim responses (100 Continue, 103 Early Hints) are not relayed.
+                    Some(c @ 100..=199) if c != 101 => {
+                        raw.buf.advance(len);
+                        answered = true;
+                        continue;
+                    }
+                    Some(101) => return Err(Trip::Invalid),
+                    _ => return Ok(len),
+                },
+                Ok(httparse::Status::Partial) if raw.buf.len() < MAX_UPSTREAM_HEAD => break,
+                Ok(httparse::Status::Partial) => return Err(Trip::TooLarge),
+                Err(_) => return Err(Trip::Invalid),
+            }
+        }
+    }
+}
+
+/// Writes one of Gatehouse's own responses (an error page) and says whether the connection
+/// goes on.
+async fn answer_error(client: &mut TcpStream, out: &mut Vec<u8>, error: ProxyError, seen: &Seen<'_>) -> Next {
+    tracing::debug!(error = %error, "request not proxied");
+    let accept = seen.accept.and_then(|a| HeaderValue::from_bytes(a).ok());
+    let close = seen.close || matches!(error, ProxyError::BadRequest(_));
+    let resp = error.into_response(accept.as_ref());
+    out.clear();
+    let status = resp.status();
+    line(out, &[b"HTTP/1.1 ", status.as_str().as_bytes(), b" ", status.canonical_reason().unwrap_or("").as_bytes()]);
+    for (name, value) in resp.headers() {
+        line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
+    }
+    date(out);
+    let body = match resp.into_body() {
+        ResBody::Full(Some(b)) => b,
+        _ => Bytes::new(),
+    };
+    line(out, &[b"Content-Length: ", body.len().to_string().as_bytes()]);
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    if client.write_all(out).await.is_err() || close {
+        let _ = client.shutdown().await;
+        return Next::Close;
+    }
+    Next::KeepAlive
+}
+
+fn line(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The Date header, formatted once a second per thread (as hyper does).
+fn date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::SystemTime;
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs || c.1.is_empty() {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        line(out, &[b"Date: ", c.1.as_bytes()]);
+    });
+}
+
+/// The client connection with the bytes already read put back in front, for hyper.
+pub struct Rewind {
+    read: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,224 @@
+//! The direct HTTP/1.1 path (bodiless requests on routes without plugins) against upstreams
+//! that answer in every framing, and the hand-over to the general path in the middle of a
+//! keep-alive connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_tests::json;
+use gatehouse_tests::proxy::{read_response, Standalone, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An upstream that answers every request head it reads with `response`, verbatim, and
+/// closes the connection after each answer when `close` is set. Counts connections.
+struct Scripted {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    async fn start(response: &'static [u8], close: bool) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+        let port = listener.local_addr().expect("loopback I/O").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            r.fetch_add(1, Ordering::SeqCst);
+                            if tcp.write_all(response).await.is_err() {
+                                return;
+                            }
+                            if close {
+                                return;
+                            }
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        Scripted { port, connections, requests }
+    }
+}
+
+/// Writes `bytes` on a new connection to the proxy and reads until the proxy closes it.
+async fn read_all(gw: &Standalone, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(bytes).await.expect("loopback I/O");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes")
+        .expect("loopback I/O");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("echo").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let two = format!("GET /p/first HTTP/1.1\r\n{host}\r\nGET /p/second HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
+    let out = read_all(&gw, two.as_bytes()).await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{out}");
+    let (first, second) = (out.find("/p/first").expect("first"), out.find("/p/second").expect("second"));
+    assert!(first < second, "answers in request order: {out}");
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+    assert_eq!(up.connections(), 1, "both went over one upstream connection");
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_after_bodiless_ones_is_proxied_on_the_same_connection() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("echo").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(format!("GET /p/a HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    let a = read_response(&mut tcp, "GET /p/a").await.expect("a complete response");
+    a.assert_status(200);
+    assert_eq!(a.echo().path(), "/p/a");
+    // A body and then a bodiless request again, on the same connection.
+    tcp.write_all(format!("POST /p/b HTTP/1.1\r\n{host}Content-Length: 5\r\n\r\nhello").as_bytes())
+        .await
+        .expect("loopback I/O");
+    let b = read_response(&mut tcp, "POST /p/b").await.expect("a complete response");
+    b.assert_status(200);
+    assert_eq!((b.echo().method(), b.echo().body_len()), ("POST", 5));
+    tcp.write_all(format!("GET /p/c HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    let c = read_response(&mut tcp, "GET /p/c").await.expect("a complete response");
+    c.assert_status(200);
+    assert_eq!(c.echo().path(), "/p/c");
+}
+
+#[tokio::test]
+async fn chunked_upstream_answers_are_relayed_whole_and_the_connection_reused() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 999\r\nX-Up: 1\r\n\r\n\
+          5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        false,
+    )
+    .await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/c"]})).await;
+    gw.sync().await;
+
+    // One client connection: its worker thread's pool holds the upstream connection.
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    for i in 0..3 {
+        tcp.write_all(format!("GET /c HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+        let r = read_response(&mut tcp, "GET /c").await.expect("a complete response");
+        r.assert_status(200);
+        assert_eq!(r.text(), "hello, world", "request {i}");
+        assert_eq!(r.header("x-up"), Some("1"));
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(r.header("content-length"), None, "a chunked answer carries no length");
+    }
+    assert_eq!(up.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1, "the upstream connection was reused");
+}
+
+#[tokio::test]
+async fn an_answer_delimited_by_close_ends_the_client_connection_too() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nX-Up: 1\r\n\r\nuntil the end", true).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/c"]})).await;
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let out = read_all(&gw, format!("GET /c HTTP/1.1\r\n{host}\r\n").as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\nuntil the end"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+}
+
+#[tokio::test]
+async fn an_upstream_closing_after_each_answer_costs_no_failed_request() {
+    let gw = Standalone::start().await;
+    // Keep-alive as far as its headers say, but it closes after every answer.
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
+    let service = gw.service_at(up.port, json!({"retries": 0})).await;
+    gw.route(&service, json!({"paths": ["/c"]})).await;
+    gw.sync().await;
+
+    for i in 0..20 {
+        let r = gw.get("/c").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
+    assert_eq!(up.requests.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_head_answers_have_no_body() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody",
+        false,
+    )
+    .await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/c"]})).await;
+    gw.sync().await;
+
+    let r = gw.get("/c").await;
+    r.assert_status(200);
+    assert_eq!(r.text(), "body");
+
+    // HEAD: the length is the GET's, and no body follows (the next answer parses cleanly).
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(format!("HEAD /c HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+            .await
+            .expect("loopback I/O")
+            .expect("loopback I/O");
+        assert!(n > 0, "closed after {head:?}");
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head:?}");
+    assert!(head.to_ascii_lowercase().contains("content-length: 4"), "{head:?}");
+    tcp.write_all(format!("GET /c HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    let again = read_response(&mut tcp, "GET /c after HEAD").await.expect("a complete response");
+    again.assert_status(200);
+    assert_eq!(again.text(), "body");
+}
+
+#[tokio::test]
+async fn a_broken_upstream_head_is_a_502() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let service = gw.service_at(up.port, json!({"retries": 0})).await;
+    gw.route(&service, json!({"paths": ["/c"]})).await;
+    gw.sync().await;
+
+    let r = gw.get_with("/c", &[("accept", "application/json")]).await;
+    r.assert_status(502);
+    assert_eq!(r.json()["message"], "An invalid response was received from the upstream server");
+}
