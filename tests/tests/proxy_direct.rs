@@ -222,3 +222,22 @@ async fn a_broken_upstream_head_is_a_502() {
     r.assert_status(502);
     assert_eq!(r.json()["message"], "An invalid response was received from the upstream server");
 }
+
+#[tokio::test]
+async fn an_answer_with_many_headers_is_relayed_like_on_the_general_path() {
+    let gw = Standalone::start().await;
+    // 80 header fields: more than the direct path parses in a request, within hyper's 100.
+    let mut head = String::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+    for i in 0..80 {
+        head.push_str(&format!("X-H{i}: {i}\r\n"));
+    }
+    head.push_str("\r\nok");
+    let up = Scripted::start(Box::leak(head.into_bytes().into_boxed_slice()), false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/c"]})).await;
+    gw.sync().await;
+
+    let r = gw.get("/c").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(r.header("x-h79"), Some("79"));
+}

@@ -28,8 +28,10 @@ use crate::router;
 
 /// A head not complete within this many bytes goes to hyper, which has its own limit.
 const MAX_HEAD: usize = 16 * 1024;
-/// Headers parsed per message; a message with more goes to hyper (or is a 502 upstream).
+/// Request headers parsed here; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
+/// Response headers accepted from an upstream: hyper's own limit, as on the general path.
+const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Longest upstream response head accepted.
 const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
 const READ_RESERVE: usize = 8 * 1024;
@@ -70,9 +72,6 @@ pub async fn serve(
                     match exchange(&proxy, &conn, trusted, &req, &mut tcp, &mut scratch).await {
                         Next::KeepAlive => {
                             buf.advance(len);
-                            if *shutdown.borrow() && buf.is_empty() {
-                                return;
-                            }
                             continue;
                         }
                         Next::Close => return,
@@ -86,6 +85,12 @@ pub async fn serve(
             if hand_off {
                 return handoff(proxy, conn, tcp, buf.freeze(), shutdown, header_read).await;
             }
+        }
+        // Between requests, a shutdown ends the connection. The signal only ever goes from
+        // running to stopping, so a version not yet seen means stopping (checked without the
+        // read lock `borrow` would take).
+        if buf.is_empty() && shutdown.has_changed().unwrap_or(true) {
+            return;
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_RESERVE);
@@ -400,7 +405,7 @@ async fn exchange(
     let upstream_latency = millis(sent);
 
     // The response head, rewritten for the client.
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
     if !matches!(res.parse(&upstream.buf[..head_len]), Ok(httparse::Status::Complete(_))) {
         return answer_error(client, out, ProxyError::Upstream("unparsable response head".into()), &seen).await;
@@ -640,7 +645,7 @@ async fn round_trip(raw: &mut RawConn, request: &[u8]) -> Result<usize, Trip> {
             return Err(if answered || !raw.buf.is_empty() { Trip::Truncated } else { Trip::Stale });
         }
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
             let mut res = httparse::Response::new(&mut headers);
             match res.parse(&raw.buf) {
                 Ok(httparse::Status::Complete(len)) => match res.code {
