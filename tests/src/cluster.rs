@@ -318,6 +318,24 @@ impl DataPlane {
         }
     }
 
+    /// Waits until the on-disk cache (`config.json`: a checksum line, then the configuration
+    /// as JSON) holds `revision` or later, so a process killed now restarts from it.
+    pub async fn wait_cached(&self, revision: i64, within: Duration) {
+        let started = Instant::now();
+        let path = self.cache_dir.join("config.json");
+        loop {
+            let cached = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| text.split_once('\n').and_then(|(_, json)| serde_json::from_str::<Value>(json).ok()))
+                .and_then(|set| set["revision"].as_i64());
+            if cached.is_some_and(|r| r >= revision) {
+                return;
+            }
+            assert!(started.elapsed() < within, "the cache holds {cached:?}, not revision {revision}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn wait_connected(&self, connected: bool, within: Duration) {
         let started = Instant::now();
         while self.status().await["control_plane_connected"].as_bool() != Some(connected) {

@@ -241,3 +241,47 @@ async fn an_answer_with_many_headers_is_relayed_like_on_the_general_path() {
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     assert_eq!(r.header("x-h79"), Some("79"));
 }
+
+#[tokio::test]
+async fn short_bodies_split_over_writes_and_long_bodies_reach_the_upstream_whole() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("echo").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    // A short body whose second half comes later.
+    tcp.write_all(format!("PUT /p/split HTTP/1.1\r\n{host}Content-Length: 10\r\n\r\nhello").as_bytes())
+        .await
+        .expect("loopback I/O");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(b"world").await.expect("loopback I/O");
+    let split = read_response(&mut tcp, "PUT /p/split").await.expect("a complete response");
+    split.assert_status(200);
+    assert_eq!((split.echo().method(), split.echo().body_len()), ("PUT", 10));
+
+    // Longer than the direct path buffers: streamed by the general path, same connection.
+    let long = vec![b'x'; 100_000];
+    tcp.write_all(format!("POST /p/long HTTP/1.1\r\n{host}Content-Length: {}\r\n\r\n", long.len()).as_bytes())
+        .await
+        .expect("loopback I/O");
+    tcp.write_all(&long).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /p/long").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.echo().body_len(), 100_000);
+
+    // Expect: 100-continue is answered before the body is sent.
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(
+        format!("POST /p/expect HTTP/1.1\r\n{host}Content-Length: 3\r\nExpect: 100-continue\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("loopback I/O");
+    let interim = read_response(&mut tcp, "POST /p/expect (head)").await.expect("an interim response");
+    assert_eq!(interim.status, 100);
+    tcp.write_all(b"abc").await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /p/expect (body)").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.echo().body_len(), 3);
+}

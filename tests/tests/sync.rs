@@ -68,9 +68,10 @@ async fn offline_data_plane_resumes_with_deltas_only() {
     let cp = ControlPlane::start(&db, &cert, &[]).await;
     cp.create_services(1, "first").await;
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
-    dp.wait_revision(cp.revision().await, WITHIN).await;
-    // Let the cache writer catch up before the process goes away.
-    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
+    let revision = cp.revision().await;
+    dp.wait_revision(revision, WITHIN).await;
+    // The cache writer batches writes: let it catch up before the process goes away.
+    dp.wait_cached(revision, WITHIN).await;
     dp.kill();
 
     let head = cp.create_services(500, "offline").await;
@@ -88,8 +89,10 @@ async fn data_plane_behind_the_retained_log_gets_a_snapshot() {
     let cp = ControlPlane::start(&db, &cert, &[("GATEHOUSE_CLUSTER_CHANGELOG_RETENTION", "10")]).await;
     cp.create_services(1, "first").await;
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
-    dp.wait_revision(cp.revision().await, WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
+    let revision = cp.revision().await;
+    dp.wait_revision(revision, WITHIN).await;
+    // The cache writer batches writes: let it catch up before the process goes away.
+    dp.wait_cached(revision, WITHIN).await;
     dp.kill();
 
     let head = cp.create_services(60, "gone").await;
@@ -136,7 +139,7 @@ async fn data_plane_keeps_serving_without_its_control_plane_and_restarts_from_ca
     let head = cp.create_services(4, "kept").await;
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
     dp.wait_revision(head, WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
+    dp.wait_cached(head, WITHIN).await;
 
     cp.kill();
     dp.wait_connected(false, WITHIN).await;
@@ -166,10 +169,10 @@ async fn corrupt_newest_cache_falls_back_to_the_previous_generation() {
     let first = cp.create_services(1, "gen1").await;
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
     dp.wait_revision(first, WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
+    dp.wait_cached(first, WITHIN).await;
     let second = cp.create_services(1, "gen2").await;
     dp.wait_revision(second, WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await; // the cache writer batches writes (250 ms)
+    dp.wait_cached(second, WITHIN).await;
     cp.kill();
     dp.kill();
 

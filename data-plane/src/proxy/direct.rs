@@ -1,11 +1,11 @@
-//! The direct path for plain HTTP/1.1 connections. Most proxied requests are bodiless
-//! requests on routes without plugins: for those Gatehouse works as nginx does, on bytes. It
+//! The direct path for plain HTTP/1.1 connections. Most proxied requests are bodiless (or
+//! short-bodied) requests on routes without plugins: for those Gatehouse works as nginx does, on bytes. It
 //! parses the request head in the connection's buffer, writes the upstream request straight
 //! from it, parses the upstream's response head and relays the body as it comes (Content-Length
 //! or chunked, which is passed through as it is), with no header map, no per-request task
 //! and no channel between a client and an upstream connection.
 //!
-//! Anything else — a body, an upgrade, HTTP/1.0, a route with plugins, an error page, a head
+//! Anything else — a chunked or long body, an upgrade, HTTP/1.0, a route with plugins, an error page, a head
 //! hyper would refuse — is handed to the general path: hyper serves the rest of the connection,
 //! starting from the bytes already read (see [`Rewind`]), so both paths answer alike and the
 //! direct one never has to know every corner of the protocol.
@@ -30,6 +30,10 @@ use crate::router;
 const MAX_HEAD: usize = 16 * 1024;
 /// Request headers parsed here; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
+/// Longest request body the direct path takes (read whole, then sent with the head: a body
+/// this short fits the socket buffers, so an upstream that answers before reading it all
+/// cannot stall the write). Longer bodies stream through hyper.
+const MAX_BODY: usize = 16 * 1024;
 /// Response headers accepted from an upstream: hyper's own limit, as on the general path.
 const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Longest upstream response head accepted.
@@ -68,16 +72,22 @@ pub async fn serve(
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
             let hand_off = match req.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    match exchange(&proxy, &conn, trusted, &req, &mut tcp, &mut scratch).await {
-                        Next::KeepAlive => {
-                            buf.advance(len);
-                            continue;
+                Ok(httparse::Status::Complete(len)) => match body_length(req.headers) {
+                    // A short body is read whole first, then sent with the head.
+                    Some(n) if buf.len() < len + n => false,
+                    Some(n) => {
+                        let body = &buf[len..len + n];
+                        match exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await {
+                            Next::KeepAlive => {
+                                buf.advance(len + n);
+                                continue;
+                            }
+                            Next::Close => return,
+                            Next::Handoff => true,
                         }
-                        Next::Close => return,
-                        Next::Handoff => true,
                     }
-                }
+                    None => true,
+                },
                 Ok(httparse::Status::Partial) => buf.len() >= MAX_HEAD,
                 // Malformed, or more headers than parsed here: hyper answers as it would.
                 Err(_) => true,
@@ -130,13 +140,36 @@ async fn handoff(
     let _ = connection.await;
 }
 
+/// The body length a request declares when the direct path can take its body: none is 0.
+/// `None` (hyper's, then) for several lengths, an invalid one, one over [`MAX_BODY`], a
+/// chunked body, or `Expect` (the client waits for an interim answer before its body).
+fn body_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
+    let mut found = None;
+    for h in headers {
+        match field(h.name) {
+            Field::ContentLength => {
+                let digits = h.value;
+                if found.is_some() || digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                found = Some(digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0')));
+            }
+            Field::TransferEncoding | Field::Expect => return None,
+            _ => {}
+        }
+    }
+    match found {
+        Some(n) if n > MAX_BODY => None,
+        n => Some(n.unwrap_or(0)),
+    }
+}
+
 /// The header fields of a request that decide what happens to it.
 #[derive(Default)]
 struct Seen<'a> {
     host: Option<&'a [u8]>,
     hosts: u8,
     lengths: u8,
-    nonzero_length: bool,
     other_framing: bool,
     close: bool,
     accept: Option<&'a [u8]>,
@@ -238,6 +271,7 @@ async fn exchange(
     conn: &Conn,
     trusted: bool,
     req: &httparse::Request<'_, '_>,
+    body: &[u8],
     client: &mut TcpStream,
     scratch: &mut Scratch,
 ) -> Next {
@@ -253,10 +287,7 @@ async fn exchange(
                 seen.hosts += 1;
                 seen.host = Some(h.value);
             }
-            Field::ContentLength => {
-                seen.lengths += 1;
-                seen.nonzero_length |= h.value != b"0";
-            }
+            Field::ContentLength => seen.lengths += 1,
             // Bodies, upgrades and debug answers are the general path's.
             Field::TransferEncoding | Field::Upgrade | Field::Expect | Field::KongDebug => seen.other_framing = true,
             Field::Connection => {
@@ -269,7 +300,7 @@ async fn exchange(
             _ => {}
         }
     }
-    if seen.hosts != 1 || seen.lengths > 1 || seen.nonzero_length || seen.other_framing || !plain_target(target) {
+    if seen.hosts != 1 || seen.lengths > 1 || seen.other_framing || !plain_target(target) {
         return Next::Handoff;
     }
     let Some(host) = seen.host.and_then(|h| std::str::from_utf8(h).ok()) else { return Next::Handoff };
@@ -361,6 +392,7 @@ async fn exchange(
         };
         line(up, &[b"Host: ", host_value]);
         up.extend_from_slice(b"\r\n");
+        up.extend_from_slice(body);
         let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(false));
         let pooled = Connector::checkout_raw(key);
         let from_pool = pooled.is_some();
