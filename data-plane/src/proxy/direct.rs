@@ -67,6 +67,10 @@ pub async fn serve(
     let trusted = proxy.trusted.iter().any(|n| n.contains(conn.peer.ip()));
     let mut buf = BytesMut::with_capacity(READ_RESERVE);
     let mut scratch = Scratch { up: Vec::with_capacity(1024), out: Vec::with_capacity(4096) };
+    // When the head (and short body) of the request being read must be complete: one
+    // deadline per request, not per read, so a client trickling bytes cannot hold the
+    // connection past it.
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -80,6 +84,7 @@ pub async fn serve(
                         match exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await {
                             Next::KeepAlive => {
                                 buf.advance(len + n);
+                                deadline = None;
                                 continue;
                             }
                             Next::Close => return,
@@ -105,8 +110,9 @@ pub async fn serve(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_RESERVE);
         }
+        let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + header_read);
         let read = tokio::select! {
-            r = tokio::time::timeout(header_read, tcp.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout_at(until, tcp.read_buf(&mut buf)) => r,
             _ = shutdown.changed(), if buf.is_empty() => return,
         };
         match read {
@@ -796,5 +802,45 @@ impl AsyncWrite for Rewind {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::Live;
+
+    /// A client trickling its request head one byte at a time is cut off when the head's
+    /// deadline passes, however recent its last byte.
+    #[tokio::test]
+    async fn a_trickled_head_is_cut_off_at_its_deadline() {
+        let proxy = Arc::new(Proxy {
+            live: Arc::new(Live::new(crate::balancer::Registry::default())),
+            connector: Connector::new(),
+            trusted: Vec::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let conn = Arc::new(Conn::new(peer, false, addr.port()));
+            serve(proxy, conn, tcp, stopped, Duration::from_millis(300)).await;
+        });
+
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let head = b"GET /a-rather-long-path-sent-slowly HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut sent = 0;
+        for b in head {
+            if client.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest).await;
+        assert!(sent < head.len(), "the connection outlived the head's deadline");
+        assert!(rest.is_empty(), "nothing is answered to an incomplete head: {rest:?}");
     }
 }
