@@ -285,3 +285,18 @@ async fn short_bodies_split_over_writes_and_long_bodies_reach_the_upstream_whole
     r.assert_status(200);
     assert_eq!(r.echo().body_len(), 3);
 }
+
+#[tokio::test]
+async fn an_upstream_stalling_mid_body_is_cut_off_after_the_read_timeout() {
+    let gw = Standalone::start().await;
+    // Sends "first", then nothing for 10 s; the service allows 500 ms between reads.
+    let up = Upstream::drip("drip", "first", Duration::from_secs(10), "rest").await;
+    gw.expose(&up, json!({"read_timeout": 500}), json!({"paths": ["/d"]})).await;
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let cut = gw.send_raw(format!("GET /d HTTP/1.1\r\n{host}\r\n").as_bytes()).await;
+    // Without the timeout the whole body arrives after 10 s and this is Ok.
+    let err = cut.expect_err("the response is cut off, not completed");
+    assert!(err.contains("cut"), "{err}");
+}

@@ -39,6 +39,8 @@ const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Longest upstream response head accepted.
 const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
 const READ_RESERVE: usize = 8 * 1024;
+/// How long a client may take to accept bytes of a response before it is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Buffers a connection reuses for every request: the upstream request and the client response.
 struct Scratch {
@@ -504,7 +506,7 @@ async fn exchange(
 
     // The body: what came with the head, then the rest as it arrives.
     upstream.buf.advance(head_len);
-    let done = relay(&mut upstream, client, out, framing).await;
+    let done = relay(&mut upstream, client, out, framing, service.read_timeout).await;
     match done {
         Relay::Done { extra } => upstream_reusable &= !extra,
         Relay::UpstreamBroken | Relay::ClientGone => return Next::Close,
@@ -593,7 +595,13 @@ enum Relay {
 /// Sends the response head in `out` with the body that follows it in `upstream.buf`, then the
 /// rest of the body as it is read: one write per read, so a large body streams through in
 /// constant memory.
-async fn relay(upstream: &mut RawConn, client: &mut TcpStream, out: &mut Vec<u8>, framing: Framing) -> Relay {
+async fn relay(
+    upstream: &mut RawConn,
+    client: &mut TcpStream,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    read_timeout: Duration,
+) -> Relay {
     let mut remaining = match framing {
         Framing::Empty => 0,
         Framing::Length(n) => n,
@@ -618,11 +626,11 @@ async fn relay(upstream: &mut RawConn, client: &mut TcpStream, out: &mut Vec<u8>
         let extra = upstream.buf.len() > take;
         if first {
             out.extend_from_slice(&upstream.buf[..take]);
-            if client.write_all(out).await.is_err() {
+            if !send(client, out).await {
                 return Relay::ClientGone;
             }
             first = false;
-        } else if take > 0 && client.write_all(&upstream.buf[..take]).await.is_err() {
+        } else if take > 0 && !send(client, &upstream.buf[..take]).await {
             return Relay::ClientGone;
         }
         if end {
@@ -635,9 +643,10 @@ async fn relay(upstream: &mut RawConn, client: &mut TcpStream, out: &mut Vec<u8>
         if upstream.buf.capacity() < READ_RESERVE {
             upstream.buf.reserve(READ_RESERVE);
         }
-        match upstream.tcp.read_buf(&mut upstream.buf).await {
-            Ok(0) if matches!(framing, Framing::Close) => return Relay::Done { extra: true },
-            Ok(n) if n > 0 => {}
+        // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
+        match tokio::time::timeout(read_timeout, upstream.tcp.read_buf(&mut upstream.buf)).await {
+            Ok(Ok(0)) if matches!(framing, Framing::Close) => return Relay::Done { extra: true },
+            Ok(Ok(n)) if n > 0 => {}
             _ => return Relay::UpstreamBroken,
         }
     }
@@ -728,11 +737,18 @@ async fn answer_error(client: &mut TcpStream, out: &mut Vec<u8>, error: ProxyErr
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
-    if client.write_all(out).await.is_err() || close {
+    if !send(client, out).await || close {
         let _ = client.shutdown().await;
         return Next::Close;
     }
     Next::KeepAlive
+}
+
+/// Writes to the client, which has [`SEND_TIMEOUT`] to take the bytes (nginx's
+/// `send_timeout`); false when it did not or has gone. The timer only starts if the socket's
+/// buffer is full, so a write that completes at once costs none.
+async fn send(client: &mut TcpStream, bytes: &[u8]) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, client.write_all(bytes)).await, Ok(Ok(())))
 }
 
 fn line(out: &mut Vec<u8>, parts: &[&[u8]]) {
