@@ -300,3 +300,91 @@ async fn an_upstream_stalling_mid_body_is_cut_off_after_the_read_timeout() {
     let err = cut.expect_err("the response is cut off, not completed");
     assert!(err.contains("cut"), "{err}");
 }
+
+/// Review findings on the direct path: framing fields named by `Connection`, HEAD error
+/// pages, lenient upstream lengths, resending bodies, reason phrases.
+#[tokio::test]
+async fn connection_cannot_remove_the_length_a_body_was_framed_by() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("echo").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
+    gw.sync().await;
+
+    // Were Content-Length dropped, the upstream would read the body as a second request.
+    let hidden = "GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let req = format!(
+        "POST /p HTTP/1.1\r\n{host}Connection: Content-Length\r\nContent-Length: {}\r\n\r\n{hidden}",
+        hidden.len()
+    );
+    let r = gw.send_raw(req.as_bytes()).await.expect("a response");
+    r.assert_status(200);
+    assert_eq!((r.echo().path(), r.echo().body_len()), ("/p", hidden.len() as u64));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(up.requests(), 1, "one request reached the upstream");
+}
+
+#[tokio::test]
+async fn an_error_page_for_head_has_no_body() {
+    let gw = Standalone::start().await;
+    let refused = gatehouse_tests::free_port();
+    let service = gw.service_at(refused, json!({"retries": 0})).await;
+    gw.route(&service, json!({"paths": ["/down"]})).await;
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let out = read_all(
+        &gw,
+        format!("HEAD /down HTTP/1.1\r\n{host}\r\nGET /down HTTP/1.1\r\n{host}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let (first, rest) = out.split_once("\r\n\r\n").expect("a head");
+    assert!(first.starts_with("HTTP/1.1 502"), "{out}");
+    assert!(rest.starts_with("HTTP/1.1 502"), "the HEAD answer carried a body: {out}");
+}
+
+#[tokio::test]
+async fn upstream_framing_is_normalised_or_refused() {
+    let gw = Standalone::start().await;
+    let named =
+        Scripted::start(b"HTTP/1.1 200 Fine\r\nConnection: content-length, date\r\nContent-Length: 2\r\n\r\nhi", false)
+            .await;
+    let plus = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi", false).await;
+    for (up, path) in [(&named, "/named"), (&plus, "/plus")] {
+        let service = gw.service_at(up.port, json!({"retries": 0})).await;
+        gw.route(&service, json!({"paths": [path]})).await;
+    }
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    for _ in 0..2 {
+        tcp.write_all(format!("GET /named HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+        let r = read_response(&mut tcp, "GET /named").await.expect("a complete response");
+        assert_eq!((r.status, r.text().as_str()), (200, "hi"));
+        assert_eq!(r.header("content-length"), Some("2"));
+        assert!(r.header("date").is_some(), "Connection does not remove Date");
+    }
+    let raw = gw.send_raw(format!("GET /named HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("a response");
+    assert_eq!(raw.status, 200);
+    let line = read_all(&gw, format!("GET /named HTTP/1.1\r\n{host}Connection: close\r\n\r\n").as_bytes()).await;
+    assert!(line.starts_with("HTTP/1.1 200 Fine\r\n"), "the upstream's reason phrase: {line}");
+
+    gw.get("/plus").await.assert_status(502);
+}
+
+#[tokio::test]
+async fn a_sent_body_is_not_sent_again() {
+    let gw = Standalone::start().await;
+    let up = Upstream::slow("slow", Duration::from_secs(2)).await;
+    gw.expose(&up, json!({"read_timeout": 300, "retries": 3}), json!({"paths": ["/s"]})).await;
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let r = gw
+        .send_raw(format!("PUT /s HTTP/1.1\r\n{host}Content-Length: 5\r\n\r\nhello").as_bytes())
+        .await
+        .expect("a response");
+    r.assert_status(504);
+    assert_eq!(up.requests(), 1, "the PUT went to the upstream once");
+}

@@ -115,7 +115,7 @@ pub async fn serve(
         let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + header_read);
         let read = tokio::select! {
             r = tokio::time::timeout_at(until, tcp.read_buf(&mut buf)) => r,
-            _ = shutdown.changed(), if buf.is_empty() => return,
+            _ = shutdown.changed() => return,
         };
         match read {
             Ok(Ok(n)) if n > 0 => {}
@@ -180,9 +180,9 @@ struct Seen<'a> {
     lengths: u8,
     other_framing: bool,
     close: bool,
+    /// A HEAD request: error pages go without their body.
+    head: bool,
     accept: Option<&'a [u8]>,
-    forwarded_for: Option<&'a [u8]>,
-    forwarded: [bool; 4],
     connection: smallvec::SmallVec<[&'a [u8]; 2]>,
 }
 
@@ -288,7 +288,19 @@ async fn exchange(
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Next::Handoff;
     };
-    let mut seen = Seen::default();
+    // CONNECT's answer has no body whatever its headers say: hyper's.
+    if method == "CONNECT" {
+        return Next::Handoff;
+    }
+    let mut seen = Seen { head: method == "HEAD", ..Seen::default() };
+    // The fields `Connection` names are not forwarded (and so not believed either).
+    for h in req.headers.iter().filter(|h| h.name.len() == 10 && h.name.eq_ignore_ascii_case("connection")) {
+        seen.close |= h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        seen.connection.push(h.value);
+    }
+    let dropped = |name: &str| !seen.connection.is_empty() && named_by(&seen.connection, name);
+    let mut forwarded_for = None;
+    let mut forwarded = [false; 4];
     for h in req.headers.iter() {
         match field(h.name) {
             Field::Host => {
@@ -298,20 +310,21 @@ async fn exchange(
             Field::ContentLength => seen.lengths += 1,
             // Bodies, upgrades and debug answers are the general path's.
             Field::TransferEncoding | Field::Upgrade | Field::Expect | Field::KongDebug => seen.other_framing = true,
-            Field::Connection => {
-                seen.close |= h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-                seen.connection.push(h.value);
-            }
             Field::Accept => seen.accept = Some(h.value),
-            Field::ForwardedFor if seen.forwarded_for.is_none() => seen.forwarded_for = Some(h.value),
-            Field::Forwarded(i) => seen.forwarded[i] = true,
+            Field::ForwardedFor if forwarded_for.is_none() && !dropped(h.name) => forwarded_for = Some(h.value),
+            Field::Forwarded(i) if !dropped(h.name) => forwarded[i] = true,
             _ => {}
         }
     }
     if seen.hosts != 1 || seen.lengths > 1 || seen.other_framing || !plain_target(target) {
         return Next::Handoff;
     }
-    let Some(host) = seen.host.and_then(|h| std::str::from_utf8(h).ok()) else { return Next::Handoff };
+    // A Host of visible ASCII only; anything else is routed as the general path does it.
+    let Some(host) =
+        seen.host.filter(|h| h.iter().all(|b| b.is_ascii_graphic())).and_then(|h| std::str::from_utf8(h).ok())
+    else {
+        return Next::Handoff;
+    };
     let config = proxy.live.load();
     if !config.global.is_empty() {
         return Next::Handoff;
@@ -340,24 +353,30 @@ async fn exchange(
     for h in req.headers.iter() {
         let kind = field(h.name);
         let forward = match kind {
-            Field::Other | Field::Accept | Field::ContentLength | Field::Via | Field::Date => true,
+            Field::Other | Field::Accept | Field::Via | Field::Date => true,
             Field::LatencyProxy | Field::LatencyUpstream => true,
-            Field::Forwarded(i) => trusted && seen.forwarded[i],
+            Field::Forwarded(i) => trusted && forwarded[i],
+            // Written below from the body actually sent, whatever `Connection` names.
             _ => false,
         };
-        if forward && (seen.connection.is_empty() || !named_by(&seen.connection, h.name)) {
+        if forward && !dropped(h.name) {
             line(up, &[h.name.as_bytes(), b": ", h.value]);
         }
     }
+    if seen.lengths > 0 {
+        up.extend_from_slice(b"Content-Length: ");
+        push_decimal(up, body.len() as u64);
+        up.extend_from_slice(b"\r\n");
+    }
     let peer = conn.peer_value.as_bytes();
-    match seen.forwarded_for {
+    match forwarded_for {
         Some(prior) => line(up, &[b"X-Forwarded-For: ", prior, b", ", peer]),
         None => line(up, &[b"X-Forwarded-For: ", peer]),
     }
-    if !(trusted && seen.forwarded[0]) {
+    if !(trusted && forwarded[0]) {
         line(up, &[b"X-Forwarded-Proto: ", if conn.https { b"https" } else { b"http" }]);
     }
-    if !(trusted && seen.forwarded[1]) {
+    if !(trusted && forwarded[1]) {
         let lower: std::borrow::Cow<'_, str> = if host_no_port.bytes().any(|b| b.is_ascii_uppercase()) {
             host_no_port.to_ascii_lowercase().into()
         } else {
@@ -367,23 +386,24 @@ async fn exchange(
             line(up, &[b"X-Forwarded-Host: ", lower.as_bytes()]);
         }
     }
-    if !(trusted && seen.forwarded[2]) {
+    if !(trusted && forwarded[2]) {
         line(up, &[b"X-Forwarded-Port: ", conn.port_value.as_bytes()]);
     }
-    if !(trusted && seen.forwarded[3]) {
+    if !(trusted && forwarded[3]) {
         line(up, &[b"X-Real-IP: ", peer]);
     }
     let base = up.len();
 
     // Tries = 1 + retries, as on the general path.
-    let replayable = !matches!(method, "POST" | "PATCH" | "LOCK");
+    // A body, once sent, is not sent again (the general path streams bodies and cannot).
+    let replayable = !matches!(method, "POST" | "PATCH" | "LOCK") && body.is_empty();
     let proxy_latency = millis(started);
     let sent = Instant::now();
     let mut tries_left = service.retries;
     let mut try_number = 0;
     let mut reused_once = false;
     let mut last_failure = None;
-    let (mut upstream, head_len, peer) = loop {
+    let (mut upstream, head_len, framing, peer) = loop {
         let peer = match &service.balancer {
             Some(b) => match b.ring().pick(b.position(None, try_number)) {
                 Some(p) => Some(p.clone()),
@@ -422,8 +442,8 @@ async fn exchange(
                 Err(e) => return answer_error(client, out, e, &seen).await,
             },
         };
-        let failure = match tokio::time::timeout(service.read_timeout, round_trip(&mut raw, up)).await {
-            Ok(Ok(len)) => break (raw, len, peer),
+        let failure = match tokio::time::timeout(service.read_timeout, round_trip(&mut raw, up, seen.head)).await {
+            Ok(Ok((len, framing))) => break (raw, len, framing, peer),
             // A pooled connection the upstream had closed: once, for free.
             Ok(Err(Trip::Stale)) if from_pool && !reused_once && replayable => {
                 reused_once = true;
@@ -447,6 +467,7 @@ async fn exchange(
     // The response head, rewritten for the client.
     let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
+    // `round_trip` parsed this head already: it cannot fail now.
     if !matches!(res.parse(&upstream.buf[..head_len]), Ok(httparse::Status::Complete(_))) {
         return answer_error(client, out, ProxyError::Upstream("unparsable response head".into()), &seen).await;
     }
@@ -454,10 +475,6 @@ async fn exchange(
     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
         b.observe_status(p, status);
     }
-    let framing = match framing(&res, method == "HEAD") {
-        Ok(f) => f,
-        Err(e) => return answer_error(client, out, e, &seen).await,
-    };
     let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive(&res);
     let close = seen.close || matches!(framing, Framing::Close);
     let mut connection: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
@@ -470,23 +487,34 @@ async fn exchange(
     let Ok(code) = http::StatusCode::from_u16(status) else {
         return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen).await;
     };
-    let reason = code.canonical_reason().unwrap_or(res.reason.unwrap_or(""));
+    // The upstream's own reason phrase, as hyper keeps it on the general path.
+    let reason = res.reason.filter(|r| !r.is_empty()).or(code.canonical_reason()).unwrap_or("");
     line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
     let mut dated = false;
     for h in res.headers.iter() {
-        let keep = match field(h.name) {
+        let kind = field(h.name);
+        let keep = match kind {
             Field::Other | Field::Accept | Field::Host | Field::ForwardedFor | Field::Forwarded(_) => true,
             Field::Expect | Field::KongDebug => true,
-            Field::ContentLength => !matches!(framing, Framing::Chunked),
+            // A length is written below from the framing used; HEAD, 204 and 304 answers
+            // keep theirs as they are (it describes a body not sent).
+            Field::ContentLength => matches!(framing, Framing::NoBody),
             Field::Date => {
                 dated = true;
                 true
             }
             _ => false,
         };
-        if keep && (connection.is_empty() || !named_by(&connection, h.name)) {
+        // `Connection` may not remove the fields framing and dating the answer.
+        let removable = !matches!(kind, Field::ContentLength | Field::Date);
+        if keep && !(removable && !connection.is_empty() && named_by(&connection, h.name)) {
             line(out, &[h.name.as_bytes(), b": ", h.value]);
         }
+    }
+    if let Framing::Length(n) = framing {
+        out.extend_from_slice(b"Content-Length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
     }
     if !dated {
         date(out);
@@ -526,18 +554,20 @@ async fn exchange(
 /// How the upstream's response body is delimited.
 #[derive(Clone, Copy)]
 enum Framing {
-    Empty,
+    /// HEAD, 204 and 304 answers.
+    NoBody,
     Length(u64),
     Chunked,
     /// Until the upstream closes: the client's connection ends with it.
     Close,
 }
 
-/// RFC 9112 §6.3, for a response to a request of ours.
-fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> Result<Framing, ProxyError> {
+/// RFC 9112 §6.3, for a response to a request of ours; `None` when the upstream's framing
+/// is invalid (a try that failed).
+fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> Option<Framing> {
     let status = res.code.unwrap_or(0);
     if head_request || status == 204 || status == 304 {
-        return Ok(Framing::Empty);
+        return Some(Framing::NoBody);
     }
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -545,27 +575,28 @@ fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> Result<Frami
         match field(h.name) {
             Field::TransferEncoding => {
                 let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
+                // Not chunked last: the body runs until the upstream closes (RFC 9112 §6.3).
                 if !last.eq_ignore_ascii_case(b"chunked") {
-                    return Err(ProxyError::Upstream("transfer coding other than chunked".into()));
+                    return Some(Framing::Close);
                 }
                 chunked = true;
             }
             Field::ContentLength => {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| ProxyError::Upstream("invalid Content-Length".into()))?;
+                let digits = h.value;
+                if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
                 if length.is_some_and(|l| l != n) {
-                    return Err(ProxyError::Upstream("conflicting Content-Length".into()));
+                    return None;
                 }
                 length = Some(n);
             }
             _ => {}
         }
     }
-    Ok(match (chunked, length) {
+    Some(match (chunked, length) {
         (true, _) => Framing::Chunked,
-        (false, Some(0)) => Framing::Empty,
         (false, Some(n)) => Framing::Length(n),
         (false, None) => Framing::Close,
     })
@@ -603,7 +634,7 @@ async fn relay(
     read_timeout: Duration,
 ) -> Relay {
     let mut remaining = match framing {
-        Framing::Empty => 0,
+        Framing::NoBody => 0,
         Framing::Length(n) => n,
         Framing::Chunked | Framing::Close => u64::MAX,
     };
@@ -669,8 +700,8 @@ enum Trip {
 }
 
 /// Writes the request and reads until a final (non-1xx) response head is in `raw.buf`;
-/// returns its length.
-async fn round_trip(raw: &mut RawConn, request: &[u8]) -> Result<usize, Trip> {
+/// returns its length and how its body is delimited.
+async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Result<(usize, Framing), Trip> {
     raw.buf.clear();
     if let Err(e) = raw.tcp.write_all(request).await {
         return Err(match e.kind() {
@@ -703,7 +734,7 @@ async fn round_trip(raw: &mut RawConn, request: &[u8]) -> Result<usize, Trip> {
                         continue;
                     }
                     Some(101) => return Err(Trip::Invalid),
-                    _ => return Ok(len),
+                    _ => return framing(&res, head_request).map(|f| (len, f)).ok_or(Trip::Invalid),
                 },
                 Ok(httparse::Status::Partial) if raw.buf.len() < MAX_UPSTREAM_HEAD => break,
                 Ok(httparse::Status::Partial) => return Err(Trip::TooLarge),
@@ -736,7 +767,9 @@ async fn answer_error(client: &mut TcpStream, out: &mut Vec<u8>, error: ProxyErr
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
+    if !seen.head {
+        out.extend_from_slice(&body);
+    }
     if !send(client, out).await || close {
         let _ = client.shutdown().await;
         return Next::Close;
@@ -749,6 +782,20 @@ async fn answer_error(client: &mut TcpStream, out: &mut Vec<u8>, error: ProxyErr
 /// buffer is full, so a write that completes at once costs none.
 async fn send(client: &mut TcpStream, bytes: &[u8]) -> bool {
     matches!(tokio::time::timeout(SEND_TIMEOUT, client.write_all(bytes)).await, Ok(Ok(())))
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn line(out: &mut Vec<u8>, parts: &[&[u8]]) {
