@@ -56,6 +56,16 @@ impl Scripted {
     }
 }
 
+/// A gateway routing `/p` (path kept) to an echo upstream, and the Host line for requests.
+async fn echo_gateway() -> (Standalone, Upstream, String) {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("echo").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    (gw, up, host)
+}
+
 /// Writes `bytes` on a new connection to the proxy and reads until the proxy closes it.
 async fn read_all(gw: &Standalone, bytes: &[u8]) -> String {
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
@@ -70,12 +80,7 @@ async fn read_all(gw: &Standalone, bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let gw = Standalone::start().await;
-    let up = Upstream::echo("echo").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
-    gw.sync().await;
-
-    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let (gw, up, host) = echo_gateway().await;
     let two = format!("GET /p/first HTTP/1.1\r\n{host}\r\nGET /p/second HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
     let out = read_all(&gw, two.as_bytes()).await;
     assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{out}");
@@ -87,12 +92,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn a_request_with_a_body_after_bodiless_ones_is_proxied_on_the_same_connection() {
-    let gw = Standalone::start().await;
-    let up = Upstream::echo("echo").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
-    gw.sync().await;
-
-    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let (gw, _up, host) = echo_gateway().await;
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
     tcp.write_all(format!("GET /p/a HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
     let a = read_response(&mut tcp, "GET /p/a").await.expect("a complete response");
@@ -244,12 +244,7 @@ async fn an_answer_with_many_headers_is_relayed_like_on_the_general_path() {
 
 #[tokio::test]
 async fn short_bodies_split_over_writes_and_long_bodies_reach_the_upstream_whole() {
-    let gw = Standalone::start().await;
-    let up = Upstream::echo("echo").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
-    gw.sync().await;
-
-    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let (gw, _up, host) = echo_gateway().await;
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
     // A short body whose second half comes later.
     tcp.write_all(format!("PUT /p/split HTTP/1.1\r\n{host}Content-Length: 10\r\n\r\nhello").as_bytes())
@@ -305,14 +300,9 @@ async fn an_upstream_stalling_mid_body_is_cut_off_after_the_read_timeout() {
 /// pages, lenient upstream lengths, resending bodies, reason phrases.
 #[tokio::test]
 async fn connection_cannot_remove_the_length_a_body_was_framed_by() {
-    let gw = Standalone::start().await;
-    let up = Upstream::echo("echo").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/p"], "strip_path": false})).await;
-    gw.sync().await;
-
+    let (gw, up, host) = echo_gateway().await;
     // Were Content-Length dropped, the upstream would read the body as a second request.
     let hidden = "GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
-    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
     let req = format!(
         "POST /p HTTP/1.1\r\n{host}Connection: Content-Length\r\nContent-Length: {}\r\n\r\n{hidden}",
         hidden.len()

@@ -55,14 +55,19 @@ impl RawConn {
         if !self.buf.is_empty() {
             return;
         }
-        RAW_POOL.with(|p| {
-            let mut pool = p.borrow_mut();
-            let idle = pool.entry(self.key.clone()).or_default();
-            if idle.len() < IDLE_PER_KEY {
-                idle.push(self);
-            }
-        });
+        park(&RAW_POOL, self.key.clone(), self);
     }
+}
+
+/// Keeps an idle connection in a thread's pool, unless its destination has enough already.
+fn park<T: 'static>(pool: &'static std::thread::LocalKey<RefCell<PoolMap<T>>>, key: Arc<str>, conn: T) {
+    pool.with(|p| {
+        let mut pool = p.borrow_mut();
+        let idle = pool.entry(key).or_default();
+        if idle.len() < IDLE_PER_KEY {
+            idle.push(conn);
+        }
+    });
 }
 
 /// A connection checked out for one request; [`Pooled::release`] returns it for reuse.
@@ -78,13 +83,7 @@ impl Pooled {
         if self.sender.is_closed() || self.driver.is_none() {
             return;
         }
-        POOL.with(|p| {
-            let mut pool = p.borrow_mut();
-            let idle = pool.entry(self.key.clone()).or_default();
-            if idle.len() < IDLE_PER_KEY {
-                idle.push(self);
-            }
-        });
+        park(&POOL, self.key.clone(), self);
     }
 
     /// Advances the connection's I/O; false once the connection has ended.
