@@ -104,8 +104,9 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    // Plain connections run the direct path, which watches `shutdown` itself; they are
-    // counted here so shutdown can wait for them.
+    // HTTP/1 connections run the direct path, which watches `shutdown` itself; they are
+    // counted here so shutdown can wait for them. HTTP/2 ones are hyper's, watched by
+    // `graceful`.
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (tcp, peer) = tokio::select! {
@@ -134,11 +135,20 @@ async fn serve(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 let proxy = proxy.clone();
+                let counted = Counted::new(&open);
+                let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         _ => return,
                     };
+                    // HTTP/1.1 over TLS takes the direct path too; HTTP/2 is hyper's.
+                    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                        crate::proxy::direct::serve(proxy, conn, stream, shutdown, HEADER_READ).await;
+                        drop(counted);
+                        return;
+                    }
+                    drop(counted);
                     let (io, smuggling) = HeadGuard::new(stream);
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ);

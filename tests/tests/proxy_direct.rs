@@ -378,3 +378,30 @@ async fn a_sent_body_is_not_sent_again() {
     r.assert_status(504);
     assert_eq!(up.requests(), 1, "the PUT went to the upstream once");
 }
+
+#[tokio::test]
+async fn http1_over_tls_keeps_alive_across_bodiless_short_body_and_general_path_requests() {
+    let (gw, up, _) = echo_gateway().await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("an HTTP/1.1 client");
+    for i in 0..3 {
+        let url = gw.proxy_tls_url(&format!("/p/{i}"));
+        let r = gw.send(&format!("GET {url}"), client.get(&url)).await;
+        r.assert_status(200);
+        assert_eq!(r.version, "HTTP/1.1");
+        assert_eq!(r.echo().path(), format!("/p/{i}"));
+        assert_eq!(r.echo().header("x-forwarded-proto"), Some("https"));
+        assert!(r.header("x-kong-proxy-latency").is_some());
+    }
+    // A body too, and one request the general path answers (no route), on the same client.
+    let url = gw.proxy_tls_url("/p/body");
+    let r = gw.send(&format!("POST {url}"), client.post(&url).body("hello")).await;
+    assert_eq!((r.status, r.echo().body_len()), (200, 5));
+    let r = gw.send("GET /nowhere", client.get(gw.proxy_tls_url("/nowhere"))).await;
+    r.assert_status(404);
+    assert_eq!(up.connections(), 1, "one client connection, one upstream connection");
+}

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::chunked::ChunkedEnd;
@@ -58,11 +57,15 @@ enum Next {
     Handoff,
 }
 
-/// Serves a plain client connection until it ends, on the direct path while it can.
-pub async fn serve(
+/// A client connection: plain TCP, or TLS that negotiated HTTP/1.1.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
+
+/// Serves an HTTP/1 client connection until it ends, on the direct path while it can.
+pub async fn serve<S: ClientIo>(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
-    mut tcp: TcpStream,
+    mut tcp: S,
     mut shutdown: watch::Receiver<bool>,
     header_read: Duration,
 ) {
@@ -125,17 +128,22 @@ pub async fn serve(
 }
 
 /// hyper serves the rest of the connection, beginning with the bytes already read.
-async fn handoff(
+async fn handoff<S: ClientIo>(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
-    tcp: TcpStream,
+    tcp: S,
     read: Bytes,
     mut shutdown: watch::Receiver<bool>,
     header_read: Duration,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let https = conn.https;
     let (io, smuggling) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Over TLS without ALPN a client may still speak HTTP/2 (prior knowledge): hyper tells.
+    if !https {
+        builder = builder.http1_only();
+    }
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read).keep_alive(true);
     let service = crate::server::service(proxy, conn, smuggling);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -280,7 +288,7 @@ async fn exchange(
     trusted: bool,
     req: &httparse::Request<'_, '_>,
     body: &[u8],
-    client: &mut TcpStream,
+    client: &mut impl ClientIo,
     scratch: &mut Scratch,
 ) -> Next {
     let Scratch { up, out } = scratch;
@@ -628,7 +636,7 @@ enum Relay {
 /// constant memory.
 async fn relay(
     upstream: &mut RawConn,
-    client: &mut TcpStream,
+    client: &mut impl ClientIo,
     out: &mut Vec<u8>,
     framing: Framing,
     read_timeout: Duration,
@@ -746,7 +754,7 @@ async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Re
 
 /// Writes one of Gatehouse's own responses (an error page) and says whether the connection
 /// goes on.
-async fn answer_error(client: &mut TcpStream, out: &mut Vec<u8>, error: ProxyError, seen: &Seen<'_>) -> Next {
+async fn answer_error(client: &mut impl ClientIo, out: &mut Vec<u8>, error: ProxyError, seen: &Seen<'_>) -> Next {
     tracing::debug!(error = %error, "request not proxied");
     let accept = seen.accept.and_then(|a| HeaderValue::from_bytes(a).ok());
     let close = seen.close || matches!(error, ProxyError::BadRequest(_));
@@ -780,8 +788,13 @@ async fn answer_error(client: &mut TcpStream, out: &mut Vec<u8>, error: ProxyErr
 /// Writes to the client, which has [`SEND_TIMEOUT`] to take the bytes (nginx's
 /// `send_timeout`); false when it did not or has gone. The timer only starts if the socket's
 /// buffer is full, so a write that completes at once costs none.
-async fn send(client: &mut TcpStream, bytes: &[u8]) -> bool {
-    matches!(tokio::time::timeout(SEND_TIMEOUT, client.write_all(bytes)).await, Ok(Ok(())))
+async fn send(client: &mut impl ClientIo, bytes: &[u8]) -> bool {
+    // TLS holds written records until flushed; for plain TCP the flush is a no-op.
+    let write = async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    };
+    matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
@@ -824,12 +837,12 @@ fn date(out: &mut Vec<u8>) {
 }
 
 /// The client connection with the bytes already read put back in front, for hyper.
-pub struct Rewind {
+pub struct Rewind<S> {
     read: Bytes,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if !this.read.is_empty() {
@@ -842,7 +855,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
@@ -872,6 +885,7 @@ impl AsyncWrite for Rewind {
 mod tests {
     use super::*;
     use crate::live::Live;
+    use tokio::net::TcpStream;
 
     /// A client trickling its request head one byte at a time is cut off when the head's
     /// deadline passes, however recent its last byte.
