@@ -177,10 +177,8 @@ impl Follower {
                                 CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
                             });
                             let reuse = d.changes.iter().all(|c| credentials_only(&c.entity)).then_some(current);
-                            refused = !self.install(d.revision, result.map(|()| next), &tx, reuse).await?;
-                            if !refused {
-                                self.live.counters.deltas.fetch_add(1, Ordering::Relaxed);
-                            }
+                            let counter = &self.live.counters.deltas;
+                            refused = !self.install(d.revision, result.map(|()| next), &tx, reuse, counter).await?;
                         }
                         Some(In::Snapshot(chunk)) => {
                             snapshot.extend(chunk.entities);
@@ -190,10 +188,9 @@ impl Follower {
                                     let (entity, id) = e.entity();
                                     CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
                                 });
-                                refused = !self.install(chunk.revision, result.map(|()| next), &tx, None).await?;
-                                if !refused {
-                                    self.live.counters.snapshots.fetch_add(1, Ordering::Relaxed);
-                                }
+                                let counter = &self.live.counters.snapshots;
+                                refused =
+                                    !self.install(chunk.revision, result.map(|()| next), &tx, None, counter).await?;
                             }
                         }
                         Some(In::WriteResult(r)) => {
@@ -243,13 +240,15 @@ impl Follower {
     }
 
     /// Compiles and swaps in `next`, ACKing it; or NACKs and keeps the current one. Returns
-    /// whether it was installed.
+    /// whether it was installed. `applied` counts it just before it becomes visible, so a
+    /// status showing a revision also counts how it got there.
     async fn install(
         &self,
         attempted: i64,
         next: Result<ConfigSet, CompileError>,
         tx: &mpsc::Sender<DataPlaneMessage>,
         reuse: Option<Arc<Compiled>>,
+        applied: &std::sync::atomic::AtomicU64,
     ) -> Result<bool, SyncError> {
         let compiled = match (next, reuse) {
             (Ok(set), Some(current)) => Ok(current.with_credentials(Arc::new(set))),
@@ -263,6 +262,7 @@ impl Follower {
             Ok(compiled) => {
                 let set = compiled.set.clone();
                 let revision = set.revision;
+                applied.fetch_add(1, Ordering::Relaxed);
                 self.live.store(compiled);
                 let _ = self.persist.send(Some(set));
                 send(tx, Out::Ack(Ack { revision })).await?;
