@@ -14,16 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::head_guard::{HeadGuard, Smuggling};
-use crate::proxy::{Conn, Proxy};
+use crate::head_guard::Smuggling;
+use crate::proxy::{direct, Conn, Proxy};
 
 const HANDSHAKE: Duration = Duration::from_secs(10);
 const HEADER_READ: Duration = Duration::from_secs(60);
@@ -103,10 +101,8 @@ async fn serve(
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
-    // HTTP/1 connections run the direct path, which watches `shutdown` itself; they are
-    // counted here so shutdown can wait for them. HTTP/2 ones are hyper's, watched by
-    // `graceful`.
+    // Every connection watches `shutdown` itself (the direct path between requests, hyper's
+    // through a graceful shutdown); they are counted here so shutdown can wait for them.
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (tcp, peer) = tokio::select! {
@@ -127,13 +123,12 @@ async fn serve(
                 let counted = Counted::new(&open);
                 let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    crate::proxy::direct::serve(proxy, conn, tcp, shutdown, HEADER_READ).await;
+                    direct::serve(proxy, conn, tcp, shutdown, HEADER_READ).await;
                     drop(counted);
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
                 let proxy = proxy.clone();
                 let counted = Counted::new(&open);
                 let shutdown = shutdown.clone();
@@ -143,25 +138,18 @@ async fn serve(
                         _ => return,
                     };
                     // HTTP/1.1 over TLS takes the direct path too; HTTP/2 is hyper's.
-                    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                        crate::proxy::direct::serve(proxy, conn, stream, shutdown, HEADER_READ).await;
-                        drop(counted);
-                        return;
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        direct::handoff(proxy, conn, stream, Bytes::new(), shutdown, HEADER_READ).await;
+                    } else {
+                        direct::serve(proxy, conn, stream, shutdown, HEADER_READ).await;
                     }
                     drop(counted);
-                    let (io, smuggling) = HeadGuard::new(stream);
-                    let mut builder = auto::Builder::new(TokioExecutor::new());
-                    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ);
-                    let service = service(proxy, conn, smuggling);
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
-                    let _ = watcher.watch(connection).await;
                 });
             }
         }
     }
     drop(listener);
     let drained = async {
-        graceful.shutdown().await;
         while open.load(Ordering::Acquire) > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -127,8 +127,9 @@ pub async fn serve<S: ClientIo>(
     }
 }
 
-/// hyper serves the rest of the connection, beginning with the bytes already read.
-async fn handoff<S: ClientIo>(
+/// hyper serves the rest of the connection, beginning with the bytes already read (none for
+/// a connection that negotiated HTTP/2), until it ends or shutdown drains it.
+pub async fn handoff<S: ClientIo>(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
     tcp: S,
@@ -247,7 +248,12 @@ fn field(name: &str) -> Field {
 
 /// Whether `name` is one of the comma-separated tokens of the Connection fields seen.
 fn named_by(connection: &[&[u8]], name: &str) -> bool {
-    connection.iter().any(|v| v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes())))
+    has_token(connection, name.as_bytes())
+}
+
+/// Whether `token` is one of the comma-separated tokens of `values` (case-insensitive).
+fn has_token(values: &[&[u8]], token: &[u8]) -> bool {
+    values.iter().any(|v| v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token)))
 }
 
 /// A request target the general path would accept unchanged: origin-form, no fragment, and
@@ -303,9 +309,9 @@ async fn exchange(
     let mut seen = Seen { head: method == "HEAD", ..Seen::default() };
     // The fields `Connection` names are not forwarded (and so not believed either).
     for h in req.headers.iter().filter(|h| h.name.len() == 10 && h.name.eq_ignore_ascii_case("connection")) {
-        seen.close |= h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
         seen.connection.push(h.value);
     }
+    seen.close = has_token(&seen.connection, b"close");
     let dropped = |name: &str| !seen.connection.is_empty() && named_by(&seen.connection, name);
     let mut forwarded_for = None;
     let mut forwarded = [false; 4];
@@ -351,13 +357,15 @@ async fn exchange(
 
     // The upstream request, all but its Host line (which depends on the peer).
     let strip = if route.strip_path { m.strip } else { None };
-    let upstream_target = uri::upstream_target(path, strip, service.path.as_deref(), query);
     let host_no_port = match host.get(1..).and_then(|r| r.find(':')) {
         Some(i) => &host[..=i],
         None => host,
     };
     up.clear();
-    line(up, &[method.as_bytes(), b" ", upstream_target.as_bytes(), b" HTTP/1.1"]);
+    up.extend_from_slice(method.as_bytes());
+    up.push(b' ');
+    uri::write_upstream_target(up, path, strip, service.path.as_deref(), query);
+    up.extend_from_slice(b" HTTP/1.1\r\n");
     for h in req.headers.iter() {
         let kind = field(h.name);
         let forward = match kind {
@@ -483,14 +491,17 @@ async fn exchange(
     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
         b.observe_status(p, status);
     }
-    let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive(&res);
-    let close = seen.close || matches!(framing, Framing::Close);
     let mut connection: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
     for h in res.headers.iter() {
         if field(h.name) == Field::Connection {
             connection.push(h.value);
         }
     }
+    // The upstream keeps the connection unless it says otherwise (HTTP/1.0: unless it says so).
+    let keeps_alive =
+        if res.version == Some(1) { !has_token(&connection, b"close") } else { has_token(&connection, b"keep-alive") };
+    let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive;
+    let close = seen.close || matches!(framing, Framing::Close);
     out.clear();
     let Ok(code) = http::StatusCode::from_u16(status) else {
         return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen).await;
@@ -608,21 +619,6 @@ fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> Option<Frami
         (false, Some(n)) => Framing::Length(n),
         (false, None) => Framing::Close,
     })
-}
-
-/// Whether the upstream keeps the connection open after this response.
-fn keeps_alive(res: &httparse::Response<'_, '_>) -> bool {
-    let token = |t: &[u8]| {
-        res.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| h.value.split(|b| *b == b',').any(|v| v.trim_ascii().eq_ignore_ascii_case(t)))
-    };
-    if res.version == Some(1) {
-        !token(b"close")
-    } else {
-        token(b"keep-alive")
-    }
 }
 
 enum Relay {
@@ -770,7 +766,9 @@ async fn answer_error(client: &mut impl ClientIo, out: &mut Vec<u8>, error: Prox
         ResBody::Full(Some(b)) => b,
         _ => Bytes::new(),
     };
-    line(out, &[b"Content-Length: ", body.len().to_string().as_bytes()]);
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }

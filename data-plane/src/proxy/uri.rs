@@ -1,50 +1,65 @@
 //! The upstream request target (kong-0.14-core-behavior §4.4): `strip_path`, then the
 //! Service path joined on, then the query string exactly as received.
 
-use std::borrow::Cow;
-
 use crate::router::Strip;
 
 /// Builds the upstream path and query for a request path `req` (no query), the route's
 /// strip information (when `strip_path` applies), the Service path, and the raw query (`None`
 /// when the request had no `?`).
 pub fn upstream_target(req: &str, strip: Option<Strip>, service_path: Option<&str>, query: Option<&str>) -> String {
-    let uri: Cow<'_, str> = match strip {
+    let mut out = Vec::with_capacity(req.len() + service_path.map_or(0, str::len) + query.map_or(0, |q| q.len() + 1));
+    write_upstream_target(&mut out, req, strip, service_path, query);
+    // Only `&str` pieces and ASCII were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`upstream_target`] appended to `out`: the direct path writes it straight into the
+/// upstream request, with no string of its own per request.
+pub fn write_upstream_target(
+    out: &mut Vec<u8>,
+    req: &str,
+    strip: Option<Strip>,
+    service_path: Option<&str>,
+    query: Option<&str>,
+) {
+    let start = out.len();
+    // The request URI after stripping: `rest`, behind a `/` when `slash`.
+    let (slash, rest) = match strip {
         Some(s) if req != "/" => {
             let rest = req.get(s.offset..).unwrap_or("");
-            if s.regex || !rest.starts_with('/') {
-                Cow::Owned(format!("/{rest}"))
-            } else {
-                Cow::Borrowed(rest)
-            }
+            (s.regex || !rest.starts_with('/'), rest)
         }
-        _ => Cow::Borrowed(req),
+        _ => (false, req),
     };
-    let uri = uri.as_ref();
+    let uri_is_root = if slash { rest.is_empty() } else { rest == "/" };
+    let push_uri = |out: &mut Vec<u8>| {
+        if slash {
+            out.push(b'/');
+        }
+        out.extend_from_slice(rest.as_bytes());
+    };
     let p = service_path.unwrap_or("/");
     let f = p.strip_suffix('/').unwrap_or(p);
-    let mut out = String::with_capacity(p.len() + uri.len() + query.map_or(0, |q| q.len() + 1));
     if p == "/" {
-        out.push_str(uri);
-    } else if uri != "/" {
-        out.push_str(f);
-        out.push_str(uri);
+        push_uri(out);
+    } else if !uri_is_root {
+        out.extend_from_slice(f.as_bytes());
+        push_uri(out);
     } else if p.ends_with('/') {
-        out.push_str(if req == "/" || req.ends_with('/') { p } else { f });
+        out.extend_from_slice(if req == "/" || req.ends_with('/') { p } else { f }.as_bytes());
     } else {
-        out.push_str(f);
+        out.extend_from_slice(f.as_bytes());
         if req != "/" && req.ends_with('/') {
-            out.push('/');
+            out.push(b'/');
         }
     }
-    if out.is_empty() {
-        out.push('/');
+    if out.len() == start {
+        out.push(b'/');
     }
     if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
     }
-    out
 }
 
 #[cfg(test)]
