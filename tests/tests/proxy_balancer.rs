@@ -415,6 +415,51 @@ async fn hash_on_header_is_sticky() {
     assert!(used.len() > 1, "30 different header values all went to {used:?}");
 }
 
+/// The hash picks the same target whichever way a request is proxied: a plain request takes
+/// the direct path, the same one with `Kong-Debug` the general path; repeated fields hash as
+/// one concatenated value on both.
+#[tokio::test]
+async fn hash_is_the_same_on_both_proxy_paths() {
+    let gw = Standalone::start().await;
+    let ups = [Upstream::echo("b1").await, Upstream::echo("b2").await, Upstream::echo("b3").await];
+    balanced(&gw, "both.test", json!({"hash_on": "header", "hash_on_header": "X-User"}), "/both").await;
+    balanced(&gw, "byip.test", json!({"hash_on": "ip"}), "/byip").await;
+    for up in &ups {
+        add_target(&gw, "both.test", &local(up.addr()), 100).await;
+        add_target(&gw, "byip.test", &local(up.addr()), 100).await;
+    }
+    gw.sync().await;
+
+    let mut used = BTreeSet::new();
+    for i in 0..20 {
+        let user = format!("user-{i}");
+        let direct = gw.get_with("/both", &[("X-User", &user)]).await;
+        let general = gw.get_with("/both", &[("X-User", &user), ("Kong-Debug", "1")]).await;
+        assert!(general.header("kong-route-id").is_some(), "Kong-Debug answers come from the general path");
+        assert_eq!(direct.echo().upstream(), general.echo().upstream(), "X-User: {user} differs between the paths");
+        used.insert(direct.echo().upstream().to_owned());
+    }
+    assert!(used.len() > 1, "20 users all went to {used:?}");
+
+    // Two X-User fields hash as their values concatenated, as one field with that value does.
+    let raw = |debug: &str| {
+        format!("GET /both HTTP/1.1\r\nHost: x\r\nX-User: user-\r\nX-User: 7\r\n{debug}Connection: close\r\n\r\n")
+    };
+    let joined = gw.get_with("/both", &[("X-User", "user-7")]).await.echo().upstream().to_owned();
+    for debug in ["", "Kong-Debug: 1\r\n"] {
+        let reply = exchange(gw.proxy_addr(), raw(debug).as_bytes()).await.expect("a response");
+        assert_eq!(reply.echo().upstream(), joined, "{debug:?}: two X-User fields hash as one");
+    }
+
+    // Hashing on the client address: every request from here lands on one target.
+    let mut targets = BTreeSet::new();
+    for i in 0..10 {
+        let extra: &[(&str, &str)] = if i % 2 == 0 { &[] } else { &[("Kong-Debug", "1")] };
+        targets.insert(gw.get_with("/byip", extra).await.echo().upstream().to_owned());
+    }
+    assert_eq!(targets.len(), 1, "one client address, one target: {targets:?}");
+}
+
 #[tokio::test]
 async fn hash_on_cookie_sets_cookie_and_sticks() {
     let gw = Standalone::start().await;

@@ -127,17 +127,60 @@ impl HashPolicy {
         }
         one(&self.fallback, input).unwrap_or_default()
     }
+
+    /// The same hash from a request's raw header fields, for a request without a consumer
+    /// (no plugin ran). `Err` when the policy reaches a cookie: minting one is the general
+    /// path's work.
+    pub fn hash_fields(&self, fields: &[httparse::Header<'_>], client_ip: IpAddr) -> Result<Option<u32>, NeedsCookie> {
+        if let Some(h) = one_field(&self.primary, fields, client_ip)? {
+            return Ok(Some(h));
+        }
+        one_field(&self.fallback, fields, client_ip)
+    }
+
+    /// The header fields this policy reads.
+    pub fn header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.primary, &self.fallback].into_iter().filter_map(|on| match on {
+            HashOn::Header(name) => Some(name),
+            _ => None,
+        })
+    }
+}
+
+/// A hash policy that reached a cookie.
+#[derive(Debug)]
+pub struct NeedsCookie;
+
+fn one_field(on: &HashOn, fields: &[httparse::Header<'_>], client_ip: IpAddr) -> Result<Option<u32>, NeedsCookie> {
+    Ok(match on {
+        HashOn::None | HashOn::Consumer => None,
+        HashOn::Ip => ip_hash(client_ip),
+        HashOn::Header(name) => {
+            // Repeated fields concatenate in order, as `HeaderMap::get_all` yields them.
+            let mut values = fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name.as_str())).peekable();
+            values.peek().is_some().then(|| {
+                let mut digest = CRC.digest();
+                for f in values {
+                    digest.update(f.value);
+                }
+                digest.finalize()
+            })
+        }
+        HashOn::Cookie { .. } => return Err(NeedsCookie),
+    })
+}
+
+fn ip_hash(ip: IpAddr) -> Option<u32> {
+    let mut buf = [0u8; 48];
+    let len = ip_text(ip, &mut buf)?;
+    Some(CRC.checksum(&buf[..len]))
 }
 
 fn one(on: &HashOn, input: &HashInput<'_>) -> Option<Hashed> {
     let hash = match on {
         HashOn::None => return None,
         HashOn::Consumer => CRC.checksum(input.consumer?.as_bytes()),
-        HashOn::Ip => {
-            let mut buf = [0u8; 48];
-            let len = ip_text(input.client_ip, &mut buf)?;
-            CRC.checksum(&buf[..len])
-        }
+        HashOn::Ip => ip_hash(input.client_ip)?,
         HashOn::Header(name) => {
             let mut values = input.headers.get_all(name).iter().peekable();
             values.peek()?;
@@ -185,6 +228,39 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         assert_eq!(p.hash(&input(&h)).hash, Some(CRC.checksum(b"12")), "repeated headers concatenate");
+    }
+
+    /// The direct path's hash over raw fields equals the general path's over a header map.
+    #[test]
+    fn raw_fields_hash_as_the_header_map_does() {
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let policies = [
+            json!({"hash_on": "header", "hash_on_header": "X-A"}),
+            json!({"hash_on": "header", "hash_on_header": "x-a", "hash_fallback": "ip"}),
+            json!({"hash_on": "consumer", "hash_fallback": "header", "hash_fallback_header": "X-B"}),
+            json!({"hash_on": "ip"}),
+        ];
+        let requests: [&[(&str, &str)]; 4] = [&[], &[("X-A", "1")], &[("x-a", "1"), ("X-A", "2")], &[("X-B", "v")]];
+        for doc in &policies {
+            let p = HashPolicy::parse(doc);
+            for fields in requests {
+                let mut map = HeaderMap::new();
+                let raw: Vec<httparse::Header<'_>> = fields
+                    .iter()
+                    .map(|(n, v)| {
+                        map.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static(v));
+                        httparse::Header { name: n, value: v.as_bytes() }
+                    })
+                    .collect();
+                let by_map = p.hash(&HashInput { headers: &map, client_ip: ip, consumer: None }).hash;
+                assert_eq!(p.hash_fields(&raw, ip).unwrap(), by_map, "{doc} with {fields:?}");
+            }
+        }
+        let cookie =
+            HashPolicy::parse(&json!({"hash_on": "header", "hash_on_header": "X-A", "hash_fallback": "cookie",
+                                                "hash_on_cookie": "c"}));
+        assert!(cookie.hash_fields(&[], ip).is_err(), "a cookie to mint is the general path's");
+        assert!(cookie.hash_fields(&[httparse::Header { name: "X-A", value: b"1" }], ip).is_ok());
     }
 
     #[test]

@@ -350,10 +350,24 @@ async fn exchange(
     let Some(m) = config.router.find(&router::Request { method, path, host }) else { return Next::Handoff };
     let route = &m.route;
     let service = &route.service;
-    let balanced_by_hash = service.balancer.as_ref().is_some_and(|b| !b.hash.is_none());
-    if !route.plugins.is_empty() || (route.https_only && !conn.https) || service.https || balanced_by_hash {
+    if !route.plugins.is_empty() || (route.https_only && !conn.https) || service.https {
         return Next::Handoff;
     }
+    // Balanced services hash once per request, as on the general path, which hashes the
+    // fields as it forwards them: a field rewritten or dropped here, or a cookie to mint,
+    // is left to it.
+    let hash = match &service.balancer {
+        Some(b) if !b.hash.is_none() => {
+            if b.hash.header_names().any(|n| field(n.as_str()) != Field::Other || dropped(n.as_str())) {
+                return Next::Handoff;
+            }
+            match b.hash.hash_fields(req.headers, conn.peer.ip()) {
+                Ok(h) => h,
+                Err(_) => return Next::Handoff,
+            }
+        }
+        _ => None,
+    };
 
     // The upstream request, all but its Host line (which depends on the peer).
     let strip = if route.strip_path { m.strip } else { None };
@@ -421,7 +435,7 @@ async fn exchange(
     let mut last_failure = None;
     let (mut upstream, head_len, framing, peer) = loop {
         let peer = match &service.balancer {
-            Some(b) => match b.ring().pick(b.position(None, try_number)) {
+            Some(b) => match b.ring().pick(b.position(hash, try_number)) {
                 Some(p) => Some(p.clone()),
                 None => return answer_error(client, out, last_failure.unwrap_or(ProxyError::NoPeer), &seen).await,
             },
