@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_tests::json;
-use gatehouse_tests::proxy::{read_response, Standalone, Upstream};
+use gatehouse_tests::proxy::{read_response, Reply, Standalone, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -66,6 +66,12 @@ async fn echo_gateway() -> (Standalone, Upstream, String) {
     (gw, up, host)
 }
 
+/// One keep-alive `GET path` on an open connection (`host` is a whole `Host:` line).
+async fn get_on(tcp: &mut TcpStream, path: &str, host: &str) -> Reply {
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    read_response(tcp, &format!("GET {path}")).await.expect("a complete response")
+}
+
 /// Writes `bytes` on a new connection to the proxy and reads until the proxy closes it.
 async fn read_all(gw: &Standalone, bytes: &[u8]) -> String {
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
@@ -94,8 +100,7 @@ async fn pipelined_requests_are_answered_in_order() {
 async fn a_request_with_a_body_after_bodiless_ones_is_proxied_on_the_same_connection() {
     let (gw, _up, host) = echo_gateway().await;
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
-    tcp.write_all(format!("GET /p/a HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
-    let a = read_response(&mut tcp, "GET /p/a").await.expect("a complete response");
+    let a = get_on(&mut tcp, "/p/a", &host).await;
     a.assert_status(200);
     assert_eq!(a.echo().path(), "/p/a");
     // A body and then a bodiless request again, on the same connection.
@@ -105,8 +110,7 @@ async fn a_request_with_a_body_after_bodiless_ones_is_proxied_on_the_same_connec
     let b = read_response(&mut tcp, "POST /p/b").await.expect("a complete response");
     b.assert_status(200);
     assert_eq!((b.echo().method(), b.echo().body_len()), ("POST", 5));
-    tcp.write_all(format!("GET /p/c HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
-    let c = read_response(&mut tcp, "GET /p/c").await.expect("a complete response");
+    let c = get_on(&mut tcp, "/p/c", &host).await;
     c.assert_status(200);
     assert_eq!(c.echo().path(), "/p/c");
 }
@@ -128,8 +132,7 @@ async fn chunked_upstream_answers_are_relayed_whole_and_the_connection_reused() 
     let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
     for i in 0..3 {
-        tcp.write_all(format!("GET /c HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
-        let r = read_response(&mut tcp, "GET /c").await.expect("a complete response");
+        let r = get_on(&mut tcp, "/c", &host).await;
         r.assert_status(200);
         assert_eq!(r.text(), "hello, world", "request {i}");
         assert_eq!(r.header("x-up"), Some("1"));
@@ -204,8 +207,7 @@ async fn interim_answers_are_skipped_and_head_answers_have_no_body() {
     let head = String::from_utf8_lossy(&head).into_owned();
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head:?}");
     assert!(head.to_ascii_lowercase().contains("content-length: 4"), "{head:?}");
-    tcp.write_all(format!("GET /c HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
-    let again = read_response(&mut tcp, "GET /c after HEAD").await.expect("a complete response");
+    let again = get_on(&mut tcp, "/c", &host).await;
     again.assert_status(200);
     assert_eq!(again.text(), "body");
 }
@@ -349,8 +351,7 @@ async fn upstream_framing_is_normalised_or_refused() {
     let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
     for _ in 0..2 {
-        tcp.write_all(format!("GET /named HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
-        let r = read_response(&mut tcp, "GET /named").await.expect("a complete response");
+        let r = get_on(&mut tcp, "/named", &host).await;
         assert_eq!((r.status, r.text().as_str()), (200, "hi"));
         assert_eq!(r.header("content-length"), Some("2"));
         assert!(r.header("date").is_some(), "Connection does not remove Date");

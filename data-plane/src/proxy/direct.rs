@@ -307,16 +307,22 @@ async fn exchange(
         return Next::Handoff;
     }
     let mut seen = Seen { head: method == "HEAD", ..Seen::default() };
-    // The fields `Connection` names are not forwarded (and so not believed either).
-    for h in req.headers.iter().filter(|h| h.name.len() == 10 && h.name.eq_ignore_ascii_case("connection")) {
-        seen.connection.push(h.value);
+    // Each field classified once. The fields `Connection` names are not forwarded (and so
+    // not believed either).
+    let mut kinds = [Field::Other; MAX_HEADERS];
+    for (kind, h) in kinds.iter_mut().zip(req.headers.iter()) {
+        *kind = field(h.name);
+        if *kind == Field::Connection {
+            seen.connection.push(h.value);
+        }
     }
+    let fields = || req.headers.iter().zip(kinds.iter().copied());
     seen.close = has_token(&seen.connection, b"close");
     let dropped = |name: &str| !seen.connection.is_empty() && named_by(&seen.connection, name);
     let mut forwarded_for = None;
     let mut forwarded = [false; 4];
-    for h in req.headers.iter() {
-        match field(h.name) {
+    for (h, kind) in fields() {
+        match kind {
             Field::Host => {
                 seen.hosts += 1;
                 seen.host = Some(h.value);
@@ -380,8 +386,7 @@ async fn exchange(
     up.push(b' ');
     uri::write_upstream_target(up, path, strip, service.path.as_deref(), query);
     up.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
-        let kind = field(h.name);
+    for (h, kind) in fields() {
         let forward = match kind {
             Field::Other | Field::Accept | Field::Via | Field::Date => true,
             Field::LatencyProxy | Field::LatencyUpstream => true,
@@ -394,9 +399,7 @@ async fn exchange(
         }
     }
     if seen.lengths > 0 {
-        up.extend_from_slice(b"Content-Length: ");
-        push_decimal(up, body.len() as u64);
-        up.extend_from_slice(b"\r\n");
+        line(up, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
     }
     let peer = conn.peer_value.as_bytes();
     match forwarded_for {
@@ -407,14 +410,10 @@ async fn exchange(
         line(up, &[b"X-Forwarded-Proto: ", if conn.https { b"https" } else { b"http" }]);
     }
     if !(trusted && forwarded[1]) {
-        let lower: std::borrow::Cow<'_, str> = if host_no_port.bytes().any(|b| b.is_ascii_uppercase()) {
-            host_no_port.to_ascii_lowercase().into()
-        } else {
-            host_no_port.into()
-        };
-        if HeaderValue::from_str(&lower).is_ok() {
-            line(up, &[b"X-Forwarded-Host: ", lower.as_bytes()]);
-        }
+        // The Host is visible ASCII (checked above), so it is a valid value as it is.
+        up.extend_from_slice(b"X-Forwarded-Host: ");
+        up.extend(host_no_port.bytes().map(|b| b.to_ascii_lowercase()));
+        up.extend_from_slice(b"\r\n");
     }
     if !(trusted && forwarded[2]) {
         line(up, &[b"X-Forwarded-Port: ", conn.port_value.as_bytes()]);
@@ -545,9 +544,7 @@ async fn exchange(
         }
     }
     if let Framing::Length(n) = framing {
-        out.extend_from_slice(b"Content-Length: ");
-        push_decimal(out, n);
-        out.extend_from_slice(b"\r\n");
+        line(out, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]);
     }
     if !dated {
         date(out);
@@ -780,9 +777,7 @@ async fn answer_error(client: &mut impl ClientIo, out: &mut Vec<u8>, error: Prox
         ResBody::Full(Some(b)) => b,
         _ => Bytes::new(),
     };
-    out.extend_from_slice(b"Content-Length: ");
-    push_decimal(out, body.len() as u64);
-    out.extend_from_slice(b"\r\n");
+    line(out, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -807,20 +802,6 @@ async fn send(client: &mut impl ClientIo, bytes: &[u8]) -> bool {
         client.flush().await
     };
     matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 fn line(out: &mut Vec<u8>, parts: &[&[u8]]) {
