@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_tests::json;
-use gatehouse_tests::proxy::{read_response, Reply, Standalone, Upstream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use gatehouse_tests::proxy::{read_response, Reply, Standalone, TestCert, Upstream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// An upstream that answers every request head it reads with `response`, verbatim, and
-/// closes the connection after each answer when `close` is set. Counts connections.
+/// closes the connection after each answer when `close` is set (over TLS, without a
+/// close_notify, as many servers do). Counts connections.
 struct Scripted {
     port: u16,
     connections: Arc<AtomicUsize>,
@@ -21,38 +22,70 @@ struct Scripted {
 
 impl Scripted {
     async fn start(response: &'static [u8], close: bool) -> Scripted {
+        Scripted::start_with(response, close, None).await
+    }
+
+    /// The same, speaking TLS with a self-signed certificate.
+    async fn start_tls(response: &'static [u8], close: bool) -> Scripted {
+        let cert = TestCert::new("scripted.test");
+        let key = rustls::pki_types::PrivateKeyDer::try_from(
+            rcgen::KeyPair::from_pem(&cert.key_pem).expect("key").serialize_der(),
+        )
+        .expect("private key DER");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der.clone().into()], key)
+            .expect("server certificate");
+        Scripted::start_with(response, close, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(response: &'static [u8], close: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
         let port = listener.local_addr().expect("loopback I/O").port();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let (c, r) = (connections.clone(), requests.clone());
         tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
+            while let Ok((tcp, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                let r = r.clone();
+                let (r, tls) = (r.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            buf.drain(..end + 4);
-                            r.fetch_add(1, Ordering::SeqCst);
-                            if tcp.write_all(response).await.is_err() {
-                                return;
-                            }
-                            if close {
-                                return;
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                answer(stream, response, close, &r).await;
                             }
                         }
-                        let mut chunk = [0u8; 4096];
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                        None => answer(tcp, response, close, &r).await,
                     }
                 });
             }
         });
         Scripted { port, connections, requests }
+    }
+}
+
+/// Answers each request head read on `io` with `response` (see [`Scripted`]).
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, response: &[u8], close: bool, requests: &AtomicUsize) {
+    let mut buf = Vec::new();
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            requests.fetch_add(1, Ordering::SeqCst);
+            if io.write_all(response).await.is_err() || io.flush().await.is_err() {
+                return;
+            }
+            if close {
+                return;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match io.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 
@@ -405,4 +438,43 @@ async fn http1_over_tls_keeps_alive_across_bodiless_short_body_and_general_path_
     let r = gw.send("GET /nowhere", client.get(gw.proxy_tls_url("/nowhere"))).await;
     r.assert_status(404);
     assert_eq!(up.connections(), 1, "one client connection, one upstream connection");
+}
+
+/// An https service on the direct path: requests on one client connection share one TLS
+/// connection to the upstream (the session tickets a TLS 1.3 server sends unasked do not make
+/// the pooled connection look used), and the upstream sees the service's Host.
+#[tokio::test]
+async fn https_services_keep_one_tls_connection_across_requests() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo_tls("tls-upstream").await;
+    gw.expose(&up, json!({"protocol": "https"}), json!({"paths": ["/s"], "strip_path": false})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    for i in 0..5 {
+        let r = get_on(&mut tcp, &format!("/s/{i}"), &host).await;
+        r.assert_status(200);
+        let echo = r.echo();
+        assert_eq!((echo.upstream(), echo.path()), ("tls-upstream", format!("/s/{i}").as_str()));
+        assert_eq!(echo.header("host"), Some(format!("127.0.0.1:{}", up.port()).as_str()));
+        assert!(r.header("x-kong-upstream-latency").is_some());
+    }
+    assert_eq!(up.connections(), 1, "one TLS connection to the upstream for five requests");
+}
+
+/// A TLS upstream that closes after every answer without a close_notify: a pooled connection
+/// it closed is never used for a request, or costs a free retry, never a 502.
+#[tokio::test]
+async fn a_tls_upstream_closing_after_each_answer_costs_no_failed_request() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start_tls(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
+    let service = gw.service_at(up.port, json!({"retries": 0, "protocol": "https"})).await;
+    gw.route(&service, json!({"paths": ["/c"]})).await;
+    gw.sync().await;
+
+    for i in 0..20 {
+        let r = gw.get("/c").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
+    assert_eq!(up.requests.load(Ordering::SeqCst), 20);
 }

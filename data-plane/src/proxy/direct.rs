@@ -80,10 +80,11 @@ pub async fn serve<S: ClientIo>(
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
+            // `Some(head unfinished)` hands the connection to hyper.
             let hand_off = match req.parse(&buf) {
                 Ok(httparse::Status::Complete(len)) => match body_length(req.headers) {
                     // A short body is read whole first, then sent with the head.
-                    Some(n) if buf.len() < len + n => false,
+                    Some(n) if buf.len() < len + n => None,
                     Some(n) => {
                         let body = &buf[len..len + n];
                         match exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await {
@@ -93,17 +94,19 @@ pub async fn serve<S: ClientIo>(
                                 continue;
                             }
                             Next::Close => return,
-                            Next::Handoff => true,
+                            Next::Handoff => Some(false),
                         }
                     }
-                    None => true,
+                    None => Some(false),
                 },
-                Ok(httparse::Status::Partial) => buf.len() >= MAX_HEAD,
+                Ok(httparse::Status::Partial) => (buf.len() >= MAX_HEAD).then_some(true),
                 // Malformed, or more headers than parsed here: hyper answers as it would.
-                Err(_) => true,
+                Err(_) => Some(false),
             };
-            if hand_off {
-                return handoff(proxy, conn, tcp, buf.freeze(), shutdown, header_read).await;
+            if let Some(unfinished) = hand_off {
+                // A head begun here keeps the deadline it had, rather than hyper's afresh.
+                let head_by = deadline.filter(|_| unfinished);
+                return handoff(proxy, conn, tcp, buf.freeze(), head_by, shutdown, header_read).await;
             }
         }
         // Between requests, a shutdown ends the connection. The signal only ever goes from
@@ -128,18 +131,23 @@ pub async fn serve<S: ClientIo>(
 }
 
 /// hyper serves the rest of the connection, beginning with the bytes already read (none for
-/// a connection that negotiated HTTP/2), until it ends or shutdown drains it.
+/// a connection that negotiated HTTP/2), until it ends or shutdown drains it. `head_by` is
+/// the deadline of a request head those bytes begin but do not finish.
 pub async fn handoff<S: ClientIo>(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
     tcp: S,
     read: Bytes,
+    head_by: Option<tokio::time::Instant>,
     mut shutdown: watch::Receiver<bool>,
     header_read: Duration,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let https = conn.https;
-    let (io, smuggling) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
+    let (mut io, smuggling) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
+    if let Some(at) = head_by {
+        io = io.first_head_by(at);
+    }
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // Over TLS without ALPN a client may still speak HTTP/2 (prior knowledge): hyper tells.
     if !https {
@@ -356,7 +364,9 @@ async fn exchange(
     let Some(m) = config.router.find(&router::Request { method, path, host }) else { return Next::Handoff };
     let route = &m.route;
     let service = &route.service;
-    if !route.plugins.is_empty() || (route.https_only && !conn.https) || service.https {
+    // A preserved Host is also the TLS server name: such connections are not pooled, which
+    // the general path handles.
+    if !route.plugins.is_empty() || (route.https_only && !conn.https) || (service.https && route.preserve_host) {
         return Next::Handoff;
     }
     // Balanced services hash once per request, as on the general path, which hashes the
@@ -444,13 +454,13 @@ async fn exchange(
         up.truncate(base);
         let host_value = match &peer {
             _ if route.preserve_host => host.as_bytes(),
-            Some(p) => p.host_header(false).as_bytes(),
+            Some(p) => p.host_header(service.https).as_bytes(),
             None => service.host_header.as_bytes(),
         };
         line(up, &[b"Host: ", host_value]);
         up.extend_from_slice(b"\r\n");
         up.extend_from_slice(body);
-        let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(false));
+        let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
         let pooled = Connector::checkout_raw(key);
         let from_pool = pooled.is_some();
         let mut raw = match pooled {
@@ -690,8 +700,12 @@ async fn relay(
             upstream.buf.reserve(READ_RESERVE);
         }
         // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
-        match tokio::time::timeout(read_timeout, upstream.tcp.read_buf(&mut upstream.buf)).await {
+        match tokio::time::timeout(read_timeout, upstream.io.read_buf(&mut upstream.buf)).await {
             Ok(Ok(0)) if matches!(framing, Framing::Close) => return Relay::Done { extra: true },
+            // Over TLS, many servers end such a body by closing without a close_notify.
+            Ok(Err(e)) if matches!(framing, Framing::Close) && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Relay::Done { extra: true }
+            }
             Ok(Ok(n)) if n > 0 => {}
             _ => return Relay::UpstreamBroken,
         }
@@ -718,7 +732,13 @@ enum Trip {
 /// returns its length and how its body is delimited.
 async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Result<(usize, Framing), Trip> {
     raw.buf.clear();
-    if let Err(e) = raw.tcp.write_all(request).await {
+    // TLS holds records until flushed; for plain TCP the flush is a no-op.
+    if let Err(e) = async {
+        raw.io.write_all(request).await?;
+        raw.io.flush().await
+    }
+    .await
+    {
         return Err(match e.kind() {
             std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Trip::Stale,
             _ => Trip::Io(e),
@@ -729,9 +749,16 @@ async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Re
         if raw.buf.capacity() - raw.buf.len() < 1024 {
             raw.buf.reserve(READ_RESERVE);
         }
-        let n = match raw.tcp.read_buf(&mut raw.buf).await {
+        let n = match raw.io.read_buf(&mut raw.buf).await {
             Ok(n) => n,
-            Err(e) if !answered && e.kind() == std::io::ErrorKind::ConnectionReset => return Err(Trip::Stale),
+            // Reset, or over TLS closed without a close_notify: the keep-alive race.
+            Err(e)
+                if !answered
+                    && raw.buf.is_empty()
+                    && matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) =>
+            {
+                return Err(Trip::Stale)
+            }
             Err(e) => return Err(Trip::Io(e)),
         };
         if n == 0 {
@@ -880,10 +907,8 @@ mod tests {
     use crate::live::Live;
     use tokio::net::TcpStream;
 
-    /// A client trickling its request head one byte at a time is cut off when the head's
-    /// deadline passes, however recent its last byte.
-    #[tokio::test]
-    async fn a_trickled_head_is_cut_off_at_its_deadline() {
+    /// A direct-path listener with no configuration, whose heads are due within `header_read`.
+    async fn serving(header_read: Duration) -> std::net::SocketAddr {
         let proxy = Arc::new(Proxy {
             live: Arc::new(Live::new(crate::balancer::Registry::default())),
             connector: Connector::new(),
@@ -891,26 +916,56 @@ mod tests {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (_stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.unwrap();
             let conn = Arc::new(Conn::new(peer, false, addr.port()));
-            serve(proxy, conn, tcp, stopped, Duration::from_millis(300)).await;
+            let (_stop, stopped) = watch::channel(false);
+            serve(proxy, conn, tcp, stopped, header_read).await;
         });
+        addr
+    }
 
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let head = b"GET /a-rather-long-path-sent-slowly HTTP/1.1\r\nHost: x\r\n\r\n";
+    /// Writes `bytes` one at a time, `gap` apart, until the connection refuses one; returns
+    /// how many went.
+    async fn trickle(client: &mut TcpStream, bytes: &[u8], gap: Duration) -> usize {
         let mut sent = 0;
-        for b in head {
+        for b in bytes {
             if client.write_all(&[*b]).await.is_err() {
                 break;
             }
             sent += 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(gap).await;
         }
+        sent
+    }
+
+    /// A client trickling its request head one byte at a time is cut off when the head's
+    /// deadline passes, however recent its last byte.
+    #[tokio::test]
+    async fn a_trickled_head_is_cut_off_at_its_deadline() {
+        let addr = serving(Duration::from_millis(300)).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let head = b"GET /a-rather-long-path-sent-slowly HTTP/1.1\r\nHost: x\r\n\r\n";
+        let sent = trickle(&mut client, head, Duration::from_millis(50)).await;
         let mut rest = Vec::new();
         let _ = client.read_to_end(&mut rest).await;
         assert!(sent < head.len(), "the connection outlived the head's deadline");
         assert!(rest.is_empty(), "nothing is answered to an incomplete head: {rest:?}");
+    }
+
+    /// A head too long for the direct path goes to hyper unfinished; it must still be complete
+    /// by the deadline it had here, not by a fresh one of hyper's.
+    #[tokio::test]
+    async fn a_long_head_handed_over_keeps_its_deadline() {
+        let addr = serving(Duration::from_millis(1000)).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ").await.unwrap();
+        client.write_all(&[b'a'; 8 * 1024]).await.unwrap();
+        // Past 16 KiB 700 ms in: the direct path hands the head over with 300 ms left.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        client.write_all(&[b'a'; 9 * 1024]).await.unwrap();
+        // At 50 ms a byte, the old deadline allows about 6 more bytes; a fresh one, about 20.
+        let sent = trickle(&mut client, &[b'a'; 60], Duration::from_millis(50)).await;
+        assert!(sent < 13, "{sent} bytes were taken after the head's deadline");
     }
 }

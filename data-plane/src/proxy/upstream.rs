@@ -41,10 +41,10 @@ thread_local! {
     static RAW_POOL: RefCell<PoolMap<RawConn>> = RefCell::new(HashMap::default());
 }
 
-/// A plain connection used by the direct path (see `direct`), which writes requests and reads
+/// A connection used by the direct path (see `direct`), which writes requests and reads
 /// responses as bytes itself; it keeps its read buffer across requests.
 pub struct RawConn {
-    pub tcp: TcpStream,
+    pub io: Stream,
     pub buf: bytes::BytesMut,
     key: Arc<str>,
 }
@@ -170,29 +170,36 @@ impl Connector {
         RAW_POOL.with(|p| {
             let mut pool = p.borrow_mut();
             let idle = pool.get_mut(key)?;
-            while let Some(conn) = idle.pop() {
-                let mut cx = Context::from_waker(std::task::Waker::noop());
-                match conn.tcp.poll_read_ready(&mut cx) {
-                    Poll::Pending => return Some(conn),
-                    Poll::Ready(Ok(())) => {
-                        // Readiness can be stale (the last read filled its buffer exactly).
-                        let mut probe = [0u8; 1];
-                        if matches!(conn.tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-                        {
-                            return Some(conn);
-                        }
-                    }
-                    Poll::Ready(Err(_)) => {}
+            while let Some(mut conn) = idle.pop() {
+                if conn.io.idle_and_open() {
+                    return Some(conn);
                 }
             }
             None
         })
     }
 
-    /// A new plain connection for the direct path (services over http only).
+    /// A new connection for the direct path, over TLS for an https service (its server name
+    /// is the peer's or the service's host).
     pub async fn connect_raw(&self, service: &Service, peer: Option<&Peer>) -> Result<RawConn, ProxyError> {
         let (tcp, key) = self.open_tcp(service, peer).await?;
-        Ok(RawConn { tcp, buf: bytes::BytesMut::with_capacity(16 * 1024), key })
+        let io = if service.https {
+            let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
+            self.handshake(service, host, tcp).await?
+        } else {
+            Stream::Plain(tcp)
+        };
+        Ok(RawConn { io, buf: bytes::BytesMut::with_capacity(16 * 1024), key })
+    }
+
+    /// TLS over `tcp`, within the service's connect timeout.
+    async fn handshake(&self, service: &Service, name: &str, tcp: TcpStream) -> Result<Stream, ProxyError> {
+        let name = ServerName::try_from(name.to_string()).map_err(|e| ProxyError::Connect(e.to_string()))?;
+        let tls = tokio::time::timeout(service.connect_timeout, self.tls.connect(name, tcp))
+            .await
+            .map_err(|_| ProxyError::Timeout)?
+            .map_err(|e| ProxyError::Connect(e.to_string()))?;
+        Ok(Stream::Tls(Box::new(tls)))
     }
 
     async fn open_tcp(&self, service: &Service, peer: Option<&Peer>) -> Result<(TcpStream, Arc<str>), ProxyError> {
@@ -220,17 +227,8 @@ impl Connector {
     ) -> Result<Pooled, ProxyError> {
         let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
         let (tcp, key) = self.open_tcp(service, peer).await?;
-        let io = if service.https {
-            let name = ServerName::try_from(sni.unwrap_or(host).to_string())
-                .map_err(|e| ProxyError::Connect(e.to_string()))?;
-            let tls = tokio::time::timeout(service.connect_timeout, self.tls.connect(name, tcp))
-                .await
-                .map_err(|_| ProxyError::Timeout)?
-                .map_err(|e| ProxyError::Connect(e.to_string()))?;
-            Stream::Tls(Box::new(tls))
-        } else {
-            Stream::Plain(tcp)
-        };
+        let io =
+            if service.https { self.handshake(service, sni.unwrap_or(host), tcp).await? } else { Stream::Plain(tcp) };
         let (sender, conn) =
             http1::handshake(TokioIo::new(io)).await.map_err(|e| ProxyError::Connect(e.to_string()))?;
         let driver = if upgrades {
@@ -312,9 +310,35 @@ impl ServerCertVerifier for NoVerify {
 }
 
 /// Plain TCP or TLS to the upstream.
-enum Stream {
+pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Whether an idle connection can take a request: its peer has neither closed it nor sent
+    /// anything unasked. Told without a system call while the socket is not readable.
+    fn idle_and_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut probe = [0u8; 1];
+        match self {
+            Stream::Plain(tcp) => match tcp.poll_read_ready(&mut cx) {
+                Poll::Pending => true,
+                // Readiness can be stale (the last read filled its buffer exactly).
+                Poll::Ready(Ok(())) => {
+                    matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                }
+                Poll::Ready(Err(_)) => false,
+            },
+            // A TLS server may send records no request asked for (TLS 1.3 session tickets):
+            // rustls takes those in, and only application data, an alert or the end of the
+            // stream make the read complete.
+            Stream::Tls(tls) => {
+                let mut buf = ReadBuf::new(&mut probe);
+                Pin::new(tls.as_mut()).poll_read(&mut cx, &mut buf).is_pending()
+            }
+        }
+    }
 }
 
 impl AsyncRead for Stream {
