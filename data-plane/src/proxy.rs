@@ -285,7 +285,7 @@ impl Proxy {
         let mut try_number = 0;
         let mut reused_once = false;
         let mut last_failure = None;
-        let (pooled, mut response, peer) = loop {
+        let (mut pooled, mut response, peer) = loop {
             let peer = match &service.balancer {
                 Some(b) => match b.ring().pick(b.position(hashed.hash, try_number)) {
                     Some(p) => Some(p.clone()),
@@ -323,6 +323,14 @@ impl Proxy {
             };
             let failure = match tokio::time::timeout(service.read_timeout, conn.send(upstream_req)).await {
                 Ok(Ok(r)) => break (conn, r, peer),
+                // An answer that is not HTTP is not retried (nginx's `invalid_header` is not
+                // among Kong's `proxy_next_upstream error timeout`).
+                Ok(Err(e)) if e.error().is_parse() || e.error().is_parse_status() => {
+                    if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                        b.observe_failure(p, false);
+                    }
+                    return Err(ProxyError::Upstream(e.into_error().to_string()));
+                }
                 Ok(Err(mut e)) => match e.take_message() {
                     // Not sent: a pooled connection the upstream had closed. Once, for free.
                     Some(unsent) if from_pool && !reused_once => {
@@ -384,8 +392,18 @@ impl Proxy {
             }
         }
         let (mut parts, body) = response.into_parts();
+        // hyper would downgrade the connection's later requests to HTTP/1.0 (and send a chunked
+        // body without its framing); Kong always speaks HTTP/1.1 upstream, so it is not reused.
+        // A connection whose TLS name was the client's Host serves no other client either.
+        if parts.version == Version::HTTP_10 || sni.is_some() {
+            pooled.retire();
+        }
         // The client's connection has its own version; the upstream's (maybe 1.0) does not leak.
         parts.version = Version::HTTP_11;
+        // Chunked framing wins over a length (RFC 9112 §6.3), which would cut the body short.
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         if !switching {
             headers::strip_hop_by_hop(&mut parts.headers);
         }
@@ -407,7 +425,7 @@ impl Proxy {
         }
         resolved.header_filter(&mut parts);
 
-        let keep = if switching || sni.is_some() {
+        let keep = if switching {
             None
         } else if hyper::body::Body::is_end_stream(&body) {
             // Nothing will poll an empty body: the connection is free now.

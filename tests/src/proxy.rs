@@ -788,6 +788,15 @@ impl Upstream {
     /// An echo server speaking HTTPS with a self-signed certificate; records the SNI of
     /// each connection ([`Upstream::snis`]).
     pub async fn echo_tls(name: &str) -> Upstream {
+        Upstream::tls(name, Behaviour::Echo).await
+    }
+
+    /// Like [`Upstream::source`], over HTTPS.
+    pub async fn source_tls(name: &str, len: u64) -> Upstream {
+        Upstream::tls(name, Behaviour::Source(len)).await
+    }
+
+    async fn tls(name: &str, behaviour: Behaviour) -> Upstream {
         let cert = TestCert::new("upstream.test");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = rustls::pki_types::PrivateKeyDer::try_from(
@@ -802,7 +811,7 @@ impl Upstream {
             .expect("server certificate");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        Upstream::serve(listener, name, Behaviour::Echo, Some(acceptor))
+        Upstream::serve(listener, name, behaviour, Some(acceptor))
     }
 
     fn serve(

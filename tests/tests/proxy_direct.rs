@@ -3,7 +3,7 @@
 //! keep-alive connection.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_tests::json;
@@ -18,6 +18,8 @@ struct Scripted {
     port: u16,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    /// The request line of every request, in order.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Scripted {
@@ -46,32 +48,41 @@ impl Scripted {
         let port = listener.local_addr().expect("loopback I/O").port();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (c, r) = (connections.clone(), requests.clone());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (c, r, l) = (connections.clone(), requests.clone(), lines.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                let (r, tls) = (r.clone(), tls.clone());
+                let (r, l, tls) = (r.clone(), l.clone(), tls.clone());
                 tokio::spawn(async move {
                     match tls {
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(tcp).await {
-                                answer(stream, response, close, &r).await;
+                                answer(stream, response, close, &r, &l).await;
                             }
                         }
-                        None => answer(tcp, response, close, &r).await,
+                        None => answer(tcp, response, close, &r, &l).await,
                     }
                 });
             }
         });
-        Scripted { port, connections, requests }
+        Scripted { port, connections, requests, lines }
     }
 }
 
 /// Answers each request head read on `io` with `response` (see [`Scripted`]).
-async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, response: &[u8], close: bool, requests: &AtomicUsize) {
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    response: &[u8],
+    close: bool,
+    requests: &AtomicUsize,
+    lines: &Mutex<Vec<String>>,
+) {
     let mut buf = Vec::new();
     loop {
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            lines.lock().expect("not poisoned").push(head.lines().next().unwrap_or_default().to_owned());
             buf.drain(..end + 4);
             requests.fetch_add(1, Ordering::SeqCst);
             if io.write_all(response).await.is_err() || io.flush().await.is_err() {
@@ -469,4 +480,121 @@ async fn https_services_keep_one_tls_connection_across_requests() {
         assert!(r.header("x-kong-upstream-latency").is_some());
     }
     assert_eq!(up.connections(), 1, "one TLS connection to the upstream for five requests");
+}
+
+/// The same request on the direct path, and on the general path (`Kong-Debug` sends it there).
+const BOTH_PATHS: [&[(&str, &str)]; 2] = [&[], &[("Kong-Debug", "1")]];
+
+/// Chunked framing wins over a Content-Length sent with it (RFC 9112 §6.3): the whole body
+/// reaches the client on both paths, not as many bytes as the length said.
+#[tokio::test]
+async fn an_answer_both_chunked_and_with_a_length_is_relayed_whole() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        false,
+    )
+    .await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/te"]})).await;
+    gw.sync().await;
+    for headers in BOTH_PATHS {
+        let r = gw.get_with("/te", headers).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello world"), "{headers:?}");
+        assert_eq!(r.header("content-length"), None, "{headers:?}");
+    }
+}
+
+/// Kong always speaks HTTP/1.1 to upstreams: an upstream that answered HTTP/1.0 (keeping the
+/// connection alive) still gets HTTP/1.1 requests next, on both paths.
+#[tokio::test]
+async fn an_http10_upstream_still_gets_http11_requests() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/ten"], "strip_path": false})).await;
+    gw.sync().await;
+    for headers in BOTH_PATHS {
+        for _ in 0..3 {
+            let r = gw.get_with("/ten", headers).await;
+            assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{headers:?}");
+        }
+    }
+    let lines = up.lines.lock().expect("not poisoned").clone();
+    assert_eq!(lines, vec!["GET /ten HTTP/1.1"; 6]);
+}
+
+/// An answer that is not valid HTTP is a 502 at once: Kong retries connection failures and
+/// timeouts only (`proxy_next_upstream error timeout`), not an invalid header.
+#[tokio::test]
+async fn an_invalid_answer_is_not_retried() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", true).await;
+    let service = gw.service_at(up.port, json!({"retries": 5})).await;
+    gw.route(&service, json!({"paths": ["/bad"]})).await;
+    gw.sync().await;
+    for (i, headers) in BOTH_PATHS.iter().enumerate() {
+        gw.get_with("/bad", headers).await.assert_status(502);
+        assert_eq!(up.requests.load(Ordering::SeqCst), i + 1, "one try only: {headers:?}");
+    }
+}
+
+/// A 204 carries no Content-Length (RFC 9110 §8.6) even when the upstream sent one. A 304 keeps
+/// its own on the direct path, as nginx does (it describes the body the 304 stands for); hyper,
+/// on the general path, drops it.
+#[tokio::test]
+async fn a_204_has_no_length_and_a_304_keeps_its_own() {
+    let gw = Standalone::start().await;
+    let no_content = Scripted::start(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false).await;
+    let not_modified =
+        Scripted::start(b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 100\r\n\r\n", false).await;
+    for (up, path) in [(&no_content, "/nc"), (&not_modified, "/nm")] {
+        let service = gw.service_at(up.port, json!({})).await;
+        gw.route(&service, json!({"paths": [path]})).await;
+    }
+    gw.sync().await;
+    for headers in BOTH_PATHS {
+        let r = gw.get_with("/nc", headers).await;
+        assert_eq!((r.status, r.header("content-length")), (204, None), "{headers:?}");
+        let r = gw.get_with("/nm", headers).await;
+        let kept = if headers.is_empty() { Some("100") } else { None };
+        assert_eq!((r.status, r.header("content-length")), (304, kept), "{headers:?}");
+    }
+}
+
+/// An error page follows the first `Accept` field, on both paths.
+#[tokio::test]
+async fn an_error_page_follows_the_first_accept_field() {
+    let gw = Standalone::start().await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+    let port = closed.local_addr().expect("loopback I/O").port();
+    drop(closed);
+    let service = gw.service_at(port, json!({"retries": 0})).await;
+    gw.route(&service, json!({"paths": ["/down"]})).await;
+    gw.sync().await;
+    for debug in BOTH_PATHS {
+        let mut headers = vec![("Accept", "text/html"), ("Accept", "application/json")];
+        headers.extend_from_slice(debug);
+        let r = gw.get_with("/down", &headers).await;
+        r.assert_status(502);
+        assert!(r.text().starts_with("<html>"), "{debug:?}: {}", r.text());
+    }
+}
+
+/// An https service with `preserve_host` (its TLS name is the client's Host, so the connection
+/// is not pooled) still streams a long answer to its end.
+#[tokio::test]
+async fn a_long_answer_over_an_unpooled_tls_connection_arrives_whole() {
+    let gw = Standalone::start().await;
+    let len = 3 * 1024 * 1024;
+    let up = Upstream::source_tls("tls-source", len).await;
+    gw.expose(&up, json!({"protocol": "https"}), json!({"paths": ["/big"], "preserve_host": true})).await;
+    gw.sync().await;
+    let r = gw.get_with("/big", &[("Host", "secure.test")]).await;
+    r.assert_status(200);
+    assert_eq!(r.body.len() as u64, len);
+    assert_eq!(
+        r.body.iter().map(|b| u64::from(*b)).fold(0u64, u64::wrapping_add),
+        gatehouse_tests::proxy::pattern_sum(len)
+    );
 }

@@ -338,7 +338,8 @@ async fn exchange(
             Field::ContentLength => seen.lengths += 1,
             // Bodies, upgrades and debug answers are the general path's.
             Field::TransferEncoding | Field::Upgrade | Field::Expect | Field::KongDebug => seen.other_framing = true,
-            Field::Accept => seen.accept = Some(h.value),
+            // The first, as the general path reads it from its header map.
+            Field::Accept if seen.accept.is_none() => seen.accept = Some(h.value),
             Field::ForwardedFor if forwarded_for.is_none() && !dropped(h.name) => forwarded_for = Some(h.value),
             Field::Forwarded(i) if !dropped(h.name) => forwarded[i] = true,
             _ => {}
@@ -489,6 +490,14 @@ async fn exchange(
                 try_number -= 1;
                 continue;
             }
+            // An answer that is not HTTP is not retried (nginx's `invalid_header` is not among
+            // Kong's `proxy_next_upstream error timeout`).
+            Ok(Err(e @ (Trip::Invalid | Trip::TooLarge))) => {
+                if let (Some(b), Some(p)) = (&service.balancer, &peer) {
+                    b.observe_failure(p, false);
+                }
+                return answer_error(client, out, ProxyError::Upstream(e.to_string()), &seen).await;
+            }
             Ok(Err(e)) => ProxyError::Upstream(e.to_string()),
             Err(_) => ProxyError::Timeout,
         };
@@ -538,9 +547,9 @@ async fn exchange(
         let keep = match kind {
             Field::Other | Field::Accept | Field::Host | Field::ForwardedFor | Field::Forwarded(_) => true,
             Field::Expect | Field::KongDebug => true,
-            // A length is written below from the framing used; HEAD, 204 and 304 answers
-            // keep theirs as they are (it describes a body not sent).
-            Field::ContentLength => matches!(framing, Framing::NoBody),
+            // A length is written below from the framing used; HEAD and 304 answers keep
+            // theirs as they are (it describes a body not sent). A 204 has none (RFC 9110 §8.6).
+            Field::ContentLength => matches!(framing, Framing::NoBody) && status != 204,
             Field::Date => {
                 dated = true;
                 true

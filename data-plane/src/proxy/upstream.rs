@@ -76,14 +76,22 @@ pub struct Pooled {
     sender: SendRequest<ReqBody>,
     /// `None` for upgraded (WebSocket) connections, which run on their own task.
     driver: Option<Driver>,
+    /// Whether [`Pooled::release`] may keep it for another request.
+    reusable: bool,
 }
 
 impl Pooled {
     pub fn release(self) {
-        if self.sender.is_closed() || self.driver.is_none() {
+        if !self.reusable || self.sender.is_closed() || self.driver.is_none() {
             return;
         }
         park(&POOL, self.key.clone(), self);
+    }
+
+    /// Serves the rest of the current response, then closes instead of going back to the
+    /// pool.
+    pub fn retire(&mut self) {
+        self.reusable = false;
     }
 
     /// Advances the connection's I/O; false once the connection has ended.
@@ -239,7 +247,7 @@ impl Connector {
         } else {
             Some(Box::pin(conn))
         };
-        Ok(Pooled { key, sender, driver })
+        Ok(Pooled { key, sender, driver, reusable: true })
     }
 
     async fn resolve(&self, service: &Service) -> Result<SocketAddr, ProxyError> {
