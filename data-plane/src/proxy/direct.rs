@@ -1,8 +1,9 @@
 //! The direct path for plain HTTP/1.1 connections. Most proxied requests are bodiless (or
 //! short-bodied) requests on routes without plugins: for those Gatehouse works as nginx does, on bytes. It
 //! parses the request head in the connection's buffer, writes the upstream request straight
-//! from it, parses the upstream's response head and relays the body as it comes (Content-Length
-//! or chunked, which is passed through as it is), with no header map, no per-request task
+//! from it, parses the upstream's response head and relays the body as it comes (Content-Length;
+//! chunked, passed through as it is; or until the upstream closes, re-chunked), with no header
+//! map, no per-request task
 //! and no channel between a client and an upstream connection.
 //!
 //! Anything else — a chunked or long body, an upgrade, HTTP/1.0, a route with plugins, an error page, a head
@@ -10,6 +11,7 @@
 //! starting from the bytes already read (see [`Rewind`]), so both paths answer alike and the
 //! direct one never has to know every corner of the protocol.
 
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -533,7 +535,9 @@ async fn exchange(
     let keeps_alive =
         if res.version == Some(1) { !has_token(&connection, b"close") } else { has_token(&connection, b"keep-alive") };
     let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive;
-    let close = seen.close || matches!(framing, Framing::Close);
+    // A body that ends when the upstream closes goes to the client chunked (as nginx does), so
+    // the client's connection outlives it.
+    let close = seen.close;
     out.clear();
     let Ok(code) = http::StatusCode::from_u16(status) else {
         return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen).await;
@@ -571,7 +575,7 @@ async fn exchange(
     line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
     line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
     line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
-    if matches!(framing, Framing::Chunked) {
+    if matches!(framing, Framing::Chunked | Framing::Close) {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     if close {
@@ -673,6 +677,9 @@ async fn relay(
         Framing::Chunked | Framing::Close => u64::MAX,
     };
     let mut chunked = matches!(framing, Framing::Chunked).then(ChunkedEnd::default);
+    if matches!(framing, Framing::Close) {
+        return relay_until_close(upstream, client, out, read_timeout).await;
+    }
     let mut first = true;
     loop {
         // The body bytes now in the buffer, and whether they end it.
@@ -710,15 +717,48 @@ async fn relay(
         }
         // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
         match tokio::time::timeout(read_timeout, upstream.io.read_buf(&mut upstream.buf)).await {
-            Ok(Ok(0)) if matches!(framing, Framing::Close) => return Relay::Done { extra: true },
-            // Over TLS, many servers end such a body by closing without a close_notify.
-            Ok(Err(e)) if matches!(framing, Framing::Close) && e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Relay::Done { extra: true }
-            }
             Ok(Ok(n)) if n > 0 => {}
             _ => return Relay::UpstreamBroken,
         }
     }
+}
+
+/// Relays a body that ends when the upstream closes, as chunks: one per read, written with the
+/// head in `out` for the first, then the last chunk when the upstream closes.
+async fn relay_until_close(
+    upstream: &mut RawConn,
+    client: &mut impl ClientIo,
+    out: &mut Vec<u8>,
+    read_timeout: Duration,
+) -> Relay {
+    loop {
+        if !upstream.buf.is_empty() {
+            // A chunk size: the length in hexadecimal (writing to a Vec cannot fail).
+            let _ = write!(out, "{:x}\r\n", upstream.buf.len());
+            out.extend_from_slice(&upstream.buf);
+            out.extend_from_slice(b"\r\n");
+            upstream.buf.clear();
+        }
+        if !out.is_empty() && !send(client, out).await {
+            return Relay::ClientGone;
+        }
+        out.clear();
+        if upstream.buf.capacity() < READ_RESERVE {
+            upstream.buf.reserve(READ_RESERVE);
+        }
+        // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
+        match tokio::time::timeout(read_timeout, upstream.io.read_buf(&mut upstream.buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // Over TLS, many servers end such a body by closing without a close_notify.
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            _ => return Relay::UpstreamBroken,
+        }
+    }
+    if !send(client, b"0\r\n\r\n").await {
+        return Relay::ClientGone;
+    }
+    Relay::Done { extra: true }
 }
 
 /// Why a try on the upstream failed before a response head.
