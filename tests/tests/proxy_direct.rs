@@ -607,3 +607,25 @@ async fn a_long_answer_over_an_unpooled_tls_connection_arrives_whole() {
         gatehouse_tests::proxy::pattern_sum(len)
     );
 }
+
+/// The upstream's reason phrase goes on as it is, an empty one too, on both paths.
+#[tokio::test]
+async fn the_upstream_reason_phrase_is_kept_even_when_empty() {
+    let gw = Standalone::start().await;
+    let custom = Scripted::start(b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let empty = Scripted::start(b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok", false).await;
+    for (up, path) in [(&custom, "/custom"), (&empty, "/empty")] {
+        let service = gw.service_at(up.port, json!({})).await;
+        gw.route(&service, json!({"paths": [path]})).await;
+    }
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    for debug in ["", "Kong-Debug: 1\r\n"] {
+        for (path, status_line) in [("/custom", "HTTP/1.1 200 Fine Thanks\r\n"), ("/empty", "HTTP/1.1 200 \r\n")] {
+            let out =
+                read_all(&gw, format!("GET {path} HTTP/1.1\r\n{host}{debug}Connection: close\r\n\r\n").as_bytes())
+                    .await;
+            assert!(out.starts_with(status_line), "{debug:?} {path}: {out}");
+        }
+    }
+}

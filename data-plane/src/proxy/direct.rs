@@ -542,8 +542,9 @@ async fn exchange(
     let Ok(code) = http::StatusCode::from_u16(status) else {
         return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen).await;
     };
-    // The upstream's own reason phrase, as hyper keeps it on the general path.
-    let reason = res.reason.filter(|r| !r.is_empty()).or(code.canonical_reason()).unwrap_or("");
+    // The upstream's own reason phrase, even an empty one: nginx passes the status line on,
+    // and hyper keeps it on the general path.
+    let reason = res.reason.unwrap_or("");
     line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
     let mut dated = false;
     for h in res.headers.iter() {
