@@ -629,3 +629,25 @@ async fn the_upstream_reason_phrase_is_kept_even_when_empty() {
         }
     }
 }
+
+/// A TLS upstream that ends a close-delimited body by closing without a close_notify (as many
+/// servers do): nginx takes that as the end, so the body arrives whole on both paths and the
+/// client's connection goes on.
+#[tokio::test]
+async fn a_tls_body_ended_by_a_close_without_close_notify_arrives_whole() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start_tls(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", true).await;
+    let service = gw.service_at(up.port, json!({"protocol": "https"})).await;
+    gw.route(&service, json!({"paths": ["/tc"]})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    for debug in ["", "Kong-Debug: 1\r\n"] {
+        let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+        for i in 0..2 {
+            let request = format!("GET /tc HTTP/1.1\r\n{host}{debug}\r\n");
+            tcp.write_all(request.as_bytes()).await.expect("loopback I/O");
+            let r = read_response(&mut tcp, &request).await.expect("a complete response");
+            assert_eq!((r.status, r.text().as_str()), (200, "until the end"), "{debug:?} request {i}");
+        }
+    }
+}

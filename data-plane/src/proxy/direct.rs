@@ -750,9 +750,7 @@ async fn relay_until_close(
         // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
         match tokio::time::timeout(read_timeout, upstream.io.read_buf(&mut upstream.buf)).await {
             Ok(Ok(n)) if n > 0 => {}
-            // Over TLS, many servers end such a body by closing without a close_notify.
             Ok(Ok(_)) => break,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             _ => return Relay::UpstreamBroken,
         }
     }
@@ -801,12 +799,8 @@ async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Re
         }
         let n = match raw.io.read_buf(&mut raw.buf).await {
             Ok(n) => n,
-            // Reset, or over TLS closed without a close_notify: the keep-alive race.
-            Err(e)
-                if !answered
-                    && raw.buf.is_empty()
-                    && matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) =>
-            {
+            // Reset before answering anything: the keep-alive race.
+            Err(e) if !answered && raw.buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
                 return Err(Trip::Stale)
             }
             Err(e) => return Err(Trip::Io(e)),
