@@ -149,3 +149,75 @@ async fn config_changes_do_not_break_requests_in_flight() {
     assert_eq!((b.upstream(), b.path()), ("slow", "/slow-b"), "a request whose route was deleted meanwhile");
     gw.get("/slow-b").await.assert_status(404);
 }
+
+/// An upstream that answers before reading the request body (a 413, say), then reads the rest
+/// slowly: the answer reaches the client, and the client's connection does not hang on the
+/// unread rest of its body. The next request on it is answered, or the connection ends.
+#[tokio::test]
+async fn an_early_answer_to_a_long_body_does_not_stall_the_client_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+    let port = listener.local_addr().expect("loopback I/O").port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if !matches!(tcp.read(&mut byte).await, Ok(1)) {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                if head.starts_with(b"GET") {
+                    let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext").await;
+                } else {
+                    let _ = tcp.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 5\r\n\r\nearly").await;
+                }
+                // The rest of the body, much later and slowly.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let mut sink = vec![0u8; 4096];
+                while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+    });
+    let gw = Standalone::start().await;
+    let service = gw.service_at(port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/early"]})).await;
+    gw.sync().await;
+
+    let tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    let (mut read, mut write) = tcp.into_split();
+    let len = 8 * MB;
+    tokio::spawn(async move {
+        let head = format!("POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut ok = write.write_all(head.as_bytes()).await.is_ok();
+        for _ in 0..len / chunk.len() as u64 {
+            ok = ok && write.write_all(&chunk).await.is_ok();
+        }
+        if ok {
+            let _ = write.write_all(b"GET /early HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if got.ends_with(b"next") {
+                return;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+    assert!(ended.is_ok(), "the connection neither answered the next request nor ended: {text}");
+}

@@ -81,8 +81,16 @@ pub struct Pooled {
 }
 
 impl Pooled {
-    pub fn release(self) {
+    pub fn release(mut self) {
         if !self.reusable || self.sender.is_closed() || self.driver.is_none() {
+            return;
+        }
+        // An upstream that answered before reading the whole request body leaves the body
+        // still being written: parked, nothing would drive it, and the client's connection
+        // would wait on that body forever. Such a connection is dropped (and the client's rest
+        // of the body with it, which hyper drains or closes on).
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if !self.drive(&mut cx) || !self.sender.is_ready() {
             return;
         }
         park(&POOL, self.key.clone(), self);
