@@ -257,6 +257,9 @@ impl Proxy {
         let target = uri::upstream_target(parts.uri.path(), strip, service.path.as_deref(), query);
         parts.uri = Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
         parts.version = Version::HTTP_11;
+        if let Some(n) = parts.headers.get(header::CONTENT_LENGTH).and_then(headers::normalized_length) {
+            parts.headers.insert(header::CONTENT_LENGTH, n);
+        }
 
         // Tries = 1 + retries, on failures before a response header (connect errors, timeouts,
         // closed connections), as nginx's `proxy_next_upstream error timeout`. A request with a
@@ -403,6 +406,8 @@ impl Proxy {
         // Chunked framing wins over a length (RFC 9112 §6.3), which would cut the body short.
         if parts.headers.contains_key(header::TRANSFER_ENCODING) {
             parts.headers.remove(header::CONTENT_LENGTH);
+        } else if let Some(n) = parts.headers.get(header::CONTENT_LENGTH).and_then(headers::normalized_length) {
+            parts.headers.insert(header::CONTENT_LENGTH, n);
         }
         if !switching {
             headers::strip_hop_by_hop(&mut parts.headers);

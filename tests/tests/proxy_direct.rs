@@ -651,3 +651,36 @@ async fn a_tls_body_ended_by_a_close_without_close_notify_arrives_whole() {
         }
     }
 }
+
+/// A Content-Length that means a number without being one (leading zeros, a list of one value
+/// repeated) goes on as the plain number, both ways and on both paths, as nginx regenerates it.
+#[tokio::test]
+async fn lengths_are_forwarded_as_plain_numbers() {
+    let (gw, _up, host) = echo_gateway().await;
+    let listed = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", false).await;
+    let zeros = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 02\r\n\r\nok", false).await;
+    for (up, path) in [(&listed, "/listed"), (&zeros, "/zeros")] {
+        let service = gw.service_at(up.port, json!({})).await;
+        gw.route(&service, json!({"paths": [path]})).await;
+    }
+    gw.sync().await;
+    for debug in ["", "Kong-Debug: 1\r\n"] {
+        let out = read_all(
+            &gw,
+            format!("POST /p HTTP/1.1\r\n{host}{debug}Content-Length: 005\r\nConnection: close\r\n\r\nhello")
+                .as_bytes(),
+        )
+        .await;
+        let body = &out[out.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+        let echo: serde_json::Value = serde_json::from_str(body).expect("the echo's JSON");
+        assert_eq!(echo["headers"]["content-length"], "5", "{debug:?}: {out}");
+        for path in ["/listed", "/zeros"] {
+            let out =
+                read_all(&gw, format!("GET {path} HTTP/1.1\r\n{host}{debug}Connection: close\r\n\r\n").as_bytes())
+                    .await;
+            assert!(out.starts_with("HTTP/1.1 200 "), "{debug:?} {path}: {out}");
+            assert!(out.to_ascii_lowercase().contains("\r\ncontent-length: 2\r\n"), "{debug:?} {path}: {out}");
+            assert!(out.ends_with("\r\n\r\nok"), "{debug:?} {path}: {out}");
+        }
+    }
+}

@@ -636,15 +636,18 @@ fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> Option<Frami
                 chunked = true;
             }
             Field::ContentLength => {
-                let digits = h.value;
-                if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-                    return None;
+                // A list of one value repeated means that value (RFC 9110 §8.6).
+                for part in h.value.split(|b| *b == b',') {
+                    let digits = part.trim_ascii();
+                    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+                        return None;
+                    }
+                    let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                    if length.is_some_and(|l| l != n) {
+                        return None;
+                    }
+                    length = Some(n);
                 }
-                let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-                if length.is_some_and(|l| l != n) {
-                    return None;
-                }
-                length = Some(n);
             }
             _ => {}
         }

@@ -36,6 +36,29 @@ fn strip_connection_named(headers: &mut HeaderMap) {
     }
 }
 
+/// The value a Content-Length should have been: `Some` only for one that is not a plain
+/// number but means one (leading zeros, or a list of one value repeated, which RFC 9110 §8.6
+/// lets a recipient take as that value). nginx regenerates the length it forwards.
+pub fn normalized_length(value: &HeaderValue) -> Option<HeaderValue> {
+    let bytes = value.as_bytes();
+    if (!bytes.is_empty() && bytes[0] != b'0' && bytes.iter().all(u8::is_ascii_digit)) || bytes == b"0" {
+        return None;
+    }
+    let mut length = None;
+    for part in bytes.split(|b| *b == b',') {
+        let digits = part.trim_ascii();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length.map(HeaderValue::from)
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -124,5 +147,19 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert_eq!(h["x-forwarded-port"], "8000");
         assert_eq!(h["x-real-ip"], "127.0.0.1");
+    }
+
+    #[test]
+    fn lengths_that_mean_a_number_are_rewritten_as_one() {
+        let norm = |v: &'static str| normalized_length(&HeaderValue::from_static(v));
+        for plain in ["0", "5", "1048576"] {
+            assert_eq!(norm(plain), None, "{plain} is already plain");
+        }
+        for (odd, n) in [("005", "5"), ("00", "0"), ("2, 2", "2"), ("2,2 , 2", "2"), ("02, 2", "2")] {
+            assert_eq!(norm(odd), Some(HeaderValue::from_static(n)), "{odd}");
+        }
+        for invalid in ["", "+2", "2, 3", "1,", "0x10", "-1"] {
+            assert_eq!(norm(invalid), None, "{invalid} means no number");
+        }
     }
 }
