@@ -612,7 +612,7 @@ enum Framing {
     NoBody,
     Length(u64),
     Chunked,
-    /// Until the upstream closes: the client's connection ends with it.
+    /// Until the upstream closes: re-chunked for the client, whose connection goes on.
     Close,
 }
 
@@ -636,18 +636,11 @@ fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> Option<Frami
                 chunked = true;
             }
             Field::ContentLength => {
-                // A list of one value repeated means that value (RFC 9110 §8.6).
-                for part in h.value.split(|b| *b == b',') {
-                    let digits = part.trim_ascii();
-                    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-                        return None;
-                    }
-                    let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-                    if length.is_some_and(|l| l != n) {
-                        return None;
-                    }
-                    length = Some(n);
+                let n = super::headers::content_length(h.value)?;
+                if length.is_some_and(|l| l != n) {
+                    return None;
                 }
+                length = Some(n);
             }
             _ => {}
         }
@@ -678,12 +671,10 @@ async fn relay(
     let mut remaining = match framing {
         Framing::NoBody => 0,
         Framing::Length(n) => n,
-        Framing::Chunked | Framing::Close => u64::MAX,
+        Framing::Chunked => u64::MAX,
+        Framing::Close => return relay_until_close(upstream, client, out, read_timeout).await,
     };
     let mut chunked = matches!(framing, Framing::Chunked).then(ChunkedEnd::default);
-    if matches!(framing, Framing::Close) {
-        return relay_until_close(upstream, client, out, read_timeout).await;
-    }
     let mut first = true;
     loop {
         // The body bytes now in the buffer, and whether they end it.

@@ -44,19 +44,31 @@ pub fn normalized_length(value: &HeaderValue) -> Option<HeaderValue> {
     if (!bytes.is_empty() && bytes[0] != b'0' && bytes.iter().all(u8::is_ascii_digit)) || bytes == b"0" {
         return None;
     }
+    content_length(bytes).map(HeaderValue::from)
+}
+
+/// The number a Content-Length value means: digits, or a list of one value repeated (RFC 9110
+/// §8.6). `None` for anything else, or a number past `u64`.
+pub fn content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
-    for part in bytes.split(|b| *b == b',') {
+    for part in value.split(|b| *b == b',') {
         let digits = part.trim_ascii();
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        if digits.is_empty() {
             return None;
         }
-        let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        let mut n = 0u64;
+        for d in digits {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
         if length.is_some_and(|l| l != n) {
             return None;
         }
         length = Some(n);
     }
-    length.map(HeaderValue::from)
+    length
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -158,7 +170,7 @@ mod tests {
         for (odd, n) in [("005", "5"), ("00", "0"), ("2, 2", "2"), ("2,2 , 2", "2"), ("02, 2", "2")] {
             assert_eq!(norm(odd), Some(HeaderValue::from_static(n)), "{odd}");
         }
-        for invalid in ["", "+2", "2, 3", "1,", "0x10", "-1"] {
+        for invalid in ["", "+2", "2, 3", "1,", "0x10", "-1", "18446744073709551616"] {
             assert_eq!(norm(invalid), None, "{invalid} means no number");
         }
     }
