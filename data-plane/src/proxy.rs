@@ -9,6 +9,7 @@ mod error;
 mod headers;
 pub(crate) mod upstream;
 mod uri;
+mod waiting;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -102,10 +103,15 @@ const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-l
 /// Milliseconds since `since` as a header value. Latencies are almost always small: those
 /// come from a table of static values, so the two latency headers cost no allocation.
 fn millis(since: Instant) -> HeaderValue {
+    millis_between(since, Instant::now())
+}
+
+/// [`millis`] between two readings already taken.
+fn millis_between(from: Instant, to: Instant) -> HeaderValue {
     static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
         (0..1024u32).map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str()))).collect()
     });
-    let ms = since.elapsed().as_millis();
+    let ms = to.saturating_duration_since(from).as_millis();
     match usize::try_from(ms).ok().and_then(|i| SMALL.get(i)) {
         Some(v) => v.clone(),
         None => HeaderValue::from(ms as u64),

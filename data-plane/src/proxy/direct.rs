@@ -11,6 +11,7 @@
 //! starting from the bytes already read (see [`Rewind`]), so both paths answer alike and the
 //! direct one never has to know every corner of the protocol.
 
+use std::future::Future as _;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use tokio::sync::watch;
 
 use super::chunked::ChunkedEnd;
 use super::upstream::{Connector, RawConn};
-use super::{millis, uri, Conn, Proxy, ProxyError, ResBody, SERVER_TOKEN};
+use super::waiting::{Deadline, Stop};
+use super::{millis_between, uri, Conn, Proxy, ProxyError, ResBody, SERVER_TOKEN};
 use crate::router;
 
 /// A head not complete within this many bytes goes to hyper, which has its own limit.
@@ -47,6 +49,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 struct Scratch {
     up: Vec<u8>,
     out: Vec<u8>,
+    /// The upstream's answer head must arrive by this (the service's read timeout).
+    answer_by: Deadline,
 }
 
 /// What became of one request.
@@ -68,12 +72,19 @@ pub async fn serve<S: ClientIo>(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
     mut tcp: S,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     header_read: Duration,
 ) {
     let trusted = proxy.trusted.iter().any(|n| n.contains(conn.peer.ip()));
     let mut buf = BytesMut::with_capacity(READ_RESERVE);
-    let mut scratch = Scratch { up: Vec::with_capacity(1024), out: Vec::with_capacity(4096) };
+    let now = tokio::time::Instant::now();
+    let mut scratch = Scratch {
+        up: Vec::with_capacity(1024),
+        out: Vec::with_capacity(4096),
+        answer_by: Deadline::new(now + header_read),
+    };
+    let mut stop = Stop::new(shutdown);
+    let mut head_by = Deadline::new(now + header_read);
     // When the head (and short body) of the request being read must be complete: one
     // deadline per request, not per read, so a client trickling bytes cannot hold the
     // connection past it.
@@ -108,25 +119,20 @@ pub async fn serve<S: ClientIo>(
             if let Some(unfinished) = hand_off {
                 // A head begun here keeps the deadline it had, rather than hyper's afresh.
                 let head_by = deadline.filter(|_| unfinished);
+                let shutdown = stop.into_receiver();
                 return handoff(proxy, conn, tcp, buf.freeze(), head_by, shutdown, header_read).await;
             }
         }
-        // Between requests, a shutdown ends the connection. The signal only ever goes from
-        // running to stopping, so a version not yet seen means stopping (checked without the
-        // read lock `borrow` would take).
-        if buf.is_empty() && shutdown.has_changed().unwrap_or(true) {
+        // Between requests, a shutdown ends the connection.
+        if buf.is_empty() && stop.requested() {
             return;
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_RESERVE);
         }
         let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + header_read);
-        let read = tokio::select! {
-            r = tokio::time::timeout_at(until, tcp.read_buf(&mut buf)) => r,
-            _ = shutdown.changed() => return,
-        };
-        match read {
-            Ok(Ok(n)) if n > 0 => {}
+        match head_by.within(until, stop.unless(tcp.read_buf(&mut buf))).await {
+            Ok(Some(Ok(n))) if n > 0 => {}
             _ => return,
         }
     }
@@ -307,7 +313,7 @@ async fn exchange(
     client: &mut impl ClientIo,
     scratch: &mut Scratch,
 ) -> Next {
-    let Scratch { up, out } = scratch;
+    let Scratch { up, out, answer_by } = scratch;
     let started = Instant::now();
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Next::Handoff;
@@ -439,8 +445,8 @@ async fn exchange(
     // Tries = 1 + retries, as on the general path.
     // A body, once sent, is not sent again (the general path streams bodies and cannot).
     let replayable = !matches!(method, "POST" | "PATCH" | "LOCK") && body.is_empty();
-    let proxy_latency = millis(started);
     let sent = Instant::now();
+    let proxy_latency = millis_between(started, sent);
     let mut tries_left = service.retries;
     let mut try_number = 0;
     let mut reused_once = false;
@@ -484,7 +490,11 @@ async fn exchange(
                 Err(e) => return answer_error(client, out, e, &seen).await,
             },
         };
-        let failure = match tokio::time::timeout(service.read_timeout, round_trip(&mut raw, up, seen.head)).await {
+        // The first try on a pooled connection starts when the request was sent; others, after
+        // their connect.
+        let began = if from_pool && try_number == 1 && !reused_once { sent } else { Instant::now() };
+        let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
+        let failure = match answer_by.within(answer_at, round_trip(&mut raw, up, seen.head)).await {
             Ok(Ok((len, framing))) => break (raw, len, framing, peer),
             // A pooled connection the upstream had closed: once, for free.
             Ok(Err(Trip::Stale)) if from_pool && !reused_once && replayable => {
@@ -512,7 +522,8 @@ async fn exchange(
         tries_left -= 1;
         last_failure = Some(failure);
     };
-    let upstream_latency = millis(sent);
+    let answered = Instant::now();
+    let upstream_latency = millis_between(sent, answered);
 
     // The response head, rewritten for the client.
     let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
@@ -571,7 +582,7 @@ async fn exchange(
         line(out, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]);
     }
     if !dated {
-        date(out);
+        date(out, answered);
     }
     line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
     line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
@@ -588,7 +599,7 @@ async fn exchange(
 
     // The body: what came with the head, then the rest as it arrives.
     upstream.buf.advance(head_len);
-    let done = relay(&mut upstream, client, out, framing, service.read_timeout).await;
+    let done = relay(&mut upstream, client, out, framing, service.read_timeout, answer_by).await;
     match done {
         Relay::Done { extra } => upstream_reusable &= !extra,
         Relay::UpstreamBroken | Relay::ClientGone => return Next::Close,
@@ -667,12 +678,13 @@ async fn relay(
     out: &mut Vec<u8>,
     framing: Framing,
     read_timeout: Duration,
+    read_by: &mut Deadline,
 ) -> Relay {
     let mut remaining = match framing {
         Framing::NoBody => 0,
         Framing::Length(n) => n,
         Framing::Chunked => u64::MAX,
-        Framing::Close => return relay_until_close(upstream, client, out, read_timeout).await,
+        Framing::Close => return relay_until_close(upstream, client, out, read_timeout, read_by).await,
     };
     let mut chunked = matches!(framing, Framing::Chunked).then(ChunkedEnd::default);
     let mut first = true;
@@ -711,7 +723,8 @@ async fn relay(
             upstream.buf.reserve(READ_RESERVE);
         }
         // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
-        match tokio::time::timeout(read_timeout, upstream.io.read_buf(&mut upstream.buf)).await {
+        let at = tokio::time::Instant::now() + read_timeout;
+        match read_by.within(at, upstream.io.read_buf(&mut upstream.buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Relay::UpstreamBroken,
         }
@@ -725,6 +738,7 @@ async fn relay_until_close(
     client: &mut impl ClientIo,
     out: &mut Vec<u8>,
     read_timeout: Duration,
+    read_by: &mut Deadline,
 ) -> Relay {
     loop {
         if !upstream.buf.is_empty() {
@@ -742,7 +756,8 @@ async fn relay_until_close(
             upstream.buf.reserve(READ_RESERVE);
         }
         // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
-        match tokio::time::timeout(read_timeout, upstream.io.read_buf(&mut upstream.buf)).await {
+        let at = tokio::time::Instant::now() + read_timeout;
+        match read_by.within(at, upstream.io.read_buf(&mut upstream.buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) => break,
             _ => return Relay::UpstreamBroken,
@@ -837,7 +852,7 @@ async fn answer_error(client: &mut impl ClientIo, out: &mut Vec<u8>, error: Prox
     for (name, value) in resp.headers() {
         line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
     }
-    date(out);
+    date(out, Instant::now());
     let body = match resp.into_body() {
         ResBody::Full(Some(b)) => b,
         _ => Bytes::new(),
@@ -858,7 +873,7 @@ async fn answer_error(client: &mut impl ClientIo, out: &mut Vec<u8>, error: Prox
 }
 
 /// Writes to the client, which has [`SEND_TIMEOUT`] to take the bytes (nginx's
-/// `send_timeout`); false when it did not or has gone. The timer only starts if the socket's
+/// `send_timeout`); false when it did not or has gone. The timer only exists if the socket's
 /// buffer is full, so a write that completes at once costs none.
 async fn send(client: &mut impl ClientIo, bytes: &[u8]) -> bool {
     // TLS holds written records until flushed; for plain TCP the flush is a no-op.
@@ -866,7 +881,12 @@ async fn send(client: &mut impl ClientIo, bytes: &[u8]) -> bool {
         client.write_all(bytes).await?;
         client.flush().await
     };
-    matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
+    let mut write = std::pin::pin!(write);
+    // Polled once before any timer exists: most writes complete at once.
+    match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(done) => done.is_ok(),
+        Poll::Pending => matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(()))),
+    }
 }
 
 fn line(out: &mut Vec<u8>, parts: &[&[u8]]) {
@@ -876,21 +896,28 @@ fn line(out: &mut Vec<u8>, parts: &[&[u8]]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The Date header, formatted once a second per thread (as hyper does).
-fn date(out: &mut Vec<u8>) {
+/// The Date header, formatted once a second per thread (as hyper does). `now` is a reading
+/// the caller has already taken: the wall clock is read only when its second turns.
+fn date(out: &mut Vec<u8>, now: Instant) {
     use std::cell::RefCell;
     use std::time::SystemTime;
     thread_local! {
-        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+        /// The header's text, and until when it is right.
+        static CACHED: RefCell<Option<(Instant, String)>> = const { RefCell::new(None) };
     }
-    let now = SystemTime::now();
-    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
-        if c.0 != secs || c.1.is_empty() {
-            *c = (secs, httpdate::fmt_http_date(now));
-        }
-        line(out, &[b"Date: ", c.1.as_bytes()]);
+        let text = match &mut *c {
+            Some((until, text)) if now < *until => text,
+            cached => {
+                let wall = SystemTime::now();
+                let into_second =
+                    wall.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()));
+                let until = now + Duration::from_nanos(1_000_000_000 - into_second);
+                &mut cached.insert((until, httpdate::fmt_http_date(wall))).1
+            }
+        };
+        line(out, &[b"Date: ", text.as_bytes()]);
     });
 }
 
