@@ -195,6 +195,28 @@ impl Standalone {
         self.child.as_ref().map(Child::id).expect("the gateway is running")
     }
 
+    /// Sends SIGTERM, as a process supervisor stopping the gateway does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status, or `None` if it is still
+    /// running.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("the gateway was started");
+        let until = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the data plane serves the control plane's current `config_revision`.
     pub async fn sync(&self) {
         let target = self.admin_get("/status").await["config_revision"]
