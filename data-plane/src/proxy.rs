@@ -146,6 +146,7 @@ impl Proxy {
         started: Instant,
     ) -> Result<Response<ResBody>, ProxyError> {
         let config = self.live.load();
+        let client_http10 = req.version() == Version::HTTP_10;
         // Global plugins' rewrite phase, before routing.
         if !config.global.is_empty() {
             let (method, uri) = (req.method().clone(), req.uri().clone());
@@ -417,6 +418,14 @@ impl Proxy {
         }
         if !switching {
             headers::strip_hop_by_hop(&mut parts.headers);
+        }
+        // An HTTP/1.0 client reads a body without a length until the connection closes. hyper
+        // closes it then, but would still have said keep-alive.
+        if client_http10
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+            && !hyper::body::Body::is_end_stream(&body)
+        {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let h = &mut parts.headers;
         h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));

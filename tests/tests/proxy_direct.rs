@@ -684,3 +684,100 @@ async fn lengths_are_forwarded_as_plain_numbers() {
         }
     }
 }
+
+/// An HTTP/1.0 request: `path`, the gateway's Host, `fields` (whole lines), then `extra`.
+fn http10(path: &str, host: &str, fields: &str, extra: &[(&str, &str)]) -> String {
+    let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    format!("GET {path} HTTP/1.0\r\n{host}{fields}{extra}\r\n")
+}
+
+/// The head and body of a whole exchange read until the proxy closed.
+fn split_answer(out: &str) -> (String, &str) {
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out, ""));
+    (head.to_ascii_lowercase(), body)
+}
+
+/// HTTP/1.0 clients (`ab -k`, say) keep their connection only when they ask to, are told so in
+/// `Connection`, and the upstream still gets HTTP/1.1. The direct path answers in HTTP/1.1 as
+/// nginx does; hyper, on the general path, answers HTTP/1.0.
+#[tokio::test]
+async fn http10_clients_are_kept_alive_only_when_they_ask() {
+    let (gw, _up, host) = echo_gateway().await;
+    for extra in BOTH_PATHS {
+        let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+        for i in 0..2 {
+            tcp.write_all(http10("/p/ka", &host, "Connection: keep-alive\r\n", extra).as_bytes())
+                .await
+                .expect("loopback I/O");
+            let r = read_response(&mut tcp, "GET /p/ka HTTP/1.0").await.expect("a complete response");
+            assert_eq!(r.status, 200, "{extra:?} {i}");
+            assert_eq!(r.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"), "{extra:?}");
+            assert_eq!(r.echo().version(), "HTTP/1.1", "what the upstream was sent, {extra:?}");
+            if extra.is_empty() {
+                assert_eq!(r.version, "HTTP/1.1", "the direct path's status line");
+            }
+        }
+        // Without keep-alive, the answer says close, and the connection ends after it.
+        tcp.write_all(http10("/p/last", &host, "", extra).as_bytes()).await.expect("loopback I/O");
+        let r = read_response(&mut tcp, "GET /p/last HTTP/1.0").await.expect("a complete response");
+        assert_eq!(r.status, 200, "{extra:?}");
+        assert_eq!(r.echo().path(), "/p/last");
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+        assert!(matches!(end, Ok(Ok(0))), "{extra:?}: the connection ends after the answer ({rest:?})");
+    }
+}
+
+/// An HTTP/1.0 client cannot read chunks: a chunked answer reaches it as its data, and a body
+/// delimited by the upstream's close as it is; either ends the client's connection, even one
+/// that asked for keep-alive.
+#[tokio::test]
+async fn answers_without_a_length_reach_http10_clients_unchunked_and_end_the_connection() {
+    let gw = Standalone::start().await;
+    let chunked = Scripted::start(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        false,
+    )
+    .await;
+    let closing = Scripted::start(b"HTTP/1.1 200 OK\r\nX-Up: 1\r\n\r\nuntil the end", true).await;
+    for (up, path) in [(&chunked, "/chunked"), (&closing, "/closing")] {
+        let service = gw.service_at(up.port, json!({})).await;
+        gw.route(&service, json!({"paths": [path]})).await;
+    }
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    for extra in BOTH_PATHS {
+        for (path, expected) in [("/chunked", "hello world"), ("/closing", "until the end")] {
+            let out = read_all(&gw, http10(path, &host, "Connection: keep-alive\r\n", extra).as_bytes()).await;
+            let (head, body) = split_answer(&out);
+            assert!(head.contains(" 200 ok"), "{path} {extra:?}: {out}");
+            assert_eq!(body, expected, "{path} {extra:?}");
+            assert!(!head.contains("transfer-encoding"), "{path} {extra:?}: {out}");
+            assert!(!head.contains("connection: keep-alive"), "{path} {extra:?}: {out}");
+        }
+    }
+}
+
+/// An error page keeps an HTTP/1.0 keep-alive connection as it would an HTTP/1.1 one.
+#[tokio::test]
+async fn an_error_page_keeps_an_http10_keep_alive_connection() {
+    let gw = Standalone::start().await;
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback I/O");
+    let port = refused.local_addr().expect("bound").port();
+    drop(refused);
+    let service = gw.service_at(port, json!({"retries": 0})).await;
+    gw.route(&service, json!({"paths": ["/gone"]})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    for extra in BOTH_PATHS {
+        let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+        for i in 0..2 {
+            tcp.write_all(http10("/gone", &host, "Connection: keep-alive\r\n", extra).as_bytes())
+                .await
+                .expect("loopback I/O");
+            let r = read_response(&mut tcp, "GET /gone HTTP/1.0").await.expect("a complete response");
+            assert_eq!(r.status, 502, "{extra:?} {i}");
+            assert_eq!(r.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"), "{extra:?}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
-//! Finds where a chunked message body ends (RFC 9112 §7.1) without decoding it: the direct path
-//! relays chunked bytes to the client as they are and only needs to know when the upstream's
-//! response is over, to reuse the connection.
+//! Finds where a chunked message body ends (RFC 9112 §7.1): the direct path relays chunked
+//! bytes to an HTTP/1.1 client as they are and only needs to know when the upstream's response
+//! is over, to reuse the connection. An HTTP/1.0 client cannot read chunks: it gets the data
+//! alone ([`ChunkedEnd::decode`]).
 
 /// Longest chunk-size line accepted, in hex digits (a `u64`).
 const MAX_DIGITS: u8 = 16;
@@ -42,6 +43,16 @@ impl ChunkedEnd {
     /// Scans the next bytes of the body. `Some(n)`: the body ends after the first `n` bytes
     /// of `bytes` (the rest is not part of it); `None`: it goes on.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
+        self.scan(bytes, |_| {})
+    }
+
+    /// [`feed`](Self::feed), appending the chunks' data (without sizes, extensions or
+    /// trailers) to `data`.
+    pub fn decode(&mut self, bytes: &[u8], data: &mut Vec<u8>) -> Result<Option<usize>, Malformed> {
+        self.scan(bytes, |d| data.extend_from_slice(d))
+    }
+
+    fn scan(&mut self, bytes: &[u8], mut data: impl FnMut(&[u8])) -> Result<Option<usize>, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -74,6 +85,7 @@ impl ChunkedEnd {
                     let available = (bytes.len() - i) as u64;
                     let take = self.size.min(available);
                     self.size -= take;
+                    data(&bytes[i..i + take as usize]);
                     i += take as usize;
                     if self.size == 0 {
                         self.state = State::DataCr;
@@ -137,6 +149,20 @@ mod tests {
             } else {
                 assert_eq!(first, Some(BODY.len()));
             }
+        }
+    }
+
+    #[test]
+    fn decoding_keeps_only_the_data_however_the_body_is_split() {
+        for cut in 0..=BODY.len() {
+            let mut scan = ChunkedEnd::default();
+            let mut data = Vec::new();
+            let first = scan.decode(&BODY[..cut], &mut data).unwrap();
+            if cut < BODY.len() {
+                assert_eq!(first, None, "cut at {cut}");
+                assert_eq!(scan.decode(&BODY[cut..], &mut data).unwrap(), Some(BODY.len() - cut), "cut at {cut}");
+            }
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "cut at {cut}");
         }
     }
 

@@ -6,7 +6,7 @@
 //! map, no per-request task
 //! and no channel between a client and an upstream connection.
 //!
-//! Anything else — a chunked or long body, an upgrade, HTTP/1.0, a route with plugins, an error page, a head
+//! Anything else — a chunked or long body, an upgrade, a route with plugins, an error page, a head
 //! hyper would refuse — is handed to the general path: hyper serves the rest of the connection,
 //! starting from the bytes already read (see [`Rewind`]), so both paths answer alike and the
 //! direct one never has to know every corner of the protocol.
@@ -205,6 +205,9 @@ struct Seen<'a> {
     lengths: u8,
     other_framing: bool,
     close: bool,
+    /// An HTTP/1.0 client: answered in HTTP/1.1 as nginx does, but never chunked, and kept
+    /// alive only when it asked to be.
+    http10: bool,
     /// A HEAD request: error pages go without their body.
     head: bool,
     accept: Option<&'a [u8]>,
@@ -315,14 +318,14 @@ async fn exchange(
 ) -> Next {
     let Scratch { up, out, answer_by } = scratch;
     let started = Instant::now();
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Next::Handoff;
     };
     // CONNECT's answer has no body whatever its headers say: hyper's.
     if method == "CONNECT" {
         return Next::Handoff;
     }
-    let mut seen = Seen { head: method == "HEAD", ..Seen::default() };
+    let mut seen = Seen { head: method == "HEAD", http10: version == 0, ..Seen::default() };
     // Each field classified once. The fields `Connection` names are not forwarded (and so
     // not believed either).
     let mut kinds = [Field::Other; MAX_HEADERS];
@@ -333,7 +336,9 @@ async fn exchange(
         }
     }
     let fields = || req.headers.iter().zip(kinds.iter().copied());
-    seen.close = has_token(&seen.connection, b"close");
+    // HTTP/1.1 keeps the connection unless told not to; HTTP/1.0 only when asked to.
+    seen.close =
+        if seen.http10 { !has_token(&seen.connection, b"keep-alive") } else { has_token(&seen.connection, b"close") };
     let dropped = |name: &str| !seen.connection.is_empty() && named_by(&seen.connection, name);
     let mut forwarded_for = None;
     let mut forwarded = [false; 4];
@@ -547,8 +552,10 @@ async fn exchange(
         if res.version == Some(1) { !has_token(&connection, b"close") } else { has_token(&connection, b"keep-alive") };
     let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive;
     // A body that ends when the upstream closes goes to the client chunked (as nginx does), so
-    // the client's connection outlives it.
-    let close = seen.close;
+    // the client's connection outlives it. An HTTP/1.0 client cannot read chunks: a body
+    // without a length ends with its connection.
+    let unsized_body = matches!(framing, Framing::Chunked | Framing::Close);
+    let close = seen.close || (seen.http10 && unsized_body);
     out.clear();
     let Ok(code) = http::StatusCode::from_u16(status) else {
         return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen).await;
@@ -587,19 +594,17 @@ async fn exchange(
     line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
     line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
     line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
-    if matches!(framing, Framing::Chunked | Framing::Close) {
+    if unsized_body && !seen.http10 {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
+    connection_field(out, close, seen.http10);
     out.extend_from_slice(b"\r\n");
 
     drop(connection);
 
     // The body: what came with the head, then the rest as it arrives.
     upstream.buf.advance(head_len);
-    let done = relay(&mut upstream, client, out, framing, service.read_timeout, answer_by).await;
+    let done = relay(&mut upstream, client, out, framing, seen.http10, service.read_timeout, answer_by).await;
     match done {
         Relay::Done { extra } => upstream_reusable &= !extra,
         Relay::UpstreamBroken | Relay::ClientGone => return Next::Close,
@@ -671,12 +676,13 @@ enum Relay {
 
 /// Sends the response head in `out` with the body that follows it in `upstream.buf`, then the
 /// rest of the body as it is read: one write per read, so a large body streams through in
-/// constant memory.
+/// constant memory. For an HTTP/1.0 client (`unchunk`), a chunked body goes as its data alone.
 async fn relay(
     upstream: &mut RawConn,
     client: &mut impl ClientIo,
     out: &mut Vec<u8>,
     framing: Framing,
+    unchunk: bool,
     read_timeout: Duration,
     read_by: &mut Deadline,
 ) -> Relay {
@@ -684,14 +690,19 @@ async fn relay(
         Framing::NoBody => 0,
         Framing::Length(n) => n,
         Framing::Chunked => u64::MAX,
-        Framing::Close => return relay_until_close(upstream, client, out, read_timeout, read_by).await,
+        Framing::Close => return relay_until_close(upstream, client, out, !unchunk, read_timeout, read_by).await,
     };
     let mut chunked = matches!(framing, Framing::Chunked).then(ChunkedEnd::default);
+    let decode = unchunk && chunked.is_some();
     let mut first = true;
     loop {
+        // Decoded data goes out through `out`, which holds the head until the first write.
+        if decode && !first {
+            out.clear();
+        }
         // The body bytes now in the buffer, and whether they end it.
         let (take, end) = match &mut chunked {
-            Some(scan) => match scan.feed(&upstream.buf) {
+            Some(scan) => match if decode { scan.decode(&upstream.buf, out) } else { scan.feed(&upstream.buf) } {
                 Ok(Some(n)) => (n, true),
                 Ok(None) => (upstream.buf.len(), false),
                 Err(_) => return Relay::UpstreamBroken,
@@ -703,9 +714,11 @@ async fn relay(
             }
         };
         let extra = upstream.buf.len() > take;
-        if first {
-            out.extend_from_slice(&upstream.buf[..take]);
-            if !send(client, out).await {
+        if first || decode {
+            if !decode {
+                out.extend_from_slice(&upstream.buf[..take]);
+            }
+            if !out.is_empty() && !send(client, out).await {
                 return Relay::ClientGone;
             }
             first = false;
@@ -731,21 +744,27 @@ async fn relay(
     }
 }
 
-/// Relays a body that ends when the upstream closes, as chunks: one per read, written with the
-/// head in `out` for the first, then the last chunk when the upstream closes.
+/// Relays a body that ends when the upstream closes, as chunks (`chunk`): one per read, written
+/// with the head in `out` for the first, then the last chunk when the upstream closes. Without
+/// `chunk` (an HTTP/1.0 client) the bytes go as they are, and the client's connection ends too.
 async fn relay_until_close(
     upstream: &mut RawConn,
     client: &mut impl ClientIo,
     out: &mut Vec<u8>,
+    chunk: bool,
     read_timeout: Duration,
     read_by: &mut Deadline,
 ) -> Relay {
     loop {
         if !upstream.buf.is_empty() {
-            // A chunk size: the length in hexadecimal (writing to a Vec cannot fail).
-            let _ = write!(out, "{:x}\r\n", upstream.buf.len());
-            out.extend_from_slice(&upstream.buf);
-            out.extend_from_slice(b"\r\n");
+            if chunk {
+                // A chunk size: the length in hexadecimal (writing to a Vec cannot fail).
+                let _ = write!(out, "{:x}\r\n", upstream.buf.len());
+                out.extend_from_slice(&upstream.buf);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&upstream.buf);
+            }
             upstream.buf.clear();
         }
         if !out.is_empty() && !send(client, out).await {
@@ -763,7 +782,7 @@ async fn relay_until_close(
             _ => return Relay::UpstreamBroken,
         }
     }
-    if !send(client, b"0\r\n\r\n").await {
+    if chunk && !send(client, b"0\r\n\r\n").await {
         return Relay::ClientGone;
     }
     Relay::Done { extra: true }
@@ -858,9 +877,7 @@ async fn answer_error(client: &mut impl ClientIo, out: &mut Vec<u8>, error: Prox
         _ => Bytes::new(),
     };
     line(out, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
+    connection_field(out, close, seen.http10);
     out.extend_from_slice(b"\r\n");
     if !seen.head {
         out.extend_from_slice(&body);
@@ -886,6 +903,16 @@ async fn send(client: &mut impl ClientIo, bytes: &[u8]) -> bool {
     match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
         Poll::Ready(done) => done.is_ok(),
         Poll::Pending => matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(()))),
+    }
+}
+
+/// The answer's own `Connection` field: `close` when the connection ends with it, and for an
+/// HTTP/1.0 client that stays, `keep-alive` (its default is to close), as nginx sends them.
+fn connection_field(out: &mut Vec<u8>, close: bool, http10: bool) {
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
 }
 
