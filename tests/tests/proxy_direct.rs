@@ -691,6 +691,18 @@ fn http10(path: &str, host: &str, fields: &str, extra: &[(&str, &str)]) -> Strin
     format!("GET {path} HTTP/1.0\r\n{host}{fields}{extra}\r\n")
 }
 
+/// One HTTP/1.0 keep-alive `GET path` on an open connection.
+async fn http10_kept_on(tcp: &mut TcpStream, path: &str, host: &str, extra: &[(&str, &str)]) -> Reply {
+    let request = http10(path, host, "Connection: keep-alive\r\n", extra);
+    tcp.write_all(request.as_bytes()).await.expect("loopback I/O");
+    read_response(tcp, &format!("GET {path} HTTP/1.0")).await.expect("a complete response")
+}
+
+/// The `Connection` field an answer carries, in lower case.
+fn connection(r: &Reply) -> Option<String> {
+    r.header("connection").map(str::to_ascii_lowercase)
+}
+
 /// The head and body of a whole exchange read until the proxy closed.
 fn split_answer(out: &str) -> (String, &str) {
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out, ""));
@@ -706,12 +718,9 @@ async fn http10_clients_are_kept_alive_only_when_they_ask() {
     for extra in BOTH_PATHS {
         let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
         for i in 0..2 {
-            tcp.write_all(http10("/p/ka", &host, "Connection: keep-alive\r\n", extra).as_bytes())
-                .await
-                .expect("loopback I/O");
-            let r = read_response(&mut tcp, "GET /p/ka HTTP/1.0").await.expect("a complete response");
+            let r = http10_kept_on(&mut tcp, "/p/ka", &host, extra).await;
             assert_eq!(r.status, 200, "{extra:?} {i}");
-            assert_eq!(r.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"), "{extra:?}");
+            assert_eq!(connection(&r).as_deref(), Some("keep-alive"), "{extra:?}");
             assert_eq!(r.echo().version(), "HTTP/1.1", "what the upstream was sent, {extra:?}");
             if extra.is_empty() {
                 assert_eq!(r.version, "HTTP/1.1", "the direct path's status line");
@@ -772,12 +781,9 @@ async fn an_error_page_keeps_an_http10_keep_alive_connection() {
     for extra in BOTH_PATHS {
         let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
         for i in 0..2 {
-            tcp.write_all(http10("/gone", &host, "Connection: keep-alive\r\n", extra).as_bytes())
-                .await
-                .expect("loopback I/O");
-            let r = read_response(&mut tcp, "GET /gone HTTP/1.0").await.expect("a complete response");
+            let r = http10_kept_on(&mut tcp, "/gone", &host, extra).await;
             assert_eq!(r.status, 502, "{extra:?} {i}");
-            assert_eq!(r.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"), "{extra:?}");
+            assert_eq!(connection(&r).as_deref(), Some("keep-alive"), "{extra:?}");
         }
     }
 }
