@@ -421,10 +421,8 @@ impl Proxy {
         }
         // An HTTP/1.0 client reads a body without a length until the connection closes. hyper
         // closes it then, but would still have said keep-alive.
-        if client_http10
-            && !parts.headers.contains_key(header::CONTENT_LENGTH)
-            && !hyper::body::Body::is_end_stream(&body)
-        {
+        let body_empty = hyper::body::Body::is_end_stream(&body);
+        if client_http10 && !body_empty && !parts.headers.contains_key(header::CONTENT_LENGTH) {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let h = &mut parts.headers;
@@ -447,7 +445,7 @@ impl Proxy {
 
         let keep = if switching {
             None
-        } else if hyper::body::Body::is_end_stream(&body) {
+        } else if body_empty {
             // Nothing will poll an empty body: the connection is free now.
             pooled.release();
             None

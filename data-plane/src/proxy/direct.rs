@@ -1,4 +1,4 @@
-//! The direct path for plain HTTP/1.1 connections. Most proxied requests are bodiless (or
+//! The direct path for HTTP/1 connections, plain or TLS. Most proxied requests are bodiless (or
 //! short-bodied) requests on routes without plugins: for those Gatehouse works as nginx does, on bytes. It
 //! parses the request head in the connection's buffer, writes the upstream request straight
 //! from it, parses the upstream's response head and relays the body as it comes (Content-Length;
@@ -6,8 +6,8 @@
 //! map, no per-request task
 //! and no channel between a client and an upstream connection.
 //!
-//! Anything else — a chunked or long body, an upgrade, a route with plugins, an error page, a head
-//! hyper would refuse — is handed to the general path: hyper serves the rest of the connection,
+//! Anything else — a chunked or long body, an upgrade, a route with plugins, `Kong-Debug`, a
+//! head hyper would refuse — is handed to the general path: hyper serves the rest of the connection,
 //! starting from the bytes already read (see [`Rewind`]), so both paths answer alike and the
 //! direct one never has to know every corner of the protocol.
 
@@ -732,13 +732,8 @@ async fn relay(
             return Relay::Done { extra };
         }
         upstream.buf.clear();
-        if upstream.buf.capacity() < READ_RESERVE {
-            upstream.buf.reserve(READ_RESERVE);
-        }
-        // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
-        let at = tokio::time::Instant::now() + read_timeout;
-        match read_by.within(at, upstream.io.read_buf(&mut upstream.buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
+        match read_body(upstream, read_timeout, read_by).await {
+            Some(n) if n > 0 => {}
             _ => return Relay::UpstreamBroken,
         }
     }
@@ -771,21 +766,27 @@ async fn relay_until_close(
             return Relay::ClientGone;
         }
         out.clear();
-        if upstream.buf.capacity() < READ_RESERVE {
-            upstream.buf.reserve(READ_RESERVE);
-        }
-        // As the service's read timeout in Kong (nginx's proxy_read_timeout): between reads.
-        let at = tokio::time::Instant::now() + read_timeout;
-        match read_by.within(at, upstream.io.read_buf(&mut upstream.buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(Ok(_)) => break,
-            _ => return Relay::UpstreamBroken,
+        match read_body(upstream, read_timeout, read_by).await {
+            Some(n) if n > 0 => {}
+            Some(_) => break,
+            None => return Relay::UpstreamBroken,
         }
     }
     if chunk && !send(client, b"0\r\n\r\n").await {
         return Relay::ClientGone;
     }
     Relay::Done { extra: true }
+}
+
+/// Reads more of a response body into the emptied `upstream.buf`: the bytes read (0 when the
+/// upstream closed), or `None` for an error or `read_timeout` passing first (Kong's
+/// `read_timeout`, nginx's `proxy_read_timeout`: between reads).
+async fn read_body(upstream: &mut RawConn, read_timeout: Duration, read_by: &mut Deadline) -> Option<usize> {
+    if upstream.buf.capacity() < READ_RESERVE {
+        upstream.buf.reserve(READ_RESERVE);
+    }
+    let at = tokio::time::Instant::now() + read_timeout;
+    read_by.within(at, upstream.io.read_buf(&mut upstream.buf)).await.ok()?.ok()
 }
 
 /// Why a try on the upstream failed before a response head.

@@ -40,11 +40,8 @@ fn strip_connection_named(headers: &mut HeaderMap) {
 /// number but means one (leading zeros, or a list of one value repeated, which RFC 9110 §8.6
 /// lets a recipient take as that value). nginx regenerates the length it forwards.
 pub fn normalized_length(value: &HeaderValue) -> Option<HeaderValue> {
-    let bytes = value.as_bytes();
-    if (!bytes.is_empty() && bytes[0] != b'0' && bytes.iter().all(u8::is_ascii_digit)) || bytes == b"0" {
-        return None;
-    }
-    content_length(bytes).map(HeaderValue::from)
+    let n = content_length(value.as_bytes())?;
+    (itoa::Buffer::new().format(n).as_bytes() != value.as_bytes()).then(|| HeaderValue::from(n))
 }
 
 /// The number a Content-Length value means: digits, or a list of one value repeated (RFC 9110
