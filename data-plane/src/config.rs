@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub proxy_listen: Option<String>,
     pub proxy_ssl_listen: Option<String>,
     pub proxy_workers: Option<usize>,
+    pub proxy_busy_poll: Option<String>,
     pub ssl_cert: Option<PathBuf>,
     pub ssl_cert_key: Option<PathBuf>,
     pub trusted_ips: Option<String>,
@@ -76,6 +77,8 @@ pub struct Config {
     pub proxy_ssl_listen: Option<SocketAddr>,
     /// Proxy worker threads, each with its own listening socket (default: one per core).
     pub proxy_workers: Option<usize>,
+    /// Whether a saturated worker polls for events instead of sleeping (`crate::busy_poll`).
+    pub proxy_busy_poll: bool,
     /// The default certificate (when no SNI matches); self-signed when unset.
     pub ssl_cert: Option<PathBuf>,
     pub ssl_cert_key: Option<PathBuf>,
@@ -163,6 +166,17 @@ impl Config {
             })?),
             None => raw.proxy_workers,
         };
+        let proxy_busy_poll = match pick("proxy_busy_poll", raw.proxy_busy_poll, "on").as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "proxy_busy_poll",
+                    value: other.into(),
+                    reason: "expected on or off",
+                })
+            }
+        };
         let trusted_ips = pick("trusted_ips", raw.trusted_ips, "")
             .split(',')
             .map(str::trim)
@@ -193,6 +207,7 @@ impl Config {
             proxy_listen,
             proxy_ssl_listen,
             proxy_workers,
+            proxy_busy_poll,
             ssl_cert: path("ssl_cert", raw.ssl_cert),
             ssl_cert_key: path("ssl_cert_key", raw.ssl_cert_key),
             trusted_ips,
@@ -237,5 +252,16 @@ mod tests {
         assert_eq!(c.plugins, vec!["key-auth", "acl"]);
         assert!(c.status_listen.is_none());
         assert!(Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_CLUSTER_MTLS", "maybe")])).is_err());
+    }
+
+    #[test]
+    fn busy_polling_is_on_unless_turned_off() {
+        assert!(Config::from_raw(RawConfig::default(), &env(&[])).unwrap().proxy_busy_poll);
+        let off = env(&[("GATEHOUSE_PROXY_BUSY_POLL", "off")]);
+        assert!(!Config::from_raw(RawConfig::default(), &off).unwrap().proxy_busy_poll);
+        let raw = RawConfig { proxy_busy_poll: Some("off".into()), ..RawConfig::default() };
+        assert!(!Config::from_raw(raw, &env(&[])).unwrap().proxy_busy_poll);
+        let bad = Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_PROXY_BUSY_POLL", "sometimes")]));
+        assert!(bad.unwrap_err().to_string().contains("proxy_busy_poll"));
     }
 }

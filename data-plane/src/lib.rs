@@ -9,6 +9,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod balancer;
+pub mod busy_poll;
 pub mod compiled;
 pub mod config;
 pub mod credentials;
@@ -97,7 +98,10 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         trusted: config.trusted_ips.clone(),
     });
     let mut proxy_addr = None;
-    let workers = config.proxy_workers.unwrap_or_else(server::default_workers);
+    let workers = server::Workers {
+        count: config.proxy_workers.unwrap_or_else(server::default_workers),
+        busy_poll: config.proxy_busy_poll.then(busy_poll::Tuning::default),
+    };
     if let Some(addr) = config.proxy_listen {
         let (bound, fut) = server::bind(addr, None, proxy.clone(), stop_rx.clone(), workers)
             .with_context(|| format!("cannot listen on {addr} (proxy_listen)"))?;

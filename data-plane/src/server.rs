@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::busy_poll;
 use crate::head_guard::Smuggling;
 use crate::proxy::{direct, Conn, Proxy};
 
@@ -33,7 +34,27 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// Binds now (failing fast), starts `workers` threads serving the address, and returns
+/// How many worker threads serve a listener, and whether they poll while saturated.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    pub count: usize,
+    /// See [`busy_poll`]; `None` parks the moment there is nothing to run.
+    pub busy_poll: Option<busy_poll::Tuning>,
+}
+
+impl Workers {
+    /// A worker's runtime: single-threaded, with the busy-poll hooks when asked for.
+    fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder.enable_all();
+        if self.busy_poll.is_some() {
+            builder.on_thread_park(busy_poll::before_park).on_thread_unpark(busy_poll::after_unpark);
+        }
+        builder.build()
+    }
+}
+
+/// Binds now (failing fast), starts the worker threads serving the address, and returns
 /// the bound address and a future that ends once every worker has drained.
 ///
 /// # Errors
@@ -43,9 +64,9 @@ pub fn bind(
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     shutdown: watch::Receiver<bool>,
-    workers: usize,
+    config: Workers,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    let workers = workers.max(1);
+    let workers = config.count.max(1);
     let first = listen(addr)?;
     let local = first.local_addr()?;
     let mut sockets = Vec::with_capacity(workers);
@@ -60,7 +81,7 @@ pub fn bind(
         done.push(rx);
         let (tls, proxy, shutdown) = (tls.clone(), proxy.clone(), shutdown.clone());
         std::thread::Builder::new().name(format!("proxy-{}-{i}", local.port())).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match config.runtime() {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "proxy worker cannot start its runtime");
@@ -68,6 +89,10 @@ pub fn bind(
                 }
             };
             runtime.block_on(async move {
+                if let Some(tuning) = config.busy_poll {
+                    busy_poll::install(tuning);
+                    tokio::spawn(busy_poll::spinner());
+                }
                 match TcpListener::from_std(socket) {
                     Ok(listener) => serve(listener, local.port(), tls, proxy, shutdown).await,
                     Err(e) => tracing::error!(error = %e, "proxy worker cannot register its listener"),
@@ -219,8 +244,9 @@ mod tests {
     async fn a_port_already_served_by_workers_cannot_be_bound_again() {
         let (stop, stopped) = watch::channel(false);
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (addr, drained) = bind(any, None, proxy(), stopped.clone(), 3).unwrap();
-        let second = bind(addr, None, proxy(), stopped, 3).err().expect("the port is taken");
+        let workers = Workers { count: 3, busy_poll: Some(busy_poll::Tuning::default()) };
+        let (addr, drained) = bind(any, None, proxy(), stopped.clone(), workers).unwrap();
+        let second = bind(addr, None, proxy(), stopped, workers).err().expect("the port is taken");
         assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
 
         // Every worker answers (no configuration: Kong's no-route 404) and then drains.
