@@ -5,8 +5,8 @@
 //! in a VM that includes an inter-processor interrupt, which exits to the host. At low load
 //! sleeping is right. A saturated worker's idle gaps are a few microseconds long, and
 //! sleeping through each of them costs its peers more than the gap is worth: measured on
-//! the benchmark harness, the CPU running the client and the upstream spent about a fifth
-//! more on socket wake-ups with Gatehouse in front than with nginx, because Gatehouse's
+//! the benchmark harness, the CPU running the client and the upstream spent about a quarter
+//! more on socket wake-ups (`sock_def_readable`) with Gatehouse in front than with nginx, because Gatehouse's
 //! worker, being faster, slept more often.
 //!
 //! The kernel makes the same trade for network cards (NAPI switches from interrupts to
@@ -76,7 +76,7 @@ struct Meter {
     spinner: Option<Waker>,
     /// Set with the spinner's wake-up; the spinner takes it.
     go: bool,
-    /// Spins started, for tests and the curious.
+    /// Spins started; only tests read it.
     spins: u64,
 }
 
