@@ -103,7 +103,8 @@ pub struct Compiled {
     pub certs: Arc<HashMap<String, Arc<CertifiedKey>>>,
     /// Consumers and credentials for the auth plugins.
     pub creds: Credentials,
-    /// Global plugin configurations, for the rewrite phase (before routing).
+    /// Global plugin configurations that act before routing (the rewrite phase). None of the
+    /// bundled plugins does, so this is usually empty and the direct path serves everything.
     pub global: Vec<Arc<dyn plugins::Plugin>>,
 }
 

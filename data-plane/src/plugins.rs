@@ -110,6 +110,13 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     fn log(&self, _entry: &LogEntry) {}
+
+    /// Whether `access` is the only phase this plugin acts in. A route whose every plugin says
+    /// so is served on the direct path, which runs `access` on a header map of the request
+    /// but relays the upstream's response as bytes, with no phase to run on it.
+    fn access_only(&self) -> bool {
+        false
+    }
 }
 
 /// Why a plugin row cannot be served.

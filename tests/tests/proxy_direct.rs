@@ -20,6 +20,8 @@ struct Scripted {
     requests: Arc<AtomicUsize>,
     /// The request line of every request, in order.
     lines: Arc<Mutex<Vec<String>>>,
+    /// Every request head (without its blank line), in order.
+    heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl Scripted {
@@ -49,24 +51,25 @@ impl Scripted {
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let (c, r, l) = (connections.clone(), requests.clone(), lines.clone());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (c, r, l, h) = (connections.clone(), requests.clone(), lines.clone(), heads.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                let (r, l, tls) = (r.clone(), l.clone(), tls.clone());
+                let (r, l, h, tls) = (r.clone(), l.clone(), h.clone(), tls.clone());
                 tokio::spawn(async move {
                     match tls {
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(tcp).await {
-                                answer(stream, response, close, &r, &l).await;
+                                answer(stream, response, close, &r, &l, &h).await;
                             }
                         }
-                        None => answer(tcp, response, close, &r, &l).await,
+                        None => answer(tcp, response, close, &r, &l, &h).await,
                     }
                 });
             }
         });
-        Scripted { port, connections, requests, lines }
+        Scripted { port, connections, requests, lines, heads }
     }
 }
 
@@ -77,12 +80,14 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     close: bool,
     requests: &AtomicUsize,
     lines: &Mutex<Vec<String>>,
+    heads: &Mutex<Vec<String>>,
 ) {
     let mut buf = Vec::new();
     loop {
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             lines.lock().expect("not poisoned").push(head.lines().next().unwrap_or_default().to_owned());
+            heads.lock().expect("not poisoned").push(head);
             buf.drain(..end + 4);
             requests.fetch_add(1, Ordering::SeqCst);
             if io.write_all(response).await.is_err() || io.flush().await.is_err() {
@@ -786,4 +791,97 @@ async fn an_error_page_keeps_an_http10_keep_alive_connection() {
             assert_eq!(connection(&r).as_deref(), Some("keep-alive"), "{extra:?}");
         }
     }
+}
+
+/// The last request head `up` received.
+fn last_head(up: &Scripted) -> String {
+    up.heads.lock().expect("not poisoned").last().cloned().expect("the upstream got a request")
+}
+
+/// A route with key-auth (hiding the credential) forwards the same request on the direct path
+/// and on the general path: the query without the key, the consumer's fields, the forwarding
+/// fields. Only the direct path keeps the client's header-name case, as nginx does; that is
+/// how the test knows which path answered.
+#[tokio::test]
+async fn a_plugin_route_forwards_the_same_request_on_both_paths() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    // The key in the query on /k, in a form body on /kb.
+    for (path, config) in
+        [("/k", json!({"hide_credentials": true})), ("/kb", json!({"hide_credentials": true, "key_in_body": true}))]
+    {
+        let route = gw.route(&service, json!({"paths": [path], "strip_path": false})).await;
+        gw.post("/plugins", json!({"name": "key-auth", "route_id": route["id"], "config": config})).await;
+    }
+    let alice = gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    gw.sync().await;
+    let alice_id = alice["id"].as_str().expect("a consumer id");
+    let port = gw.proxy_addr().port();
+    let mut heads = Vec::new();
+    for extra in BOTH_PATHS {
+        let mut sent = vec![("X-Mixed-Case", "kept"), ("X-Forwarded-For", "10.0.0.1")];
+        sent.extend_from_slice(extra);
+        let r = gw.request("GET", "/k?apikey=alice-key&x=1", &sent).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{extra:?}");
+        heads.push(last_head(&up));
+        let debug: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+        let post = format!(
+            "POST /kb HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{debug}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 21\r\n\r\napikey=alice-key&a=12"
+        );
+        let r = gw.send_raw(post.as_bytes()).await.expect("a response");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{extra:?}");
+        heads.push(last_head(&up));
+    }
+    assert!(heads[0].contains("\r\nX-Mixed-Case: kept\r\n"), "the direct path: {}", heads[0]);
+    assert!(heads[2].contains("\r\nx-mixed-case: kept\r\n"), "the general path: {}", heads[2]);
+    // Field by field, names and values compared without case, in any order.
+    let fields = |head: &str| {
+        let mut lines: Vec<String> = head.lines().map(str::to_ascii_lowercase).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(fields(&heads[0]), fields(&heads[2]), "GET:\n{}\n---\n{}", heads[0], heads[2]);
+    assert_eq!(fields(&heads[1]), fields(&heads[3]), "POST:\n{}\n---\n{}", heads[1], heads[3]);
+    let (get, post) = (fields(&heads[0]), fields(&heads[1]));
+    assert!(heads[0].starts_with("GET /k?x=1 HTTP/1.1\r\n"), "the key left the query: {}", heads[0]);
+    for f in [format!("x-consumer-id: {alice_id}"), "x-consumer-username: alice".into()] {
+        assert!(get.contains(&f) && post.contains(&f), "{f}: {get:?} {post:?}");
+    }
+    assert!(get.contains(&"x-forwarded-for: 10.0.0.1, 127.0.0.1".to_string()), "{get:?}");
+    assert!(!heads.iter().any(|h| h.contains("alice-key")), "hide_credentials: {heads:?}");
+    // The body lost its key, and its length followed.
+    assert!(post.contains(&"content-length: 4".to_string()), "{post:?}");
+}
+
+/// On one keep-alive connection, a plugin's rejection, an authenticated request, the no-route
+/// 404 and the https-only 426 are all answered on the direct path, which keeps the connection:
+/// a later plugin-free request still reaches the upstream with its header names' case.
+#[tokio::test]
+async fn plugin_answers_and_error_pages_keep_the_connection_on_the_direct_path() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    let route = gw.route(&service, json!({"paths": ["/k"]})).await;
+    gw.route(&service, json!({"paths": ["/p"]})).await;
+    gw.route(&service, json!({"paths": ["/tls"], "protocols": ["https"]})).await;
+    gw.post("/plugins", json!({"name": "key-auth", "route_id": route["id"]})).await;
+    gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    let r = get_on(&mut tcp, "/k", &host).await;
+    assert_eq!((r.status, r.text().as_str()), (401, r#"{"message":"No API key found in request"}"#));
+    assert_eq!(r.header("www-authenticate"), Some(r#"Key realm="kong""#));
+    assert_eq!(get_on(&mut tcp, "/nowhere", &host).await.status, 404);
+    assert_eq!(get_on(&mut tcp, "/tls", &host).await.status, 426);
+    let r = get_on(&mut tcp, "/k", &format!("{host}ApiKey: alice-key\r\n")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let r = get_on(&mut tcp, "/p", &format!("{host}X-Mixed-Case: kept\r\n")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert!(last_head(&up).contains("\r\nX-Mixed-Case: kept"), "still the direct path: {}", last_head(&up));
+    let (connections, requests) = (up.connections.load(Ordering::SeqCst), up.requests.load(Ordering::SeqCst));
+    assert_eq!((connections, requests), (1, 2), "one upstream connection, two requests forwarded");
 }

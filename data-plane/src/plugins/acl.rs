@@ -30,6 +30,10 @@ impl Plugin for Acl {
         "acl"
     }
 
+    fn access_only(&self) -> bool {
+        true
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         let denied = || Access::Respond(Reply::message(403, "You cannot consume this service").build());
         let consumer = match &ctx.consumer {

@@ -41,6 +41,9 @@ impl Entry {
 #[derive(Default)]
 pub struct Chain {
     pub entries: Vec<Entry>,
+    /// Every configuration in the chain, whichever consumer it resolves for, acts only in
+    /// `access` (see [`Plugin::access_only`]).
+    pub access_only: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -50,6 +53,12 @@ impl std::fmt::Debug for Chain {
 }
 
 impl Chain {
+    fn new(entries: Vec<Entry>) -> Chain {
+        let access_only =
+            entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten())).all(|p| p.access_only());
+        Chain { entries, access_only }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -163,10 +172,12 @@ impl Plugins {
         self.by_name.is_empty()
     }
 
-    /// The global configurations (level 8) in run order: all that applies before routing.
+    /// The global configurations (level 8) that act before routing, in run order. Those that
+    /// act only in `access` are left out: they have nothing to do there (each route's chain
+    /// holds them for `access`).
     pub fn global(&self) -> Vec<Instance> {
         let none = Scope { route: None, service: None, consumer: None };
-        self.by_name.iter().filter_map(|(_, _, rows)| rows.get(&none).cloned()).collect()
+        self.by_name.iter().filter_map(|(_, _, rows)| rows.get(&none).filter(|p| !p.access_only()).cloned()).collect()
     }
 
     /// The chain for a route of `service`.
@@ -212,7 +223,7 @@ impl Plugins {
                 entries.push(Entry { base, by_consumer });
             }
         }
-        Chain { entries }
+        Chain::new(entries)
     }
 }
 
@@ -269,6 +280,38 @@ mod tests {
         assert_eq!(label(chain.entries[0].resolve(None)), "l7");
         let chain = plugins.chain(&other_r, &s2);
         assert_eq!(label(chain.entries[0].resolve(None)), "l8", "a disabled row falls back");
+    }
+
+    /// Acts in `access` only when its name says so.
+    struct Gate(&'static str);
+    impl Plugin for Gate {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn access_only(&self) -> bool {
+            self.0 == "access-only"
+        }
+    }
+
+    #[test]
+    fn a_chain_is_access_only_when_every_configuration_for_any_consumer_is() {
+        let rows: Vec<Arc<Value>> = [
+            json!({"id": "a", "name": "acl", "route_id": "R", "config": "access-only"}),
+            json!({"id": "k", "name": "key-auth", "config": "access-only"}),
+            json!({"id": "r", "name": "rate-limiting", "consumer_id": "C", "service_id": "S", "config": "logs"}),
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let build = |_: &str, c: &Value| -> Result<Option<Instance>, String> {
+            Ok(Some(Arc::new(Gate(if c == "access-only" { "access-only" } else { "other" }))))
+        };
+        let plugins = Plugins::index(rows.iter(), build).unwrap();
+        // The consumer-specific row applies on S only, but any consumer may be the one.
+        assert!(!plugins.chain(&Arc::from("R"), &Arc::from("S")).access_only);
+        assert!(plugins.chain(&Arc::from("R"), &Arc::from("S2")).access_only);
+        // Global configurations acting only in `access` have nothing to do before routing.
+        assert!(plugins.global().is_empty());
     }
 
     #[test]

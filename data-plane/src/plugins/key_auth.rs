@@ -125,6 +125,10 @@ impl Plugin for KeyAuth {
         "key-auth"
     }
 
+    fn access_only(&self) -> bool {
+        true
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if !self.run_on_preflight && ctx.method == Method::OPTIONS {
             return Access::Continue;

@@ -262,6 +262,10 @@ impl Plugin for LdapAuth {
         "ldap-auth"
     }
 
+    fn access_only(&self) -> bool {
+        true
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
             return Access::Continue;

@@ -545,6 +545,10 @@ impl Plugin for OAuth2 {
         "oauth2"
     }
 
+    fn access_only(&self) -> bool {
+        true
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if ctx.method == Method::POST && ctx.path.contains("/oauth2/token") {
             return Access::Wait(Box::pin(self.token_endpoint(ctx)));

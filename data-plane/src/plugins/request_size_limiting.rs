@@ -35,6 +35,10 @@ impl Plugin for RequestSizeLimiting {
         "request-size-limiting"
     }
 
+    fn access_only(&self) -> bool {
+        true
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if let Some(len) = ctx.header("content-length").and_then(|v| v.parse::<u64>().ok()) {
             return if len > self.allowed { Access::Respond(Self::too_large(ctx)) } else { Access::Continue };

@@ -6,11 +6,16 @@
 //! map, no per-request task
 //! and no channel between a client and an upstream connection.
 //!
-//! Anything else — a chunked or long body, an upgrade, a route with plugins, `Kong-Debug`, a
-//! head hyper would refuse — is handed to the general path: hyper serves the rest of the connection,
+//! Routes with plugins are served here too when their plugins act only in `access` (all the
+//! bundled ones do): the access phase runs on a header map built from the parsed head, and the
+//! upstream request is written from that map.
+//!
+//! Anything else — a chunked or long body, an upgrade, a plugin with a response phase,
+//! `Kong-Debug`, a head hyper would refuse — is handed to the general path: hyper serves the rest of the connection,
 //! starting from the bytes already read (see [`Rewind`]), so both paths answer alike and the
 //! direct one never has to know every corner of the protocol.
 
+use std::borrow::Cow;
 use std::future::Future as _;
 use std::io::Write as _;
 use std::pin::Pin;
@@ -19,15 +24,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use super::chunked::ChunkedEnd;
 use super::upstream::{Connector, RawConn};
 use super::waiting::{Deadline, Stop};
-use super::{millis_between, uri, Conn, Proxy, ProxyError, ResBody, SERVER_TOKEN};
-use crate::router;
+use super::{millis_between, uri, Conn, Proxy, ProxyError, ReqBody, ResBody, SERVER_TOKEN};
+use crate::compiled::Compiled;
+use crate::{plugins, router};
 
 /// A head not complete within this many bytes goes to hyper, which has its own limit.
 const MAX_HEAD: usize = 16 * 1024;
@@ -368,6 +374,7 @@ async fn exchange(
         return Next::Handoff;
     };
     let config = proxy.live.load();
+    // Plugins acting before routing are the general path's.
     if !config.global.is_empty() {
         return Next::Handoff;
     }
@@ -375,19 +382,57 @@ async fn exchange(
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let Some(m) = config.router.find(&router::Request { method, path, host }) else { return Next::Handoff };
+    let Some(m) = config.router.find(&router::Request { method, path, host }) else {
+        return answer_error(client, out, ProxyError::NoRoute, &seen).await;
+    };
     let route = &m.route;
     let service = &route.service;
+    if route.https_only && !conn.https {
+        return answer_error(client, out, ProxyError::HttpsRequired, &seen).await;
+    }
     // A preserved Host is also the TLS server name: such connections are not pooled, which
     // the general path handles.
-    if !route.plugins.is_empty() || (route.https_only && !conn.https) || (service.https && route.preserve_host) {
+    if service.https && route.preserve_host {
         return Next::Handoff;
     }
+    let hashing = service.balancer.as_ref().is_some_and(|b| !b.hash.is_none());
+    let host_no_port = match host.get(1..).and_then(|r| r.find(':')) {
+        Some(i) => &host[..=i],
+        None => host,
+    };
+    // The route's plugins, when all of them act only in `access` (a hash that may be on the
+    // consumer they find, or on fields they change, is the general path's).
+    let accessed = if route.plugins.is_empty() {
+        None
+    } else if !route.plugins.access_only || hashing {
+        return Next::Handoff;
+    } else {
+        let request = Plain { method, http10: seen.http10, target, path, query, body, host_no_port };
+        let fields = fields().filter(|(h, kind)| match kind {
+            Field::HopByHop | Field::Connection => false,
+            // As on the general path (where hyper has framed the body already), the fields
+            // `Connection` names are not forwarded, but Host and the length still are.
+            Field::Host | Field::ContentLength => true,
+            _ => !dropped(h.name),
+        });
+        match access(proxy, conn, trusted, &config, route, &request, fields).await {
+            Accessing::Forward(a) => Some(a),
+            Accessing::Answer(reply) => {
+                let close = seen.close;
+                return answer(client, out, *reply, &seen, close).await;
+            }
+            Accessing::Handoff => return Next::Handoff,
+        }
+    };
+    let (body, query) = match &accessed {
+        Some(a) => (&a.body[..], a.query.as_deref()),
+        None => (body, query),
+    };
     // Balanced services hash once per request, as on the general path, which hashes the
     // fields as it forwards them: a field rewritten or dropped here, or a cookie to mint,
     // is left to it.
     let hash = match &service.balancer {
-        Some(b) if !b.hash.is_none() => {
+        Some(b) if hashing => {
             if b.hash.header_names().any(|n| field(n.as_str()) != Field::Other || dropped(n.as_str())) {
                 return Next::Handoff;
             }
@@ -401,49 +446,49 @@ async fn exchange(
 
     // The upstream request, all but its Host line (which depends on the peer).
     let strip = if route.strip_path { m.strip } else { None };
-    let host_no_port = match host.get(1..).and_then(|r| r.find(':')) {
-        Some(i) => &host[..=i],
-        None => host,
-    };
     up.clear();
     up.extend_from_slice(method.as_bytes());
     up.push(b' ');
     uri::write_upstream_target(up, path, strip, service.path.as_deref(), query);
     up.extend_from_slice(b" HTTP/1.1\r\n");
-    for (h, kind) in fields() {
-        let forward = match kind {
-            Field::Other | Field::Accept | Field::Via | Field::Date => true,
-            Field::LatencyProxy | Field::LatencyUpstream => true,
-            Field::Forwarded(i) => trusted && forwarded[i],
-            // Written below from the body actually sent, whatever `Connection` names.
-            _ => false,
-        };
-        if forward && !dropped(h.name) {
-            line(up, &[h.name.as_bytes(), b": ", h.value]);
+    if let Some(a) = &accessed {
+        a.write_fields(up, req.headers);
+    } else {
+        for (h, kind) in fields() {
+            let forward = match kind {
+                Field::Other | Field::Accept | Field::Via | Field::Date => true,
+                Field::LatencyProxy | Field::LatencyUpstream => true,
+                Field::Forwarded(i) => trusted && forwarded[i],
+                // Written below from the body actually sent, whatever `Connection` names.
+                _ => false,
+            };
+            if forward && !dropped(h.name) {
+                line(up, &[h.name.as_bytes(), b": ", h.value]);
+            }
         }
-    }
-    if seen.lengths > 0 {
-        line(up, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
-    }
-    let peer = conn.peer_value.as_bytes();
-    match forwarded_for {
-        Some(prior) => line(up, &[b"X-Forwarded-For: ", prior, b", ", peer]),
-        None => line(up, &[b"X-Forwarded-For: ", peer]),
-    }
-    if !(trusted && forwarded[0]) {
-        line(up, &[b"X-Forwarded-Proto: ", if conn.https { b"https" } else { b"http" }]);
-    }
-    if !(trusted && forwarded[1]) {
-        // The Host is visible ASCII (checked above), so it is a valid value as it is.
-        up.extend_from_slice(b"X-Forwarded-Host: ");
-        up.extend(host_no_port.bytes().map(|b| b.to_ascii_lowercase()));
-        up.extend_from_slice(b"\r\n");
-    }
-    if !(trusted && forwarded[2]) {
-        line(up, &[b"X-Forwarded-Port: ", conn.port_value.as_bytes()]);
-    }
-    if !(trusted && forwarded[3]) {
-        line(up, &[b"X-Real-IP: ", peer]);
+        if seen.lengths > 0 {
+            line(up, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
+        }
+        let peer = conn.peer_value.as_bytes();
+        match forwarded_for {
+            Some(prior) => line(up, &[b"X-Forwarded-For: ", prior, b", ", peer]),
+            None => line(up, &[b"X-Forwarded-For: ", peer]),
+        }
+        if !(trusted && forwarded[0]) {
+            line(up, &[b"X-Forwarded-Proto: ", if conn.https { b"https" } else { b"http" }]);
+        }
+        if !(trusted && forwarded[1]) {
+            // The Host is visible ASCII (checked above), so it is a valid value as it is.
+            up.extend_from_slice(b"X-Forwarded-Host: ");
+            up.extend(host_no_port.bytes().map(|b| b.to_ascii_lowercase()));
+            up.extend_from_slice(b"\r\n");
+        }
+        if !(trusted && forwarded[2]) {
+            line(up, &[b"X-Forwarded-Port: ", conn.port_value.as_bytes()]);
+        }
+        if !(trusted && forwarded[3]) {
+            line(up, &[b"X-Real-IP: ", peer]);
+        }
     }
     let base = up.len();
 
@@ -619,6 +664,125 @@ async fn exchange(
     } else {
         Next::KeepAlive
     }
+}
+
+/// The parts of a direct-path request its plugins see besides the header fields.
+struct Plain<'r> {
+    method: &'r str,
+    http10: bool,
+    target: &'r str,
+    path: &'r str,
+    query: Option<&'r str>,
+    body: &'r [u8],
+    /// The client's Host without its port, for X-Forwarded-Host.
+    host_no_port: &'r str,
+}
+
+/// What a route's plugins made of a request on the direct path.
+enum Accessing<'r> {
+    Forward(Accessed<'r>),
+    /// A plugin answered instead of the upstream.
+    Answer(plugins::Rejected),
+    /// Not for this path after all (nothing has been sent).
+    Handoff,
+}
+
+/// The request to forward after the access phase: as the general path would send it.
+struct Accessed<'r> {
+    /// The fields to forward, forwarding fields included; Host and Content-Length are written
+    /// apart (the Host depends on the peer tried, the length on the body).
+    headers: http::HeaderMap,
+    body: Bytes,
+    /// A Content-Length goes upstream: the client sent one, or a plugin replaced the body.
+    length: bool,
+    /// The query, as plugins left it (some remove a credential from it).
+    query: Option<Cow<'r, str>>,
+}
+
+impl Accessed<'_> {
+    /// Writes the fields; a name the client sent keeps the client's spelling (the map holds
+    /// it lower-cased), as on the rest of the direct path and in nginx.
+    fn write_fields(&self, up: &mut Vec<u8>, client: &[httparse::Header<'_>]) {
+        for (name, value) in &self.headers {
+            let name = name.as_str();
+            let spelled = client.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(name, |h| h.name);
+            line(up, &[spelled.as_bytes(), b": ", value.as_bytes()]);
+        }
+        if self.length {
+            line(up, &[b"Content-Length: ", itoa::Buffer::new().format(self.body.len()).as_bytes()]);
+        }
+    }
+}
+
+/// Runs the route's `access` phase (every plugin in it acts only there) on a header map of
+/// the request's `fields`, which are those the general path would show plugins.
+async fn access<'r, 'h, 'b: 'h>(
+    proxy: &Proxy,
+    conn: &Conn,
+    trusted: bool,
+    config: &Compiled,
+    route: &router::RouteInfo,
+    request: &Plain<'r>,
+    fields: impl Iterator<Item = (&'h httparse::Header<'b>, Field)>,
+) -> Accessing<'r> {
+    let mut headers = http::HeaderMap::with_capacity(MAX_HEADERS);
+    for (h, _) in fields {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
+        else {
+            return Accessing::Handoff;
+        };
+        headers.append(name, value);
+    }
+    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else { return Accessing::Handoff };
+    let mut body =
+        if request.body.is_empty() { ReqBody::Empty } else { ReqBody::Full(Bytes::copy_from_slice(request.body)) };
+    let mut ctx = plugins::RequestCtx {
+        method: &method,
+        version: if request.http10 { http::Version::HTTP_10 } else { http::Version::HTTP_11 },
+        target: request.target,
+        path: request.path,
+        query: request.query.map(Cow::Borrowed),
+        headers: &mut headers,
+        body: &mut body,
+        client_ip: conn.peer.ip(),
+        https: conn.https,
+        trusted,
+        route_id: &route.id,
+        service_id: &route.service.id,
+        config,
+        live: &proxy.live,
+        consumer: None,
+        credential: None,
+    };
+    if let Err(reply) = plugins::access(&route.plugins, &mut ctx).await {
+        return Accessing::Answer(reply);
+    }
+    // Plugins that change the query replace it with their own string.
+    let query = match ctx.query {
+        None => None,
+        Some(Cow::Borrowed(q)) if request.query == Some(q) => request.query.map(Cow::Borrowed),
+        Some(q) => Some(Cow::Owned(q.into_owned())),
+    };
+    let body = match body {
+        ReqBody::Empty => Bytes::new(),
+        ReqBody::Full(b) => b,
+        // Plugins only replace a body held in memory with another.
+        ReqBody::Stream(_) | ReqBody::Prefixed(..) => return Accessing::Handoff,
+    };
+    headers.remove(http::header::HOST);
+    let length = headers.remove(http::header::CONTENT_LENGTH).is_some();
+    // Set after the access phase, as on the general path: plugins see the client's own.
+    super::headers::set_forwarding(
+        &mut headers,
+        &super::headers::Forwarded {
+            peer: &conn.peer_value,
+            trusted,
+            https: conn.https,
+            listener_port: &conn.port_value,
+            host: request.host_no_port,
+        },
+    );
+    Accessing::Forward(Accessed { headers, body, length, query })
 }
 
 /// How the upstream's response body is delimited.
@@ -859,17 +1023,31 @@ async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Re
     }
 }
 
-/// Writes one of Gatehouse's own responses (an error page) and says whether the connection
-/// goes on.
+/// Writes an error page and says whether the connection goes on.
 async fn answer_error(client: &mut impl ClientIo, out: &mut Vec<u8>, error: ProxyError, seen: &Seen<'_>) -> Next {
     tracing::debug!(error = %error, "request not proxied");
     let accept = seen.accept.and_then(|a| HeaderValue::from_bytes(a).ok());
     let close = seen.close || matches!(error, ProxyError::BadRequest(_));
-    let resp = error.into_response(accept.as_ref());
+    answer(client, out, error.into_response(accept.as_ref()), seen, close).await
+}
+
+/// Writes one of Gatehouse's own responses (an error page, a plugin's answer), whose body is
+/// in memory, and says whether the connection goes on.
+async fn answer(
+    client: &mut impl ClientIo,
+    out: &mut Vec<u8>,
+    resp: http::Response<ResBody>,
+    seen: &Seen<'_>,
+    close: bool,
+) -> Next {
     out.clear();
     let status = resp.status();
     line(out, &[b"HTTP/1.1 ", status.as_str().as_bytes(), b" ", status.canonical_reason().unwrap_or("").as_bytes()]);
     for (name, value) in resp.headers() {
+        // The length is written here, from the body.
+        if matches!(field(name.as_str()), Field::ContentLength | Field::TransferEncoding) {
+            continue;
+        }
         line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
     }
     date(out, Instant::now());
