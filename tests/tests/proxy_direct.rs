@@ -1,4 +1,4 @@
-//! The direct HTTP/1.1 path (bodiless requests on routes without plugins) against upstreams
+//! The direct HTTP/1.1 path (bodiless and short-bodied requests, on routes with or without plugins) against upstreams
 //! that answer in every framing, and the hand-over to the general path in the middle of a
 //! keep-alive connection.
 
@@ -884,4 +884,65 @@ async fn plugin_answers_and_error_pages_keep_the_connection_on_the_direct_path()
     assert!(last_head(&up).contains("\r\nX-Mixed-Case: kept"), "still the direct path: {}", last_head(&up));
     let (connections, requests) = (up.connections.load(Ordering::SeqCst), up.requests.load(Ordering::SeqCst));
     assert_eq!((connections, requests), (1, 2), "one upstream connection, two requests forwarded");
+}
+
+/// A request on a plugin route whose body a plugin has read is held in memory, and a
+/// replayable method (PUT) is sent again when the first upstream connection fails, with the
+/// body as the plugin left it: on both paths.
+#[tokio::test]
+async fn a_body_a_plugin_read_is_sent_again_on_a_retry() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+    let port = listener.local_addr().expect("bound").port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    // Every other connection is closed once its request has been read, unanswered.
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            n += 1;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.ends_with(b"a=12") {
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            seen.lock().expect("not poisoned").push(text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned());
+            if n % 2 == 0 {
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+            }
+        }
+    });
+    let gw = Standalone::start().await;
+    let service = gw.service_at(port, json!({"retries": 1})).await;
+    let route = gw.route(&service, json!({"paths": ["/kb"]})).await;
+    let config = json!({"hide_credentials": true, "key_in_body": true});
+    gw.post("/plugins", json!({"name": "key-auth", "route_id": route["id"], "config": config})).await;
+    gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    gw.sync().await;
+    for extra in BOTH_PATHS {
+        let debug: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+        let put = format!(
+            "PUT /kb HTTP/1.1\r\nHost: x\r\n{debug}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 21\r\n\r\napikey=alice-key&a=12"
+        );
+        let r = gw.send_raw(put.as_bytes()).await.expect("a response");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{extra:?}");
+    }
+    assert_eq!(*bodies.lock().expect("not poisoned"), vec!["a=12"; 4], "each try carried the rewritten body");
+}
+
+/// The https-only 426 names `Upgrade` and the connection's own token in one Connection field.
+#[tokio::test]
+async fn the_426_has_one_connection_field() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("secure").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/tls"], "protocols": ["https"]})).await;
+    gw.sync().await;
+    let out = read_all(&gw, b"GET /tls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.to_ascii_lowercase();
+    assert!(out.starts_with("http/1.1 426 "), "{out}");
+    assert_eq!(out.matches("\r\nconnection:").count(), 1, "{out}");
+    assert!(out.contains("\r\nconnection: upgrade, close\r\n"), "{out}");
 }

@@ -54,8 +54,10 @@ impl std::fmt::Debug for Chain {
 
 impl Chain {
     fn new(entries: Vec<Entry>) -> Chain {
-        let access_only =
-            entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten())).all(|p| p.access_only());
+        let access_only = entries
+            .iter()
+            .flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()))
+            .all(|p| p.access_only() && !p.logs() && !p.filters_body());
         Chain { entries, access_only }
     }
 

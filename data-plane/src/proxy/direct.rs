@@ -1,5 +1,5 @@
 //! The direct path for HTTP/1 connections, plain or TLS. Most proxied requests are bodiless (or
-//! short-bodied) requests on routes without plugins: for those Gatehouse works as nginx does, on bytes. It
+//! short-bodied) requests: for those Gatehouse works as nginx does, on bytes. It
 //! parses the request head in the connection's buffer, writes the upstream request straight
 //! from it, parses the upstream's response head and relays the body as it comes (Content-Length;
 //! chunked, passed through as it is; or until the upstream closes, re-chunked), with no header
@@ -408,11 +408,13 @@ async fn exchange(
         return Next::Handoff;
     } else {
         let request = Plain { method, http10: seen.http10, target, path, query, body, host_no_port };
+        // The general path hides a Host or length that `Connection` names from plugins (and
+        // forwards them all the same): rare enough to leave to it.
+        if dropped("host") || dropped("content-length") {
+            return Next::Handoff;
+        }
         let fields = fields().filter(|(h, kind)| match kind {
             Field::HopByHop | Field::Connection => false,
-            // As on the general path (where hyper has framed the body already), the fields
-            // `Connection` names are not forwarded, but Host and the length still are.
-            Field::Host | Field::ContentLength => true,
             _ => !dropped(h.name),
         });
         match access(proxy, conn, trusted, &config, route, &request, fields).await {
@@ -493,8 +495,10 @@ async fn exchange(
     let base = up.len();
 
     // Tries = 1 + retries, as on the general path.
-    // A body, once sent, is not sent again (the general path streams bodies and cannot).
-    let replayable = !matches!(method, "POST" | "PATCH" | "LOCK") && body.is_empty();
+    // A body, once sent, is not sent again (the general path streams bodies and cannot), except
+    // on a plugin route: the general path holds such a body in memory once a plugin has read
+    // it, and replays it then (as nginx replays the body it buffered).
+    let replayable = !matches!(method, "POST" | "PATCH" | "LOCK") && (body.is_empty() || accessed.is_some());
     let sent = Instant::now();
     let proxy_latency = millis_between(started, sent);
     let mut tries_left = service.retries;
@@ -1043,23 +1047,31 @@ async fn answer(
     out.clear();
     let status = resp.status();
     line(out, &[b"HTTP/1.1 ", status.as_str().as_bytes(), b" ", status.canonical_reason().unwrap_or("").as_bytes()]);
+    let mut own_connection = None;
     for (name, value) in resp.headers() {
-        // The length is written here, from the body.
-        if matches!(field(name.as_str()), Field::ContentLength | Field::TransferEncoding) {
-            continue;
+        match field(name.as_str()) {
+            // The length is written here, from the body.
+            Field::ContentLength | Field::TransferEncoding => continue,
+            // One Connection field (the 426's `Upgrade`), with the connection's own token.
+            Field::Connection => own_connection = Some(value),
+            _ => line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]),
         }
-        line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
     }
     date(out, Instant::now());
-    let body = match resp.into_body() {
-        ResBody::Full(Some(b)) => b,
-        _ => Bytes::new(),
+    let body = match resp.body() {
+        ResBody::Full(Some(b)) => &b[..],
+        _ => &[],
     };
     line(out, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
-    connection_field(out, close, seen.http10);
+    match own_connection {
+        Some(v) if close => line(out, &[b"Connection: ", v.as_bytes(), b", close"]),
+        Some(v) if seen.http10 => line(out, &[b"Connection: ", v.as_bytes(), b", keep-alive"]),
+        Some(v) => line(out, &[b"Connection: ", v.as_bytes()]),
+        None => connection_field(out, close, seen.http10),
+    }
     out.extend_from_slice(b"\r\n");
     if !seen.head {
-        out.extend_from_slice(&body);
+        out.extend_from_slice(body);
     }
     if !send(client, out).await || close {
         let _ = client.shutdown().await;
