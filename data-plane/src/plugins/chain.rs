@@ -42,7 +42,8 @@ impl Entry {
 pub struct Chain {
     pub entries: Vec<Entry>,
     /// Every configuration in the chain, whichever consumer it resolves for, acts only in
-    /// `access` (see [`Plugin::access_only`]).
+    /// `access` (see [`Plugin::access_only`]); a plugin that claims so but also logs or filters
+    /// bodies does not count, since the direct path would skip those phases.
     pub access_only: bool,
 }
 

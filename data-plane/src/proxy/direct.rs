@@ -729,7 +729,9 @@ async fn access<'r, 'h, 'b: 'h>(
     request: &Plain<'r>,
     fields: impl Iterator<Item = (&'h httparse::Header<'b>, Field)>,
 ) -> Accessing<'r> {
-    let mut headers = http::HeaderMap::with_capacity(MAX_HEADERS);
+    // Room for the client's fields and what plugins and forwarding add (a consumer's three or
+    // four, five forwarding fields), so the map is sized once, not for `MAX_HEADERS`.
+    let mut headers = http::HeaderMap::with_capacity(fields.size_hint().1.unwrap_or(MAX_HEADERS) + 10);
     for (h, _) in fields {
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
         else {
