@@ -53,6 +53,8 @@ pub struct Node {
     pub configuration: Value,
     /// A data plane not heard from for this long is shown as disconnected.
     pub stale_after: std::time::Duration,
+    /// Whether answers carry `Server` (the `headers` setting's `server` entry).
+    pub server_header: bool,
     pub counters: Counters,
 }
 
@@ -141,7 +143,11 @@ async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: 
         next.run(req).await
     };
     resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static(concat!("gatehouse/", env!("CARGO_PKG_VERSION"))));
+    if node.server_header {
+        resp.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static(concat!("gatehouse/", env!("CARGO_PKG_VERSION"))));
+    } else {
+        resp.headers_mut().remove(header::SERVER);
+    }
     resp
 }

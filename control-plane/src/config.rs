@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::sync::{ClusterTls, MtlsMode, SyncSettings};
+use gatehouse_shared::enabled_headers::{self, EnabledHeaders};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,6 +39,7 @@ pub struct RawConfig {
     pub prefix: Option<PathBuf>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub headers: Option<String>,
 }
 
 /// Where overrides come from; the process environment in production, a map in tests.
@@ -76,6 +78,8 @@ pub struct Config {
     pub prefix: PathBuf,
     pub log_level: String,
     pub log_json: bool,
+    /// Kong's `headers` setting; the Admin API reads its `server` entry.
+    pub headers: EnabledHeaders,
 }
 
 impl std::fmt::Debug for Config {
@@ -165,6 +169,12 @@ impl Config {
                 None => Ok(file.unwrap_or(default)),
             }
         };
+        let headers = pick("headers", raw.headers, enabled_headers::DEFAULT);
+        let headers = headers.parse().map_err(|e: enabled_headers::InvalidEntry| ConfigError::Invalid {
+            key: "headers",
+            value: e.0,
+            reason: "expected off, server_tokens, latency_tokens or a header Gatehouse adds",
+        })?;
         let defaults = SyncSettings::default();
         let sync = SyncSettings {
             retention: number("cluster_changelog_retention", raw.cluster_changelog_retention, defaults.retention)?,
@@ -195,6 +205,7 @@ impl Config {
             prefix: path("prefix", raw.prefix).unwrap_or_else(|| PathBuf::from(".gatehouse")),
             log_level: pick("log_level", raw.log_level, "info"),
             log_json: format == "json",
+            headers,
         })
     }
 
@@ -213,6 +224,13 @@ impl Config {
             "prefix": self.prefix.display().to_string(),
             "log_level": self.log_level,
             "log_format": if self.log_json { "json" } else { "text" },
+            "enabled_headers": {
+                "Server": self.headers.server,
+                "Via": self.headers.via,
+                "X-Kong-Proxy-Latency": self.headers.proxy_latency,
+                "X-Kong-Upstream-Latency": self.headers.upstream_latency,
+                "X-Kong-Upstream-Status": self.headers.upstream_status,
+            },
         })
     }
 }
@@ -247,6 +265,15 @@ mod tests {
         let e = Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_ADMIN_LISTEN", "nowhere")])).unwrap_err();
         assert!(e.to_string().contains("admin_listen"));
         assert!(toml::from_str::<RawConfig>("admin_lisen = \"x\"").is_err());
+        let e = Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_HEADERS", "server, bogus")])).unwrap_err();
+        assert!(e.to_string().contains("headers") && e.to_string().contains("'bogus'"), "{e}");
+    }
+
+    #[test]
+    fn the_admin_api_reads_the_headers_setting() {
+        assert!(Config::from_raw(RawConfig::default(), &env(&[])).unwrap().headers.server);
+        let raw: RawConfig = toml::from_str("headers = \"latency_tokens\"").unwrap();
+        assert!(!Config::from_raw(raw, &env(&[])).unwrap().headers.server);
     }
 
     #[test]

@@ -118,6 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         hostname: gatehouse_data_plane::hostname(),
         configuration: config.to_json(),
         stale_after: config.sync.stale_after,
+        server_header: config.headers.server,
         counters: Default::default(),
     });
     let service = admin::service(Admin { store: store.clone(), node: node.clone() });

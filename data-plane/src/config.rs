@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gatehouse_shared::enabled_headers::{self, EnabledHeaders};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,7 @@ pub struct RawConfig {
     pub ssl_cert: Option<PathBuf>,
     pub ssl_cert_key: Option<PathBuf>,
     pub trusted_ips: Option<String>,
+    pub headers: Option<String>,
     pub cluster_mtls: Option<String>,
     pub cluster_cert: Option<PathBuf>,
     pub cluster_cert_key: Option<PathBuf>,
@@ -84,6 +86,8 @@ pub struct Config {
     pub ssl_cert_key: Option<PathBuf>,
     /// Peers whose X-Forwarded-* / X-Real-IP headers are trusted.
     pub trusted_ips: Vec<crate::proxy::IpNet>,
+    /// Kong's `headers` setting: which of Server, Via and the latency headers are sent.
+    pub headers: EnabledHeaders,
     /// `host:port` of a control plane's cluster listener.
     pub control_plane: String,
     pub mtls: Mtls,
@@ -189,6 +193,13 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let headers = pick("headers", raw.headers, enabled_headers::DEFAULT).parse().map_err(
+            |e: enabled_headers::InvalidEntry| ConfigError::Invalid {
+                key: "headers",
+                value: e.0,
+                reason: "expected off, server_tokens, latency_tokens or a header Gatehouse adds",
+            },
+        )?;
         let plugins = pick("plugins", raw.plugins, "bundled");
         let plugins = plugins
             .split(',')
@@ -211,6 +222,7 @@ impl Config {
             ssl_cert: path("ssl_cert", raw.ssl_cert),
             ssl_cert_key: path("ssl_cert_key", raw.ssl_cert_key),
             trusted_ips,
+            headers,
             control_plane: pick("cluster_control_plane", raw.cluster_control_plane, "127.0.0.1:8005"),
             mtls,
             cert: path("cluster_cert", raw.cluster_cert),
@@ -263,5 +275,21 @@ mod tests {
         assert!(!Config::from_raw(raw, &env(&[])).unwrap().proxy_busy_poll);
         let bad = Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_PROXY_BUSY_POLL", "sometimes")]));
         assert!(bad.unwrap_err().to_string().contains("proxy_busy_poll"));
+    }
+
+    #[test]
+    fn headers_come_from_the_file_or_environment_and_refuse_unknown_entries() {
+        let c = Config::from_raw(RawConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.headers, EnabledHeaders::default());
+        let raw = RawConfig { headers: Some("via".into()), ..RawConfig::default() };
+        assert_eq!(
+            Config::from_raw(raw, &env(&[])).unwrap().headers,
+            EnabledHeaders { via: true, ..EnabledHeaders::NONE }
+        );
+        let off = env(&[("GATEHOUSE_HEADERS", "off")]);
+        assert_eq!(Config::from_raw(RawConfig::default(), &off).unwrap().headers, EnabledHeaders::NONE);
+        let bad = Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_HEADERS", "server, x-powered-by")]));
+        let message = bad.unwrap_err().to_string();
+        assert!(message.contains("headers") && message.contains("'x-powered-by'"), "{message}");
     }
 }

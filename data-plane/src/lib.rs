@@ -96,6 +96,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         live: live.clone(),
         connector: proxy::Connector::new(),
         trusted: config.trusted_ips.clone(),
+        headers: config.headers,
     });
     let mut proxy_addr = None;
     let workers = server::Workers {

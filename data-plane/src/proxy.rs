@@ -24,6 +24,8 @@ pub use body::{Filtered, ReqBody, ResBody};
 pub use error::{ProxyError, SERVER_TOKEN};
 pub use upstream::Connector;
 
+use gatehouse_shared::enabled_headers::EnabledHeaders;
+
 use crate::balancer::hash::{HashInput, Hashed};
 use crate::live::Live;
 use crate::plugins::{self, LogEntry, RequestCtx, Resolved, RewriteCtx};
@@ -57,6 +59,8 @@ pub struct Proxy {
     pub connector: Connector,
     /// Peers whose X-Forwarded-* and X-Real-IP headers are believed.
     pub trusted: Vec<IpNet>,
+    /// Which of Server, Via and the latency headers answers carry (Kong's `headers`).
+    pub headers: EnabledHeaders,
 }
 
 /// An address range (`10.0.0.0/8`, or one address).
@@ -99,6 +103,7 @@ impl IpNet {
 const KONG_DEBUG: HeaderName = HeaderName::from_static("kong-debug");
 const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
 const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+const X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
 
 /// Milliseconds since `since` as a header value. Latencies are almost always small: those
 /// come from a table of static values, so the two latency headers cost no allocation.
@@ -128,15 +133,26 @@ impl Proxy {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "request not proxied");
-                e.into_response(accept.as_ref())
+                self.own(e.into_response(accept.as_ref()))
             }
         }
     }
 
     /// The answer to a request whose framing is ambiguous (see `head_guard`): 400, close.
     pub fn refuse_smuggling<B>(&self, req: &Request<B>) -> Response<ResBody> {
-        ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
-            .into_response(req.headers().get(header::ACCEPT))
+        self.own(
+            ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
+                .into_response(req.headers().get(header::ACCEPT)),
+        )
+    }
+
+    /// One of Gatehouse's own answers (an error page, a plugin's rejection): it says
+    /// `Server` only if the `headers` setting lets it, as Kong's `header_filter` does.
+    fn own(&self, mut resp: Response<ResBody>) -> Response<ResBody> {
+        if !self.headers.server {
+            resp.headers_mut().remove(header::SERVER);
+        }
+        resp
     }
 
     async fn forward(
@@ -232,7 +248,7 @@ impl Proxy {
             };
             match plugins::access(&route.plugins, &mut ctx).await {
                 Ok(r) => resolved = r,
-                Err(response) => return Ok(*response),
+                Err(response) => return Ok(self.own(*response)),
             }
             consumer = ctx.consumer.as_ref().map(|c| c.id.clone());
             if ctx.query.as_deref() != parts.uri.query() {
@@ -426,9 +442,20 @@ impl Proxy {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let h = &mut parts.headers;
-        h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));
-        h.insert(X_KONG_UPSTREAM_LATENCY, upstream_latency);
-        h.insert(X_KONG_PROXY_LATENCY, proxy_latency);
+        // Each replaces the upstream's field of that name when on; off, the upstream's stays.
+        let on = self.headers;
+        if on.upstream_status {
+            h.insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(parts.status.as_u16()));
+        }
+        if on.upstream_latency {
+            h.insert(X_KONG_UPSTREAM_LATENCY, upstream_latency);
+        }
+        if on.proxy_latency {
+            h.insert(X_KONG_PROXY_LATENCY, proxy_latency);
+        }
+        if on.via {
+            h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));
+        }
         if let Some(cookie) = hashed.set_cookie {
             h.append(header::SET_COOKIE, cookie);
         }

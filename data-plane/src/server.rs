@@ -235,6 +235,7 @@ mod tests {
             live: Arc::new(Live::new(crate::balancer::Registry::default())),
             connector: crate::proxy::Connector::new(),
             trusted: Vec::new(),
+            headers: Default::default(),
         })
     }
 

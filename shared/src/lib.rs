@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod credential;
+pub mod enabled_headers;
 pub mod entity;
 pub mod proto;
 pub mod schema;

@@ -67,12 +67,18 @@ pub struct Standalone {
     child: Option<Child>,
     log: PathBuf,
     work: TempDir,
+    extra_env: Vec<(String, String)>,
 }
 
 impl Standalone {
     /// Starts a standalone gateway on a fresh SQLite database and waits until both the
     /// Admin API and the data plane answer `GET /status` with 200.
     pub async fn start() -> Standalone {
+        Standalone::start_with_env(&[]).await
+    }
+
+    /// [`Standalone::start`] with more `GATEHOUSE_*` settings (they win over the defaults).
+    pub async fn start_with_env(extra: &[(&str, &str)]) -> Standalone {
         let work = tempfile::tempdir().expect("work dir");
         let log = work.path().join("standalone.stderr.log");
         let mut gw = Standalone {
@@ -96,6 +102,7 @@ impl Standalone {
             child: None,
             log,
             work,
+            extra_env: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         // A port picked by `free_port` can be taken before the child binds it: try again.
         for attempt in 1..=3 {
@@ -139,6 +146,7 @@ impl Standalone {
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let stderr = std::fs::File::create(&self.log).expect("stderr log");
         let child = cmd
             .arg("standalone")

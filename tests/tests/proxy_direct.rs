@@ -946,3 +946,91 @@ async fn the_426_has_one_connection_field() {
     assert_eq!(out.matches("\r\nconnection:").count(), 1, "{out}");
     assert!(out.contains("\r\nconnection: upgrade, close\r\n"), "{out}");
 }
+
+/// An answer carrying the fields Gatehouse adds, as an upstream (or a hop before it) set them.
+const WITH_OWN_FIELDS: &[u8] = b"HTTP/1.1 200 OK\r\nServer: up\r\nVia: 1.1 up-hop\r\nX-Kong-Proxy-Latency: up\r\n\
+X-Kong-Upstream-Latency: up\r\nX-Kong-Upstream-Status: 999\r\nContent-Length: 2\r\n\r\nok";
+
+/// What one proxied answer, one 404, one plugin rejection and one Admin API answer say about
+/// the `headers` setting, on both paths (`Kong-Debug` sends a request down the general one).
+async fn headers_seen(setting: &str) -> Vec<(&'static str, Reply)> {
+    let gw = Standalone::start_with_env(&[("GATEHOUSE_HEADERS", setting)]).await;
+    let up = Scripted::start(WITH_OWN_FIELDS, false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/p"]})).await;
+    let locked = gw.route(&service, json!({"paths": ["/locked"]})).await;
+    let route_id = locked["id"].as_str().expect("route id");
+    gw.post(&format!("/routes/{route_id}/plugins"), json!({"name": "key-auth"})).await;
+    gw.sync().await;
+
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let debug = format!("{host}Kong-Debug: 1\r\n");
+    let mut seen = Vec::new();
+    for (what, path, fields) in [
+        ("proxied, direct", "/p", &host),
+        ("proxied, general", "/p", &debug),
+        ("404, direct", "/nowhere", &host),
+        ("404, general", "/nowhere", &debug),
+        ("401, direct", "/locked", &host),
+        ("401, general", "/locked", &debug),
+    ] {
+        // A connection each: once one request took the general path, so do the rest.
+        let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+        seen.push((what, get_on(&mut tcp, path, fields).await));
+    }
+    let admin = reqwest::Client::builder().no_proxy().build().expect("client");
+    let r = admin.get(format!("{}/", gw.admin)).send().await.expect("Admin API answers");
+    seen.push(("admin", Reply::read("GET / (admin)", r).await));
+    seen
+}
+
+#[tokio::test]
+async fn headers_off_sends_none_of_gatehouses_fields_and_keeps_the_upstreams() {
+    for (what, r) in headers_seen("off").await {
+        match what {
+            "proxied, direct" | "proxied, general" => {
+                r.assert_status(200);
+                assert_eq!(r.header("server"), Some("up"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header("via"), Some("1.1 up-hop"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header("x-kong-proxy-latency"), Some("up"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header("x-kong-upstream-latency"), Some("up"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header("x-kong-upstream-status"), Some("999"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("via").len(), 1, "{what}: {:?}", r.headers);
+            }
+            _ => {
+                assert!(matches!(r.status, 200 | 401 | 404), "{what}: {}", r.status);
+                assert_eq!(r.header("server"), None, "{what}: Server with headers=off: {:?}", r.headers);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn headers_lists_the_fields_gatehouse_sends() {
+    for (what, r) in headers_seen("Server, x-kong-upstream-status").await {
+        match what {
+            "proxied, direct" | "proxied, general" => {
+                r.assert_status(200);
+                // Server is the upstream's on proxied answers whatever the setting says.
+                assert_eq!(r.header("server"), Some("up"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header("via"), Some("1.1 up-hop"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header("x-kong-proxy-latency"), Some("up"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("x-kong-upstream-status"), ["200"], "{what}: {:?}", r.headers);
+            }
+            _ => r.assert_generated(),
+        }
+    }
+    for (what, r) in headers_seen("server_tokens, latency_tokens").await {
+        if what.starts_with("proxied") {
+            let via = r.header_all("via");
+            assert!(via.len() == 1 && via[0].starts_with("gatehouse/"), "{what}: Via {via:?}");
+            for name in ["x-kong-proxy-latency", "x-kong-upstream-latency"] {
+                let v = r.header_all(name);
+                assert!(v.len() == 1 && v[0].parse::<u64>().is_ok(), "{what}: {name} {v:?}");
+            }
+            assert_eq!(r.header_all("x-kong-upstream-status"), ["999"], "{what}: not ours unless asked for");
+        } else {
+            r.assert_generated();
+        }
+    }
+}

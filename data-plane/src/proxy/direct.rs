@@ -28,6 +28,8 @@ use http::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
+use gatehouse_shared::enabled_headers::EnabledHeaders;
+
 use super::chunked::ChunkedEnd;
 use super::upstream::{Connector, RawConn};
 use super::waiting::{Deadline, Stop};
@@ -239,6 +241,7 @@ enum Field {
     Forwarded(usize),
     LatencyUpstream,
     LatencyProxy,
+    UpstreamStatus,
     Date,
     Other,
 }
@@ -266,6 +269,7 @@ fn field(name: &str) -> Field {
         17 if is("transfer-encoding") => Field::TransferEncoding,
         17 if is("x-forwarded-proto") => Field::Forwarded(0),
         20 if is("x-kong-proxy-latency") => Field::LatencyProxy,
+        22 if is("x-kong-upstream-status") => Field::UpstreamStatus,
         23 if is("x-kong-upstream-latency") => Field::LatencyUpstream,
         _ => Field::Other,
     }
@@ -383,12 +387,12 @@ async fn exchange(
         None => (target, None),
     };
     let Some(m) = config.router.find(&router::Request { method, path, host }) else {
-        return answer_error(client, out, ProxyError::NoRoute, &seen).await;
+        return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers).await;
     };
     let route = &m.route;
     let service = &route.service;
     if route.https_only && !conn.https {
-        return answer_error(client, out, ProxyError::HttpsRequired, &seen).await;
+        return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers).await;
     }
     // A preserved Host is also the TLS server name: such connections are not pooled, which
     // the general path handles.
@@ -421,7 +425,7 @@ async fn exchange(
             Accessing::Forward(a) => Some(a),
             Accessing::Answer(reply) => {
                 let close = seen.close;
-                return answer(client, out, *reply, &seen, close).await;
+                return answer(client, out, *reply, &seen, close, proxy.headers).await;
             }
             Accessing::Handoff => return Next::Handoff,
         }
@@ -459,7 +463,7 @@ async fn exchange(
         for (h, kind) in fields() {
             let forward = match kind {
                 Field::Other | Field::Accept | Field::Via | Field::Date => true,
-                Field::LatencyProxy | Field::LatencyUpstream => true,
+                Field::LatencyProxy | Field::LatencyUpstream | Field::UpstreamStatus => true,
                 Field::Forwarded(i) => trusted && forwarded[i],
                 // Written below from the body actually sent, whatever `Connection` names.
                 _ => false,
@@ -509,7 +513,10 @@ async fn exchange(
         let peer = match &service.balancer {
             Some(b) => match b.ring().pick(b.position(hash, try_number)) {
                 Some(p) => Some(p.clone()),
-                None => return answer_error(client, out, last_failure.unwrap_or(ProxyError::NoPeer), &seen).await,
+                None => {
+                    return answer_error(client, out, last_failure.unwrap_or(ProxyError::NoPeer), &seen, proxy.headers)
+                        .await
+                }
             },
             None => None,
         };
@@ -535,13 +542,13 @@ async fn exchange(
                         b.observe_failure(p, matches!(e, ProxyError::Timeout));
                     }
                     if tries_left == 0 {
-                        return answer_error(client, out, e, &seen).await;
+                        return answer_error(client, out, e, &seen, proxy.headers).await;
                     }
                     tries_left -= 1;
                     last_failure = Some(e);
                     continue;
                 }
-                Err(e) => return answer_error(client, out, e, &seen).await,
+                Err(e) => return answer_error(client, out, e, &seen, proxy.headers).await,
             },
         };
         // The first try on a pooled connection starts when the request was sent; others, after
@@ -562,7 +569,7 @@ async fn exchange(
                 if let (Some(b), Some(p)) = (&service.balancer, &peer) {
                     b.observe_failure(p, false);
                 }
-                return answer_error(client, out, ProxyError::Upstream(e.to_string()), &seen).await;
+                return answer_error(client, out, ProxyError::Upstream(e.to_string()), &seen, proxy.headers).await;
             }
             Ok(Err(e)) => ProxyError::Upstream(e.to_string()),
             Err(_) => ProxyError::Timeout,
@@ -571,7 +578,7 @@ async fn exchange(
             b.observe_failure(p, matches!(failure, ProxyError::Timeout));
         }
         if tries_left == 0 || service.retries == 0 || !replayable {
-            return answer_error(client, out, failure, &seen).await;
+            return answer_error(client, out, failure, &seen, proxy.headers).await;
         }
         tries_left -= 1;
         last_failure = Some(failure);
@@ -584,7 +591,14 @@ async fn exchange(
     let mut res = httparse::Response::new(&mut headers);
     // `round_trip` parsed this head already: it cannot fail now.
     if !matches!(res.parse(&upstream.buf[..head_len]), Ok(httparse::Status::Complete(_))) {
-        return answer_error(client, out, ProxyError::Upstream("unparsable response head".into()), &seen).await;
+        return answer_error(
+            client,
+            out,
+            ProxyError::Upstream("unparsable response head".into()),
+            &seen,
+            proxy.headers,
+        )
+        .await;
     }
     let status = res.code.unwrap_or(502);
     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
@@ -607,18 +621,25 @@ async fn exchange(
     let close = seen.close || (seen.http10 && unsized_body);
     out.clear();
     let Ok(code) = http::StatusCode::from_u16(status) else {
-        return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen).await;
+        return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen, proxy.headers).await;
     };
     // The upstream's own reason phrase, even an empty one: nginx passes the status line on,
     // and hyper keeps it on the general path.
     let reason = res.reason.unwrap_or("");
     line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
     let mut dated = false;
+    let on = proxy.headers;
     for h in res.headers.iter() {
         let kind = field(h.name);
         let keep = match kind {
             Field::Other | Field::Accept | Field::Host | Field::ForwardedFor | Field::Forwarded(_) => true,
             Field::Expect | Field::KongDebug => true,
+            // Gatehouse's own replace the upstream's, each unless the `headers` setting
+            // turned it off (as Kong assigns them in `header_filter`).
+            Field::Via => !on.via,
+            Field::LatencyProxy => !on.proxy_latency,
+            Field::LatencyUpstream => !on.upstream_latency,
+            Field::UpstreamStatus => !on.upstream_status,
             // A length is written below from the framing used; HEAD and 304 answers keep
             // theirs as they are (it describes a body not sent). A 204 has none (RFC 9110 §8.6).
             Field::ContentLength => matches!(framing, Framing::NoBody) && status != 204,
@@ -640,9 +661,18 @@ async fn exchange(
     if !dated {
         date(out, answered);
     }
-    line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
-    line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
-    line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
+    if on.upstream_status {
+        line(out, &[b"X-Kong-Upstream-Status: ", code.as_str().as_bytes()]);
+    }
+    if on.upstream_latency {
+        line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
+    }
+    if on.proxy_latency {
+        line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
+    }
+    if on.via {
+        line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
+    }
     if unsized_body && !seen.http10 {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
@@ -1030,11 +1060,17 @@ async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Re
 }
 
 /// Writes an error page and says whether the connection goes on.
-async fn answer_error(client: &mut impl ClientIo, out: &mut Vec<u8>, error: ProxyError, seen: &Seen<'_>) -> Next {
+async fn answer_error(
+    client: &mut impl ClientIo,
+    out: &mut Vec<u8>,
+    error: ProxyError,
+    seen: &Seen<'_>,
+    on: EnabledHeaders,
+) -> Next {
     tracing::debug!(error = %error, "request not proxied");
     let accept = seen.accept.and_then(|a| HeaderValue::from_bytes(a).ok());
     let close = seen.close || matches!(error, ProxyError::BadRequest(_));
-    answer(client, out, error.into_response(accept.as_ref()), seen, close).await
+    answer(client, out, error.into_response(accept.as_ref()), seen, close, on).await
 }
 
 /// Writes one of Gatehouse's own responses (an error page, a plugin's answer), whose body is
@@ -1045,6 +1081,7 @@ async fn answer(
     resp: http::Response<ResBody>,
     seen: &Seen<'_>,
     close: bool,
+    on: EnabledHeaders,
 ) -> Next {
     out.clear();
     let status = resp.status();
@@ -1056,6 +1093,8 @@ async fn answer(
             Field::ContentLength | Field::TransferEncoding => continue,
             // One Connection field (the 426's `Upgrade`), with the connection's own token.
             Field::Connection => own_connection = Some(value),
+            // Kong's `header_filter` drops it from its own answers when `headers` says so.
+            _ if name == http::header::SERVER && !on.server => continue,
             _ => line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]),
         }
     }
@@ -1198,6 +1237,7 @@ mod tests {
             live: Arc::new(Live::new(crate::balancer::Registry::default())),
             connector: Connector::new(),
             trusted: Vec::new(),
+            headers: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
