@@ -105,6 +105,31 @@ const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upst
 const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
 const X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
 
+/// Kong's `header_filter` on the page for an upstream failure (a 502 or 504): Kong counts a
+/// request as proxied once its access phase has ended, so that page gets a proxied answer's
+/// fields: Via, both latencies (the upstream's up to the failure) and, as the upstream status,
+/// the page's own (nginx's `$upstream_status` for a failed try).
+pub(crate) fn mark_upstream_failure(
+    h: &mut http::HeaderMap,
+    status: StatusCode,
+    on: EnabledHeaders,
+    proxy_latency: HeaderValue,
+    sent: Instant,
+) {
+    if on.upstream_status {
+        h.insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(status.as_u16()));
+    }
+    if on.upstream_latency {
+        h.insert(X_KONG_UPSTREAM_LATENCY, millis(sent));
+    }
+    if on.proxy_latency {
+        h.insert(X_KONG_PROXY_LATENCY, proxy_latency);
+    }
+    if on.via {
+        h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));
+    }
+}
+
 /// Milliseconds since `since` as a header value. Latencies are almost always small: those
 /// come from a table of static values, so the two latency headers cost no allocation.
 fn millis(since: Instant) -> HeaderValue {
@@ -129,11 +154,18 @@ impl Proxy {
         let started = Instant::now();
         // Error pages are negotiated on Accept: keep just that (a reference-counted clone).
         let accept = req.headers().get(header::ACCEPT).cloned();
-        match self.forward(req, conn, started).await {
+        let mut went_upstream = None;
+        match self.forward(req, conn, started, &mut went_upstream).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "request not proxied");
-                self.own(e.into_response(accept.as_ref()))
+                let upstream_failure = e.is_upstream_failure();
+                let mut resp = self.own(e.into_response(accept.as_ref()));
+                if let (true, Some((proxy_latency, sent))) = (upstream_failure, went_upstream) {
+                    let status = resp.status();
+                    mark_upstream_failure(resp.headers_mut(), status, self.headers, proxy_latency, sent);
+                }
+                resp
             }
         }
     }
@@ -160,6 +192,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         conn: &Conn,
         started: Instant,
+        went_upstream: &mut Option<(HeaderValue, Instant)>,
     ) -> Result<Response<ResBody>, ProxyError> {
         let config = self.live.load();
         let client_http10 = req.version() == Version::HTTP_10;
@@ -306,6 +339,7 @@ impl Proxy {
         };
         let proxy_latency = millis(started);
         let sent = Instant::now();
+        *went_upstream = Some((proxy_latency.clone(), sent));
         let mut upstream_req = Request::from_parts(parts, body);
         let mut tries_left = service.retries;
         let mut try_number = 0;

@@ -24,7 +24,8 @@ pub struct EnabledHeaders {
 /// The setting's default, as Kong's.
 pub const DEFAULT: &str = "server_tokens, latency_tokens";
 
-/// An entry that names none of the headers or shorthands; the message is Kong's.
+/// An entry that names none of the headers or shorthands (an empty one included), as Kong
+/// refuses it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("headers: invalid entry '{0}'")]
 pub struct InvalidEntry(pub String);
@@ -48,14 +49,18 @@ impl Default for EnabledHeaders {
 impl std::str::FromStr for EnabledHeaders {
     type Err = InvalidEntry;
 
-    /// Kong's reading: names are case-insensitive; `off` as the first entry (or an empty
-    /// list) turns everything off, and anywhere else it is ignored.
+    /// Kong's reading: entries are separated by commas; names are case-insensitive, `off`
+    /// is not; `off` as the first entry (or no entry at all) turns everything off, and
+    /// anywhere else it is ignored.
     fn from_str(list: &str) -> Result<Self, InvalidEntry> {
-        let entries: Vec<&str> = list.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+        let entries: Vec<&str> =
+            if list.trim().is_empty() { Vec::new() } else { list.split(',').map(str::trim).collect() };
         let mut on = EnabledHeaders::NONE;
         for entry in &entries {
+            if *entry == "off" {
+                continue;
+            }
             match entry.to_ascii_lowercase().as_str() {
-                "off" => {}
                 "server_tokens" => (on.server, on.via) = (true, true),
                 "latency_tokens" => (on.proxy_latency, on.upstream_latency) = (true, true),
                 "server" => on.server = true,
@@ -67,7 +72,7 @@ impl std::str::FromStr for EnabledHeaders {
             }
         }
         match entries.first() {
-            Some(first) if !first.eq_ignore_ascii_case("off") => Ok(on),
+            Some(first) if *first != "off" => Ok(on),
             _ => Ok(EnabledHeaders::NONE),
         }
     }
@@ -114,5 +119,9 @@ mod tests {
     fn an_unknown_entry_is_refused_by_name() {
         let err = "server_tokens, x-powered-by".parse::<EnabledHeaders>().unwrap_err();
         assert_eq!(err.to_string(), "headers: invalid entry 'x-powered-by'");
+        // Kong compares `off` exactly and keeps empty entries, which name nothing.
+        assert_eq!("OFF".parse::<EnabledHeaders>().unwrap_err(), InvalidEntry("OFF".into()));
+        assert_eq!("server,".parse::<EnabledHeaders>().unwrap_err(), InvalidEntry(String::new()));
+        assert_eq!("server,,via".parse::<EnabledHeaders>().unwrap_err(), InvalidEntry(String::new()));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_tests::json;
-use gatehouse_tests::proxy::{read_response, Reply, Standalone, TestCert, Upstream};
+use gatehouse_tests::proxy::{dead_port, read_response, Reply, Standalone, TestCert, Upstream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -961,6 +961,8 @@ async fn headers_seen(setting: &str) -> Vec<(&'static str, Reply)> {
     let locked = gw.route(&service, json!({"paths": ["/locked"]})).await;
     let route_id = locked["id"].as_str().expect("route id");
     gw.post(&format!("/routes/{route_id}/plugins"), json!({"name": "key-auth"})).await;
+    let dead = gw.service_at(dead_port(), json!({"retries": 0})).await;
+    gw.route(&dead, json!({"paths": ["/dead"]})).await;
     gw.sync().await;
 
     let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
@@ -973,6 +975,8 @@ async fn headers_seen(setting: &str) -> Vec<(&'static str, Reply)> {
         ("404, general", "/nowhere", &debug),
         ("401, direct", "/locked", &host),
         ("401, general", "/locked", &debug),
+        ("502, direct", "/dead", &host),
+        ("502, general", "/dead", &debug),
     ] {
         // A connection each: once one request took the general path, so do the rest.
         let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
@@ -990,16 +994,19 @@ async fn headers_off_sends_none_of_gatehouses_fields_and_keeps_the_upstreams() {
         match what {
             "proxied, direct" | "proxied, general" => {
                 r.assert_status(200);
-                assert_eq!(r.header("server"), Some("up"), "{what}: {:?}", r.headers);
-                assert_eq!(r.header("via"), Some("1.1 up-hop"), "{what}: {:?}", r.headers);
-                assert_eq!(r.header("x-kong-proxy-latency"), Some("up"), "{what}: {:?}", r.headers);
-                assert_eq!(r.header("x-kong-upstream-latency"), Some("up"), "{what}: {:?}", r.headers);
-                assert_eq!(r.header("x-kong-upstream-status"), Some("999"), "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("via").len(), 1, "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("server"), ["up"], "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("via"), ["1.1 up-hop"], "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("x-kong-proxy-latency"), ["up"], "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("x-kong-upstream-latency"), ["up"], "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("x-kong-upstream-status"), ["999"], "{what}: {:?}", r.headers);
             }
             _ => {
-                assert!(matches!(r.status, 200 | 401 | 404), "{what}: {}", r.status);
-                assert_eq!(r.header("server"), None, "{what}: Server with headers=off: {:?}", r.headers);
+                assert!(matches!(r.status, 200 | 401 | 404 | 502), "{what}: {}", r.status);
+                for name in
+                    ["server", "via", "x-kong-proxy-latency", "x-kong-upstream-latency", "x-kong-upstream-status"]
+                {
+                    assert_eq!(r.header(name), None, "{what}: {name} with headers=off: {:?}", r.headers);
+                }
             }
         }
     }
@@ -1012,12 +1019,21 @@ async fn headers_lists_the_fields_gatehouse_sends() {
             "proxied, direct" | "proxied, general" => {
                 r.assert_status(200);
                 // Server is the upstream's on proxied answers whatever the setting says.
-                assert_eq!(r.header("server"), Some("up"), "{what}: {:?}", r.headers);
-                assert_eq!(r.header("via"), Some("1.1 up-hop"), "{what}: {:?}", r.headers);
-                assert_eq!(r.header("x-kong-proxy-latency"), Some("up"), "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("server"), ["up"], "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("via"), ["1.1 up-hop"], "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("x-kong-proxy-latency"), ["up"], "{what}: {:?}", r.headers);
+                assert_eq!(r.header_all("x-kong-upstream-latency"), ["up"], "{what}: {:?}", r.headers);
                 assert_eq!(r.header_all("x-kong-upstream-status"), ["200"], "{what}: {:?}", r.headers);
             }
-            _ => r.assert_generated(),
+            "502, direct" | "502, general" => {
+                r.assert_generated();
+                assert_eq!(r.header_all("x-kong-upstream-status"), ["502"], "{what}: {:?}", r.headers);
+                assert_eq!(r.header("via"), None, "{what}: {:?}", r.headers);
+            }
+            _ => {
+                r.assert_generated();
+                assert_eq!(r.header("x-kong-upstream-status"), None, "{what}: not proxied: {:?}", r.headers);
+            }
         }
     }
     for (what, r) in headers_seen("server_tokens, latency_tokens").await {
@@ -1031,6 +1047,13 @@ async fn headers_lists_the_fields_gatehouse_sends() {
             assert_eq!(r.header_all("x-kong-upstream-status"), ["999"], "{what}: not ours unless asked for");
         } else {
             r.assert_generated();
+            // Only an upstream failure's page counts as proxied.
+            let via = r.header_all("via");
+            if what.starts_with("502") {
+                assert!(via.len() == 1 && via[0].starts_with("gatehouse/"), "{what}: Via {via:?}");
+            } else {
+                assert!(via.is_empty(), "{what}: Via {via:?}");
+            }
         }
     }
 }

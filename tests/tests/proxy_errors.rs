@@ -37,7 +37,15 @@ fn assert_error_body(reply: &Reply, status: u16, format: &str, msg: &str) {
         assert_eq!(text.trim_end(), body, "{}: {format} body", reply.what);
     }
     assert!(text.ends_with('\n'), "{}: the error body ends with a newline: {text:?}", reply.what);
-    assert!(reply.header("via").is_none(), "{}: a gateway-generated error has no Via", reply.what);
+    // Kong counts a request as proxied once its access phase ended: the page for an upstream
+    // failure carries Via and both latencies, as a proxied answer does.
+    let via = reply.header_all("via");
+    assert!(via.len() == 1 && via[0].starts_with("gatehouse/"), "{}: Via {via:?}", reply.what);
+    for name in ["x-kong-proxy-latency", "x-kong-upstream-latency"] {
+        let v = reply.header_all(name);
+        assert!(v.len() == 1 && v[0].parse::<u64>().is_ok(), "{}: {name} {v:?}", reply.what);
+    }
+    reply.assert_generated();
 }
 
 #[tokio::test]

@@ -33,7 +33,7 @@ use gatehouse_shared::enabled_headers::EnabledHeaders;
 use super::chunked::ChunkedEnd;
 use super::upstream::{Connector, RawConn};
 use super::waiting::{Deadline, Stop};
-use super::{millis_between, uri, Conn, Proxy, ProxyError, ReqBody, ResBody, SERVER_TOKEN};
+use super::{mark_upstream_failure, millis_between, uri, Conn, Proxy, ProxyError, ReqBody, ResBody, SERVER_TOKEN};
 use crate::compiled::Compiled;
 use crate::{plugins, router};
 
@@ -387,12 +387,12 @@ async fn exchange(
         None => (target, None),
     };
     let Some(m) = config.router.find(&router::Request { method, path, host }) else {
-        return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers).await;
+        return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers, None).await;
     };
     let route = &m.route;
     let service = &route.service;
     if route.https_only && !conn.https {
-        return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers).await;
+        return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None).await;
     }
     // A preserved Host is also the TLS server name: such connections are not pooled, which
     // the general path handles.
@@ -505,6 +505,7 @@ async fn exchange(
     let replayable = !matches!(method, "POST" | "PATCH" | "LOCK") && (body.is_empty() || accessed.is_some());
     let sent = Instant::now();
     let proxy_latency = millis_between(started, sent);
+    let went_upstream = Some((&proxy_latency, sent));
     let mut tries_left = service.retries;
     let mut try_number = 0;
     let mut reused_once = false;
@@ -514,8 +515,15 @@ async fn exchange(
             Some(b) => match b.ring().pick(b.position(hash, try_number)) {
                 Some(p) => Some(p.clone()),
                 None => {
-                    return answer_error(client, out, last_failure.unwrap_or(ProxyError::NoPeer), &seen, proxy.headers)
-                        .await
+                    return answer_error(
+                        client,
+                        out,
+                        last_failure.unwrap_or(ProxyError::NoPeer),
+                        &seen,
+                        proxy.headers,
+                        went_upstream,
+                    )
+                    .await
                 }
             },
             None => None,
@@ -542,13 +550,13 @@ async fn exchange(
                         b.observe_failure(p, matches!(e, ProxyError::Timeout));
                     }
                     if tries_left == 0 {
-                        return answer_error(client, out, e, &seen, proxy.headers).await;
+                        return answer_error(client, out, e, &seen, proxy.headers, went_upstream).await;
                     }
                     tries_left -= 1;
                     last_failure = Some(e);
                     continue;
                 }
-                Err(e) => return answer_error(client, out, e, &seen, proxy.headers).await,
+                Err(e) => return answer_error(client, out, e, &seen, proxy.headers, went_upstream).await,
             },
         };
         // The first try on a pooled connection starts when the request was sent; others, after
@@ -569,7 +577,15 @@ async fn exchange(
                 if let (Some(b), Some(p)) = (&service.balancer, &peer) {
                     b.observe_failure(p, false);
                 }
-                return answer_error(client, out, ProxyError::Upstream(e.to_string()), &seen, proxy.headers).await;
+                return answer_error(
+                    client,
+                    out,
+                    ProxyError::Upstream(e.to_string()),
+                    &seen,
+                    proxy.headers,
+                    went_upstream,
+                )
+                .await;
             }
             Ok(Err(e)) => ProxyError::Upstream(e.to_string()),
             Err(_) => ProxyError::Timeout,
@@ -578,7 +594,7 @@ async fn exchange(
             b.observe_failure(p, matches!(failure, ProxyError::Timeout));
         }
         if tries_left == 0 || service.retries == 0 || !replayable {
-            return answer_error(client, out, failure, &seen, proxy.headers).await;
+            return answer_error(client, out, failure, &seen, proxy.headers, went_upstream).await;
         }
         tries_left -= 1;
         last_failure = Some(failure);
@@ -597,6 +613,7 @@ async fn exchange(
             ProxyError::Upstream("unparsable response head".into()),
             &seen,
             proxy.headers,
+            went_upstream,
         )
         .await;
     }
@@ -621,7 +638,15 @@ async fn exchange(
     let close = seen.close || (seen.http10 && unsized_body);
     out.clear();
     let Ok(code) = http::StatusCode::from_u16(status) else {
-        return answer_error(client, out, ProxyError::Upstream("invalid status".into()), &seen, proxy.headers).await;
+        return answer_error(
+            client,
+            out,
+            ProxyError::Upstream("invalid status".into()),
+            &seen,
+            proxy.headers,
+            went_upstream,
+        )
+        .await;
     };
     // The upstream's own reason phrase, even an empty one: nginx passes the status line on,
     // and hyper keeps it on the general path.
@@ -1066,11 +1091,18 @@ async fn answer_error(
     error: ProxyError,
     seen: &Seen<'_>,
     on: EnabledHeaders,
+    went_upstream: Option<(&HeaderValue, Instant)>,
 ) -> Next {
     tracing::debug!(error = %error, "request not proxied");
     let accept = seen.accept.and_then(|a| HeaderValue::from_bytes(a).ok());
     let close = seen.close || matches!(error, ProxyError::BadRequest(_));
-    answer(client, out, error.into_response(accept.as_ref()), seen, close, on).await
+    let upstream_failure = error.is_upstream_failure();
+    let mut resp = error.into_response(accept.as_ref());
+    if let (true, Some((proxy_latency, sent))) = (upstream_failure, went_upstream) {
+        let status = resp.status();
+        mark_upstream_failure(resp.headers_mut(), status, on, proxy_latency.clone(), sent);
+    }
+    answer(client, out, resp, seen, close, on).await
 }
 
 /// Writes one of Gatehouse's own responses (an error page, a plugin's answer), whose body is

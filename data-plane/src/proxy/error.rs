@@ -39,6 +39,12 @@ fn json(status: StatusCode, body: &'static str) -> Response<ResBody> {
 }
 
 impl ProxyError {
+    /// A failure of the upstream itself (connect, timeout, a broken answer), met after the
+    /// request was handed to it: Kong's page for it counts as proxied.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(self, ProxyError::Connect(_) | ProxyError::Timeout | ProxyError::Upstream(_))
+    }
+
     pub fn into_response(self, accept: Option<&HeaderValue>) -> Response<ResBody> {
         match self {
             ProxyError::NoRoute => {
