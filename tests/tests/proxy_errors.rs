@@ -289,3 +289,69 @@ async fn assert_refused(gw: &Standalone, up: &Upstream, cases: &[(&str, &str)]) 
     // A well-formed request still goes through.
     assert_eq!(gw.get("/fine").await.echo().path(), "/fine");
 }
+
+/// Kong's limits on a request head (nginx's `large_client_header_buffers 4 8k`): a request
+/// line over 8 KiB is a 414, a header line over 8 KiB or a head over 32 KiB a 400, each with
+/// Kong's page, and the connection closed; nothing reaches the upstream. A malformed head gets
+/// Kong's 400 page too. Heads within the limits go through.
+#[tokio::test]
+async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("victim").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/"]})).await;
+    gw.sync().await;
+
+    let a = |n: usize| "a".repeat(n);
+    let fields = |count: usize, len: usize| (0..count).map(|i| format!("X-F{i}: {}\r\n", a(len))).collect::<String>();
+    let cases = [
+        ("a 9 KiB request line", format!("GET /{} HTTP/1.1\r\nHost: a.test\r\n\r\n", a(9 * 1024)), 414, "URI too long"),
+        (
+            "a 9 KiB header line",
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}\r\n", fields(1, 9 * 1024)),
+            400,
+            "Bad request",
+        ),
+        (
+            "a 70 KB header line",
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}\r\n", fields(1, 70_000)),
+            400,
+            "Bad request",
+        ),
+        (
+            "40 KiB of 5 KiB lines",
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}\r\n", fields(8, 5 * 1024)),
+            400,
+            "Bad request",
+        ),
+        (
+            "a 9 KiB line still unfinished",
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\nX-Long: {}", a(9 * 1024)),
+            400,
+            "Bad request",
+        ),
+        (
+            "a space in a header name",
+            "GET / HTTP/1.1\r\nHost: a.test\r\nX Bad: 1\r\n\r\n".to_owned(),
+            400,
+            "Bad request",
+        ),
+        ("a request line that is not HTTP", "THIS IS NOT HTTP\r\n\r\n".to_owned(), 400, "Bad request"),
+    ];
+    for (what, raw, status, message) in &cases {
+        let reply = gw.send_raw(raw.as_bytes()).await.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert_eq!(reply.status, *status, "{what}: {:?}", reply.text().chars().take(200).collect::<String>());
+        assert_eq!(reply.text(), format!("{message}\n"), "{what}");
+        assert_eq!(reply.header("connection"), Some("close"), "{what}: {:?}", reply.headers);
+        reply.assert_generated();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.paths(), Vec::<String>::new(), "refused heads reached the upstream");
+
+    // Within the limits: a 7 KiB line and 24 KiB of 6 KiB lines.
+    for (what, extra) in [("a 7 KiB line", fields(1, 7 * 1024)), ("24 KiB of 6 KiB lines", fields(4, 6 * 1024))] {
+        let raw = format!("GET /fine HTTP/1.1\r\nHost: a.test\r\n{extra}\r\n");
+        let reply = gw.send_raw(raw.as_bytes()).await.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        reply.assert_status(200);
+        assert_eq!(reply.echo().header("x-f0").map(str::len), Some(extra.find('\r').unwrap_or(0) - 6), "{what}");
+    }
+}

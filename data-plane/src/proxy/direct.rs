@@ -37,8 +37,14 @@ use super::{mark_upstream_failure, millis_between, uri, Conn, Proxy, ProxyError,
 use crate::compiled::Compiled;
 use crate::{plugins, router};
 
-/// A head not complete within this many bytes goes to hyper, which has its own limit.
-const MAX_HEAD: usize = 16 * 1024;
+/// Kong's limits on a request head, nginx's `large_client_header_buffers 4 8k`: each line
+/// must fit one 8 KiB buffer, and the head four of them. A longer head is refused (414 for the
+/// request line, else 400) and never forwarded.
+const MAX_LINE: usize = 8 * 1024;
+const MAX_HEAD: usize = 4 * MAX_LINE;
+/// hyper's read buffer on connections handed to it: later heads on them are held to about
+/// Kong's limit too (hyper answers a longer one with an empty 431 and closes).
+const HYPER_MAX_BUF: usize = 2 * MAX_HEAD;
 /// Request headers parsed here; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
 /// Longest request body the direct path takes (read whole, then sent with the head: a body
@@ -50,6 +56,9 @@ const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Longest upstream response head accepted.
 const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
 const READ_RESERVE: usize = 8 * 1024;
+/// How long, and for how many bytes, a refused client is read from before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 /// How long a client may take to accept bytes of a response before it is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -101,11 +110,28 @@ pub async fn serve<S: ClientIo>(
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
-            // `Some(head unfinished)` hands the connection to hyper.
-            let hand_off = match req.parse(&buf) {
+            // `true` hands the connection to hyper.
+            let parsed = req.parse(&buf);
+            let refusal = match parsed {
+                Ok(httparse::Status::Complete(len)) => oversized(&buf[..len], true),
+                Ok(httparse::Status::Partial) => oversized(&buf, false),
+                // More fields than parsed here: hyper takes up to 100. Over TLS, a version
+                // that is not HTTP/1 may be HTTP/2 with prior knowledge, which hyper detects.
+                Err(httparse::Error::TooManyHeaders) => None,
+                Err(httparse::Error::Version) if conn.https => None,
+                // hyper would refuse it too, with an empty 400; Kong answers with its page.
+                Err(_) => Some(ProxyError::BadRequest("a malformed request head")),
+            };
+            if let Some(refusal) = refusal {
+                let seen = Seen { close: true, ..Seen::default() };
+                answer_error(&mut tcp, &mut scratch.out, refusal, &seen, proxy.headers, None).await;
+                linger(&mut tcp).await;
+                return;
+            }
+            let hand_off = match parsed {
                 Ok(httparse::Status::Complete(len)) => match body_length(req.headers) {
                     // A short body is read whole first, then sent with the head.
-                    Some(n) if buf.len() < len + n => None,
+                    Some(n) if buf.len() < len + n => false,
                     Some(n) => {
                         let body = &buf[len..len + n];
                         match exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await {
@@ -115,20 +141,20 @@ pub async fn serve<S: ClientIo>(
                                 continue;
                             }
                             Next::Close => return,
-                            Next::Handoff => Some(false),
+                            Next::Handoff => true,
                         }
                     }
-                    None => Some(false),
+                    None => true,
                 },
-                Ok(httparse::Status::Partial) => (buf.len() >= MAX_HEAD).then_some(true),
-                // Malformed, or more headers than parsed here: hyper answers as it would.
-                Err(_) => Some(false),
+                Ok(httparse::Status::Partial) => false,
+                // More fields than parsed here, maybe not all read yet; or a version for hyper.
+                Err(_) => true,
             };
-            if let Some(unfinished) = hand_off {
-                // A head begun here keeps the deadline it had, rather than hyper's afresh.
-                let head_by = deadline.filter(|_| unfinished);
+            if hand_off {
+                // A head begun here keeps the deadline it had, rather than hyper's afresh
+                // (for a head already complete, it ends at once).
                 let shutdown = stop.into_receiver();
-                return handoff(proxy, conn, tcp, buf.freeze(), head_by, shutdown, header_read).await;
+                return handoff(proxy, conn, tcp, buf.freeze(), deadline, shutdown, header_read).await;
             }
         }
         // Between requests, a shutdown ends the connection.
@@ -169,7 +195,12 @@ pub async fn handoff<S: ClientIo>(
     if !https {
         builder = builder.http1_only();
     }
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read).keep_alive(true);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read)
+        .keep_alive(true)
+        .max_buf_size(HYPER_MAX_BUF);
     let service = crate::server::service(proxy, conn, smuggling);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
@@ -179,6 +210,42 @@ pub async fn handoff<S: ClientIo>(
     }
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
+}
+
+/// A client whose head was refused before it was read to the end may still be sending it.
+/// Closing with bytes unread resets the connection, which can destroy the answer before the
+/// client reads it; so, like nginx's lingering close, what still comes is read and dropped for
+/// a short while (bounded in time and bytes) first.
+async fn linger(client: &mut impl ClientIo) {
+    let until = tokio::time::Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut budget = LINGER_BYTES;
+    while budget > 0 {
+        match tokio::time::timeout_at(until, client.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+            _ => return,
+        }
+    }
+}
+
+/// The refusal of a head over Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), `head` being all
+/// of it or, unfinished, all read so far. Heads of a line's length or less pass unscanned.
+fn oversized(head: &[u8], complete: bool) -> Option<ProxyError> {
+    if head.len() <= MAX_LINE {
+        return None;
+    }
+    let mut lines = head.split(|b| *b == b'\n');
+    // An unfinished last line counts as it stands: it can only grow.
+    if lines.next().is_some_and(|request_line| request_line.len() > MAX_LINE) {
+        return Some(ProxyError::UriTooLong);
+    }
+    if lines.any(|field| field.len() > MAX_LINE) {
+        return Some(ProxyError::BadRequest("a header line longer than 8 KiB"));
+    }
+    if head.len() > MAX_HEAD || (!complete && head.len() == MAX_HEAD) {
+        return Some(ProxyError::BadRequest("a request head longer than 32 KiB"));
+    }
+    None
 }
 
 /// The body length a request declares when the direct path can take its body: none is 0.
@@ -1137,6 +1204,8 @@ async fn answer(
     };
     line(out, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
     match own_connection {
+        // An answer that closes says so itself (a 400, a 414).
+        Some(v) if close && has_token(&[v.as_bytes()], b"close") => line(out, &[b"Connection: ", v.as_bytes()]),
         Some(v) if close => line(out, &[b"Connection: ", v.as_bytes(), b", close"]),
         Some(v) if seen.http10 => line(out, &[b"Connection: ", v.as_bytes(), b", keep-alive"]),
         Some(v) => line(out, &[b"Connection: ", v.as_bytes()]),
@@ -1313,14 +1382,17 @@ mod tests {
     /// A head too long for the direct path goes to hyper unfinished; it must still be complete
     /// by the deadline it had here, not by a fresh one of hyper's.
     #[tokio::test]
-    async fn a_long_head_handed_over_keeps_its_deadline() {
+    async fn an_unfinished_head_handed_over_keeps_its_deadline() {
         let addr = serving(Duration::from_millis(1000)).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
-        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ").await.unwrap();
-        client.write_all(&[b'a'; 8 * 1024]).await.unwrap();
-        // Past 16 KiB 700 ms in: the direct path hands the head over with 300 ms left.
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
-        client.write_all(&[b'a'; 9 * 1024]).await.unwrap();
+        // More fields than the direct path parses, 700 ms in: it hands the head over with
+        // 300 ms left.
+        for i in 0..MAX_HEADERS + 1 {
+            client.write_all(format!("X-F{i}: 1\r\n").as_bytes()).await.unwrap();
+        }
+        client.write_all(b"X-Pad: ").await.unwrap();
         // At 50 ms a byte, the old deadline allows about 6 more bytes; a fresh one, about 20.
         let sent = trickle(&mut client, &[b'a'; 60], Duration::from_millis(50)).await;
         assert!(sent < 13, "{sent} bytes were taken after the head's deadline");

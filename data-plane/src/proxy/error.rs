@@ -17,6 +17,8 @@ pub enum ProxyError {
     HttpsRequired,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("request line too long")]
+    UriTooLong,
     #[error("upstream connect failed: {0}")]
     Connect(String),
     #[error("upstream timed out")]
@@ -63,6 +65,11 @@ impl ProxyError {
             ),
             ProxyError::BadRequest(_) => {
                 let mut r = negotiated(StatusCode::BAD_REQUEST, accept);
+                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                r
+            }
+            ProxyError::UriTooLong => {
+                let mut r = negotiated(StatusCode::URI_TOO_LONG, accept);
                 r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                 r
             }
