@@ -5,13 +5,7 @@
 //!
 //! It follows message framing (length, chunked, trailers) to find each head, and stops looking
 //! after an `Upgrade` request, when the connection may stop being HTTP.
-//!
-//! Because it knows where the first head ends, it also carries the deadline of a head that the
-//! direct path began to read and handed over unfinished: hyper's own header timeout starts
-//! afresh when it takes the connection, which would give a client trickling a long head a
-//! second full allowance.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,8 +47,6 @@ pub struct HeadGuard<IO> {
     saw_te: bool,
     upgrade: bool,
     first_line: bool,
-    /// When the first head must be complete; dropped once it is.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<IO> HeadGuard<IO> {
@@ -70,15 +62,8 @@ impl<IO> HeadGuard<IO> {
             saw_te: false,
             upgrade: false,
             first_line: true,
-            deadline: None,
         };
         (guard, flag)
-    }
-
-    /// Reads fail with `TimedOut` if the first head is not complete by `at`.
-    pub fn first_head_by(mut self, at: tokio::time::Instant) -> Self {
-        self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
-        self
     }
 
     fn scan(&mut self, mut bytes: &[u8]) {
@@ -164,7 +149,6 @@ impl<IO> HeadGuard<IO> {
     }
 
     fn end_head(&mut self) {
-        self.deadline = None;
         if self.saw_te && self.saw_length.is_some() {
             self.flag.0.store(true, Ordering::Relaxed);
         }
@@ -192,14 +176,6 @@ impl<IO> HeadGuard<IO> {
 
 impl<IO: AsyncRead + Unpin> AsyncRead for HeadGuard<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if let Some(deadline) = self.deadline.as_mut() {
-            if deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "request head not complete in time",
-                )));
-            }
-        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {

@@ -164,7 +164,7 @@ async fn serve(
                     };
                     // HTTP/1.1 over TLS takes the direct path too; HTTP/2 is hyper's.
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        direct::handoff(proxy, conn, stream, Bytes::new(), None, shutdown, HEADER_READ).await;
+                        direct::handoff(proxy, conn, stream, Bytes::new(), shutdown, HEADER_READ).await;
                     } else {
                         direct::serve(proxy, conn, stream, shutdown, HEADER_READ).await;
                     }

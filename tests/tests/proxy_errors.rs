@@ -329,6 +329,25 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
             400,
             "Bad request",
         ),
+        // More fields than the direct path parses (hyper's then), over the limits all the same.
+        (
+            "70 fields, one of 20 KB",
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}{}\r\n", fields(70, 1), fields(1, 20_000)),
+            400,
+            "Bad request",
+        ),
+        (
+            "a 9 KiB request line and 70 fields",
+            format!("GET /{} HTTP/1.1\r\nHost: a.test\r\n{}\r\n", a(9 * 1024), fields(70, 1)),
+            414,
+            "URI too long",
+        ),
+        (
+            "90 fields of 700 bytes",
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}\r\n", fields(90, 700)),
+            400,
+            "Bad request",
+        ),
         (
             "a space in a header name",
             "GET / HTTP/1.1\r\nHost: a.test\r\nX Bad: 1\r\n\r\n".to_owned(),
@@ -347,8 +366,13 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(up.paths(), Vec::<String>::new(), "refused heads reached the upstream");
 
-    // Within the limits: a 7 KiB line and 24 KiB of 6 KiB lines.
-    for (what, extra) in [("a 7 KiB line", fields(1, 7 * 1024)), ("24 KiB of 6 KiB lines", fields(4, 6 * 1024))] {
+    // Within the limits: a 7 KiB line, 24 KiB of 6 KiB lines, and more fields than the
+    // direct path parses (hyper takes them).
+    for (what, extra) in [
+        ("a 7 KiB line", fields(1, 7 * 1024)),
+        ("24 KiB of 6 KiB lines", fields(4, 6 * 1024)),
+        ("80 fields of 300 bytes", fields(80, 300)),
+    ] {
         let raw = format!("GET /fine HTTP/1.1\r\nHost: a.test\r\n{extra}\r\n");
         let reply = gw.send_raw(raw.as_bytes()).await.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
         reply.assert_status(200);

@@ -47,6 +47,8 @@ const MAX_HEAD: usize = 4 * MAX_LINE;
 const HYPER_MAX_BUF: usize = 2 * MAX_HEAD;
 /// Request headers parsed here; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
+/// Request headers hyper parses; it answers a request with more with 431.
+const HYPER_MAX_HEADERS: usize = 100;
 /// Longest request body the direct path takes (read whole, then sent with the head: a body
 /// this short fits the socket buffers, so an upstream that answers before reading it all
 /// cannot stall the write). Longer bodies stream through hyper.
@@ -110,13 +112,18 @@ pub async fn serve<S: ClientIo>(
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
-            // `true` hands the connection to hyper.
             let parsed = req.parse(&buf);
-            let refusal = match parsed {
+            // A head with more fields than parsed here is hyper's (it takes up to 100) once it
+            // is complete and within Kong's limits: until then it is read here.
+            let head = match parsed {
+                Err(httparse::Error::TooManyHeaders) => wide_head(&buf),
+                other => other,
+            };
+            let refusal = match head {
                 Ok(httparse::Status::Complete(len)) => oversized(&buf[..len], true),
                 Ok(httparse::Status::Partial) => oversized(&buf, false),
-                // More fields than parsed here: hyper takes up to 100. Over TLS, a version
-                // that is not HTTP/1 may be HTTP/2 with prior knowledge, which hyper detects.
+                // More fields than hyper takes: its 431. Over TLS, a version that is not
+                // HTTP/1 may be HTTP/2 with prior knowledge, which hyper detects.
                 Err(httparse::Error::TooManyHeaders) => None,
                 Err(httparse::Error::Version) if conn.https => None,
                 // hyper would refuse it too, with an empty 400; Kong answers with its page.
@@ -128,6 +135,7 @@ pub async fn serve<S: ClientIo>(
                 linger(&mut tcp).await;
                 return;
             }
+            // `true` hands the connection to hyper.
             let hand_off = match parsed {
                 Ok(httparse::Status::Complete(len)) => match body_length(req.headers) {
                     // A short body is read whole first, then sent with the head.
@@ -147,14 +155,11 @@ pub async fn serve<S: ClientIo>(
                     None => true,
                 },
                 Ok(httparse::Status::Partial) => false,
-                // More fields than parsed here, maybe not all read yet; or a version for hyper.
-                Err(_) => true,
+                Err(_) => !matches!(head, Ok(httparse::Status::Partial)),
             };
             if hand_off {
-                // A head begun here keeps the deadline it had, rather than hyper's afresh
-                // (for a head already complete, it ends at once).
                 let shutdown = stop.into_receiver();
-                return handoff(proxy, conn, tcp, buf.freeze(), deadline, shutdown, header_read).await;
+                return handoff(proxy, conn, tcp, buf.freeze(), shutdown, header_read).await;
             }
         }
         // Between requests, a shutdown ends the connection.
@@ -173,23 +178,18 @@ pub async fn serve<S: ClientIo>(
 }
 
 /// hyper serves the rest of the connection, beginning with the bytes already read (none for
-/// a connection that negotiated HTTP/2), until it ends or shutdown drains it. `head_by` is
-/// the deadline of a request head those bytes begin but do not finish.
+/// a connection that negotiated HTTP/2), until it ends or shutdown drains it.
 pub async fn handoff<S: ClientIo>(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
     tcp: S,
     read: Bytes,
-    head_by: Option<tokio::time::Instant>,
     mut shutdown: watch::Receiver<bool>,
     header_read: Duration,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let https = conn.https;
-    let (mut io, smuggling) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
-    if let Some(at) = head_by {
-        io = io.first_head_by(at);
-    }
+    let (io, smuggling) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // Over TLS without ALPN a client may still speak HTTP/2 (prior knowledge): hyper tells.
     if !https {
@@ -228,13 +228,21 @@ async fn linger(client: &mut impl ClientIo) {
     }
 }
 
+/// How far a head with more than [`MAX_HEADERS`] fields goes, parsed as hyper parses it.
+fn wide_head(buf: &[u8]) -> Result<httparse::Status<usize>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
+    httparse::Request::new(&mut headers).parse(buf)
+}
+
 /// The refusal of a head over Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), `head` being all
 /// of it or, unfinished, all read so far. Heads of a line's length or less pass unscanned.
 fn oversized(head: &[u8], complete: bool) -> Option<ProxyError> {
     if head.len() <= MAX_LINE {
         return None;
     }
-    let mut lines = head.split(|b| *b == b'\n');
+    // Empty lines before a request line are skipped, as httparse and nginx skip them.
+    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(head.len());
+    let mut lines = head[start..].split(|b| *b == b'\n');
     // An unfinished last line counts as it stands: it can only grow.
     if lines.next().is_some_and(|request_line| request_line.len() > MAX_LINE) {
         return Some(ProxyError::UriTooLong);
