@@ -988,18 +988,23 @@ async fn headers_seen(setting: &str) -> Vec<(&'static str, Reply)> {
     seen
 }
 
+/// A proxied answer of [`WITH_OWN_FIELDS`] whose Via and latencies are the upstream's, one of
+/// each (Server is always the upstream's on proxied answers), with this upstream status.
+#[track_caller]
+fn assert_upstreams_fields(what: &str, r: &Reply, upstream_status: &str) {
+    r.assert_status(200);
+    assert_eq!(r.header_all("server"), ["up"], "{what}: {:?}", r.headers);
+    assert_eq!(r.header_all("via"), ["1.1 up-hop"], "{what}: {:?}", r.headers);
+    assert_eq!(r.header_all("x-kong-proxy-latency"), ["up"], "{what}: {:?}", r.headers);
+    assert_eq!(r.header_all("x-kong-upstream-latency"), ["up"], "{what}: {:?}", r.headers);
+    assert_eq!(r.header_all("x-kong-upstream-status"), [upstream_status], "{what}: {:?}", r.headers);
+}
+
 #[tokio::test]
 async fn headers_off_sends_none_of_gatehouses_fields_and_keeps_the_upstreams() {
     for (what, r) in headers_seen("off").await {
         match what {
-            "proxied, direct" | "proxied, general" => {
-                r.assert_status(200);
-                assert_eq!(r.header_all("server"), ["up"], "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("via"), ["1.1 up-hop"], "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("x-kong-proxy-latency"), ["up"], "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("x-kong-upstream-latency"), ["up"], "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("x-kong-upstream-status"), ["999"], "{what}: {:?}", r.headers);
-            }
+            "proxied, direct" | "proxied, general" => assert_upstreams_fields(what, &r, "999"),
             _ => {
                 assert!(matches!(r.status, 200 | 401 | 404 | 502), "{what}: {}", r.status);
                 for name in
@@ -1016,15 +1021,7 @@ async fn headers_off_sends_none_of_gatehouses_fields_and_keeps_the_upstreams() {
 async fn headers_lists_the_fields_gatehouse_sends() {
     for (what, r) in headers_seen("Server, x-kong-upstream-status").await {
         match what {
-            "proxied, direct" | "proxied, general" => {
-                r.assert_status(200);
-                // Server is the upstream's on proxied answers whatever the setting says.
-                assert_eq!(r.header_all("server"), ["up"], "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("via"), ["1.1 up-hop"], "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("x-kong-proxy-latency"), ["up"], "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("x-kong-upstream-latency"), ["up"], "{what}: {:?}", r.headers);
-                assert_eq!(r.header_all("x-kong-upstream-status"), ["200"], "{what}: {:?}", r.headers);
-            }
+            "proxied, direct" | "proxied, general" => assert_upstreams_fields(what, &r, "200"),
             "502, direct" | "502, general" => {
                 r.assert_generated();
                 assert_eq!(r.header_all("x-kong-upstream-status"), ["502"], "{what}: {:?}", r.headers);
