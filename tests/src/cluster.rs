@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::{cp_binary, free_port, Database};
+use crate::{cp_binary, free_ports, Database};
 
 /// A shared cluster certificate, written by `gatehouse-cp gen-cert`.
 pub struct ClusterCert {
@@ -134,10 +134,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts a control plane on `db` (migrated already for Postgres), with extra environment.
     pub async fn start(db: &Database, cert: &ClusterCert, extra: &[(&str, &str)]) -> ControlPlane {
+        let [admin_port, cluster_port] = free_ports();
         let mut cp = ControlPlane {
             admin: String::new(),
-            admin_port: free_port(),
-            cluster_port: free_port(),
+            admin_port,
+            cluster_port,
             extra: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             db_url: db.url.clone(),
             cert: (cert.cert.clone(), cert.key.clone()),
@@ -243,7 +244,7 @@ impl DataPlane {
     pub async fn start(control_plane: &str, cert: &ClusterCert, extra: &[(&str, &str)]) -> DataPlane {
         let dir = tempfile::tempdir().expect("dp dir");
         let cache_dir = dir.path().join("cache");
-        let port = free_port();
+        let [port, proxy_port] = free_ports();
         let mut env = vec![
             ("GATEHOUSE_CLUSTER_CONTROL_PLANE".to_string(), control_plane.to_string()),
             ("GATEHOUSE_CLUSTER_CERT".into(), cert.cert.display().to_string()),
@@ -251,7 +252,7 @@ impl DataPlane {
             ("GATEHOUSE_CACHE_DIR".into(), cache_dir.display().to_string()),
             ("GATEHOUSE_STATUS_LISTEN".into(), format!("127.0.0.1:{port}")),
             ("GATEHOUSE_STATUS_INTERVAL_MS".into(), "500".into()),
-            ("GATEHOUSE_PROXY_LISTEN".into(), format!("127.0.0.1:{}", free_port())),
+            ("GATEHOUSE_PROXY_LISTEN".into(), format!("127.0.0.1:{proxy_port}")),
             ("GATEHOUSE_PROXY_SSL_LISTEN".into(), "off".into()),
             ("GATEHOUSE_BACKOFF_MIN_MS".into(), "100".into()),
             ("GATEHOUSE_BACKOFF_MAX_MS".into(), "500".into()),

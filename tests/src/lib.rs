@@ -293,6 +293,21 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// `N` different ports that were free a moment ago: two calls of [`free_port`] can return
+/// the same port, and one process cannot listen twice on it.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut ports = [0; N];
+    let mut found = 0;
+    while found < N {
+        let p = free_port();
+        if !ports[..found].contains(&p) {
+            ports[found] = p;
+            found += 1;
+        }
+    }
+    ports
+}
+
 /// Environment for one `gatehouse-cp` invocation.
 fn cp_env(db: &Database, prefix: &Path, admin_port: u16, ssl_port: Option<u16>) -> Vec<(String, String)> {
     vec![
@@ -441,8 +456,8 @@ impl Gateway {
     }
 
     async fn try_spawn(&mut self) -> Result<(), String> {
-        let port = free_port();
-        let ssl_port = self.opts.admin_ssl.then(free_port);
+        let [port, ssl] = free_ports();
+        let ssl_port = self.opts.admin_ssl.then_some(ssl);
         let prefix = self.work.path().join("prefix");
         let env = cp_env(&self.db, &prefix, port, ssl_port);
         let stdout = std::fs::File::create(self.work.path().join("cp.stdout.log")).expect("stdout log");

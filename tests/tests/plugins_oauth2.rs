@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use gatehouse_tests::cluster::{ClusterCert, ControlPlane, DataPlane};
 use gatehouse_tests::proxy::{exchange, Reply, Standalone, Upstream};
-use gatehouse_tests::{free_port, id_of, json, migrate, Backend, Database};
+use gatehouse_tests::{free_ports, id_of, json, migrate, Backend, Database};
 use serde_json::Value;
 
 /// The application's only redirect URI.
@@ -741,7 +741,7 @@ async fn postgres() -> Database {
 }
 
 async fn data_plane(cp: &ControlPlane, cert: &ClusterCert, extra: &[(&str, &str)]) -> Node {
-    let (plain, tls) = (free_port(), free_port());
+    let [plain, tls] = free_ports();
     let listen = format!("127.0.0.1:{plain}");
     let tls_listen = format!("127.0.0.1:{tls}");
     let mut env =
