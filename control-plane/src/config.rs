@@ -173,7 +173,7 @@ impl Config {
         let headers = headers.parse().map_err(|e: enabled_headers::InvalidEntry| ConfigError::Invalid {
             key: "headers",
             value: e.0,
-            reason: "expected off, server_tokens, latency_tokens or a header Gatehouse adds",
+            reason: enabled_headers::EXPECTED,
         })?;
         let defaults = SyncSettings::default();
         let sync = SyncSettings {

@@ -197,7 +197,7 @@ impl Config {
             |e: enabled_headers::InvalidEntry| ConfigError::Invalid {
                 key: "headers",
                 value: e.0,
-                reason: "expected off, server_tokens, latency_tokens or a header Gatehouse adds",
+                reason: enabled_headers::EXPECTED,
             },
         )?;
         let plugins = pick("plugins", raw.plugins, "bundled");

@@ -105,22 +105,21 @@ const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upst
 const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
 const X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstream-status");
 
-/// Kong's `header_filter` on the page for an upstream failure (a 502 or 504): Kong counts a
-/// request as proxied once its access phase has ended, so that page gets a proxied answer's
-/// fields: Via, both latencies (the upstream's up to the failure) and, as the upstream status,
-/// the page's own (nginx's `$upstream_status` for a failed try).
-pub(crate) fn mark_upstream_failure(
+/// Kong's `header_filter` on a proxied answer: each of Gatehouse's fields the `headers`
+/// setting turns on replaces the upstream's field of that name; one turned off leaves the
+/// upstream's alone.
+fn add_own_fields(
     h: &mut http::HeaderMap,
-    status: StatusCode,
     on: EnabledHeaders,
+    status: StatusCode,
+    upstream_latency: HeaderValue,
     proxy_latency: HeaderValue,
-    sent: Instant,
 ) {
     if on.upstream_status {
         h.insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(status.as_u16()));
     }
     if on.upstream_latency {
-        h.insert(X_KONG_UPSTREAM_LATENCY, millis(sent));
+        h.insert(X_KONG_UPSTREAM_LATENCY, upstream_latency);
     }
     if on.proxy_latency {
         h.insert(X_KONG_PROXY_LATENCY, proxy_latency);
@@ -128,6 +127,20 @@ pub(crate) fn mark_upstream_failure(
     if on.via {
         h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));
     }
+}
+
+/// The page for an upstream failure (a 502 or 504) counts as proxied in Kong, which marks a
+/// request so once its access phase has ended: it gets [`add_own_fields`], the upstream's
+/// latency being the time up to the failure and its status the page's own (nginx's
+/// `$upstream_status` for a failed try).
+pub(crate) fn mark_upstream_failure(
+    h: &mut http::HeaderMap,
+    status: StatusCode,
+    on: EnabledHeaders,
+    proxy_latency: HeaderValue,
+    sent: Instant,
+) {
+    add_own_fields(h, on, status, millis(sent), proxy_latency);
 }
 
 /// Milliseconds since `since` as a header value. Latencies are almost always small: those
@@ -476,20 +489,7 @@ impl Proxy {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let h = &mut parts.headers;
-        // Each replaces the upstream's field of that name when on; off, the upstream's stays.
-        let on = self.headers;
-        if on.upstream_status {
-            h.insert(X_KONG_UPSTREAM_STATUS, HeaderValue::from(parts.status.as_u16()));
-        }
-        if on.upstream_latency {
-            h.insert(X_KONG_UPSTREAM_LATENCY, upstream_latency);
-        }
-        if on.proxy_latency {
-            h.insert(X_KONG_PROXY_LATENCY, proxy_latency);
-        }
-        if on.via {
-            h.insert(header::VIA, HeaderValue::from_static(SERVER_TOKEN));
-        }
+        add_own_fields(h, self.headers, parts.status, upstream_latency, proxy_latency);
         if let Some(cookie) = hashed.set_cookie {
             h.append(header::SET_COOKIE, cookie);
         }

@@ -24,6 +24,9 @@ pub struct EnabledHeaders {
 /// The setting's default, as Kong's.
 pub const DEFAULT: &str = "server_tokens, latency_tokens";
 
+/// What a configuration error says the setting accepts.
+pub const EXPECTED: &str = "expected off, server_tokens, latency_tokens or a header Gatehouse adds";
+
 /// An entry that names none of the headers or shorthands (an empty one included), as Kong
 /// refuses it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
