@@ -1,13 +1,14 @@
 //! Request-smuggling guard for HTTP/1 connections. hyper resolves a request carrying both
 //! `Content-Length` and `Transfer-Encoding` by dropping the length (RFC 9112 §6.3) before the
-//! proxy sees the headers; Gatehouse refuses such requests outright, so this wrapper reads the
-//! raw request heads as they pass and flags the connection when one carries both.
+//! proxy sees the headers, and accepts a repeated length that agrees or codings around
+//! `chunked`; nginx, hence Kong, refuses them all, and so does Gatehouse. This wrapper reads
+//! the raw request heads as they pass and flags the connection when one is framed so.
 //!
 //! It follows message framing (length, chunked, trailers) to find each head, and stops looking
 //! after an `Upgrade` request, when the connection may stop being HTTP.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -27,13 +28,25 @@ enum State {
     Off,
 }
 
-/// The flag the proxy checks for each request.
+/// What the proxy checks for each request: which head on the connection (counting from 1)
+/// was the first framed ambiguously. hyper serves an HTTP/1 connection's requests one at a
+/// time and in order, so the requests before it are answered as usual.
 #[derive(Debug, Clone, Default)]
-pub struct Smuggling(Arc<AtomicBool>);
+pub struct Smuggling(Arc<Counts>);
+
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// 0 while no head was ambiguous.
+    first_ambiguous: AtomicU64,
+    served: AtomicU64,
+}
 
 impl Smuggling {
-    pub fn detected(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    /// Called once per request, in order: whether this one is the ambiguous one (or later).
+    pub fn refuse_next(&self) -> bool {
+        let this = self.0.served.fetch_add(1, Ordering::Relaxed) + 1;
+        let bad = self.0.first_ambiguous.load(Ordering::Relaxed);
+        bad != 0 && this >= bad
     }
 }
 
@@ -45,8 +58,12 @@ pub struct HeadGuard<IO> {
     saw_length: Option<u64>,
     saw_chunked: bool,
     saw_te: bool,
+    /// A second length or coding field, or a coding other than plain `chunked`.
+    ambiguous: bool,
     upgrade: bool,
     first_line: bool,
+    /// Heads seen so far.
+    heads: u64,
 }
 
 impl<IO> HeadGuard<IO> {
@@ -60,8 +77,10 @@ impl<IO> HeadGuard<IO> {
             saw_length: None,
             saw_chunked: false,
             saw_te: false,
+            ambiguous: false,
             upgrade: false,
             first_line: true,
+            heads: 0,
         };
         (guard, flag)
     }
@@ -139,8 +158,10 @@ impl<IO> HeadGuard<IO> {
         let name = &line[..colon];
         let value = std::str::from_utf8(&line[colon + 1..]).unwrap_or("").trim();
         if name.eq_ignore_ascii_case(b"content-length") {
+            self.ambiguous |= self.saw_length.is_some();
             self.saw_length = Some(value.parse().unwrap_or(0));
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.ambiguous |= self.saw_te || !value.eq_ignore_ascii_case("chunked");
             self.saw_te = true;
             self.saw_chunked = value.to_ascii_lowercase().ends_with("chunked");
         } else if name.eq_ignore_ascii_case(b"upgrade") {
@@ -149,8 +170,10 @@ impl<IO> HeadGuard<IO> {
     }
 
     fn end_head(&mut self) {
-        if self.saw_te && self.saw_length.is_some() {
-            self.flag.0.store(true, Ordering::Relaxed);
+        self.heads += 1;
+        if self.ambiguous || (self.saw_te && self.saw_length.is_some()) {
+            let first = &self.flag.0.first_ambiguous;
+            let _ = first.compare_exchange(0, self.heads, Ordering::Relaxed, Ordering::Relaxed);
         }
         self.state = if self.upgrade {
             State::Off
@@ -170,6 +193,7 @@ impl<IO> HeadGuard<IO> {
         self.saw_length = None;
         self.saw_te = false;
         self.saw_chunked = false;
+        self.ambiguous = false;
         self.upgrade = false;
     }
 }
@@ -213,18 +237,35 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HeadGuard<IO> {
 mod tests {
     use super::*;
 
+    /// Whether any head in `chunks` is ambiguous.
     fn scan(chunks: &[&[u8]]) -> bool {
         let (mut g, flag) = HeadGuard::new(());
         for c in chunks {
             g.scan(c);
         }
-        flag.detected()
+        flag.0.first_ambiguous.load(Ordering::Relaxed) != 0
+    }
+
+    #[test]
+    fn only_the_ambiguous_request_and_those_after_it_are_refused() {
+        let (mut g, flag) = HeadGuard::new(());
+        g.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx");
+        assert_eq!([flag.refuse_next(), flag.refuse_next(), flag.refuse_next()], [false, true, true]);
     }
 
     #[test]
     fn flags_length_with_transfer_encoding_in_either_order() {
         assert!(scan(&[b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"]));
         assert!(scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: a\r\ncontent-length: 4\r\n\r\n"]));
+    }
+
+    #[test]
+    fn flags_repeated_framing_fields_and_codings_besides_chunked() {
+        assert!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"]));
+        assert!(scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"]));
+        assert!(scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"]));
+        assert!(!scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"]));
+        assert!(!scan(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"]));
     }
 
     #[test]

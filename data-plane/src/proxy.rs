@@ -185,10 +185,7 @@ impl Proxy {
 
     /// The answer to a request whose framing is ambiguous (see `head_guard`): 400, close.
     pub fn refuse_smuggling<B>(&self, req: &Request<B>) -> Response<ResBody> {
-        self.own(
-            ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
-                .into_response(req.headers().get(header::ACCEPT)),
-        )
+        self.own(ProxyError::BadRequest("ambiguous framing").into_response(req.headers().get(header::ACCEPT)))
     }
 
     /// One of Gatehouse's own answers (an error page, a plugin's rejection): it says

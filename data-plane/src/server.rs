@@ -217,7 +217,7 @@ pub(crate) fn service(
         let smuggling = smuggling.clone();
         let conn = conn.clone();
         async move {
-            if smuggling.detected() {
+            if smuggling.refuse_next() {
                 return Ok(proxy.refuse_smuggling(&req));
             }
             Ok(proxy.handle(req, &conn).await)

@@ -542,7 +542,8 @@ impl Echo {
     }
 }
 
-/// Reads one HTTP/1.x response (framed by `Content-Length`, chunked, or EOF).
+/// Reads one HTTP/1.x response (framed by `Content-Length`, chunked, or EOF). The answer to
+/// a HEAD request (`what` names the method) has no body, whatever its head says.
 pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Result<Reply, String> {
     let mut buf = Vec::new();
     let head_end = loop {
@@ -572,6 +573,9 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Resul
     let mut rest = buf.split_off(head_end + 4);
     let body = if status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
         Vec::new()
+    } else if what.starts_with("HEAD ") {
+        // Whatever came after the head: a body sent by mistake.
+        rest
     } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         read_chunked(s, rest, what).await?
     } else if let Some(len) = get("content-length") {

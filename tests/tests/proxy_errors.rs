@@ -209,8 +209,9 @@ async fn slow_or_dead_upstreams_do_not_block_other_services() {
     }
 }
 
-/// Malformed requests and request-smuggling shapes are refused with a 400 and never reach
-/// the upstream.
+/// Malformed requests and request-smuggling shapes are refused with Kong's 400 page (nginx's
+/// checks, then Kong's error handler), the connection is closed, and none reaches the
+/// upstream. A transfer coding nginx does not know is its 501.
 #[tokio::test]
 async fn malformed_and_smuggling_requests_are_refused() {
     let gw = Standalone::start().await;
@@ -233,16 +234,27 @@ async fn malformed_and_smuggling_requests_are_refused() {
             "two different Content-Length headers",
             "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         ),
+        // nginx refuses a repeated length even when the values agree.
+        (
+            "two equal Content-Length headers",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        ),
         ("a Content-Length list", "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5, 6\r\n\r\nhello!"),
         ("a non-numeric Content-Length", "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: abc\r\n\r\nabc"),
         ("a negative Content-Length", "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: -1\r\n\r\n"),
+        ("an empty Content-Length", "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length:\r\n\r\n"),
         (
-            "a Transfer-Encoding not ending in chunked",
-            "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+            "a Content-Length past any offset",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 99999999999999999999999\r\n\r\nx",
         ),
         (
             "Transfer-Encoding in HTTP/1.0",
             "POST / HTTP/1.0\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "two Transfer-Encoding headers",
+            "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n\
+             0\r\n\r\n",
         ),
         ("a request line that is not HTTP", "THIS IS NOT HTTP\r\n\r\n"),
         ("whitespace before the colon", "GET / HTTP/1.1\r\nHost : a.test\r\n\r\n"),
@@ -250,6 +262,62 @@ async fn malformed_and_smuggling_requests_are_refused() {
         ("an obsolete folded header", "GET / HTTP/1.1\r\nHost: a.test\r\nX-Folded: a\r\n b\r\n\r\n"),
     ];
     assert_refused(&gw, &up, cases).await;
+
+    // nginx's 501 for a coding it does not decode, on the page Kong's handler would shape.
+    let unknown: &[(&str, &str)] = &[
+        ("gzip", "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip\r\n\r\nxx"),
+        ("gzip, chunked", "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+    ];
+    assert_answered_and_closed(&gw, &up, unknown, 501, "Not implemented\n").await;
+
+    // The page follows Accept, as Kong's handler does.
+    let raw = "POST / HTTP/1.1\r\nHost: a.test\r\nAccept: application/json\r\nContent-Length: x\r\n\r\n";
+    let reply = gw.send_raw(raw.as_bytes()).await.expect("an answer");
+    assert_eq!((reply.status, reply.text()), (400, "{\"message\":\"Bad request\"}\n".to_owned()));
+    // A HEAD gets the page's head alone.
+    let raw = "HEAD / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+    let reply = gw.send_raw(raw.as_bytes()).await.expect("an answer");
+    assert_eq!((reply.status, reply.text()), (400, String::new()));
+}
+
+/// On a connection the general path serves (here after a `Kong-Debug` request), framing that
+/// hyper would accept but nginx refuses is refused with Kong's page too, and not forwarded.
+#[tokio::test]
+async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("victim").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/"]})).await;
+    gw.sync().await;
+
+    let cases = [
+        ("two equal Content-Length headers", "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+        ("two Transfer-Encoding headers", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("a coding before chunked", "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+        ("Content-Length and Transfer-Encoding", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ];
+    for (what, framing) in cases {
+        let raw = format!(
+            "GET /debugged HTTP/1.1\r\nHost: a.test\r\nKong-Debug: 1\r\n\r\n\
+             POST /refused HTTP/1.1\r\nHost: a.test\r\n{framing}"
+        );
+        // Sent together: the request before the ambiguous one is still answered. The
+        // connection closes after the refusal, so everything is read to its end.
+        let mut tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, raw.as_bytes()).await.expect("loopback I/O");
+        let mut out = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut out);
+        tokio::time::timeout(Duration::from_secs(10), read).await.expect("closed").expect("loopback I/O");
+        let at = out.windows(13).position(|w| w == b"HTTP/1.1 400 ").unwrap_or_else(|| {
+            panic!("{what}: no 400 in {:?}", String::from_utf8_lossy(&out));
+        });
+        let first = gatehouse_tests::proxy::read_response(&mut &out[..at], what).await.expect("the first answer");
+        assert_eq!(first.echo().path(), "/debugged", "{what}");
+        let second = gatehouse_tests::proxy::read_response(&mut &out[at..], what).await.expect("the second answer");
+        assert_eq!(second.text(), "Bad request\n", "{what}");
+        assert_eq!(second.header("connection"), Some("close"), "{what}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.paths().iter().all(|p| p == "/debugged"), "forwarded: {:?}", up.paths());
 }
 
 /// RFC 7230 §5.4 (and nginx, hence Kong): an HTTP/1.1 request without a Host header, or
@@ -268,18 +336,30 @@ async fn requests_without_exactly_one_host_are_refused() {
     assert_refused(&gw, &up, cases).await;
 }
 
-/// Sends each `(description, raw request)`; every one must get a 400 and none may reach `up`.
+/// Sends each `(description, raw request)`; every one must get Kong's 400 page and none may
+/// reach `up`.
 async fn assert_refused(gw: &Standalone, up: &Upstream, cases: &[(&str, &str)]) {
+    assert_answered_and_closed(gw, up, cases, 400, "Bad request\n").await;
+}
+
+/// Sends each `(description, raw request)` on its own connection; every one must get `status`
+/// with Kong's plain-text page `body`, the connection closed after it, and none may reach `up`.
+async fn assert_answered_and_closed(gw: &Standalone, up: &Upstream, cases: &[(&str, &str)], status: u16, body: &str) {
     let mut failures = Vec::new();
     for (what, raw) in cases {
         match gw.send_raw(raw.as_bytes()).await {
-            Ok(reply) if reply.status == 400 => {}
-            Ok(reply) => failures.push(format!("{what}: got {} {:?}", reply.status, reply.text())),
+            Ok(reply)
+                if reply.status == status && reply.text() == body && reply.header("connection") == Some("close") =>
+            {
+                reply.assert_generated();
+            }
+            Ok(reply) => failures.push(format!("{what}: got {} {:?} {:?}", reply.status, reply.text(), reply.headers)),
             Err(e) => failures.push(format!("{what}: no response ({e})")),
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let forwarded = up.paths();
+    // Only the well-formed requests below may have reached it (from an earlier call).
+    let forwarded: Vec<String> = up.paths().into_iter().filter(|p| p != "/fine").collect();
     assert!(
         failures.is_empty() && forwarded.is_empty(),
         "not refused:\n{}\nforwarded upstream: {forwarded:?}",

@@ -142,10 +142,16 @@ pub async fn serve<S: ClientIo>(
             }
             // `true` hands the connection to hyper.
             let hand_off = match parsed {
-                Ok(httparse::Status::Complete(len)) => match body_length(req.headers) {
+                Ok(httparse::Status::Complete(len)) => match body_length(req.headers, req.version == Some(0)) {
+                    Err(refusal) => {
+                        let seen = refusing(&req);
+                        answer_error(&mut tcp, &mut scratch.out, refusal, &seen, proxy.headers, None).await;
+                        linger(&mut tcp).await;
+                        return;
+                    }
                     // A short body is read whole first, then sent with the head.
-                    Some(n) if buf.len() < len + n => false,
-                    Some(n) => {
+                    Ok(Some(n)) if buf.len() < len + n => false,
+                    Ok(Some(n)) => {
                         let body = &buf[len..len + n];
                         match exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await {
                             Next::KeepAlive => {
@@ -157,7 +163,7 @@ pub async fn serve<S: ClientIo>(
                             Next::Handoff => true,
                         }
                     }
-                    None => true,
+                    Ok(None) => true,
                 },
                 Ok(httparse::Status::Partial) => false,
                 Err(_) => !matches!(head, Ok(httparse::Status::Partial)),
@@ -274,26 +280,64 @@ fn oversized(head: &[u8], complete: bool) -> Option<ProxyError> {
 }
 
 /// The body length a request declares when the direct path can take its body: none is 0.
-/// `None` (hyper's, then) for several lengths, an invalid one, one over [`MAX_BODY`], a
-/// chunked body, or `Expect` (the client waits for an interim answer before its body).
-fn body_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
-    let mut found = None;
+/// `Ok(None)` leaves the request to hyper: a chunked body, one over [`MAX_BODY`], or `Expect`
+/// (the client waits for an interim answer before its body). Framing nginx refuses is refused
+/// here with Kong's page, as hyper would only answer it with an empty 400: several or invalid
+/// lengths, a length with `Transfer-Encoding` (a smuggling shape), `Transfer-Encoding` in
+/// HTTP/1.0 or more than once, and any coding but `chunked` (nginx's 501).
+fn body_length(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<usize>, ProxyError> {
+    let mut length = None;
+    let mut coding = None;
+    let mut expect = false;
     for h in headers {
         match field(h.name) {
             Field::ContentLength => {
-                let digits = h.value;
-                if found.is_some() || digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
-                    return None;
+                let digits = h.value.trim_ascii();
+                if length.is_some() {
+                    return Err(ProxyError::BadRequest("several Content-Length fields"));
                 }
-                found = Some(digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0')));
+                // Twenty digits may overflow; nginx refuses what does not fit its offset type.
+                if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+                    return Err(ProxyError::BadRequest("an invalid Content-Length"));
+                }
+                length = Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
             }
-            Field::TransferEncoding | Field::Expect => return None,
+            Field::TransferEncoding if coding.is_some() => {
+                return Err(ProxyError::BadRequest("several Transfer-Encoding fields"));
+            }
+            Field::TransferEncoding => coding = Some(h.value),
+            Field::Expect => expect = true,
             _ => {}
         }
     }
-    match found {
-        Some(n) if n > MAX_BODY => None,
-        n => Some(n.unwrap_or(0)),
+    if let Some(coding) = coding {
+        if http10 {
+            return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
+        }
+        if length.is_some() {
+            return Err(ProxyError::BadRequest("Content-Length with Transfer-Encoding"));
+        }
+        if !coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::NotImplemented);
+        }
+        return Ok(None);
+    }
+    match length {
+        _ if expect => Ok(None),
+        Some(n) if n > MAX_BODY as u64 => Ok(None),
+        // Within MAX_BODY, so it fits.
+        n => Ok(Some(n.unwrap_or(0) as usize)),
+    }
+}
+
+/// What a refusal's page is shaped by, from the head it refuses.
+fn refusing<'a>(req: &httparse::Request<'_, 'a>) -> Seen<'a> {
+    Seen {
+        close: true,
+        http10: req.version == Some(0),
+        head: req.method == Some("HEAD"),
+        accept: req.headers.iter().find(|h| field(h.name) == Field::Accept).map(|h| h.value),
+        ..Seen::default()
     }
 }
 
@@ -302,7 +346,8 @@ fn body_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
 struct Seen<'a> {
     host: Option<&'a [u8]>,
     hosts: u8,
-    lengths: u8,
+    /// The client sent a Content-Length (at most one reaches here).
+    length: bool,
     other_framing: bool,
     close: bool,
     /// An HTTP/1.0 client: answered in HTTP/1.1 as nginx does, but never chunked, and kept
@@ -446,11 +491,11 @@ async fn exchange(
     let mut forwarded = [false; 4];
     for (h, kind) in fields() {
         match kind {
+            Field::ContentLength => seen.length = true,
             Field::Host => {
                 seen.hosts += 1;
                 seen.host = Some(h.value);
             }
-            Field::ContentLength => seen.lengths += 1,
             // Bodies, upgrades and debug answers are the general path's.
             Field::TransferEncoding | Field::Upgrade | Field::Expect | Field::KongDebug => seen.other_framing = true,
             // The first, as the general path reads it from its header map.
@@ -460,7 +505,7 @@ async fn exchange(
             _ => {}
         }
     }
-    if seen.hosts != 1 || seen.lengths > 1 || seen.other_framing || !plain_target(target) {
+    if seen.hosts != 1 || seen.other_framing || !plain_target(target) {
         return Next::Handoff;
     }
     // A Host of visible ASCII only; anything else is routed as the general path does it.
@@ -564,7 +609,7 @@ async fn exchange(
                 line(up, &[h.name.as_bytes(), b": ", h.value]);
             }
         }
-        if seen.lengths > 0 {
+        if seen.length {
             line(up, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
         }
         let peer = conn.peer_value.as_bytes();

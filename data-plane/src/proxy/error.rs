@@ -19,6 +19,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("request line too long")]
     UriTooLong,
+    /// A transfer coding Gatehouse does not decode (nginx's 501).
+    #[error("unknown transfer coding")]
+    NotImplemented,
     #[error("upstream connect failed: {0}")]
     Connect(String),
     #[error("upstream timed out")]
@@ -68,6 +71,11 @@ impl ProxyError {
                 r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                 r
             }
+            ProxyError::NotImplemented => {
+                let mut r = negotiated(StatusCode::NOT_IMPLEMENTED, accept);
+                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                r
+            }
             ProxyError::UriTooLong => {
                 let mut r = negotiated(StatusCode::URI_TOO_LONG, accept);
                 r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
@@ -90,6 +98,7 @@ fn message(status: StatusCode) -> &'static str {
         414 => "URI too long",
         417 => "Expectation failed",
         494 => "Request Header Or Cookie Too Large",
+        501 => "Not implemented",
         502 => "An invalid response was received from the upstream server",
         503 => "The upstream server is currently unavailable",
         504 => "The upstream server is timing out",
