@@ -4,15 +4,21 @@
 //! `chunked`; nginx, hence Kong, refuses them all, and so does Gatehouse. This wrapper reads
 //! the raw request heads as they pass and flags the connection when one is framed so.
 //!
+//! It holds later heads to Kong's limits too ([`MAX_LINE`], [`MAX_HEAD`]), which the direct
+//! path applies to the heads it reads: hyper's own limits are its buffer (about twice the
+//! head limit here) and a hundred fields, past which it answers an empty 431.
+//!
 //! It follows message framing (length, chunked, trailers) to find each head, and stops looking
 //! after an `Upgrade` request, when the connection may stop being HTTP.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::proxy::direct::{MAX_HEAD, MAX_LINE};
 
 /// Longest header line inspected; longer lines are skipped (no framing header is that long).
 const LINE: usize = 256;
@@ -28,31 +34,61 @@ enum State {
     Off,
 }
 
+/// Why a head is refused, which decides the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusal {
+    /// Framing nginx refuses (see the module's text): 400.
+    Ambiguous,
+    /// A request line over [`MAX_LINE`]: 414.
+    UriTooLong,
+    /// A header line over [`MAX_LINE`], or a head over [`MAX_HEAD`]: 400.
+    TooLong,
+}
+
 /// What the proxy checks for each request: which head on the connection (counting from 1)
-/// was the first framed ambiguously. hyper serves an HTTP/1 connection's requests one at a
+/// was the first refused, and why. hyper serves an HTTP/1 connection's requests one at a
 /// time and in order, so the requests before it are answered as usual.
 #[derive(Debug, Clone, Default)]
-pub struct Smuggling(Arc<Counts>);
+pub struct Refusals(Arc<Counts>);
 
 #[derive(Debug, Default)]
 pub struct Counts {
-    /// 0 while no head was ambiguous.
-    first_ambiguous: AtomicU64,
+    /// 0 while no head was refused.
+    first_refused: AtomicU64,
+    /// Why the first refused head was (a [`Refusal`]).
+    why: AtomicU8,
     served: AtomicU64,
 }
 
-impl Smuggling {
-    /// Called once per request, in order: whether this one is the ambiguous one (or later).
-    pub fn refuse_next(&self) -> bool {
+impl Refusals {
+    /// Called once per request, in order: whether this one is refused (the first refused
+    /// head, or one after it), and why.
+    pub fn refuse_next(&self) -> Option<Refusal> {
         let this = self.0.served.fetch_add(1, Ordering::Relaxed) + 1;
-        let bad = self.0.first_ambiguous.load(Ordering::Relaxed);
-        bad != 0 && this >= bad
+        let first = self.0.first_refused.load(Ordering::Acquire);
+        if first == 0 || this < first {
+            return None;
+        }
+        Some(match self.0.why.load(Ordering::Relaxed) {
+            w if w == Refusal::UriTooLong as u8 => Refusal::UriTooLong,
+            w if w == Refusal::TooLong as u8 => Refusal::TooLong,
+            _ => Refusal::Ambiguous,
+        })
+    }
+
+    /// Records the refusal of head `n`, unless an earlier one was refused.
+    fn refuse(&self, n: u64, why: Refusal) {
+        if self.0.first_refused.load(Ordering::Relaxed) == 0 {
+            self.0.why.store(why as u8, Ordering::Relaxed);
+            self.0.first_refused.store(n, Ordering::Release);
+        }
     }
 }
 
 pub struct HeadGuard<IO> {
     io: IO,
-    flag: Smuggling,
+    flag: Refusals,
     state: State,
     line: Vec<u8>,
     saw_length: Option<u64>,
@@ -64,11 +100,16 @@ pub struct HeadGuard<IO> {
     first_line: bool,
     /// Heads seen so far.
     heads: u64,
+    /// The length of the line being read, and of the head so far, while in a head.
+    line_len: usize,
+    head_len: usize,
+    /// The head being read is already refused.
+    refused: bool,
 }
 
 impl<IO> HeadGuard<IO> {
-    pub fn new(io: IO) -> (Self, Smuggling) {
-        let flag = Smuggling::default();
+    pub fn new(io: IO) -> (Self, Refusals) {
+        let flag = Refusals::default();
         let guard = HeadGuard {
             io,
             flag: flag.clone(),
@@ -81,6 +122,9 @@ impl<IO> HeadGuard<IO> {
             upgrade: false,
             first_line: true,
             heads: 0,
+            line_len: 0,
+            head_len: 0,
+            refused: false,
         };
         (guard, flag)
     }
@@ -117,6 +161,26 @@ impl<IO> HeadGuard<IO> {
     fn push_line(&mut self, part: &[u8]) {
         let room = LINE.saturating_sub(self.line.len());
         self.line.extend_from_slice(&part[..part.len().min(room)]);
+        if self.state == State::Head {
+            self.line_len += part.len();
+            self.head_len += part.len();
+            self.check_limits();
+        }
+    }
+
+    /// Refuses the head being read once a line or the whole outgrows Kong's limits.
+    fn check_limits(&mut self) {
+        if self.refused {
+            return;
+        }
+        let why = match (self.line_len > MAX_LINE, self.first_line) {
+            (true, true) => Refusal::UriTooLong,
+            (true, false) => Refusal::TooLong,
+            _ if self.head_len > MAX_HEAD => Refusal::TooLong,
+            _ => return,
+        };
+        self.refused = true;
+        self.flag.refuse(self.heads + 1, why);
     }
 
     fn end_line(&mut self) {
@@ -124,11 +188,18 @@ impl<IO> HeadGuard<IO> {
         let line = line.strip_suffix(b"\r").unwrap_or(&line);
         match self.state {
             State::Head => {
+                self.head_len += 1;
+                self.check_limits();
+                self.line_len = 0;
                 if line.is_empty() {
                     if self.first_line {
+                        self.head_len = 0;
                         return; // stray CRLF between messages
                     }
                     self.end_head();
+                } else if self.first_line && self.heads == 0 && line == b"PRI * HTTP/2.0" {
+                    // HTTP/2's preface (ALPN or prior knowledge): its frames are not heads.
+                    self.state = State::Off;
                 } else if self.first_line {
                     self.first_line = false;
                 } else {
@@ -171,10 +242,11 @@ impl<IO> HeadGuard<IO> {
 
     fn end_head(&mut self) {
         self.heads += 1;
-        if self.ambiguous || (self.saw_te && self.saw_length.is_some()) {
-            let first = &self.flag.0.first_ambiguous;
-            let _ = first.compare_exchange(0, self.heads, Ordering::Relaxed, Ordering::Relaxed);
+        if !self.refused && (self.ambiguous || (self.saw_te && self.saw_length.is_some())) {
+            self.flag.refuse(self.heads, Refusal::Ambiguous);
         }
+        self.head_len = 0;
+        self.refused = false;
         self.state = if self.upgrade {
             State::Off
         } else if self.saw_te {
@@ -243,14 +315,50 @@ mod tests {
         for c in chunks {
             g.scan(c);
         }
-        flag.0.first_ambiguous.load(Ordering::Relaxed) != 0
+        flag.0.first_refused.load(Ordering::Relaxed) != 0
     }
 
     #[test]
     fn only_the_ambiguous_request_and_those_after_it_are_refused() {
         let (mut g, flag) = HeadGuard::new(());
         g.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx");
-        assert_eq!([flag.refuse_next(), flag.refuse_next(), flag.refuse_next()], [false, true, true]);
+        let refused = Some(Refusal::Ambiguous);
+        assert_eq!([flag.refuse_next(), flag.refuse_next(), flag.refuse_next()], [None, refused, refused]);
+    }
+
+    #[test]
+    fn looks_no_further_than_http2s_preface() {
+        let (mut g, flag) = HeadGuard::new(());
+        g.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        g.scan(&[b'x'; 20_000]);
+        g.scan(b"\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(flag.refuse_next(), None);
+    }
+
+    #[test]
+    fn holds_later_heads_to_kongs_limits() {
+        let verdicts = |head: String| {
+            let (mut g, flag) = HeadGuard::new(());
+            g.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            // Split mid-line, as reads may.
+            let (a, b) = head.as_bytes().split_at(head.len() / 2);
+            g.scan(a);
+            g.scan(b);
+            [flag.refuse_next(), flag.refuse_next()]
+        };
+        let a = |n: usize| "a".repeat(n);
+        assert_eq!(
+            verdicts(format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", a(9000))),
+            [None, Some(Refusal::UriTooLong)]
+        );
+        assert_eq!(verdicts(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", a(9000))), [None, Some(Refusal::TooLong)]);
+        let lines = format!("X: {}\r\n", a(5000)).repeat(7);
+        assert_eq!(verdicts(format!("GET / HTTP/1.1\r\n{lines}\r\n")), [None, Some(Refusal::TooLong)]);
+        // Within the limits: a 7,000-byte line, 24 KB of lines, and a long body after a head.
+        let lines = format!("X: {}\r\n", a(6000)).repeat(4);
+        assert_eq!(verdicts(format!("GET / HTTP/1.1\r\nX: {}\r\n{lines}\r\n", a(7000))), [None, None]);
+        let body = a(40_000);
+        assert_eq!(verdicts(format!("POST / HTTP/1.1\r\nContent-Length: 40000\r\n\r\n{body}")), [None, None]);
     }
 
     #[test]

@@ -183,9 +183,15 @@ impl Proxy {
         }
     }
 
-    /// The answer to a request whose framing is ambiguous (see `head_guard`): 400, close.
-    pub fn refuse_smuggling<B>(&self, req: &Request<B>) -> Response<ResBody> {
-        self.own(ProxyError::BadRequest("ambiguous framing").into_response(req.headers().get(header::ACCEPT)))
+    /// The answer to a request whose head `head_guard` refused: Kong's page, and close.
+    pub fn refuse_head<B>(&self, req: &Request<B>, why: crate::head_guard::Refusal) -> Response<ResBody> {
+        use crate::head_guard::Refusal;
+        let error = match why {
+            Refusal::Ambiguous => ProxyError::BadRequest("ambiguous framing"),
+            Refusal::UriTooLong => ProxyError::UriTooLong,
+            Refusal::TooLong => ProxyError::BadRequest("a request head over Kong's limits"),
+        };
+        self.own(error.into_response(req.headers().get(header::ACCEPT)))
     }
 
     /// One of Gatehouse's own answers (an error page, a plugin's rejection): it says

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::busy_poll;
-use crate::head_guard::Smuggling;
+use crate::head_guard::Refusals;
 use crate::proxy::{direct, Conn, Proxy};
 
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -200,11 +200,11 @@ impl Drop for Counted {
     }
 }
 
-/// The per-connection service: ambiguous framing is refused, everything else proxied.
+/// The per-connection service: heads `head_guard` refused get Kong's page, everything else is proxied.
 pub(crate) fn service(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
-    smuggling: Smuggling,
+    refusals: Refusals,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = hyper::Response<crate::proxy::ResBody>,
@@ -214,11 +214,11 @@ pub(crate) fn service(
 > + Clone {
     hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let proxy = proxy.clone();
-        let smuggling = smuggling.clone();
+        let refusals = refusals.clone();
         let conn = conn.clone();
         async move {
-            if smuggling.refuse_next() {
-                return Ok(proxy.refuse_smuggling(&req));
+            if let Some(why) = refusals.refuse_next() {
+                return Ok(proxy.refuse_head(&req, why));
             }
             Ok(proxy.handle(req, &conn).await)
         }

@@ -296,17 +296,8 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
         ("Content-Length and Transfer-Encoding", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
     ];
     for (what, framing) in cases {
-        let raw = format!(
-            "GET /debugged HTTP/1.1\r\nHost: a.test\r\nKong-Debug: 1\r\n\r\n\
-             POST /refused HTTP/1.1\r\nHost: a.test\r\n{framing}"
-        );
-        // Sent together: the request before the ambiguous one is still answered. The
-        // connection closes after the refusal, so everything is read to its end.
-        let mut tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
-        tokio::io::AsyncWriteExt::write_all(&mut tcp, raw.as_bytes()).await.expect("loopback I/O");
-        let mut out = Vec::new();
-        let read = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut out);
-        tokio::time::timeout(Duration::from_secs(10), read).await.expect("closed").expect("loopback I/O");
+        // Sent together: the request before the ambiguous one is still answered.
+        let out = after_a_debugged_request(&gw, &format!("POST /refused HTTP/1.1\r\nHost: a.test\r\n{framing}")).await;
         let at = out.windows(13).position(|w| w == b"HTTP/1.1 400 ").unwrap_or_else(|| {
             panic!("{what}: no 400 in {:?}", String::from_utf8_lossy(&out));
         });
@@ -318,6 +309,66 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(up.paths().iter().all(|p| p == "/debugged"), "forwarded: {:?}", up.paths());
+}
+
+/// A later head on a connection the general path serves is held to Kong's limits as the
+/// first is: a request line over 8 KiB is a 414, a header line over 8 KiB or a head over
+/// 32 KiB a 400, with Kong's page; the request before it is answered, and nothing after it
+/// reaches the upstream.
+#[tokio::test]
+async fn later_heads_on_the_general_path_are_held_to_kongs_limits() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("victim").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/"]})).await;
+    gw.sync().await;
+
+    let a = |n: usize| "a".repeat(n);
+    let fields = |count: usize, len: usize| (0..count).map(|i| format!("X-F{i}: {}\r\n", a(len))).collect::<String>();
+    let cases = [
+        ("a 9 KiB request line", format!("GET /{} HTTP/1.1\r\nHost: a.test\r\n\r\n", a(9 * 1024)), 414, "URI too long"),
+        (
+            "a 9 KiB header line",
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}\r\n", fields(1, 9 * 1024)),
+            400,
+            "Bad request",
+        ),
+        (
+            "40 KiB of 5 KiB lines",
+            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}\r\n", fields(8, 5 * 1024)),
+            400,
+            "Bad request",
+        ),
+    ];
+    for (what, head, status, message) in &cases {
+        let out = after_a_debugged_request(&gw, head).await;
+        let text = String::from_utf8_lossy(&out);
+        let at = text.find(&format!("HTTP/1.1 {status} ")).unwrap_or_else(|| panic!("{what}: no {status} in {text:?}"));
+        let first = gatehouse_tests::proxy::read_response(&mut &out[..at], what).await.expect("the first answer");
+        assert_eq!(first.echo().path(), "/debugged", "{what}");
+        let second = gatehouse_tests::proxy::read_response(&mut &out[at..], what).await.expect("the second answer");
+        assert_eq!(second.text(), format!("{message}\n"), "{what}");
+        assert_eq!(second.header("connection"), Some("close"), "{what}");
+        second.assert_generated();
+    }
+    // Within the limits, the later head is served.
+    let head = format!("GET /fine HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n{}\r\n", fields(4, 6 * 1024));
+    let out = String::from_utf8_lossy(&after_a_debugged_request(&gw, &head).await).into_owned();
+    assert_eq!(out.matches("HTTP/1.1 200 ").count(), 2, "{}", out.chars().take(600).collect::<String>());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.paths().iter().all(|p| p == "/debugged" || p == "/fine"), "forwarded: {:?}", up.paths());
+}
+
+/// Sends a `Kong-Debug` request (which hands the connection to the general path) and `then`
+/// together, and reads until the gateway closes the connection.
+async fn after_a_debugged_request(gw: &Standalone, then: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let raw = format!("GET /debugged HTTP/1.1\r\nHost: a.test\r\nKong-Debug: 1\r\n\r\n{then}");
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
+    tcp.write_all(raw.as_bytes()).await.expect("loopback I/O");
+    let mut out = Vec::new();
+    let read = tcp.read_to_end(&mut out);
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("closed").expect("loopback I/O");
+    out
 }
 
 /// RFC 7230 §5.4 (and nginx, hence Kong): an HTTP/1.1 request without a Host header, or

@@ -40,8 +40,8 @@ use crate::{plugins, router};
 /// Kong's limits on a request head, nginx's `large_client_header_buffers 4 8k`: each line
 /// must fit one 8 KiB buffer, and the head four of them. A longer head is refused (414 for the
 /// request line, else 400) and never forwarded.
-const MAX_LINE: usize = 8 * 1024;
-const MAX_HEAD: usize = 4 * MAX_LINE;
+pub(crate) const MAX_LINE: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 4 * MAX_LINE;
 /// hyper's read buffer on connections handed to it: later heads on them are held to about
 /// Kong's limit too (hyper answers a longer one with an empty 431 and closes).
 const HYPER_MAX_BUF: usize = 2 * MAX_HEAD;
@@ -212,7 +212,7 @@ pub async fn handoff<S: ClientIo>(
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let https = conn.https;
-    let (io, smuggling) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
+    let (io, refusals) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // Over TLS without ALPN a client may still speak HTTP/2 (prior knowledge): hyper tells.
     if !https {
@@ -224,7 +224,7 @@ pub async fn handoff<S: ClientIo>(
         .header_read_timeout(header_read)
         .keep_alive(true)
         .max_buf_size(HYPER_MAX_BUF);
-    let service = crate::server::service(proxy, conn, smuggling);
+    let service = crate::server::service(proxy, conn, refusals);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
