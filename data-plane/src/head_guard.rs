@@ -1,12 +1,13 @@
-//! Request-smuggling guard for HTTP/1 connections. hyper resolves a request carrying both
-//! `Content-Length` and `Transfer-Encoding` by dropping the length (RFC 9112 §6.3) before the
-//! proxy sees the headers, and accepts a repeated length that agrees or codings around
-//! `chunked`; nginx, hence Kong, refuses them all, and so does Gatehouse. This wrapper reads
-//! the raw request heads as they pass and flags the connection when one is framed so.
-//!
-//! It holds later heads to Kong's limits too ([`MAX_LINE`], [`MAX_HEAD`]), which the direct
-//! path applies to the heads it reads: hyper's own limits are its buffer (about twice the
-//! head limit here) and a hundred fields, past which it answers an empty 431.
+//! Checks on the raw request heads of the HTTP/1 connections hyper serves, where hyper is
+//! more lenient than nginx. This wrapper reads the heads as they pass, and records the first
+//! one Kong would refuse, and why, for the proxy to answer with Kong's page:
+//! - Framing: hyper resolves a request carrying both `Content-Length` and
+//!   `Transfer-Encoding` by dropping the length (RFC 9112 §6.3) before the proxy sees the
+//!   headers, and accepts a repeated length that agrees, or codings around `chunked`; nginx
+//!   refuses them all.
+//! - Size: Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), which the direct path applies to the
+//!   heads it reads. hyper's own are its buffer (about twice the head limit here) and a
+//!   hundred fields, past which it answers an empty 431.
 //!
 //! It follows message framing (length, chunked, trailers) to find each head, and stops looking
 //! after an `Upgrade` request, when the connection may stop being HTTP.
@@ -53,7 +54,7 @@ pub enum Refusal {
 pub struct Refusals(Arc<Counts>);
 
 #[derive(Debug, Default)]
-pub struct Counts {
+struct Counts {
     /// 0 while no head was refused.
     first_refused: AtomicU64,
     /// Why the first refused head was (a [`Refusal`]).
