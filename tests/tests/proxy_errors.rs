@@ -311,53 +311,6 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
     assert!(up.paths().iter().all(|p| p == "/debugged"), "forwarded: {:?}", up.paths());
 }
 
-/// A later head on a connection the general path serves is held to Kong's limits as the
-/// first is: a request line over 8 KiB is a 414, a header line over 8 KiB or a head over
-/// 32 KiB a 400, with Kong's page; the request before it is answered, and nothing after it
-/// reaches the upstream.
-#[tokio::test]
-async fn later_heads_on_the_general_path_are_held_to_kongs_limits() {
-    let gw = Standalone::start().await;
-    let up = Upstream::echo("victim").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/"]})).await;
-    gw.sync().await;
-
-    let a = |n: usize| "a".repeat(n);
-    let fields = |count: usize, len: usize| (0..count).map(|i| format!("X-F{i}: {}\r\n", a(len))).collect::<String>();
-    let cases = [
-        ("a 9 KiB request line", format!("GET /{} HTTP/1.1\r\nHost: a.test\r\n\r\n", a(9 * 1024)), 414, "URI too long"),
-        (
-            "a 9 KiB header line",
-            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}\r\n", fields(1, 9 * 1024)),
-            400,
-            "Bad request",
-        ),
-        (
-            "40 KiB of 5 KiB lines",
-            format!("GET / HTTP/1.1\r\nHost: a.test\r\n{}\r\n", fields(8, 5 * 1024)),
-            400,
-            "Bad request",
-        ),
-    ];
-    for (what, head, status, message) in &cases {
-        let out = after_a_debugged_request(&gw, head).await;
-        let text = String::from_utf8_lossy(&out);
-        let at = text.find(&format!("HTTP/1.1 {status} ")).unwrap_or_else(|| panic!("{what}: no {status} in {text:?}"));
-        let first = gatehouse_tests::proxy::read_response(&mut &out[..at], what).await.expect("the first answer");
-        assert_eq!(first.echo().path(), "/debugged", "{what}");
-        let second = gatehouse_tests::proxy::read_response(&mut &out[at..], what).await.expect("the second answer");
-        assert_eq!(second.text(), format!("{message}\n"), "{what}");
-        assert_eq!(second.header("connection"), Some("close"), "{what}");
-        second.assert_generated();
-    }
-    // Within the limits, the later head is served.
-    let head = format!("GET /fine HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n{}\r\n", fields(4, 6 * 1024));
-    let out = String::from_utf8_lossy(&after_a_debugged_request(&gw, &head).await).into_owned();
-    assert_eq!(out.matches("HTTP/1.1 200 ").count(), 2, "{}", out.chars().take(600).collect::<String>());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(up.paths().iter().all(|p| p == "/debugged" || p == "/fine"), "forwarded: {:?}", up.paths());
-}
-
 /// Sends a `Kong-Debug` request (which hands the connection to the general path) and `then`
 /// together, and reads until the gateway closes the connection.
 async fn after_a_debugged_request(gw: &Standalone, then: &str) -> Vec<u8> {
@@ -424,7 +377,8 @@ async fn assert_answered_and_closed(gw: &Standalone, up: &Upstream, cases: &[(&s
 /// Kong's limits on a request head (nginx's `large_client_header_buffers 4 8k`): a request
 /// line over 8 KiB is a 414, a header line over 8 KiB or a head over 32 KiB a 400, each with
 /// Kong's page, and the connection closed; nothing reaches the upstream. A malformed head gets
-/// Kong's 400 page too. Heads within the limits go through.
+/// Kong's 400 page too. Heads within the limits go through. Later heads on a connection the
+/// general path serves are held to the same limits.
 #[tokio::test]
 async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
     let gw = Standalone::start().await;
@@ -497,6 +451,31 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(up.paths(), Vec::<String>::new(), "refused heads reached the upstream");
 
+    // A later head on a connection the general path serves (after a `Kong-Debug` request) is
+    // held to the same limits, and the request before it is answered. Not there: the 70 KB
+    // line (over hyper's buffer: its 431), the unfinished head, and heads hyper cannot parse
+    // (its empty 400).
+    let later = [
+        "a 9 KiB request line",
+        "a 9 KiB header line",
+        "40 KiB of 5 KiB lines",
+        "70 fields, one of 20 KB",
+        "a 9 KiB request line and 70 fields",
+    ];
+    for (what, head, status, message) in cases.iter().filter(|c| later.contains(&c.0)) {
+        let out = after_a_debugged_request(&gw, head).await;
+        let text = String::from_utf8_lossy(&out);
+        let at = text.find(&format!("HTTP/1.1 {status} ")).unwrap_or_else(|| panic!("{what}: no {status} in {text:?}"));
+        let first = gatehouse_tests::proxy::read_response(&mut &out[..at], what).await.expect("the first answer");
+        assert_eq!(first.echo().path(), "/debugged", "{what}");
+        let second = gatehouse_tests::proxy::read_response(&mut &out[at..], what).await.expect("the second answer");
+        assert_eq!(second.text(), format!("{message}\n"), "{what}: later");
+        assert_eq!(second.header("connection"), Some("close"), "{what}: later");
+        second.assert_generated();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.paths().iter().all(|p| p == "/debugged"), "refused later heads reached the upstream: {:?}", up.paths());
+
     // Within the limits: a 7 KiB line, 24 KiB of 6 KiB lines, and more fields than the
     // direct path parses (hyper takes them).
     for (what, extra) in [
@@ -509,4 +488,12 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
         reply.assert_status(200);
         assert_eq!(reply.echo().header("x-f0").map(str::len), Some(extra.find('\r').unwrap_or(0) - 6), "{what}");
     }
+    let head = format!("GET /fine HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n{}\r\n", fields(4, 6 * 1024));
+    let out = String::from_utf8_lossy(&after_a_debugged_request(&gw, &head).await).into_owned();
+    assert_eq!(
+        out.matches("HTTP/1.1 200 ").count(),
+        2,
+        "a later head within the limits: {}",
+        &out[..out.len().min(600)]
+    );
 }
