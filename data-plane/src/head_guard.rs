@@ -21,8 +21,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::proxy::direct::{MAX_HEAD, MAX_LINE};
 
-/// Longest header line inspected; longer lines are skipped (no framing header is that long).
-const LINE: usize = 256;
+/// Longest line kept for inspection. A longer one refuses its head, so it is never needed
+/// whole; cutting lines shorter would let padding hide a framing field's value from this
+/// guard but not from hyper, and the two would disagree on where the next head starts.
+const LINE: usize = MAX_LINE + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -45,6 +47,8 @@ pub enum Refusal {
     UriTooLong,
     /// A header line over [`MAX_LINE`], or a head over [`MAX_HEAD`]: 400.
     TooLong,
+    /// A transfer coding other than `chunked` alone: nginx's 501.
+    UnknownCoding,
 }
 
 /// What the proxy checks for each request: which head on the connection (counting from 1)
@@ -74,6 +78,7 @@ impl Refusals {
         Some(match self.0.why.load(Ordering::Relaxed) {
             w if w == Refusal::UriTooLong as u8 => Refusal::UriTooLong,
             w if w == Refusal::TooLong as u8 => Refusal::TooLong,
+            w if w == Refusal::UnknownCoding as u8 => Refusal::UnknownCoding,
             _ => Refusal::Ambiguous,
         })
     }
@@ -95,8 +100,10 @@ pub struct HeadGuard<IO> {
     saw_length: Option<u64>,
     saw_chunked: bool,
     saw_te: bool,
-    /// A second length or coding field, or a coding other than plain `chunked`.
+    /// A second length or coding field.
     ambiguous: bool,
+    /// A coding other than `chunked` alone.
+    unknown_coding: bool,
     upgrade: bool,
     first_line: bool,
     /// Heads seen so far.
@@ -120,6 +127,7 @@ impl<IO> HeadGuard<IO> {
             saw_chunked: false,
             saw_te: false,
             ambiguous: false,
+            unknown_coding: false,
             upgrade: false,
             first_line: true,
             heads: 0,
@@ -135,16 +143,15 @@ impl<IO> HeadGuard<IO> {
             match self.state {
                 State::Off => return,
                 State::Body(n) => {
-                    let take = (n as usize).min(bytes.len());
-                    bytes = &bytes[take..];
-                    self.state = if n as usize == take { State::Head } else { State::Body(n - take as u64) };
+                    let take = n.min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    self.state = if n == take { State::Head } else { State::Body(n - take) };
                     self.first_line = true;
                 }
                 State::ChunkData(n) => {
-                    let take = (n as usize).min(bytes.len());
-                    bytes = &bytes[take..];
-                    self.state =
-                        if n as usize == take { State::ChunkDataEnd } else { State::ChunkData(n - take as u64) };
+                    let take = n.min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    self.state = if n == take { State::ChunkDataEnd } else { State::ChunkData(n - take) };
                 }
                 State::Head | State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
                     let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
@@ -233,7 +240,8 @@ impl<IO> HeadGuard<IO> {
             self.ambiguous |= self.saw_length.is_some();
             self.saw_length = Some(value.parse().unwrap_or(0));
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.ambiguous |= self.saw_te || !value.eq_ignore_ascii_case("chunked");
+            self.ambiguous |= self.saw_te;
+            self.unknown_coding |= !value.eq_ignore_ascii_case("chunked");
             self.saw_te = true;
             self.saw_chunked = value.to_ascii_lowercase().ends_with("chunked");
         } else if name.eq_ignore_ascii_case(b"upgrade") {
@@ -243,8 +251,13 @@ impl<IO> HeadGuard<IO> {
 
     fn end_head(&mut self) {
         self.heads += 1;
-        if !self.refused && (self.ambiguous || (self.saw_te && self.saw_length.is_some())) {
-            self.flag.refuse(self.heads, Refusal::Ambiguous);
+        if !self.refused {
+            // In the direct path's order: framing that cannot be trusted first, then a coding.
+            if self.ambiguous || (self.saw_te && self.saw_length.is_some()) {
+                self.flag.refuse(self.heads, Refusal::Ambiguous);
+            } else if self.unknown_coding {
+                self.flag.refuse(self.heads, Refusal::UnknownCoding);
+            }
         }
         self.head_len = 0;
         self.refused = false;
@@ -267,6 +280,7 @@ impl<IO> HeadGuard<IO> {
         self.saw_te = false;
         self.saw_chunked = false;
         self.ambiguous = false;
+        self.unknown_coding = false;
         self.upgrade = false;
     }
 }
@@ -373,6 +387,12 @@ mod tests {
         assert!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"]));
         assert!(scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"]));
         assert!(scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"]));
+        // Padding does not hide a length: the body after it is not taken for a head.
+        let padded = format!("POST / HTTP/1.1\r\nContent-Length:{}5\r\n\r\nG\r\n\r\n", " ".repeat(300));
+        let pipelined = "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        let (mut g, flag) = HeadGuard::new(());
+        g.scan(format!("{padded}{pipelined}").as_bytes());
+        assert_eq!([flag.refuse_next(), flag.refuse_next()], [None, Some(Refusal::Ambiguous)]);
         assert!(!scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"]));
         assert!(!scan(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"]));
     }

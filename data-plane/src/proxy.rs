@@ -190,6 +190,7 @@ impl Proxy {
             Refusal::Ambiguous => ProxyError::BadRequest("ambiguous framing"),
             Refusal::UriTooLong => ProxyError::UriTooLong,
             Refusal::TooLong => ProxyError::BadRequest("a request head over Kong's limits"),
+            Refusal::UnknownCoding => ProxyError::NotImplemented,
         };
         self.own(error.into_response(req.headers().get(header::ACCEPT)))
     }

@@ -220,7 +220,14 @@ pub(crate) fn service(
             if let Some(why) = refusals.refuse_next() {
                 return Ok(proxy.refuse_head(&req, why));
             }
-            Ok(proxy.handle(req, &conn).await)
+            // The guard stops reading heads at an upgrade request; if no upgrade follows,
+            // the connection goes no further, so no later head goes unchecked.
+            let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+            let mut resp = proxy.handle(req, &conn).await;
+            if upgrade && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            }
+            Ok(resp)
         }
     })
 }

@@ -290,25 +290,87 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
     gw.sync().await;
 
     let cases = [
-        ("two equal Content-Length headers", "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
-        ("two Transfer-Encoding headers", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-        ("a coding before chunked", "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
-        ("Content-Length and Transfer-Encoding", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("two equal Content-Length headers", "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400, "Bad request"),
+        (
+            "two Transfer-Encoding headers",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "Bad request",
+        ),
+        // As on the direct path: nginx's 501.
+        ("a coding before chunked", "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, "Not implemented"),
     ];
-    for (what, framing) in cases {
-        // Sent together: the request before the ambiguous one is still answered.
+    for (what, framing, status, message) in cases {
+        // Sent together: the request before the refused one is still answered.
         let out = after_a_debugged_request(&gw, &format!("POST /refused HTTP/1.1\r\nHost: a.test\r\n{framing}")).await;
-        let at = out.windows(13).position(|w| w == b"HTTP/1.1 400 ").unwrap_or_else(|| {
-            panic!("{what}: no 400 in {:?}", String::from_utf8_lossy(&out));
-        });
-        let first = gatehouse_tests::proxy::read_response(&mut &out[..at], what).await.expect("the first answer");
+        let (first, second) = split_answers(&out, status, what).await;
         assert_eq!(first.echo().path(), "/debugged", "{what}");
-        let second = gatehouse_tests::proxy::read_response(&mut &out[at..], what).await.expect("the second answer");
-        assert_eq!(second.text(), "Bad request\n", "{what}");
+        assert_eq!(second.text(), format!("{message}\n"), "{what}");
         assert_eq!(second.header("connection"), Some("close"), "{what}");
     }
+
+    // A length padded with spaces is read as hyper reads it: its body is not taken for a
+    // head, and the ambiguous request after it is the one refused.
+    let padded = format!(
+        "POST /padded HTTP/1.1\r\nHost: a.test\r\nContent-Length:{}5\r\n\r\nG\r\n\r\n\
+         POST /refused HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        " ".repeat(300)
+    );
+    let out = after_a_debugged_request(&gw, &padded).await;
+    let (_, refused) = split_answers(&out, 400, "padded").await;
+    assert_eq!(refused.text(), "Bad request\n");
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "the padded request is served: {text}");
+
+    // An upgrade that does not happen ends the connection: the heads after it would go
+    // unchecked.
+    let declined = "GET /declined HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n\
+                    POST /refused HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+    let out = after_a_debugged_request(&gw, declined).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
+
+    // A refused request with a large body still gets its page, not a reset.
+    let body = "x".repeat(600_000);
+    let raw = format!(
+        "GET /debugged HTTP/1.1\r\nHost: a.test\r\nKong-Debug: 1\r\n\r\n\
+         POST /refused HTTP/1.1\r\nHost: a.test\r\nContent-Length: 600000\r\nContent-Length: 600000\r\n\r\n{body}"
+    );
+    let tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
+    let (mut rd, mut wr) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut wr, raw.as_bytes()).await;
+        wr
+    });
+    // Like most clients, it sends its whole request before it reads.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let mut out = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut out);
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("closed").expect("the page, not a reset");
+    let (_, refused) = split_answers(&out, 400, "a large body").await;
+    assert_eq!(refused.text(), "Bad request\n");
+
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(up.paths().iter().all(|p| p == "/debugged"), "forwarded: {:?}", up.paths());
+    let expected = ["/debugged", "/padded", "/declined"];
+    assert!(up.paths().iter().all(|p| expected.contains(&p.as_str())), "forwarded: {:?}", up.paths());
+}
+
+/// The answers read from a connection: the one before the first with `status`, and that one.
+async fn split_answers(out: &[u8], status: u16, what: &str) -> (Reply, Reply) {
+    let line = format!("HTTP/1.1 {status} ");
+    let at = out.windows(line.len()).position(|w| w == line.as_bytes()).unwrap_or_else(|| {
+        panic!("{what}: no {status} in {:?}", String::from_utf8_lossy(out));
+    });
+    let first = gatehouse_tests::proxy::read_response(&mut &out[..at], what).await.expect("the first answer");
+    let second = gatehouse_tests::proxy::read_response(&mut &out[at..], what).await.expect("the second answer");
+    second.assert_generated();
+    (first, second)
 }
 
 /// Sends a `Kong-Debug` request (which hands the connection to the general path) and `then`
@@ -464,14 +526,10 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
     ];
     for (what, head, status, message) in cases.iter().filter(|c| later.contains(&c.0)) {
         let out = after_a_debugged_request(&gw, head).await;
-        let text = String::from_utf8_lossy(&out);
-        let at = text.find(&format!("HTTP/1.1 {status} ")).unwrap_or_else(|| panic!("{what}: no {status} in {text:?}"));
-        let first = gatehouse_tests::proxy::read_response(&mut &out[..at], what).await.expect("the first answer");
+        let (first, second) = split_answers(&out, *status, what).await;
         assert_eq!(first.echo().path(), "/debugged", "{what}");
-        let second = gatehouse_tests::proxy::read_response(&mut &out[at..], what).await.expect("the second answer");
         assert_eq!(second.text(), format!("{message}\n"), "{what}: later");
         assert_eq!(second.header("connection"), Some("close"), "{what}: later");
-        second.assert_generated();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(up.paths().iter().all(|p| p == "/debugged"), "refused later heads reached the upstream: {:?}", up.paths());

@@ -296,11 +296,15 @@ fn body_length(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<
                 if length.is_some() {
                     return Err(ProxyError::BadRequest("several Content-Length fields"));
                 }
-                // Twenty digits may overflow; nginx refuses what does not fit its offset type.
-                if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-                    return Err(ProxyError::BadRequest("an invalid Content-Length"));
+                // Leading zeros are fine; a value past nginx's offset type (i64) is not.
+                let value = digits.iter().try_fold(0i64, |n, d| {
+                    let digit = d.is_ascii_digit().then(|| i64::from(d - b'0'))?;
+                    n.checked_mul(10)?.checked_add(digit)
+                });
+                match value {
+                    Some(n) if !digits.is_empty() => length = Some(n as u64),
+                    _ => return Err(ProxyError::BadRequest("an invalid Content-Length")),
                 }
-                length = Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
             }
             Field::TransferEncoding if coding.is_some() => {
                 return Err(ProxyError::BadRequest("several Transfer-Encoding fields"));
