@@ -191,9 +191,15 @@ impl<IO> HeadGuard<IO> {
         self.flag.refuse(self.heads + 1, why);
     }
 
+    /// Acts on the line just ended, then keeps its buffer for the next.
     fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let mut line = std::mem::take(&mut self.line);
+        self.on_line(line.strip_suffix(b"\r").unwrap_or(&line));
+        line.clear();
+        self.line = line;
+    }
+
+    fn on_line(&mut self, line: &[u8]) {
         match self.state {
             State::Head => {
                 self.head_len += 1;
@@ -229,7 +235,6 @@ impl<IO> HeadGuard<IO> {
             }
             _ => {}
         }
-        self.line = Vec::with_capacity(64);
     }
 
     fn header(&mut self, line: &[u8]) {

@@ -136,18 +136,13 @@ pub async fn serve<S: ClientIo>(
             };
             if let Some(refusal) = refusal {
                 let seen = Seen { close: true, ..Seen::default() };
-                answer_error(&mut tcp, &mut scratch.out, refusal, &seen, proxy.headers, None).await;
-                linger(&mut tcp).await;
-                return;
+                return refuse(&mut tcp, &mut scratch.out, refusal, &seen, proxy.headers).await;
             }
             // `true` hands the connection to hyper.
             let hand_off = match parsed {
                 Ok(httparse::Status::Complete(len)) => match body_length(req.headers, req.version == Some(0)) {
                     Err(refusal) => {
-                        let seen = refusing(&req);
-                        answer_error(&mut tcp, &mut scratch.out, refusal, &seen, proxy.headers, None).await;
-                        linger(&mut tcp).await;
-                        return;
+                        return refuse(&mut tcp, &mut scratch.out, refusal, &refusing(&req), proxy.headers).await;
                     }
                     // A short body is read whole first, then sent with the head.
                     Ok(Some(n)) if buf.len() < len + n => false,
@@ -233,6 +228,18 @@ pub async fn handoff<S: ClientIo>(
     }
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
+}
+
+/// Answers a refused head with Kong's page and ends the connection, [`linger`]ing first.
+async fn refuse(
+    client: &mut impl ClientIo,
+    out: &mut Vec<u8>,
+    refusal: ProxyError,
+    seen: &Seen<'_>,
+    on: EnabledHeaders,
+) {
+    answer_error(client, out, refusal, seen, on, None).await;
+    linger(client).await;
 }
 
 /// A client whose head was refused before it was read to the end may still be sending it.

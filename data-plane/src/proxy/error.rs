@@ -66,25 +66,21 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "{\"message\":\"failure to get a peer from the ring-balancer\"}\n",
             ),
-            ProxyError::BadRequest(_) => {
-                let mut r = negotiated(StatusCode::BAD_REQUEST, accept);
-                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-                r
-            }
-            ProxyError::NotImplemented => {
-                let mut r = negotiated(StatusCode::NOT_IMPLEMENTED, accept);
-                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-                r
-            }
-            ProxyError::UriTooLong => {
-                let mut r = negotiated(StatusCode::URI_TOO_LONG, accept);
-                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-                r
-            }
+            // A request refused for its head: nothing after it on the connection can be trusted.
+            ProxyError::BadRequest(_) => closing(StatusCode::BAD_REQUEST, accept),
+            ProxyError::NotImplemented => closing(StatusCode::NOT_IMPLEMENTED, accept),
+            ProxyError::UriTooLong => closing(StatusCode::URI_TOO_LONG, accept),
             ProxyError::Connect(_) | ProxyError::Upstream(_) => negotiated(StatusCode::BAD_GATEWAY, accept),
             ProxyError::Timeout => negotiated(StatusCode::GATEWAY_TIMEOUT, accept),
         }
     }
+}
+
+/// The negotiated page, with `Connection: close`.
+fn closing(status: StatusCode, accept: Option<&HeaderValue>) -> Response<ResBody> {
+    let mut r = negotiated(status, accept);
+    r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn message(status: StatusCode) -> &'static str {
