@@ -280,3 +280,40 @@ fn urlencode(s: &str) -> String {
     }
     out
 }
+
+both!(deeply_nested_keys_are_refused_and_the_process_lives, |gw| async move {
+    let before = gw.snapshot().await;
+    let deep_dots = ".a".repeat(7000);
+    let deep_brackets = "[a]".repeat(7000);
+    let deep_pushes = "[]".repeat(7000);
+    for body in [
+        format!("name=key-auth&config{deep_dots}=1"),
+        format!("name=key-auth&config{deep_brackets}=1"),
+        format!("name=key-auth&config{deep_pushes}=1"),
+        // One past the bound is refused too, not only the absurd cases.
+        format!("name=key-auth&config{}=1", ".a".repeat(32)),
+    ] {
+        let r = gw.post_form_raw("/plugins", &body).await;
+        r.assert_status(400);
+        assert!(r.body["message"].as_str().is_some_and(|m| m.contains("nested")), "{}", r.text);
+    }
+    let r = gw.post_form_raw("/services", &format!("name=x&host{deep_dots}=1")).await;
+    r.assert_status(400);
+    let key = format!("config{deep_brackets}");
+    let r = gw.multipart(Method::POST, "/plugins", &[("name", "key-auth"), (key.as_str(), "1")]).await;
+    r.assert_status(400);
+    assert!(r.body["message"].is_string(), "{}", r.text);
+
+    // JSON deeper than the bound, and deeper than serde_json's own limit.
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!({ "a": deep });
+    }
+    gw.post_json("/plugins", &json!({"name": "key-auth", "config": deep})).await.assert_status(400);
+    let raw = format!("{{\"name\":\"x\",\"host\":{}1{}}}", "[".repeat(7000), "]".repeat(7000));
+    gw.raw(Method::POST, "/services", Some("application/json"), raw).await.assert_status(400);
+
+    // The process is still there, and nothing was stored.
+    gw.get("/status").await.expect(200);
+    gw.assert_unchanged(&before).await;
+});

@@ -13,6 +13,12 @@ use super::error::ApiError;
 /// Bodies above this are refused with 413 before they are parsed.
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
 
+/// The deepest nesting a body may have, in form keys (`a.b[c]` is three levels) and in JSON.
+/// Kong's own values are a few levels deep; the bound exists because decoding, coercion and
+/// even dropping a nested value recurse, and a key nested thousands of levels deep would
+/// otherwise overflow the stack and abort the process.
+pub const MAX_DEPTH: usize = 32;
+
 /// A decoded request body.
 #[derive(Debug, Default, Clone)]
 pub struct Input {
@@ -56,11 +62,12 @@ impl<S: Send + Sync> FromRequest<S> for Input {
                         .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
                     pairs.push((name, text));
                 }
-                Ok(Input { map: decode_pairs(pairs), form: true })
+                Ok(Input { map: decode_pairs(pairs)?, form: true })
             }
             Some(ct) if ct.starts_with("application/json") => {
                 let bytes = read(req.into_body()).await?;
                 match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(Value::Object(map)) if too_deep(&map) => Err(nested_too_deep()),
                     Ok(Value::Object(map)) => Ok(Input { map, form: false }),
                     Ok(_) => Err(ApiError::bad_request("Cannot parse JSON body: expected an object")),
                     Err(_) => Err(ApiError::bad_request("Cannot parse JSON body")),
@@ -69,7 +76,7 @@ impl<S: Send + Sync> FromRequest<S> for Input {
             Some(ct) if ct.starts_with("application/x-www-form-urlencoded") => {
                 let bytes = read(req.into_body()).await?;
                 let pairs = url::form_urlencoded::parse(&bytes).into_owned().collect();
-                Ok(Input { map: decode_pairs(pairs), form: true })
+                Ok(Input { map: decode_pairs(pairs)?, form: true })
             }
             Some(_) => Err(ApiError::UnsupportedMediaType),
             None => {
@@ -82,6 +89,30 @@ impl<S: Send + Sync> FromRequest<S> for Input {
             }
         }
     }
+}
+
+fn nested_too_deep() -> ApiError {
+    ApiError::bad_request(format!("Cannot parse request body: nested deeper than {MAX_DEPTH} levels"))
+}
+
+/// Whether a JSON object nests deeper than [`MAX_DEPTH`]; walked with an explicit stack so
+/// that the check itself cannot recurse. (serde_json stops at 128 levels while parsing.)
+fn too_deep(map: &Map<String, Value>) -> bool {
+    let mut stack: Vec<(&Value, usize)> = map.values().map(|v| (v, 1)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        for child in children {
+            if depth + 1 > MAX_DEPTH {
+                return true;
+            }
+            stack.push((child, depth + 1));
+        }
+    }
+    false
 }
 
 fn too_large() -> ApiError {
@@ -99,7 +130,8 @@ enum Step<'a> {
     Index(u64),
 }
 
-fn parse_key(key: &str) -> Vec<Step<'_>> {
+/// The steps of a form key, or `None` when it nests deeper than [`MAX_DEPTH`].
+fn parse_key(key: &str) -> Option<Vec<Step<'_>>> {
     let mut steps = Vec::new();
     for part in key.split('.') {
         let (name, mut rest) = match part.find('[') {
@@ -116,23 +148,29 @@ fn parse_key(key: &str) -> Vec<Step<'_>> {
                 idx.parse().map(Step::Index).unwrap_or(Step::Key(idx))
             });
             rest = &inner[end + 1..];
+            if steps.len() > MAX_DEPTH {
+                return None;
+            }
+        }
+        if steps.len() > MAX_DEPTH {
+            return None;
         }
     }
-    steps
+    Some(steps)
 }
 
-/// Builds the nested object from form pairs.
-pub fn decode_pairs(pairs: Vec<(String, String)>) -> Map<String, Value> {
+/// Builds the nested object from form pairs; a key nested too deep is a 400.
+pub fn decode_pairs(pairs: Vec<(String, String)>) -> Result<Map<String, Value>, ApiError> {
     let mut root = Value::Object(Map::new());
     for (key, value) in pairs {
-        let steps = parse_key(&key);
+        let steps = parse_key(&key).ok_or_else(nested_too_deep)?;
         insert(&mut root, &steps, Value::String(value));
     }
-    let Value::Object(mut map) = root else { return Map::new() };
+    let Value::Object(mut map) = root else { return Ok(Map::new()) };
     for v in map.values_mut() {
         indexed_to_arrays(v);
     }
-    map
+    Ok(map)
 }
 
 fn insert(node: &mut Value, steps: &[Step<'_>], value: Value) {
@@ -235,7 +273,27 @@ mod tests {
     use super::*;
 
     fn pairs(p: &[(&str, &str)]) -> Value {
-        Value::Object(decode_pairs(p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
+        Value::Object(decode_pairs(p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap())
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let at_limit = format!("a{}", ".a".repeat(MAX_DEPTH - 1));
+        assert!(decode_pairs(vec![(at_limit, "1".into())]).is_ok());
+        for key in [
+            format!("a{}", ".a".repeat(MAX_DEPTH)),
+            format!("a{}", "[a]".repeat(MAX_DEPTH)),
+            format!("a{}", "[]".repeat(7000)),
+            format!("config{}", ".a".repeat(7000)),
+        ] {
+            assert!(decode_pairs(vec![(key.clone(), "1".into())]).is_err(), "{}", &key[..40]);
+        }
+        let mut deep = json!(1);
+        for _ in 0..MAX_DEPTH {
+            deep = json!([deep]);
+        }
+        assert!(too_deep(json!({ "a": deep }).as_object().unwrap()));
+        assert!(!too_deep(json!({"a": {"b": [1, {"c": 2}]}}).as_object().unwrap()));
     }
 
     #[test]
