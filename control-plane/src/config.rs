@@ -72,6 +72,9 @@ pub struct Config {
     pub admin_ssl_cert: Option<PathBuf>,
     pub admin_ssl_cert_key: Option<PathBuf>,
     pub cluster_listen: Listen,
+    /// Whether `cluster_listen` was set (file or environment) rather than defaulted:
+    /// `standalone` opens a cluster listener only when asked to.
+    pub cluster_listen_explicit: bool,
     pub cluster_tls: ClusterTls,
     pub sync: SyncSettings,
     pub database_url: String,
@@ -175,6 +178,7 @@ impl Config {
             value: e.0,
             reason: enabled_headers::EXPECTED,
         })?;
+        let cluster_listen_explicit = env.get("GATEHOUSE_CLUSTER_LISTEN").is_some() || raw.cluster_listen.is_some();
         let defaults = SyncSettings::default();
         let sync = SyncSettings {
             retention: number("cluster_changelog_retention", raw.cluster_changelog_retention, defaults.retention)?,
@@ -194,6 +198,7 @@ impl Config {
             admin_ssl_cert: path("admin_ssl_cert", raw.admin_ssl_cert),
             admin_ssl_cert_key: path("admin_ssl_cert_key", raw.admin_ssl_cert_key),
             cluster_listen: listen("cluster_listen", &pick("cluster_listen", raw.cluster_listen, "0.0.0.0:8005"))?,
+            cluster_listen_explicit,
             cluster_tls: ClusterTls {
                 mode,
                 cert: path("cluster_cert", raw.cluster_cert),
@@ -249,6 +254,9 @@ mod tests {
         assert_eq!(c.admin_listen, Some("127.0.0.1:8001".parse().unwrap()));
         assert_eq!(c.admin_ssl_listen, Some("127.0.0.1:8444".parse().unwrap()));
         assert_eq!(c.cluster_listen, Some("0.0.0.0:8005".parse().unwrap()));
+        assert!(!c.cluster_listen_explicit);
+        let c = Config::from_raw(RawConfig::default(), &env(&[("GATEHOUSE_CLUSTER_LISTEN", "off")])).unwrap();
+        assert!(c.cluster_listen_explicit);
         assert_eq!(c.database_url, "sqlite://gatehouse.db");
     }
 

@@ -61,18 +61,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The control plane and a data plane in one process (`gatehouse-cp standalone`). The data
-/// plane follows the control plane through the same sync stream, over loopback in plaintext
-/// on a port of its own; nothing else may connect to it.
+/// plane follows the control plane through the same sync session as a remote one, over an
+/// in-process link: no socket carries the configuration, so no other local user can read it.
+/// A cluster listener for further data planes is opened only when `cluster_listen` is set,
+/// and then exactly as `run` opens it (with the configured mTLS).
 ///
 /// # Errors
 /// Start-up failures of either plane.
 pub async fn standalone(mut config: Config, dp_config: gatehouse_data_plane::config::Config) -> anyhow::Result<()> {
-    config.cluster_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    config.cluster_tls = sync::ClusterTls { mode: sync::MtlsMode::Off, cert: None, key: None, ca: None };
-    let cp = start(config).await?;
+    if !config.cluster_listen_explicit {
+        config.cluster_listen = None;
+    }
+    let (link, accepted) = gatehouse_data_plane::sync::link();
+    let cp = start_with(config, Some(accepted)).await?;
     let mut dp_config = dp_config;
-    dp_config.control_plane = cp.cluster_addr.map(|a| a.to_string()).unwrap_or_default();
-    dp_config.mtls = gatehouse_data_plane::config::Mtls::Off;
+    dp_config.control_plane = "in-process".to_owned();
+    dp_config.link = Some(link);
     dp_config.backoff_max = dp_config.backoff_max.min(std::time::Duration::from_secs(2));
     let dp = gatehouse_data_plane::start(dp_config).await?;
     server::shutdown_signal().await;
@@ -109,6 +113,17 @@ impl Started {
 /// # Errors
 /// Start-up failures (store, listeners, TLS material).
 pub async fn start(config: Config) -> anyhow::Result<Started> {
+    start_with(config, None).await
+}
+
+/// [`start`], also serving an embedded data plane's in-process link when there is one.
+///
+/// # Errors
+/// Start-up failures (store, listeners, TLS material).
+pub async fn start_with(
+    config: Config,
+    embedded: Option<gatehouse_data_plane::sync::link::Accepted>,
+) -> anyhow::Result<Started> {
     let store = open_store(&config).await?;
     admin::set_strategy(store.dialect().name());
     let cluster_id = store.cluster_id().await?;
@@ -125,26 +140,25 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     let mut cluster_addr = None;
-    if let Some(addr) = config.cluster_listen {
+    if config.cluster_listen.is_some() || embedded.is_some() {
         let tail =
             sync::Tail::start(store.clone(), config.database_url.clone(), config.sync.clone(), stop_rx.clone()).await;
-        let mut tls = config.cluster_tls.clone();
-        if tls.mode == sync::MtlsMode::Shared && tls.cert.is_none() {
-            tls = default_cluster_cert(&config, tls)?;
+        let server = sync::SyncServer::new(store.clone(), tail, &config.sync, cluster_id.clone(), node.node_id.clone());
+        if let Some(addr) = config.cluster_listen {
+            let mut tls = config.cluster_tls.clone();
+            if tls.mode == sync::MtlsMode::Shared && tls.cert.is_none() {
+                tls = default_cluster_cert(&config, tls)?;
+            }
+            let (bound, fut) = server
+                .listen(addr, &tls, stop_rx.clone())
+                .await
+                .with_context(|| format!("cannot start the cluster listener on {addr} (cluster_listen)"))?;
+            cluster_addr = Some(bound);
+            servers.push(tokio::spawn(fut));
         }
-        let server = sync::SyncServer {
-            store: store.clone(),
-            tail,
-            settings: config.sync.clone(),
-            cluster_id: cluster_id.clone(),
-            node_id: node.node_id.clone(),
-            tls,
-        };
-        let (bound, fut) = sync::serve(addr, server, stop_rx.clone())
-            .await
-            .with_context(|| format!("cannot start the cluster listener on {addr} (cluster_listen)"))?;
-        cluster_addr = Some(bound);
-        servers.push(tokio::spawn(fut));
+        if let Some(accepted) = embedded {
+            servers.push(tokio::spawn(server.in_process(accepted, stop_rx.clone())));
+        }
     }
     servers.push(tokio::spawn(expiry::run(store.clone(), std::time::Duration::from_secs(60), stop_rx.clone())));
     if let Some(addr) = config.admin_listen {

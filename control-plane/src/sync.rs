@@ -13,7 +13,7 @@ mod tls;
 
 use std::time::Duration;
 
-pub use server::{serve, SyncServer};
+pub use server::SyncServer;
 pub use tail::Tail;
 pub use tls::{generate_shared_cert, ClusterTls, MtlsMode};
 

@@ -90,6 +90,9 @@ pub struct Config {
     pub headers: EnabledHeaders,
     /// `host:port` of a control plane's cluster listener.
     pub control_plane: String,
+    /// An in-process link to the control plane, used instead of `control_plane` (and of
+    /// mTLS) by the data plane that `gatehouse-cp standalone` embeds. Never read from a file.
+    pub link: Option<crate::sync::Link>,
     pub mtls: Mtls,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -224,6 +227,7 @@ impl Config {
             trusted_ips,
             headers,
             control_plane: pick("cluster_control_plane", raw.cluster_control_plane, "127.0.0.1:8005"),
+            link: None,
             mtls,
             cert: path("cluster_cert", raw.cluster_cert),
             key: path("cluster_cert_key", raw.cluster_cert_key),

@@ -293,6 +293,34 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// The TCP ports process `pid` is listening on (IPv4 and IPv6, each once), read from its
+/// open sockets in `/proc/<pid>/fd` and the kernel's socket tables in `/proc/net/tcp{,6}`.
+pub fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"));
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut ports = std::collections::BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("read {table}: {e}"));
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl, local_address, rem_address, st, queues, tr, retrnsmt, uid, timeout, inode
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9)) else { continue };
+            if *state != "0A" || !inodes.contains(*inode) {
+                continue;
+            }
+            let port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            ports.insert(port.unwrap_or_else(|| panic!("bad local address {local} in {table}")));
+        }
+    }
+    ports
+}
+
 /// `N` different ports that were free a moment ago: two calls of [`free_port`] can return
 /// the same port, and one process cannot listen twice on it.
 pub fn free_ports<const N: usize>() -> [u16; N] {

@@ -1,7 +1,7 @@
 //! End-to-end harness for the proxy.
 //!
 //! [`Standalone`] runs `gatehouse-cp standalone` (the Admin API and a data plane in one
-//! process, the data plane fed through the real sync stream over loopback) on free ports,
+//! process, the data plane fed through the real sync session over an in-process link) on free ports,
 //! configures it through the Admin API and talks to its proxy listeners. [`Upstream`] servers
 //! are started by each test on `127.0.0.1:0`: an echo server that reports what it received
 //! (plain or TLS), a slow one, a body sink, a body source, a dripping one, a WebSocket echo,

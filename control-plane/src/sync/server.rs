@@ -1,13 +1,17 @@
-//! The gRPC service: accepts data-plane streams and runs one session per stream.
+//! The gRPC service: accepts data-plane streams and runs one session per stream, whether they
+//! arrive on the cluster listener (remote data planes, mTLS) or over the in-process link of
+//! `standalone` (the embedded data plane, no socket at all).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use gatehouse_data_plane::sync::link::Accepted;
 use gatehouse_shared::proto::config_sync_server::{ConfigSync, ConfigSyncServer};
 use gatehouse_shared::proto::{ControlPlaneMessage, DataPlaneMessage};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::session::{self, Shared};
@@ -26,7 +30,8 @@ impl ConfigSync for Service {
         &self,
         request: Request<Streaming<DataPlaneMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let ip = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        // The in-process link has no address: its data plane is this process, on this host.
+        let ip = request.remote_addr().map_or_else(|| "127.0.0.1".to_owned(), |a| a.ip().to_string());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let shared = self.shared.clone();
@@ -35,51 +40,80 @@ impl ConfigSync for Service {
     }
 }
 
-/// What the sync server needs to run.
+/// The sync service, shared by every way a data plane can reach it.
+#[derive(Clone)]
 pub struct SyncServer {
-    pub store: Store,
-    pub tail: Tail,
-    pub settings: SyncSettings,
-    pub cluster_id: String,
-    pub node_id: String,
-    pub tls: ClusterTls,
+    shared: Arc<Shared>,
 }
 
-/// Binds `addr` (failing fast) and returns the serving future, which ends on `shutdown`.
-///
-/// # Errors
-/// TLS material that cannot be loaded, or an address that cannot be bound.
-pub async fn serve(
-    addr: SocketAddr,
-    server: SyncServer,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    let tls = server.tls.server_config()?;
-    let listener = TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, mtls = tls.is_some(), "cluster listener bound");
-    let shared = Arc::new(Shared {
-        store: server.store,
-        tail: server.tail,
-        snapshots: Arc::new(Semaphore::new(server.settings.max_snapshots)),
-        cluster_id: server.cluster_id,
-        node_id: server.node_id,
-    });
-    let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
+impl SyncServer {
+    pub fn new(store: Store, tail: Tail, settings: &SyncSettings, cluster_id: String, node_id: String) -> Self {
+        let shared = Arc::new(Shared {
+            store,
+            tail,
+            snapshots: Arc::new(Semaphore::new(settings.max_snapshots)),
+            cluster_id,
+            node_id,
+        });
+        SyncServer { shared }
     }
-    let router =
-        builder.add_service(ConfigSyncServer::new(Service { shared }).max_decoding_message_size(64 * 1024 * 1024));
-    Ok((addr, async move {
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop).await {
-            tracing::error!(error = %e, "cluster listener failed");
+
+    fn builder() -> tonic::transport::Server {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+    }
+
+    fn service(&self) -> ConfigSyncServer<Service> {
+        ConfigSyncServer::new(Service { shared: self.shared.clone() }).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// Binds the cluster listener at `addr` (failing fast) with `tls`, and returns the serving
+    /// future, which ends on `shutdown`.
+    ///
+    /// # Errors
+    /// TLS material that cannot be loaded, or an address that cannot be bound.
+    pub async fn listen(
+        &self,
+        addr: SocketAddr,
+        tls: &ClusterTls,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+        let tls = tls.server_config()?;
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, mtls = tls.is_some(), "cluster listener bound");
+        let mut builder = Self::builder().tcp_nodelay(true);
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
         }
-    }))
+        let router = builder.add_service(self.service());
+        Ok((addr, async move {
+            if let Err(e) =
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(shutdown)).await
+            {
+                tracing::error!(error = %e, "cluster listener failed");
+            }
+        }))
+    }
+
+    /// Serves the pipes an embedded data plane opens over its in-process link, until
+    /// `shutdown`.
+    pub fn in_process(
+        &self,
+        accepted: Accepted,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> {
+        let router = Self::builder().add_service(self.service());
+        let incoming = ReceiverStream::new(accepted).map(Ok::<_, std::io::Error>);
+        async move {
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped(shutdown)).await {
+                tracing::error!(error = %e, "in-process sync link failed");
+            }
+        }
+    }
+}
+
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.changed().await;
 }

@@ -46,14 +46,31 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, SyncError> {
     std::fs::read(path).map_err(|e| SyncError::Tls(path.display().to_string(), e))
 }
 
-fn endpoint(config: &Config) -> Result<Endpoint, SyncError> {
-    let scheme = if config.mtls == Mtls::Off { "http" } else { "https" };
-    let mut ep = Channel::from_shared(format!("{scheme}://{}", config.control_plane))
-        .map_err(|_| SyncError::Closed)?
-        .connect_timeout(Duration::from_secs(5))
+/// A channel to the control plane: over the in-process link when there is one, else over
+/// TCP to `control_plane`, with mTLS unless it is off.
+async fn connect(config: &Config) -> Result<Channel, SyncError> {
+    if let Some(link) = &config.link {
+        let link = link.clone();
+        let pipe = tower::service_fn(move |_: http::Uri| {
+            let link = link.clone();
+            async move { link.connect().await.map(hyper_util::rt::TokioIo::new) }
+        });
+        return Ok(tuned(Endpoint::from_static("http://in-process")).connect_with_connector(pipe).await?);
+    }
+    Ok(endpoint(config)?.connect().await?)
+}
+
+fn tuned(ep: Endpoint) -> Endpoint {
+    ep.connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
-        .tcp_nodelay(true);
+}
+
+fn endpoint(config: &Config) -> Result<Endpoint, SyncError> {
+    let scheme = if config.mtls == Mtls::Off { "http" } else { "https" };
+    let mut ep =
+        tuned(Channel::from_shared(format!("{scheme}://{}", config.control_plane)).map_err(|_| SyncError::Closed)?)
+            .tcp_nodelay(true);
     if config.mtls != Mtls::Off {
         let (Some(cert), Some(key)) = (&config.cert, &config.key) else { return Err(SyncError::MissingCert) };
         let cert = read(cert)?;
@@ -133,7 +150,7 @@ async fn persist_loop(cache: DiskCache, mut rx: watch::Receiver<Option<Arc<Confi
 
 impl Follower {
     async fn session(&mut self) -> Result<(), SyncError> {
-        let channel = endpoint(&self.config)?.connect().await?;
+        let channel = connect(&self.config).await?;
         let mut client = ConfigSyncClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         let (tx, rx) = mpsc::channel(16);
         let current = self.live.load();
