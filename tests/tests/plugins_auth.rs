@@ -565,6 +565,47 @@ async fn hmac_auth_valid_missing_stale_and_wrong() {
     assert_eq!(up.requests(), proxied, "no rejected request reaches the upstream");
 }
 
+/// Kong reads the Authorization value with one fixed grammar (`username`, `algorithm`,
+/// `headers`, `signature`, in that order); anything else cannot be verified.
+#[tokio::test]
+async fn hmac_auth_parameters_follow_kongs_grammar() {
+    let (gw, up, _, route) = gateway("/grammar").await;
+    on_route(&gw, &route, "hmac-auth", json!({})).await;
+    let alice = consumer(&gw, "alice", None).await;
+    credential(&gw, &alice, "hmac-auth", json!({"username": "alice-hmac", "secret": "alice-secret"})).await;
+    gw.sync().await;
+    let date = http_date(now_secs());
+    let signature = hmac_sha256_b64("alice-secret", &format!("date: {date}\nGET /grammar HTTP/1.1"));
+    let send = |auth: String| {
+        let date = date.clone();
+        let gw = &gw;
+        async move { gw.get_with("/grammar", &[("Date", date.as_str()), ("Authorization", auth.as_str())]).await }
+    };
+
+    let good = format!(
+        r#"hmac username="alice-hmac", algorithm="hmac-sha256", headers="date request-line", signature="{signature}""#
+    );
+    assert_authenticated(&send(good).await.echo(), &alice);
+    let reordered = format!(
+        r#"hmac algorithm="hmac-sha256", username="alice-hmac", headers="date request-line", signature="{signature}""#
+    );
+    assert_message(&send(reordered).await, 403, HMAC_CANNOT_VERIFY);
+    for misspelt in [
+        format!(
+            r#"hmac username="alice-hmac", algorithm="hmac-sha256", headers="date request-line", wrong_signature="{signature}""#
+        ),
+        format!(
+            r#"hmac username="alice-hmac", algorithm="hmac-sha256", wrong_header="date request-line", signature="{signature}""#
+        ),
+        format!(
+            r#"HMAC username="alice-hmac", algorithm="hmac-sha256", headers="date request-line", signature="{signature}""#
+        ),
+    ] {
+        assert_message(&send(misspelt).await, 403, HMAC_CANNOT_VERIFY);
+    }
+    assert_eq!(up.requests(), 1, "only the well-formed value was proxied");
+}
+
 #[tokio::test]
 async fn hmac_auth_enforce_headers_and_algorithms() {
     let (gw, _up, service, route) = gateway("/enforced").await;
@@ -711,6 +752,50 @@ async fn jwt_algorithm_mismatch_and_expiry() {
     let reply = gw.get(&format!("/exp-jwt?jwt={text}")).await;
     reply.assert_status(401);
     assert_eq!(reply.json(), json!({"exp": "must be a number"}), "{}: {}", reply.what, reply.text());
+}
+
+/// A claim listed in `claims_to_verify` that the token lacks fails verification, as in Kong:
+/// a correctly signed token without `exp` must not pass an expiry policy.
+#[tokio::test]
+async fn jwt_claims_to_verify_refuses_a_token_without_the_claims() {
+    let (gw, up, service, route) = gateway("/both").await;
+    on_route(&gw, &route, "jwt", json!({"claims_to_verify": ["exp", "nbf"]})).await;
+    let exp_only = route_to(&gw, &service, "/exp-only").await;
+    on_route(&gw, &exp_only, "jwt", json!({"claims_to_verify": ["exp"]})).await;
+    let alice = consumer(&gw, "alice", None).await;
+    credential(&gw, &alice, "jwt", json!({"key": "alice-iss", "secret": "alice-secret"})).await;
+    gw.sync().await;
+
+    let bare = jwt_hs("HS256", "alice-secret", &json!({"iss": "alice-iss"}));
+    let reply = gw.get(&format!("/both?jwt={bare}")).await;
+    reply.assert_status(401);
+    reply.assert_generated();
+    assert_eq!(reply.json(), json!({"nbf": "must be a number", "exp": "must be a number"}), "{}", reply.text());
+    let reply = gw.get(&format!("/exp-only?jwt={bare}")).await;
+    reply.assert_status(401);
+    assert_eq!(reply.json(), json!({"exp": "must be a number"}), "{}", reply.text());
+
+    let later = now_secs() + 3600;
+    let no_nbf = jwt_hs("HS256", "alice-secret", &json!({"iss": "alice-iss", "exp": later}));
+    let reply = gw.get(&format!("/both?jwt={no_nbf}")).await;
+    reply.assert_status(401);
+    assert_eq!(reply.json(), json!({"nbf": "must be a number"}), "{}", reply.text());
+    assert_eq!(up.requests(), 0, "no token without the listed claims reached the upstream");
+
+    // Both claims present and valid: proxied; nbf in the future is refused.
+    let full = jwt_hs("HS256", "alice-secret", &json!({"iss": "alice-iss", "exp": later, "nbf": now_secs() - 10}));
+    assert_authenticated(&gw.get(&format!("/both?jwt={full}")).await.echo(), &alice);
+    let early = jwt_hs("HS256", "alice-secret", &json!({"iss": "alice-iss", "exp": later, "nbf": later}));
+    let reply = gw.get(&format!("/both?jwt={early}")).await;
+    reply.assert_status(401);
+    assert_eq!(reply.json(), json!({"nbf": "token not valid yet"}), "{}", reply.text());
+
+    // A valueless query argument is not a token; an empty one is a token that does not parse.
+    assert_message(&gw.get("/exp-only?jwt").await, 401, "Unrecognizable token");
+    assert_message(&gw.get("/exp-only?a=1&jwt&b=2").await, 401, "Unrecognizable token");
+    assert_message(&gw.get("/exp-only?jwt=").await, 401, "Bad token; invalid JSON");
+    assert_message(&gw.get(&format!("/exp-only?jwt&jwt={full}")).await, 401, "Multiple tokens provided");
+    assert_eq!(up.requests(), 1);
 }
 
 /// ES256 rather than RS256: neither `ring` nor `rcgen` can generate RSA keys, and the

@@ -115,9 +115,23 @@ impl RequestCtx<'_> {
         (first, count)
     }
 
-    /// Whether the query has `name` with no value at all (`?jwt` rather than `?jwt=`).
-    pub fn query_has_bare(&self, name: &str) -> bool {
-        self.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == name))
+    /// Every `name` argument, decoded, in order: `None` for one with no `=` at all (`?jwt`),
+    /// which nginx's `get_uri_args` gives as `true` rather than as a string.
+    pub fn query_values(&self, name: &str) -> Vec<Option<String>> {
+        let Some(q) = self.query.as_deref() else { return Vec::new() };
+        let decode = |s: &str| {
+            let spaced = s.replace('+', " ");
+            percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
+        };
+        q.split('&')
+            .filter_map(|p| {
+                let (key, value) = match p.split_once('=') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (p, None),
+                };
+                (!p.is_empty() && decode(key) == name).then(|| value.map(decode))
+            })
+            .collect()
     }
 
     /// Removes every `name` argument from the query, re-encoding the rest.

@@ -36,25 +36,26 @@ struct Params {
     signature: String,
 }
 
+/// Kong's grammar for the value, exactly: fixed parameter names in a fixed order, each value
+/// quoted and greedy, anywhere in the header (the match is not anchored). A value that does
+/// not match has no parameters, and is refused as unverifiable.
+static GRAMMAR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r#"(?-u:\s)*[Hh]mac(?-u:\s)*username="(.+)",(?-u:\s)*algorithm="(.+)",(?-u:\s)*headers="(.+)",(?-u:\s)*signature="(.+)""#,
+    )
+    .unwrap_or_else(|e| unreachable!("the hmac grammar is a valid regex: {e}"))
+});
+
 fn parse(value: &str) -> Option<Params> {
-    let value = value.trim_start();
-    let (scheme, rest) = value.split_at(value.find(char::is_whitespace)?);
-    if !scheme.eq_ignore_ascii_case("hmac") {
-        return None;
-    }
-    let mut p = Params::default();
-    for pair in rest.split(',') {
-        let (k, v) = pair.trim().split_once('=')?;
-        let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
-        match k.trim() {
-            "username" => p.username = v.to_string(),
-            "algorithm" => p.algorithm = v.to_string(),
-            "headers" => p.headers = v.split(' ').filter(|h| !h.is_empty()).map(str::to_owned).collect(),
-            "signature" => p.signature = v.to_string(),
-            _ => {}
-        }
-    }
-    (!p.username.is_empty()).then_some(p)
+    let m = GRAMMAR.captures(value)?;
+    let group = |i| m.get(i).map_or("", |g| g.as_str());
+    Some(Params {
+        username: group(1).to_owned(),
+        algorithm: group(2).to_owned(),
+        // Kong splits on single spaces, keeping empty names.
+        headers: group(3).split(' ').map(str::to_owned).collect(),
+        signature: group(4).to_owned(),
+    })
 }
 
 fn algorithm(name: &str) -> Option<hmac::Algorithm> {
@@ -138,8 +139,7 @@ impl HmacAuth {
         }
         let config = ctx.config;
         let checked = params.filter(|p| {
-            self.enforce_headers.iter().all(|h| p.headers.iter().any(|s| s.eq_ignore_ascii_case(h)))
-                && self.algorithms.contains(&p.algorithm)
+            self.enforce_headers.iter().all(|h| p.headers.contains(h)) && self.algorithms.contains(&p.algorithm)
         });
         let Some((p, cred)) = checked.and_then(|p| config.creds.hmac.get(&p.username).map(|c| (p, c.clone()))) else {
             auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, CANNOT_VERIFY))?;
@@ -232,5 +232,11 @@ mod tests {
         assert_eq!(p.headers, ["date", "request-line"]);
         assert_eq!(p.signature, "c2ln");
         assert!(parse("Basic Ym9iOnB3").is_none());
+        // Parameters out of Kong's order, or misspelt, do not parse.
+        assert!(parse(r#"hmac algorithm="hmac-sha256", username="bob", headers="date", signature="c2ln""#).is_none());
+        assert!(
+            parse(r#"hmac username="bob", algorithm="hmac-sha256", headers="date", wrong_signature="c2ln""#).is_none()
+        );
+        assert!(parse(r#"HMAC username="bob", algorithm="hmac-sha256", headers="date", signature="c2ln""#).is_none());
     }
 }

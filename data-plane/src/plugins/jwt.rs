@@ -86,8 +86,9 @@ fn verify(alg: &str, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
     parsed.is_some_and(|k| verify_parsed(alg, &k, message, sig))
 }
 
+/// Whole seconds, as nginx's `ngx.time()` that Kong compares claims with.
 fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs() as f64)
 }
 
 impl Jwt {
@@ -111,12 +112,13 @@ impl Jwt {
     /// The token, or the 401 message when it is missing or ambiguous.
     fn token(&self, ctx: &RequestCtx<'_>) -> Result<String, &'static str> {
         for name in &self.uri_param_names {
-            let args = ctx.query_args(name);
-            match args.len() {
-                0 if ctx.query_has_bare(name) => return Err("Unrecognizable token"),
-                0 => {}
-                1 => return Ok(args.into_iter().next().unwrap_or_default()),
-                _ => return Err("Multiple tokens provided"),
+            let mut args = ctx.query_values(name);
+            match (args.pop(), args.is_empty()) {
+                (None, _) => {}
+                (Some(Some(token)), true) => return Ok(token),
+                // `?jwt` with no `=`: nginx gives `true`, which Kong cannot read as a token.
+                (Some(None), true) => return Err("Unrecognizable token"),
+                (Some(_), false) => return Err("Multiple tokens provided"),
             }
         }
         for name in &self.cookie_names {
@@ -202,8 +204,9 @@ impl Jwt {
         let mut errors = BTreeMap::new();
         let now = now();
         for c in &self.claims_to_verify {
-            let Some(v) = claims.get(c.as_str()) else { continue };
-            let Some(n) = v.as_f64() else {
+            // A listed claim that is absent fails like one that is not a number: an operator
+            // who requires `exp` must not be bypassed by a token that simply omits it.
+            let Some(n) = claims.get(c.as_str()).and_then(Value::as_f64) else {
                 errors.insert(c.clone(), "must be a number");
                 continue;
             };
