@@ -124,23 +124,23 @@ pub trait Plugin: Send + Sync + 'static {
 #[error("{0}")]
 pub struct BuildError(pub String);
 
-/// Builds the plugin for a row's `config`; `None` for plugins this data plane accepts but does
-/// not run (their rows are kept, and they do nothing).
+/// Builds the plugin for a row's `config`. A plugin without a runtime here is an error, never
+/// a row quietly skipped: the configuration that holds it is refused.
 ///
 /// # Errors
-/// A configuration the plugin cannot use (the control plane validated it, so this means the
-/// two disagree).
-pub fn build(name: &str, config: &Value) -> Result<Option<Arc<dyn Plugin>>, BuildError> {
+/// A plugin this data plane cannot run, or a configuration the plugin cannot use (the control
+/// plane validated it, so this means the two disagree).
+pub fn build(name: &str, config: &Value) -> Result<Arc<dyn Plugin>, BuildError> {
     Ok(match name {
-        "key-auth" => Some(Arc::new(key_auth::KeyAuth::new(config)?)),
-        "basic-auth" => Some(Arc::new(basic_auth::BasicAuth::new(config)?)),
-        "hmac-auth" => Some(Arc::new(hmac_auth::HmacAuth::new(config)?)),
-        "jwt" => Some(Arc::new(jwt::Jwt::new(config)?)),
-        "acl" => Some(Arc::new(acl::Acl::new(config)?)),
-        "oauth2" => Some(Arc::new(oauth2::OAuth2::new(config)?)),
-        "ldap-auth" => Some(Arc::new(ldap_auth::LdapAuth::new(config)?)),
-        "request-size-limiting" => Some(Arc::new(request_size_limiting::RequestSizeLimiting::new(config))),
-        _ => None,
+        "key-auth" => Arc::new(key_auth::KeyAuth::new(config)?),
+        "basic-auth" => Arc::new(basic_auth::BasicAuth::new(config)?),
+        "hmac-auth" => Arc::new(hmac_auth::HmacAuth::new(config)?),
+        "jwt" => Arc::new(jwt::Jwt::new(config)?),
+        "acl" => Arc::new(acl::Acl::new(config)?),
+        "oauth2" => Arc::new(oauth2::OAuth2::new(config)?),
+        "ldap-auth" => Arc::new(ldap_auth::LdapAuth::new(config)?),
+        "request-size-limiting" => Arc::new(request_size_limiting::RequestSizeLimiting::new(config)),
+        _ => return Err(BuildError(format!("plugin '{name}' has no runtime on this data plane"))),
     })
 }
 
@@ -182,6 +182,27 @@ pub async fn access(chain: &Chain, ctx: &mut RequestCtx<'_>) -> Result<Resolved,
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
+    /// The plugins the Admin API accepts are exactly those with a runtime here.
+    #[test]
+    fn enabled_plugins_are_exactly_those_that_build() {
+        for name in gatehouse_shared::schema::plugin_names() {
+            let schema = gatehouse_shared::schema::plugin(name).expect("bundled");
+            // The smallest configuration the schema accepts, with its defaults filled in.
+            let minimal =
+                [json!({}), json!({"whitelist": ["a"]}), json!({"ldap_host": "h", "base_dn": "d", "attribute": "a"})]
+                    .into_iter()
+                    .find_map(|c| schema.validate_create(Some(&c)).ok());
+            let enabled = gatehouse_shared::schema::enabled_names().contains(name);
+            match (enabled, build(name, minimal.as_ref().unwrap_or(&Value::Null))) {
+                (true, Err(e)) => panic!("{name} is enabled but does not build: {e}"),
+                (false, Ok(_)) => panic!("{name} builds but is not enabled"),
+                _ => {}
+            }
+        }
+    }
 
     use bytes::Bytes;
     use http_body_util::BodyExt;

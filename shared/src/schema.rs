@@ -116,6 +116,24 @@ pub fn plugin(name: &str) -> Option<&'static PluginSchema> {
     PLUGINS.iter().copied().find(|p| p.name == name)
 }
 
+/// The bundled plugins that have a runtime on the data plane, and so the only ones the Admin
+/// API accepts: nothing is accepted that does nothing. A plugin joins this list in the
+/// commit that makes it run (the data plane's tests check that it builds exactly these).
+const ENABLED: &[&str] =
+    &["jwt", "acl", "oauth2", "key-auth", "hmac-auth", "basic-auth", "request-size-limiting", "ldap-auth"];
+
+/// The enabled plugin names, in the order of [`plugin_names`]: what `/plugins/enabled`,
+/// `available_on_server` and a data plane's `bundled` set list.
+pub fn enabled_names() -> &'static [&'static str] {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NAMES.get_or_init(|| plugin_names().iter().copied().filter(|n| ENABLED.contains(n)).collect())
+}
+
+/// The schema of an enabled plugin; None for an unknown one or one without a runtime.
+pub fn enabled_plugin(name: &str) -> Option<&'static PluginSchema> {
+    plugin(name).filter(|p| ENABLED.contains(&p.name))
+}
+
 impl PluginSchema {
     pub(crate) const fn new(name: &'static str, priority: u32, config: Table) -> Self {
         PluginSchema { name, priority, config }

@@ -159,34 +159,37 @@ both!(form_plugins_o_layer_coercion, |gw| async move {
         .post_form(
             "/plugins",
             &[
-                ("name", "rate-limiting"),
-                ("config.minute", "20"),
-                ("config.policy", "local"),
-                ("config.hide_client_headers", "true"),
+                ("name", "hmac-auth"),
+                ("config.clock_skew", "20"),
+                ("config.algorithms", "hmac-sha256"),
+                ("config.hide_credentials", "true"),
                 ("enabled", "false"),
             ],
         )
         .await
         .expect(201);
-    assert_eq!(p["config"]["minute"], json!(20));
-    assert_eq!(p["config"]["policy"], json!("local"));
-    assert_eq!(p["config"]["hide_client_headers"], json!(true));
+    assert_eq!(p["config"]["clock_skew"], json!(20));
+    assert_eq!(p["config"]["algorithms"], json!(["hmac-sha256"]));
+    assert_eq!(p["config"]["hide_credentials"], json!(true));
     assert_eq!(p["enabled"], json!(false));
 
     // JSON strings are coerced on the O-layer too.
     let p = gw
-        .post_json("/plugins", &json!({"name": "cors", "config": {"origins": "a.com, b.com", "max_age": "60"}}))
+        .post_json("/plugins", &json!({"name": "jwt", "config": {"cookie_names": "a, b", "maximum_expiration": "60", "claims_to_verify": "exp"}}))
         .await
         .expect(201);
-    assert_eq!(p["config"]["origins"], json!(["a.com", "b.com"]));
-    assert_eq!(p["config"]["max_age"], json!(60));
+    assert_eq!(p["config"]["cookie_names"], json!(["a", "b"]));
+    assert_eq!(p["config"]["maximum_expiration"], json!(60));
 
     let before = gw.snapshot().await;
     let r = gw
-        .post_form("/plugins", &[("name", "rate-limiting"), ("config.minute", "abc"), ("service_id", sid.as_str())])
+        .post_form(
+            "/plugins",
+            &[("name", "request-size-limiting"), ("config.allowed_payload_size", "abc"), ("service_id", sid.as_str())],
+        )
         .await;
     r.assert_status(400);
-    assert_eq!(r.body, json!({"config.minute": "minute is not a number"}));
+    assert_eq!(r.body, json!({"config.allowed_payload_size": "allowed_payload_size is not a number"}));
     gw.assert_unchanged(&before).await;
 });
 
@@ -241,17 +244,17 @@ both!(multipart_creates_service_and_plugin, |gw| async move {
             Method::POST,
             "/plugins",
             &[
-                ("name", "rate-limiting"),
+                ("name", "hmac-auth"),
                 ("service_id", id_of(&s).as_str()),
-                ("config.minute", "20"),
-                ("config.hour", "500"),
+                ("config.clock_skew", "20"),
+                ("config.enforce_headers", "date"),
             ],
         )
         .await
         .expect(201);
     assert_eq!(p["service_id"], s["id"]);
-    assert_eq!(p["config"]["minute"], json!(20));
-    assert_eq!(p["config"]["hour"], json!(500));
+    assert_eq!(p["config"]["clock_skew"], json!(20));
+    assert_eq!(p["config"]["enforce_headers"], json!(["date"]));
 
     let r = gw
         .multipart(

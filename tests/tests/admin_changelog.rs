@@ -145,7 +145,7 @@ both!(o_layer_writes_are_logged, |gw| async move {
 both!(cascade_deletes_are_in_the_same_revision, |gw| async move {
     let s = gw.create_service("svc").await;
     let p1 = gw.post_json("/services/svc/plugins", &json!({"name": "key-auth"})).await.expect(201);
-    let p2 = gw.post_json("/services/svc/plugins", &json!({"name": "cors"})).await.expect(201);
+    let p2 = gw.post_json("/services/svc/plugins", &json!({"name": "basic-auth"})).await.expect(201);
     let (cert, key) = self_signed(&["a.example.com"]);
     let c = gw
         .post_json("/certificates", &json!({"cert": cert, "key": key, "snis": ["a.example.com", "b.example.com"]}))

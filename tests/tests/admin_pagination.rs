@@ -180,14 +180,14 @@ both!(o_layer_lists_have_total_and_absolute_next, |gw| async move {
     let seen: Vec<String> = pages.iter().flat_map(|p| ids(&data(p))).collect();
     assert_eq!(seen.len(), 12);
     assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), plugin_ids);
-    let none = gw.get("/plugins?name=cors").await.expect(200);
+    let none = gw.get("/plugins?name=basic-auth").await.expect(200);
     assert_eq!(none["total"], json!(0));
     assert_eq!(none["data"], json!([]));
     // Filters carry over to the next page.
-    // Non-matching rows: one global cors plus six per-service ones.
-    gw.post_json("/plugins", &json!({"name": "cors"})).await.expect(201);
+    // Non-matching rows: one global basic-auth plus six per-service ones.
+    gw.post_json("/plugins", &json!({"name": "basic-auth"})).await.expect(201);
     for s in services.iter().take(6) {
-        gw.post_json("/plugins", &json!({"name": "cors", "service_id": s["id"]})).await.expect(201);
+        gw.post_json("/plugins", &json!({"name": "basic-auth", "service_id": s["id"]})).await.expect(201);
     }
     let filtered = gw.pages("/plugins?size=5&name=key-auth").await;
     for p in &filtered {

@@ -41,7 +41,7 @@ both!(concurrent_duplicate_creates_have_one_winner, |gw| async move {
         ("/snis", json!({"name": "dup.example.com", "certificate": {"id": c["id"]}}), "/snis"),
         ("/upstreams", json!({"name": "dup.xyz"}), "/upstreams"),
         ("/plugins", json!({"name": "key-auth"}), "/plugins"),
-        ("/plugins", json!({"name": "cors", "service_id": svc["id"]}), "/plugins"),
+        ("/plugins", json!({"name": "basic-auth", "service_id": svc["id"]}), "/plugins"),
     ];
     for (path, body, list) in cases {
         let before = gw.list_all(list).await.len();

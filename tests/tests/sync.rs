@@ -216,7 +216,7 @@ async fn a_refused_batch_keeps_the_last_good_revision_and_the_control_plane_show
     let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[("GATEHOUSE_PLUGINS", "key-auth")]).await;
     dp.wait_revision(good, WITHIN).await;
 
-    let plugin = cp.post("/plugins", &json!({"name": "cors"})).await;
+    let plugin = cp.post("/plugins", &json!({"name": "basic-auth"})).await;
     let bad = cp.revision().await;
     let started = std::time::Instant::now();
     loop {

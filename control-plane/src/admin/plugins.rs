@@ -131,7 +131,7 @@ fn build(id: String, created_at: i64, mut fields: Map<String, Value>) -> ApiResu
         return Err(ApiError::field(StatusCode::BAD_REQUEST, "name", "name is required"));
     };
     let name = name.trim().to_string();
-    let Some(plugin) = schema::plugin(&name) else {
+    let Some(plugin) = schema::enabled_plugin(&name) else {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
             "config",
@@ -296,7 +296,7 @@ async fn update_doc(admin: &Admin, stored: Doc, input: Input) -> ApiResult {
         Some(Value::Null) => return Err(ApiError::field(StatusCode::BAD_REQUEST, "name", "name is required")),
         _ => stored_name.clone(),
     };
-    let Some(plugin) = schema::plugin(&name) else {
+    let Some(plugin) = schema::enabled_plugin(&name) else {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
             "config",
@@ -362,7 +362,7 @@ async fn consumer_remove(State(admin): State<Admin>, Path((consumer, id)): Path<
 }
 
 async fn enabled() -> ApiResult {
-    Ok(ok(&json!({ "enabled_plugins": schema::plugin_names() })))
+    Ok(ok(&json!({ "enabled_plugins": schema::enabled_names() })))
 }
 
 async fn schema_of(Path(name): Path<String>) -> ApiResult {

@@ -22,7 +22,7 @@ pub fn router() -> Router<Admin> {
 
 async fn info(State(admin): State<Admin>) -> ApiResult {
     let available: Map<String, Value> =
-        schema::plugin_names().iter().map(|n| ((*n).to_string(), json!(true))).collect();
+        schema::enabled_names().iter().map(|n| ((*n).to_string(), json!(true))).collect();
     let enabled = admin.store.distinct_plugin_names().await?;
     Ok(ok(&json!({
         "tagline": "Welcome to kong",

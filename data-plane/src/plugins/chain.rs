@@ -134,14 +134,14 @@ fn id(doc: &Value, key: &str) -> Option<Arc<str>> {
 }
 
 impl Plugins {
-    /// Indexes the rows of the `plugins` table; `build` turns a row into its plugin (None: a
-    /// plugin this data plane does not run). Disabled rows are left out: a lower level applies.
+    /// Indexes the rows of the `plugins` table; `build` turns a row into its plugin. Disabled
+    /// rows are left out: a lower level applies.
     ///
     /// # Errors
-    /// The first row whose plugin cannot be built, with the reason.
+    /// The first row whose plugin is unknown or cannot be built, with the reason.
     pub fn index<'a>(
         rows: impl Iterator<Item = &'a Arc<Value>>,
-        build: impl Fn(&str, &Value) -> Result<Option<Instance>, String>,
+        build: impl Fn(&str, &Value) -> Result<Instance, String>,
     ) -> Result<Plugins, (String, String)> {
         let mut by_name: BTreeMap<(std::cmp::Reverse<u32>, &'static str), Rows> = BTreeMap::new();
         for row in rows {
@@ -149,10 +149,12 @@ impl Plugins {
                 continue;
             }
             let name = row.get("name").and_then(Value::as_str).unwrap_or_default();
-            let Some(schema) = gatehouse_shared::schema::plugin(name) else { continue };
-            let config = row.get("config").cloned().unwrap_or(Value::Null);
             let row_id = row.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-            let Some(instance) = build(name, &config).map_err(|e| (row_id, e))? else { continue };
+            let Some(schema) = gatehouse_shared::schema::plugin(name) else {
+                return Err((row_id, format!("unknown plugin '{name}'")));
+            };
+            let config = row.get("config").cloned().unwrap_or(Value::Null);
+            let instance = build(name, &config).map_err(|e| (row_id, e))?;
             let scope = Scope {
                 route: id(row, "route_id"),
                 service: id(row, "service_id"),
@@ -260,7 +262,7 @@ mod tests {
         .into_iter()
         .map(Arc::new)
         .collect();
-        let build = |_: &str, c: &Value| -> Result<Option<Instance>, String> {
+        let build = |_: &str, c: &Value| -> Result<Instance, String> {
             let name: &'static str = match c.as_str() {
                 Some("l1") => "l1",
                 Some("l4") => "l4",
@@ -269,7 +271,7 @@ mod tests {
                 Some("l8") => "l8",
                 _ => "other",
             };
-            Ok(Some(Arc::new(Named(name))))
+            Ok(Arc::new(Named(name)))
         };
         let plugins = Plugins::index(rows.iter(), build).unwrap();
         let (r, s, other_r, s2) = (Arc::from("R"), Arc::from("S"), Arc::from("R2"), Arc::from("S2"));
@@ -306,8 +308,8 @@ mod tests {
         .into_iter()
         .map(Arc::new)
         .collect();
-        let build = |_: &str, c: &Value| -> Result<Option<Instance>, String> {
-            Ok(Some(Arc::new(Gate(if c == "access-only" { "access-only" } else { "other" }))))
+        let build = |_: &str, c: &Value| -> Result<Instance, String> {
+            Ok(Arc::new(Gate(if c == "access-only" { "access-only" } else { "other" })))
         };
         let plugins = Plugins::index(rows.iter(), build).unwrap();
         // The consumer-specific row applies on S only, but any consumer may be the one.
@@ -323,8 +325,8 @@ mod tests {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let build = |n: &str, _: &Value| -> Result<Option<Instance>, String> {
-            Ok(Some(Arc::new(Named(if n == "acl" { "acl" } else { "key-auth" }))))
+        let build = |n: &str, _: &Value| -> Result<Instance, String> {
+            Ok(Arc::new(Named(if n == "acl" { "acl" } else { "key-auth" })))
         };
         let chain = Plugins::index(rows.iter(), build).unwrap().chain(&Arc::from("R"), &Arc::from("S"));
         let names: Vec<_> = chain.entries.iter().map(|e| label(e.resolve(None))).collect();

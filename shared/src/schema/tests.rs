@@ -44,6 +44,17 @@ fn lists_the_26_bundled_plugins_in_the_documented_order() {
 }
 
 #[test]
+fn only_plugins_with_a_runtime_are_enabled() {
+    let enabled = enabled_names();
+    assert!(enabled.iter().all(|n| plugin_names().contains(n)), "{enabled:?}");
+    assert!(enabled.contains(&"key-auth"));
+    assert!(enabled_plugin("key-auth").is_some());
+    assert!(!enabled.contains(&"galileo"));
+    assert!(enabled_plugin("galileo").is_none(), "a bundled plugin without a runtime is not enabled");
+    assert!(plugin("galileo").is_some(), "its schema is still known");
+}
+
+#[test]
 fn priorities_follow_the_summary_table() {
     let expected = [
         ("bot-detection", 2500),
