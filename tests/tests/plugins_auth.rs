@@ -411,9 +411,34 @@ async fn key_auth_key_in_body() {
     let echo = send_body(&gw, "POST", "/body?apikey=alice-key", &form, b"x=1").await.echo();
     assert_authenticated(&echo, &alice);
 
-    // A body with no Content-Type cannot be processed, even with the key in a header (quirk 2).
-    let reply = send_body(&gw, "POST", "/body", &[("apikey", "alice-key")], b"apikey=alice-key").await;
+    // A key in a header needs no body: a GET without one, or a body that cannot be read, is
+    // authenticated from the header (the issue's choice over Kong's quirk 2).
+    let echo = gw.get_with("/body", &[("apikey", "alice-key")]).await.echo();
+    assert_authenticated(&echo, &alice);
+    let echo = send_body(&gw, "POST", "/body", &[("apikey", "alice-key")], b"apikey=alice-key").await.echo();
+    assert_authenticated(&echo, &alice);
+    // With no key before the body, a body that cannot be read is Kong's 400.
+    let reply = send_body(&gw, "POST", "/body", &[], b"apikey=alice-key").await;
     assert_exit(&reply, 400, "Cannot process request body");
+
+    // A value that is not a string is passed over (a number), or is a duplicate (an object),
+    // as in Kong; a query argument without `=` is no key at all.
+    credential(&gw, &alice, "key-auth", json!({"key": "123"})).await;
+    gw.sync().await;
+    assert_exit(&send_body(&gw, "POST", "/body", &json_ct, br#"{"apikey":123}"#).await, 401, NO_KEY);
+    let reply = send_body(&gw, "POST", "/body", &json_ct, br#"{"apikey":{"a":1}}"#).await;
+    assert_exit(&reply, 401, "Duplicate API key found");
+    assert_exit(&send_body(&gw, "POST", "/body?apikey", &form, b"x=1").await, 401, NO_KEY);
+}
+
+#[tokio::test]
+async fn key_auth_unreadable_body_falls_back_to_the_anonymous_consumer() {
+    let (gw, _up, _, route) = gateway("/anon-body").await;
+    let anonymous = consumer(&gw, "guest", None).await;
+    on_route(&gw, &route, "key-auth", json!({"key_in_body": true, "anonymous": id_of(&anonymous)})).await;
+    gw.sync().await;
+    let echo = send_body(&gw, "POST", "/anon-body", &[("Content-Type", "application/json")], b"{not json").await.echo();
+    assert_anonymous(&echo, &anonymous);
 }
 
 #[tokio::test]
@@ -451,11 +476,14 @@ async fn basic_auth_good_missing_and_wrong_credentials() {
     assert_eq!(echo.header("x-credential-username"), Some("alice-login"), "{:?}", echo.0);
     assert_eq!(echo.header("authorization"), Some(auth.as_str()), "hide_credentials is off: {:?}", echo.0);
 
-    // The user name ends at the first colon; the password may hold more; the scheme is any case.
+    // The user name ends at the first colon; the password may hold more; the scheme is
+    // `Basic` or `basic` (Kong's `[Bb]asic`), not `BASIC`.
     let auth = basic("bob-login", "se:cret").replacen("Basic", "basic", 1);
     let echo = gw.get_with("/basic", &[("Authorization", &auth)]).await.echo();
     assert_authenticated(&echo, &bob);
     assert_eq!(echo.header("x-credential-username"), Some("bob-login"), "{:?}", echo.0);
+    let shouted = basic("bob-login", "se:cret").replacen("Basic", "BASIC", 1);
+    assert_message(&gw.get_with("/basic", &[("Authorization", &shouted)]).await, 403, INVALID_CREDENTIALS);
 
     let reply = gw.get("/basic").await;
     assert_message(&reply, 401, "Unauthorized");

@@ -272,6 +272,14 @@ async fn valid_credentials_reach_the_upstream() {
     assert_ldap_user(&gw.get_with("/ldap", &[("Authorization", bob.as_str())]).await, "bob");
     let r = gw.get_with("/ldap", &[("Proxy-Authorization", alice.as_str())]).await;
     assert_ldap_user(&r, "alice");
+
+    // Both headers are tried, Proxy-Authorization first: a refused or malformed one there does
+    // not hide good credentials in Authorization.
+    for first in [credentials("ldap", "bob", "wrong"), credentials("ldap", "bob", ""), "ldap garbage".to_owned()] {
+        let r =
+            gw.get_with("/ldap", &[("Proxy-Authorization", first.as_str()), ("Authorization", alice.as_str())]).await;
+        assert_ldap_user(&r, "alice");
+    }
 }
 
 #[tokio::test]

@@ -725,6 +725,49 @@ async fn issued_tokens_are_listed_on_the_admin_api() {
     assert_eq!(listed["total"], 1, "{listed}");
 }
 
+/// Checks that must not pass for want of their input: with no `scopes` configured a client
+/// cannot grant itself one; a token whose lifetime is not a whole number still expires; an
+/// earlier plugin's authentication is honoured before the endpoints are answered.
+#[tokio::test]
+async fn no_scope_without_configured_scopes_and_every_token_expires() {
+    let o = OAuth::start(json!({"scopes": null})).await;
+    let r = o.token(&o.with_client(&[("grant_type", "client_credentials"), ("scope", "admin")])).await;
+    let (token, _) = token_reply(&r, false);
+    o.assert_consumer(&o.bearer("/oauth", &token).await, None, None);
+    let listed = o.gw.admin_get(&format!("/oauth2_tokens/{token}")).await;
+    assert!(listed.get("scope").is_none_or(Value::is_null), "no scope was granted: {listed}");
+
+    // Whitespace in the header is any run of blanks, as Kong splits it.
+    let r = o.gw.get_with("/oauth", &[("Authorization", format!("Bearer \t {token}").as_str())]).await;
+    o.assert_consumer(&r, None, None);
+
+    // An already expired token with a fractional lifetime, created on the Admin API.
+    let created =
+        o.gw.post(
+            "/oauth2_tokens",
+            json!({"credential_id": id_of(&o.app), "service_id": id_of(&o.service), "expires_in": 0.5,
+                   "access_token": "fractional-lifetime-token"}),
+        )
+        .await;
+    assert_eq!(created["expires_in"], json!(0.5), "{created}");
+    o.gw.sync().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_unauthorized(&o.bearer("/oauth", "fractional-lifetime-token").await, "invalid_token", INVALID_TOKEN);
+}
+
+#[tokio::test]
+async fn scopes_are_split_on_any_whitespace() {
+    let o = OAuth::start(json!({})).await;
+    let r = o.token(&o.with_client(&[("grant_type", "client_credentials"), ("scope", "email\tprofile")])).await;
+    let (token, _) = token_reply(&r, false);
+    o.assert_consumer(&o.bearer("/oauth", &token).await, None, Some("email profile"));
+    // A token endpoint path as nginx's $uri sees it: decoded, slashes merged.
+    let url = o.gw.proxy_tls_url("/oauth//oauth2/%74oken");
+    let req = o.gw.client().post(&url).form(&o.with_client(&[("grant_type", "client_credentials")]));
+    let r = o.gw.send(&format!("POST {url}"), req).await;
+    token_reply(&r, false);
+}
+
 // === cluster ===
 
 /// A data plane of the cluster, with a plain and a TLS proxy listener on known ports.

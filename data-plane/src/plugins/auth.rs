@@ -85,13 +85,35 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// `user:password` from `<scheme> <base64>` (scheme case-insensitive), splitting at the first
-/// colon (basic-auth) or the last (ldap-auth).
-pub fn decode_user_pass(value: &str, scheme: &str, split_last: bool) -> Option<(String, String)> {
+/// How the scheme word of an Authorization value is matched.
+#[derive(Clone, Copy)]
+pub enum Scheme<'a> {
+    /// Kong's `[Bb]asic`: the name with its first letter in either case, the rest lower-case.
+    Capitalised(&'a str),
+    /// ldap-auth's `header_type`, compared in lower case.
+    AnyCase(&'a str),
+}
+
+impl Scheme<'_> {
+    fn matches(self, word: &str) -> bool {
+        match self {
+            Scheme::AnyCase(name) => word.eq_ignore_ascii_case(name),
+            Scheme::Capitalised(name) => {
+                let mut chars = word.chars();
+                let first = chars.next().map(|c| c.to_ascii_lowercase());
+                first.is_some() && first == name.chars().next() && chars.as_str() == &name[1..]
+            }
+        }
+    }
+}
+
+/// `user:password` from `<scheme> <base64>`, splitting at the first colon (basic-auth) or the
+/// last (ldap-auth).
+pub fn decode_user_pass(value: &str, scheme: Scheme<'_>, split_last: bool) -> Option<(String, String)> {
     use base64::Engine as _;
     let value = value.trim_start();
     let (word, rest) = value.split_at(value.find(char::is_whitespace)?);
-    if !word.eq_ignore_ascii_case(scheme) {
+    if !scheme.matches(word) {
         return None;
     }
     let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;

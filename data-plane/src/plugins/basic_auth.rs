@@ -36,7 +36,7 @@ impl BasicAuth {
             if self.hide_credentials {
                 ctx.headers.remove(header);
             }
-            if let Some((user, pass)) = decode_user_pass(&value, "basic", false) {
+            if let Some((user, pass)) = decode_user_pass(&value, auth::Scheme::Capitalised("basic"), false) {
                 if let Some(cred) = config.creds.basic.get(&user) {
                     found = Some((cred, user, pass));
                     break;

@@ -21,6 +21,8 @@ enum Found {
     None,
     One(String),
     Duplicate,
+    /// `key_in_body` and no key before the body: the body has to be read to go on.
+    NeedBody,
 }
 
 impl KeyAuth {
@@ -45,7 +47,10 @@ impl KeyAuth {
         })
     }
 
-    /// The first key name with a value, header before query before body.
+    /// The first key name with a string value, header before query before body, as Kong looks:
+    /// a name given twice is a duplicate, and a value that is not a string (`?apikey` with no
+    /// `=`, a number in a JSON body) is passed over. The body is looked at only when the search
+    /// gets that far, so a key in a header needs no readable body.
     fn find(&self, ctx: &RequestCtx<'_>, body: Option<&Value>) -> (Found, Option<usize>, u8) {
         for (i, (header, name)) in self.key_names.iter().enumerate() {
             let mut values = ctx.headers.get_all(header).iter();
@@ -55,32 +60,33 @@ impl KeyAuth {
                 }
                 return (Found::One(String::from_utf8_lossy(v.as_bytes()).into_owned()), Some(i), 0);
             }
-            match ctx.query_arg(name) {
-                (_, 0) => {}
-                (Some(v), 1) => return (Found::One(v.into_owned()), Some(i), 1),
-                _ => return (Found::Duplicate, Some(i), 1),
+            let mut args = ctx.query_values(name);
+            match (args.pop(), args.is_empty()) {
+                (None, _) | (Some(None), true) => {}
+                (Some(Some(v)), true) => return (Found::One(v), Some(i), 1),
+                (Some(_), false) => return (Found::Duplicate, Some(i), 1),
             }
-            if let Some(v) = body.and_then(|b| b.get(name)) {
-                return match v {
-                    Value::String(s) => (Found::One(s.clone()), Some(i), 2),
-                    Value::Array(_) => (Found::Duplicate, Some(i), 2),
-                    other => (Found::One(other.to_string()), Some(i), 2),
-                };
+            if !self.key_in_body {
+                continue;
+            }
+            let Some(body) = body else { return (Found::NeedBody, None, 2) };
+            match body.get(name) {
+                Some(Value::String(s)) => return (Found::One(s.clone()), Some(i), 2),
+                Some(Value::Array(_) | Value::Object(_)) => return (Found::Duplicate, Some(i), 2),
+                _ => {}
             }
         }
         (Found::None, None, 0)
     }
 
     async fn run(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
-        let body = if self.key_in_body {
-            match super::body::parse(ctx).await {
-                Some(b) => Some(b),
-                None => return Err(Reply::exit(400, "Cannot process request body").build()),
-            }
-        } else {
-            None
-        };
-        self.check(ctx, body.as_ref())
+        if !matches!(self.find(ctx, None).0, Found::NeedBody) {
+            return self.check(ctx, None);
+        }
+        match super::body::parse(ctx).await {
+            Some(body) => self.check(ctx, Some(&body)),
+            None => auth::fail(ctx, self.anonymous.as_ref(), Reply::exit(400, "Cannot process request body")),
+        }
     }
 
     fn check(&self, ctx: &mut RequestCtx<'_>, body: Option<&Value>) -> Result<(), Rejected> {
@@ -90,7 +96,7 @@ impl KeyAuth {
             Found::Duplicate => {
                 return auth::fail(ctx, self.anonymous.as_ref(), Reply::exit(401, "Duplicate API key found"))
             }
-            Found::None => {
+            Found::None | Found::NeedBody => {
                 let reject =
                     Reply::exit(401, "No API key found in request").header("www-authenticate", "Key realm=\"kong\"");
                 return auth::fail(ctx, self.anonymous.as_ref(), reject);

@@ -217,23 +217,30 @@ impl LdapAuth {
             let reject = Reply::message(401, "Unauthorized").header("www-authenticate", &self.realm());
             return auth::fail(ctx, self.anonymous.as_ref(), reject);
         }
-        let credentials = [proxy, plain]
+        // Proxy-Authorization first, then Authorization, each bound in turn as Kong does: a
+        // malformed or refused first header does not hide a good second one.
+        let mut authenticated = None;
+        for (user, password) in [proxy, plain]
             .into_iter()
             .flatten()
-            .find_map(|v| decode_user_pass(&v, &self.header_type, true))
-            .filter(|(_, p)| !p.is_empty());
-        let Some((user, password)) = credentials else {
-            return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, "Invalid authentication credentials"));
-        };
-        match self.authenticate(&user, &password).await {
-            Err(e) => {
-                tracing::error!(error = %e, host = %self.host, "ldap-auth: bind failed");
-                Err(Reply::unexpected().build())
+            .filter_map(|v| decode_user_pass(&v, auth::Scheme::AnyCase(&self.header_type), true))
+            .filter(|(_, p)| !p.is_empty())
+        {
+            match self.authenticate(&user, &password).await {
+                Err(e) => {
+                    tracing::error!(error = %e, host = %self.host, "ldap-auth: bind failed");
+                    return Err(Reply::unexpected().build());
+                }
+                Ok(true) => {
+                    authenticated = Some(user);
+                    break;
+                }
+                Ok(false) => {}
             }
-            Ok(false) => {
-                auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, "Invalid authentication credentials"))
-            }
-            Ok(true) => {
+        }
+        match authenticated {
+            None => auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, "Invalid authentication credentials")),
+            Some(user) => {
                 if self.hide_credentials {
                     ctx.headers.remove("authorization");
                     ctx.headers.remove("proxy-authorization");

@@ -148,22 +148,26 @@ impl OAuth2 {
         params
     }
 
+    /// The scope a token is granted: the requested items, each one the plugin allows, joined
+    /// by single spaces. With no `scopes` configured nothing can be granted, whatever the
+    /// client asks for (Kong grants an empty scope then): a client must not name its own.
     fn scope_check(&self, scope: Option<&Value>) -> Result<Option<String>, OAuthError> {
         match (scope, &self.scopes) {
-            (Some(Value::String(s)), Some(allowed)) => {
-                for item in s.split(' ').filter(|i| !i.is_empty()) {
-                    if !allowed.iter().any(|a| a == item) {
-                        return Err(("invalid_scope", format!("\"{item}\" is an invalid scope")));
-                    }
-                }
-                Ok(Some(s.clone()))
-            }
-            (Some(Value::String(s)), None) => Ok(Some(s.clone())),
             (Some(Value::Null) | None, _) if self.mandatory_scope => {
                 Err(("invalid_scope", "You must specify a scope".into()))
             }
-            (Some(Value::Null) | None, _) => Ok(None),
-            (Some(_), _) => Err(("invalid_scope", "scope must be a string".into())),
+            (Some(Value::Null) | None, _) | (Some(_), None) => Ok(None),
+            (Some(Value::String(s)), Some(allowed)) => {
+                let mut granted = Vec::new();
+                for item in s.split_ascii_whitespace() {
+                    if !allowed.iter().any(|a| a == item) {
+                        return Err(("invalid_scope", format!("\"{item}\" is an invalid scope")));
+                    }
+                    granted.push(item);
+                }
+                Ok(Some(granted.join(" ")))
+            }
+            (Some(_), Some(_)) => Err(("invalid_scope", "scope must be a string".into())),
         }
     }
 
@@ -315,7 +319,9 @@ impl OAuth2 {
             let token = self.token(ctx, &client, Some(&userid), scope.as_deref(), false);
             Self::store(ctx, &[("oauth2_tokens", &token)], &[]).await?;
             out.insert("access_token", str_of(&token, "access_token").to_string());
-            out.insert("expires_in", self.token_expiration.to_string());
+            if self.token_expiration > 0 {
+                out.insert("expires_in", self.token_expiration.to_string());
+            }
             out.insert("token_type", "bearer".into());
             (redirect, true)
         };
@@ -336,13 +342,20 @@ impl OAuth2 {
         if let Err(e) = self.https(ctx) {
             return respond(400, e, false);
         }
-        // Client authentication: parameters, else Basic in the configured header.
+        // Client authentication: both parameters, else Basic in the configured header. A header
+        // that is there but unreadable still counts as the header's (Kong answers it with a
+        // Basic challenge), and one parameter alone counts for nothing.
         let (mut client_id, mut secret) = (param(&params, "client_id"), param(&params, "client_secret"));
         let mut from_header = false;
         if client_id.is_none() || secret.is_none() {
-            let header = ctx.headers.get(&self.auth_header_name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            if let Some((id, pw)) = header.and_then(|h| auth::decode_user_pass(&h, "basic", false)) {
-                (client_id, secret, from_header) = (Some(id), Some(pw), true);
+            (client_id, secret) = (None, None);
+            let header =
+                ctx.headers.get(&self.auth_header_name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            if let Some(h) = header {
+                from_header = true;
+                if let Some((id, pw)) = auth::decode_user_pass(&h, auth::Scheme::Capitalised("basic"), false) {
+                    (client_id, secret) = (Some(id), Some(pw));
+                }
             }
         }
         let grant = param(&params, "grant_type").unwrap_or_default();
@@ -448,11 +461,11 @@ impl OAuth2 {
             let spent = if grant == "refresh_token" { "Invalid refresh_token" } else { "Invalid code" };
             return respond(400, ("invalid_request", spent.into()), false);
         }
-        let mut body = json!({
-            "access_token": token["access_token"],
-            "token_type": "bearer",
-            "expires_in": self.token_expiration,
-        });
+        let mut body = json!({"access_token": token["access_token"], "token_type": "bearer"});
+        // A token that never expires has no `expires_in` in the answer, as in Kong.
+        if self.token_expiration > 0 {
+            body["expires_in"] = json!(self.token_expiration);
+        }
         if let Some(r) = token.get("refresh_token") {
             body["refresh_token"] = r.clone();
         }
@@ -477,7 +490,7 @@ impl OAuth2 {
         let mut from_header = false;
         if token.is_none() {
             if let Some(v) = ctx.headers.get(&self.auth_header_name).and_then(|v| v.to_str().ok()) {
-                let parts: Vec<&str> = v.split(' ').collect();
+                let parts: Vec<&str> = v.split_ascii_whitespace().collect();
                 if let [kind, t] = parts.as_slice() {
                     if kind.eq_ignore_ascii_case("bearer") || kind.eq_ignore_ascii_case("token") {
                         token = Some((*t).to_string());
@@ -502,9 +515,10 @@ impl OAuth2 {
             } else {
                 bound == &**ctx.service_id
             };
-            let expires_in = t.get("expires_in").and_then(Value::as_i64).unwrap_or(0);
-            let age = now_ms() - t.get("created_at").and_then(Value::as_i64).unwrap_or(0);
-            service_ok && (expires_in <= 0 || age <= expires_in * 1000)
+            // A token whose lifetime cannot be read is expired, never everlasting.
+            let Some(expires_in) = t.get("expires_in").and_then(Value::as_f64) else { return false };
+            let age = (now_ms() - t.get("created_at").and_then(Value::as_i64).unwrap_or(0)) as f64;
+            service_ok && (expires_in <= 0.0 || age < expires_in * 1000.0)
         });
         let app = row.as_ref().and_then(|t| config.creds.oauth2_by_id.get(str_of(t, "credential_id")).cloned());
         let consumer = app.as_ref().and_then(|a| config.creds.owner(a).cloned());
@@ -550,23 +564,47 @@ impl Plugin for OAuth2 {
     }
 
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
-        if ctx.method == Method::POST && ctx.path.contains("/oauth2/token") {
-            return Access::Wait(Box::pin(self.token_endpoint(ctx)));
-        }
-        if ctx.method == Method::POST && ctx.path.contains("/oauth2/authorize") {
-            return Access::Wait(Box::pin(self.authorize(ctx)));
-        }
+        // Kong checks an earlier plugin's authentication first: then even the endpoints are
+        // proxied rather than answered.
         if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
             return Access::Continue;
+        }
+        if ctx.method == Method::POST {
+            // Kong matches nginx's `$uri`: decoded, with slashes merged.
+            let uri = normalized_uri(ctx.path);
+            if uri.contains("/oauth2/token") {
+                return Access::Wait(Box::pin(self.token_endpoint(ctx)));
+            }
+            if uri.contains("/oauth2/authorize") {
+                return Access::Wait(Box::pin(self.authorize(ctx)));
+            }
         }
         let with_body = matches!(*ctx.method, Method::POST | Method::PUT | Method::PATCH);
         Access::Wait(Box::pin(self.validate(ctx, with_body)))
     }
 }
 
+/// A path as nginx's `$uri` holds it: percent-decoded, runs of `/` merged into one.
+fn normalized_uri(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut out = String::with_capacity(decoded.len());
+    for c in decoded.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_match_the_decoded_merged_path() {
+        assert_eq!(normalized_uri("/oauth2/%74oken"), "/oauth2/token");
+        assert_eq!(normalized_uri("//oauth2//token"), "/oauth2/token");
+    }
 
     #[test]
     fn redirect_parameters_merge_sorted_with_encoded_spaces() {
