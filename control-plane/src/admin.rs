@@ -128,10 +128,30 @@ fn strip_trailing_slash(mut req: Request) -> Request {
     req
 }
 
-/// CORS on every response and `OPTIONS` answered with 204, as Kong's Admin API does.
+/// Why a request target is refused before routing.
+fn bad_target(uri: &Uri) -> Option<&'static str> {
+    let decoded = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+    let path = decoded(uri.path());
+    // Query components are decoded one by one, `+` and all, as the handlers will read them.
+    let query: Vec<Vec<u8>> =
+        uri.query().unwrap_or_default().split(['&', '=']).map(|p| decoded(&p.replace('+', " "))).collect();
+    if path.contains(&0) || query.iter().any(|q| q.contains(&0)) {
+        return Some("Invalid request: the URL holds a NUL character");
+    }
+    if std::str::from_utf8(&path).is_err() || query.iter().any(|q| std::str::from_utf8(q).is_err()) {
+        return Some("Invalid request: the URL is not valid UTF-8 once decoded");
+    }
+    None
+}
+
+/// CORS on every response and `OPTIONS` answered with 204, as Kong's Admin API does. A
+/// target no handler could read (a NUL, which Postgres cannot store, or bytes that are not
+/// UTF-8) is refused here, the same on both stores.
 async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: Request, next: Next) -> Response {
     node.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let mut resp = if req.method() == Method::OPTIONS {
+    let mut resp = if let Some(reason) = bad_target(req.uri()) {
+        ApiError::bad_request(reason).into_response()
+    } else if req.method() == Method::OPTIONS {
         let mut r = respond::no_content();
         r.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,

@@ -137,7 +137,33 @@ both!(unsupported_content_type_is_415, |gw| async move {
         for ct in [Some("text/plain"), Some("application/xml"), None] {
             let r = gw.raw(method.clone(), path, ct, "name=x&host=example.com").await;
             r.assert_status(415);
+            assert_eq!(r.body, json!({"message": "Unsupported Media Type"}), "{}", r.what);
         }
+    }
+    gw.assert_unchanged(&before).await;
+});
+
+// Postgres cannot store a NUL; both stores give the same 400 for one anywhere in a request.
+both!(nul_characters_are_400_on_both_stores, |gw| async move {
+    gw.create_consumer("bob").await;
+    let before = gw.snapshot().await;
+    let nul_message = |r: &Resp| {
+        r.assert_status(400);
+        assert!(r.body["message"].as_str().is_some_and(|m| m.contains("NUL")), "{}: {}", r.what, r.text);
+    };
+    nul_message(&gw.post_json("/consumers", &json!({"username": "a\u{0}b"})).await);
+    nul_message(&gw.post_json("/consumers", &json!({"username": "ok", "custom_id": {"x\u{0}": 1}})).await);
+    nul_message(&gw.post_form("/consumers", &[("username", "a\u{0}b")]).await);
+    nul_message(&gw.post_json("/plugins", &json!({"name": "key-auth", "config": {"key_names": ["k\u{0}"]}})).await);
+    for path in ["/consumers/a%00b", "/consumers?custom_id=x%00y", "/plugins?name=x%00y", "/services/a%00"] {
+        nul_message(&gw.get(path).await);
+    }
+    nul_message(&gw.patch_json("/consumers/a%00b", &json!({"username": "c"})).await);
+    // Bytes that do not decode to UTF-8 are a 400 in the same shape, not axum's text.
+    for path in ["/services/%ff%fe", "/consumers?custom_id=%ff"] {
+        let r = gw.get(path).await;
+        r.assert_status(400);
+        assert!(r.body["message"].as_str().is_some_and(|m| m.contains("UTF-8")), "{}: {}", r.what, r.text);
     }
     gw.assert_unchanged(&before).await;
 });
@@ -250,8 +276,9 @@ both!(wrong_types_are_4xx_never_500, |gw| async move {
         ("/plugins", json!({"name": "key-auth", "service_id": "nope"})),
         ("/plugins", json!({"name": "key-auth", "config": {"key_names": ["bad name!"]}})),
         ("/plugins", json!({"name": "key-auth", "config": {"hide_credentials": "sometimes"}})),
-        ("/plugins", json!({"name": "rate-limiting", "config": {"minute": -5}})),
-        ("/plugins", json!({"name": "rate-limiting", "config": {}})),
+        ("/plugins", json!({"name": "hmac-auth", "config": {"clock_skew": -5}})),
+        ("/plugins", json!({"name": "acl", "config": {}})),
+        ("/plugins", json!({"name": "rate-limiting", "config": {"minute": 5}})),
         ("/upstreams", json!({"name": ["x"]})),
         ("/upstreams", json!({"name": "x.example", "slots": "abc"})),
         ("/upstreams", json!({"name": "x.example", "slots": 100000})),

@@ -68,6 +68,7 @@ impl<S: Send + Sync> FromRequest<S> for Input {
                 let bytes = read(req.into_body()).await?;
                 match serde_json::from_slice::<Value>(&bytes) {
                     Ok(Value::Object(map)) if too_deep(&map) => Err(nested_too_deep()),
+                    Ok(Value::Object(map)) if holds_nul(&map) => Err(nul_in_body()),
                     Ok(Value::Object(map)) => Ok(Input { map, form: false }),
                     Ok(_) => Err(ApiError::bad_request("Cannot parse JSON body: expected an object")),
                     Err(_) => Err(ApiError::bad_request("Cannot parse JSON body")),
@@ -89,6 +90,33 @@ impl<S: Send + Sync> FromRequest<S> for Input {
             }
         }
     }
+}
+
+/// Postgres cannot store a NUL in text, and SQLite would store one Postgres refuses: the
+/// character is refused in any key or string of a body, the same on both stores.
+fn holds_nul(map: &Map<String, Value>) -> bool {
+    let mut objects = vec![map];
+    let mut values: Vec<&Value> = Vec::new();
+    loop {
+        if let Some(m) = objects.pop() {
+            if m.keys().any(|k| k.contains('\0')) {
+                return true;
+            }
+            values.extend(m.values());
+            continue;
+        }
+        let Some(v) = values.pop() else { return false };
+        match v {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(a) => values.extend(a),
+            Value::Object(m) => objects.push(m),
+            _ => {}
+        }
+    }
+}
+
+fn nul_in_body() -> ApiError {
+    ApiError::bad_request("Invalid request body: NUL characters are not allowed")
 }
 
 fn nested_too_deep() -> ApiError {
@@ -163,6 +191,9 @@ fn parse_key(key: &str) -> Option<Vec<Step<'_>>> {
 pub fn decode_pairs(pairs: Vec<(String, String)>) -> Result<Map<String, Value>, ApiError> {
     let mut root = Value::Object(Map::new());
     for (key, value) in pairs {
+        if key.contains('\0') || value.contains('\0') {
+            return Err(nul_in_body());
+        }
         let steps = parse_key(&key).ok_or_else(nested_too_deep)?;
         insert(&mut root, &steps, Value::String(value));
     }

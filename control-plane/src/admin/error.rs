@@ -9,7 +9,7 @@ use gatehouse_shared::Violation;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
-use super::respond::{empty, json as json_response};
+use super::respond::json as json_response;
 use crate::store::StoreError;
 
 /// The `strategy` reported in new-layer error objects: the backend's name.
@@ -186,7 +186,9 @@ impl IntoResponse for ApiError {
                 json_response(status, &body)
             }
             ApiError::Fields(status, map) => json_response(status, &Value::Object(map)),
-            ApiError::UnsupportedMediaType => empty(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            ApiError::UnsupportedMediaType => {
+                json_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &json!({"message": "Unsupported Media Type"}))
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "admin request failed");
                 json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": "An unexpected error occurred"}))
