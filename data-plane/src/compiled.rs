@@ -144,9 +144,10 @@ impl Compiled {
             let service = Service::compile(doc, by_name).map_err(|e| err("services", doc, e))?;
             services.insert(service.id.clone(), Arc::new(service));
         }
-        let plugins =
-            Plugins::index(set.table("plugins"), |name, config| plugins::build(name, config).map_err(|e| e.0))
-                .map_err(|(id, reason)| CompileError { entity: "plugins".into(), id, reason })?;
+        let plugins = Plugins::index(set.table("plugins"), |name, config, row| {
+            plugins::build(name, config, row).map_err(|e| e.0)
+        })
+        .map_err(|(id, reason)| CompileError { entity: "plugins".into(), id, reason })?;
         let none = Arc::new(Chain::default());
         let mut specs = Vec::new();
         for doc in set.table("routes") {

@@ -14,15 +14,22 @@ mod acl;
 mod auth;
 mod basic_auth;
 mod body;
+mod bot_detection;
 pub mod chain;
+mod correlation_id;
+mod cors;
 mod ctx;
 mod hmac_auth;
+mod ip_restriction;
 pub(crate) mod jwt;
 mod key_auth;
 mod ldap_auth;
+mod limits;
 mod oauth2;
+mod rate_limiting;
 mod reply;
 mod request_size_limiting;
+mod request_termination;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,7 +40,7 @@ use http::Response;
 use serde_json::Value;
 
 pub use chain::{Chain, Resolved};
-pub use ctx::{Consumer, Credential, RequestCtx};
+pub use ctx::{Consumer, Credential, RequestCtx, ResponseFields};
 pub use reply::{Rejected, Reply};
 
 use crate::proxy::Filtered;
@@ -130,7 +137,7 @@ pub struct BuildError(pub String);
 /// # Errors
 /// A plugin this data plane cannot run, or a configuration the plugin cannot use (the control
 /// plane validated it, so this means the two disagree).
-pub fn build(name: &str, config: &Value) -> Result<Arc<dyn Plugin>, BuildError> {
+pub fn build(name: &str, config: &Value, row: &Value) -> Result<Arc<dyn Plugin>, BuildError> {
     Ok(match name {
         "key-auth" => Arc::new(key_auth::KeyAuth::new(config)?),
         "basic-auth" => Arc::new(basic_auth::BasicAuth::new(config)?),
@@ -140,6 +147,12 @@ pub fn build(name: &str, config: &Value) -> Result<Arc<dyn Plugin>, BuildError> 
         "oauth2" => Arc::new(oauth2::OAuth2::new(config)?),
         "ldap-auth" => Arc::new(ldap_auth::LdapAuth::new(config)?),
         "request-size-limiting" => Arc::new(request_size_limiting::RequestSizeLimiting::new(config)),
+        "request-termination" => Arc::new(request_termination::RequestTermination::new(config)),
+        "ip-restriction" => Arc::new(ip_restriction::IpRestriction::new(config)?),
+        "bot-detection" => Arc::new(bot_detection::BotDetection::new(config)?),
+        "cors" => Arc::new(cors::Cors::new(config)?),
+        "correlation-id" => Arc::new(correlation_id::CorrelationId::new(config)?),
+        "rate-limiting" => Arc::new(rate_limiting::RateLimiting::new(config, limits::Scope::of(row))?),
         _ => return Err(BuildError(format!("plugin '{name}' has no runtime on this data plane"))),
     })
 }
@@ -163,6 +176,7 @@ pub async fn access(chain: &Chain, ctx: &mut RequestCtx<'_>) -> Result<Resolved,
                 }
             }
             let (mut parts, body) = (*response).into_parts();
+            ctx.response.apply(&mut parts.headers);
             resolved.header_filter(&mut parts);
             let status = parts.status.as_u16();
             let body = Filtered::wrap(body, resolved, || LogEntry {
@@ -191,12 +205,16 @@ mod tests {
         for name in gatehouse_shared::schema::plugin_names() {
             let schema = gatehouse_shared::schema::plugin(name).expect("bundled");
             // The smallest configuration the schema accepts, with its defaults filled in.
-            let minimal =
-                [json!({}), json!({"whitelist": ["a"]}), json!({"ldap_host": "h", "base_dn": "d", "attribute": "a"})]
-                    .into_iter()
-                    .find_map(|c| schema.validate_create(Some(&c)).ok());
+            let minimal = [
+                json!({}),
+                json!({"whitelist": ["a"]}),
+                json!({"ldap_host": "h", "base_dn": "d", "attribute": "a"}),
+                json!({"minute": 5, "policy": "local"}),
+            ]
+            .into_iter()
+            .find_map(|c| schema.validate_create(Some(&c)).ok());
             let enabled = gatehouse_shared::schema::enabled_names().contains(name);
-            match (enabled, build(name, minimal.as_ref().unwrap_or(&Value::Null))) {
+            match (enabled, build(name, minimal.as_ref().unwrap_or(&Value::Null), &json!({}))) {
                 (true, Err(e)) => panic!("{name} is enabled but does not build: {e}"),
                 (false, Ok(_)) => panic!("{name} builds but is not enabled"),
                 _ => {}

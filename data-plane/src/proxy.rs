@@ -44,12 +44,35 @@ pub struct Conn {
     /// connection rather than once per request (X-Forwarded-For, X-Real-IP, X-Forwarded-Port).
     peer_value: HeaderValue,
     port_value: HeaderValue,
+    /// The address the client connected to (nginx's `$server_addr`), when known.
+    pub local: Option<SocketAddr>,
+    /// This connection's number among the process's (nginx's `$connection`).
+    pub serial: u64,
+    /// Requests that reached plugins on this connection (nginx's `$connection_requests`, as
+    /// far as plugins can see it).
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Conn {
     pub fn new(peer: SocketAddr, https: bool, listener_port: u16) -> Conn {
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let peer_value = HeaderValue::try_from(peer.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
-        Conn { peer, https, listener_port, peer_value, port_value: HeaderValue::from(listener_port) }
+        Conn {
+            peer,
+            https,
+            listener_port,
+            peer_value,
+            port_value: HeaderValue::from(listener_port),
+            local: None,
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            requests: Arc::default(),
+        }
+    }
+
+    /// The same, knowing the local address.
+    pub fn at(mut self, local: Option<SocketAddr>) -> Conn {
+        self.local = local;
+        self
     }
 }
 
@@ -85,7 +108,7 @@ impl std::str::FromStr for IpNet {
 }
 
 impl IpNet {
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
@@ -275,6 +298,7 @@ impl Proxy {
 
         // Plugins (access phase); routes without any skip all of this.
         let mut resolved = Resolved::default();
+        let mut response_fields = plugins::ResponseFields::default();
         let mut consumer: Option<Arc<str>> = None;
         let mut rewritten_query: Option<Option<String>> = None;
         if !route.plugins.is_empty() {
@@ -295,12 +319,15 @@ impl Proxy {
                 live: &self.live,
                 consumer: None,
                 credential: None,
+                response: plugins::ResponseFields::default(),
+                conn,
             };
             match plugins::access(&route.plugins, &mut ctx).await {
                 Ok(r) => resolved = r,
                 Err(response) => return Ok(self.own(*response)),
             }
             consumer = ctx.consumer.as_ref().map(|c| c.id.clone());
+            response_fields = std::mem::take(&mut ctx.response);
             if ctx.query.as_deref() != parts.uri.query() {
                 rewritten_query = Some(ctx.query.map(Cow::into_owned));
             }
@@ -506,6 +533,7 @@ impl Proxy {
                 h.insert("kong-service-name", name.clone());
             }
         }
+        response_fields.apply(&mut parts.headers);
         resolved.header_filter(&mut parts);
 
         let keep = if switching {

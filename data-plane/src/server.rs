@@ -142,7 +142,7 @@ async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let conn = Arc::new(Conn::new(peer, tls.is_some(), port));
+        let conn = Arc::new(Conn::new(peer, tls.is_some(), port).at(tcp.local_addr().ok()));
         match &tls {
             None => {
                 let counted = Counted::new(&open);

@@ -1,4 +1,4 @@
-//! Configuration schemas of the 26 bundled plugins, validated the way Kong 0.14's old DAO
+//! Configuration schemas of the 27 bundled plugins, validated the way Kong 0.14's old DAO
 //! validates a plugin's `config`: string coercion, defaults, Kong's exact error messages and
 //! each plugin's cross-field `self_check`. Also the `/plugins/schema/{name}` rendering.
 //!
@@ -33,6 +33,7 @@ mod loggly;
 mod oauth2;
 mod rate_limiting;
 mod request_size_limiting;
+mod request_termination;
 mod request_transformer;
 mod response_ratelimiting;
 mod response_transformer;
@@ -74,9 +75,10 @@ pub struct PluginSchema {
     config: Table,
 }
 
-/// Every bundled plugin, in the order of the Admin API doc's `/plugins/enabled` example, which
-/// is also the order [`plugin_names`] reports.
-static PLUGINS: [&PluginSchema; 26] = [
+/// Every bundled plugin, in the order of the Admin API doc's `/plugins/enabled` example (with
+/// request-termination, bundled in Kong 0.14.1 but missing from the example, last), which is
+/// also the order [`plugin_names`] reports.
+static PLUGINS: [&PluginSchema; 27] = [
     &jwt::PLUGIN,
     &acl::PLUGIN,
     &cors::PLUGIN,
@@ -103,9 +105,10 @@ static PLUGINS: [&PluginSchema; 26] = [
     &loggly::PLUGIN,
     &statsd::PLUGIN,
     &syslog::PLUGIN,
+    &request_termination::PLUGIN,
 ];
 
-/// The 26 bundled plugin names, in the order of the admin-api doc's /plugins/enabled example list.
+/// The 27 bundled plugin names, in the order of the admin-api doc's /plugins/enabled example list.
 pub fn plugin_names() -> &'static [&'static str] {
     static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
     NAMES.get_or_init(|| PLUGINS.iter().map(|p| p.name).collect())
@@ -119,8 +122,22 @@ pub fn plugin(name: &str) -> Option<&'static PluginSchema> {
 /// The bundled plugins that have a runtime on the data plane, and so the only ones the Admin
 /// API accepts: nothing is accepted that does nothing. A plugin joins this list in the
 /// commit that makes it run (the data plane's tests check that it builds exactly these).
-const ENABLED: &[&str] =
-    &["jwt", "acl", "oauth2", "key-auth", "hmac-auth", "basic-auth", "request-size-limiting", "ldap-auth"];
+const ENABLED: &[&str] = &[
+    "jwt",
+    "acl",
+    "cors",
+    "oauth2",
+    "key-auth",
+    "hmac-auth",
+    "basic-auth",
+    "ip-restriction",
+    "request-size-limiting",
+    "rate-limiting",
+    "bot-detection",
+    "correlation-id",
+    "ldap-auth",
+    "request-termination",
+];
 
 /// The enabled plugin names, in the order of [`plugin_names`]: what `/plugins/enabled`,
 /// `available_on_server` and a data plane's `bundled` set list.

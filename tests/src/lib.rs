@@ -35,8 +35,8 @@ pub use serde_json::json;
 /// How long a gateway may take to answer `GET /status` after being spawned.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
-/// The 26 plugins bundled with Kong 0.14.1, which Gatehouse must all report.
-pub const BUNDLED_PLUGINS: [&str; 26] = [
+/// The 27 plugins bundled with Kong 0.14.1.
+pub const BUNDLED_PLUGINS: [&str; 27] = [
     "jwt",
     "acl",
     "cors",
@@ -63,12 +63,27 @@ pub const BUNDLED_PLUGINS: [&str; 26] = [
     "loggly",
     "statsd",
     "syslog",
+    "request-termination",
 ];
 
 /// The bundled plugins that have a runtime, and so are the only ones enabled: the Admin API
 /// refuses the others (`plugin 'x' not enabled`) until they do something.
-pub const ENABLED_PLUGINS: [&str; 8] =
-    ["jwt", "acl", "oauth2", "key-auth", "hmac-auth", "basic-auth", "request-size-limiting", "ldap-auth"];
+pub const ENABLED_PLUGINS: [&str; 14] = [
+    "jwt",
+    "acl",
+    "cors",
+    "oauth2",
+    "key-auth",
+    "hmac-auth",
+    "basic-auth",
+    "ip-restriction",
+    "request-size-limiting",
+    "rate-limiting",
+    "bot-detection",
+    "correlation-id",
+    "ldap-auth",
+    "request-termination",
+];
 
 /// Runs one async test body against both backends.
 ///

@@ -134,14 +134,15 @@ fn id(doc: &Value, key: &str) -> Option<Arc<str>> {
 }
 
 impl Plugins {
-    /// Indexes the rows of the `plugins` table; `build` turns a row into its plugin. Disabled
+    /// Indexes the rows of the `plugins` table; `build` turns a row's name and config (and the
+    /// row, for the ids a plugin keys state by) into its plugin. Disabled
     /// rows are left out: a lower level applies.
     ///
     /// # Errors
     /// The first row whose plugin is unknown or cannot be built, with the reason.
     pub fn index<'a>(
         rows: impl Iterator<Item = &'a Arc<Value>>,
-        build: impl Fn(&str, &Value) -> Result<Instance, String>,
+        build: impl Fn(&str, &Value, &Value) -> Result<Instance, String>,
     ) -> Result<Plugins, (String, String)> {
         let mut by_name: BTreeMap<(std::cmp::Reverse<u32>, &'static str), Rows> = BTreeMap::new();
         for row in rows {
@@ -154,7 +155,7 @@ impl Plugins {
                 return Err((row_id, format!("unknown plugin '{name}'")));
             };
             let config = row.get("config").cloned().unwrap_or(Value::Null);
-            let instance = build(name, &config).map_err(|e| (row_id, e))?;
+            let instance = build(name, &config, row).map_err(|e| (row_id, e))?;
             let scope = Scope {
                 route: id(row, "route_id"),
                 service: id(row, "service_id"),
@@ -262,7 +263,7 @@ mod tests {
         .into_iter()
         .map(Arc::new)
         .collect();
-        let build = |_: &str, c: &Value| -> Result<Instance, String> {
+        let build = |_: &str, c: &Value, _: &Value| -> Result<Instance, String> {
             let name: &'static str = match c.as_str() {
                 Some("l1") => "l1",
                 Some("l4") => "l4",
@@ -308,7 +309,7 @@ mod tests {
         .into_iter()
         .map(Arc::new)
         .collect();
-        let build = |_: &str, c: &Value| -> Result<Instance, String> {
+        let build = |_: &str, c: &Value, _: &Value| -> Result<Instance, String> {
             Ok(Arc::new(Gate(if c == "access-only" { "access-only" } else { "other" })))
         };
         let plugins = Plugins::index(rows.iter(), build).unwrap();
@@ -325,7 +326,7 @@ mod tests {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let build = |n: &str, _: &Value| -> Result<Instance, String> {
+        let build = |n: &str, _: &Value, _: &Value| -> Result<Instance, String> {
             Ok(Arc::new(Named(if n == "acl" { "acl" } else { "key-auth" })))
         };
         let chain = Plugins::index(rows.iter(), build).unwrap().chain(&Arc::from("R"), &Arc::from("S"));

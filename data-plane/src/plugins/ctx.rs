@@ -58,6 +58,43 @@ impl Credential {
     }
 }
 
+/// Response header fields plugins set during `access`, as Kong's plugins assign `ngx.header`
+/// there (rate-limiting's counters, cors's origin, correlation-id's echo): each replaces any
+/// field of its name on whatever answer the request gets, proxied or a plugin's own. A route
+/// whose plugins set none allocates nothing.
+#[derive(Debug, Default)]
+pub struct ResponseFields(Vec<(http::HeaderName, HeaderValue)>);
+
+impl ResponseFields {
+    /// Sets `name` (replacing what an earlier plugin set under it).
+    pub fn set(&mut self, name: http::HeaderName, value: HeaderValue) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `name` (any case) is among them: the upstream's field of that name is replaced.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(http::HeaderName, HeaderValue)> {
+        self.0.iter()
+    }
+
+    /// Puts them on an answer's header map.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
 /// The request during the access phase. Header changes go to the upstream.
 pub struct RequestCtx<'a> {
     pub method: &'a Method,
@@ -82,6 +119,10 @@ pub struct RequestCtx<'a> {
     pub live: &'a crate::live::Live,
     pub consumer: Option<Arc<Consumer>>,
     pub credential: Option<Credential>,
+    /// Fields for the response, whichever it is.
+    pub response: ResponseFields,
+    /// The client connection the request came on.
+    pub conn: &'a crate::proxy::Conn,
 }
 
 /// The client's body failed mid-read.
@@ -198,5 +239,17 @@ impl RequestCtx<'_> {
     /// The header's value as text, if present and ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The client's address as Kong's nginx sees it (`remote_addr`): the peer's, or, when the
+    /// peer is in `trusted_ips`, the address in its `X-Real-IP` (nginx's real-ip module with
+    /// Kong's `real_ip_header`).
+    pub fn remote_addr(&self) -> IpAddr {
+        if self.trusted {
+            if let Some(ip) = self.header("x-real-ip").and_then(|v| v.trim().parse().ok()) {
+                return ip;
+            }
+        }
+        self.client_ip
     }
 }

@@ -25,6 +25,41 @@ impl Reply {
         Reply(r)
     }
 
+    /// No body, no Content-Type: Kong's responses helper for a status with no text.
+    pub fn empty(status: u16) -> Reply {
+        let mut r = Reply::with_body(status, String::new());
+        r.0.headers_mut().remove(CONTENT_TYPE);
+        r
+    }
+
+    /// Kong's responses helper in full: the text, or the status's default text (401, 404,
+    /// 405, 503; 500 always its fixed one), or no body at all.
+    pub fn helper(status: u16, text: Option<&str>) -> Reply {
+        let default = match status {
+            401 => Some("Unauthorized"),
+            404 => Some("Not found"),
+            405 => Some("Method not allowed"),
+            503 => Some("Service unavailable"),
+            _ => None,
+        };
+        match (status, text.or(default)) {
+            (500, _) => Reply::unexpected(),
+            (_, Some(t)) => Reply::message(status, t),
+            (_, None) => Reply::empty(status),
+        }
+    }
+
+    /// A body sent as it is, with its own Content-Type (request-termination's `body`).
+    pub fn raw(status: u16, body: bytes::Bytes, content_type: &str) -> Reply {
+        let mut r = Reply::with_body(status, String::new());
+        *r.0.body_mut() = ResBody::full(body);
+        match HeaderValue::from_str(content_type) {
+            Ok(v) => r.0.headers_mut().insert(CONTENT_TYPE, v),
+            Err(_) => r.0.headers_mut().remove(CONTENT_TYPE),
+        };
+        r
+    }
+
     /// `{"message":"<text>"}\n`, as Kong's responses helper sends it.
     pub fn message(status: u16, text: &str) -> Reply {
         Reply::with_body(status, format!("{{\"message\":{}}}\n", json_escape(text)))

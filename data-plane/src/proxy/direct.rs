@@ -802,7 +802,12 @@ async fn exchange(
     line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
     let mut dated = false;
     let on = proxy.headers;
+    // Fields plugins set replace the upstream's of the same name.
+    let plugin_fields = accessed.as_ref().map(|a| &a.response).filter(|r| !r.is_empty());
     for h in res.headers.iter() {
+        if plugin_fields.is_some_and(|f| f.has(h.name)) {
+            continue;
+        }
         let kind = field(h.name);
         let keep = match kind {
             Field::Other | Field::Accept | Field::Host | Field::ForwardedFor | Field::Forwarded(_) => true,
@@ -845,6 +850,9 @@ async fn exchange(
     }
     if on.via {
         line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
+    }
+    for (name, value) in plugin_fields.into_iter().flat_map(plugins::ResponseFields::iter) {
+        line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
     }
     if unsized_body && !seen.http10 {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -904,6 +912,8 @@ struct Accessed<'r> {
     length: bool,
     /// The query, as plugins left it (some remove a credential from it).
     query: Option<Cow<'r, str>>,
+    /// Fields plugins set for the response.
+    response: plugins::ResponseFields,
 }
 
 impl Accessed<'_> {
@@ -962,10 +972,13 @@ async fn access<'r, 'h, 'b: 'h>(
         live: &proxy.live,
         consumer: None,
         credential: None,
+        response: plugins::ResponseFields::default(),
+        conn,
     };
     if let Err(reply) = plugins::access(&route.plugins, &mut ctx).await {
         return Accessing::Answer(reply);
     }
+    let response = std::mem::take(&mut ctx.response);
     // Plugins that change the query replace it with their own string.
     let query = match ctx.query {
         None => None,
@@ -991,7 +1004,7 @@ async fn access<'r, 'h, 'b: 'h>(
             host: request.host_no_port,
         },
     );
-    Accessing::Forward(Accessed { headers, body, length, query })
+    Accessing::Forward(Accessed { headers, body, length, query, response })
 }
 
 /// How the upstream's response body is delimited.

@@ -1,5 +1,6 @@
-//! ip-restriction's config (priority 990): an IPv4 allow or deny list of addresses and CIDR
-//! blocks, parsed the way lua-resty-iputils 0.3.0 parses them.
+//! ip-restriction's config (priority 990): an allow or deny list of addresses and CIDR blocks.
+//! IPv4 entries are parsed the way lua-resty-iputils 0.3.0 parses them (Kong 0.14's); IPv6
+//! entries, which 0.14 could not hold, as Kong 2.x takes them.
 
 use serde_json::Value;
 
@@ -27,8 +28,16 @@ fn cidr_list(value: Option<&Value>, _: &Object) -> Result<(), String> {
     Ok(())
 }
 
-/// `a.b.c.d` or `a.b.c.d/n`; the prefix is checked before the address, as iputils does.
+/// `a.b.c.d` or `a.b.c.d/n`; the prefix is checked before the address, as iputils does. An
+/// entry with a `:` is IPv6, `addr` or `addr/n` with n up to 128.
 fn parse_cidr(cidr: &str) -> Result<(), String> {
+    if cidr.contains(':') {
+        let (address, prefix) = cidr.split_once('/').unwrap_or((cidr, "128"));
+        if !prefix.parse::<u8>().is_ok_and(|n| n <= 128 && prefix == n.to_string()) {
+            return Err(format!("Invalid prefix: /{prefix}"));
+        }
+        return address.parse::<std::net::Ipv6Addr>().map(|_| ()).map_err(|_| "Invalid IP".to_string());
+    }
     let (address, prefix) = cidr.split_once('/').unwrap_or((cidr, "32"));
     let prefix_ok = prefix.parse::<u8>().is_ok_and(|n| n <= 32 && prefix == n.to_string());
     if !prefix_ok {
@@ -76,5 +85,9 @@ mod tests {
         assert_eq!(parse_cidr("1.2.3.400"), Err("Invalid octet: 400".to_string()));
         assert_eq!(parse_cidr("1.2.3.4/33"), Err("Invalid prefix: /33".to_string()));
         assert_eq!(parse_cidr("1.2.3.4/"), Err("Invalid prefix: /".to_string()));
+        assert_eq!(parse_cidr("2001:db8::/32"), Ok(()));
+        assert_eq!(parse_cidr("::1"), Ok(()));
+        assert_eq!(parse_cidr("2001:db8::/129"), Err("Invalid prefix: /129".to_string()));
+        assert_eq!(parse_cidr("2001:zz8::"), Err("Invalid IP".to_string()));
     }
 }

@@ -31,15 +31,14 @@ pub(super) fn self_check(message: &str) -> ConfigError {
 }
 
 #[test]
-fn lists_the_26_bundled_plugins_in_the_documented_order() {
+fn lists_the_27_bundled_plugins_in_the_documented_order() {
     let names = plugin_names();
-    assert_eq!(names.len(), 26);
+    assert_eq!(names.len(), 27);
     assert_eq!(&names[..4], &["jwt", "acl", "cors", "oauth2"]);
-    assert_eq!(&names[22..], &["ldap-auth", "loggly", "statsd", "syslog"]);
+    assert_eq!(&names[22..], &["ldap-auth", "loggly", "statsd", "syslog", "request-termination"]);
     for name in names {
         assert_eq!(plugin(name).map(PluginSchema::name), Some(*name));
     }
-    assert!(plugin("request-termination").is_none());
     assert!(plugin("").is_none());
 }
 
@@ -83,8 +82,9 @@ fn priorities_follow_the_summary_table() {
         ("syslog", 4),
         ("galileo", 3),
         ("correlation-id", 1),
+        ("request-termination", 2),
     ];
-    assert_eq!(expected.len(), 26);
+    assert_eq!(expected.len(), 27);
     for (name, priority) in expected {
         assert_eq!(plugin(name).map(PluginSchema::priority), Some(priority), "{name}");
     }
@@ -123,11 +123,11 @@ fn non_object_config_is_not_a_table() {
 
 #[test]
 fn form_strings_are_coerced_and_defaults_stored_after_input() {
-    let out = create("rate-limiting", json!({"minute": "20", "hour": " 500 "})).expect("valid");
-    // The Admin API doc's example body, key order included.
+    let out = create("rate-limiting", json!({"minute": "20", "hour": " 500 ", "policy": "local"})).expect("valid");
+    // The Admin API doc's example body, key order included (with a policy that runs).
     assert_eq!(
         serde_json::to_string(&out).expect("serialisable"),
-        r#"{"minute":20,"hour":500,"limit_by":"consumer","policy":"cluster","fault_tolerant":true,"redis_port":6379,"redis_timeout":2000,"redis_database":0,"hide_client_headers":false}"#
+        r#"{"minute":20,"hour":500,"policy":"local","limit_by":"consumer","fault_tolerant":true,"redis_port":6379,"redis_timeout":2000,"redis_database":0,"hide_client_headers":false}"#
     );
 }
 
@@ -323,10 +323,14 @@ fn update_merges_objects_and_replaces_arrays_and_scalars() {
 fn update_null_removes_and_defaults_refill() {
     let rl = plugin("rate-limiting").expect("bundled");
     let stored = create("rate-limiting", json!({"minute": 5, "hour": 100, "policy": "local"})).expect("valid");
-    let out = rl.validate_update(&stored, Some(&json!({"hour": null, "policy": null}))).expect("valid");
+    let out = rl.validate_update(&stored, Some(&json!({"hour": null}))).expect("valid");
     assert_eq!(out.get("hour"), None);
-    assert_eq!(out["policy"], json!("cluster"));
     assert_eq!(out["minute"], json!(5));
+    // A null policy refills Kong's default, `cluster`, which is refused until it runs.
+    assert_eq!(
+        rl.validate_update(&stored, Some(&json!({"policy": null}))),
+        Err(self_check("the cluster policy is not available yet; set policy to local or redis")),
+    );
 
     assert_eq!(
         rl.validate_update(&stored, Some(&json!({"minute": null, "hour": null}))),
@@ -337,7 +341,7 @@ fn update_null_removes_and_defaults_refill() {
 #[test]
 fn update_validates_the_merged_result() {
     let rl = plugin("rate-limiting").expect("bundled");
-    let stored = create("rate-limiting", json!({"minute": 5})).expect("valid");
+    let stored = create("rate-limiting", json!({"minute": 5, "policy": "local"})).expect("valid");
     assert_eq!(
         rl.validate_update(&stored, Some(&json!({"second": 10}))),
         Err(self_check("The limit for minute cannot be lower than the limit for second")),
