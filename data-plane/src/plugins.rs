@@ -30,6 +30,8 @@ mod rate_limiting;
 mod reply;
 mod request_size_limiting;
 mod request_termination;
+mod request_transformer;
+mod response_transformer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,6 +80,17 @@ impl From<Result<(), Rejected>> for Access<'_> {
     }
 }
 
+/// One response's body passing through a plugin: each chunk as it comes, then the end.
+pub trait BodyFilter: Send {
+    /// What goes on in place of `chunk` (empty to hold it back).
+    fn chunk(&mut self, chunk: bytes::Bytes) -> bytes::Bytes;
+
+    /// What goes on after the last chunk, if anything.
+    fn end(&mut self) -> Option<bytes::Bytes> {
+        None
+    }
+}
+
 /// What the log phase sees, after the response has gone.
 #[derive(Debug, Clone)]
 pub struct LogEntry {
@@ -102,14 +115,17 @@ pub trait Plugin: Send + Sync + 'static {
     /// On the response head, proxied or produced by a plugin.
     fn header_filter(&self, _response: &mut Parts) {}
 
-    /// Whether [`Plugin::body_filter`] does anything: bodies nobody filters are not wrapped.
+    /// Whether [`Plugin::body_filter`] can do anything: routes none of whose plugins filter
+    /// bodies never wrap one.
     fn filters_body(&self) -> bool {
         false
     }
 
-    /// Each chunk of the response body; `end` on the last one. A filter that changes the
-    /// length removes `Content-Length` in its header filter.
-    fn body_filter(&self, _chunk: &mut bytes::Bytes, _end: bool) {}
+    /// A filter for this response's body, decided on its head (after every header filter):
+    /// `None` leaves the body alone. The filter holds what it needs across chunks.
+    fn body_filter(&self, _response: &Parts) -> Option<Box<dyn BodyFilter>> {
+        None
+    }
 
     /// Whether [`Plugin::log`] does anything: a chain with no logger spawns no task.
     fn logs(&self) -> bool {
@@ -153,6 +169,8 @@ pub fn build(name: &str, config: &Value, row: &Value) -> Result<Arc<dyn Plugin>,
         "cors" => Arc::new(cors::Cors::new(config)?),
         "correlation-id" => Arc::new(correlation_id::CorrelationId::new(config)?),
         "rate-limiting" => Arc::new(rate_limiting::RateLimiting::new(config, limits::Scope::of(row))?),
+        "request-transformer" => Arc::new(request_transformer::RequestTransformer::new(config)?),
+        "response-transformer" => Arc::new(response_transformer::ResponseTransformer::new(config)?),
         _ => return Err(BuildError(format!("plugin '{name}' has no runtime on this data plane"))),
     })
 }
@@ -179,7 +197,7 @@ pub async fn access(chain: &Chain, ctx: &mut RequestCtx<'_>) -> Result<Resolved,
             ctx.response.apply(&mut parts.headers);
             resolved.header_filter(&mut parts);
             let status = parts.status.as_u16();
-            let body = Filtered::wrap(body, resolved, || LogEntry {
+            let body = Filtered::wrap(body, resolved, &parts, || LogEntry {
                 status,
                 route_id: ctx.route_id.clone(),
                 service_id: ctx.service_id.clone(),
@@ -228,8 +246,19 @@ mod tests {
     use super::*;
     use crate::proxy::ResBody;
 
-    /// Upper-cases bodies and counts its log calls.
+    /// Upper-cases bodies, adds a trailer line at the end, and counts its log calls.
     struct Shout(Arc<AtomicUsize>);
+
+    struct Upper;
+
+    impl BodyFilter for Upper {
+        fn chunk(&mut self, chunk: Bytes) -> Bytes {
+            Bytes::from(chunk.to_ascii_uppercase())
+        }
+        fn end(&mut self) -> Option<Bytes> {
+            Some(Bytes::from_static(b"!"))
+        }
+    }
 
     impl Plugin for Shout {
         fn name(&self) -> &'static str {
@@ -238,8 +267,8 @@ mod tests {
         fn filters_body(&self) -> bool {
             true
         }
-        fn body_filter(&self, chunk: &mut Bytes, _end: bool) {
-            *chunk = Bytes::from(chunk.to_ascii_uppercase());
+        fn body_filter(&self, _: &Parts) -> Option<Box<dyn BodyFilter>> {
+            Some(Box::new(Upper))
         }
         fn logs(&self) -> bool {
             true
@@ -256,10 +285,10 @@ mod tests {
         resolved.push(Arc::new(Shout(logged.clone())));
         let entry =
             LogEntry { status: 200, route_id: "r".into(), service_id: "s".into(), consumer_id: None, latency_ms: 1 };
-        let body =
-            ResBody::Filtered(Box::new(Filtered { inner: ResBody::full("hello"), plugins: Some(resolved), entry }));
+        let parts = http::Response::new(()).into_parts().0;
+        let body = Filtered::wrap(ResBody::full("hello"), resolved, &parts, || entry);
         let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(bytes, "HELLO");
+        assert_eq!(bytes, "HELLO!");
         for _ in 0..100 {
             if logged.load(Ordering::SeqCst) == 1 {
                 break;

@@ -301,6 +301,8 @@ impl Proxy {
         let mut response_fields = plugins::ResponseFields::default();
         let mut consumer: Option<Arc<str>> = None;
         let mut rewritten_query: Option<Option<String>> = None;
+        let mut new_method = None;
+        let mut plugin_host: Option<HeaderValue> = None;
         if !route.plugins.is_empty() {
             let mut ctx = RequestCtx {
                 method: &parts.method,
@@ -321,6 +323,8 @@ impl Proxy {
                 credential: None,
                 response: plugins::ResponseFields::default(),
                 conn,
+                method_override: None,
+                upstream_host: None,
             };
             match plugins::access(&route.plugins, &mut ctx).await {
                 Ok(r) => resolved = r,
@@ -328,9 +332,14 @@ impl Proxy {
             }
             consumer = ctx.consumer.as_ref().map(|c| c.id.clone());
             response_fields = std::mem::take(&mut ctx.response);
+            new_method = ctx.method_override.take();
+            plugin_host = ctx.upstream_host.take();
             if ctx.query.as_deref() != parts.uri.query() {
                 rewritten_query = Some(ctx.query.map(Cow::into_owned));
             }
+        }
+        if let Some(m) = new_method {
+            parts.method = m;
         }
         // Upstream headers are set after the access phase: plugins see the client's own
         // (an hmac-auth signature over `host`, say).
@@ -344,7 +353,11 @@ impl Proxy {
                 host: host_no_port,
             },
         );
-        let host_value = if route.preserve_host { host_header.clone() } else { service.host_header.clone() };
+        let host_value = match &plugin_host {
+            Some(h) => h.clone(),
+            None if route.preserve_host => host_header.clone(),
+            None => service.host_header.clone(),
+        };
         parts.headers.insert(header::HOST, host_value);
         if wants_upgrade {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -399,7 +412,7 @@ impl Proxy {
             };
             try_number += 1;
             if let Some(p) = &peer {
-                if !route.preserve_host {
+                if !route.preserve_host && plugin_host.is_none() {
                     upstream_req.headers_mut().insert(header::HOST, p.host_header(service.https).clone());
                 }
             }
@@ -546,7 +559,7 @@ impl Proxy {
             Some(pooled)
         };
         let status = parts.status.as_u16();
-        let body = Filtered::wrap(ResBody::Upstream(body, keep), resolved, || LogEntry {
+        let body = Filtered::wrap(ResBody::Upstream(body, keep), resolved, &parts, || LogEntry {
             status,
             route_id: route.id.clone(),
             service_id: service.id.clone(),

@@ -133,6 +133,8 @@ const ENABLED: &[&str] = &[
     "ip-restriction",
     "request-size-limiting",
     "rate-limiting",
+    "request-transformer",
+    "response-transformer",
     "bot-detection",
     "correlation-id",
     "ldap-auth",

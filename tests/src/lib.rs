@@ -68,7 +68,7 @@ pub const BUNDLED_PLUGINS: [&str; 27] = [
 
 /// The bundled plugins that have a runtime, and so are the only ones enabled: the Admin API
 /// refuses the others (`plugin 'x' not enabled`) until they do something.
-pub const ENABLED_PLUGINS: [&str; 14] = [
+pub const ENABLED_PLUGINS: [&str; 16] = [
     "jwt",
     "acl",
     "cors",
@@ -79,6 +79,8 @@ pub const ENABLED_PLUGINS: [&str; 14] = [
     "ip-restriction",
     "request-size-limiting",
     "rate-limiting",
+    "request-transformer",
+    "response-transformer",
     "bot-detection",
     "correlation-id",
     "ldap-auth",

@@ -540,6 +540,11 @@ impl Echo {
     pub fn body_len(&self) -> u64 {
         self.0["body_len"].as_u64().unwrap_or(u64::MAX)
     }
+
+    /// The first 64 KiB of the body the upstream received, as text.
+    pub fn body(&self) -> &str {
+        self.0["body"].as_str().unwrap_or_default()
+    }
 }
 
 /// Reads one HTTP/1.x response (framed by `Content-Length`, chunked, or EOF). The answer to
@@ -686,7 +691,7 @@ pub struct Upstream {
 impl Upstream {
     /// Answers every request with `200` and JSON
     /// `{"upstream": name, "method", "path" (raw target), "version", "headers": {lower-case name: value},
-    /// "body_len"}`,
+    /// "body_len", "body" (its first 64 KiB as text)}`,
     /// plus `Server: upstream-echo` and `X-Upstream: <name>`.
     pub async fn echo(name: &str) -> Upstream {
         Upstream::http(name, Behaviour::Echo).await
@@ -961,10 +966,15 @@ async fn handle(
     // Read (and count) the request body as it streams in.
     let mut body = req.into_body();
     let (mut len, mut sum) = (0u64, 0u64);
+    // The first 64 KiB, for tests of what plugins made of a body.
+    let mut kept = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
         if let Some(data) = frame.data_ref() {
             len += data.len() as u64;
+            if kept.len() < 64 * 1024 {
+                kept.extend_from_slice(&data[..data.len().min(64 * 1024 - kept.len())]);
+            }
             stats.body_bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
             if matches!(behaviour, Behaviour::Sink) {
                 sum = data.iter().fold(sum, |acc, b| acc.wrapping_add(u64::from(*b)));
@@ -984,6 +994,7 @@ async fn handle(
         "version": version,
         "headers": headers,
         "body_len": len,
+        "body": String::from_utf8_lossy(&kept),
     });
     let resp = match behaviour {
         Behaviour::Echo => response.header("content-type", "application/json").body(json_body(echo)),

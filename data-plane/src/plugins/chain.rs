@@ -93,12 +93,9 @@ impl Resolved {
         self.0.iter().any(|p| p.logs() || p.filters_body())
     }
 
-    pub fn body_filter(&self, chunk: &mut bytes::Bytes, end: bool) {
-        for p in &self.0 {
-            if p.filters_body() {
-                p.body_filter(chunk, end);
-            }
-        }
+    /// The body filters for a response with this head, in plugin order.
+    pub fn body_filters(&self, response: &Parts) -> Vec<Box<dyn super::BodyFilter>> {
+        self.0.iter().filter(|p| p.filters_body()).filter_map(|p| p.body_filter(response)).collect()
     }
 
     /// Runs the log phase on its own task, so the response never waits for it.

@@ -123,6 +123,11 @@ pub struct RequestCtx<'a> {
     pub response: ResponseFields,
     /// The client connection the request came on.
     pub conn: &'a crate::proxy::Conn,
+    /// A method for the upstream request other than the client's (request-transformer).
+    pub method_override: Option<Method>,
+    /// A Host for the upstream request other than the service's (request-transformer
+    /// setting `host`, as Kong sets `upstream_host`).
+    pub upstream_host: Option<HeaderValue>,
 }
 
 /// The client's body failed mid-read.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::upstream::Pooled;
-use crate::plugins::{LogEntry, Resolved};
+use crate::plugins::{BodyFilter, LogEntry, Resolved};
 
 pub enum ReqBody {
     Empty,
@@ -82,18 +82,63 @@ pub enum ResBody {
 /// The plugin side of a response body: filters each chunk, then logs off the response path.
 pub struct Filtered {
     pub inner: ResBody,
+    filters: Vec<Box<dyn BodyFilter>>,
+    /// The filters' last words have been sent.
+    flushed: bool,
     pub plugins: Option<Resolved>,
     pub entry: LogEntry,
 }
 
 impl Filtered {
-    /// `body` passing through the plugins' body filters and log phase, or `body` as it is
-    /// when none of them wants it (the entry is then not even built).
-    pub fn wrap(body: ResBody, plugins: Resolved, entry: impl FnOnce() -> LogEntry) -> ResBody {
+    /// `body` passing through the plugins' body filters (chosen on the response's head) and
+    /// log phase, or `body` as it is when none of them wants it (the entry is then not even
+    /// built).
+    pub fn wrap(
+        body: ResBody,
+        plugins: Resolved,
+        head: &http::response::Parts,
+        entry: impl FnOnce() -> LogEntry,
+    ) -> ResBody {
         if !plugins.wants_body() {
             return body;
         }
-        ResBody::Filtered(Box::new(Filtered { inner: body, plugins: Some(plugins), entry: entry() }))
+        let filters = plugins.body_filters(head);
+        ResBody::Filtered(Box::new(Filtered {
+            inner: body,
+            filters,
+            flushed: false,
+            plugins: Some(plugins),
+            entry: entry(),
+        }))
+    }
+
+    /// Runs a chunk through every filter in order.
+    fn filter(&mut self, mut data: Bytes) -> Bytes {
+        for f in &mut self.filters {
+            data = f.chunk(data);
+        }
+        data
+    }
+
+    /// What the filters add after the last chunk: each one's end, passed through the filters
+    /// after it.
+    fn flush(&mut self) -> Option<Bytes> {
+        if self.flushed {
+            return None;
+        }
+        self.flushed = true;
+        let mut out: Option<Bytes> = None;
+        for i in 0..self.filters.len() {
+            let mut carried = match out.take() {
+                Some(d) => self.filters[i].chunk(d),
+                None => Bytes::new(),
+            };
+            if let Some(tail) = self.filters[i].end() {
+                carried = if carried.is_empty() { tail } else { [carried, tail].concat().into() };
+            }
+            out = (!carried.is_empty()).then_some(carried);
+        }
+        out
     }
 
     fn finish(&mut self) {
@@ -148,32 +193,37 @@ impl Body for ResBody {
                 }
                 polled
             }
-            ResBody::Filtered(f) => {
-                let polled = Pin::new(&mut f.inner).poll_frame(cx);
-                match polled {
+            ResBody::Filtered(f) => loop {
+                if f.flushed {
+                    f.finish();
+                    return Poll::Ready(None);
+                }
+                match Pin::new(&mut f.inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        let end = f.inner.is_end_stream();
                         let frame = match frame.into_data() {
-                            Ok(mut data) => {
-                                if let Some(p) = &f.plugins {
-                                    p.body_filter(&mut data, end);
+                            Ok(data) if !f.filters.is_empty() => {
+                                let data = f.filter(data);
+                                // A chunk held back entirely is not sent as an empty frame.
+                                if data.is_empty() {
+                                    continue;
                                 }
                                 Frame::data(data)
                             }
+                            Ok(data) => Frame::data(data),
                             Err(other) => other,
                         };
-                        if end {
-                            f.finish();
-                        }
-                        Poll::Ready(Some(Ok(frame)))
+                        return Poll::Ready(Some(Ok(frame)));
                     }
                     Poll::Ready(None) => {
+                        if let Some(tail) = f.flush() {
+                            return Poll::Ready(Some(Ok(Frame::data(tail))));
+                        }
                         f.finish();
-                        Poll::Ready(None)
+                        return Poll::Ready(None);
                     }
-                    other => other,
+                    other => return other,
                 }
-            }
+            },
         }
     }
 
@@ -181,7 +231,8 @@ impl Body for ResBody {
         match self {
             ResBody::Full(b) => b.is_none(),
             ResBody::Upstream(body, _) => body.is_end_stream(),
-            ResBody::Filtered(f) => f.inner.is_end_stream(),
+            // Not over until the filters have had their say and the log phase its entry.
+            ResBody::Filtered(f) => f.flushed,
         }
     }
 

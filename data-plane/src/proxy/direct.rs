@@ -582,6 +582,10 @@ async fn exchange(
         Some(a) => (&a.body[..], a.query.as_deref()),
         None => (body, query),
     };
+    // A plugin may send the request on with another method or Host.
+    let overrides = accessed.as_ref().and_then(|a| a.overrides.as_deref());
+    let method = overrides.and_then(|o| o.method.as_ref()).map_or(method, http::Method::as_str);
+    let plugin_host = overrides.and_then(|o| o.host.as_ref()).map(HeaderValue::as_bytes);
     // Balanced services hash once per request, as on the general path, which hashes the
     // fields as it forwards them: a field rewritten or dropped here, or a cookie to mint,
     // is left to it.
@@ -679,6 +683,7 @@ async fn exchange(
         try_number += 1;
         up.truncate(base);
         let host_value = match &peer {
+            _ if plugin_host.is_some() => plugin_host.unwrap_or_default(),
             _ if route.preserve_host => host.as_bytes(),
             Some(p) => p.host_header(service.https).as_bytes(),
             None => service.host_header.as_bytes(),
@@ -914,6 +919,14 @@ struct Accessed<'r> {
     query: Option<Cow<'r, str>>,
     /// Fields plugins set for the response.
     response: plugins::ResponseFields,
+    /// What a plugin changed besides fields (rare: boxed, so the common case stays small).
+    overrides: Option<Box<Overrides>>,
+}
+
+/// A method or Host for the upstream other than the request's own.
+struct Overrides {
+    method: Option<http::Method>,
+    host: Option<HeaderValue>,
 }
 
 impl Accessed<'_> {
@@ -974,11 +987,17 @@ async fn access<'r, 'h, 'b: 'h>(
         credential: None,
         response: plugins::ResponseFields::default(),
         conn,
+        method_override: None,
+        upstream_host: None,
     };
     if let Err(reply) = plugins::access(&route.plugins, &mut ctx).await {
         return Accessing::Answer(reply);
     }
     let response = std::mem::take(&mut ctx.response);
+    let overrides = match (ctx.method_override.take(), ctx.upstream_host.take()) {
+        (None, None) => None,
+        (method, host) => Some(Box::new(Overrides { method, host })),
+    };
     // Plugins that change the query replace it with their own string.
     let query = match ctx.query {
         None => None,
@@ -1004,7 +1023,7 @@ async fn access<'r, 'h, 'b: 'h>(
             host: request.host_no_port,
         },
     );
-    Accessing::Forward(Accessed { headers, body, length, query, response })
+    Accessing::Forward(Accessed { headers, body, length, query, response, overrides })
 }
 
 /// How the upstream's response body is delimited.
