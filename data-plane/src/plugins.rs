@@ -24,7 +24,8 @@ mod ip_restriction;
 pub(crate) mod jwt;
 mod key_auth;
 mod ldap_auth;
-mod limits;
+pub(crate) mod limits;
+pub mod log;
 mod oauth2;
 mod rate_limiting;
 mod reply;
@@ -43,6 +44,7 @@ use serde_json::Value;
 
 pub use chain::{Chain, Resolved};
 pub use ctx::{Consumer, Credential, RequestCtx, ResponseFields};
+pub use log::LogEntry;
 pub use reply::{Rejected, Reply};
 
 use crate::proxy::Filtered;
@@ -89,16 +91,6 @@ pub trait BodyFilter: Send {
     fn end(&mut self) -> Option<bytes::Bytes> {
         None
     }
-}
-
-/// What the log phase sees, after the response has gone.
-#[derive(Debug, Clone)]
-pub struct LogEntry {
-    pub status: u16,
-    pub route_id: Arc<str>,
-    pub service_id: Arc<str>,
-    pub consumer_id: Option<Arc<str>>,
-    pub latency_ms: u64,
 }
 
 /// One configured plugin. Every phase defaults to doing nothing.
@@ -171,8 +163,40 @@ pub fn build(name: &str, config: &Value, row: &Value) -> Result<Arc<dyn Plugin>,
         "rate-limiting" => Arc::new(rate_limiting::RateLimiting::new(config, limits::Scope::of(row))?),
         "request-transformer" => Arc::new(request_transformer::RequestTransformer::new(config)?),
         "response-transformer" => Arc::new(response_transformer::ResponseTransformer::new(config)?),
+        "file-log" => Arc::new(log::file_log::FileLog::new(config)?),
+        "http-log" => Arc::new(log::http_log::HttpLog::new(config)?),
+        "tcp-log" => Arc::new(log::tcp_log::TcpLog::new(config)?),
+        "udp-log" => Arc::new(log::udp_log::UdpLog::new(config)?),
+        "syslog" => Arc::new(log::syslog::Syslog::new(config)),
+        "loggly" => Arc::new(log::syslog::Loggly::new(config)?),
+        "statsd" => Arc::new(log::statsd::Statsd::new(config, false)?),
+        "datadog" => Arc::new(log::statsd::Statsd::new(config, true)?),
         _ => return Err(BuildError(format!("plugin '{name}' has no runtime on this data plane"))),
     })
+}
+
+/// The log entry of a request a plugin answered: not proxied, so no upstream, no tries and
+/// no proxy latency.
+fn rejected_entry(ctx: &RequestCtx<'_>, answer: &Parts) -> LogEntry {
+    let mut e = LogEntry::new(
+        ctx.config.set.clone(),
+        ctx.route_id.clone(),
+        ctx.service_id.clone(),
+        ctx.started,
+        ctx.remote_addr(),
+    );
+    e.consumer_id = ctx.consumer.as_ref().map(|c| c.id.clone());
+    e.credential = ctx.credential.clone();
+    e.method = ctx.method.to_string();
+    e.uri = ctx.target.to_owned();
+    e.https = ctx.https;
+    e.host = ctx.header("host").map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_owned()).unwrap_or_default();
+    e.server_port = ctx.conn.listener_port;
+    e.request_headers = ctx.headers.clone();
+    e.request_size = log::head_size(ctx.method.as_str().len() + ctx.target.len() + 10, ctx.headers);
+    e.finish_answer(answer);
+    e.kong_latency_ms = ctx.started.elapsed().as_millis() as u64;
+    e
 }
 
 /// Runs `access` of every resolved plugin in order until one answers.
@@ -196,14 +220,8 @@ pub async fn access(chain: &Chain, ctx: &mut RequestCtx<'_>) -> Result<Resolved,
             let (mut parts, body) = (*response).into_parts();
             ctx.response.apply(&mut parts.headers);
             resolved.header_filter(&mut parts);
-            let status = parts.status.as_u16();
-            let body = Filtered::wrap(body, resolved, &parts, || LogEntry {
-                status,
-                route_id: ctx.route_id.clone(),
-                service_id: ctx.service_id.clone(),
-                consumer_id: ctx.consumer.as_ref().map(|c| c.id.clone()),
-                latency_ms: 0,
-            });
+            let entry = resolved.logs().then(|| rejected_entry(ctx, &parts));
+            let body = Filtered::wrap(body, resolved, &parts, entry);
             *response = Response::from_parts(parts, body);
             return Err(response);
         }
@@ -228,6 +246,10 @@ mod tests {
                 json!({"whitelist": ["a"]}),
                 json!({"ldap_host": "h", "base_dn": "d", "attribute": "a"}),
                 json!({"minute": 5, "policy": "local"}),
+                json!({"http_endpoint": "http://logs.test/x"}),
+                json!({"host": "logs.test", "port": 9}),
+                json!({"path": "/tmp/gatehouse-test.log"}),
+                json!({"key": "k"}),
             ]
             .into_iter()
             .find_map(|c| schema.validate_create(Some(&c)).ok());
@@ -283,10 +305,10 @@ mod tests {
         let logged = Arc::new(AtomicUsize::new(0));
         let mut resolved = Resolved::default();
         resolved.push(Arc::new(Shout(logged.clone())));
-        let entry =
-            LogEntry { status: 200, route_id: "r".into(), service_id: "s".into(), consumer_id: None, latency_ms: 1 };
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let entry = LogEntry::new(Arc::default(), "r".into(), "s".into(), std::time::Instant::now(), ip);
         let parts = http::Response::new(()).into_parts().0;
-        let body = Filtered::wrap(ResBody::full("hello"), resolved, &parts, || entry);
+        let body = Filtered::wrap(ResBody::full("hello"), resolved, &parts, Some(entry));
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(bytes, "HELLO!");
         for _ in 0..100 {

@@ -28,7 +28,7 @@ use gatehouse_shared::enabled_headers::EnabledHeaders;
 
 use crate::balancer::hash::{HashInput, Hashed};
 use crate::live::Live;
-use crate::plugins::{self, LogEntry, RequestCtx, Resolved, RewriteCtx};
+use crate::plugins::{self, RequestCtx, Resolved, RewriteCtx};
 
 /// What a retry needs to send a request again.
 type Replay = (http::Method, Uri, http::HeaderMap, Option<bytes::Bytes>);
@@ -191,7 +191,8 @@ impl Proxy {
         // Error pages are negotiated on Accept: keep just that (a reference-counted clone).
         let accept = req.headers().get(header::ACCEPT).cloned();
         let mut went_upstream = None;
-        match self.forward(req, conn, started, &mut went_upstream).await {
+        let mut logged = None;
+        match self.forward(req, conn, started, &mut went_upstream, &mut logged).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "request not proxied");
@@ -201,7 +202,18 @@ impl Proxy {
                     let status = resp.status();
                     mark_upstream_failure(resp.headers_mut(), status, self.headers, proxy_latency, sent);
                 }
-                resp
+                // The route's plugins log the failure too, and filter its page, as in Kong.
+                match logged {
+                    Some(Logged { resolved, entry }) => {
+                        let (mut parts, body) = resp.into_parts();
+                        resolved.header_filter(&mut parts);
+                        let mut entry = *entry;
+                        entry.finish_answer(&parts);
+                        let body = Filtered::wrap(body, resolved, &parts, Some(entry));
+                        Response::from_parts(parts, body)
+                    }
+                    None => resp,
+                }
             }
         }
     }
@@ -233,6 +245,7 @@ impl Proxy {
         conn: &Conn,
         started: Instant,
         went_upstream: &mut Option<(HeaderValue, Instant)>,
+        logged: &mut Option<Logged>,
     ) -> Result<Response<ResBody>, ProxyError> {
         let config = self.live.load();
         let client_http10 = req.version() == Version::HTTP_10;
@@ -286,6 +299,10 @@ impl Proxy {
         let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, incoming) = req.into_parts();
+        // What the log phase needs of the request as it came, kept only where a plugin logs.
+        let logging = route.plugins.logs;
+        let mut log_uri =
+            logging.then(|| parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()));
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&KONG_DEBUG);
         let host_no_port = match raw_host.get(1..).and_then(|r| r.find(':')) {
@@ -303,6 +320,7 @@ impl Proxy {
         let mut rewritten_query: Option<Option<String>> = None;
         let mut new_method = None;
         let mut plugin_host: Option<HeaderValue> = None;
+        let mut log_request: Option<(http::HeaderMap, Option<plugins::Credential>)> = None;
         if !route.plugins.is_empty() {
             let mut ctx = RequestCtx {
                 method: &parts.method,
@@ -325,6 +343,7 @@ impl Proxy {
                 conn,
                 method_override: None,
                 upstream_host: None,
+                started,
             };
             match plugins::access(&route.plugins, &mut ctx).await {
                 Ok(r) => resolved = r,
@@ -334,6 +353,9 @@ impl Proxy {
             response_fields = std::mem::take(&mut ctx.response);
             new_method = ctx.method_override.take();
             plugin_host = ctx.upstream_host.take();
+            if logging {
+                log_request = Some((ctx.headers.clone(), ctx.credential.clone()));
+            }
             if ctx.query.as_deref() != parts.uri.query() {
                 rewritten_query = Some(ctx.query.map(Cow::into_owned));
             }
@@ -397,6 +419,37 @@ impl Proxy {
         let proxy_latency = millis(started);
         let sent = Instant::now();
         *went_upstream = Some((proxy_latency.clone(), sent));
+        if logging {
+            // nginx's `$remote_addr` after its real-ip module: X-Real-IP from a trusted peer.
+            let client_ip = match trusted {
+                true => parts.headers.get("x-real-ip").and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+                false => None,
+            };
+            let mut e = plugins::LogEntry::new(
+                config.set.clone(),
+                route.id.clone(),
+                service.id.clone(),
+                started,
+                client_ip.unwrap_or(conn.peer.ip()),
+            );
+            let (request_headers, credential) = log_request.take().unwrap_or_default();
+            let uri = log_uri.take().unwrap_or_default();
+            let length = request_headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+            e.consumer_id = consumer.clone();
+            e.credential = credential;
+            e.method = parts.method.to_string();
+            e.request_size =
+                plugins::log::head_size(e.method.len() + uri.len() + 10, &request_headers) + length.unwrap_or(0);
+            e.uri = uri;
+            e.https = conn.https;
+            e.host = host_no_port.to_owned();
+            e.server_port = conn.listener_port;
+            e.request_headers = request_headers;
+            e.upstream_uri = Some(parts.uri.to_string());
+            e.kong_latency_ms = started.elapsed().as_millis() as u64;
+            *logged = Some(Logged { resolved: std::mem::take(&mut resolved), entry: Box::new(e) });
+        }
+        let mut tries = logged.as_mut().map(|l| &mut l.entry.tries);
         let mut upstream_req = Request::from_parts(parts, body);
         let mut tries_left = service.retries;
         let mut try_number = 0;
@@ -411,6 +464,15 @@ impl Proxy {
                 None => None,
             };
             try_number += 1;
+            if let Some(tries) = &mut tries {
+                let (ip, port) = match (&peer, service.ip) {
+                    (Some(p), _) => (p.addr.ip().to_string(), p.addr.port()),
+                    (None, Some(ip)) => (ip.to_string(), service.port),
+                    (None, None) => (service.host.clone(), service.port),
+                };
+                let balancer_start_ms = plugins::log::unix_ms(Instant::now());
+                tries.push(plugins::log::Try { ip, port, balancer_start_ms, failed: None, code: None });
+            }
             if let Some(p) = &peer {
                 if !route.preserve_host && plugin_host.is_none() {
                     upstream_req.headers_mut().insert(header::HOST, p.host_header(service.https).clone());
@@ -431,6 +493,7 @@ impl Proxy {
                             return Err(e);
                         }
                         tracing::debug!(error = %e, tries_left, "upstream connect failed; retrying");
+                        mark_failed(tries.as_deref_mut(), &e);
                         tries_left -= 1;
                         last_failure = Some(e);
                         continue;
@@ -453,6 +516,9 @@ impl Proxy {
                     Some(unsent) if from_pool && !reused_once => {
                         reused_once = true;
                         try_number -= 1;
+                        if let Some(t) = &mut tries {
+                            t.pop();
+                        }
                         upstream_req = unsent;
                         continue;
                     }
@@ -493,13 +559,15 @@ impl Proxy {
                 return Err(failure);
             }
             tracing::debug!(error = %failure, tries_left, "upstream try failed; retrying");
+            mark_failed(tries.as_deref_mut(), &failure);
             tries_left -= 1;
             last_failure = Some(failure);
         };
         if let (Some(b), Some(p)) = (&service.balancer, &peer) {
             b.observe_status(p, response.status().as_u16());
         }
-        let upstream_latency = millis(sent);
+        let answered = Instant::now();
+        let upstream_latency = millis_between(sent, answered);
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -547,6 +615,10 @@ impl Proxy {
             }
         }
         response_fields.apply(&mut parts.headers);
+        let (resolved, entry) = match logged.take() {
+            Some(Logged { resolved, entry }) => (resolved, Some(entry)),
+            None => (resolved, None),
+        };
         resolved.header_filter(&mut parts);
 
         let keep = if switching {
@@ -558,16 +630,32 @@ impl Proxy {
         } else {
             Some(pooled)
         };
-        let status = parts.status.as_u16();
-        let body = Filtered::wrap(ResBody::Upstream(body, keep), resolved, &parts, || LogEntry {
-            status,
-            route_id: route.id.clone(),
-            service_id: service.id.clone(),
-            consumer_id: consumer,
-            latency_ms: started.elapsed().as_millis() as u64,
+        let entry = entry.map(|mut e| {
+            e.proxy_latency_ms = Some(millis_since_ms(sent, answered));
+            e.finish_answer(&parts);
+            *e
         });
+        let body = Filtered::wrap(ResBody::Upstream(body, keep), resolved, &parts, entry);
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// A logging route's plugins and log entry, between the access phase and the answer.
+pub struct Logged {
+    resolved: Resolved,
+    entry: Box<plugins::LogEntry>,
+}
+
+/// Marks the last try as failed, with the status Kong's balancer records for it.
+fn mark_failed(tries: Option<&mut Vec<plugins::log::Try>>, error: &ProxyError) {
+    if let Some(t) = tries.and_then(|t| t.last_mut()) {
+        t.failed = Some("next");
+        t.code = Some(if matches!(error, ProxyError::Timeout) { 504 } else { 502 });
+    }
+}
+
+fn millis_since_ms(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_millis() as u64
 }
 
 /// The request again, for another try: bodiless, or with a body held in memory.

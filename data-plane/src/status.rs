@@ -33,6 +33,7 @@ async fn status(State(s): State<StatusState>) -> Json<Value> {
             "deltas_applied": s.live.counters.deltas.load(Ordering::Relaxed),
             "nacks_sent": s.live.counters.nacks.load(Ordering::Relaxed),
         },
+        "log_records_dropped": crate::plugins::log::DROPPED.load(Ordering::Relaxed),
     }))
 }
 

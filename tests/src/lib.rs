@@ -68,22 +68,30 @@ pub const BUNDLED_PLUGINS: [&str; 27] = [
 
 /// The bundled plugins that have a runtime, and so are the only ones enabled: the Admin API
 /// refuses the others (`plugin 'x' not enabled`) until they do something.
-pub const ENABLED_PLUGINS: [&str; 16] = [
+pub const ENABLED_PLUGINS: [&str; 24] = [
     "jwt",
     "acl",
     "cors",
     "oauth2",
+    "tcp-log",
+    "udp-log",
+    "file-log",
+    "http-log",
     "key-auth",
     "hmac-auth",
     "basic-auth",
     "ip-restriction",
-    "request-size-limiting",
-    "rate-limiting",
     "request-transformer",
     "response-transformer",
+    "request-size-limiting",
+    "rate-limiting",
     "bot-detection",
     "correlation-id",
+    "datadog",
     "ldap-auth",
+    "loggly",
+    "statsd",
+    "syslog",
     "request-termination",
 ];
 

@@ -45,6 +45,9 @@ pub struct Chain {
     /// `access` (see [`Plugin::access_only`]); a plugin that claims so but also logs or filters
     /// bodies does not count, since the direct path would skip those phases.
     pub access_only: bool,
+    /// Some configuration in the chain logs: requests on this route keep what the log
+    /// phase needs.
+    pub logs: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -59,7 +62,8 @@ impl Chain {
             .iter()
             .flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()))
             .all(|p| p.access_only() && !p.logs() && !p.filters_body());
-        Chain { entries, access_only }
+        let logs = entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten())).any(|p| p.logs());
+        Chain { entries, access_only, logs }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -123,6 +123,8 @@ pub struct RequestCtx<'a> {
     pub response: ResponseFields,
     /// The client connection the request came on.
     pub conn: &'a crate::proxy::Conn,
+    /// When the request arrived.
+    pub started: std::time::Instant,
     /// A method for the upstream request other than the client's (request-transformer).
     pub method_override: Option<Method>,
     /// A Host for the upstream request other than the service's (request-transformer

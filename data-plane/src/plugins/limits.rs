@@ -83,7 +83,7 @@ impl Period {
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (days ≥ 0).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     // Shift the epoch to 0000-03-01 so that leap days fall at the end of a year.
     let z = days + 719_468;
     let era = z / 146_097;

@@ -86,30 +86,19 @@ pub struct Filtered {
     /// The filters' last words have been sent.
     flushed: bool,
     pub plugins: Option<Resolved>,
-    pub entry: LogEntry,
+    entry: Option<LogEntry>,
 }
 
 impl Filtered {
     /// `body` passing through the plugins' body filters (chosen on the response's head) and
-    /// log phase, or `body` as it is when none of them wants it (the entry is then not even
-    /// built).
-    pub fn wrap(
-        body: ResBody,
-        plugins: Resolved,
-        head: &http::response::Parts,
-        entry: impl FnOnce() -> LogEntry,
-    ) -> ResBody {
+    /// log phase (with `entry`, when a plugin logs), or `body` as it is when none of them
+    /// wants it.
+    pub fn wrap(body: ResBody, plugins: Resolved, head: &http::response::Parts, entry: Option<LogEntry>) -> ResBody {
         if !plugins.wants_body() {
             return body;
         }
         let filters = plugins.body_filters(head);
-        ResBody::Filtered(Box::new(Filtered {
-            inner: body,
-            filters,
-            flushed: false,
-            plugins: Some(plugins),
-            entry: entry(),
-        }))
+        ResBody::Filtered(Box::new(Filtered { inner: body, filters, flushed: false, entry, plugins: Some(plugins) }))
     }
 
     /// Runs a chunk through every filter in order.
@@ -142,8 +131,15 @@ impl Filtered {
     }
 
     fn finish(&mut self) {
-        if let Some(plugins) = self.plugins.take() {
-            plugins.log(self.entry.clone());
+        if let (Some(plugins), Some(entry)) = (self.plugins.take(), self.entry.take()) {
+            plugins.log(entry);
+        }
+    }
+
+    /// Counts body bytes sent, for the log's `response.size`.
+    fn sent(&self, data: &Bytes) {
+        if let Some(e) = &self.entry {
+            e.response_size.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -212,10 +208,14 @@ impl Body for ResBody {
                             Ok(data) => Frame::data(data),
                             Err(other) => other,
                         };
+                        if let Some(data) = frame.data_ref() {
+                            f.sent(data);
+                        }
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     Poll::Ready(None) => {
                         if let Some(tail) = f.flush() {
+                            f.sent(&tail);
                             return Poll::Ready(Some(Ok(Frame::data(tail))));
                         }
                         f.finish();

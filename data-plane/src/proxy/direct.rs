@@ -559,7 +559,7 @@ async fn exchange(
     } else if !route.plugins.access_only || hashing {
         return Next::Handoff;
     } else {
-        let request = Plain { method, http10: seen.http10, target, path, query, body, host_no_port };
+        let request = Plain { method, http10: seen.http10, target, path, query, body, host_no_port, started };
         // The general path hides a Host or length that `Connection` names from plugins (and
         // forwards them all the same): rare enough to leave to it.
         if dropped("host") || dropped("content-length") {
@@ -896,6 +896,7 @@ struct Plain<'r> {
     body: &'r [u8],
     /// The client's Host without its port, for X-Forwarded-Host.
     host_no_port: &'r str,
+    started: Instant,
 }
 
 /// What a route's plugins made of a request on the direct path.
@@ -989,6 +990,7 @@ async fn access<'r, 'h, 'b: 'h>(
         conn,
         method_override: None,
         upstream_host: None,
+        started: request.started,
     };
     if let Err(reply) = plugins::access(&route.plugins, &mut ctx).await {
         return Accessing::Answer(reply);

@@ -1,0 +1,370 @@
+//! The log phase: what a request left behind ([`LogEntry`]), Kong's basic serializer over it
+//! (kong-0.14-plugins §7.1), and the bounded queue every log plugin sends through.
+//!
+//! An entry is captured only for routes whose plugins log, and the JSON record is built once,
+//! off the response path, by the first logger that asks for it. A logger never holds a proxy
+//! worker: records go into a bounded queue per plugin configuration, a task of its own sends
+//! them, and when the receiver is slow or down records are dropped and counted.
+
+pub mod file_log;
+pub mod http_log;
+pub mod statsd;
+pub mod syslog;
+pub mod tcp_log;
+pub mod udp_log;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use http::HeaderMap;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::Credential;
+use gatehouse_shared::snapshot::ConfigSet;
+
+/// One balancer attempt (Kong's `tries`).
+#[derive(Debug, Clone)]
+pub struct Try {
+    pub ip: String,
+    pub port: u16,
+    pub balancer_start_ms: u64,
+    /// For an attempt that failed: `next` when another followed, `failed` for the last.
+    pub failed: Option<&'static str>,
+    /// The status Kong's balancer records for a failed attempt (502, 504).
+    pub code: Option<u16>,
+}
+
+/// What the log phase knows of a request once its answer has gone.
+#[derive(Debug)]
+pub struct LogEntry {
+    pub status: u16,
+    pub route_id: Arc<str>,
+    pub service_id: Arc<str>,
+    pub consumer_id: Option<Arc<str>>,
+    pub credential: Option<Credential>,
+    /// When the request arrived, as an instant and in Unix milliseconds.
+    pub started: Instant,
+    pub started_at_ms: u64,
+    pub method: String,
+    /// The request target as received (path and query).
+    pub uri: String,
+    pub https: bool,
+    /// The client's Host without its port.
+    pub host: String,
+    /// The listener's port (nginx's `$server_port`).
+    pub server_port: u16,
+    /// The request's fields as plugins left them.
+    pub request_headers: HeaderMap,
+    pub request_size: u64,
+    /// Path and query sent upstream; `None` when the request was not proxied.
+    pub upstream_uri: Option<String>,
+    pub response_headers: HeaderMap,
+    /// Bytes of the answer: its head, plus the body as it was sent.
+    pub response_size: AtomicU64,
+    pub tries: Vec<Try>,
+    /// Milliseconds spent in the gateway before the request went upstream.
+    pub kong_latency_ms: u64,
+    /// Milliseconds the upstream took to answer; `None` when not proxied (Kong's -1).
+    pub proxy_latency_ms: Option<u64>,
+    pub client_ip: IpAddr,
+    /// The configuration the request was served with, for the route, service and consumer.
+    pub set: Arc<ConfigSet>,
+    record: OnceLock<Arc<Value>>,
+}
+
+/// The Unix time in milliseconds of an instant in the past.
+pub fn unix_ms(at: Instant) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (now.saturating_sub(at.elapsed())).as_millis() as u64
+}
+
+/// The size of a head as it goes on the wire (`name: value\r\n` per field).
+pub fn head_size(first_line: usize, headers: &HeaderMap) -> u64 {
+    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    (first_line + 2 + fields + 2) as u64
+}
+
+/// Fields as Kong's `get_headers()` serializes them: lower-case names, a repeated one as a list.
+fn headers_json(headers: &HeaderMap) -> Value {
+    let mut map = Map::new();
+    for name in headers.keys() {
+        let values: Vec<Value> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let value =
+            if values.len() == 1 { values.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(values) };
+        map.insert(name.as_str().to_owned(), value);
+    }
+    Value::Object(map)
+}
+
+/// The query as Kong's `get_uri_args()`: repeated arguments as a list, one without `=` as `true`.
+fn query_json(uri: &str) -> Value {
+    let mut map = Map::new();
+    let Some((_, query)) = uri.split_once('?') else { return Value::Object(map) };
+    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (decode(k), Value::String(decode(v))),
+            None => (decode(part), Value::Bool(true)),
+        };
+        match map.get_mut(&k) {
+            Some(Value::Array(a)) => a.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, v]);
+            }
+            None => {
+                map.insert(k, v);
+            }
+        }
+    }
+    Value::Object(map)
+}
+
+/// An entity as Kong's log shows it: nulls left out.
+fn without_nulls(doc: &Value) -> Value {
+    match doc {
+        Value::Object(m) => {
+            Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+impl LogEntry {
+    pub fn new(
+        set: Arc<ConfigSet>,
+        route_id: Arc<str>,
+        service_id: Arc<str>,
+        started: Instant,
+        client_ip: IpAddr,
+    ) -> LogEntry {
+        LogEntry {
+            status: 0,
+            route_id,
+            service_id,
+            consumer_id: None,
+            credential: None,
+            started,
+            started_at_ms: unix_ms(started),
+            method: String::new(),
+            uri: String::new(),
+            https: false,
+            host: String::new(),
+            server_port: 0,
+            request_headers: HeaderMap::new(),
+            request_size: 0,
+            upstream_uri: None,
+            response_headers: HeaderMap::new(),
+            response_size: AtomicU64::new(0),
+            tries: Vec::new(),
+            kong_latency_ms: 0,
+            proxy_latency_ms: None,
+            client_ip,
+            set,
+            record: OnceLock::new(),
+        }
+    }
+
+    /// The answer's status, fields and head size, once its head is final.
+    pub fn finish_answer(&mut self, answer: &http::response::Parts) {
+        self.status = answer.status.as_u16();
+        self.response_headers = answer.headers.clone();
+        let line = "HTTP/1.1 ".len() + 4 + answer.status.canonical_reason().map_or(0, str::len);
+        self.response_size.store(head_size(line, &answer.headers), Ordering::Relaxed);
+    }
+
+    /// `latencies.request`: the whole request, up to the log phase.
+    pub fn request_latency_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn doc(&self, table: &str, id: &str) -> Option<&Arc<Value>> {
+        self.set.entities.get(table).and_then(|t| t.get(id))
+    }
+
+    /// The consumer the request was authenticated as.
+    pub fn consumer(&self) -> Option<&Arc<Value>> {
+        self.consumer_id.as_deref().and_then(|id| self.doc("consumers", id))
+    }
+
+    /// The Service's name, as the metric plugins name it.
+    pub fn service_name(&self) -> Option<&str> {
+        self.doc("services", &self.service_id).and_then(|s| s.get("name")).and_then(Value::as_str)
+    }
+
+    /// Kong's basic serializer, built once per entry.
+    pub fn record(&self) -> Arc<Value> {
+        self.record.get_or_init(|| Arc::new(self.serialize())).clone()
+    }
+
+    fn serialize(&self) -> Value {
+        let scheme = if self.https { "https" } else { "http" };
+        let mut record = json!({
+            "request": {
+                "uri": self.uri,
+                "url": format!("{scheme}://{}:{}{}", self.host, self.server_port, self.uri),
+                "querystring": query_json(&self.uri),
+                "method": self.method,
+                "headers": headers_json(&self.request_headers),
+                "size": self.request_size.to_string(),
+            },
+            "upstream_uri": self.upstream_uri.clone().unwrap_or_default(),
+            "response": {
+                "status": self.status,
+                "headers": headers_json(&self.response_headers),
+                "size": self.response_size.load(Ordering::Relaxed).to_string(),
+            },
+            "latencies": {
+                "kong": self.kong_latency_ms,
+                "proxy": self.proxy_latency_ms.map_or(-1, |l| l as i64),
+                "request": self.request_latency_ms(),
+            },
+            "client_ip": self.client_ip.to_string(),
+            "started_at": self.started_at_ms,
+            "api": {},
+        });
+        let tries: Vec<Value> = self
+            .tries
+            .iter()
+            .map(|t| {
+                let mut o =
+                    json!({"ip": t.ip, "port": t.port, "balancer_start": t.balancer_start_ms, "balancer_latency": 0});
+                if let (Some(state), Some(obj)) = (t.failed, o.as_object_mut()) {
+                    obj.insert("state".into(), json!(state));
+                    obj.insert("code".into(), json!(t.code));
+                }
+                o
+            })
+            .collect();
+        // Kong's quirk: routed but not proxied, `tries` is an empty table, encoded as `{}`.
+        record["tries"] = if tries.is_empty() { json!({}) } else { Value::Array(tries) };
+        match &self.credential {
+            Some(Credential::Row(doc)) => {
+                record["authenticated_entity"] = json!({"id": doc.get("id"), "consumer_id": doc.get("consumer_id")});
+            }
+            Some(Credential::Ldap { .. }) => record["authenticated_entity"] = json!({}),
+            None => {}
+        }
+        if let Some(route) = self.doc("routes", &self.route_id) {
+            record["route"] = without_nulls(route);
+        }
+        if let Some(service) = self.doc("services", &self.service_id) {
+            record["service"] = without_nulls(service);
+        }
+        if let Some(consumer) = self.consumer() {
+            record["consumer"] = without_nulls(consumer);
+        }
+        record
+    }
+}
+
+/// A plugin configuration's outbox: a bounded queue and the one task that drains it, started
+/// when the first record comes (a configuration being compiled has no runtime to start it
+/// on), and ending when the configuration is dropped.
+pub struct Outbox<T> {
+    tx: OnceLock<mpsc::Sender<T>>,
+    capacity: usize,
+    dropped: Arc<AtomicU64>,
+    last_warning: AtomicU64,
+    name: &'static str,
+}
+
+/// Records a receiver may fall behind by before they are dropped.
+pub const QUEUE: usize = 10_000;
+
+/// Records dropped by every outbox of this process (shown on the status endpoint).
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+impl<T: Send + 'static> Outbox<T> {
+    pub fn new(name: &'static str) -> Outbox<T> {
+        Outbox { tx: OnceLock::new(), capacity: QUEUE, dropped: Arc::default(), last_warning: AtomicU64::new(0), name }
+    }
+
+    /// Queues `item`; `start` makes the sending task the first time. A full queue drops it.
+    pub fn push<F, Fut>(&self, item: T, start: F)
+    where
+        F: FnOnce(mpsc::Receiver<T>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(self.capacity);
+            tokio::spawn(start(rx));
+            tx
+        });
+        if tx.try_send(item).is_err() {
+            self.drop_one();
+        }
+    }
+
+    /// Counts a record that could not be sent, and says so at most every ten seconds.
+    pub fn drop_one(&self) {
+        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        let now = super::limits::now_secs();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(plugin = self.name, dropped = total, "log records dropped: the receiver is slow or down");
+        }
+    }
+
+    /// A handle the sending task uses to count what it could not deliver.
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+}
+
+/// Counts an undeliverable record from inside a sending task.
+pub fn dropped(counter: &AtomicU64, name: &'static str, error: &dyn std::fmt::Display) {
+    let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+    if total == 1 || total.is_multiple_of(1000) {
+        tracing::warn!(plugin = name, dropped = total, error = %error, "log record not delivered");
+    }
+}
+
+/// Kong's syslog severities, in order of their numbers (emerg 0 … debug 7).
+pub const SEVERITIES: [&str; 8] = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
+
+pub fn severity(name: &str) -> u8 {
+    SEVERITIES.iter().position(|s| *s == name).map_or(6, |i| i as u8)
+}
+
+/// The severity a syslog-style logger uses for a status, and whether `log_level` lets it out.
+pub fn severity_for(config: &Value, status: u16) -> Option<u8> {
+    let level = |k: &str| severity(config.get(k).and_then(Value::as_str).unwrap_or("info"));
+    let chosen = match status {
+        s if s >= 500 => level("server_errors_severity"),
+        s if s >= 400 => level("client_errors_severity"),
+        _ => level("successful_severity"),
+    };
+    (chosen <= level("log_level")).then_some(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn querystrings_as_kong_reads_them() {
+        assert_eq!(query_json("/p?a=1&a=2&b&c=x%20y"), json!({"a": ["1", "2"], "b": true, "c": "x y"}));
+        assert_eq!(query_json("/p"), json!({}));
+    }
+
+    #[test]
+    fn severities_follow_status_classes_and_the_level() {
+        let c = json!({"log_level": "info", "successful_severity": "info", "client_errors_severity": "warning",
+                       "server_errors_severity": "debug"});
+        assert_eq!(severity_for(&c, 200), Some(6));
+        assert_eq!(severity_for(&c, 404), Some(4));
+        assert_eq!(severity_for(&c, 503), None, "debug is above the info level");
+    }
+}

@@ -1,0 +1,129 @@
+//! tcp-log (kong-0.14-plugins §7.3): the JSON record and `\r\n` on a kept-alive connection,
+//! plain or TLS (`tls`, `tls_sni`; the server's certificate is not verified, as in Kong).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::{dropped, LogEntry, Outbox};
+use crate::plugins::{BuildError, Plugin};
+
+pub struct TcpLog {
+    target: Arc<Target>,
+    outbox: Outbox<Bytes>,
+}
+
+/// Where records go and how.
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub timeout: Duration,
+    pub keepalive: Duration,
+    /// The TLS server name, when TLS is on.
+    pub tls: Option<String>,
+}
+
+impl TcpLog {
+    pub fn new(config: &Value) -> Result<TcpLog, BuildError> {
+        let host = config.get("host").and_then(Value::as_str).ok_or_else(|| BuildError("host is required".into()))?;
+        let ms = |k: &str, d: u64| Duration::from_millis(config.get(k).and_then(Value::as_u64).unwrap_or(d));
+        let tls = (config.get("tls").and_then(Value::as_bool) == Some(true)).then(|| {
+            config.get("tls_sni").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(host).to_owned()
+        });
+        Ok(TcpLog {
+            target: Arc::new(Target {
+                host: host.to_owned(),
+                port: config.get("port").and_then(Value::as_u64).unwrap_or(0) as u16,
+                timeout: ms("timeout", 10_000),
+                keepalive: ms("keepalive", 60_000),
+                tls,
+            }),
+            outbox: Outbox::new("tcp-log"),
+        })
+    }
+}
+
+/// A stream to the target, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type Stream = Box<dyn Io>;
+
+/// Connects, within the timeout, with TLS when the target asks for it.
+pub async fn connect(target: &Target) -> std::io::Result<Stream> {
+    let made = async {
+        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok::<Stream, std::io::Error>(match &target.tls {
+            None => Box::new(tcp),
+            Some(sni) => {
+                let config = rustls::ClientConfig::builder()
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(crate::proxy::upstream::NoVerify))
+                    .with_no_client_auth();
+                let name = rustls::pki_types::ServerName::try_from(sni.clone()).map_err(std::io::Error::other)?;
+                Box::new(tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?)
+            }
+        })
+    };
+    tokio::time::timeout(target.timeout, made)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+async fn send_lines(target: Arc<Target>, mut rx: mpsc::Receiver<Bytes>, failures: Arc<std::sync::atomic::AtomicU64>) {
+    let mut conn: Option<(Stream, tokio::time::Instant)> = None;
+    while let Some(line) = rx.recv().await {
+        // A connection idle past `keepalive` is closed and made anew.
+        if conn.as_ref().is_some_and(|(_, used)| used.elapsed() > target.keepalive) {
+            conn = None;
+        }
+        if conn.is_none() {
+            match connect(&target).await {
+                Ok(s) => conn = Some((s, tokio::time::Instant::now())),
+                Err(e) => {
+                    dropped(&failures, "tcp-log", &e);
+                    continue;
+                }
+            }
+        }
+        if let Some((s, used)) = &mut conn {
+            let written = tokio::time::timeout(target.timeout, async {
+                s.write_all(&line).await?;
+                s.flush().await
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => *used = tokio::time::Instant::now(),
+                Ok(Err(e)) => {
+                    dropped(&failures, "tcp-log", &e);
+                    conn = None;
+                }
+                Err(_) => {
+                    dropped(&failures, "tcp-log", &"write timed out");
+                    conn = None;
+                }
+            }
+        }
+    }
+}
+
+impl Plugin for TcpLog {
+    fn name(&self) -> &'static str {
+        "tcp-log"
+    }
+
+    fn logs(&self) -> bool {
+        true
+    }
+
+    fn log(&self, entry: &LogEntry) {
+        let mut line = entry.record().to_string().into_bytes();
+        line.extend_from_slice(b"\r\n");
+        let (target, failures) = (self.target.clone(), self.outbox.counter());
+        self.outbox.push(Bytes::from(line), move |rx| send_lines(target, rx, failures));
+    }
+}
