@@ -55,6 +55,10 @@ pub struct Node {
     pub stale_after: std::time::Duration,
     /// Whether answers carry `Server` (the `headers` setting's `server` entry).
     pub server_header: bool,
+    /// A connection's time to send a head, or to stay idle between requests.
+    pub header_timeout: std::time::Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
     pub counters: Counters,
 }
 
@@ -63,6 +67,8 @@ pub struct Counters {
     pub requests: AtomicU64,
     pub accepted: AtomicU64,
     pub active: AtomicU64,
+    /// Requests being handled now (nginx's "writing").
+    pub in_flight: AtomicU64,
 }
 
 /// Which listener a request came in on, for building absolute `next` URLs.
@@ -149,6 +155,7 @@ fn bad_target(uri: &Uri) -> Option<&'static str> {
 /// UTF-8) is refused here, the same on both stores.
 async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: Request, next: Next) -> Response {
     node.counters.requests.fetch_add(1, Ordering::Relaxed);
+    node.counters.in_flight.fetch_add(1, Ordering::Relaxed);
     let mut resp = if let Some(reason) = bad_target(req.uri()) {
         ApiError::bad_request(reason).into_response()
     } else if req.method() == Method::OPTIONS {
@@ -162,6 +169,7 @@ async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: 
     } else {
         next.run(req).await
     };
+    node.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     if node.server_header {
         resp.headers_mut()

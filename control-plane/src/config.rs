@@ -40,6 +40,8 @@ pub struct RawConfig {
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub headers: Option<String>,
+    pub client_header_timeout_ms: Option<u64>,
+    pub admin_max_connections: Option<usize>,
 }
 
 /// Where overrides come from; the process environment in production, a map in tests.
@@ -83,6 +85,11 @@ pub struct Config {
     pub log_json: bool,
     /// Kong's `headers` setting; the Admin API reads its `server` entry.
     pub headers: EnabledHeaders,
+    /// How long an Admin API connection may take to send a request head, or stay idle between
+    /// requests, before it is closed (nginx's `client_header_timeout`).
+    pub client_header_timeout: std::time::Duration,
+    /// Admin API connections served at once; more are answered 503 and closed.
+    pub admin_max_connections: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -179,6 +186,10 @@ impl Config {
             reason: enabled_headers::EXPECTED,
         })?;
         let cluster_listen_explicit = env.get("GATEHOUSE_CLUSTER_LISTEN").is_some() || raw.cluster_listen.is_some();
+        let header_timeout =
+            number("client_header_timeout_ms", raw.client_header_timeout_ms.map(|n| n as i64), 60_000)?;
+        let max_connections =
+            number("admin_max_connections", raw.admin_max_connections.map(|n| n as i64), 1024)? as usize;
         let defaults = SyncSettings::default();
         let sync = SyncSettings {
             retention: number("cluster_changelog_retention", raw.cluster_changelog_retention, defaults.retention)?,
@@ -211,6 +222,8 @@ impl Config {
             log_level: pick("log_level", raw.log_level, "info"),
             log_json: format == "json",
             headers,
+            client_header_timeout: std::time::Duration::from_millis(header_timeout as u64),
+            admin_max_connections: max_connections,
         })
     }
 

@@ -134,6 +134,8 @@ pub async fn start_with(
         configuration: config.to_json(),
         stale_after: config.sync.stale_after,
         server_header: config.headers.server,
+        header_timeout: config.client_header_timeout,
+        max_connections: config.admin_max_connections,
         counters: Default::default(),
     });
     let service = admin::service(Admin { store: store.clone(), node: node.clone() });
@@ -185,7 +187,7 @@ fn default_cluster_cert(config: &Config, mut tls: sync::ClusterTls) -> anyhow::R
     let cert = config.prefix.join("cluster.crt");
     let key = config.prefix.join("cluster.key");
     if !cert.exists() || !key.exists() {
-        std::fs::create_dir_all(&config.prefix)
+        gatehouse_shared::private_fs::create_dir(&config.prefix)
             .with_context(|| format!("cannot create {}", config.prefix.display()))?;
         sync::generate_shared_cert(&cert, &key)?;
         tracing::warn!(cert = %cert.display(), key = %key.display(), "generated a shared cluster certificate; copy it to data planes");

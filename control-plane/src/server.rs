@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -47,6 +47,7 @@ async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let scheme = if tls.is_some() { Scheme::Https } else { Scheme::Http };
+    let slots = Arc::new(tokio::sync::Semaphore::new(node.max_connections));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -63,15 +64,27 @@ async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         node.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        // Past the bound a connection is told so and closed, rather than left waiting: a few
+        // hundred idle sockets cannot starve the Admin API, and those are closed on the
+        // header timeout anyway.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(tcp));
+            continue;
+        };
         let svc = service.clone();
         let hyper_svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(scheme);
             svc.clone().oneshot(req.map(Body::new))
         });
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A head must arrive, and an idle keep-alive connection send its next one, within the
+        // header timeout (hyper closes it otherwise, as nginx's `client_header_timeout`).
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(node.header_timeout);
+        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(node.header_timeout));
         let node = node.clone();
         match &tls {
             None => {
+                let tcp = gatehouse_data_plane::idle::Idle::new(tcp, node.header_timeout);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), hyper_svc).into_owned();
                 let conn = graceful.watch(conn);
                 node.counters.active.fetch_add(1, Ordering::Relaxed);
@@ -80,12 +93,14 @@ async fn serve(
                         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
                     }
                     node.counters.active.fetch_sub(1, Ordering::Relaxed);
+                    drop(slot);
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let tcp = gatehouse_data_plane::idle::Idle::new(tcp, node.header_timeout);
                     let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -100,6 +115,7 @@ async fn serve(
                         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
                     }
                     node.counters.active.fetch_sub(1, Ordering::Relaxed);
+                    drop(slot);
                 });
             }
         }
@@ -108,6 +124,18 @@ async fn serve(
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown: in-flight admin requests did not finish in time");
     }
+}
+
+/// The answer to a connection over the bound: Kong's shape, then close.
+async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"message":"Too many connections to the Admin API"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(answer.as_bytes())).await;
+    let _ = tcp.shutdown().await;
 }
 
 /// Resolves on SIGTERM or SIGINT (the same signal handling as the data plane's).

@@ -108,6 +108,24 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The store holds credentials: its file is created owner-only (0600) before the driver
+/// opens it (SQLite gives its `-wal` and `-shm` files the same mode).
+fn sqlite_file_private(url: &str) -> Result<(), StoreError> {
+    let rest = url.trim_start_matches("sqlite:");
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') || url.contains("mode=memory") {
+        return Ok(());
+    }
+    let path = std::path::Path::new(path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        gatehouse_shared::private_fs::create_dir(dir)
+            .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    gatehouse_shared::private_fs::ensure_file(path)
+        .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))
+}
+
 impl Store {
     /// Opens a pool on `url` (`postgres://…` or `sqlite://…`); creates a missing SQLite file.
     ///
@@ -124,6 +142,9 @@ impl Store {
                 "unsupported database url '{url}': expected postgres://… or sqlite://…"
             )));
         };
+        if dialect == Dialect::Sqlite {
+            sqlite_file_private(url)?;
+        }
         let url = match dialect {
             Dialect::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };

@@ -67,22 +67,13 @@ fn self_signed(prefix: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
         let p = path.display().to_string();
         move |source| TlsError::Io { path: p, source }
     };
-    std::fs::create_dir_all(prefix).map_err(io(prefix))?;
+    gatehouse_shared::private_fs::create_dir(prefix).map_err(io(prefix))?;
     std::fs::write(&cert_path, &cert).map_err(io(&cert_path))?;
     write_private(&key_path, &key).map_err(io(&key_path))?;
     Ok((cert, key))
 }
 
 /// Writes a file readable by its owner only (private keys).
-#[cfg(unix)]
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
+    gatehouse_shared::private_fs::write(path, bytes)
 }

@@ -39,6 +39,7 @@ pub struct RawConfig {
     pub cluster_server_name: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub status_listen: Option<String>,
+    pub client_header_timeout_ms: Option<u64>,
     pub node_id: Option<String>,
     pub plugins: Option<String>,
     pub status_interval_ms: Option<u64>,
@@ -100,6 +101,8 @@ pub struct Config {
     pub server_name: String,
     pub cache_dir: PathBuf,
     pub status_listen: Option<SocketAddr>,
+    /// How long a status connection may take to send a head, or stay idle between requests.
+    pub client_header_timeout: Duration,
     pub node_id: Option<String>,
     /// Plugins this data plane can run; a config using another one is refused (NACK).
     pub plugins: Vec<String>,
@@ -235,6 +238,7 @@ impl Config {
             server_name: pick("cluster_server_name", raw.cluster_server_name, "gatehouse-cluster"),
             cache_dir: path("cache_dir", raw.cache_dir).unwrap_or_else(|| PathBuf::from(".gatehouse-dp")),
             status_listen,
+            client_header_timeout: millis("client_header_timeout_ms", raw.client_header_timeout_ms, 60_000)?,
             node_id: var("node_id").or(raw.node_id),
             plugins,
             status_interval: millis("status_interval_ms", raw.status_interval_ms, 10_000)?,

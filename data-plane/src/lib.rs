@@ -14,6 +14,7 @@ pub mod compiled;
 pub mod config;
 pub mod credentials;
 pub mod head_guard;
+pub mod idle;
 pub mod live;
 pub mod plugins;
 pub mod proxy;
@@ -87,9 +88,10 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(addr) = config.status_listen {
-        let fut = status::serve(addr, live.clone(), identity.node_id.clone(), stop_rx.clone())
-            .await
-            .with_context(|| format!("cannot listen on {addr} (status_listen)"))?;
+        let fut =
+            status::serve(addr, live.clone(), identity.node_id.clone(), config.client_header_timeout, stop_rx.clone())
+                .await
+                .with_context(|| format!("cannot listen on {addr} (status_listen)"))?;
         tasks.push(tokio::spawn(fut));
     }
     let proxy = Arc::new(proxy::Proxy {
@@ -140,9 +142,10 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
         }
     }
     let id = uuid::Uuid::new_v4().to_string();
-    std::fs::create_dir_all(&config.cache_dir)
+    gatehouse_shared::private_fs::create_dir(&config.cache_dir)
         .with_context(|| format!("cannot create {}", config.cache_dir.display()))?;
-    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    gatehouse_shared::private_fs::write(&path, id.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
 }
 

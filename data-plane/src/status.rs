@@ -12,6 +12,9 @@ use tokio::sync::watch;
 
 use crate::live::Live;
 
+/// Status connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+
 #[derive(Clone)]
 struct StatusState {
     live: Arc<Live>,
@@ -45,17 +48,37 @@ pub async fn serve(
     addr: SocketAddr,
     live: Arc<Live>,
     node_id: String,
+    header_timeout: std::time::Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "status listener bound");
     let app = Router::new().route("/status", get(status)).with_state(StatusState { live, node_id: node_id.into() });
     Ok(async move {
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-            tracing::error!(error = %e, "status listener failed");
+        // Few connections, each held to the header timeout: an idle or trickling client
+        // cannot keep the status endpoint busy.
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let (tcp, _) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "status accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            tokio::spawn(async move {
+                let io = crate::idle::Idle::new(tcp, header_timeout);
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc).await;
+                drop(slot);
+            });
         }
     })
 }

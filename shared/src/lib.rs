@@ -8,6 +8,7 @@
 pub mod credential;
 pub mod enabled_headers;
 pub mod entity;
+pub mod private_fs;
 pub mod proto;
 pub mod schema;
 pub mod snapshot;

@@ -198,6 +198,12 @@ impl Standalone {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process's directory: its SQLite file (`gh.db`) and prefix (`prefix/`, with the
+    /// data plane's cache in `prefix/dp-cache`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.work.path()
+    }
+
     /// The process id (for reading `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("the gateway is running")

@@ -354,3 +354,47 @@ both!(error_responses_are_json, |gw| async move {
         assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{}", r.what);
     }
 });
+
+// Gaps a black-box run and a third-party Kong client found.
+both!(compatibility_gaps_found_by_clients, |gw| async move {
+    // Consumers leave unset fields out, as the document's examples show.
+    let c = gw.post_json("/consumers", &json!({"username": "no-custom"})).await.expect(201);
+    assert!(c.get("custom_id").is_none(), "custom_id absent, not null: {c}");
+    let shown = gw.get("/consumers/no-custom").await.expect(200);
+    assert!(shown.get("custom_id").is_none(), "{shown}");
+    let listed = gw.get("/consumers").await.expect(200);
+    assert!(listed["data"][0].get("custom_id").is_none(), "{listed}");
+
+    // PUT /certificates/{sni} whose `snis` leaves that SNI out: 400, nothing stored.
+    let (cert, key) = self_signed(&["a.example.com"]);
+    let before = gw.snapshot().await;
+    let r =
+        gw.put_json("/certificates/a.example.com", &json!({"cert": cert, "key": key, "snis": ["b.example.com"]})).await;
+    let e = r.n_error(400, 2, "schema violation");
+    assert!(e["fields"]["snis"].is_string(), "{e}");
+    gw.assert_unchanged(&before).await;
+    // With the SNI in the list (or no list), it is created.
+    gw.put_json(
+        "/certificates/a.example.com",
+        &json!({"cert": cert, "key": key, "snis": ["a.example.com", "b.example.com"]}),
+    )
+    .await
+    .expect(201);
+
+    // SNIs under a certificate that does not exist: Kong's plain 404.
+    let before = gw.snapshot().await;
+    let r = gw.post_json(&format!("/certificates/{}/snis", new_id()), &json!({"name": "c.example.com"})).await;
+    r.assert_status(404);
+    assert_eq!(r.body, json!({"message": "Not found"}));
+    gw.assert_unchanged(&before).await;
+
+    // An upstream's targets take `size` and `offset` as every list does.
+    gw.create_upstream("up.example").await;
+    for bad in ["size=-1", "size=abc"] {
+        let r = gw.get(&format!("/upstreams/up.example/targets?{bad}")).await;
+        r.assert_status(400);
+        assert_eq!(r.body, gw.get(&format!("/services?{bad}")).await.body, "{bad}: the same answer as /services");
+    }
+    gw.get("/upstreams/up.example/targets?offset=!!!").await.n_error(400, 7, "invalid offset");
+    gw.get("/upstreams/up.example/targets").await.expect(200);
+});

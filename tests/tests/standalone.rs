@@ -78,3 +78,110 @@ async fn standalone_cluster_listener_requires_the_configured_mtls() {
     let got = SyncClient::new().sync_once(&addr, &cert, target, Duration::from_secs(10)).await.expect("mTLS sync");
     assert_eq!(got.revision, target);
 }
+
+/// The store and the data plane's cache hold every credential: owner-only (0700 directories,
+/// 0600 files), as created.
+#[tokio::test]
+async fn secrets_on_disk_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let gw = Standalone::start().await;
+    let c = gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post(&format!("/consumers/{}/key-auth", gatehouse_tests::id_of(&c)), json!({"key": "secret-key"})).await;
+    gw.sync().await;
+    let cache = gw.dir().join("prefix/dp-cache");
+    let current = cache.join("config.json");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&current).is_ok_and(|s| s.contains("secret-key")) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the cache was not written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&gw.dir().join("gh.db")), 0o600, "the SQLite store");
+    assert_eq!(mode(&gw.dir().join("prefix")), 0o700, "the prefix");
+    assert_eq!(mode(&cache), 0o700, "the cache directory");
+    for entry in std::fs::read_dir(&cache).expect("cache dir") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}
+
+/// Reads until the peer closes; `Err` if it is still open after `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.map_err(|_| "still open".to_owned())?;
+    Ok(got)
+}
+
+/// Idle connections and unfinished heads are closed on the header timeout, on the Admin API
+/// and on the data plane's status listener; past the bound, a connection is told so.
+#[tokio::test]
+async fn admin_and_status_connections_time_out_and_are_bounded() {
+    use tokio::io::AsyncWriteExt as _;
+    let gw = Standalone::start_with_env(&[
+        ("GATEHOUSE_CLIENT_HEADER_TIMEOUT_MS", "500"),
+        ("GATEHOUSE_ADMIN_MAX_CONNECTIONS", "3"),
+    ])
+    .await;
+    let limit = Duration::from_secs(10);
+    for port in [gw.admin_port, gw.status_port] {
+        let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        closed_within(&mut idle, limit).await.unwrap_or_else(|e| panic!("port {port}: an idle connection is {e}"));
+
+        let mut partial = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        partial.write_all(b"GET /status HTTP/1.1\r\nHo").await.expect("write");
+        closed_within(&mut partial, limit).await.unwrap_or_else(|e| panic!("port {port}: a partial head is {e}"));
+
+        let mut kept = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        kept.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let got = closed_within(&mut kept, limit)
+            .await
+            .unwrap_or_else(|e| panic!("port {port}: a kept-alive connection is {e}"));
+        assert!(got.starts_with(b"HTTP/1.1 200"), "answered before it was closed: {}", String::from_utf8_lossy(&got));
+    }
+
+    // Three idle connections fill the Admin API; a fourth is refused in Kong's shape.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", gw.admin_port)).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", gw.admin_port)).await.expect("connect");
+    let got = closed_within(&mut extra, limit).await.expect("the refused connection is closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.ends_with(r#"{"message":"Too many connections to the Admin API"}"#), "{text}");
+    // Once they time out, the Admin API serves again.
+    for mut h in held {
+        closed_within(&mut h, limit).await.expect("held connections time out");
+    }
+    gw.admin_get("/status").await;
+}
+
+/// `/status` counts the Admin API's connections as they are: open ones, and of those the
+/// ones handling a request and the ones waiting for their next.
+#[tokio::test]
+async fn admin_status_counts_connections_as_they_are() {
+    let gw = Standalone::start().await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", gw.admin_port)).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = gw.admin_get("/status").await;
+    let n = |k: &str| s["server"][k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+    assert!(n("connections_active") >= 4, "{s}");
+    assert_eq!(n("connections_writing"), 1, "this request: {s}");
+    assert_eq!(n("connections_waiting"), n("connections_active") - 1, "{s}");
+    drop(held);
+}

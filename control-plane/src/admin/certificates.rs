@@ -170,10 +170,21 @@ async fn upsert_once(admin: &Admin, cert: &str, input: Input) -> ApiResult {
     let mut fields = crud::fields(&KIND, input)?;
     let mut names = take_snis(&mut fields)?;
     if !is_uuid(&cert) {
-        // PUT /certificates/{name}: the URL's name is always one of the certificate's SNIs.
-        let list = names.get_or_insert_with(Vec::new);
-        if !list.contains(&cert) {
-            list.push(cert.clone());
+        // PUT /certificates/{name}: the URL's name is always one of the certificate's SNIs;
+        // an `snis` list that leaves it out is refused, as the document says.
+        match &mut names {
+            Some(list) if !list.contains(&cert) => {
+                let message = format!("schema violation (snis: must include the SNI in the URL, '{cert}')");
+                return Err(ApiError::Entity {
+                    status: http::StatusCode::BAD_REQUEST,
+                    code: 2,
+                    name: "schema violation",
+                    message,
+                    fields: Some(serde_json::json!({"snis": format!("must include the SNI in the URL, '{cert}'")})),
+                });
+            }
+            Some(_) => {}
+            None => names = Some(vec![cert.clone()]),
         }
     }
     let (doc, created_new) = match &existing {
@@ -230,6 +241,7 @@ async fn list_snis(State(admin): State<Admin>, Path(cert): Path<String>, q: List
 }
 
 async fn create_sni(State(admin): State<Admin>, Path(cert): Path<String>, input: Input) -> ApiResult {
-    let doc = fetch(&admin, &cert).await?;
+    // A nested collection under a certificate that is not there: Kong's plain 404.
+    let doc = resolve(&admin, &cert).await?.ok_or(ApiError::NotFound)?;
     snis::create_for(&admin, &crud::id_of(&doc), input).await
 }

@@ -23,6 +23,13 @@ pub fn router() -> Router<Admin> {
         .route("/consumers/{consumer}", get(show).put(upsert).patch(update).delete(remove))
 }
 
+/// A consumer as the Admin API document shows one: unset fields left out, not `null` (a
+/// client written against the document expects `custom_id` absent).
+pub(super) fn render(mut doc: Doc) -> Value {
+    doc.retain(|_, v| !v.is_null());
+    Value::Object(doc)
+}
+
 /// Lists consumers; `?custom_id=` filters (other parameters are ignored, as in Kong).
 async fn list(State(admin): State<Admin>, q: ListQuery) -> ApiResult {
     let filters: Vec<Filter> = q
@@ -32,13 +39,13 @@ async fn list(State(admin): State<Admin>, q: ListQuery) -> ApiResult {
         .map(|(_, v)| Filter { field: "custom_id", value: v.clone() })
         .collect();
     let rows = admin.store.list(Table::Consumers, &filters, &q.page()?).await?;
-    Ok(ok(&q.envelope(rows, Value::Object, None)))
+    Ok(ok(&q.envelope(rows, render, None)))
 }
 
 async fn create(State(admin): State<Admin>, input: Input) -> ApiResult {
     let doc = crud::fresh(&KIND, crud::new_id(), crud::fields(&KIND, input)?)?;
     write(&admin, Op::Insert(Table::Consumers, doc.clone()), &doc).await?;
-    Ok(created(&Value::Object(doc)))
+    Ok(created(&render(doc)))
 }
 
 async fn write(admin: &Admin, op: Op, doc: &Doc) -> ApiResult<()> {
@@ -47,7 +54,7 @@ async fn write(admin: &Admin, op: Op, doc: &Doc) -> ApiResult<()> {
 }
 
 async fn show(State(admin): State<Admin>, Path(consumer): Path<String>) -> ApiResult {
-    Ok(ok(&Value::Object(crud::fetch(&admin.store, &KIND, &consumer).await?)))
+    Ok(ok(&render(crud::fetch(&admin.store, &KIND, &consumer).await?)))
 }
 
 async fn upsert(State(admin): State<Admin>, Path(consumer): Path<String>, input: Input) -> ApiResult {
@@ -62,7 +69,7 @@ async fn upsert_once(admin: &Admin, consumer: &str, input: Input) -> ApiResult {
         Some(stored) => {
             let doc = crud::replaced(&KIND, &stored, fields)?;
             write(admin, Op::Update(Table::Consumers, doc.clone()), &doc).await?;
-            Ok(put(false, &Value::Object(doc)))
+            Ok(put(false, &render(doc)))
         }
         None => {
             let id = if gatehouse_shared::validate::is_uuid(consumer) {
@@ -72,7 +79,7 @@ async fn upsert_once(admin: &Admin, consumer: &str, input: Input) -> ApiResult {
             };
             let doc = crud::fresh(&KIND, id, fields)?;
             write(admin, Op::Insert(Table::Consumers, doc.clone()), &doc).await?;
-            Ok(put(true, &Value::Object(doc)))
+            Ok(put(true, &render(doc)))
         }
     }
 }
@@ -84,7 +91,7 @@ async fn update(State(admin): State<Admin>, Path(consumer): Path<String>, input:
     })?;
     let doc = crud::patched(&KIND, &stored, crud::fields(&KIND, input)?)?;
     write(&admin, Op::Update(Table::Consumers, doc.clone()), &doc).await?;
-    Ok(ok(&Value::Object(doc)))
+    Ok(ok(&render(doc)))
 }
 
 /// Deletes the consumer, the plugin configurations that name it and its credentials (with

@@ -160,7 +160,7 @@ fn consumer_routes(kind: &'static Kind) -> Router<Admin> {
         let stored = find(&admin, kind, &x, None, kind.owner_by_key).await?;
         let id = stored.get("consumer_id").and_then(Value::as_str).unwrap_or_default();
         let consumer = admin.store.get(Table::Consumers, id).await?.ok_or(ApiError::NotFound)?;
-        Ok::<_, ApiError>(ok(&Value::Object(consumer)))
+        Ok::<_, ApiError>(ok(&super::consumers::render(consumer)))
     });
     Router::new()
         .route(&format!("/consumers/{{consumer}}/{segment}"), collection)

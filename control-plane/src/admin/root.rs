@@ -43,6 +43,10 @@ async fn status(State(admin): State<Admin>) -> ApiResult {
     let revision = if reachable { admin.store.head_revision().await.unwrap_or(0) } else { 0 };
     let c = &admin.node.counters;
     let active = c.active.load(Ordering::Relaxed);
+    // Requests being handled, this one included; the rest of the open connections wait
+    // for their next request (hyper hands a head on as soon as it is read, so "reading"
+    // is the instant between, counted as none).
+    let writing = c.in_flight.load(Ordering::Relaxed).min(active.max(1));
     Ok(ok(&json!({
         "server": {
             "total_requests": c.requests.load(Ordering::Relaxed),
@@ -50,8 +54,8 @@ async fn status(State(admin): State<Admin>) -> ApiResult {
             "connections_accepted": c.accepted.load(Ordering::Relaxed),
             "connections_handled": c.accepted.load(Ordering::Relaxed),
             "connections_reading": 0,
-            "connections_writing": active.min(1),
-            "connections_waiting": active.saturating_sub(1),
+            "connections_writing": writing,
+            "connections_waiting": active.saturating_sub(writing),
         },
         "database": {"reachable": reachable},
         "config_revision": revision,

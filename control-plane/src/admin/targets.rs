@@ -74,7 +74,10 @@ async fn create(State(admin): State<Admin>, Path(upstream): Path<String>, mut in
 }
 
 /// The current targets: newest entry per target string, weight above 0, by target descending.
-async fn list_active(State(admin): State<Admin>, Path(upstream): Path<String>) -> ApiResult {
+async fn list_active(State(admin): State<Admin>, Path(upstream): Path<String>, q: ListQuery) -> ApiResult {
+    // The list is whole, but `size` and `offset` are checked as on every list: a bad one is
+    // the same 400.
+    q.page()?;
     let up = upstreams::fetch(&admin, &upstream).await?;
     let data: Vec<Value> = active(&admin, str_of(&up, "id")).await?.into_iter().map(render).collect();
     Ok(ok(&json!({"total": data.len(), "data": data, "next": null})))

@@ -93,7 +93,7 @@ pub fn generate_shared_cert(cert: &Path, key: &Path) -> Result<(), TlsError> {
         let path = p.display().to_string();
         move |source| TlsError::Read { path, source }
     };
-    std::fs::write(cert, issued.pem()).map_err(io(cert))?;
+    std::fs::write(cert, issued.pem()).map_err(io(cert))?; // a certificate is public
     crate::tls::write_private(key, pair.serialize_pem().as_bytes()).map_err(io(key))?;
     Ok(())
 }

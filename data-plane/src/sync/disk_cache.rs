@@ -45,11 +45,12 @@ impl DiskCache {
             let path = path.to_path_buf();
             move |source| CacheError::Io { path, source }
         };
-        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        // The configuration holds every credential: owner-only, from creation.
+        gatehouse_shared::private_fs::create_dir(&self.dir).map_err(io(&self.dir))?;
         let body = serde_json::to_vec(set).map_err(|e| CacheError::Io { path: self.dir.clone(), source: e.into() })?;
         let tmp = self.dir.join("config.json.tmp");
         {
-            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            let mut f = gatehouse_shared::private_fs::create_file(&tmp).map_err(io(&tmp))?;
             writeln!(f, "{:016x}", checksum(&body)).map_err(io(&tmp))?;
             f.write_all(&body).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
