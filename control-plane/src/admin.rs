@@ -59,6 +59,7 @@ pub struct Node {
     pub header_timeout: std::time::Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    pub security: crate::config::AdminSecurity,
     pub counters: Counters,
 }
 
@@ -156,21 +157,33 @@ fn bad_target(uri: &Uri) -> Option<&'static str> {
 async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: Request, next: Next) -> Response {
     node.counters.requests.fetch_add(1, Ordering::Relaxed);
     node.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if let Some(reason) = bad_target(req.uri()) {
         ApiError::bad_request(reason).into_response()
+    } else if let Some(refusal) = refused(&node.security, &req) {
+        refusal
     } else if req.method() == Method::OPTIONS {
         let mut r = respond::no_content();
         r.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET, HEAD, PUT, PATCH, POST, DELETE"),
         );
-        r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
+        r.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
         r
     } else {
         next.run(req).await
     };
     node.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-    resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    // Only pages from listed origins may read answers: any page a local user opens could
+    // otherwise read every credential from a loopback Admin API.
+    let origins = &node.security.cors_origins;
+    if origins.iter().any(|o| o == "*") {
+        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    } else if let Some(origin) = origin.filter(|o| origins.iter().any(|allowed| o.as_bytes() == allowed.as_bytes())) {
+        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        resp.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+    }
     if node.server_header {
         resp.headers_mut()
             .insert(header::SERVER, HeaderValue::from_static(concat!("gatehouse/", env!("CARGO_PKG_VERSION"))));
@@ -178,4 +191,86 @@ async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: 
         resp.headers_mut().remove(header::SERVER);
     }
     resp
+}
+
+/// Why the Admin API will not serve this request: a wrong or missing token when one is set;
+/// without one, a Host that is neither a loopback name nor listed in `admin_server_names`,
+/// so that a page on another site cannot reach it through DNS rebinding. Preflights pass
+/// (browsers send them without credentials) and reveal nothing.
+fn refused(security: &crate::config::AdminSecurity, req: &Request) -> Option<Response> {
+    if req.method() == Method::OPTIONS {
+        return None;
+    }
+    if let Some(token) = &security.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| bool::from(subtle::ConstantTimeEq::ct_eq(g.as_bytes(), token.as_bytes())));
+        if ok {
+            return None;
+        }
+        let mut r = ApiError::message(StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"gatehouse-admin\""));
+        return Some(r);
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    if host_allowed(&host, &security.server_names) {
+        return None;
+    }
+    Some(
+        ApiError::message(
+            StatusCode::FORBIDDEN,
+            format!("Host '{host}' is not served: the Admin API answers loopback names and admin_server_names"),
+        )
+        .into_response(),
+    )
+}
+
+/// A loopback name or address (`localhost`, `127.0.0.1`, `[::1]`, any port) or a listed name.
+fn host_allowed(host: &str, listed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(n, port)| if port.bytes().all(|b| b.is_ascii_digit()) { n } else { host }),
+    }
+    .trim_end_matches('.')
+    .to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || listed.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_and_listed_hosts() {
+        let listed = vec!["admin.internal".to_owned()];
+        for ok in [
+            "localhost",
+            "localhost:8001",
+            "127.0.0.1:8001",
+            "127.1.2.3",
+            "[::1]:8001",
+            "admin.internal:8001",
+            "LOCALHOST.",
+        ] {
+            assert!(super::host_allowed(ok, &listed), "{ok}");
+        }
+        for bad in
+            ["evil.example", "evil.example:8001", "10.0.0.1:8001", "", "localhost.evil.example", "[2001:db8::1]:1"]
+        {
+            assert!(!super::host_allowed(bad, &listed), "{bad}");
+        }
+    }
 }

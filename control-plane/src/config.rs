@@ -42,6 +42,10 @@ pub struct RawConfig {
     pub headers: Option<String>,
     pub client_header_timeout_ms: Option<u64>,
     pub admin_max_connections: Option<usize>,
+    pub admin_token: Option<String>,
+    pub admin_auth: Option<String>,
+    pub admin_cors_origins: Option<String>,
+    pub admin_server_names: Option<String>,
 }
 
 /// Where overrides come from; the process environment in production, a map in tests.
@@ -90,6 +94,38 @@ pub struct Config {
     pub client_header_timeout: std::time::Duration,
     /// Admin API connections served at once; more are answered 503 and closed.
     pub admin_max_connections: usize,
+    pub admin_security: AdminSecurity,
+    /// `admin_auth = off`: the operator accepts an unauthenticated Admin API off loopback.
+    pub admin_auth_off: bool,
+}
+
+/// Who may use the Admin API, and from which web pages.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSecurity {
+    /// Requests must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Origins whose pages may read answers (`Access-Control-Allow-Origin`); none by default.
+    pub cors_origins: Vec<String>,
+    /// Host names besides loopback ones accepted while no token is required.
+    pub server_names: Vec<String>,
+}
+
+impl Config {
+    /// Refuses an Admin API reachable from other hosts with no authentication, unless
+    /// `admin_auth = off` says so explicitly.
+    ///
+    /// # Errors
+    /// The refusal, naming what to set.
+    pub fn check_admin_exposure(&self) -> Result<(), String> {
+        let exposed = [self.admin_listen, self.admin_ssl_listen].into_iter().flatten().find(|a| !a.ip().is_loopback());
+        match exposed {
+            Some(addr) if self.admin_security.token.is_none() && !self.admin_auth_off => Err(format!(
+                "the Admin API would listen on {addr}, reachable from other hosts, without authentication: \
+                 set admin_token (GATEHOUSE_ADMIN_TOKEN), or admin_auth = off to allow it"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -186,6 +222,21 @@ impl Config {
             reason: enabled_headers::EXPECTED,
         })?;
         let cluster_listen_explicit = env.get("GATEHOUSE_CLUSTER_LISTEN").is_some() || raw.cluster_listen.is_some();
+        let list = |key: &str, file: Option<String>| -> Vec<String> {
+            pick(key, file, "").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        };
+        let admin_security = AdminSecurity {
+            token: env.get("GATEHOUSE_ADMIN_TOKEN").or(raw.admin_token).filter(|t| !t.is_empty()),
+            cors_origins: list("admin_cors_origins", raw.admin_cors_origins),
+            server_names: list("admin_server_names", raw.admin_server_names)
+                .into_iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+        };
+        let admin_auth = pick("admin_auth", raw.admin_auth, "on");
+        if admin_auth != "on" && admin_auth != "off" {
+            return Err(ConfigError::Invalid { key: "admin_auth", value: admin_auth, reason: "expected on or off" });
+        }
         let header_timeout =
             number("client_header_timeout_ms", raw.client_header_timeout_ms.map(|n| n as i64), 60_000)?;
         let max_connections =
@@ -224,6 +275,8 @@ impl Config {
             headers,
             client_header_timeout: std::time::Duration::from_millis(header_timeout as u64),
             admin_max_connections: max_connections,
+            admin_auth_off: admin_auth == "off",
+            admin_security,
         })
     }
 

@@ -124,6 +124,7 @@ pub async fn start_with(
     config: Config,
     embedded: Option<gatehouse_data_plane::sync::link::Accepted>,
 ) -> anyhow::Result<Started> {
+    config.check_admin_exposure().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
     admin::set_strategy(store.dialect().name());
     let cluster_id = store.cluster_id().await?;
@@ -135,6 +136,7 @@ pub async fn start_with(
         stale_after: config.sync.stale_after,
         server_header: config.headers.server,
         header_timeout: config.client_header_timeout,
+        security: config.admin_security.clone(),
         max_connections: config.admin_max_connections,
         counters: Default::default(),
     });

@@ -87,11 +87,20 @@ impl Standalone {
             proxy_port: 0,
             proxy_tls_port: 0,
             status_port: 0,
-            admin_client: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("admin client"),
+            admin_client: {
+                // A gateway started with an Admin API token is administered with it.
+                let mut headers = reqwest::header::HeaderMap::new();
+                if let Some((_, token)) = extra.iter().find(|(k, _)| *k == "GATEHOUSE_ADMIN_TOKEN") {
+                    let value = format!("Bearer {token}").parse().expect("token header");
+                    headers.insert(reqwest::header::AUTHORIZATION, value);
+                }
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .default_headers(headers)
+                    .timeout(Duration::from_secs(60))
+                    .build()
+                    .expect("admin client")
+            },
             proxy_client: reqwest::Client::builder()
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())

@@ -16,7 +16,6 @@ both!(unknown_path_is_404_not_found, |gw| async move {
         r.assert_status(404);
         assert_eq!(r.body, json!({"message": "Not found"}), "{}", r.what);
         assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"), "{}", r.what);
-        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     }
 });
 
@@ -45,20 +44,19 @@ both!(known_path_with_wrong_method_is_405, |gw| async move {
     gw.assert_unchanged(&before).await;
 });
 
+// Unlike Kong 0.14, no page may read the Admin API unless its origin is listed
+// (`admin_cors_origins`, empty by default); OPTIONS is still answered.
 both!(cors_headers_and_options, |gw| async move {
     for path in ["/", "/services", "/nope", "/routes/not-a-uuid"] {
-        let r = gw.get(path).await;
-        assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{}", r.what);
+        let r =
+            gw.send(format!("GET {path}"), gw.client().get(gw.url(path)).header("Origin", "http://evil.example")).await;
+        assert_eq!(r.header("access-control-allow-origin"), None, "{}", r.what);
     }
-    let bad = gw.post_json("/services", &json!({})).await;
-    bad.assert_status(400);
-    assert_eq!(bad.header("access-control-allow-origin"), Some("*"));
 
     for path in ["/services", "/services/whatever", "/plugins"] {
         let r = gw.options(path).await;
         r.assert_status(204);
         assert_eq!(r.text, "", "{}: 204 must have an empty body", r.what);
-        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
         let methods: Vec<String> = r
             .header("access-control-allow-methods")
             .unwrap_or_else(|| panic!("{}: no Access-Control-Allow-Methods", r.what))
@@ -351,7 +349,6 @@ both!(error_responses_are_json, |gw| async move {
         assert!(r.status >= 400, "{}: {}", r.what, r.status);
         assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"), "{}", r.what);
         assert!(r.body.is_object(), "{}: body is not a JSON object: {}", r.what, r.text);
-        assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{}", r.what);
     }
 });
 

@@ -10,6 +10,7 @@ use gatehouse_shared::proto::{DataPlaneMessage, Hello};
 use gatehouse_tests::cluster::{ClusterCert, SyncClient};
 use gatehouse_tests::proxy::{Standalone, Upstream};
 use gatehouse_tests::{free_port, json, listening_ports};
+use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Admin API, proxy (plain and TLS) and the status endpoint: nothing else.
@@ -142,7 +143,7 @@ async fn admin_and_status_connections_time_out_and_are_bounded() {
         closed_within(&mut partial, limit).await.unwrap_or_else(|e| panic!("port {port}: a partial head is {e}"));
 
         let mut kept = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        kept.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        kept.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
         let got = closed_within(&mut kept, limit)
             .await
             .unwrap_or_else(|e| panic!("port {port}: a kept-alive connection is {e}"));
@@ -184,4 +185,90 @@ async fn admin_status_counts_connections_as_they_are() {
     assert_eq!(n("connections_writing"), 1, "this request: {s}");
     assert_eq!(n("connections_waiting"), n("connections_active") - 1, "{s}");
     drop(held);
+}
+
+/// A raw `GET path` to the Admin API with `headers`: (status, headers, body).
+async fn admin_raw(gw: &Standalone, path: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let mut req = client.get(format!("{}{path}", gw.admin));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("admin request");
+    let (status, h) = (r.status().as_u16(), r.headers().clone());
+    (status, h, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Secure defaults beyond Kong 0.14: no page may read the Admin API unless its origin is
+/// listed; without a token it answers loopback host names only (DNS rebinding); with one,
+/// every request must carry it.
+#[tokio::test]
+async fn admin_api_secure_defaults() {
+    let gw = Standalone::start_with_env(&[("GATEHOUSE_ADMIN_CORS_ORIGINS", "http://ui.test")]).await;
+    let (status, _, body) = admin_raw(&gw, "/status", &[("Host", "evil.example")]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("evil.example")), "{body}");
+    for host in ["localhost", "127.0.0.1:1234", "[::1]"] {
+        assert_eq!(admin_raw(&gw, "/status", &[("Host", host)]).await.0, 200, "{host}");
+    }
+    let (_, h, _) = admin_raw(&gw, "/", &[("Origin", "http://ui.test")]).await;
+    assert_eq!(h.get("access-control-allow-origin").map(|v| v.to_str().unwrap_or_default()), Some("http://ui.test"));
+    let (_, h, _) = admin_raw(&gw, "/", &[("Origin", "http://other.test")]).await;
+    assert!(h.get("access-control-allow-origin").is_none(), "{h:?}");
+
+    let gw = Standalone::start_with_env(&[("GATEHOUSE_ADMIN_TOKEN", "s3cret-token")]).await;
+    for auth in [None, Some("Bearer wrong"), Some("Basic czNjcmV0LXRva2Vu")] {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+        let (status, h, body) = admin_raw(&gw, "/consumers", &headers).await;
+        assert_eq!((status, body), (401, json!({"message": "Unauthorized"})), "{auth:?}");
+        assert!(h.get("www-authenticate").is_some(), "{h:?}");
+    }
+    let (status, _, _) =
+        admin_raw(&gw, "/consumers", &[("Authorization", "Bearer s3cret-token"), ("Host", "admin.example")]).await;
+    assert_eq!(status, 200, "with a token, any Host");
+    gw.post("/consumers", json!({"username": "through-the-harness"})).await;
+}
+
+/// An Admin API reachable from other hosts without authentication does not start, unless
+/// `admin_auth = off` says so.
+#[tokio::test]
+async fn an_exposed_admin_api_needs_a_token_or_an_explicit_off() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let run = |extra: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(gatehouse_tests::cp_binary());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("GATEHOUSE_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("GATEHOUSE_DATABASE_URL", format!("sqlite://{}", dir.path().join("db").display()))
+            .env("GATEHOUSE_PREFIX", dir.path().join("prefix"))
+            .env("GATEHOUSE_ADMIN_LISTEN", format!("0.0.0.0:{port}"))
+            .env("GATEHOUSE_ADMIN_SSL_LISTEN", "off")
+            .env("GATEHOUSE_CLUSTER_LISTEN", "off")
+            .envs(extra.iter().copied())
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let out = run(&[]).output().expect("run gatehouse-cp");
+    assert!(!out.status.success(), "it started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin_token") && err.contains("admin_auth"), "{err}");
+
+    let mut child = run(&[("GATEHOUSE_ADMIN_AUTH", "off")]).spawn().expect("spawn");
+    let started = std::time::Instant::now();
+    loop {
+        let r = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/status")).send().await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "exited with admin_auth = off");
+        assert!(started.elapsed() < Duration::from_secs(20), "did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
