@@ -32,6 +32,7 @@ mod reply;
 mod request_size_limiting;
 mod request_termination;
 mod request_transformer;
+mod response_ratelimiting;
 mod response_transformer;
 
 use std::future::Future;
@@ -43,7 +44,7 @@ use http::Response;
 use serde_json::Value;
 
 pub use chain::{Chain, Resolved};
-pub use ctx::{Consumer, Credential, RequestCtx, ResponseFields};
+pub use ctx::{Consumer, Credential, RequestCtx, ResponseFields, ResponseHook};
 pub use log::LogEntry;
 pub use reply::{Rejected, Reply};
 
@@ -163,6 +164,9 @@ pub fn build(name: &str, config: &Value, row: &Value) -> Result<Arc<dyn Plugin>,
         "rate-limiting" => Arc::new(rate_limiting::RateLimiting::new(config, limits::Scope::of(row))?),
         "request-transformer" => Arc::new(request_transformer::RequestTransformer::new(config)?),
         "response-transformer" => Arc::new(response_transformer::ResponseTransformer::new(config)?),
+        "response-ratelimiting" => {
+            Arc::new(response_ratelimiting::ResponseRateLimiting::new(config, limits::Scope::of(row))?)
+        }
         "file-log" => Arc::new(log::file_log::FileLog::new(config)?),
         "http-log" => Arc::new(log::http_log::HttpLog::new(config)?),
         "tcp-log" => Arc::new(log::tcp_log::TcpLog::new(config)?),
@@ -250,6 +254,7 @@ mod tests {
                 json!({"host": "logs.test", "port": 9}),
                 json!({"path": "/tmp/gatehouse-test.log"}),
                 json!({"key": "k"}),
+                json!({"limits": {"video": {"minute": 5}}, "policy": "local"}),
             ]
             .into_iter()
             .find_map(|c| schema.validate_create(Some(&c)).ok());

@@ -269,17 +269,25 @@ impl Proxy {
         if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
             return Err(ProxyError::BadRequest("a request needs exactly one Host header"));
         }
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::BadRequest("CONNECT is not supported"));
+        }
         // Held as a (reference-counted) header value: no copy, and `preserve_host` sends it on.
-        let host_header = match h.get(header::HOST) {
-            Some(v) => v.clone(),
-            None => req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .unwrap_or(HeaderValue::from_static("")),
+        // An absolute-form target names the host itself, and wins over Host (RFC 9112 §3.2.2).
+        let authority = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let host_header = match (authority, h.get(header::HOST)) {
+            (Some(a), _) => a,
+            (None, Some(v)) => v.clone(),
+            (None, None) => HeaderValue::from_static(""),
         };
         let raw_host = host_header.to_str().unwrap_or_default();
+        if !headers::valid_host(raw_host) {
+            return Err(ProxyError::BadRequest("invalid Host"));
+        }
         let path = req.uri().path();
+        if headers::climbs_above_root(path) {
+            return Err(ProxyError::BadRequest("the path climbs above the root"));
+        }
         let m = config
             .router
             .find(&router::Request { method: req.method().as_str(), path, host: raw_host })
@@ -316,6 +324,7 @@ impl Proxy {
         // Plugins (access phase); routes without any skip all of this.
         let mut resolved = Resolved::default();
         let mut response_fields = plugins::ResponseFields::default();
+        let mut hooks: Vec<Box<dyn plugins::ResponseHook>> = Vec::new();
         let mut consumer: Option<Arc<str>> = None;
         let mut rewritten_query: Option<Option<String>> = None;
         let mut new_method = None;
@@ -344,6 +353,7 @@ impl Proxy {
                 method_override: None,
                 upstream_host: None,
                 started,
+                hooks: Vec::new(),
             };
             match plugins::access(&route.plugins, &mut ctx).await {
                 Ok(r) => resolved = r,
@@ -351,6 +361,7 @@ impl Proxy {
             }
             consumer = ctx.consumer.as_ref().map(|c| c.id.clone());
             response_fields = std::mem::take(&mut ctx.response);
+            hooks = std::mem::take(&mut ctx.hooks);
             new_method = ctx.method_override.take();
             plugin_host = ctx.upstream_host.take();
             if logging {
@@ -505,6 +516,13 @@ impl Proxy {
                 Ok(Ok(r)) => break (conn, r, peer),
                 // An answer that is not HTTP is not retried (nginx's `invalid_header` is not
                 // among Kong's `proxy_next_upstream error timeout`).
+                // The client's body broke off or was not valid chunked: the client's fault, a 400,
+                // with no charge to the upstream's health; the upstream saw no complete request
+                // (its connection goes with this error).
+                Ok(Err(e)) if e.error().is_user() => {
+                    tracing::debug!(error = %e.error(), "the request body could not be read");
+                    return Err(ProxyError::BadRequest("invalid request body"));
+                }
                 Ok(Err(e)) if e.error().is_parse() || e.error().is_parse_status() => {
                     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
                         b.observe_failure(p, false);
@@ -615,13 +633,26 @@ impl Proxy {
             }
         }
         response_fields.apply(&mut parts.headers);
+        // A hook may turn the answer into one of the gateway's own, with no body.
+        let mut emptied = false;
+        for hook in &mut hooks {
+            emptied |= hook.header_filter(&mut parts);
+        }
+        let (body, keep_alive_upstream) = if emptied {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            (None, false)
+        } else {
+            (Some(body), true)
+        };
         let (resolved, entry) = match logged.take() {
             Some(Logged { resolved, entry }) => (resolved, Some(entry)),
             None => (resolved, None),
         };
         resolved.header_filter(&mut parts);
 
-        let keep = if switching {
+        let keep = if switching || !keep_alive_upstream {
+            // An upstream body nobody reads leaves its connection unusable: it closes.
             None
         } else if body_empty {
             // Nothing will poll an empty body: the connection is free now.
@@ -635,7 +666,11 @@ impl Proxy {
             e.finish_answer(&parts);
             *e
         });
-        let body = Filtered::wrap(ResBody::Upstream(body, keep), resolved, &parts, entry);
+        let body = match body {
+            Some(b) => ResBody::Upstream(b, keep),
+            None => ResBody::empty(),
+        };
+        let body = Filtered::wrap(body, resolved, &parts, entry);
         Ok(Response::from_parts(parts, body))
     }
 }

@@ -139,6 +139,7 @@ const ENABLED: &[&str] = &[
     "response-transformer",
     "request-size-limiting",
     "rate-limiting",
+    "response-ratelimiting",
     "bot-detection",
     "correlation-id",
     "datadog",

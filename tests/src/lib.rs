@@ -68,7 +68,7 @@ pub const BUNDLED_PLUGINS: [&str; 27] = [
 
 /// The bundled plugins that have a runtime, and so are the only ones enabled: the Admin API
 /// refuses the others (`plugin 'x' not enabled`) until they do something.
-pub const ENABLED_PLUGINS: [&str; 24] = [
+pub const ENABLED_PLUGINS: [&str; 25] = [
     "jwt",
     "acl",
     "cors",
@@ -85,6 +85,7 @@ pub const ENABLED_PLUGINS: [&str; 24] = [
     "response-transformer",
     "request-size-limiting",
     "rate-limiting",
+    "response-ratelimiting",
     "bot-detection",
     "correlation-id",
     "datadog",

@@ -965,6 +965,14 @@ async fn handle(
     stats.paths.lock().expect("paths lock").push(target.clone());
     let method = req.method().to_string();
     let version = format!("{:?}", req.version());
+    // `X-Echo-Response-Header: name: value` asks for that field on the answer (tests of
+    // plugins that read the upstream's response fields).
+    let extra: Vec<(String, String)> = req
+        .headers()
+        .get_all("x-echo-response-header")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split_once(':').map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())))
+        .collect();
     let mut headers = serde_json::Map::new();
     for (k, v) in req.headers() {
         let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
@@ -997,10 +1005,13 @@ async fn handle(
         }
     }
     stats.body_sum.fetch_add(sum, Ordering::SeqCst);
-    let response = hyper::Response::builder()
+    let mut response = hyper::Response::builder()
         .header("server", "upstream-echo")
         .header("x-upstream", label.as_ref())
         .header("date", "Thu, 01 Jan 2026 00:00:00 GMT");
+    for (name, value) in &extra {
+        response = response.header(name.as_str(), value.as_str());
+    }
     let json_body = |v: Value| Full::new(Bytes::from(v.to_string())).boxed();
     let echo = json!({
         "upstream": &*label,

@@ -358,3 +358,48 @@ async fn rate_limiting_redis_is_shared_between_data_planes() {
 fn fastrand_byte() -> u8 {
     (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) % 250) as u8
 }
+
+// === response-ratelimiting ===
+
+#[tokio::test]
+async fn response_ratelimiting_counts_what_the_upstream_reports() {
+    let config = json!({"limits": {"video": {"hour": 3, "day": 10}, "image": {"hour": 100}}, "policy": "local"});
+    let (gw, up, route) = guarded("/media", "response-ratelimiting", config).await;
+    let uses = |n: u32| format!("X-Kong-Limit: video={n}, image=1");
+    let r = gw.get_with("/media", &[("X-Echo-Response-Header", uses(2).as_str())]).await;
+    let echo = r.echo();
+    assert_eq!(echo.header("x-ratelimit-remaining-video"), Some("3"), "the upstream is told what is left");
+    assert_eq!(r.header("x-ratelimit-limit-video-hour"), Some("3"));
+    assert_eq!(r.header("x-ratelimit-remaining-video-hour"), Some("1"));
+    assert_eq!(r.header("x-ratelimit-remaining-video-day"), Some("8"));
+    assert_eq!(r.header("x-ratelimit-remaining-image-hour"), Some("99"));
+    assert_eq!(r.header("x-kong-limit"), None, "the upstream's report is not passed on");
+
+    // 2 of 3 used: one more is fine, then the limit is used up.
+    gw.get_with("/media", &[("X-Echo-Response-Header", uses(1).as_str())]).await.echo();
+    let refused = gw.get_with("/media", &[("X-Echo-Response-Header", uses(1).as_str())]).await;
+    refused.assert_status(429);
+    assert_eq!(refused.text(), "", "Kong's bodiless 429");
+    // A request that uses none of it still passes.
+    let free = gw.get_with("/media", &[("X-Echo-Response-Header", "X-Kong-Limit: image=1")]).await;
+    free.echo();
+    assert_eq!(up.requests(), 4);
+
+    // block_on_first_violation refuses before the upstream.
+    let service = gw.admin_get(&format!("/routes/{}", id_of(&route))).await["service"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let strict =
+        gw.post("/routes", json!({"service": {"id": service}, "paths": ["/strict"], "strip_path": false})).await;
+    gw.post(
+        "/plugins",
+        json!({"name": "response-ratelimiting", "route_id": id_of(&strict),
+        "config": {"limits": {"video": {"hour": 1}}, "policy": "local", "block_on_first_violation": true}}),
+    )
+    .await;
+    gw.sync().await;
+    gw.get_with("/strict", &[("X-Echo-Response-Header", "X-Kong-Limit: video=1")]).await.echo();
+    assert_message(&gw.get("/strict").await, 429, "API rate limit exceeded for 'video'");
+    assert_eq!(up.requests(), 5);
+}

@@ -95,6 +95,12 @@ impl ResponseFields {
     }
 }
 
+/// A plugin's header filter for one request, carrying what its access phase learned.
+pub trait ResponseHook: Send + Sync {
+    /// Edits the head; `true` answers with an empty body instead of the upstream's.
+    fn header_filter(&mut self, response: &mut http::response::Parts) -> bool;
+}
+
 /// The request during the access phase. Header changes go to the upstream.
 pub struct RequestCtx<'a> {
     pub method: &'a Method,
@@ -125,6 +131,9 @@ pub struct RequestCtx<'a> {
     pub conn: &'a crate::proxy::Conn,
     /// When the request arrived.
     pub started: std::time::Instant,
+    /// Per-request work a plugin left for the response head (its `header_filter` with what
+    /// `access` learned), run in plugin order after the response fields are set.
+    pub hooks: Vec<Box<dyn ResponseHook>>,
     /// A method for the upstream request other than the client's (request-transformer).
     pub method_override: Option<Method>,
     /// A Host for the upstream request other than the service's (request-transformer

@@ -479,11 +479,20 @@ async fn exchange(
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Next::Handoff;
     };
-    // CONNECT's answer has no body whatever its headers say: hyper's.
-    if method == "CONNECT" {
-        return Next::Handoff;
-    }
     let mut seen = Seen { head: method == "HEAD", http10: version == 0, ..Seen::default() };
+    // A gateway is no tunnel: CONNECT is refused and its connection closed, so nothing after
+    // it is read as a request.
+    if method == "CONNECT" {
+        return answer_error(
+            client,
+            out,
+            ProxyError::BadRequest("CONNECT is not supported"),
+            &seen,
+            proxy.headers,
+            None,
+        )
+        .await;
+    }
     // Each field classified once. The fields `Connection` names are not forwarded (and so
     // not believed either).
     let mut kinds = [Field::Other; MAX_HEADERS];
@@ -525,6 +534,9 @@ async fn exchange(
     else {
         return Next::Handoff;
     };
+    if !super::headers::valid_host(host) {
+        return answer_error(client, out, ProxyError::BadRequest("invalid Host"), &seen, proxy.headers, None).await;
+    }
     let config = proxy.live.load();
     // Plugins acting before routing are the general path's.
     if !config.global.is_empty() {
@@ -534,6 +546,10 @@ async fn exchange(
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
+    if super::headers::climbs_above_root(path) {
+        let refused = ProxyError::BadRequest("the path climbs above the root");
+        return answer_error(client, out, refused, &seen, proxy.headers, None).await;
+    }
     let Some(m) = config.router.find(&router::Request { method, path, host }) else {
         return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers, None).await;
     };
@@ -991,6 +1007,7 @@ async fn access<'r, 'h, 'b: 'h>(
         method_override: None,
         upstream_host: None,
         started: request.started,
+        hooks: Vec::new(),
     };
     if let Err(reply) = plugins::access(&route.plugins, &mut ctx).await {
         return Accessing::Answer(reply);

@@ -122,9 +122,72 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     }
 }
 
+/// A Host value as RFC 9110 §7.2 allows it: a registered name (letters, digits and
+/// `-._~!$&'()*+,;=` or `%` escapes), an IPv4 address or a bracketed IPv6 literal, and an
+/// optional numeric port. An empty one is not.
+pub fn valid_host(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) => {
+                if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                ("v6", after.strip_prefix(':'))
+            }
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        },
+    };
+    let name_ok = name == "v6"
+        || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)));
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    name_ok && port_ok
+}
+
+/// Whether a path's dot segments (also written `%2e`) climb above its root, as
+/// `/a/../../etc/passwd` does: nginx refuses such a request with a 400.
+pub fn climbs_above_root(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    if !path.contains('.') && !path.contains('%') {
+        return false;
+    }
+    let mut depth = 0usize;
+    for segment in path.split('/').skip(1) {
+        let dots = segment.replace("%2e", ".").replace("%2E", ".");
+        match dots.as_str() {
+            "." | "" => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_and_dot_segments() {
+        for ok in ["a.test", "a.test:8000", "127.0.0.1", "[::1]:80", "xn--bcher-kva.test", "a_b"] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in ["", "a b/c", "a.test:80x", "[::1", "[zz]:1", "a/b", ":80", "a.test:123456"] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+        assert!(climbs_above_root("/a/../../etc/passwd"));
+        assert!(climbs_above_root("/.."));
+        assert!(climbs_above_root("/%2e%2E/x"));
+        assert!(!climbs_above_root("/a/../b"));
+        assert!(!climbs_above_root("/a/./b/.."));
+        assert!(!climbs_above_root("/a..b/c"));
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {

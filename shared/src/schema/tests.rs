@@ -357,7 +357,8 @@ fn update_validates_the_merged_result() {
 #[test]
 fn update_merges_flexible_tables_per_limit() {
     let rr = plugin("response-ratelimiting").expect("bundled");
-    let stored = create("response-ratelimiting", json!({"limits": {"video": {"minute": 10}}})).expect("valid");
+    let stored = create("response-ratelimiting", json!({"limits": {"video": {"minute": 10}}, "policy": "local"}))
+        .expect("valid");
     let out = rr
         .validate_update(&stored, Some(&json!({"limits": {"video": {"hour": "100"}, "image": {"second": 1}}})))
         .expect("valid");

@@ -168,11 +168,15 @@ fn response_ratelimiting_needs_a_limit_name() {
 fn response_ratelimiting_defaults() {
     assert_eq!(
         create("response-ratelimiting", json!({"limits": {"video": {"minute": "10"}}})),
+        Err(self_check("the cluster policy is not available yet; set policy to local or redis")),
+    );
+    assert_eq!(
+        create("response-ratelimiting", json!({"limits": {"video": {"minute": "10"}}, "policy": "local"})),
         Ok(json!({
             "limits": {"video": {"minute": 10}},
+            "policy": "local",
             "header_name": "x-kong-limit",
             "limit_by": "consumer",
-            "policy": "cluster",
             "fault_tolerant": true,
             "redis_port": 6379,
             "redis_timeout": 2000,
