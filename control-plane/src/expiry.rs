@@ -30,6 +30,9 @@ pub async fn run(store: Store, every: Duration, mut stop: watch::Receiver<bool>)
             Ok(n) => tracing::info!(deleted = n, "expired OAuth2 codes and tokens removed"),
             Err(e) => tracing::warn!(error = %e, "OAuth2 expiry sweep failed"),
         }
+        if let Err(e) = store.expire_counters(now_ms()).await {
+            tracing::warn!(error = %e, "rate-limit counter sweep failed");
+        }
     }
 }
 

@@ -319,6 +319,47 @@ impl Store {
         migrate::status(&self.pool, self.dialect).await
     }
 
+    /// Adds increments to the shared rate-limit counters (the `cluster` policy) in one
+    /// transaction, and returns each counter's total after its increment, in order.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn add_counters(&self, increments: &[(String, i64, i64)]) -> Result<Vec<i64>, StoreError> {
+        let _guard = match self.dialect {
+            Dialect::Sqlite => Some(self.sqlite_writer.lock().await),
+            Dialect::Postgres => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        let mut totals = Vec::with_capacity(increments.len());
+        for (key, delta, expires_at) in increments {
+            let row = sqlx::query(
+                "INSERT INTO ratelimit_counters (key, expires_at, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET value = ratelimit_counters.value + excluded.value \
+                 RETURNING value",
+            )
+            .bind(key.as_str())
+            .bind(*expires_at)
+            .bind(*delta)
+            .fetch_one(&mut *tx)
+            .await?;
+            totals.push(row.try_get::<i64, _>(0)?);
+        }
+        tx.commit().await?;
+        Ok(totals)
+    }
+
+    /// Removes counters whose window has closed.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn expire_counters(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM ratelimit_counters WHERE expires_at < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The change rows after `revision` (used by the sync server and by tests).
     pub async fn changes_since(&self, revision: i64, limit: i64) -> Result<Vec<Change>, StoreError> {
         changelog::since(&self.pool, revision, limit).await

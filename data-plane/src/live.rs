@@ -55,6 +55,8 @@ pub struct Live {
     pub writes: Writes,
     connected: AtomicBool,
     pub counters: SyncCounters,
+    /// Rate-limit counters shared through the control plane (the `cluster` policy).
+    pub shared_counts: crate::plugins::limits::cluster::SharedCounts,
 }
 
 /// What the sync client has done since start, for the status endpoint.

@@ -276,7 +276,7 @@ both!(wrong_types_are_4xx_never_500, |gw| async move {
         ("/plugins", json!({"name": "key-auth", "config": {"hide_credentials": "sometimes"}})),
         ("/plugins", json!({"name": "hmac-auth", "config": {"clock_skew": -5}})),
         ("/plugins", json!({"name": "acl", "config": {}})),
-        ("/plugins", json!({"name": "rate-limiting", "config": {"minute": 5}})),
+        ("/plugins", json!({"name": "rate-limiting", "config": {"minute": -5}})),
         ("/upstreams", json!({"name": ["x"]})),
         ("/upstreams", json!({"name": "x.example", "slots": "abc"})),
         ("/upstreams", json!({"name": "x.example", "slots": 100000})),

@@ -396,3 +396,48 @@ async fn data_planes_cannot_write_configuration() {
     assert!(result.spent && !result.error.is_empty(), "{result:?}");
     assert_eq!(cp.revision().await, before, "nothing was committed");
 }
+
+/// rate-limiting's `cluster` policy: three data planes count one limit through the control
+/// plane's store. Each data plane learns the others' counts with its next batch, so near the
+/// limit it may admit one request per other data plane too many (the documented bound).
+#[tokio::test]
+async fn cluster_rate_limits_are_shared_by_data_planes() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    let up = gatehouse_tests::proxy::Upstream::echo("cluster-limited").await;
+    let svc = cp.post("/services", &json!({"host": "127.0.0.1", "port": up.port()})).await;
+    cp.post("/routes", &json!({"service": {"id": svc["id"]}, "paths": ["/limited"]})).await;
+    cp.post("/plugins", &json!({"name": "rate-limiting", "config": {"day": 30, "limit_by": "ip"}})).await;
+    let head = cp.revision().await;
+    let mut proxies = Vec::new();
+    let mut dps = Vec::new();
+    for _ in 0..3 {
+        let [port] = gatehouse_tests::free_ports();
+        let listen = format!("127.0.0.1:{port}");
+        let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[("GATEHOUSE_PROXY_LISTEN", listen.as_str())]).await;
+        dp.wait_revision(head, WITHIN).await;
+        proxies.push(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        dps.push(dp);
+    }
+    let mut admitted = 0;
+    for i in 0..45 {
+        let addr = proxies[i % 3];
+        let raw = format!("GET /limited HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", addr.port());
+        let r = gatehouse_tests::proxy::exchange(addr, raw.as_bytes()).await.expect("answer");
+        match r.status {
+            200 => admitted += 1,
+            429 => assert_eq!(r.json(), json!({"message": "API rate limit exceeded"})),
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+        // Longer than a batch's flush and round trip.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!((30..=32).contains(&admitted), "admitted {admitted} of a shared limit of 30");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("postgres");
+    let total: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(value), 0)::BIGINT FROM ratelimit_counters")
+        .fetch_one(&pool)
+        .await
+        .expect("counters");
+    assert_eq!(total, admitted, "the store holds every admitted request");
+}

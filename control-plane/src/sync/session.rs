@@ -13,7 +13,7 @@ use std::time::Duration;
 use gatehouse_shared::proto::control_plane_message::Message as Out;
 use gatehouse_shared::proto::data_plane_message::Message as In;
 use gatehouse_shared::proto::{
-    Change, ControlPlaneMessage, DataPlaneMessage, Deltas, Hello, SnapshotChunk, UpToDate, WriteResult,
+    Change, ControlPlaneMessage, CounterTotals, DataPlaneMessage, Deltas, Hello, SnapshotChunk, UpToDate, WriteResult,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
@@ -43,6 +43,8 @@ const CHUNK_BYTES: usize = 1024 * 1024 - 64 * 1024;
 /// Change rows read per query while catching up.
 const READ_BATCH: i64 = 5_000;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Counters one batch may add to.
+const MAX_COUNTERS: usize = 10_000;
 
 pub(super) struct Shared {
     pub store: Store,
@@ -183,6 +185,25 @@ impl Session {
                     }
                 };
                 self.send(Out::WriteResult(reply)).await?;
+            }
+            In::Counters(batch) => {
+                // Bounded: a batch carries at most what one data plane counted in a moment.
+                let increments: Vec<(String, i64, i64)> = batch
+                    .increments
+                    .into_iter()
+                    .take(MAX_COUNTERS)
+                    .filter(|i| i.key.starts_with("ratelimit:") || i.key.starts_with("response-ratelimit:"))
+                    .map(|i| (i.key, i.delta.max(0), i.expires_at))
+                    .collect();
+                let totals = match self.shared.store.add_counters(&increments).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        // The data plane keeps counting on its own until the store is back.
+                        tracing::warn!(error = %e, "cannot add rate-limit counters");
+                        return Ok(());
+                    }
+                };
+                self.send(Out::CounterTotals(CounterTotals { id: batch.id, totals })).await?;
             }
             In::Hello(_) => {}
         }

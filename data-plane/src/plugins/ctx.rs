@@ -122,7 +122,7 @@ pub struct RequestCtx<'a> {
     pub service_id: &'a Arc<str>,
     pub config: &'a Compiled,
     /// The data plane's shared state: the write path to the control plane.
-    pub live: &'a crate::live::Live,
+    pub live: &'a std::sync::Arc<crate::live::Live>,
     pub consumer: Option<Arc<Consumer>>,
     pub credential: Option<Credential>,
     /// Fields for the response, whichever it is.

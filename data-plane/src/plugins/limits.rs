@@ -7,6 +7,7 @@
 //! Redis lands on the same key, and a configuration change (which rebuilds every plugin) does
 //! not reset what was counted.
 
+pub mod cluster;
 pub mod local;
 pub mod redis;
 

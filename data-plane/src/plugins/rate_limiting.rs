@@ -26,6 +26,8 @@ struct Limit {
 enum Policy {
     Local,
     Redis(Target),
+    /// Shared through the control plane's store.
+    Cluster,
 }
 
 pub struct RateLimiting {
@@ -66,6 +68,7 @@ impl RateLimiting {
         let text = |k: &str| config.get(k).and_then(Value::as_str);
         let policy = match text("policy").unwrap_or("cluster") {
             "local" => Policy::Local,
+            "cluster" => Policy::Cluster,
             "redis" => {
                 let number = |k: &str, d: f64| config.get(k).and_then(Value::as_f64).unwrap_or(d);
                 Policy::Redis(Target::new(
@@ -151,6 +154,24 @@ impl Plugin for RateLimiting {
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         match &self.policy {
             Policy::Redis(target) => Access::Wait(Box::pin(self.with_redis(target, ctx))),
+            Policy::Cluster => {
+                let now = limits::now_secs();
+                let keys = self.keys(&identifier(ctx, self.limit_by), now);
+                let shared = &ctx.live.shared_counts;
+                let usage: smallvec::SmallVec<[u64; 6]> = keys.iter().map(|k| shared.usage(k)).collect();
+                let mut fields = ResponseFields::default();
+                let decided = self.decide(&usage, &mut fields);
+                if decided.is_ok() {
+                    for (key, l) in keys.iter().zip(&self.limits) {
+                        let closes = (l.period.window_start(now) + l.period.longest_secs()) * 1000;
+                        shared.increment(key, 1, closes as i64);
+                    }
+                }
+                for (name, value) in fields.iter() {
+                    ctx.response.set(name.clone(), value.clone());
+                }
+                decided.into()
+            }
             Policy::Local => {
                 let now = limits::now_secs();
                 let id = identifier(ctx, self.limit_by);

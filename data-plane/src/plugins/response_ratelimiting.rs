@@ -26,6 +26,8 @@ struct Named {
 enum Policy {
     Local,
     Redis(Target),
+    /// Shared through the control plane's store.
+    Cluster,
 }
 
 struct Rules {
@@ -79,6 +81,7 @@ impl ResponseRateLimiting {
         }
         let policy = match text("policy").unwrap_or("cluster") {
             "local" => Policy::Local,
+            "cluster" => Policy::Cluster,
             "redis" => {
                 let number = |k: &str, d: f64| config.get(k).and_then(Value::as_f64).unwrap_or(d);
                 Policy::Redis(Target::new(
@@ -131,6 +134,7 @@ impl Rules {
         };
         let keys = self.keys(&id, now);
         let usage: Vec<u64> = match &self.policy {
+            Policy::Cluster => keys.iter().map(|(_, _, key, _)| ctx.live.shared_counts.usage(key)).collect(),
             Policy::Local => keys
                 .iter()
                 .map(|(i, j, _, window)| {
@@ -167,7 +171,8 @@ impl Rules {
                 }
             }
         }
-        ctx.hooks.push(Box::new(Counted { rules: self.clone(), id: owned, remaining, keys }));
+        let live = ctx.live.clone();
+        ctx.hooks.push(Box::new(Counted { rules: self.clone(), id: owned, remaining, keys, live }));
         Ok(())
     }
 }
@@ -175,6 +180,8 @@ impl Rules {
 /// What access learned, for the response head.
 struct Counted {
     rules: Arc<Rules>,
+    /// Where `cluster` counts go.
+    live: Arc<crate::live::Live>,
     /// The identifier: an id, or the client's address.
     id: Result<String, std::net::IpAddr>,
     remaining: Vec<Vec<f64>>,
@@ -224,6 +231,15 @@ impl ResponseHook for Counted {
             Err(ip) => limits::Identifier::Ip(*ip),
         };
         match &rules.policy {
+            Policy::Cluster => {
+                for (i, j, key, window) in &self.keys {
+                    if used[*i] > 0.0 {
+                        let period = rules.limits[*i].periods[*j].0;
+                        let closes = (window + period.longest_secs()) * 1000;
+                        self.live.shared_counts.increment(key, used[*i] as u64, closes as i64);
+                    }
+                }
+            }
             Policy::Local => {
                 for (i, j, _, window) in &self.keys {
                     if used[*i] > 0.0 {

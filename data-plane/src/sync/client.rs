@@ -168,6 +168,9 @@ impl Follower {
         self.live.counters.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(control_plane = %self.config.control_plane, revision = current.set.revision, "connected");
         let mut ticker = tokio::time::interval(self.config.status_interval);
+        self.live.shared_counts.reconnected();
+        let mut flush = tokio::time::interval(crate::plugins::limits::cluster::FLUSH);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let health_changed = self.live.balancers.changed.clone();
         let live = self.live.clone();
         let mut writes = live.writes.rx.lock().await;
@@ -219,6 +222,7 @@ impl Follower {
                                 });
                             }
                         }
+                        Some(In::CounterTotals(t)) => self.live.shared_counts.settle(&t),
                         Some(In::UpToDate(u)) => {
                             tracing::debug!(revision = u.revision, "configuration is up to date");
                         }
@@ -226,6 +230,11 @@ impl Follower {
                     }
                 }
                 _ = ticker.tick() => send(&tx, Out::Status(self.status())).await?,
+                _ = flush.tick() => {
+                    if let Some(batch) = self.live.shared_counts.drain(crate::plugins::log::unix_ms(std::time::Instant::now()) as i64) {
+                        send(&tx, Out::Counters(batch)).await?;
+                    }
+                }
                 Some(w) = writes.recv() => {
                     // The request gave up waiting (it answered 500): do not commit behind its back.
                     if w.done.is_closed() {

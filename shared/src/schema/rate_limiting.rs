@@ -37,17 +37,7 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
 
 fn check_config(conf: &Object) -> Result<(), String> {
     check_periods(conf)?;
-    check_redis(conf)?;
-    no_cluster_yet(conf)
-}
-
-/// Nothing is accepted that does nothing: data planes have no runtime for the `cluster`
-/// policy yet (Kong's default), so it is refused with the two that work named.
-pub(super) fn no_cluster_yet(conf: &Object) -> Result<(), String> {
-    match conf.get("policy").and_then(Value::as_str) {
-        Some("cluster") => Err("the cluster policy is not available yet; set policy to local or redis".to_string()),
-        _ => Ok(()),
-    }
+    check_redis(conf)
 }
 
 /// At least one period, each positive, and never lower for a longer period. As in Kong,

@@ -48,6 +48,5 @@ fn check_config(conf: &Object) -> Result<(), String> {
             check_periods(limit)?;
         }
     }
-    check_redis(conf)?;
-    super::rate_limiting::no_cluster_yet(conf)
+    check_redis(conf)
 }

@@ -326,11 +326,9 @@ fn update_null_removes_and_defaults_refill() {
     let out = rl.validate_update(&stored, Some(&json!({"hour": null}))).expect("valid");
     assert_eq!(out.get("hour"), None);
     assert_eq!(out["minute"], json!(5));
-    // A null policy refills Kong's default, `cluster`, which is refused until it runs.
-    assert_eq!(
-        rl.validate_update(&stored, Some(&json!({"policy": null}))),
-        Err(self_check("the cluster policy is not available yet; set policy to local or redis")),
-    );
+    // A null policy refills Kong's default.
+    let out = rl.validate_update(&stored, Some(&json!({"policy": null}))).expect("valid");
+    assert_eq!(out["policy"], json!("cluster"));
 
     assert_eq!(
         rl.validate_update(&stored, Some(&json!({"minute": null, "hour": null}))),
