@@ -137,8 +137,8 @@ impl Balancer {
     }
 
     /// Records an observation of `peer` against `thresholds` (active or passive).
-    pub fn report(&self, peer: &Peer, report: Report, thresholds: &Thresholds) {
-        if peer.health.report(report, thresholds.limit(report)) {
+    pub fn report(&self, peer: &Peer, report: Report, thresholds: &Thresholds, began: std::time::Instant) {
+        if peer.health.report(report, thresholds.limit(report), began) {
             let healthy = peer.health.available();
             tracing::info!(upstream = %self.name, target = %peer.target, address = %peer.addr, healthy, ?report, "target health changed");
             self.changed.notify_one();
@@ -146,20 +146,22 @@ impl Balancer {
     }
 
     /// Passive observation of a proxied response status (kong-0.14-core-behavior §6.4).
-    pub fn observe_status(&self, peer: &Peer, status: u16) {
+    /// Passive observation of an answer to a request sent at `began`.
+    pub fn observe_status(&self, peer: &Peer, status: u16, began: std::time::Instant) {
         if !self.checks.passive_enabled() {
             return;
         }
         let report = if status == 504 { Some(Report::Timeout) } else { self.checks.passive.classify(status) };
         if let Some(r) = report {
-            self.report(peer, r, &self.checks.passive);
+            self.report(peer, r, &self.checks.passive, began);
         }
     }
 
     /// Passive observation of a failed try (connection error or timeout).
-    pub fn observe_failure(&self, peer: &Peer, timeout: bool) {
+    pub fn observe_failure(&self, peer: &Peer, timeout: bool, began: std::time::Instant) {
         if self.checks.passive_enabled() {
-            self.report(peer, if timeout { Report::Timeout } else { Report::TcpFailure }, &self.checks.passive);
+            let report = if timeout { Report::Timeout } else { Report::TcpFailure };
+            self.report(peer, report, &self.checks.passive, began);
         }
     }
 

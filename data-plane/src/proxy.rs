@@ -498,7 +498,7 @@ impl Proxy {
                     Ok(c) => c,
                     Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) => {
                         if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-                            b.observe_failure(p, matches!(e, ProxyError::Timeout));
+                            b.observe_failure(p, matches!(e, ProxyError::Timeout), sent);
                         }
                         if tries_left == 0 {
                             return Err(e);
@@ -525,7 +525,7 @@ impl Proxy {
                 }
                 Ok(Err(e)) if e.error().is_parse() || e.error().is_parse_status() => {
                     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-                        b.observe_failure(p, false);
+                        b.observe_failure(p, false, sent);
                     }
                     return Err(ProxyError::Upstream(e.into_error().to_string()));
                 }
@@ -551,7 +551,7 @@ impl Proxy {
                         }
                         None => {
                             if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-                                b.observe_failure(p, false);
+                                b.observe_failure(p, false, sent);
                             }
                             return Err(ProxyError::Upstream(e.into_error().to_string()));
                         }
@@ -564,14 +564,14 @@ impl Proxy {
                     }
                     None => {
                         if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-                            b.observe_failure(p, true);
+                            b.observe_failure(p, true, sent);
                         }
                         return Err(ProxyError::Timeout);
                     }
                 },
             };
             if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-                b.observe_failure(p, matches!(failure, ProxyError::Timeout));
+                b.observe_failure(p, matches!(failure, ProxyError::Timeout), sent);
             }
             if tries_left == 0 {
                 return Err(failure);
@@ -582,7 +582,7 @@ impl Proxy {
             last_failure = Some(failure);
         };
         if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-            b.observe_status(p, response.status().as_u16());
+            b.observe_status(p, response.status().as_u16(), sent);
         }
         let answered = Instant::now();
         let upstream_latency = millis_between(sent, answered);

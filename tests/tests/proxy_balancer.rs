@@ -871,3 +871,32 @@ async fn health_endpoint_aggregates_disagreeing_data_planes() {
     assert_eq!(counts, BTreeMap::from([("good".to_owned(), 20)]), "data plane 1 only uses the healthy target");
     assert_eq!(failing.requests(), before);
 }
+
+/// A request already under way when a target is set unhealthy must not undo the command when
+/// it succeeds (with `passive.healthy.successes = 1`, one success would make it healthy
+/// again): the next request is Kong's 503 at once.
+#[tokio::test]
+async fn a_success_already_under_way_does_not_undo_a_manual_unhealthy() {
+    let gw = Standalone::start().await;
+    let up = Upstream::slow("slow-target", Duration::from_millis(800)).await;
+    let checks = json!({"passive": {"healthy": {"successes": 1}, "unhealthy": {"http_failures": 1}}});
+    balanced(&gw, "race.test", json!({"healthchecks": checks}), "/race").await;
+    let target = format!("127.0.0.1:{}", up.port());
+    add_target(&gw, "race.test", &target, 100).await;
+    gw.sync().await;
+
+    let addr = gw.proxy_addr();
+    let in_flight = tokio::spawn(async move {
+        exchange(addr, format!("GET /race HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", addr.port()).as_bytes()).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) =
+        gw.admin_send(reqwest::Method::POST, &format!("/upstreams/race.test/targets/{target}/unhealthy"), None).await;
+    assert_eq!(status, 204, "{body}");
+    gw.sync().await;
+    let r = in_flight.await.expect("task").expect("the request under way is answered");
+    r.assert_status(200);
+    let after = gw.get("/race").await;
+    after.assert_status(503);
+    assert_eq!(after.json(), json!({"message": "failure to get a peer from the ring-balancer"}));
+}

@@ -35,8 +35,9 @@ async fn round(b: &Arc<Balancer>, peers: Vec<Arc<Peer>>) {
     }
     let probes = split.into_iter().map(|group| async move {
         for peer in group {
+            let began = std::time::Instant::now();
             if let Some(report) = probe(&peer, &b.checks.http_path, b.checks.timeout, b).await {
-                b.report(&peer, report, &b.checks.active);
+                b.report(&peer, report, &b.checks.active, began);
             }
         }
     });

@@ -88,9 +88,21 @@ fn next(word: u64, report: Report, limit: u8) -> u64 {
     (w & !0xff) | state as u64
 }
 
-/// One address's health record.
+/// One address's health record: the packed word, and when a manual command last set it (in
+/// nanoseconds since [`epoch`]), so that the result of a request that was already under way
+/// cannot undo the command.
 #[derive(Debug, Default)]
-pub struct Health(AtomicU64);
+pub struct Health(AtomicU64, AtomicU64);
+
+/// The process's reference instant for [`Health`]'s command times.
+fn epoch() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}
+
+fn since_epoch(at: std::time::Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_nanos() as u64
+}
 
 impl Health {
     pub fn state(&self) -> State {
@@ -101,9 +113,11 @@ impl Health {
         self.state().healthy()
     }
 
-    /// Applies a report; returns whether the address changed sides (healthy ↔ unhealthy).
-    pub fn report(&self, report: Report, limit: u8) -> bool {
-        if limit == 0 {
+    /// Applies a report on a request that began at `began`; returns whether the address
+    /// changed sides (healthy ↔ unhealthy). A request that began before the last manual
+    /// command does not count.
+    pub fn report(&self, report: Report, limit: u8, began: std::time::Instant) -> bool {
+        if limit == 0 || since_epoch(began) < self.1.load(Ordering::Acquire) {
             return false;
         }
         let mut current = self.0.load(Ordering::Relaxed);
@@ -122,6 +136,8 @@ impl Health {
     /// Sets the state with zeroed counters (the manual endpoints); returns whether it changed sides.
     pub fn set(&self, healthy: bool) -> bool {
         let state = if healthy { State::Healthy } else { State::Unhealthy };
+        // One past now: a request that began at or before this moment does not count.
+        self.1.store(since_epoch(std::time::Instant::now()) + 1, Ordering::Release);
         let old = self.0.swap(state as u64, Ordering::AcqRel);
         State::from_bits(old).healthy() != healthy
     }
@@ -260,22 +276,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_under_way_before_a_manual_command_does_not_undo_it() {
+        let h = Health::default();
+        let began = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        h.set(false);
+        assert!(!h.report(Report::Success, 1, began), "began before the command: ignored");
+        assert!(!h.available());
+        assert!(h.report(Report::Success, 1, std::time::Instant::now()), "a later request counts");
+        assert!(h.available());
+    }
+
+    #[test]
     fn failures_accumulate_to_the_threshold() {
         let h = Health::default();
-        assert!(!h.report(Report::HttpFailure, 3));
+        assert!(!h.report(Report::HttpFailure, 3, std::time::Instant::now()));
         assert_eq!(h.state(), State::MostlyHealthy);
         assert!(h.available());
-        assert!(!h.report(Report::HttpFailure, 3));
-        assert!(h.report(Report::HttpFailure, 3), "the third failure crosses");
+        assert!(!h.report(Report::HttpFailure, 3, std::time::Instant::now()));
+        assert!(h.report(Report::HttpFailure, 3, std::time::Instant::now()), "the third failure crosses");
         assert_eq!(h.state(), State::Unhealthy);
-        assert!(!h.report(Report::HttpFailure, 3), "a failure on unhealthy is ignored");
+        assert!(!h.report(Report::HttpFailure, 3, std::time::Instant::now()), "a failure on unhealthy is ignored");
     }
 
     #[test]
     fn a_disabled_counter_ignores_reports() {
         let h = Health::default();
         for _ in 0..10 {
-            assert!(!h.report(Report::TcpFailure, 0));
+            assert!(!h.report(Report::TcpFailure, 0, std::time::Instant::now()));
         }
         assert_eq!(h.state(), State::Healthy);
     }
@@ -283,36 +311,36 @@ mod tests {
     #[test]
     fn successes_bring_a_target_back_and_clear_failures() {
         let h = Health::default();
-        h.report(Report::Timeout, 1);
+        h.report(Report::Timeout, 1, std::time::Instant::now());
         assert_eq!(h.state(), State::Unhealthy);
-        assert!(!h.report(Report::Success, 2));
+        assert!(!h.report(Report::Success, 2, std::time::Instant::now()));
         assert_eq!(h.state(), State::MostlyUnhealthy);
         assert!(!h.available());
-        assert!(h.report(Report::Success, 2));
+        assert!(h.report(Report::Success, 2, std::time::Instant::now()));
         assert_eq!(h.state(), State::Healthy);
         // The failure counters were cleared by the successes: one failure does not trip a limit of 2.
-        h.report(Report::Timeout, 2);
+        h.report(Report::Timeout, 2, std::time::Instant::now());
         assert_eq!(h.state(), State::MostlyHealthy);
     }
 
     #[test]
     fn a_failure_resets_the_success_counter_only() {
         let h = Health::default();
-        h.report(Report::HttpFailure, 3);
-        h.report(Report::HttpFailure, 3);
-        h.report(Report::TcpFailure, 5);
+        h.report(Report::HttpFailure, 3, std::time::Instant::now());
+        h.report(Report::HttpFailure, 3, std::time::Instant::now());
+        h.report(Report::TcpFailure, 5, std::time::Instant::now());
         // The HTTP failure counter is kept: one more trips it.
-        assert!(h.report(Report::HttpFailure, 3));
+        assert!(h.report(Report::HttpFailure, 3, std::time::Instant::now()));
     }
 
     #[test]
     fn manual_set_zeroes_counters() {
         let h = Health::default();
-        h.report(Report::HttpFailure, 2);
+        h.report(Report::HttpFailure, 2, std::time::Instant::now());
         assert!(h.set(false));
         assert!(!h.available());
         assert!(h.set(true));
-        assert!(!h.report(Report::HttpFailure, 2), "the counter restarted from zero");
+        assert!(!h.report(Report::HttpFailure, 2, std::time::Instant::now()), "the counter restarted from zero");
     }
 
     #[test]

@@ -716,7 +716,7 @@ async fn exchange(
                 Ok(c) => c,
                 Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) => {
                     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-                        b.observe_failure(p, matches!(e, ProxyError::Timeout));
+                        b.observe_failure(p, matches!(e, ProxyError::Timeout), sent);
                     }
                     if tries_left == 0 {
                         return answer_error(client, out, e, &seen, proxy.headers, went_upstream).await;
@@ -744,7 +744,7 @@ async fn exchange(
             // Kong's `proxy_next_upstream error timeout`).
             Ok(Err(e @ (Trip::Invalid | Trip::TooLarge))) => {
                 if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-                    b.observe_failure(p, false);
+                    b.observe_failure(p, false, sent);
                 }
                 return answer_error(
                     client,
@@ -760,7 +760,7 @@ async fn exchange(
             Err(_) => ProxyError::Timeout,
         };
         if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-            b.observe_failure(p, matches!(failure, ProxyError::Timeout));
+            b.observe_failure(p, matches!(failure, ProxyError::Timeout), sent);
         }
         if tries_left == 0 || service.retries == 0 || !replayable {
             return answer_error(client, out, failure, &seen, proxy.headers, went_upstream).await;
@@ -788,7 +788,7 @@ async fn exchange(
     }
     let status = res.code.unwrap_or(502);
     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
-        b.observe_status(p, status);
+        b.observe_status(p, status, sent);
     }
     let mut connection: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
     for h in res.headers.iter() {
