@@ -318,14 +318,15 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// The hostnames targets in `set` need resolved.
+/// The hostnames of the targets in `set` that are in use (each upstream's history replayed):
+/// a removed target's name is not looked up again, so an unresolvable one cannot hold up
+/// every later revision for a lookup's timeout.
 fn target_hosts(set: &ConfigSet) -> HashSet<String> {
-    set.table("targets")
-        .filter_map(|t| t.get("target").and_then(Value::as_str))
-        .filter_map(|t| t.rsplit_once(':').map(|(h, _)| h))
-        .filter(|h| !is_ip(h))
-        .map(str::to_owned)
-        .collect()
+    let mut by_upstream: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for t in set.table("targets") {
+        by_upstream.entry(t.get("upstream_id").and_then(Value::as_str).unwrap_or_default()).or_default().push(t);
+    }
+    by_upstream.into_values().flat_map(replay).map(|t| t.host).filter(|h| !is_ip(h)).collect()
 }
 
 impl Registry {
@@ -500,6 +501,26 @@ impl Registry {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_targets_in_use_are_looked_up() {
+        let mut set = ConfigSet::new("e", 1);
+        let rows = [
+            json!({"id": "a", "upstream_id": "u", "created_at": 1, "target": "gone.invalid:80", "weight": 10}),
+            json!({"id": "b", "upstream_id": "u", "created_at": 2, "target": "gone.invalid:80", "weight": 0}),
+            json!({"id": "c", "upstream_id": "u", "created_at": 3, "target": "kept.invalid:80", "weight": 5}),
+        ];
+        for (i, r) in rows.into_iter().enumerate() {
+            let changes = [gatehouse_shared::proto::Change {
+                entity: "targets".into(),
+                id: i.to_string(),
+                document: r.to_string(),
+                deleted: false,
+            }];
+            set.apply(&changes).unwrap();
+        }
+        assert_eq!(target_hosts(&set), HashSet::from(["kept.invalid".to_owned()]));
+    }
 
     #[test]
     fn history_replay_keeps_the_newest_entry_and_drops_weight_zero() {
