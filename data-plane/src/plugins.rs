@@ -12,13 +12,14 @@
 
 mod acl;
 mod auth;
+mod aws_lambda;
 mod basic_auth;
 mod body;
 mod bot_detection;
 pub mod chain;
 mod correlation_id;
 mod cors;
-mod ctx;
+pub(crate) mod ctx;
 mod hmac_auth;
 mod ip_restriction;
 pub(crate) mod jwt;
@@ -127,6 +128,11 @@ pub trait Plugin: Send + Sync + 'static {
 
     fn log(&self, _entry: &LogEntry) {}
 
+    /// Whether the log entry keeps the response body as sent (a logger that records bodies).
+    fn captures_bodies(&self) -> bool {
+        false
+    }
+
     /// Whether `access` is the only phase this plugin acts in. A route whose every plugin says
     /// so is served on the direct path, which runs `access` on a header map of the request
     /// but relays the upstream's response as bytes, with no phase to run on it.
@@ -167,6 +173,7 @@ pub fn build(name: &str, config: &Value, row: &Value) -> Result<Arc<dyn Plugin>,
         "response-ratelimiting" => {
             Arc::new(response_ratelimiting::ResponseRateLimiting::new(config, limits::Scope::of(row))?)
         }
+        "aws-lambda" => Arc::new(aws_lambda::AwsLambda::new(config)?),
         "file-log" => Arc::new(log::file_log::FileLog::new(config)?),
         "http-log" => Arc::new(log::http_log::HttpLog::new(config)?),
         "tcp-log" => Arc::new(log::tcp_log::TcpLog::new(config)?),
@@ -175,6 +182,7 @@ pub fn build(name: &str, config: &Value, row: &Value) -> Result<Arc<dyn Plugin>,
         "loggly" => Arc::new(log::syslog::Loggly::new(config)?),
         "statsd" => Arc::new(log::statsd::Statsd::new(config, false)?),
         "datadog" => Arc::new(log::statsd::Statsd::new(config, true)?),
+        "galileo" => Arc::new(log::galileo::Galileo::new(config)?),
         _ => return Err(BuildError(format!("plugin '{name}' has no runtime on this data plane"))),
     })
 }
@@ -196,6 +204,10 @@ fn rejected_entry(ctx: &RequestCtx<'_>, answer: &Parts) -> LogEntry {
     e.https = ctx.https;
     e.host = ctx.header("host").map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_owned()).unwrap_or_default();
     e.server_port = ctx.conn.listener_port;
+    e.server_addr = ctx.conn.local.map(|a| a.ip());
+    e.http_version = ctx.version;
+    e.request_body = ctx.log_body.clone();
+    e.request_has_body = ctx.body.has_body();
     e.request_headers = ctx.headers.clone();
     e.request_size = log::head_size(ctx.method.as_str().len() + ctx.target.len() + 10, ctx.headers);
     e.finish_answer(answer);
@@ -255,6 +267,8 @@ mod tests {
                 json!({"path": "/tmp/gatehouse-test.log"}),
                 json!({"key": "k"}),
                 json!({"limits": {"video": {"minute": 5}}, "policy": "local"}),
+                json!({"service_token": "t"}),
+                json!({"aws_key": "k", "aws_secret": "s", "aws_region": "us-east-1", "function_name": "f"}),
             ]
             .into_iter()
             .find_map(|c| schema.validate_create(Some(&c)).ok());

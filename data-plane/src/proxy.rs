@@ -249,6 +249,7 @@ impl Proxy {
     ) -> Result<Response<ResBody>, ProxyError> {
         let config = self.live.load();
         let client_http10 = req.version() == Version::HTTP_10;
+        let client_version = req.version();
         // Global plugins' rewrite phase, before routing.
         if !config.global.is_empty() {
             let (method, uri) = (req.method().clone(), req.uri().clone());
@@ -329,7 +330,7 @@ impl Proxy {
         let mut rewritten_query: Option<Option<String>> = None;
         let mut new_method = None;
         let mut plugin_host: Option<HeaderValue> = None;
-        let mut log_request: Option<(http::HeaderMap, Option<plugins::Credential>)> = None;
+        let mut log_request: Option<(http::HeaderMap, Option<plugins::Credential>, Option<bytes::Bytes>)> = None;
         if !route.plugins.is_empty() {
             let mut ctx = RequestCtx {
                 method: &parts.method,
@@ -352,6 +353,7 @@ impl Proxy {
                 conn,
                 method_override: None,
                 upstream_host: None,
+                log_body: None,
                 started,
                 hooks: Vec::new(),
             };
@@ -365,7 +367,7 @@ impl Proxy {
             new_method = ctx.method_override.take();
             plugin_host = ctx.upstream_host.take();
             if logging {
-                log_request = Some((ctx.headers.clone(), ctx.credential.clone()));
+                log_request = Some((ctx.headers.clone(), ctx.credential.clone(), ctx.log_body.take()));
             }
             if ctx.query.as_deref() != parts.uri.query() {
                 rewritten_query = Some(ctx.query.map(Cow::into_owned));
@@ -443,7 +445,7 @@ impl Proxy {
                 started,
                 client_ip.unwrap_or(conn.peer.ip()),
             );
-            let (request_headers, credential) = log_request.take().unwrap_or_default();
+            let (request_headers, credential, request_body) = log_request.take().unwrap_or_default();
             let uri = log_uri.take().unwrap_or_default();
             let length = request_headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
             e.consumer_id = consumer.clone();
@@ -455,6 +457,10 @@ impl Proxy {
             e.https = conn.https;
             e.host = host_no_port.to_owned();
             e.server_port = conn.listener_port;
+            e.server_addr = conn.local.map(|a| a.ip());
+            e.http_version = client_version;
+            e.request_body = request_body;
+            e.request_has_body = body.has_body();
             e.request_headers = request_headers;
             e.upstream_uri = Some(parts.uri.to_string());
             e.kong_latency_ms = started.elapsed().as_millis() as u64;

@@ -138,6 +138,7 @@ const ENABLED: &[&str] = &[
     "request-transformer",
     "response-transformer",
     "request-size-limiting",
+    "aws-lambda",
     "rate-limiting",
     "response-ratelimiting",
     "bot-detection",
@@ -148,6 +149,7 @@ const ENABLED: &[&str] = &[
     "statsd",
     "syslog",
     "request-termination",
+    "galileo",
 ];
 
 /// The enabled plugin names, in the order of [`plugin_names`]: what `/plugins/enabled`,

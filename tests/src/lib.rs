@@ -68,7 +68,9 @@ pub const BUNDLED_PLUGINS: [&str; 27] = [
 
 /// The bundled plugins that have a runtime, and so are the only ones enabled: the Admin API
 /// refuses the others (`plugin 'x' not enabled`) until they do something.
-pub const ENABLED_PLUGINS: [&str; 25] = [
+pub const ENABLED_PLUGINS: [&str; 27] = [
+    "aws-lambda",
+    "galileo",
     "jwt",
     "acl",
     "cors",

@@ -104,11 +104,7 @@ both!(rejects_invalid_plugins_with_flat_errors, |gw| async move {
             json!({"name": "foo"}),
             json!({"config": "plugin 'foo' not enabled; add it to the 'plugins' configuration property"}),
         ),
-        // Bundled, but without a runtime yet: refused as Kong refuses a plugin it has not loaded.
-        (
-            json!({"name": "galileo", "config": {"service_token": "t"}}),
-            json!({"config": "plugin 'galileo' not enabled; add it to the 'plugins' configuration property"}),
-        ),
+        (json!({"name": "galileo"}), json!({"config.service_token": "service_token is required"})),
         (
             json!({"name": "request-size-limiting", "config": {"allowed_payload_size": "abc"}}),
             json!({"config.allowed_payload_size": "allowed_payload_size is not a number"}),
@@ -228,12 +224,6 @@ both!(patches_plugin_merging_config, |gw| async move {
     let r = gw.patch_json(&path, &json!({"name": "foo"})).await;
     r.assert_status(400);
     assert_eq!(r.body, json!({"config": "plugin 'foo' not enabled; add it to the 'plugins' configuration property"}));
-    let r = gw.patch_json(&path, &json!({"name": "galileo"})).await;
-    r.assert_status(400);
-    assert_eq!(
-        r.body,
-        json!({"config": "plugin 'galileo' not enabled; add it to the 'plugins' configuration property"})
-    );
     let r = gw.patch_json(&path, &json!({"config": {"hide_groups_header": "many"}})).await;
     r.assert_status(400);
     assert_eq!(r.body, json!({"config.hide_groups_header": "hide_groups_header is not a boolean"}));

@@ -97,6 +97,11 @@ impl Resolved {
         self.0.iter().any(|p| p.logs() || p.filters_body())
     }
 
+    /// Whether a logger keeps the response body.
+    pub fn captures_bodies(&self) -> bool {
+        self.0.iter().any(|p| p.captures_bodies())
+    }
+
     /// The body filters for a response with this head, in plugin order.
     pub fn body_filters(&self, response: &Parts) -> Vec<Box<dyn super::BodyFilter>> {
         self.0.iter().filter(|p| p.filters_body()).filter_map(|p| p.body_filter(response)).collect()

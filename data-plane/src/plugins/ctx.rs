@@ -139,6 +139,8 @@ pub struct RequestCtx<'a> {
     /// A Host for the upstream request other than the service's (request-transformer
     /// setting `host`, as Kong sets `upstream_host`).
     pub upstream_host: Option<HeaderValue>,
+    /// The request body a logger keeps for its record (galileo's `log_bodies`).
+    pub log_body: Option<Bytes>,
 }
 
 /// The client's body failed mid-read.

@@ -7,6 +7,7 @@
 //! them, and when the receiver is slow or down records are dropped and counted.
 
 pub mod file_log;
+pub mod galileo;
 pub mod http_log;
 pub mod statsd;
 pub mod syslog;
@@ -70,6 +71,20 @@ pub struct LogEntry {
     /// Milliseconds the upstream took to answer; `None` when not proxied (Kong's -1).
     pub proxy_latency_ms: Option<u64>,
     pub client_ip: IpAddr,
+    /// The address the client connected to (nginx's `$server_addr`), when known.
+    pub server_addr: Option<IpAddr>,
+    /// The client's HTTP version.
+    pub http_version: http::Version,
+    /// The request body as a plugin read it in `access`, for loggers that keep bodies
+    /// (galileo's `log_bodies`); `None` when none asked or it was too large to hold.
+    pub request_body: Option<bytes::Bytes>,
+    /// The request came with a body (whatever its framing).
+    pub request_has_body: bool,
+    /// Bytes of the answer's head; `response_size` less this is its body as sent.
+    pub response_head_size: u64,
+    /// The response body as sent, kept when a plugin asked for it ([`crate::plugins::Plugin::captures_bodies`])
+    /// and while it stays within [`crate::plugins::ctx::BODY_LIMIT`].
+    pub response_body: Option<bytes::BytesMut>,
     /// The configuration the request was served with, for the route, service and consumer.
     pub set: Arc<ConfigSet>,
     record: OnceLock<Arc<Value>>,
@@ -88,7 +103,7 @@ pub fn head_size(first_line: usize, headers: &HeaderMap) -> u64 {
 }
 
 /// Fields as Kong's `get_headers()` serializes them: lower-case names, a repeated one as a list.
-fn headers_json(headers: &HeaderMap) -> Value {
+pub(crate) fn headers_json(headers: &HeaderMap) -> Value {
     let mut map = Map::new();
     for name in headers.keys() {
         let values: Vec<Value> = headers
@@ -104,7 +119,7 @@ fn headers_json(headers: &HeaderMap) -> Value {
 }
 
 /// The query as Kong's `get_uri_args()`: repeated arguments as a list, one without `=` as `true`.
-fn query_json(uri: &str) -> Value {
+pub(crate) fn query_json(uri: &str) -> Value {
     let mut map = Map::new();
     let Some((_, query)) = uri.split_once('?') else { return Value::Object(map) };
     let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
@@ -167,6 +182,12 @@ impl LogEntry {
             kong_latency_ms: 0,
             proxy_latency_ms: None,
             client_ip,
+            server_addr: None,
+            http_version: http::Version::HTTP_11,
+            request_body: None,
+            request_has_body: false,
+            response_head_size: 0,
+            response_body: None,
             set,
             record: OnceLock::new(),
         }
@@ -177,7 +198,8 @@ impl LogEntry {
         self.status = answer.status.as_u16();
         self.response_headers = answer.headers.clone();
         let line = "HTTP/1.1 ".len() + 4 + answer.status.canonical_reason().map_or(0, str::len);
-        self.response_size.store(head_size(line, &answer.headers), Ordering::Relaxed);
+        self.response_head_size = head_size(line, &answer.headers);
+        self.response_size.store(self.response_head_size, Ordering::Relaxed);
     }
 
     /// `latencies.request`: the whole request, up to the log phase.

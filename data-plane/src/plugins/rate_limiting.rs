@@ -94,7 +94,8 @@ impl RateLimiting {
     /// Kong's decision on the usage of each limit (in `self.limits` order): the fields, and a
     /// 429 if one is used up. The fields go on whichever answer the request gets.
     fn decide(&self, usage: &[u64], fields: &mut ResponseFields) -> Result<(), Rejected> {
-        let remaining: Vec<f64> = self.limits.iter().zip(usage).map(|(l, u)| l.limit - *u as f64).collect();
+        let remaining: smallvec::SmallVec<[f64; 6]> =
+            self.limits.iter().zip(usage).map(|(l, u)| l.limit - *u as f64).collect();
         // The last exceeded period, as Kong's loop keeps overwriting it.
         let stop = remaining.iter().rposition(|r| *r <= 0.0);
         if !self.hide_client_headers {
@@ -102,7 +103,12 @@ impl RateLimiting {
                 // This request is counted against every period, unless it is refused, when only
                 // the exceeded one shows it.
                 let shown = if stop.is_none() || stop == Some(i) { left - 1.0 } else { *left };
-                let shown = HeaderValue::from_str(&lua_number(shown.max(0.0))).unwrap_or(HeaderValue::from_static("0"));
+                let shown = shown.max(0.0);
+                let shown = if shown.fract() == 0.0 && shown < 1e15 {
+                    HeaderValue::from(shown as u64)
+                } else {
+                    HeaderValue::from_str(&lua_number(shown)).unwrap_or(HeaderValue::from_static("0"))
+                };
                 fields.set(limit.limit_name.clone(), limit.limit_value.clone());
                 fields.set(limit.remaining_name.clone(), shown);
             }
@@ -159,36 +165,30 @@ impl Plugin for RateLimiting {
                 let keys = self.keys(&identifier(ctx, self.limit_by), now);
                 let shared = &ctx.live.shared_counts;
                 let usage: smallvec::SmallVec<[u64; 6]> = keys.iter().map(|k| shared.usage(k)).collect();
-                let mut fields = ResponseFields::default();
-                let decided = self.decide(&usage, &mut fields);
+                let decided = self.decide(&usage, &mut ctx.response);
                 if decided.is_ok() {
                     for (key, l) in keys.iter().zip(&self.limits) {
                         let closes = (l.period.window_start(now) + l.period.longest_secs()) * 1000;
                         shared.increment(key, 1, closes as i64);
                     }
                 }
-                for (name, value) in fields.iter() {
-                    ctx.response.set(name.clone(), value.clone());
-                }
                 decided.into()
             }
             Policy::Local => {
                 let now = limits::now_secs();
                 let id = identifier(ctx, self.limit_by);
-                let usage: smallvec::SmallVec<[u64; 6]> = self
+                let counters: smallvec::SmallVec<[(u64, u64); 6]> = self
                     .limits
                     .iter()
-                    .map(|l| local::usage(&self.scope, &id, None, l.period, l.period.window_start(now)))
+                    .map(|l| (local::key(&self.scope, &id, None, l.period), l.period.window_start(now)))
                     .collect();
-                let mut fields = ResponseFields::default();
-                let decided = self.decide(&usage, &mut fields);
+                let usage: smallvec::SmallVec<[u64; 6]> =
+                    counters.iter().map(|(key, window)| local::usage_of(*key, *window)).collect();
+                let decided = self.decide(&usage, &mut ctx.response);
                 if decided.is_ok() {
-                    for l in &self.limits {
-                        local::increment(&self.scope, &id, None, l.period, l.period.window_start(now), 1);
+                    for ((key, window), l) in counters.iter().zip(&self.limits) {
+                        local::increment_of(*key, l.period, *window, 1);
                     }
-                }
-                for (name, value) in fields.iter() {
-                    ctx.response.set(name.clone(), value.clone());
                 }
                 decided.into()
             }

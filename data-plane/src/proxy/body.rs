@@ -20,6 +20,17 @@ pub enum ReqBody {
     Prefixed(Option<Bytes>, Incoming),
 }
 
+impl ReqBody {
+    /// Whether the request carries a body at all (as the log records it).
+    pub fn has_body(&self) -> bool {
+        match self {
+            ReqBody::Empty => false,
+            ReqBody::Full(b) => !b.is_empty(),
+            ReqBody::Stream(_) | ReqBody::Prefixed(..) => true,
+        }
+    }
+}
+
 impl Body for ReqBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -98,6 +109,10 @@ impl Filtered {
             return body;
         }
         let filters = plugins.body_filters(head);
+        let mut entry = entry;
+        if let Some(e) = entry.as_mut().filter(|_| plugins.captures_bodies()) {
+            e.response_body = Some(bytes::BytesMut::new());
+        }
         ResBody::Filtered(Box::new(Filtered { inner: body, filters, flushed: false, entry, plugins: Some(plugins) }))
     }
 
@@ -136,10 +151,18 @@ impl Filtered {
         }
     }
 
-    /// Counts body bytes sent, for the log's `response.size`.
-    fn sent(&self, data: &Bytes) {
-        if let Some(e) = &self.entry {
+    /// Counts body bytes sent, for the log's `response.size`, and keeps them when a logger
+    /// records bodies (a body past the limit is not kept at all, rather than cut).
+    fn sent(&mut self, data: &Bytes) {
+        if let Some(e) = &mut self.entry {
             e.response_size.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(kept) = &mut e.response_body {
+                if kept.len() + data.len() > crate::plugins::ctx::BODY_LIMIT {
+                    e.response_body = None;
+                } else {
+                    kept.extend_from_slice(data);
+                }
+            }
         }
     }
 }

@@ -1006,6 +1006,7 @@ async fn access<'r, 'h, 'b: 'h>(
         conn,
         method_override: None,
         upstream_host: None,
+        log_body: None,
         started: request.started,
         hooks: Vec::new(),
     };

@@ -43,6 +43,9 @@ pub(super) static PLUGIN: PluginSchema = PluginSchema::new(
         ]),
         Field::new("log_type", Kind::String).required().default(Fill::Str("Tail")).one_of(&["Tail", "None"]),
         Field::new("port", Kind::Number).default(Fill::Int(443)),
+        // Kong 2.x's: an endpoint other than `lambda.<region>.amazonaws.com` (a local
+        // Lambda-compatible service); its certificate is then not verified.
+        Field::new("host", Kind::String),
         Field::new("unhandled_status", Kind::Number).check(status_code),
         Field::new("forward_request_method", Kind::Boolean).default(Fill::Bool(false)),
         Field::new("forward_request_uri", Kind::Boolean).default(Fill::Bool(false)),

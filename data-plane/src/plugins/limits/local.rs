@@ -28,7 +28,8 @@ fn tag(window: u64) -> u64 {
     window & 0xFFFF_FFFF
 }
 
-fn key(scope: &Scope, id: &Identifier<'_>, name: Option<&str>, period: Period) -> u64 {
+/// The counter's key: computed once per request and period, then read and bumped by it.
+pub fn key(scope: &Scope, id: &Identifier<'_>, name: Option<&str>, period: Period) -> u64 {
     static SEED: LazyLock<foldhash::fast::RandomState> = LazyLock::new(foldhash::fast::RandomState::default);
     let mut h = SEED.build_hasher();
     scope.route_id.hash(&mut h);
@@ -44,8 +45,13 @@ fn key(scope: &Scope, id: &Identifier<'_>, name: Option<&str>, period: Period) -
 
 /// What has been counted in the current window.
 pub fn usage(scope: &Scope, id: &Identifier<'_>, name: Option<&str>, period: Period, window: u64) -> u64 {
+    usage_of(key(scope, id, name, period), window)
+}
+
+/// [`usage`] of a counter by its [`key`].
+pub fn usage_of(key: u64, window: u64) -> u64 {
     let map = COUNTERS.pin();
-    match map.get(&key(scope, id, name, period)) {
+    match map.get(&key) {
         Some(slot) => {
             let v = slot.word.load(Ordering::Acquire);
             if v >> 32 == tag(window) {
@@ -60,9 +66,13 @@ pub fn usage(scope: &Scope, id: &Identifier<'_>, name: Option<&str>, period: Per
 
 /// Adds `by` to the current window's count (a counter of an older window starts again).
 pub fn increment(scope: &Scope, id: &Identifier<'_>, name: Option<&str>, period: Period, window: u64, by: u64) {
+    increment_of(key(scope, id, name, period), period, window, by);
+}
+
+/// [`increment`] of a counter by its [`key`].
+pub fn increment_of(key: u64, period: Period, window: u64, by: u64) {
     let map = COUNTERS.pin();
-    let slot = map
-        .get_or_insert_with(key(scope, id, name, period), || Slot { word: AtomicU64::new(tag(window) << 32), period });
+    let slot = map.get_or_insert_with(key, || Slot { word: AtomicU64::new(tag(window) << 32), period });
     let word = &slot.word;
     let mut current = word.load(Ordering::Acquire);
     loop {

@@ -52,26 +52,70 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub type Stream = Box<dyn Io>;
 
-/// Connects, within the timeout, with TLS when the target asks for it.
-pub async fn connect(target: &Target) -> std::io::Result<Stream> {
-    let made = async {
-        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
-        let _ = tcp.set_nodelay(true);
-        Ok::<Stream, std::io::Error>(match &target.tls {
-            None => Box::new(tcp),
-            Some(sni) => {
-                let config = rustls::ClientConfig::builder()
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(crate::proxy::upstream::NoVerify))
-                    .with_no_client_auth();
-                let name = rustls::pki_types::ServerName::try_from(sni.clone()).map_err(std::io::Error::other)?;
-                Box::new(tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?)
-            }
-        })
-    };
-    tokio::time::timeout(target.timeout, made)
+/// Client TLS settings, built once: verified against the web's root certificates (for
+/// public endpoints, or a logger told to verify), or not verified, as Kong's loggers are.
+pub fn tls_config(verify: bool) -> Arc<rustls::ClientConfig> {
+    static VERIFIED: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    static UNVERIFIED: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if verify {
+        VERIFIED
+            .get_or_init(|| {
+                let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+                Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+            })
+            .clone()
+    } else {
+        UNVERIFIED
+            .get_or_init(|| {
+                Arc::new(
+                    rustls::ClientConfig::builder()
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(crate::proxy::upstream::NoVerify))
+                        .with_no_client_auth(),
+                )
+            })
+            .clone()
+    }
+}
+
+/// A TCP connection to the target, within its timeout.
+pub async fn connect_tcp(target: &Target) -> std::io::Result<tokio::net::TcpStream> {
+    let tcp = tokio::time::timeout(target.timeout, tokio::net::TcpStream::connect((target.host.as_str(), target.port)))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// TLS over `tcp` with the server name `sni`, within the target's timeout.
+pub async fn handshake(
+    target: &Target,
+    tcp: tokio::net::TcpStream,
+    sni: &str,
+    verify: bool,
+) -> std::io::Result<Stream> {
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
+    let tls =
+        tokio::time::timeout(target.timeout, tokio_rustls::TlsConnector::from(tls_config(verify)).connect(name, tcp))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    Ok(Box::new(tls))
+}
+
+/// Connects with TLS (whether or not the target asks for it) verified against the web's
+/// root certificates.
+pub async fn connect_verified(target: &Target) -> std::io::Result<Stream> {
+    let tcp = connect_tcp(target).await?;
+    handshake(target, tcp, target.tls.as_deref().unwrap_or(&target.host), true).await
+}
+
+/// Connects, within the timeout, with TLS (not verified) when the target asks for it.
+pub async fn connect(target: &Target) -> std::io::Result<Stream> {
+    let tcp = connect_tcp(target).await?;
+    match &target.tls {
+        None => Ok(Box::new(tcp)),
+        Some(sni) => handshake(target, tcp, sni, false).await,
+    }
 }
 
 async fn send_lines(target: Arc<Target>, mut rx: mpsc::Receiver<Bytes>, failures: Arc<std::sync::atomic::AtomicU64>) {
