@@ -133,10 +133,21 @@ pub trait Plugin: Send + Sync + 'static {
         false
     }
 
-    /// Whether `access` is the only phase this plugin acts in. A route whose every plugin says
-    /// so is served on the direct path, which runs `access` on a header map of the request
-    /// but relays the upstream's response as bytes, with no phase to run on it.
+    /// Whether `access` is the only phase this plugin acts in.
     fn access_only(&self) -> bool {
+        false
+    }
+
+    /// Whether the direct path can serve a route with this plugin: it acts in `access` and
+    /// `log` only (the direct path runs `access` on a header map of the request, relays the
+    /// upstream's response as bytes, and logs it with its fields and sizes but not its body).
+    fn direct(&self) -> bool {
+        self.access_only()
+    }
+
+    /// Whether the plugin acts before routing (Kong's `rewrite`): only global configurations
+    /// of such plugins run there.
+    fn rewrites(&self) -> bool {
         false
     }
 }
@@ -190,6 +201,14 @@ pub fn build(name: &str, config: &Value, row: &Value) -> Result<Arc<dyn Plugin>,
 /// The log entry of a request a plugin answered: not proxied, so no upstream, no tries and
 /// no proxy latency.
 fn rejected_entry(ctx: &RequestCtx<'_>, answer: &Parts) -> LogEntry {
+    let mut e = entry_for(ctx);
+    e.finish_answer(answer);
+    e
+}
+
+/// A log entry with what the access phase knows of the request: its head as plugins left it
+/// (the body's size is the caller's to add), the consumer and credential.
+pub(crate) fn entry_for(ctx: &RequestCtx<'_>) -> LogEntry {
     let mut e = LogEntry::new(
         ctx.config.set.clone(),
         ctx.route_id.clone(),
@@ -210,7 +229,6 @@ fn rejected_entry(ctx: &RequestCtx<'_>, answer: &Parts) -> LogEntry {
     e.request_has_body = ctx.body.has_body();
     e.request_headers = ctx.headers.clone();
     e.request_size = log::head_size(ctx.method.as_str().len() + ctx.target.len() + 10, ctx.headers);
-    e.finish_answer(answer);
     e.kong_latency_ms = ctx.started.elapsed().as_millis() as u64;
     e
 }

@@ -403,3 +403,69 @@ async fn a_receiver_that_is_down_has_its_records_dropped_and_counted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The direct path (most requests) and the general one (`Kong-Debug` forces it) log a request
+/// alike: the same record but for timings.
+#[tokio::test]
+async fn both_request_paths_write_the_same_record() {
+    let (port, inbox) = udp_receiver().await;
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("paths-up").await;
+    let (_, route) = gw.expose(&up, json!({"name": "paths-svc"}), json!({"paths": ["/paths"]})).await;
+    gw.post("/plugins", json!({"name": "key-auth", "route_id": id_of(&route)})).await;
+    gw.post(
+        "/plugins",
+        json!({"name": "udp-log", "route_id": id_of(&route), "config": {"host": "127.0.0.1", "port": port}}),
+    )
+    .await;
+    let bob = gw.post("/consumers", json!({"username": "bob"})).await;
+    gw.post(&format!("/consumers/{}/key-auth", id_of(&bob)), json!({"key": "bob-key"})).await;
+    let dead =
+        gw.post("/services", json!({"name": "gone-svc", "host": "127.0.0.1", "port": dead_port(), "retries": 1})).await;
+    let dead_route = gw.route(&dead, json!({"paths": ["/gone"]})).await;
+    gw.post(
+        "/plugins",
+        json!({"name": "udp-log", "route_id": id_of(&dead_route), "config": {"host": "127.0.0.1", "port": port}}),
+    )
+    .await;
+    gw.sync().await;
+
+    // Timings and the fields that carry them differ from one request to the next.
+    let comparable = |mut r: Value| {
+        for k in ["latencies", "started_at"] {
+            r.as_object_mut().map(|o| o.remove(k));
+        }
+        for t in r["tries"].as_array_mut().into_iter().flatten() {
+            t.as_object_mut().map(|o| o.remove("balancer_start"));
+        }
+        for h in ["x-kong-proxy-latency", "x-kong-upstream-latency", "date"] {
+            r["response"]["headers"].as_object_mut().map(|o| o.remove(h));
+        }
+        // What Kong-Debug adds to the answer, and so to its size.
+        for h in ["kong-route-id", "kong-service-id", "kong-service-name"] {
+            let removed = r["response"]["headers"].as_object_mut().and_then(|o| o.remove(h));
+            if let Some(v) = removed.as_ref().and_then(Value::as_str) {
+                let size: u64 = r["response"]["size"].as_str().and_then(|s| s.parse().ok()).expect("size");
+                r["response"]["size"] = json!((size - (h.len() + v.len() + 4) as u64).to_string());
+            }
+        }
+        r
+    };
+    let mut n = 0;
+    for (path, key, status) in [("/paths/a?x=1", Some("bob-key"), 200), ("/paths/a", None, 401), ("/gone", None, 502)] {
+        let mut records = Vec::new();
+        for debug in [false, true] {
+            let mut headers = vec![("X-Custom", "v")];
+            if let Some(k) = key {
+                headers.push(("apikey", k));
+            }
+            if debug {
+                headers.push(("Kong-Debug", "1"));
+            }
+            gw.get_with(path, &headers).await.assert_status(status);
+            n += 1;
+            records.push(comparable(record(&inbox.wait(n).await[n - 1])));
+        }
+        assert_eq!(records[0], records[1], "{path}: the direct path's record, then the general path's");
+    }
+}

@@ -41,10 +41,10 @@ impl Entry {
 #[derive(Default)]
 pub struct Chain {
     pub entries: Vec<Entry>,
-    /// Every configuration in the chain, whichever consumer it resolves for, acts only in
-    /// `access` (see [`Plugin::access_only`]); a plugin that claims so but also logs or filters
-    /// bodies does not count, since the direct path would skip those phases.
-    pub access_only: bool,
+    /// Every configuration in the chain, whichever consumer it resolves for, can be served by
+    /// the direct path (see [`Plugin::direct`]): it acts in `access` and `log` only, and
+    /// neither filters nor keeps bodies.
+    pub direct: bool,
     /// Some configuration in the chain logs: requests on this route keep what the log
     /// phase needs.
     pub logs: bool,
@@ -58,12 +58,12 @@ impl std::fmt::Debug for Chain {
 
 impl Chain {
     fn new(entries: Vec<Entry>) -> Chain {
-        let access_only = entries
+        let direct = entries
             .iter()
             .flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()))
-            .all(|p| p.access_only() && !p.logs() && !p.filters_body());
+            .all(|p| p.direct() && !p.filters_body() && !p.captures_bodies());
         let logs = entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten())).any(|p| p.logs());
-        Chain { entries, access_only, logs }
+        Chain { entries, direct, logs }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,6 +105,14 @@ impl Resolved {
     /// The body filters for a response with this head, in plugin order.
     pub fn body_filters(&self, response: &Parts) -> Vec<Box<dyn super::BodyFilter>> {
         self.0.iter().filter(|p| p.filters_body()).filter_map(|p| p.body_filter(response)).collect()
+    }
+
+    /// Runs the log phase now, for an answer already written in full (the direct path's):
+    /// nothing waits for it but the connection's next request.
+    pub fn log_now(self, entry: LogEntry) {
+        for p in self.0.iter().filter(|p| p.logs()) {
+            p.log(&entry);
+        }
     }
 
     /// Runs the log phase on its own task, so the response never waits for it.
@@ -184,12 +192,12 @@ impl Plugins {
         self.by_name.is_empty()
     }
 
-    /// The global configurations (level 8) that act before routing, in run order. Those that
-    /// act only in `access` are left out: they have nothing to do there (each route's chain
-    /// holds them for `access`).
+    /// The global configurations (level 8) that act before routing, in run order. Only those
+    /// of plugins with a `rewrite` phase: the others have nothing to do there (each route's
+    /// chain holds them for their other phases).
     pub fn global(&self) -> Vec<Instance> {
         let none = Scope { route: None, service: None, consumer: None };
-        self.by_name.iter().filter_map(|(_, _, rows)| rows.get(&none).filter(|p| !p.access_only()).cloned()).collect()
+        self.by_name.iter().filter_map(|(_, _, rows)| rows.get(&none).filter(|p| p.rewrites()).cloned()).collect()
     }
 
     /// The chain for a route of `service`.
@@ -306,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_is_access_only_when_every_configuration_for_any_consumer_is() {
+    fn a_chain_is_direct_when_every_configuration_for_any_consumer_is() {
         let rows: Vec<Arc<Value>> = [
             json!({"id": "a", "name": "acl", "route_id": "R", "config": "access-only"}),
             json!({"id": "k", "name": "key-auth", "config": "access-only"}),
@@ -320,9 +328,9 @@ mod tests {
         };
         let plugins = Plugins::index(rows.iter(), build).unwrap();
         // The consumer-specific row applies on S only, but any consumer may be the one.
-        assert!(!plugins.chain(&Arc::from("R"), &Arc::from("S")).access_only);
-        assert!(plugins.chain(&Arc::from("R"), &Arc::from("S2")).access_only);
-        // Global configurations acting only in `access` have nothing to do before routing.
+        assert!(!plugins.chain(&Arc::from("R"), &Arc::from("S")).direct);
+        assert!(plugins.chain(&Arc::from("R"), &Arc::from("S2")).direct);
+        // Global configurations without a `rewrite` phase have nothing to do before routing.
         assert!(plugins.global().is_empty());
     }
 

@@ -9,6 +9,7 @@
 pub mod file_log;
 pub mod galileo;
 pub mod http_log;
+mod record;
 pub mod statsd;
 pub mod syslog;
 pub mod tcp_log;
@@ -20,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::HeaderMap;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::Credential;
@@ -87,7 +88,7 @@ pub struct LogEntry {
     pub response_body: Option<bytes::BytesMut>,
     /// The configuration the request was served with, for the route, service and consumer.
     pub set: Arc<ConfigSet>,
-    record: OnceLock<Arc<Value>>,
+    record: OnceLock<bytes::Bytes>,
 }
 
 /// The Unix time in milliseconds of an instant in the past.
@@ -140,16 +141,6 @@ pub(crate) fn query_json(uri: &str) -> Value {
         }
     }
     Value::Object(map)
-}
-
-/// An entity as Kong's log shows it: nulls left out.
-fn without_nulls(doc: &Value) -> Value {
-    match doc {
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect())
-        }
-        other => other.clone(),
-    }
 }
 
 impl LogEntry {
@@ -221,69 +212,17 @@ impl LogEntry {
         self.doc("services", &self.service_id).and_then(|s| s.get("name")).and_then(Value::as_str)
     }
 
-    /// Kong's basic serializer, built once per entry.
-    pub fn record(&self) -> Arc<Value> {
-        self.record.get_or_init(|| Arc::new(self.serialize())).clone()
+    /// Kong's basic serializer as JSON text, written once per entry (whichever logger asks
+    /// first) straight from the entry, with no document built in between.
+    pub fn json(&self) -> bytes::Bytes {
+        self.record
+            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&record::Record(self)).unwrap_or_default()))
+            .clone()
     }
 
-    fn serialize(&self) -> Value {
-        let scheme = if self.https { "https" } else { "http" };
-        let mut record = json!({
-            "request": {
-                "uri": self.uri,
-                "url": format!("{scheme}://{}:{}{}", self.host, self.server_port, self.uri),
-                "querystring": query_json(&self.uri),
-                "method": self.method,
-                "headers": headers_json(&self.request_headers),
-                "size": self.request_size.to_string(),
-            },
-            "upstream_uri": self.upstream_uri.clone().unwrap_or_default(),
-            "response": {
-                "status": self.status,
-                "headers": headers_json(&self.response_headers),
-                "size": self.response_size.load(Ordering::Relaxed).to_string(),
-            },
-            "latencies": {
-                "kong": self.kong_latency_ms,
-                "proxy": self.proxy_latency_ms.map_or(-1, |l| l as i64),
-                "request": self.request_latency_ms(),
-            },
-            "client_ip": self.client_ip.to_string(),
-            "started_at": self.started_at_ms,
-            "api": {},
-        });
-        let tries: Vec<Value> = self
-            .tries
-            .iter()
-            .map(|t| {
-                let mut o =
-                    json!({"ip": t.ip, "port": t.port, "balancer_start": t.balancer_start_ms, "balancer_latency": 0});
-                if let (Some(state), Some(obj)) = (t.failed, o.as_object_mut()) {
-                    obj.insert("state".into(), json!(state));
-                    obj.insert("code".into(), json!(t.code));
-                }
-                o
-            })
-            .collect();
-        // Kong's quirk: routed but not proxied, `tries` is an empty table, encoded as `{}`.
-        record["tries"] = if tries.is_empty() { json!({}) } else { Value::Array(tries) };
-        match &self.credential {
-            Some(Credential::Row(doc)) => {
-                record["authenticated_entity"] = json!({"id": doc.get("id"), "consumer_id": doc.get("consumer_id")});
-            }
-            Some(Credential::Ldap { .. }) => record["authenticated_entity"] = json!({}),
-            None => {}
-        }
-        if let Some(route) = self.doc("routes", &self.route_id) {
-            record["route"] = without_nulls(route);
-        }
-        if let Some(service) = self.doc("services", &self.service_id) {
-            record["service"] = without_nulls(service);
-        }
-        if let Some(consumer) = self.consumer() {
-            record["consumer"] = without_nulls(consumer);
-        }
-        record
+    /// The record as a JSON document (for tests and loggers that embed it).
+    pub fn record(&self) -> Value {
+        serde_json::from_slice(&self.json()).unwrap_or(Value::Null)
     }
 }
 
@@ -374,6 +313,7 @@ pub fn severity_for(config: &Value, status: u16) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn querystrings_as_kong_reads_them() {

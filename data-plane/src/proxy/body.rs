@@ -145,6 +145,19 @@ impl Filtered {
         out
     }
 
+    /// The body, when it is in memory and no filter changes it (a plugin's own answer on the
+    /// direct path), counted as sent; the log phase runs when this is dropped.
+    pub fn take_full(&mut self) -> Option<Bytes> {
+        if !self.filters.is_empty() {
+            return None;
+        }
+        let ResBody::Full(b) = &mut self.inner else { return None };
+        let bytes = b.take().unwrap_or_default();
+        self.sent(&bytes);
+        self.flushed = true;
+        Some(bytes)
+    }
+
     fn finish(&mut self) {
         if let (Some(plugins), Some(entry)) = (self.plugins.take(), self.entry.take()) {
             plugins.log(entry);

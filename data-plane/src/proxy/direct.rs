@@ -238,7 +238,7 @@ async fn refuse(
     seen: &Seen<'_>,
     on: EnabledHeaders,
 ) {
-    answer_error(client, out, refusal, seen, on, None).await;
+    answer_error(client, out, refusal, seen, on, None, None).await;
     linger(client).await;
 }
 
@@ -370,6 +370,67 @@ struct Seen<'a> {
     connection: smallvec::SmallVec<[&'a [u8]; 2]>,
 }
 
+/// What the log phase needs of a request on the direct path: the plugins that log, and the
+/// entry the answer completes.
+struct DirectLog {
+    resolved: plugins::Resolved,
+    entry: plugins::LogEntry,
+}
+
+impl DirectLog {
+    /// Records an upstream try (Kong's `tries`).
+    fn try_peer(&mut self, service: &crate::compiled::Service, peer: Option<&crate::balancer::ring::Peer>) {
+        let (ip, port) = match (peer, service.ip) {
+            (Some(p), _) => (p.addr.ip().to_string(), p.addr.port()),
+            (None, Some(ip)) => (ip.to_string(), service.port),
+            (None, None) => (service.host.clone(), service.port),
+        };
+        let balancer_start_ms = plugins::log::unix_ms(Instant::now());
+        self.entry.tries.push(plugins::log::Try { ip, port, balancer_start_ms, failed: None, code: None });
+    }
+
+    /// Marks the last try failed, with the status Kong's balancer records for it.
+    fn failed(&mut self, error: &ProxyError) {
+        if let Some(t) = self.entry.tries.last_mut() {
+            t.failed = Some("next");
+            t.code = Some(if matches!(error, ProxyError::Timeout) { 504 } else { 502 });
+        }
+    }
+
+    /// The answer's head as written in `head` (a complete HTTP/1 response head).
+    fn answered(&mut self, head: &[u8]) {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS + 16];
+        let mut res = httparse::Response::new(&mut fields);
+        if res.parse(head).is_err() {
+            return;
+        }
+        let mut map = http::HeaderMap::with_capacity(res.headers.len());
+        for h in res.headers.iter() {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+                map.append(n, v);
+            }
+        }
+        self.entry.status = res.code.unwrap_or(0);
+        self.entry.response_headers = map;
+        self.entry.response_head_size = head.len() as u64;
+    }
+
+    /// Hands the entry to the log phase with one of Gatehouse's own answers (an upstream
+    /// failure's page), recorded as the general path records it.
+    fn finish_own(mut self, answer: &http::response::Parts, body: u64) {
+        self.entry.finish_answer(answer);
+        self.entry.response_size.fetch_add(body, std::sync::atomic::Ordering::Relaxed);
+        self.resolved.log(self.entry);
+    }
+
+    /// Hands the entry to the log phase, with the bytes sent for the answer.
+    fn finish(self, sent: u64) {
+        let DirectLog { resolved, entry } = self;
+        entry.response_size.store(sent, std::sync::atomic::Ordering::Relaxed);
+        resolved.log_now(entry);
+    }
+}
+
 /// Header fields the direct path treats specially, by lower-case name.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Field {
@@ -480,6 +541,8 @@ async fn exchange(
         return Next::Handoff;
     };
     let mut seen = Seen { head: method == "HEAD", http10: version == 0, ..Seen::default() };
+    // A logging route's entry, finished by whichever answer the request gets.
+    let mut log: Option<Box<DirectLog>> = None;
     // A gateway is no tunnel: CONNECT is refused and its connection closed, so nothing after
     // it is read as a request.
     if method == "CONNECT" {
@@ -490,6 +553,7 @@ async fn exchange(
             &seen,
             proxy.headers,
             None,
+            log.take(),
         )
         .await;
     }
@@ -535,7 +599,16 @@ async fn exchange(
         return Next::Handoff;
     };
     if !super::headers::valid_host(host) {
-        return answer_error(client, out, ProxyError::BadRequest("invalid Host"), &seen, proxy.headers, None).await;
+        return answer_error(
+            client,
+            out,
+            ProxyError::BadRequest("invalid Host"),
+            &seen,
+            proxy.headers,
+            None,
+            log.take(),
+        )
+        .await;
     }
     let config = proxy.live.load();
     // Plugins acting before routing are the general path's.
@@ -548,15 +621,15 @@ async fn exchange(
     };
     if super::headers::climbs_above_root(path) {
         let refused = ProxyError::BadRequest("the path climbs above the root");
-        return answer_error(client, out, refused, &seen, proxy.headers, None).await;
+        return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
     }
     let Some(m) = config.router.find(&router::Request { method, path, host }) else {
-        return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers, None).await;
+        return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers, None, log.take()).await;
     };
     let route = &m.route;
     let service = &route.service;
     if route.https_only && !conn.https {
-        return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None).await;
+        return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None, log.take()).await;
     }
     // A preserved Host is also the TLS server name: such connections are not pooled, which
     // the general path handles.
@@ -572,7 +645,7 @@ async fn exchange(
     // consumer they find, or on fields they change, is the general path's).
     let accessed = if route.plugins.is_empty() {
         None
-    } else if !route.plugins.access_only || hashing {
+    } else if !route.plugins.direct || hashing {
         return Next::Handoff;
     } else {
         let request = Plain { method, http10: seen.http10, target, path, query, body, host_no_port, started };
@@ -586,10 +659,13 @@ async fn exchange(
             _ => !dropped(h.name),
         });
         match access(proxy, conn, trusted, &config, route, &request, fields).await {
-            Accessing::Forward(a) => Some(a),
+            Accessing::Forward(mut a) => {
+                log = a.log.take();
+                Some(a)
+            }
             Accessing::Answer(reply) => {
                 let close = seen.close;
-                return answer(client, out, *reply, &seen, close, proxy.headers).await;
+                return answer(client, out, *reply, &seen, close, proxy.headers, None).await;
             }
             Accessing::Handoff => return Next::Handoff,
         }
@@ -671,6 +747,16 @@ async fn exchange(
     // on a plugin route: the general path holds such a body in memory once a plugin has read
     // it, and replays it then (as nginx replays the body it buffered).
     let replayable = !matches!(method, "POST" | "PATCH" | "LOCK") && (body.is_empty() || accessed.is_some());
+    if let Some(l) = log.as_mut() {
+        let e = &mut l.entry;
+        e.method = method.to_owned();
+        // The upstream target, as written on the request line.
+        e.upstream_uri = up
+            .get(method.len() + 1..)
+            .and_then(|rest| rest.iter().position(|b| *b == b' ').map(|end| &rest[..end]))
+            .map(|t| String::from_utf8_lossy(t).into_owned());
+        e.kong_latency_ms = started.elapsed().as_millis() as u64;
+    }
     let sent = Instant::now();
     let proxy_latency = millis_between(started, sent);
     let went_upstream = Some((&proxy_latency, sent));
@@ -690,6 +776,7 @@ async fn exchange(
                         &seen,
                         proxy.headers,
                         went_upstream,
+                        log.take(),
                     )
                     .await
                 }
@@ -697,6 +784,9 @@ async fn exchange(
             None => None,
         };
         try_number += 1;
+        if let Some(l) = log.as_mut() {
+            l.try_peer(service, peer.as_deref());
+        }
         up.truncate(base);
         let host_value = match &peer {
             _ if plugin_host.is_some() => plugin_host.unwrap_or_default(),
@@ -719,13 +809,16 @@ async fn exchange(
                         b.observe_failure(p, matches!(e, ProxyError::Timeout), sent);
                     }
                     if tries_left == 0 {
-                        return answer_error(client, out, e, &seen, proxy.headers, went_upstream).await;
+                        return answer_error(client, out, e, &seen, proxy.headers, went_upstream, log.take()).await;
+                    }
+                    if let Some(l) = log.as_mut() {
+                        l.failed(&e);
                     }
                     tries_left -= 1;
                     last_failure = Some(e);
                     continue;
                 }
-                Err(e) => return answer_error(client, out, e, &seen, proxy.headers, went_upstream).await,
+                Err(e) => return answer_error(client, out, e, &seen, proxy.headers, went_upstream, log.take()).await,
             },
         };
         // The first try on a pooled connection starts when the request was sent; others, after
@@ -738,6 +831,9 @@ async fn exchange(
             Ok(Err(Trip::Stale)) if from_pool && !reused_once && replayable => {
                 reused_once = true;
                 try_number -= 1;
+                if let Some(l) = log.as_mut() {
+                    l.entry.tries.pop();
+                }
                 continue;
             }
             // An answer that is not HTTP is not retried (nginx's `invalid_header` is not among
@@ -753,6 +849,7 @@ async fn exchange(
                     &seen,
                     proxy.headers,
                     went_upstream,
+                    log.take(),
                 )
                 .await;
             }
@@ -763,7 +860,11 @@ async fn exchange(
             b.observe_failure(p, matches!(failure, ProxyError::Timeout), sent);
         }
         if tries_left == 0 || service.retries == 0 || !replayable {
-            return answer_error(client, out, failure, &seen, proxy.headers, went_upstream).await;
+            return answer_error(client, out, failure, &seen, proxy.headers, went_upstream, log.take()).await;
+        }
+        // Kong marks a try failed when another follows it.
+        if let Some(l) = log.as_mut() {
+            l.failed(&failure);
         }
         tries_left -= 1;
         last_failure = Some(failure);
@@ -783,6 +884,7 @@ async fn exchange(
             &seen,
             proxy.headers,
             went_upstream,
+            log.take(),
         )
         .await;
     }
@@ -814,6 +916,7 @@ async fn exchange(
             &seen,
             proxy.headers,
             went_upstream,
+            log.take(),
         )
         .await;
     };
@@ -882,10 +985,20 @@ async fn exchange(
     out.extend_from_slice(b"\r\n");
 
     drop(connection);
+    let mut log = log.take();
+    if let Some(l) = &mut log {
+        l.answered(out);
+        l.entry.proxy_latency_ms = Some(answered.saturating_duration_since(sent).as_millis() as u64);
+    }
 
     // The body: what came with the head, then the rest as it arrives.
     upstream.buf.advance(head_len);
-    let done = relay(&mut upstream, client, out, framing, seen.http10, service.read_timeout, answer_by).await;
+    let mut bytes_sent = 0;
+    let done =
+        relay(&mut upstream, client, out, framing, seen.http10, service.read_timeout, answer_by, &mut bytes_sent).await;
+    if let Some(l) = log {
+        l.finish(bytes_sent);
+    }
     match done {
         Relay::Done { extra } => upstream_reusable &= !extra,
         Relay::UpstreamBroken | Relay::ClientGone => return Next::Close,
@@ -938,6 +1051,8 @@ struct Accessed<'r> {
     response: plugins::ResponseFields,
     /// What a plugin changed besides fields (rare: boxed, so the common case stays small).
     overrides: Option<Box<Overrides>>,
+    /// The log entry, on a route whose plugins log.
+    log: Option<Box<DirectLog>>,
 }
 
 /// A method or Host for the upstream other than the request's own.
@@ -1010,9 +1125,16 @@ async fn access<'r, 'h, 'b: 'h>(
         started: request.started,
         hooks: Vec::new(),
     };
-    if let Err(reply) = plugins::access(&route.plugins, &mut ctx).await {
-        return Accessing::Answer(reply);
-    }
+    let resolved = match plugins::access(&route.plugins, &mut ctx).await {
+        Ok(r) => r,
+        Err(reply) => return Accessing::Answer(reply),
+    };
+    let log = resolved.logs().then(|| {
+        let mut entry = plugins::entry_for(&ctx);
+        entry.request_size += request.body.len() as u64;
+        entry.request_has_body = !request.body.is_empty();
+        Box::new(DirectLog { resolved, entry })
+    });
     let response = std::mem::take(&mut ctx.response);
     let overrides = match (ctx.method_override.take(), ctx.upstream_host.take()) {
         (None, None) => None,
@@ -1043,7 +1165,7 @@ async fn access<'r, 'h, 'b: 'h>(
             host: request.host_no_port,
         },
     );
-    Accessing::Forward(Accessed { headers, body, length, query, response, overrides })
+    Accessing::Forward(Accessed { headers, body, length, query, response, overrides, log })
 }
 
 /// How the upstream's response body is delimited.
@@ -1102,6 +1224,7 @@ enum Relay {
 /// Sends the response head in `out` with the body that follows it in `upstream.buf`, then the
 /// rest of the body as it is read: one write per read, so a large body streams through in
 /// constant memory. For an HTTP/1.0 client (`unchunk`), a chunked body goes as its data alone.
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     upstream: &mut RawConn,
     client: &mut impl ClientIo,
@@ -1110,12 +1233,13 @@ async fn relay(
     unchunk: bool,
     read_timeout: Duration,
     read_by: &mut Deadline,
+    sent: &mut u64,
 ) -> Relay {
     let mut remaining = match framing {
         Framing::NoBody => 0,
         Framing::Length(n) => n,
         Framing::Chunked => u64::MAX,
-        Framing::Close => return relay_until_close(upstream, client, out, !unchunk, read_timeout, read_by).await,
+        Framing::Close => return relay_until_close(upstream, client, out, !unchunk, read_timeout, read_by, sent).await,
     };
     let mut chunked = matches!(framing, Framing::Chunked).then(ChunkedEnd::default);
     let decode = unchunk && chunked.is_some();
@@ -1146,9 +1270,13 @@ async fn relay(
             if !out.is_empty() && !send(client, out).await {
                 return Relay::ClientGone;
             }
+            *sent += out.len() as u64;
             first = false;
-        } else if take > 0 && !send(client, &upstream.buf[..take]).await {
-            return Relay::ClientGone;
+        } else if take > 0 {
+            if !send(client, &upstream.buf[..take]).await {
+                return Relay::ClientGone;
+            }
+            *sent += take as u64;
         }
         if end {
             if extra {
@@ -1174,6 +1302,7 @@ async fn relay_until_close(
     chunk: bool,
     read_timeout: Duration,
     read_by: &mut Deadline,
+    sent: &mut u64,
 ) -> Relay {
     loop {
         if !upstream.buf.is_empty() {
@@ -1190,6 +1319,7 @@ async fn relay_until_close(
         if !out.is_empty() && !send(client, out).await {
             return Relay::ClientGone;
         }
+        *sent += out.len() as u64;
         out.clear();
         match read_body(upstream, read_timeout, read_by).await {
             Some(n) if n > 0 => {}
@@ -1197,8 +1327,11 @@ async fn relay_until_close(
             None => return Relay::UpstreamBroken,
         }
     }
-    if chunk && !send(client, b"0\r\n\r\n").await {
-        return Relay::ClientGone;
+    if chunk {
+        if !send(client, b"0\r\n\r\n").await {
+            return Relay::ClientGone;
+        }
+        *sent += 5;
     }
     Relay::Done { extra: true }
 }
@@ -1292,6 +1425,7 @@ async fn answer_error(
     seen: &Seen<'_>,
     on: EnabledHeaders,
     went_upstream: Option<(&HeaderValue, Instant)>,
+    log: Option<Box<DirectLog>>,
 ) -> Next {
     tracing::debug!(error = %error, "request not proxied");
     let accept = seen.accept.and_then(|a| HeaderValue::from_bytes(a).ok());
@@ -1302,7 +1436,7 @@ async fn answer_error(
         let status = resp.status();
         mark_upstream_failure(resp.headers_mut(), status, on, proxy_latency.clone(), sent);
     }
-    answer(client, out, resp, seen, close, on).await
+    answer(client, out, resp, seen, close, on, log).await
 }
 
 /// Writes one of Gatehouse's own responses (an error page, a plugin's answer), whose body is
@@ -1314,12 +1448,15 @@ async fn answer(
     seen: &Seen<'_>,
     close: bool,
     on: EnabledHeaders,
+    // An upstream failure on a logging route is logged with its page, as in Kong.
+    log: Option<Box<DirectLog>>,
 ) -> Next {
     out.clear();
-    let status = resp.status();
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
     line(out, &[b"HTTP/1.1 ", status.as_str().as_bytes(), b" ", status.canonical_reason().unwrap_or("").as_bytes()]);
     let mut own_connection = None;
-    for (name, value) in resp.headers() {
+    for (name, value) in &parts.headers {
         match field(name.as_str()) {
             // The length is written here, from the body.
             Field::ContentLength | Field::TransferEncoding => continue,
@@ -1331,11 +1468,14 @@ async fn answer(
         }
     }
     date(out, Instant::now());
-    let body = match resp.body() {
-        ResBody::Full(Some(b)) => &b[..],
-        _ => &[],
+    let bytes = match &mut body {
+        ResBody::Full(Some(b)) => b.clone(),
+        // A plugin's answer on a logging route carries its log phase, which runs once the
+        // body has been taken and the rest dropped.
+        ResBody::Filtered(f) => f.take_full().unwrap_or_default(),
+        _ => Bytes::new(),
     };
-    line(out, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
+    line(out, &[b"Content-Length: ", itoa::Buffer::new().format(bytes.len()).as_bytes()]);
     match own_connection {
         // An answer that closes says so itself (a 400, a 414).
         Some(v) if close && has_token(&[v.as_bytes()], b"close") => line(out, &[b"Connection: ", v.as_bytes()]),
@@ -1345,9 +1485,14 @@ async fn answer(
         None => connection_field(out, close, seen.http10),
     }
     out.extend_from_slice(b"\r\n");
+    let head_len = out.len();
     if !seen.head {
-        out.extend_from_slice(body);
+        out.extend_from_slice(&bytes);
     }
+    if let Some(l) = log {
+        l.finish_own(&parts, (out.len() - head_len) as u64);
+    }
+    drop(body);
     if !send(client, out).await || close {
         let _ = client.shutdown().await;
         return Next::Close;

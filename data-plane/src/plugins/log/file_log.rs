@@ -37,32 +37,70 @@ fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
-/// Writes lines as they come, on a blocking thread (file writes block).
+/// Bytes of lines written with one call at most.
+const BATCH: usize = 256 * 1024;
+
+/// The file a batch goes to: kept open, and opened again when rotated away (or always, with
+/// `reopen`).
+struct Sink {
+    path: PathBuf,
+    reopen: bool,
+    file: Option<(std::fs::File, u64)>,
+}
+
+impl Sink {
+    fn write(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        // The file we hold is still the one at `path` (not rotated away), unless asked to
+        // open it every time.
+        let current = std::fs::metadata(&self.path).ok().map(|m| m.ino());
+        if self.reopen || self.file.as_ref().map(|(_, ino)| Some(*ino)) != Some(current) {
+            self.file = None;
+            let f = open(&self.path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open {}: {e}", self.path.display())))?;
+            let ino = f.metadata()?.ino();
+            self.file = Some((f, ino));
+        }
+        let Some((f, _)) = &mut self.file else { return Ok(()) };
+        let written = f.write_all(batch);
+        if written.is_err() {
+            self.file = None;
+        }
+        written
+    }
+}
+
+/// Gathers every line already queued into one batch and writes it on a blocking thread (file
+/// writes block); lines arriving meanwhile make the next batch. A busy route so costs one
+/// write, and one hand-over to that thread, per batch rather than per request.
 async fn write_lines(path: PathBuf, reopen: bool, mut rx: mpsc::Receiver<Bytes>, failures: Arc<AtomicU64>) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let mut file: Option<(std::fs::File, u64)> = None;
-        while let Some(line) = rx.blocking_recv() {
-            // The file we hold is still the one at `path` (not rotated away), unless asked
-            // to open it every time.
-            let current = std::fs::metadata(&path).ok().map(|m| m.ino());
-            if reopen || file.as_ref().map(|(_, ino)| Some(*ino)) != Some(current) {
-                file = match open(&path).and_then(|f| f.metadata().map(|m| (f, m.ino()))) {
-                    Ok(f) => Some(f),
-                    Err(e) => {
-                        dropped(&failures, "file-log", &format!("cannot open {}: {e}", path.display()));
-                        continue;
-                    }
-                };
-            }
-            if let Some((f, _)) = &mut file {
-                if let Err(e) = f.write_all(&line) {
-                    dropped(&failures, "file-log", &e);
-                    file = None;
-                }
+    let mut sink = Some(Sink { path, reopen, file: None });
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.recv().await {
+        let mut lines = 1;
+        batch.clear();
+        batch.extend_from_slice(&first);
+        batch.push(b'\n');
+        while batch.len() < BATCH {
+            let Ok(line) = rx.try_recv() else { break };
+            batch.extend_from_slice(&line);
+            batch.push(b'\n');
+            lines += 1;
+        }
+        let Some(mut s) = sink.take() else { return };
+        let written = tokio::task::spawn_blocking(move || {
+            let r = s.write(&batch);
+            (s, batch, r)
+        })
+        .await;
+        let Ok((s, b, result)) = written else { return };
+        sink = Some(s);
+        batch = b;
+        if let Err(e) = result {
+            for _ in 0..lines {
+                dropped(&failures, "file-log", &e);
             }
         }
-    })
-    .await;
+    }
 }
 
 impl Plugin for FileLog {
@@ -74,10 +112,12 @@ impl Plugin for FileLog {
         true
     }
 
+    fn direct(&self) -> bool {
+        true
+    }
+
     fn log(&self, entry: &LogEntry) {
-        let mut line = entry.record().to_string().into_bytes();
-        line.push(b'\n');
         let (path, reopen, failures) = (self.path.clone(), self.reopen, self.outbox.counter());
-        self.outbox.push(Bytes::from(line), move |rx| write_lines(path, reopen, rx, failures));
+        self.outbox.push(entry.json(), move |rx| write_lines(path, reopen, rx, failures));
     }
 }

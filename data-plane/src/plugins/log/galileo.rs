@@ -419,6 +419,11 @@ impl Plugin for Galileo {
         true
     }
 
+    /// Without bodies to keep, the direct path serves it.
+    fn direct(&self) -> bool {
+        !self.log_bodies
+    }
+
     fn captures_bodies(&self) -> bool {
         self.log_bodies
     }

@@ -146,8 +146,12 @@ impl Plugin for HttpLog {
         true
     }
 
+    fn direct(&self) -> bool {
+        true
+    }
+
     fn log(&self, entry: &LogEntry) {
-        let record = Bytes::from(entry.record().to_string());
+        let record = entry.json();
         let (endpoint, failures) = (self.endpoint.clone(), self.outbox.counter());
         self.outbox.push(record, move |rx| post_records(endpoint, rx, failures));
     }

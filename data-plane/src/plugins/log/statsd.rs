@@ -149,6 +149,10 @@ impl Plugin for Statsd {
         true
     }
 
+    fn direct(&self) -> bool {
+        true
+    }
+
     fn log(&self, entry: &LogEntry) {
         for line in self.lines(entry) {
             let (target, failures, name) = (self.target.clone(), self.outbox.counter(), self.name);

@@ -70,12 +70,21 @@ impl Plugin for Syslog {
         true
     }
 
+    fn direct(&self) -> bool {
+        true
+    }
+
     fn log(&self, entry: &LogEntry) {
         let Some(severity) = severity_for(&self.config, entry.status) else { return };
         const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
         let (_, m, d, hh, mm, ss) = utc(crate::plugins::limits::now_secs());
         let month = MONTHS[(m as usize).saturating_sub(1) % 12];
-        let frame = format!("<{}>{month} {d:>2} {hh:02}:{mm:02}:{ss:02} kong: {}", USER + severity, entry.record());
+        let record = entry.json();
+        let frame = format!(
+            "<{}>{month} {d:>2} {hh:02}:{mm:02}:{ss:02} kong: {}",
+            USER + severity,
+            String::from_utf8_lossy(&record)
+        );
         let (path, failures) = (self.socket.clone(), self.outbox.counter());
         self.outbox.push(Bytes::from(frame), move |rx| to_socket(path, rx, failures));
     }
@@ -123,6 +132,10 @@ impl Plugin for Loggly {
         true
     }
 
+    fn direct(&self) -> bool {
+        true
+    }
+
     fn log(&self, entry: &LogEntry) {
         let Some(severity) = severity_for(&self.config, entry.status) else { return };
         let (y, m, d, hh, mm, ss) = utc(crate::plugins::limits::now_secs());
@@ -131,7 +144,7 @@ impl Plugin for Loggly {
             USER + severity,
             crate::hostname(),
             self.structured,
-            entry.record()
+            String::from_utf8_lossy(&entry.json())
         );
         let (target, timeout, failures) = (self.target.clone(), self.timeout, self.outbox.counter());
         self.outbox.push(Bytes::from(frame), move |rx| send_datagrams(target, timeout, rx, failures, "loggly"));

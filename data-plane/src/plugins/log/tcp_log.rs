@@ -120,7 +120,22 @@ pub async fn connect(target: &Target) -> std::io::Result<Stream> {
 
 async fn send_lines(target: Arc<Target>, mut rx: mpsc::Receiver<Bytes>, failures: Arc<std::sync::atomic::AtomicU64>) {
     let mut conn: Option<(Stream, tokio::time::Instant)> = None;
-    while let Some(line) = rx.recv().await {
+    let mut batch: Vec<u8> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        // Every line already queued goes with one write.
+        batch.clear();
+        batch.extend_from_slice(&first);
+        let mut lines = 1;
+        while batch.len() < 256 * 1024 {
+            let Ok(more) = rx.try_recv() else { break };
+            batch.extend_from_slice(&more);
+            lines += 1;
+        }
+        let fail = |e: &dyn std::fmt::Display| {
+            for _ in 0..lines {
+                dropped(&failures, "tcp-log", e);
+            }
+        };
         // A connection idle past `keepalive` is closed and made anew.
         if conn.as_ref().is_some_and(|(_, used)| used.elapsed() > target.keepalive) {
             conn = None;
@@ -129,25 +144,25 @@ async fn send_lines(target: Arc<Target>, mut rx: mpsc::Receiver<Bytes>, failures
             match connect(&target).await {
                 Ok(s) => conn = Some((s, tokio::time::Instant::now())),
                 Err(e) => {
-                    dropped(&failures, "tcp-log", &e);
+                    fail(&e);
                     continue;
                 }
             }
         }
         if let Some((s, used)) = &mut conn {
             let written = tokio::time::timeout(target.timeout, async {
-                s.write_all(&line).await?;
+                s.write_all(&batch).await?;
                 s.flush().await
             })
             .await;
             match written {
                 Ok(Ok(())) => *used = tokio::time::Instant::now(),
                 Ok(Err(e)) => {
-                    dropped(&failures, "tcp-log", &e);
+                    fail(&e);
                     conn = None;
                 }
                 Err(_) => {
-                    dropped(&failures, "tcp-log", &"write timed out");
+                    fail(&"write timed out");
                     conn = None;
                 }
             }
@@ -164,8 +179,14 @@ impl Plugin for TcpLog {
         true
     }
 
+    fn direct(&self) -> bool {
+        true
+    }
+
     fn log(&self, entry: &LogEntry) {
-        let mut line = entry.record().to_string().into_bytes();
+        let json = entry.json();
+        let mut line = Vec::with_capacity(json.len() + 2);
+        line.extend_from_slice(&json);
         line.extend_from_slice(b"\r\n");
         let (target, failures) = (self.target.clone(), self.outbox.counter());
         self.outbox.push(Bytes::from(line), move |rx| send_lines(target, rx, failures));

@@ -71,8 +71,12 @@ impl Plugin for UdpLog {
         true
     }
 
+    fn direct(&self) -> bool {
+        true
+    }
+
     fn log(&self, entry: &LogEntry) {
-        let datagram = Bytes::from(entry.record().to_string());
+        let datagram = entry.json();
         let (target, timeout, failures) = (self.target.clone(), self.timeout, self.outbox.counter());
         self.outbox.push(datagram, move |rx| send_datagrams(target, timeout, rx, failures, "udp-log"));
     }
