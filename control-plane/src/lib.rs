@@ -7,6 +7,8 @@
 
 pub mod admin;
 pub mod config;
+pub mod config_cli;
+pub mod declarative;
 pub mod expiry;
 pub mod server;
 pub mod store;

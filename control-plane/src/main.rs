@@ -33,6 +33,34 @@ enum Command {
         #[command(subcommand)]
         action: Migrations,
     },
+    /// Declarative configuration (Kong's format, YAML or JSON): export, import, diff.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Write the whole configuration as a declarative document.
+    Export {
+        /// Write here rather than to standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// `yaml` or `json`.
+        #[arg(long, default_value = "yaml")]
+        format: gatehouse_control_plane::config_cli::Format,
+    },
+    /// Make the store hold exactly the file's configuration (one transaction, one revision;
+    /// entities not in the file are deleted), after validating all of it.
+    Import {
+        file: PathBuf,
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print what importing the file would change.
+    Diff { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +109,17 @@ fn main() -> anyhow::Result<()> {
                 let out = gatehouse_control_plane::migrations(&config, matches!(action, Migrations::Up)).await?;
                 println!("{out}");
                 Ok(())
+            }
+            Command::Config { action } => {
+                use gatehouse_control_plane::config_cli;
+                let store = gatehouse_control_plane::open_store(&config).await?;
+                match action {
+                    ConfigAction::Export { output, format } => {
+                        config_cli::export(&store, output.as_deref(), format).await
+                    }
+                    ConfigAction::Import { file, dry_run } => config_cli::import(&store, &file, dry_run).await,
+                    ConfigAction::Diff { file } => config_cli::diff(&store, &file).await,
+                }
             }
         }
     })

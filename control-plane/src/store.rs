@@ -180,6 +180,11 @@ impl Store {
     }
 
     /// Revisions committed by this process, as they commit.
+    /// Closes the pool, so a scratch store's file can be removed at once.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<i64> {
         self.committed.subscribe()
     }

@@ -346,6 +346,8 @@ mod tests {
         });
         feeder.join().unwrap();
         assert!(spins > 0, "the worker never spun: the test would prove nothing");
-        assert!(idle_cpu < Duration::from_millis(60), "an idle worker used {idle_cpu:?} of CPU in 300 ms");
+        // A worker that kept spinning would use the whole 300 ms; half of it leaves room for a
+        // loaded machine's scheduling without letting a spinning worker pass.
+        assert!(idle_cpu < Duration::from_millis(150), "an idle worker used {idle_cpu:?} of CPU in 300 ms");
     }
 }

@@ -67,6 +67,24 @@ impl Lookup for HashMap<String, String> {
     }
 }
 
+/// Builds the configuration a DB-less data plane serves, numbered with the revision given.
+pub type BuildSet = dyn Fn(
+        i64,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = anyhow::Result<gatehouse_shared::snapshot::ConfigSet>> + Send>,
+    > + Send
+    + Sync;
+
+/// A DB-less data plane's configuration source (a declarative file, read by the caller).
+#[derive(Clone)]
+pub struct Declarative(pub std::sync::Arc<BuildSet>);
+
+impl std::fmt::Debug for Declarative {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Declarative")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mtls {
     Shared,
@@ -94,6 +112,9 @@ pub struct Config {
     /// An in-process link to the control plane, used instead of `control_plane` (and of
     /// mTLS) by the data plane that `gatehouse-cp standalone` embeds. Never read from a file.
     pub link: Option<crate::sync::Link>,
+    /// A DB-less data plane's source: it serves what this builds (at start and on SIGHUP)
+    /// and follows no control plane. Never read from a file.
+    pub declarative: Option<Declarative>,
     pub mtls: Mtls,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -231,6 +252,7 @@ impl Config {
             headers,
             control_plane: pick("cluster_control_plane", raw.cluster_control_plane, "127.0.0.1:8005"),
             link: None,
+            declarative: None,
             mtls,
             cert: path("cluster_cert", raw.cluster_cert),
             key: path("cluster_cert_key", raw.cluster_cert_key),

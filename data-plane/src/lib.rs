@@ -72,8 +72,16 @@ impl Started {
 pub async fn start(config: Config) -> anyhow::Result<Started> {
     let live = Arc::new(Live::new(balancer::Registry::system()));
     let plugins: HashSet<String> = config.plugins.iter().cloned().collect();
-    // Never serve an empty configuration when a cache exists.
-    if let Some(set) = DiskCache::new(config.cache_dir.clone()).load() {
+    if let Some(source) = &config.declarative {
+        // DB-less: a configuration that does not compile stops start-up.
+        let set = (source.0)(1).await.context("cannot load the declarative configuration")?;
+        live.balancers.prepare(&set).await;
+        let compiled = Compiled::compile(Arc::new(set), &plugins, &live.balancers)
+            .map_err(|e| anyhow::anyhow!("the declarative configuration cannot be served: {e}"))?;
+        tracing::info!(entities = compiled.set.len(), "serving the declarative configuration");
+        live.store(compiled);
+    } else if let Some(set) = DiskCache::new(config.cache_dir.clone()).load() {
+        // Never serve an empty configuration when a cache exists.
         live.balancers.prepare(&set).await;
         match Compiled::compile(Arc::new(set), &plugins, &live.balancers) {
             Ok(compiled) => {
@@ -125,8 +133,54 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             .with_context(|| format!("cannot listen on {addr} (proxy_ssl_listen)"))?;
         tasks.push(tokio::spawn(fut));
     }
-    tasks.push(tokio::spawn(sync::run(config, identity, live, stop_rx)));
+    match config.declarative.clone() {
+        Some(source) => tasks.push(tokio::spawn(reload_on_sighup(source, plugins, live, stop_rx))),
+        None => tasks.push(tokio::spawn(sync::run(config, identity, live, stop_rx))),
+    }
     Ok(Started { stop: stop_tx, tasks, proxy_addr })
+}
+
+/// A DB-less data plane builds its configuration again on SIGHUP; one that does not build or
+/// compile is refused, and the one serving stays.
+async fn reload_on_sighup(
+    source: config::Declarative,
+    plugins: HashSet<String>,
+    live: Arc<Live>,
+    mut stop: watch::Receiver<bool>,
+) {
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: the declarative configuration will not reload");
+            return;
+        }
+    };
+    let mut revision = 1;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = stop.changed() => return,
+        }
+        revision += 1;
+        let built = match (source.0)(revision).await {
+            Ok(set) => {
+                live.balancers.prepare(&set).await;
+                Compiled::compile(Arc::new(set), &plugins, &live.balancers).map_err(|e| anyhow::anyhow!("{e}"))
+            }
+            Err(e) => Err(e),
+        };
+        match built {
+            Ok(compiled) => {
+                tracing::info!(revision, entities = compiled.set.len(), "declarative configuration reloaded");
+                live.store(compiled);
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "declarative configuration refused; the previous one keeps serving"
+            ),
+        }
+    }
 }
 
 /// The configured id, else one kept in the cache directory so restarts keep their identity.

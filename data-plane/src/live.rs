@@ -54,6 +54,8 @@ pub struct Live {
     pub balancers: Arc<Registry>,
     pub writes: Writes,
     connected: AtomicBool,
+    /// A configuration has been loaded (from the control plane, a file or the cache).
+    loaded: AtomicBool,
     pub counters: SyncCounters,
     /// Rate-limit counters shared through the control plane (the `cluster` policy).
     pub shared_counts: crate::plugins::limits::cluster::SharedCounts,
@@ -79,6 +81,13 @@ impl Live {
 
     pub fn store(&self, compiled: Compiled) {
         self.current.store(Arc::new(compiled));
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Whether a configuration has been loaded: until then the data plane answers every
+    /// request with 404 and is not ready.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// Commits `changes` through the control plane, then waits until this data plane serves

@@ -40,6 +40,16 @@ async fn status(State(s): State<StatusState>) -> Json<Value> {
     }))
 }
 
+/// The readiness probe: 200 once a configuration is loaded (from the control plane or the
+/// cache), 503 before.
+async fn ready(State(s): State<StatusState>) -> (axum::http::StatusCode, Json<Value>) {
+    if s.live.loaded() {
+        (axum::http::StatusCode::OK, Json(json!({"ready": true, "config_revision": s.live.load().set.revision})))
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(json!({"message": "no configuration loaded yet"})))
+    }
+}
+
 /// Binds now and returns the serving future.
 ///
 /// # Errors
@@ -53,7 +63,10 @@ pub async fn serve(
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "status listener bound");
-    let app = Router::new().route("/status", get(status)).with_state(StatusState { live, node_id: node_id.into() });
+    let app = Router::new()
+        .route("/status", get(status))
+        .route("/status/ready", get(ready))
+        .with_state(StatusState { live, node_id: node_id.into() });
     Ok(async move {
         // Few connections, each held to the header timeout: an idle or trickling client
         // cannot keep the status endpoint busy.

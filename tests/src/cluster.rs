@@ -118,6 +118,43 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().expect("client")
 }
 
+/// A DB-less data plane (`gatehouse-dp run --declarative-config FILE`): no control plane,
+/// the file is its whole configuration.
+pub struct DbLess {
+    proc: Proc,
+    _dir: TempDir,
+}
+
+impl DbLess {
+    /// Starts on `file` with the proxy and status listeners on the given ports, and waits
+    /// until the status listener answers.
+    pub async fn start(file: &Path, proxy: u16, status: u16) -> DbLess {
+        let dir = tempfile::tempdir().expect("dp dir");
+        let env = vec![
+            ("GATEHOUSE_CACHE_DIR".to_string(), dir.path().join("cache").display().to_string()),
+            ("GATEHOUSE_STATUS_LISTEN".into(), format!("127.0.0.1:{status}")),
+            ("GATEHOUSE_PROXY_LISTEN".into(), format!("127.0.0.1:{proxy}")),
+            ("GATEHOUSE_PROXY_SSL_LISTEN".into(), "off".into()),
+        ];
+        let mut cmd = clean_command(&dp_binary(), &env);
+        cmd.arg("run").arg("--declarative-config").arg(file);
+        let mut proc = Proc::spawn(cmd, dir.path().join("dp.log"));
+        wait_http(&client(), &format!("http://127.0.0.1:{status}/status"), &mut proc).await;
+        DbLess { proc, _dir: dir }
+    }
+
+    /// Sends SIGHUP: the data plane reads its file again.
+    pub fn hup(&mut self) {
+        let pid = self.proc.child.as_ref().map(Child::id).expect("running");
+        let ok = Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("kill -HUP");
+        assert!(ok.success(), "kill -HUP {pid} failed");
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+}
+
 /// A control plane with its Admin API and cluster listener on free ports.
 pub struct ControlPlane {
     pub admin: String,

@@ -205,12 +205,14 @@ async fn admin_raw(gw: &Standalone, path: &str, headers: &[(&str, &str)]) -> (u1
 #[tokio::test]
 async fn admin_api_secure_defaults() {
     let gw = Standalone::start_with_env(&[("GATEHOUSE_ADMIN_CORS_ORIGINS", "http://ui.test")]).await;
-    let (status, _, body) = admin_raw(&gw, "/status", &[("Host", "evil.example")]).await;
+    let (status, _, body) = admin_raw(&gw, "/services", &[("Host", "evil.example")]).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["message"].as_str().is_some_and(|m| m.contains("evil.example")), "{body}");
     for host in ["localhost", "127.0.0.1:1234", "[::1]"] {
-        assert_eq!(admin_raw(&gw, "/status", &[("Host", host)]).await.0, 200, "{host}");
+        assert_eq!(admin_raw(&gw, "/services", &[("Host", host)]).await.0, 200, "{host}");
     }
+    // The probes answer any Host (a kubelet probes the pod's address), and only them.
+    assert_eq!(admin_raw(&gw, "/status", &[("Host", "10.1.2.3:8001")]).await.0, 200);
     let (_, h, _) = admin_raw(&gw, "/", &[("Origin", "http://ui.test")]).await;
     assert_eq!(h.get("access-control-allow-origin").map(|v| v.to_str().unwrap_or_default()), Some("http://ui.test"));
     let (_, h, _) = admin_raw(&gw, "/", &[("Origin", "http://other.test")]).await;

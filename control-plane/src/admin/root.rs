@@ -1,5 +1,5 @@
-//! `GET /` (node information) and `GET /status` (traffic counters, database reachability and
-//! the head revision of the configuration).
+//! `GET /` (node information), `GET /status` (traffic counters, database reachability and
+//! the head revision of the configuration) and `GET /status/ready` (the readiness probe).
 
 use std::sync::atomic::Ordering;
 
@@ -17,7 +17,25 @@ use super::Admin;
 pub const KONG_VERSION: &str = "0.14.1";
 
 pub fn router() -> Router<Admin> {
-    Router::new().route("/", get(info)).route("/status", get(status))
+    Router::new().route("/", get(info)).route("/status", get(status)).route("/status/ready", get(ready))
+}
+
+/// Ready to serve: the database answers and no migration is pending (`run` refuses to start
+/// with pending ones, but another replica may have been upgraded meanwhile). Otherwise 503
+/// with the reason, in Kong's error shape.
+async fn ready(State(admin): State<Admin>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let unready = |why: String| {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"message": why}))).into_response()
+    };
+    if !admin.store.reachable().await {
+        return unready("the database does not answer".into());
+    }
+    match admin.store.migration_status().await {
+        Ok(s) if s.pending.is_empty() => ok(&json!({"ready": true})).into_response(),
+        Ok(s) => unready(format!("migrations pending: {}", s.pending.join(", "))),
+        Err(e) => unready(format!("cannot read the migration state: {e}")),
+    }
 }
 
 async fn info(State(admin): State<Admin>) -> ApiResult {

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::Doc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Services,
     Routes,
