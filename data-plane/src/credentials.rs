@@ -9,32 +9,36 @@ use serde_json::Value;
 
 use crate::plugins::Consumer;
 
+/// The maps requests probe: foldhash rather than SipHash (the keys are the request's own, but
+/// the seed is random per process, and a probe is on every authenticated request's path).
+pub type Index<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 pub struct Credentials {
-    pub consumers: HashMap<Arc<str>, Arc<Consumer>>,
+    pub consumers: Index<Arc<str>, Arc<Consumer>>,
     /// key-auth credentials by `key`.
-    pub keys: HashMap<String, Arc<Value>>,
+    pub keys: Index<String, Arc<Value>>,
     /// basic-auth credentials by `username`.
-    pub basic: HashMap<String, Arc<Value>>,
+    pub basic: Index<String, Arc<Value>>,
     /// hmac-auth credentials by `username`.
-    pub hmac: HashMap<String, Arc<Value>>,
+    pub hmac: Index<String, Arc<Value>>,
     /// jwt secrets by `key`.
-    pub jwt: HashMap<String, Arc<Value>>,
+    pub jwt: Index<String, Arc<Value>>,
     /// The parsed verification keys of RS256/RS512/ES256 jwt secrets, by credential id: the
     /// PEM is decoded once here, not on every request.
-    pub jwt_public_keys: HashMap<String, Arc<[u8]>>,
+    pub jwt_public_keys: Index<String, Arc<[u8]>>,
     /// oauth2 applications by `client_id`.
-    pub oauth2_clients: HashMap<String, Arc<Value>>,
+    pub oauth2_clients: Index<String, Arc<Value>>,
     /// oauth2 applications by `id`.
-    pub oauth2_by_id: HashMap<String, Arc<Value>>,
+    pub oauth2_by_id: Index<String, Arc<Value>>,
     /// oauth2 tokens by `access_token` and by `refresh_token`.
-    pub oauth2_tokens: HashMap<String, Arc<Value>>,
-    pub oauth2_refresh: HashMap<String, Arc<Value>>,
+    pub oauth2_tokens: Index<String, Arc<Value>>,
+    pub oauth2_refresh: Index<String, Arc<Value>>,
     /// oauth2 authorization codes by `code`.
-    pub oauth2_codes: HashMap<String, Arc<Value>>,
+    pub oauth2_codes: Index<String, Arc<Value>>,
 }
 
-fn by(set: &ConfigSet, table: &str, field: &str) -> HashMap<String, Arc<Value>> {
+fn by(set: &ConfigSet, table: &str, field: &str) -> Index<String, Arc<Value>> {
     set.table(table).filter_map(|d| Some((d.get(field).and_then(Value::as_str)?.to_string(), Arc::clone(d)))).collect()
 }
 

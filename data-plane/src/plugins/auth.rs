@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::{Consumer, Credential, Rejected, Reply, RequestCtx};
 
-pub const X_CONSUMER_ID: &str = "x-consumer-id";
-pub const X_CONSUMER_CUSTOM_ID: &str = "x-consumer-custom-id";
-pub const X_CONSUMER_USERNAME: &str = "x-consumer-username";
-pub const X_CREDENTIAL_USERNAME: &str = "x-credential-username";
-pub const X_ANONYMOUS_CONSUMER: &str = "x-anonymous-consumer";
+// Header names made once: a `&str` name is parsed and checked again on every insert and remove.
+pub const X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+pub const X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
+pub const X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
+pub const X_CREDENTIAL_USERNAME: HeaderName = HeaderName::from_static("x-credential-username");
+pub const X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
 
 /// The `anonymous` setting: a consumer id, or empty for none.
 pub fn anonymous(config: &Value) -> Option<Arc<str>> {
@@ -26,13 +27,13 @@ pub fn already_authenticated(ctx: &RequestCtx<'_>, anonymous: Option<&Arc<str>>)
 }
 
 /// Sets or removes a header.
-fn put(ctx: &mut RequestCtx<'_>, name: &'static str, value: Option<&HeaderValue>) {
+fn put(ctx: &mut RequestCtx<'_>, name: HeaderName, value: Option<&HeaderValue>) {
     match value {
         Some(v) => {
             ctx.headers.insert(name, v.clone());
         }
         None => {
-            ctx.headers.remove(name);
+            ctx.headers.remove(&name);
         }
     }
 }
@@ -53,10 +54,10 @@ pub fn authenticated(
             ctx.headers.insert(X_CREDENTIAL_USERNAME, v);
         }
         None => {
-            ctx.headers.remove(X_CREDENTIAL_USERNAME);
+            ctx.headers.remove(&X_CREDENTIAL_USERNAME);
         }
     }
-    ctx.headers.remove(X_ANONYMOUS_CONSUMER);
+    ctx.headers.remove(&X_ANONYMOUS_CONSUMER);
     ctx.consumer = Some(consumer);
     ctx.credential = Some(credential);
 }

@@ -79,8 +79,9 @@ impl ResponseFields {
     }
 
     /// Whether `name` (any case) is among them: the upstream's field of that name is replaced.
-    pub fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+    pub fn has(&self, name: impl AsRef<[u8]>) -> bool {
+        let name = name.as_ref();
+        self.0.iter().any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(http::HeaderName, HeaderValue)> {
@@ -179,16 +180,22 @@ impl RequestCtx<'_> {
     pub fn query_values(&self, name: &str) -> Vec<Option<String>> {
         let Some(q) = self.query.as_deref() else { return Vec::new() };
         let decode = |s: &str| {
+            if !s.contains(['+', '%']) {
+                return s.to_string();
+            }
             let spaced = s.replace('+', " ");
             percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
         };
+        // A key without `+` or `%` is compared as it stands: most are, and the request path
+        // then allocates only for the value it returns.
+        let named = |key: &str| if key.contains(['+', '%']) { decode(key) == name } else { key == name };
         q.split('&')
             .filter_map(|p| {
                 let (key, value) = match p.split_once('=') {
                     Some((k, v)) => (k, Some(v)),
                     None => (p, None),
                 };
-                (!p.is_empty() && decode(key) == name).then(|| value.map(decode))
+                (!p.is_empty() && named(key)).then(|| value.map(decode))
             })
             .collect()
     }

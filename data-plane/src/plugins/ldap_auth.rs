@@ -251,7 +251,7 @@ impl LdapAuth {
                     auth::X_CONSUMER_USERNAME,
                     auth::X_ANONYMOUS_CONSUMER,
                 ] {
-                    ctx.headers.remove(h);
+                    ctx.headers.remove(&h);
                 }
                 if let Ok(v) = HeaderValue::from_str(&user) {
                     ctx.headers.insert(auth::X_CREDENTIAL_USERNAME, v);

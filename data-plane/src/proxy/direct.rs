@@ -456,7 +456,12 @@ enum Field {
 }
 
 fn field(name: &str) -> Field {
-    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    field_of(name.as_bytes())
+}
+
+/// [`field`] of a name as bytes.
+fn field_of(name: &[u8]) -> Field {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
     match name.len() {
         2 if is("te") => Field::HopByHop,
         3 if is("via") => Field::Via,
@@ -648,7 +653,7 @@ async fn exchange(
     } else if !route.plugins.direct || hashing {
         return Next::Handoff;
     } else {
-        let request = Plain { method, http10: seen.http10, target, path, query, body, host_no_port, started };
+        let request = Plain { method, http10: seen.http10, target, path, query, body, started };
         // The general path hides a Host or length that `Connection` names from plugins (and
         // forwards them all the same): rare enough to leave to it.
         if dropped("host") || dropped("content-length") {
@@ -702,7 +707,14 @@ async fn exchange(
     uri::write_upstream_target(up, path, strip, service.path.as_deref(), query);
     up.extend_from_slice(b" HTTP/1.1\r\n");
     if let Some(a) = &accessed {
-        a.write_fields(up, req.headers);
+        let forwarded = super::headers::Forwarded {
+            peer: &conn.peer_value,
+            trusted,
+            https: conn.https,
+            listener_port: &conn.port_value,
+            host: host_no_port,
+        };
+        a.write_fields(up, req.headers, &forwarded);
     } else {
         for (h, kind) in fields() {
             let forward = match kind {
@@ -764,7 +776,7 @@ async fn exchange(
     let mut try_number = 0;
     let mut reused_once = false;
     let mut last_failure = None;
-    let (mut upstream, head_len, framing, peer) = loop {
+    let (mut upstream, head, peer) = loop {
         let peer = match &service.balancer {
             Some(b) => match b.ring().pick(b.position(hash, try_number)) {
                 Some(p) => Some(p.clone()),
@@ -826,7 +838,7 @@ async fn exchange(
         let began = if from_pool && try_number == 1 && !reused_once { sent } else { Instant::now() };
         let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
         let failure = match answer_by.within(answer_at, round_trip(&mut raw, up, seen.head)).await {
-            Ok(Ok((len, framing))) => break (raw, len, framing, peer),
+            Ok(Ok(head)) => break (raw, head, peer),
             // A pooled connection the upstream had closed: once, for free.
             Ok(Err(Trip::Stale)) if from_pool && !reused_once && replayable => {
                 reused_once = true;
@@ -873,34 +885,21 @@ async fn exchange(
     let upstream_latency = millis_between(sent, answered);
 
     // The response head, rewritten for the client.
-    let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    // `round_trip` parsed this head already: it cannot fail now.
-    if !matches!(res.parse(&upstream.buf[..head_len]), Ok(httparse::Status::Complete(_))) {
-        return answer_error(
-            client,
-            out,
-            ProxyError::Upstream("unparsable response head".into()),
-            &seen,
-            proxy.headers,
-            went_upstream,
-            log.take(),
-        )
-        .await;
-    }
-    let status = res.code.unwrap_or(502);
+    let (head_len, framing) = (head.len, head.framing);
+    let head_buf = &upstream.buf[..head_len];
+    let status = head.code;
     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
         b.observe_status(p, status, sent);
     }
     let mut connection: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
-    for h in res.headers.iter() {
-        if field(h.name) == Field::Connection {
-            connection.push(h.value);
+    for (name, value) in head.fields(head_buf) {
+        if field_of(name) == Field::Connection {
+            connection.push(value);
         }
     }
     // The upstream keeps the connection unless it says otherwise (HTTP/1.0: unless it says so).
     let keeps_alive =
-        if res.version == Some(1) { !has_token(&connection, b"close") } else { has_token(&connection, b"keep-alive") };
+        if head.version == 1 { !has_token(&connection, b"close") } else { has_token(&connection, b"keep-alive") };
     let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive;
     // A body that ends when the upstream closes goes to the client chunked (as nginx does), so
     // the client's connection outlives it. An HTTP/1.0 client cannot read chunks: a body
@@ -922,17 +921,17 @@ async fn exchange(
     };
     // The upstream's own reason phrase, even an empty one: nginx passes the status line on,
     // and hyper keeps it on the general path.
-    let reason = res.reason.unwrap_or("");
+    let reason = head.reason(head_buf);
     line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
     let mut dated = false;
     let on = proxy.headers;
     // Fields plugins set replace the upstream's of the same name.
     let plugin_fields = accessed.as_ref().map(|a| &a.response).filter(|r| !r.is_empty());
-    for h in res.headers.iter() {
-        if plugin_fields.is_some_and(|f| f.has(h.name)) {
+    for (name, value) in head.fields(head_buf) {
+        if plugin_fields.is_some_and(|f| f.has(name)) {
             continue;
         }
-        let kind = field(h.name);
+        let kind = field_of(name);
         let keep = match kind {
             Field::Other | Field::Accept | Field::Host | Field::ForwardedFor | Field::Forwarded(_) => true,
             Field::Expect | Field::KongDebug => true,
@@ -953,8 +952,8 @@ async fn exchange(
         };
         // `Connection` may not remove the fields framing and dating the answer.
         let removable = !matches!(kind, Field::ContentLength | Field::Date);
-        if keep && !(removable && !connection.is_empty() && named_by(&connection, h.name)) {
-            line(out, &[h.name.as_bytes(), b": ", h.value]);
+        if keep && !(removable && !connection.is_empty() && has_token(&connection, name)) {
+            line(out, &[name, b": ", value]);
         }
     }
     if let Framing::Length(n) = framing {
@@ -1023,8 +1022,6 @@ struct Plain<'r> {
     path: &'r str,
     query: Option<&'r str>,
     body: &'r [u8],
-    /// The client's Host without its port, for X-Forwarded-Host.
-    host_no_port: &'r str,
     started: Instant,
 }
 
@@ -1064,8 +1061,16 @@ struct Overrides {
 impl Accessed<'_> {
     /// Writes the fields; a name the client sent keeps the client's spelling (the map holds
     /// it lower-cased), as on the rest of the direct path and in nginx.
-    fn write_fields(&self, up: &mut Vec<u8>, client: &[httparse::Header<'_>]) {
+    fn write_fields(
+        &self,
+        up: &mut Vec<u8>,
+        client: &[httparse::Header<'_>],
+        forwarded: &super::headers::Forwarded<'_>,
+    ) {
         for (name, value) in &self.headers {
+            if super::headers::is_forwarding(name) {
+                continue;
+            }
             let name = name.as_str();
             let spelled = client.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(name, |h| h.name);
             line(up, &[spelled.as_bytes(), b": ", value.as_bytes()]);
@@ -1073,6 +1078,7 @@ impl Accessed<'_> {
         if self.length {
             line(up, &[b"Content-Length: ", itoa::Buffer::new().format(self.body.len()).as_bytes()]);
         }
+        super::headers::write_forwarding(up, &self.headers, forwarded);
     }
 }
 
@@ -1154,17 +1160,8 @@ async fn access<'r, 'h, 'b: 'h>(
     };
     headers.remove(http::header::HOST);
     let length = headers.remove(http::header::CONTENT_LENGTH).is_some();
-    // Set after the access phase, as on the general path: plugins see the client's own.
-    super::headers::set_forwarding(
-        &mut headers,
-        &super::headers::Forwarded {
-            peer: &conn.peer_value,
-            trusted,
-            https: conn.https,
-            listener_port: &conn.port_value,
-            host: request.host_no_port,
-        },
-    );
+    // The forwarding fields are written with the rest (`write_fields`), after the access phase
+    // as on the general path: plugins see the client's own.
     Accessing::Forward(Accessed { headers, body, length, query, response, overrides, log })
 }
 
@@ -1347,6 +1344,46 @@ async fn read_body(upstream: &mut RawConn, read_timeout: Duration, read_by: &mut
     read_by.within(at, upstream.io.read_buf(&mut upstream.buf)).await.ok()?.ok()
 }
 
+/// A response head as [`round_trip`] parsed it, as offsets into the upstream's buffer: the
+/// head is then rewritten for the client without being parsed a second time.
+struct Head {
+    len: usize,
+    framing: Framing,
+    code: u16,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    version: u8,
+    reason: std::ops::Range<usize>,
+    /// Name and value of each field.
+    fields: smallvec::SmallVec<[(std::ops::Range<usize>, std::ops::Range<usize>); 24]>,
+}
+
+impl Head {
+    fn of(res: &httparse::Response<'_, '_>, buf: &[u8], len: usize, framing: Framing) -> Head {
+        let base = buf.as_ptr() as usize;
+        let at = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        Head {
+            len,
+            framing,
+            code: res.code.unwrap_or(502),
+            version: res.version.unwrap_or(1),
+            reason: res.reason.map_or(0..0, |r| at(r.as_bytes())),
+            fields: res.headers.iter().map(|h| (at(h.name.as_bytes()), at(h.value))).collect(),
+        }
+    }
+
+    /// The fields as (name, value), read from the buffer the head was parsed from.
+    fn fields<'b>(&'b self, buf: &'b [u8]) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + 'b {
+        self.fields.iter().map(move |(n, v)| (&buf[n.clone()], &buf[v.clone()]))
+    }
+
+    fn reason<'b>(&self, buf: &'b [u8]) -> &'b str {
+        std::str::from_utf8(&buf[self.reason.clone()]).unwrap_or("")
+    }
+}
+
 /// Why a try on the upstream failed before a response head.
 #[derive(Debug, thiserror::Error)]
 enum Trip {
@@ -1365,7 +1402,7 @@ enum Trip {
 
 /// Writes the request and reads until a final (non-1xx) response head is in `raw.buf`;
 /// returns its length and how its body is delimited.
-async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Result<(usize, Framing), Trip> {
+async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Result<Head, Trip> {
     raw.buf.clear();
     // TLS holds records until flushed; for plain TCP the flush is a no-op.
     if let Err(e) = async {
@@ -1407,7 +1444,10 @@ async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Re
                         continue;
                     }
                     Some(101) => return Err(Trip::Invalid),
-                    _ => return framing(&res, head_request).map(|f| (len, f)).ok_or(Trip::Invalid),
+                    _ => {
+                        let framing = framing(&res, head_request).ok_or(Trip::Invalid)?;
+                        return Ok(Head::of(&res, &raw.buf, len, framing));
+                    }
                 },
                 Ok(httparse::Status::Partial) if raw.buf.len() < MAX_UPSTREAM_HEAD => break,
                 Ok(httparse::Status::Partial) => return Err(Trip::TooLarge),

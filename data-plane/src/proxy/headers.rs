@@ -122,6 +122,54 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     }
 }
 
+/// Whether `name` is one of the forwarding fields [`write_forwarding`] writes.
+pub fn is_forwarding(name: &HeaderName) -> bool {
+    [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_FORWARDED_PORT, &X_REAL_IP].contains(&name)
+}
+
+/// [`set_forwarding`]'s fields, written straight into an HTTP/1 request head instead of into
+/// `headers` (which holds the request's fields after the access phase): the direct path then
+/// does not insert five fields into a map only to read them back out.
+pub fn write_forwarding(out: &mut Vec<u8>, headers: &HeaderMap, f: &Forwarded<'_>) {
+    let mut put = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + f.peer.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(f.peer.as_bytes());
+            put(b"X-Forwarded-For", &v);
+        }
+        None => put(b"X-Forwarded-For", f.peer.as_bytes()),
+    }
+    // Only a trusted client's own are kept: an untrusted request looks none of them up.
+    let kept = |name: &HeaderName| if f.trusted { headers.get(name) } else { None };
+    match kept(&X_FORWARDED_PROTO) {
+        Some(v) => put(b"X-Forwarded-Proto", v.as_bytes()),
+        None => put(b"X-Forwarded-Proto", if f.https { b"https" } else { b"http" }),
+    }
+    match kept(&X_FORWARDED_HOST) {
+        Some(v) => put(b"X-Forwarded-Host", v.as_bytes()),
+        None if f.host.bytes().any(|b| b.is_ascii_uppercase()) => {
+            put(b"X-Forwarded-Host", f.host.to_ascii_lowercase().as_bytes());
+        }
+        None => put(b"X-Forwarded-Host", f.host.as_bytes()),
+    }
+    match kept(&X_FORWARDED_PORT) {
+        Some(v) => put(b"X-Forwarded-Port", v.as_bytes()),
+        None => put(b"X-Forwarded-Port", f.listener_port.as_bytes()),
+    }
+    match kept(&X_REAL_IP) {
+        Some(v) => put(b"X-Real-IP", v.as_bytes()),
+        None => put(b"X-Real-IP", f.peer.as_bytes()),
+    }
+}
+
 /// A Host value as RFC 9110 §7.2 allows it: a registered name (letters, digits and
 /// `-._~!$&'()*+,;=` or `%` escapes), an IPv4 address or a bracketed IPv6 literal, and an
 /// optional numeric port. An empty one is not.
