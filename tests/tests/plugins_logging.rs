@@ -43,6 +43,12 @@ impl Inbox {
 }
 
 async fn udp_receiver() -> (u16, Inbox) {
+    udp_receiver_split(false).await
+}
+
+/// A UDP receiver keeping each datagram, or (`lines`) each newline-separated line of each, as a
+/// statsd server reads multi-metric packets.
+async fn udp_receiver_split(lines: bool) -> (u16, Inbox) {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
     let port = socket.local_addr().expect("addr").port();
     let inbox = Inbox::default();
@@ -50,7 +56,12 @@ async fn udp_receiver() -> (u16, Inbox) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
         while let Ok(n) = socket.recv(&mut buf).await {
-            sink.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if lines {
+                datagram.split('\n').for_each(|l| sink.push(l.to_owned()));
+            } else {
+                sink.push(datagram);
+            }
         }
     });
     (port, inbox)
@@ -345,7 +356,7 @@ async fn syslog_and_loggly_choose_severity_by_status() {
 
 #[tokio::test]
 async fn statsd_and_datadog_lines() {
-    let (port, inbox) = udp_receiver().await;
+    let (port, inbox) = udp_receiver_split(true).await;
     let (gw, up) = logged(&[], "statsd", json!({"host": "127.0.0.1", "port": port, "prefix": "gh"})).await;
     gw.get("/logged").await.echo();
     let lines = inbox.wait(8).await;
@@ -370,7 +381,7 @@ async fn statsd_and_datadog_lines() {
     }
 
     // datadog: tags on every line; a dotted service name with `_`.
-    let (dd_port, dd) = udp_receiver().await;
+    let (dd_port, dd) = udp_receiver_split(true).await;
     let svc = gw.post("/services", json!({"name": "dd.svc", "host": "127.0.0.1", "port": up.port()})).await;
     let route = gw.route(&svc, json!({"paths": ["/dd"]})).await;
     gw.post(

@@ -346,6 +346,66 @@ async fn rate_limiting_redis_is_shared_between_data_planes() {
     assert_message(&gw.get("/strict").await, 500, "An unexpected error occurred");
 }
 
+/// Far from its limit a data plane decides on Redis's last answer plus its own increments
+/// since, without a round trip; close to it, it asks Redis again. Two gateways sharing 60 a
+/// day still admit exactly 60, and the counter in Redis says 60 admitted and counted.
+#[tokio::test]
+async fn rate_limiting_redis_far_from_the_limit_is_decided_without_waiting_and_stays_exact() {
+    let database = 1 + ((std::process::id() + 7) % 15);
+    let config = json!({"day": 60, "policy": "redis", "redis_host": "127.0.0.1", "redis_port": 6379,
+                        "redis_database": database, "limit_by": "ip"});
+    let client = format!("10.{}.{}.{}", database, (std::process::id() + 3) % 250, fastrand_byte());
+    let env = [("GATEHOUSE_TRUSTED_IPS", "127.0.0.1")];
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let gw = Standalone::start_with_env(&env).await;
+        let up = Upstream::echo("redis-far").await;
+        gw.expose(&up, json!({}), json!({"paths": ["/far"], "strip_path": false})).await;
+        gw.post("/plugins", json!({"name": "rate-limiting", "config": config})).await;
+        gw.sync().await;
+        gateways.push((gw, up));
+    }
+    let headers = [("X-Real-IP", client.as_str())];
+    let mut admitted = 0;
+    let mut refused_at = None;
+    for i in 0..70 {
+        let (gw, _) = &gateways[i % 2];
+        let r = gw.get_with("/far", &headers).await;
+        match r.status {
+            200 => {
+                admitted += 1;
+                assert_eq!(r.header("x-ratelimit-limit-day"), Some("60"));
+            }
+            _ => {
+                assert_message(&r, 429, "API rate limit exceeded");
+                refused_at.get_or_insert(i);
+            }
+        }
+        // The increment is sent after the answer, as in Kong: give it its round trip.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(admitted, 60, "exactly the limit across both gateways");
+    assert_eq!(refused_at, Some(60), "nothing refused before the limit");
+    let mut redis = std::net::TcpStream::connect("127.0.0.1:6379").expect("redis");
+    use std::io::{Read, Write};
+    let window = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) / 86_400
+        * 86_400
+        * 1000;
+    let null = "00000000-0000-0000-0000-000000000000";
+    let key = format!("ratelimit:{null}:{null}:{client}:{window}:day");
+    let cmd = format!(
+        "*2\r\n$6\r\nSELECT\r\n${}\r\n{database}\r\n*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n",
+        database.to_string().len(),
+        key.len()
+    );
+    redis.write_all(cmd.as_bytes()).expect("send");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut buf = [0u8; 256];
+    let n = redis.read(&mut buf).expect("read");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.contains("\r\n60\r\n"), "Redis holds the admitted count under Kong's key {key}: {answer:?}");
+}
+
 fn fastrand_byte() -> u8 {
     (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) % 250) as u8
 }
