@@ -10,7 +10,7 @@ cluster, no helm binary and no container runtime:
    that break values.schema.json, or that cannot work, are refused.
 2. hadolint lints the Dockerfile.
 3. The rendered control-plane and data-plane containers are started as the real binaries
-   (target/debug, or $GATEHOUSE_BIN_DIR), with the rendered environment and arguments: ports
+   ($CARGO_TARGET_DIR or target, /debug; or $GATEHOUSE_BIN_DIR), with the rendered environment and arguments: ports
    remapped to free local ports, volumes to temporary directories filled from the rendered
    Secrets, Postgres a throwaway database on the local server ($GATEHOUSE_TEST_POSTGRES, else
    postgres://postgres@127.0.0.1:5432/postgres). The migration Job's command runs first; then
@@ -1034,7 +1034,8 @@ def gen_cert(bin_dir: Path, where: Path) -> dict[str, bytes]:
 
 
 def binary_checks() -> None:
-    bin_dir = Path(os.environ.get("GATEHOUSE_BIN_DIR") or ROOT / "target" / "debug")
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    bin_dir = Path(os.environ.get("GATEHOUSE_BIN_DIR") or target_dir / "debug")
     R.start("binaries")
     missing = [b for b in ("gatehouse-cp", "gatehouse-dp") if not (bin_dir / b).is_file()]
     if not R.check(f"gatehouse-cp and gatehouse-dp in {bin_dir}", not missing, f"missing {missing}: cargo build --bins, or set GATEHOUSE_BIN_DIR"):
