@@ -462,14 +462,6 @@ def expect_pki_existing(docs: list[dict]) -> None:
 
 
 def expect_monitoring(docs: list[dict]) -> None:
-    cp_sm = one(docs, "ServiceMonitor", "-control-plane")
-    assert cp_sm["metadata"]["labels"]["release"] == "prometheus"
-    ep = cp_sm["spec"]["endpoints"][0]
-    assert ep["port"] == "admin" and ep["authorization"]["credentials"]["name"].endswith("-admin-token")
-    dp_sm = one(docs, "ServiceMonitor", "-data-plane")
-    assert dp_sm["spec"]["endpoints"][0]["port"] == "status"
-    status = one(docs, "Service", "-dp-status")
-    assert status["spec"]["ports"][0]["targetPort"] == "status"
     hpa = one(docs, "HorizontalPodAutoscaler", "-data-plane")
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu", "memory"]
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
@@ -524,10 +516,9 @@ MATRIX: list[tuple[str, dict, Callable[[list[dict]], None]]] = [
         expect_pki_existing,
     ),
     (
-        "ServiceMonitor, memory autoscaling",
+        "memory autoscaling",
         {
             "database": {"url": DUMMY_DB},
-            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
             "dataPlane": {
                 "autoscaling": {
                     "targetMemoryUtilizationPercentage": 80,
@@ -585,6 +576,8 @@ TEMPLATE_REFUSED: list[tuple[str, dict, str]] = [
     ("two database sources", {"database": {"url": DUMMY_DB}, "postgresql": {"enabled": True}}, "only one of"),
     ("pki with a CA but no certificate", {"database": {"url": DUMMY_DB}, "cluster": {"mtls": "pki", "caSecret": "ca"}}, "needs cluster.certSecret"),
     ("a data-plane certificate outside pki", {"database": {"url": DUMMY_DB}, "cluster": {"dataPlaneCertSecret": "x"}}, "only with cluster.mtls=pki"),
+    # Nothing is accepted that does nothing: no /metrics is served yet.
+    ("a ServiceMonitor before Gatehouse serves /metrics", {"database": {"url": DUMMY_DB}, "serviceMonitor": {"enabled": True}}, "serves no /metrics yet"),
     ("minReplicas above maxReplicas", {"database": {"url": DUMMY_DB}, "dataPlane": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "above maxReplicas"),
 ]
 
