@@ -58,6 +58,10 @@ pub fn parse(text: &str) -> Result<Value, DeclarativeError> {
     };
     match top.get("_format_version") {
         Some(Value::String(v)) if FORMAT_VERSIONS.contains(&v.as_str()) => {}
+        // YAML reads `_format_version: 1.1` as a number.
+        Some(v @ Value::Number(_)) => {
+            return Err(DeclarativeError::Format(format!("_format_version must be a string: write \"{v}\"")))
+        }
         Some(v) => {
             return Err(DeclarativeError::Format(format!(
                 "_format_version {v} is not supported (expected one of {})",

@@ -141,8 +141,11 @@ pub trait Plugin: Send + Sync + 'static {
     /// Whether the direct path can serve a route with this plugin: it acts in `access` and
     /// `log` only (the direct path runs `access` on a header map of the request, relays the
     /// upstream's response as bytes, and logs it with its fields and sizes but not its body).
+    ///
+    /// By default: a plugin that acts only in `access`, or a logger (whose `log` reads the
+    /// entry either path builds). A logger with a header or body phase must say no.
     fn direct(&self) -> bool {
-        self.access_only()
+        self.access_only() || self.logs()
     }
 
     /// Whether the plugin acts before routing (Kong's `rewrite`): only global configurations

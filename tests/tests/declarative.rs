@@ -183,6 +183,9 @@ both!(an_invalid_file_is_refused_with_the_place_and_changes_nothing, |gw| async 
         ("no-version.yml", "services: []\n", "_format_version is required"),
         ("not-yaml.yml", "services: [\n", "neither YAML nor JSON"),
         ("unknown-key.yml", "_format_version: \"1.1\"\napis: []\n", "apis: unknown top-level key"),
+        ("twice.yml", "_format_version: \"1.1\"\nservices:\n- name: s\n  url: http://a.internal\n- name: s\n  url: http://b.internal\n", "services[1]: the same entity as services[0]"),
+        ("consumer-twice.yml", "_format_version: \"1.1\"\nconsumers:\n- username: c\n- username: c\n", "consumers[1]: the same entity as consumers[0]"),
+        ("version-number.yml", "_format_version: 1.1\nservices: []\n", "_format_version must be a string"),
     ] {
         let file = write_file(&dir, name, text);
         let out = cli(&gw.db, &["config", "import", &file], CLI).await;
@@ -238,9 +241,13 @@ async fn a_db_less_data_plane_serves_its_file_and_reloads_it_on_sighup() {
 
     std::fs::write(&file, "_format_version: \"1.1\"\nservices:\n- name: echo\n  url: not a url\n").expect("rewrite");
     dp.hup();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait for the reload to have been tried, so the check after it tests the refusal.
+    let started = std::time::Instant::now();
+    while !dp.logs().contains("declarative configuration refused") {
+        assert!(started.elapsed() < Duration::from_secs(10), "the bad file was not refused: {}", dp.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(get("/second", Some("carol-key")).await, 200, "a bad file leaves the configuration serving");
-    assert!(dp.logs().contains("declarative configuration refused"), "{}", dp.logs());
 }
 
 // A file written by hand for Kong (route names, plugins by service and route name,

@@ -9,7 +9,7 @@ use axum::Router;
 use gatehouse_shared::schema;
 use serde_json::{json, Map, Value};
 
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::respond::ok;
 use super::Admin;
 
@@ -20,21 +20,15 @@ pub fn router() -> Router<Admin> {
     Router::new().route("/", get(info)).route("/status", get(status)).route("/status/ready", get(ready))
 }
 
-/// Ready to serve: the database answers and no migration is pending (`run` refuses to start
-/// with pending ones, but another replica may have been upgraded meanwhile). Otherwise 503
-/// with the reason, in Kong's error shape.
-async fn ready(State(admin): State<Admin>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let unready = |why: String| {
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"message": why}))).into_response()
-    };
-    if !admin.store.reachable().await {
-        return unready("the database does not answer".into());
-    }
-    match admin.store.migration_status().await {
-        Ok(s) if s.pending.is_empty() => ok(&json!({"ready": true})).into_response(),
-        Ok(s) => unready(format!("migrations pending: {}", s.pending.join(", "))),
-        Err(e) => unready(format!("cannot read the migration state: {e}")),
+/// Ready to serve: the database answers, within a probe's patience, and no migration is
+/// pending (`run` refuses to start with pending ones, but another replica may have been
+/// upgraded meanwhile). Otherwise 503 with the reason, in Kong's error shape.
+async fn ready(State(admin): State<Admin>) -> ApiResult {
+    let unready = |why: String| ApiError::message(axum::http::StatusCode::SERVICE_UNAVAILABLE, why);
+    match tokio::time::timeout(std::time::Duration::from_secs(2), admin.store.migration_status()).await {
+        Ok(Ok(s)) if s.pending.is_empty() => Ok(ok(&json!({"ready": true}))),
+        Ok(Ok(s)) => Err(unready(format!("migrations pending: {}", s.pending.join(", ")))),
+        Ok(Err(_)) | Err(_) => Err(unready("the database does not answer".into())),
     }
 }
 

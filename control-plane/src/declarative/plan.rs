@@ -118,6 +118,8 @@ struct Walk<'k> {
     consumers: HashMap<String, String>,
     /// Basic-auth credentials given as stored digests, by id.
     digests: HashMap<String, String>,
+    /// Each entity written so far (its URI, and its id for a POST), to where the file gives it.
+    written: HashMap<String, String>,
 }
 
 /// Entities of one list in the file, each with its path there (`services[3].routes[0]`).
@@ -191,8 +193,24 @@ impl Walk<'_> {
         self.known.id(table, e.get("id"), key, &content).map_err(|m| Self::err(path, m))
     }
 
-    fn push(&mut self, path: String, method: Method, uri: String, body: Map<String, Value>) {
+    /// Adds an entity's write. One entity given twice (the same name, natural key or id) would
+    /// be written twice, the second silently replacing the first: refused, with its place.
+    fn push(
+        &mut self,
+        path: String,
+        method: Method,
+        uri: String,
+        body: Map<String, Value>,
+    ) -> Result<(), DeclarativeError> {
+        let entity = match body.get("id").and_then(Value::as_str) {
+            Some(id) => format!("{uri} {id}"),
+            None => uri.clone(),
+        };
+        if let Some(first) = self.written.insert(entity, path.clone()) {
+            return Err(Self::err(&path, format!("the same entity as {first} (one name, key or id given twice)")));
+        }
         self.steps.push(Step { path, method, uri, body: Value::Object(body) });
+        Ok(())
     }
 
     fn document(&mut self, doc: &Map<String, Value>) -> Result<(), DeclarativeError> {
@@ -222,7 +240,7 @@ impl Walk<'_> {
             self.services.insert(name, id.clone());
         }
         self.services.insert(id.clone(), id.clone());
-        self.push(path.to_string(), Method::PUT, format!("/services/{id}"), body);
+        self.push(path.to_string(), Method::PUT, format!("/services/{id}"), body)?;
         for (rpath, r) in list(s, "routes", &format!("{path}."))? {
             if r.get("service").is_some() {
                 return Err(Self::err(&rpath, "a route nested in a service names no service of its own"));
@@ -248,7 +266,7 @@ impl Walk<'_> {
                 }
             }
             self.routes.insert(rid.clone(), rid.clone());
-            self.push(rpath.clone(), Method::PUT, format!("/routes/{rid}"), body);
+            self.push(rpath.clone(), Method::PUT, format!("/routes/{rid}"), body)?;
             for (ppath, p) in list(r, "plugins", &format!("{rpath}."))? {
                 self.plugin(&ppath, p, Some(("route_id", rid.clone())))?;
             }
@@ -270,7 +288,7 @@ impl Walk<'_> {
             }
         }
         self.consumers.insert(id.clone(), id.clone());
-        self.push(path.to_string(), Method::PUT, format!("/consumers/{id}"), body);
+        self.push(path.to_string(), Method::PUT, format!("/consumers/{id}"), body)?;
         for (key, table, endpoint) in CREDENTIALS {
             for (cpath, cred) in list(c, key, &format!("{path}."))? {
                 if cred.get("consumer_id").or_else(|| cred.get("consumer")).is_some() {
@@ -290,7 +308,7 @@ impl Walk<'_> {
                 }
                 body.remove("consumer_id");
                 body.insert("id".into(), json!(cid));
-                self.push(cpath, Method::POST, format!("/consumers/{id}/{endpoint}"), body);
+                self.push(cpath, Method::POST, format!("/consumers/{id}/{endpoint}"), body)?;
             }
         }
         for (ppath, p) in list(c, "plugins", &format!("{path}."))? {
@@ -303,14 +321,14 @@ impl Walk<'_> {
         let mut body = without(u, &["id", "targets"]);
         let id = self.id(path, Table::Upstreams, u, text(u, "name"), &body)?;
         body.insert("id".into(), json!(id));
-        self.push(path.to_string(), Method::POST, "/upstreams".into(), body);
+        self.push(path.to_string(), Method::POST, "/upstreams".into(), body)?;
         for (tpath, t) in list(u, "targets", &format!("{path}."))? {
             let mut body = without(t, &["id", "upstream_id", "upstream"]);
             let mut keyed = body.clone();
             keyed.insert("upstream_id".into(), json!(id));
             let tid = self.id(&tpath, Table::Targets, t, natural_key(Table::Targets, &keyed), &keyed)?;
             body.insert("id".into(), json!(tid));
-            self.push(tpath, Method::POST, format!("/upstreams/{id}/targets"), body);
+            self.push(tpath, Method::POST, format!("/upstreams/{id}/targets"), body)?;
         }
         Ok(())
     }
@@ -329,7 +347,7 @@ impl Walk<'_> {
             }
         }
         body.insert("snis".into(), Value::Array(names));
-        self.push(path.to_string(), Method::PUT, format!("/certificates/{id}"), body);
+        self.push(path.to_string(), Method::PUT, format!("/certificates/{id}"), body)?;
         Ok(())
     }
 
@@ -362,7 +380,7 @@ impl Walk<'_> {
         let key = natural_key(Table::Plugins, &body);
         let id = self.id(path, Table::Plugins, p, key, &body)?;
         body.insert("id".into(), json!(id));
-        self.push(path.to_string(), Method::POST, "/plugins".into(), body);
+        self.push(path.to_string(), Method::POST, "/plugins".into(), body)?;
         Ok(())
     }
 }
@@ -401,6 +419,7 @@ pub async fn plan(
         routes: HashMap::new(),
         consumers: HashMap::new(),
         digests: HashMap::new(),
+        written: HashMap::new(),
     };
     let Value::Object(top) = doc else { return Err(DeclarativeError::Format("the document must be a mapping".into())) };
     walk.document(top)?;

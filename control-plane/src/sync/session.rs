@@ -46,6 +46,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Counters one batch may add to.
 const MAX_COUNTERS: usize = 10_000;
 
+/// The totals of the counted increments put back in the batch's order, -1 for the others.
+fn aligned(counted: &[bool], added: Vec<i64>) -> Vec<i64> {
+    let mut added = added.into_iter();
+    counted.iter().map(|ok| if *ok { added.next().unwrap_or(-1) } else { -1 }).collect()
+}
+
 pub(super) struct Shared {
     pub store: Store,
     pub tail: Tail,
@@ -187,15 +193,26 @@ impl Session {
                 self.send(Out::WriteResult(reply)).await?;
             }
             In::Counters(batch) => {
-                // Bounded: a batch carries at most what one data plane counted in a moment.
+                // Bounded: a batch carries at most what one data plane counted in a moment. The
+                // answer has a total for every increment, in order (the data plane pairs them by
+                // position): -1 for one not counted (past the bound, or not a counter's key).
+                let counted: Vec<bool> = batch
+                    .increments
+                    .iter()
+                    .enumerate()
+                    .map(|(n, i)| {
+                        n < MAX_COUNTERS
+                            && (i.key.starts_with("ratelimit:") || i.key.starts_with("response-ratelimit:"))
+                    })
+                    .collect();
                 let increments: Vec<(String, i64, i64)> = batch
                     .increments
                     .into_iter()
-                    .take(MAX_COUNTERS)
-                    .filter(|i| i.key.starts_with("ratelimit:") || i.key.starts_with("response-ratelimit:"))
-                    .map(|i| (i.key, i.delta.max(0), i.expires_at))
+                    .zip(&counted)
+                    .filter(|(_, ok)| **ok)
+                    .map(|(i, _)| (i.key, i.delta.max(0), i.expires_at))
                     .collect();
-                let totals = match self.shared.store.add_counters(&increments).await {
+                let added = match self.shared.store.add_counters(&increments).await {
                     Ok(t) => t,
                     Err(e) => {
                         // The data plane keeps counting on its own until the store is back.
@@ -203,6 +220,7 @@ impl Session {
                         return Ok(());
                     }
                 };
+                let totals = aligned(&counted, added);
                 self.send(Out::CounterTotals(CounterTotals { id: batch.id, totals })).await?;
             }
             In::Hello(_) => {}
@@ -330,5 +348,14 @@ impl Session {
         self.send(Out::Deltas(deltas)).await?;
         self.sent = revision;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod aligned_tests {
+    #[test]
+    fn an_increment_not_counted_keeps_the_others_in_place() {
+        assert_eq!(super::aligned(&[true, false, true], vec![7, 9]), vec![7, -1, 9]);
+        assert_eq!(super::aligned(&[false, false], Vec::new()), vec![-1, -1]);
     }
 }

@@ -76,7 +76,8 @@ impl AwsLambda {
             function: Arc::new(Function {
                 target: Target {
                     host: host.clone(),
-                    port: config.get("port").and_then(Value::as_u64).unwrap_or(443) as u16,
+                    port: u16::try_from(config.get("port").and_then(Value::as_u64).unwrap_or(443))
+                        .map_err(|_| BuildError("port must be at most 65535".into()))?,
                     timeout: ms("timeout"),
                     keepalive: ms("keepalive"),
                     tls: Some(host.clone()),
@@ -89,7 +90,12 @@ impl AwsLambda {
                 secret: need("aws_secret")?,
                 invocation_type: header("invocation_type", "RequestResponse")?,
                 log_type: header("log_type", "Tail")?,
-                unhandled_status: config.get("unhandled_status").and_then(Value::as_u64).map(|s| s as u16),
+                unhandled_status: config
+                    .get("unhandled_status")
+                    .and_then(Value::as_u64)
+                    .map(u16::try_from)
+                    .transpose()
+                    .map_err(|_| BuildError("unhandled_status must be a status code".into()))?,
                 forward_method: flag("forward_request_method"),
                 forward_uri: flag("forward_request_uri"),
                 forward_headers: flag("forward_request_headers"),

@@ -21,6 +21,10 @@ struct Limit {
     limit_value: HeaderValue,
     limit_name: HeaderName,
     remaining_name: HeaderName,
+    /// What must be left beyond the redis policy's estimate to decide without asking Redis
+    /// (a tenth of the limit, at least 5): room for what other data planes counted since
+    /// Redis last answered.
+    headroom: f64,
 }
 
 enum Policy {
@@ -63,6 +67,7 @@ impl RateLimiting {
                 limit_value: HeaderValue::from_str(&lua_number(limit)).map_err(|e| BuildError(e.to_string()))?,
                 limit_name: header("limit")?,
                 remaining_name: header("remaining")?,
+                headroom: (limit / 10.0).max(5.0),
             });
         }
         let text = |k: &str| config.get(k).and_then(Value::as_str);
@@ -126,31 +131,34 @@ impl RateLimiting {
             .collect()
     }
 
-    /// The redis policy without a round trip: decided on what this data plane knows when every
-    /// limit is far from used up (a tenth of it, and at least 5, left beyond the estimate,
-    /// for what other data planes counted since Redis last answered). `None`: ask Redis.
-    fn redis_known(&self, target: &Target, ctx: &mut RequestCtx<'_>) -> Option<Result<(), Rejected>> {
-        let now = limits::now_secs();
-        let keys = self.keys(&identifier(ctx, self.limit_by), now);
-        let usage = target.estimate(&keys)?;
-        let far = self.limits.iter().zip(&usage).all(|(l, u)| (*u as f64) + (l.limit / 10.0).max(5.0) < l.limit);
-        if !far {
-            return None;
+    /// The redis policy: decided on what this data plane knows when every limit is far from
+    /// used up (see [`Limit::headroom`]), without a round trip; else on Redis's answer.
+    fn with_redis<'a>(&'a self, target: &'a Target, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
+        let keys = self.keys(&identifier(ctx, self.limit_by), limits::now_secs());
+        let known = target
+            .estimate(&keys)
+            .filter(|usage| self.limits.iter().zip(usage).all(|(l, u)| (*u as f64) + l.headroom < l.limit));
+        match known {
+            Some(usage) => {
+                let decided = self.decide(&usage, &mut ctx.response);
+                self.count(target, keys);
+                decided.into()
+            }
+            None => Access::Wait(Box::pin(self.asking_redis(target, keys, ctx))),
         }
-        let decided = self.decide(&usage, &mut ctx.response);
-        let ttls = self.limits.iter().map(|l| l.period.ttl_secs());
-        target.increment(keys.into_iter().zip(ttls).collect(), 1);
-        Some(decided)
     }
 
-    async fn with_redis(&self, target: &Target, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
-        let now = limits::now_secs();
-        let keys = self.keys(&identifier(ctx, self.limit_by), now);
+    /// Adds this request to every period's counter in Redis.
+    fn count(&self, target: &Target, keys: Vec<String>) {
+        let ttls = self.limits.iter().map(|l| l.period.ttl_secs());
+        target.increment(keys.into_iter().zip(ttls).collect(), 1);
+    }
+
+    async fn asking_redis(&self, target: &Target, keys: Vec<String>, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
         match target.usage(&keys).await {
             Ok(usage) => {
                 self.decide(&usage, &mut ctx.response)?;
-                let ttls = self.limits.iter().map(|l| l.period.ttl_secs());
-                target.increment(keys.into_iter().zip(ttls).collect(), 1);
+                self.count(target, keys);
                 Ok(())
             }
             Err(e) if self.fault_tolerant => {
@@ -176,10 +184,7 @@ impl Plugin for RateLimiting {
 
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         match &self.policy {
-            Policy::Redis(target) => match self.redis_known(target, ctx) {
-                Some(decided) => decided.into(),
-                None => Access::Wait(Box::pin(self.with_redis(target, ctx))),
-            },
+            Policy::Redis(target) => self.with_redis(target, ctx),
             Policy::Cluster => {
                 let now = limits::now_secs();
                 let keys = self.keys(&identifier(ctx, self.limit_by), now);

@@ -1,5 +1,7 @@
 //! Header rewriting in both directions (kong-0.14-core-behavior §4.6–4.7).
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus any header
@@ -86,39 +88,50 @@ pub struct Forwarded<'a> {
     pub host: &'a str,
 }
 
-pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+/// A forwarding field: how the direct path spells it, its name, and its value (`None`: the
+/// trusted client's own is kept).
+type Field<'a> = (&'static [u8], HeaderName, Option<Cow<'a, [u8]>>);
+
+/// The five forwarding fields the upstream gets, computed once for both ways of sending
+/// them: each with the spelling the direct path writes, its name, and its value — `None`
+/// when a trusted client's own field is kept. X-Forwarded-For appends the client's address to
+/// what the request carries.
+fn forwarding<'a>(headers: &'a HeaderMap, f: &'a Forwarded<'a>) -> [Field<'a>; 5] {
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(prior) => {
             let mut v = Vec::with_capacity(prior.len() + 2 + f.peer.len());
             v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(f.peer.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
+            Cow::Owned(v)
         }
-        None => Some(f.peer.clone()),
+        None => Cow::Borrowed(f.peer.as_bytes()),
     };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    let keep = |headers: &HeaderMap, name: &HeaderName| f.trusted && headers.contains_key(name);
-    if !keep(headers, &X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if f.https { "https" } else { "http" }));
-    }
-    if !keep(headers, &X_FORWARDED_HOST) {
-        let host = if f.host.bytes().any(|b| b.is_ascii_uppercase()) {
-            HeaderValue::from_str(&f.host.to_ascii_lowercase())
-        } else {
-            HeaderValue::from_str(f.host)
-        };
-        if let Ok(v) = host {
-            headers.insert(X_FORWARDED_HOST, v);
-        }
-    }
-    if !keep(headers, &X_FORWARDED_PORT) {
-        headers.insert(X_FORWARDED_PORT, f.listener_port.clone());
-    }
-    if !keep(headers, &X_REAL_IP) {
-        headers.insert(X_REAL_IP, f.peer.clone());
+    // Only a trusted client's own are kept: an untrusted request looks none of them up.
+    let ours = |name: &HeaderName, value: Cow<'a, [u8]>| (!(f.trusted && headers.contains_key(name))).then_some(value);
+    let host = if f.host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(f.host.to_ascii_lowercase().into_bytes())
+    } else {
+        Cow::Borrowed(f.host.as_bytes())
+    };
+    let proto: &'static [u8] = if f.https { b"https" } else { b"http" };
+    [
+        (b"X-Forwarded-For", X_FORWARDED_FOR, Some(xff)),
+        (b"X-Forwarded-Proto", X_FORWARDED_PROTO, ours(&X_FORWARDED_PROTO, Cow::Borrowed(proto))),
+        (b"X-Forwarded-Host", X_FORWARDED_HOST, ours(&X_FORWARDED_HOST, host)),
+        (b"X-Forwarded-Port", X_FORWARDED_PORT, ours(&X_FORWARDED_PORT, Cow::Borrowed(f.listener_port.as_bytes()))),
+        (b"X-Real-IP", X_REAL_IP, ours(&X_REAL_IP, Cow::Borrowed(f.peer.as_bytes()))),
+    ]
+}
+
+/// Sets the forwarding fields on a request's header map (the general path).
+pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+    let set: Vec<(HeaderName, HeaderValue)> = forwarding(headers, f)
+        .into_iter()
+        .filter_map(|(_, name, value)| Some((name, HeaderValue::from_bytes(&value?).ok()?)))
+        .collect();
+    for (name, value) in set {
+        headers.insert(name, value);
     }
 }
 
@@ -127,46 +140,18 @@ pub fn is_forwarding(name: &HeaderName) -> bool {
     [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_FORWARDED_PORT, &X_REAL_IP].contains(&name)
 }
 
-/// [`set_forwarding`]'s fields, written straight into an HTTP/1 request head instead of into
-/// `headers` (which holds the request's fields after the access phase): the direct path then
-/// does not insert five fields into a map only to read them back out.
+/// The forwarding fields written straight into an HTTP/1 request head, from `headers` (the
+/// request's fields after the access phase, which the caller writes without these): the direct
+/// path does not insert five fields into a map only to read them back out.
 pub fn write_forwarding(out: &mut Vec<u8>, headers: &HeaderMap, f: &Forwarded<'_>) {
-    let mut put = |name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
-    match headers.get(&X_FORWARDED_FOR) {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + f.peer.len());
-            v.extend_from_slice(prior.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(f.peer.as_bytes());
-            put(b"X-Forwarded-For", &v);
+    for (spelled, name, value) in forwarding(headers, f) {
+        let value = match &value {
+            Some(v) => v.as_ref(),
+            None => headers.get(&name).map_or(&b""[..], HeaderValue::as_bytes),
+        };
+        for part in [spelled, b": ", value, b"\r\n"] {
+            out.extend_from_slice(part);
         }
-        None => put(b"X-Forwarded-For", f.peer.as_bytes()),
-    }
-    // Only a trusted client's own are kept: an untrusted request looks none of them up.
-    let kept = |name: &HeaderName| if f.trusted { headers.get(name) } else { None };
-    match kept(&X_FORWARDED_PROTO) {
-        Some(v) => put(b"X-Forwarded-Proto", v.as_bytes()),
-        None => put(b"X-Forwarded-Proto", if f.https { b"https" } else { b"http" }),
-    }
-    match kept(&X_FORWARDED_HOST) {
-        Some(v) => put(b"X-Forwarded-Host", v.as_bytes()),
-        None if f.host.bytes().any(|b| b.is_ascii_uppercase()) => {
-            put(b"X-Forwarded-Host", f.host.to_ascii_lowercase().as_bytes());
-        }
-        None => put(b"X-Forwarded-Host", f.host.as_bytes()),
-    }
-    match kept(&X_FORWARDED_PORT) {
-        Some(v) => put(b"X-Forwarded-Port", v.as_bytes()),
-        None => put(b"X-Forwarded-Port", f.listener_port.as_bytes()),
-    }
-    match kept(&X_REAL_IP) {
-        Some(v) => put(b"X-Real-IP", v.as_bytes()),
-        None => put(b"X-Real-IP", f.peer.as_bytes()),
     }
 }
 

@@ -118,7 +118,9 @@ impl SharedCounts {
                 continue;
             }
             for ((slot, sent_at), total) in sent.iter().zip(&totals.totals) {
-                slot.total.store((*total).max(0) as u64, Ordering::Release);
+                // -1: the control plane did not count this one; the slot keeps what it had.
+                let Ok(total) = u64::try_from(*total) else { continue };
+                slot.total.store(total, Ordering::Release);
                 slot.acked.store(*sent_at, Ordering::Release);
             }
             return;
@@ -151,5 +153,17 @@ mod tests {
         assert_eq!(c.usage("k"), 16);
         assert!(c.drain(i64::MAX - 1).is_some());
         assert!(c.drain(i64::MAX).is_none(), "nothing new");
+    }
+
+    #[test]
+    fn a_total_the_control_plane_did_not_count_leaves_the_others_paired() {
+        let c = SharedCounts::default();
+        c.increment("a", 1, i64::MAX);
+        c.increment("b", 1, i64::MAX);
+        let batch = c.drain(0).expect("a batch");
+        let totals = batch.increments.iter().map(|i| if i.key == "a" { -1 } else { 40 }).collect();
+        c.settle(&CounterTotals { id: batch.id, totals });
+        assert_eq!(c.usage("b"), 40, "b got its own total");
+        assert_eq!(c.usage("a"), 1, "a keeps what it counted");
     }
 }

@@ -57,8 +57,8 @@ struct Known {
 /// An estimate older than this is not used: the request asks Redis.
 const FRESH_MS: u64 = 1_000;
 
-/// Counters remembered before the whole memory is dropped (keys name their window, so those
-/// of closed windows are never read again).
+/// Counters remembered before the stale ones are dropped (keys name their window, so those of
+/// closed windows are never read again).
 const FORGET_ABOVE: usize = 100_000;
 
 fn now_ms() -> u64 {
@@ -150,10 +150,10 @@ impl Target {
     /// within its window, so the larger is the newer.
     fn observe(&self, key: &str, count: u64, now: u64) {
         let known = self.shared.known.pin();
-        if known.len() > FORGET_ABOVE {
-            known.clear();
-        }
-        let k = known.get_or_insert_with(key.to_owned(), Known::default);
+        let k = match known.get(key) {
+            Some(k) => k,
+            None => known.get_or_insert_with(key.to_owned(), Known::default),
+        };
         k.total.fetch_max(count, Ordering::AcqRel);
         k.seen_ms.store(now, Ordering::Release);
     }
@@ -164,7 +164,11 @@ impl Target {
     fn sending(&self, keys: &[(String, u64)], by: u64) {
         let known = self.shared.known.pin();
         for (key, _) in keys {
-            known.get_or_insert_with(key.clone(), Known::default).in_flight.fetch_add(by, Ordering::AcqRel);
+            let k = match known.get(key) {
+                Some(k) => k,
+                None => known.get_or_insert_with(key.clone(), Known::default),
+            };
+            k.in_flight.fetch_add(by, Ordering::AcqRel);
         }
     }
 
@@ -206,6 +210,16 @@ impl Target {
                     .collect();
                 if pending.len() > FORGET_ABOVE {
                     pending.retain(|_, p| p.count.load(Ordering::Acquire) > 0);
+                }
+                // Off the request path: estimates not refreshed within FRESH_MS are never used
+                // again (their window has closed, or a request will ask Redis anew).
+                let known = self.shared.known.pin();
+                if known.len() > FORGET_ABOVE {
+                    let now = now_ms();
+                    known.retain(|_, k| {
+                        now.saturating_sub(k.seen_ms.load(Ordering::Acquire)) <= FRESH_MS
+                            || k.in_flight.load(Ordering::Acquire) > 0
+                    });
                 }
                 batch
             };

@@ -112,10 +112,6 @@ impl Plugin for FileLog {
         true
     }
 
-    fn direct(&self) -> bool {
-        true
-    }
-
     fn log(&self, entry: &LogEntry) {
         let (path, reopen, failures) = (self.path.clone(), self.reopen, self.outbox.counter());
         self.outbox.push(entry.json(), move |rx| write_lines(path, reopen, rx, failures));

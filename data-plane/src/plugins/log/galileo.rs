@@ -419,11 +419,6 @@ impl Plugin for Galileo {
         true
     }
 
-    /// Without bodies to keep, the direct path serves it.
-    fn direct(&self) -> bool {
-        !self.log_bodies
-    }
-
     fn captures_bodies(&self) -> bool {
         self.log_bodies
     }

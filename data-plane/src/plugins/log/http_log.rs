@@ -146,10 +146,6 @@ impl Plugin for HttpLog {
         true
     }
 
-    fn direct(&self) -> bool {
-        true
-    }
-
     fn log(&self, entry: &LogEntry) {
         let record = entry.json();
         let (endpoint, failures) = (self.endpoint.clone(), self.outbox.counter());

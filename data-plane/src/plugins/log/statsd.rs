@@ -154,10 +154,6 @@ impl Plugin for Statsd {
         true
     }
 
-    fn direct(&self) -> bool {
-        true
-    }
-
     fn log(&self, entry: &LogEntry) {
         for datagram in pack(self.lines(entry)) {
             let (target, failures, name) = (self.target.clone(), self.outbox.counter(), self.name);

@@ -70,10 +70,6 @@ impl Plugin for Syslog {
         true
     }
 
-    fn direct(&self) -> bool {
-        true
-    }
-
     fn log(&self, entry: &LogEntry) {
         let Some(severity) = severity_for(&self.config, entry.status) else { return };
         const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -129,10 +125,6 @@ impl Plugin for Loggly {
     }
 
     fn logs(&self) -> bool {
-        true
-    }
-
-    fn direct(&self) -> bool {
         true
     }
 

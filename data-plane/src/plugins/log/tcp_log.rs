@@ -179,10 +179,6 @@ impl Plugin for TcpLog {
         true
     }
 
-    fn direct(&self) -> bool {
-        true
-    }
-
     fn log(&self, entry: &LogEntry) {
         let json = entry.json();
         let mut line = Vec::with_capacity(json.len() + 2);

@@ -71,10 +71,6 @@ impl Plugin for UdpLog {
         true
     }
 
-    fn direct(&self) -> bool {
-        true
-    }
-
     fn log(&self, entry: &LogEntry) {
         let datagram = entry.json();
         let (target, timeout, failures) = (self.target.clone(), self.timeout, self.outbox.counter());
