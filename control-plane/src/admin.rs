@@ -11,7 +11,9 @@ mod crud;
 mod error;
 mod health;
 mod oldlayer;
+mod openapi;
 mod paginate;
+mod paths;
 mod plugins;
 mod respond;
 mod root;
@@ -32,6 +34,7 @@ use http::{header, HeaderValue, Method, StatusCode, Uri};
 use serde_json::Value;
 
 pub use error::{set_strategy, ApiError};
+use paths::Routes;
 pub use root::KONG_VERSION;
 
 use crate::store::Store;
@@ -92,7 +95,17 @@ pub fn router(admin: Admin) -> Router {
     let method_not_allowed =
         || async { ApiError::message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed").into_response() };
     let node = admin.node.clone();
-    Router::new()
+    routes()
+        .into_router()
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(admin)
+        .layer(axum::middleware::from_fn_with_state(node, edge))
+}
+
+/// Every route of the Admin API, one router per resource.
+fn routes() -> Routes {
+    Routes::new()
         .merge(root::router())
         .merge(services::router())
         .merge(routes::router())
@@ -105,10 +118,12 @@ pub fn router(admin: Admin) -> Router {
         .merge(targets::router())
         .merge(health::router())
         .merge(clustering::router())
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(admin)
-        .layer(axum::middleware::from_fn_with_state(node, edge))
+        .merge(openapi::router())
+}
+
+/// The paths the Admin API routes, as axum spells them (`/services/{svc}`).
+pub fn paths() -> Vec<String> {
+    routes().paths().to_vec()
 }
 
 /// The Admin API as one service: the router behind a path normaliser, which must run before

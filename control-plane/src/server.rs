@@ -18,6 +18,9 @@ use tower::ServiceExt;
 
 use crate::admin::{AdminService, Node, Scheme};
 
+mod refusals;
+use refusals::JsonRefusals;
+
 /// How long shutdown waits for in-flight requests before it gives up on them.
 const DRAIN: Duration = Duration::from_secs(10);
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -84,7 +87,7 @@ async fn serve(
         let node = node.clone();
         match &tls {
             None => {
-                let tcp = gatehouse_data_plane::idle::Idle::new(tcp, node.header_timeout);
+                let tcp = JsonRefusals::new(gatehouse_data_plane::idle::Idle::new(tcp, node.header_timeout));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), hyper_svc).into_owned();
                 let conn = graceful.watch(conn);
                 node.counters.active.fetch_add(1, Ordering::Relaxed);
@@ -110,6 +113,7 @@ async fn serve(
                         Err(_) => return,
                     };
                     node.counters.active.fetch_add(1, Ordering::Relaxed);
+                    let stream = JsonRefusals::new(stream);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "admin connection ended with an error");

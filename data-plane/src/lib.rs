@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod head_guard;
 pub mod idle;
 pub mod live;
+pub mod memory;
 pub mod plugins;
 pub mod proxy;
 pub mod router;

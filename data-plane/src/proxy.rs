@@ -21,6 +21,12 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 pub use body::{Filtered, ReqBody, ResBody};
+
+/// What the fuzz targets (`fuzz/`) reach inside the proxy; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::chunked::{ChunkedEnd, Malformed};
+}
 pub use error::{ProxyError, SERVER_TOKEN};
 pub use upstream::Connector;
 

@@ -93,6 +93,7 @@ pub fn bind(
                     busy_poll::install(tuning);
                     tokio::spawn(busy_poll::spinner());
                 }
+                tokio::spawn(crate::memory::trim());
                 match TcpListener::from_std(socket) {
                     Ok(listener) => serve(listener, local.port(), tls, proxy, shutdown).await,
                     Err(e) => tracing::error!(error = %e, "proxy worker cannot register its listener"),

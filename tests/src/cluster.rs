@@ -153,6 +153,10 @@ impl DbLess {
     pub fn logs(&self) -> String {
         self.proc.logs()
     }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.child.as_ref().map(Child::id).expect("running")
+    }
 }
 
 /// A control plane with its Admin API and cluster listener on free ports.

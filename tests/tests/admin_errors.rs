@@ -395,3 +395,54 @@ both!(compatibility_gaps_found_by_clients, |gw| async move {
     gw.get("/upstreams/up.example/targets?offset=!!!").await.n_error(400, 7, "invalid offset");
     gw.get("/upstreams/up.example/targets").await.expect(200);
 });
+
+/// Heads hyper refuses before any handler runs (a bad request line, an unreadable
+/// Content-Length, too many header fields, an overlong URI) and a chunked body that cannot be
+/// decoded: each a 4xx with a JSON body in Kong's shape, and the connection closed.
+#[tokio::test]
+async fn hyper_refusals_are_json() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(Backend::Sqlite).await;
+    let many_fields: String = (0..200).map(|i| format!("X-{i}: a\r\n")).collect();
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), 400, "Bad request"),
+        (
+            b"GET /status HTTP/1.1\r\nHost: localhost\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+            400,
+            "Bad request",
+        ),
+        (
+            format!("GET /status HTTP/1.1\r\nHost: localhost\r\n{many_fields}\r\n").into_bytes(),
+            431,
+            "Request header fields too large",
+        ),
+        (format!("GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n", "a".repeat(100_000)).into_bytes(), 414, "URI too long"),
+        (
+            b"POST /services HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+                .to_vec(),
+            400,
+            "Invalid request: the body could not be read",
+        ),
+    ];
+    for (raw, status, message) in cases {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        tcp.write_all(&raw).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut out))
+            .await
+            .expect("the connection is closed after the answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let what = String::from_utf8_lossy(&raw[..raw.len().min(60)]).into_owned();
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{what}: {text}");
+        assert!(
+            text.to_ascii_lowercase().contains("\r\ncontent-type: application/json; charset=utf-8\r\n"),
+            "{what}: {text}"
+        );
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+        assert_eq!(body, json!({"message": message}), "{what}");
+    }
+    // Nothing was stored by the broken chunked POST.
+    assert_eq!(gw.get("/services").await.expect(200)["data"], json!([]));
+}

@@ -147,8 +147,19 @@ fn too_large() -> ApiError {
     ApiError::message(http::StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
 }
 
+/// A body over the limit is a 413; one that cannot be read (a broken chunked encoding, a
+/// connection cut short) is the client's fault too, a 400, never "too large".
 async fn read(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| too_large())
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            cause = c.source();
+        }
+        ApiError::bad_request("Invalid request: the body could not be read")
+    })
 }
 
 /// One step of a form key: `a`, `a[]`, `a[3]`.

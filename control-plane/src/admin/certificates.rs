@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::entity::{check_key_pair, CERTIFICATE};
 use gatehouse_shared::validate::is_uuid;
 use gatehouse_shared::Violation;
@@ -16,13 +15,14 @@ use super::crud::{self, Kind};
 use super::error::{ApiError, ApiResult};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok, put};
+use super::Routes;
 use super::{snis, Admin};
 use crate::store::{Doc, Filter, Op, Page, Table};
 
 pub static KIND: Kind = Kind { schema: &CERTIFICATE, table: Table::Certificates, key: None };
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/certificates", get(list).post(create))
         .route("/certificates/{cert}", get(show).put(upsert).patch(update).delete(remove))
         .route("/certificates/{cert}/snis", get(list_snis).post(create_sni))

@@ -3,15 +3,15 @@
 
 use axum::extract::State;
 use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
 use super::respond::ok;
 use super::Admin;
+use super::Routes;
 
-pub fn router() -> Router<Admin> {
-    Router::new().route("/clustering/data-planes", get(list))
+pub fn router() -> Routes {
+    Routes::new().route("/clustering/data-planes", get(list))
 }
 
 async fn list(State(admin): State<Admin>) -> ApiResult {

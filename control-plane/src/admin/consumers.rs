@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::entity::CONSUMER;
 use serde_json::Value;
 
@@ -13,12 +12,13 @@ use super::error::{ApiError, ApiResult};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok, put};
 use super::Admin;
+use super::Routes;
 use crate::store::{Doc, Filter, Op, Table};
 
 pub static KIND: Kind = Kind { schema: &CONSUMER, table: Table::Consumers, key: Some("username") };
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/consumers", get(list).post(create))
         .route("/consumers/{consumer}", get(show).put(upsert).patch(update).delete(remove))
 }

@@ -16,7 +16,6 @@
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::credential::{self, CredentialSchema};
 use gatehouse_shared::validate::is_uuid;
 use http::StatusCode;
@@ -28,6 +27,7 @@ use super::oldlayer::{already_exists, empty_body, now_ms, render, take_id};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok, put};
 use super::Admin;
+use super::Routes;
 use crate::store::{Doc, Filter, Op, Page, StoreError, Table};
 
 /// One kind of credential and how the Admin API exposes it.
@@ -120,15 +120,15 @@ pub static OAUTH2_TOKENS: Kind = Kind {
 /// The kinds a consumer owns.
 pub static CONSUMER_KINDS: [&Kind; 6] = [&KEY_AUTH, &BASIC_AUTH, &HMAC_AUTH, &JWT, &ACLS, &OAUTH2];
 
-pub fn router() -> Router<Admin> {
-    let mut router = Router::new();
+pub fn router() -> Routes {
+    let mut router = Routes::new();
     for kind in CONSUMER_KINDS {
         router = router.merge(consumer_routes(kind));
     }
     router.merge(token_routes(&OAUTH2_TOKENS))
 }
 
-fn consumer_routes(kind: &'static Kind) -> Router<Admin> {
+fn consumer_routes(kind: &'static Kind) -> Routes {
     let segment = kind.nested.unwrap_or_default();
     let collection = get(move |State(admin): State<Admin>, Path(c): Path<String>, q: ListQuery| async move {
         let consumer = consumer_id(&admin, &c).await?;
@@ -162,7 +162,7 @@ fn consumer_routes(kind: &'static Kind) -> Router<Admin> {
         let consumer = admin.store.get(Table::Consumers, id).await?.ok_or(ApiError::NotFound)?;
         Ok::<_, ApiError>(ok(&super::consumers::render(consumer)))
     });
-    Router::new()
+    Routes::new()
         .route(&format!("/consumers/{{consumer}}/{segment}"), collection)
         .route(&format!("/consumers/{{consumer}}/{segment}/{{credential}}"), item)
         .route(&format!("/{}", kind.plural), all)
@@ -170,7 +170,7 @@ fn consumer_routes(kind: &'static Kind) -> Router<Admin> {
 }
 
 /// A collection with full CRUD of its own (`/oauth2_tokens`).
-fn token_routes(kind: &'static Kind) -> Router<Admin> {
+fn token_routes(kind: &'static Kind) -> Routes {
     let collection =
         get(move |State(admin): State<Admin>, q: ListQuery| async move { list(&admin, kind, &q, None).await })
             .post(
@@ -189,7 +189,7 @@ fn token_routes(kind: &'static Kind) -> Router<Admin> {
     .delete(move |State(admin): State<Admin>, Path(x): Path<String>| async move {
         remove(&admin, kind, find(&admin, kind, &x, None, true).await?).await
     });
-    Router::new()
+    Routes::new()
         .route(&format!("/{}", kind.plural), collection)
         .route(&format!("/{}/{{credential}}", kind.plural), item)
 }

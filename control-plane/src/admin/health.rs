@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use axum::Router;
 use gatehouse_shared::upstream::normalize_target;
 use gatehouse_shared::validate::is_uuid;
 use serde_json::{json, Value};
@@ -18,11 +17,12 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::oldlayer::{now_ms, render};
 use super::respond::{no_content, ok};
+use super::Routes;
 use super::{targets, upstreams, Admin};
 use crate::store::{Doc, Filter, Op, Page, Table};
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/upstreams/{upstream}/health", get(health))
         .route("/upstreams/{upstream}/targets/{target}/healthy", post(healthy))
         .route("/upstreams/{upstream}/targets/{target}/unhealthy", post(unhealthy))

@@ -4,7 +4,6 @@
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::schema::{self, ConfigError};
 use gatehouse_shared::validate::is_uuid;
 use http::StatusCode;
@@ -16,11 +15,12 @@ use super::error::{ApiError, ApiResult};
 use super::oldlayer::{already_exists, empty_body, now_ms, render, take_id};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok, put};
+use super::Routes;
 use super::{services, Admin};
 use crate::store::{Doc, Filter, Op, StoreError, Table};
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/plugins", get(list).post(create).put(upsert))
         .route("/plugins/enabled", get(enabled))
         .route("/plugins/schema/{name}", get(schema_of))

@@ -5,19 +5,19 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::schema;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::respond::ok;
 use super::Admin;
+use super::Routes;
 
 /// The Kong version clients see; they parse it to choose request shapes.
 pub const KONG_VERSION: &str = "0.14.1";
 
-pub fn router() -> Router<Admin> {
-    Router::new().route("/", get(info)).route("/status", get(status)).route("/status/ready", get(ready))
+pub fn router() -> Routes {
+    Routes::new().route("/", get(info)).route("/status", get(status)).route("/status/ready", get(ready))
 }
 
 /// Ready to serve: the database answers, within a probe's patience, and no migration is

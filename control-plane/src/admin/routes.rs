@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::entity::ROUTE;
 use serde_json::{json, Value};
 
@@ -11,13 +10,14 @@ use super::crud::{self, Kind};
 use super::error::{ApiError, ApiResult};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok, put};
+use super::Routes;
 use super::{services, Admin};
 use crate::store::{Doc, Filter, Op, Table};
 
 pub static KIND: Kind = Kind { schema: &ROUTE, table: Table::Routes, key: None };
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/routes", get(list).post(create))
         .route("/routes/{route}", get(show).put(upsert).patch(update).delete(remove))
         .route(

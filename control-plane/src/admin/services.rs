@@ -3,7 +3,6 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::entity::{parse_url, SERVICE};
 use serde_json::{Map, Value};
 
@@ -12,13 +11,14 @@ use super::crud::{self, Kind};
 use super::error::{ApiError, ApiResult};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok, put};
+use super::Routes;
 use super::{routes, Admin};
 use crate::store::{Doc, Filter, Op, Table};
 
 pub static KIND: Kind = Kind { schema: &SERVICE, table: Table::Services, key: Some("name") };
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/services", get(list).post(create))
         .route("/services/{svc}", get(show).put(upsert).patch(update).delete(remove))
 }

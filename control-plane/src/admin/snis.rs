@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::entity::SNI;
 use serde_json::{json, Value};
 
@@ -12,12 +11,13 @@ use super::error::{ApiError, ApiResult};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok, put};
 use super::Admin;
+use super::Routes;
 use crate::store::{Doc, Op, Table};
 
 pub static KIND: Kind = Kind { schema: &SNI, table: Table::Snis, key: Some("name") };
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/snis", get(list).post(create))
         .route("/snis/{sni}", get(show).put(upsert).patch(update).delete(remove))
         .route("/snis/{sni}/certificate", axum::routing::any(|| async { ApiError::NotFound }))

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, State};
 use axum::routing::{delete, get};
-use axum::Router;
 use gatehouse_shared::upstream::{normalize_target, validate_target};
 use gatehouse_shared::validate::is_uuid;
 use serde_json::{json, Value};
@@ -15,11 +14,12 @@ use super::error::{ApiError, ApiResult};
 use super::oldlayer::{now_ms, render, take_id};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok};
+use super::Routes;
 use super::{upstreams, Admin};
 use crate::store::{Doc, Filter, Op, Page, Table};
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/upstreams/{upstream}/targets", get(list_active).post(create))
         .route("/upstreams/{upstream}/targets/all", get(list_all))
         .route("/upstreams/{upstream}/targets/{target}", delete(remove))

@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::Router;
 use gatehouse_shared::upstream::validate_upstream;
 use gatehouse_shared::validate::is_uuid;
 use serde_json::{json, Value};
@@ -13,10 +12,11 @@ use super::oldlayer::{already_exists, empty_body, now_ms, render, take_id};
 use super::paginate::ListQuery;
 use super::respond::{created, no_content, ok, put};
 use super::Admin;
+use super::Routes;
 use crate::store::{Doc, Op, StoreError, Table};
 
-pub fn router() -> Router<Admin> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/upstreams", get(list).post(create).put(upsert))
         .route("/upstreams/{upstream}", get(show).patch(update).delete(remove))
 }
