@@ -26,6 +26,7 @@ pub use body::{Filtered, ReqBody, ResBody};
 #[doc(hidden)]
 pub mod fuzzing {
     pub use super::chunked::{ChunkedEnd, Malformed};
+    pub use super::direct::serve as serve_http1;
 }
 pub use error::{ProxyError, SERVER_TOKEN};
 pub use upstream::Connector;
