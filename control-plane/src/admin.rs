@@ -64,6 +64,8 @@ pub struct Node {
     pub max_connections: usize,
     pub security: crate::config::AdminSecurity,
     pub counters: Counters,
+    /// Admin API requests by route and status, for `/metrics`.
+    pub metrics: crate::metrics::AdminMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +174,12 @@ fn bad_target(uri: &Uri) -> Option<&'static str> {
 async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: Request, next: Next) -> Response {
     node.counters.requests.fetch_add(1, Ordering::Relaxed);
     node.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if let Some(reason) = bad_target(req.uri()) {
         ApiError::bad_request(reason).into_response()
@@ -190,6 +198,10 @@ async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: 
         next.run(req).await
     };
     node.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    node.metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels { method, route, code: resp.status().as_u16() })
+        .observe(started.elapsed().as_secs_f64());
     // Only pages from listed origins may read answers: any page a local user opens could
     // otherwise read every credential from a loopback Admin API.
     let origins = &node.security.cors_origins;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod config_cli;
 pub mod declarative;
 pub mod expiry;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod sync;
@@ -141,6 +142,7 @@ pub async fn start_with(
         security: config.admin_security.clone(),
         max_connections: config.admin_max_connections,
         counters: Default::default(),
+        metrics: Default::default(),
     });
     let service = admin::service(Admin { store: store.clone(), node: node.clone() });
     let (stop_tx, stop_rx) = watch::channel(false);

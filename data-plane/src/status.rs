@@ -50,6 +50,73 @@ async fn ready(State(s): State<StatusState>) -> (axum::http::StatusCode, Json<Va
     }
 }
 
+/// Prometheus text (format 0.0.4): the configuration this data plane serves, what its sync
+/// client has done, log records dropped, and each balanced target's health as Kong's
+/// Prometheus plugin names it (`kong_upstream_target_health`, one series per state, 1 for the
+/// current one).
+async fn metrics(State(s): State<StatusState>) -> impl axum::response::IntoResponse {
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct TargetLabels {
+        upstream: String,
+        target: String,
+        state: &'static str,
+    }
+
+    let current = s.live.load();
+    let counter = |a: &std::sync::atomic::AtomicU64| ConstCounter::new(a.load(Ordering::Relaxed));
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register(
+        "gatehouse_config_revision",
+        "The change-log revision this data plane serves",
+        ConstGauge::new(current.set.revision),
+    );
+    registry.register(
+        "gatehouse_config_entities",
+        "Entities in the configuration served",
+        ConstGauge::new(current.set.len() as i64),
+    );
+    registry.register(
+        "gatehouse_control_plane_connected",
+        "1 while the sync stream to the control plane is up",
+        ConstGauge::new(i64::from(s.live.connected())),
+    );
+    let c = &s.live.counters;
+    registry.register("gatehouse_sync_connects", "Sync streams opened to the control plane", counter(&c.connects));
+    registry.register("gatehouse_sync_snapshots_applied", "Full configurations applied", counter(&c.snapshots));
+    registry.register("gatehouse_sync_deltas_applied", "Incremental changes applied", counter(&c.deltas));
+    registry.register("gatehouse_sync_nacks", "Configurations refused (NACKed)", counter(&c.nacks));
+    registry.register(
+        "gatehouse_log_records_dropped",
+        "Log-plugin records dropped because their receiver was slow or down",
+        counter(&crate::plugins::log::DROPPED),
+    );
+    let names: std::collections::HashMap<&str, &str> = current
+        .set
+        .table("upstreams")
+        .filter_map(|u| Some((u.get("id")?.as_str()?, u.get("name")?.as_str()?)))
+        .collect();
+    let health: Family<TargetLabels, Gauge> = Family::default();
+    for report in s.live.balancers.reports() {
+        let upstream = names.get(report.upstream_id.as_str()).map_or(report.upstream_id.clone(), |n| (*n).to_owned());
+        for state in ["healthy", "unhealthy", "healthchecks_off"] {
+            let now = report.health.eq_ignore_ascii_case(state);
+            health
+                .get_or_create(&TargetLabels { upstream: upstream.clone(), target: report.target.clone(), state })
+                .set(i64::from(now));
+        }
+    }
+    registry.register("kong_upstream_target_health", "Health of each balanced target, by state", health);
+    let mut body = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut body, &registry);
+    ([(axum::http::header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
+}
+
 /// Binds now and returns the serving future.
 ///
 /// # Errors
@@ -66,6 +133,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/status", get(status))
         .route("/status/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(StatusState { live, node_id: node_id.into() });
     Ok(async move {
         // Few connections, each held to the header timeout: an idle or trickling client

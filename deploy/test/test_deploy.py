@@ -15,7 +15,10 @@ cluster, no helm binary and no container runtime:
    Secrets, Postgres a throwaway database on the local server ($GATEHOUSE_TEST_POSTGRES, else
    postgres://postgres@127.0.0.1:5432/postgres). The migration Job's command runs first; then
    the rendered probes must answer 200, and a Service and Route created through the Admin API
-   (with the rendered admin token) must be served by the data plane.
+   (with the rendered admin token) must be served by the data plane. Where the values enable
+   the ServiceMonitors, every endpoint is scraped as Prometheus would (the pods behind the
+   Services its selector picks, the credentials it names) and must answer Prometheus text
+   with the revision the planes' /status reports.
 
 Run: scripts/test-deploy.sh (makes the virtualenv), or python3 deploy/test/test_deploy.py
 inside one that has deploy/test/requirements.txt. Exits non-zero on any failure.
@@ -175,6 +178,31 @@ def env_of(container: dict) -> dict[str, dict]:
 
 def pod_spec(doc: dict) -> dict:
     return doc["spec"]["template"]["spec"]
+
+
+def labels_match(selector: dict[str, str], labels: dict[str, str] | None) -> bool:
+    return all((labels or {}).get(k) == v for k, v in selector.items())
+
+
+def scrape_targets(docs: list[dict], sm: dict, endpoint: dict) -> list[tuple[dict, str, int | str]]:
+    """What the Prometheus Operator makes of one ServiceMonitor endpoint: the Services in the
+    selected namespaces whose labels match the selector and that have a port named like the
+    endpoint's, and behind each the workloads whose pod labels match the Service's selector.
+    (Service, workload name, the port's targetPort) for each."""
+    namespaces = sm["spec"].get("namespaceSelector", {}).get("matchNames") or [sm["metadata"]["namespace"]]
+    selector = sm["spec"]["selector"].get("matchLabels", {})
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    out = []
+    for svc in find(docs, "Service"):
+        if svc["metadata"]["namespace"] not in namespaces or not labels_match(selector, svc["metadata"].get("labels")):
+            continue
+        for sp in svc["spec"]["ports"]:
+            if sp.get("name") != endpoint["port"]:
+                continue
+            for w in workloads:
+                if labels_match(svc["spec"]["selector"], w["spec"]["template"]["metadata"].get("labels")):
+                    out.append((svc, w["metadata"]["name"], sp.get("targetPort", sp["port"])))
+    return out
 
 
 # === static checks ===
@@ -487,6 +515,46 @@ def expect_mtls_off(docs: list[dict]) -> None:
     assert one(docs, "Deployment", "-data-plane")["metadata"]["name"] == "edge-data-plane"
 
 
+SERVICE_MONITOR_VALUES = {
+    "serviceMonitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "5s", "labels": {"release": "kube-prometheus-stack", "team": "edge"}},
+}
+
+
+def expect_service_monitors(docs: list[dict]) -> None:
+    sms = {d["metadata"]["name"]: d for d in find(docs, "ServiceMonitor")}
+    assert sorted(sms) == [f"{RELEASE}-gatehouse-control-plane", f"{RELEASE}-gatehouse-data-plane"], sorted(sms)
+    extra = SERVICE_MONITOR_VALUES["serviceMonitor"]["labels"]
+    cp_dep = one(docs, "Deployment", "-control-plane")
+    dp_dep = one(docs, "Deployment", "-data-plane")
+    # part: (workload, container port the scrape lands on, Service it goes through)
+    want = {
+        "control-plane": (cp_dep, "admin", f"{RELEASE}-gatehouse-admin"),
+        "data-plane": (dp_dep, "status", f"{RELEASE}-gatehouse-dp-status"),
+    }
+    for part, (dep, port, svc_name) in want.items():
+        sm = sms[f"{RELEASE}-gatehouse-{part}"]
+        labels = sm["metadata"]["labels"]
+        assert labels_match(extra, labels), f"{part}: extra labels missing: {labels}"
+        assert labels["app.kubernetes.io/component"] == part and sm["metadata"]["namespace"] == NAMESPACE, labels
+        assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}, sm["spec"]
+        [ep] = sm["spec"]["endpoints"]
+        assert (ep["port"], ep["path"], ep["scheme"], ep["interval"], ep["scrapeTimeout"]) == (port, "/metrics", "http", "15s", "5s"), ep
+        targets = scrape_targets(docs, sm, ep)
+        got = [(svc["metadata"]["name"], workload, target) for svc, workload, target in targets]
+        assert got == [(svc_name, dep["metadata"]["name"], port)], f"{part}: scrapes {got}"
+        ports = {p["name"] for p in pod_spec(dep)["containers"][0]["ports"]}
+        assert port in ports, f"{part}: no container port {port}: {ports}"
+    # The control plane's scrape carries the admin token, from the Secret the pods read it from.
+    auth = sms[f"{RELEASE}-gatehouse-control-plane"]["spec"]["endpoints"][0]["authorization"]
+    token_ref = env_of(pod_spec(cp_dep)["containers"][0])["GATEHOUSE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert auth == {"type": "Bearer", "credentials": token_ref}, f"{auth} vs the pods' {token_ref}"
+    token = one(docs, "Secret", "-admin-token")
+    assert token_ref["name"] == token["metadata"]["name"] and token_ref["key"] in token["data"], token_ref
+    assert "authorization" not in sms[f"{RELEASE}-gatehouse-data-plane"]["spec"]["endpoints"][0], "the status listener takes no token"
+    status = one(docs, "Service", "-dp-status")
+    assert status["spec"]["type"] == "ClusterIP" and [(p["name"], p["port"], p["targetPort"]) for p in status["spec"]["ports"]] == [("status", 8100, "status")]
+
+
 MATRIX: list[tuple[str, dict, Callable[[list[dict]], None]]] = [
     ("defaults (+ database.url)", {"database": {"url": DUMMY_DB}}, expect_defaults),
     ("bundled Postgres", {"postgresql": {"enabled": True}}, expect_bundled_postgres),
@@ -555,6 +623,7 @@ MATRIX: list[tuple[str, dict, Callable[[list[dict]], None]]] = [
         },
         expect_mtls_off,
     ),
+    ("ServiceMonitors, extra labels", {"database": {"url": DUMMY_DB}, **SERVICE_MONITOR_VALUES}, expect_service_monitors),
 ]
 
 # Values values.schema.json must refuse, and values the templates must refuse.
@@ -576,8 +645,6 @@ TEMPLATE_REFUSED: list[tuple[str, dict, str]] = [
     ("two database sources", {"database": {"url": DUMMY_DB}, "postgresql": {"enabled": True}}, "only one of"),
     ("pki with a CA but no certificate", {"database": {"url": DUMMY_DB}, "cluster": {"mtls": "pki", "caSecret": "ca"}}, "needs cluster.certSecret"),
     ("a data-plane certificate outside pki", {"database": {"url": DUMMY_DB}, "cluster": {"dataPlaneCertSecret": "x"}}, "only with cluster.mtls=pki"),
-    # Nothing is accepted that does nothing: no /metrics is served yet.
-    ("a ServiceMonitor before Gatehouse serves /metrics", {"database": {"url": DUMMY_DB}, "serviceMonitor": {"enabled": True}}, "serves no /metrics yet"),
     ("minReplicas above maxReplicas", {"database": {"url": DUMMY_DB}, "dataPlane": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "above maxReplicas"),
 ]
 
@@ -645,6 +712,10 @@ def static_checks() -> str:
         if upgraded is not None:
             R.check("renders the same kinds on upgrade", sorted(d["kind"] for d in manifests(upgraded)) == sorted(d["kind"] for d in docs))
         R.run("renders what these values ask for", lambda: (expect(docs), R.check("renders what these values ask for", True)))
+        monitored = bool(values.get("serviceMonitor", {}).get("enabled"))
+        kinds = sorted(d["kind"] for d in docs if d["kind"] == "ServiceMonitor" or d["metadata"]["name"].endswith("-dp-status"))
+        R.check(f"ServiceMonitors and the data planes' status Service exactly when serviceMonitor.enabled ({monitored})",
+                kinds == (["Service", "ServiceMonitor", "ServiceMonitor"] if monitored else []), str(kinds))
         count, errors = validate_manifests(docs)
         total_validated += count
         R.check(f"kubernetes-validate --strict: {count} validations (k8s {', '.join(K8S_VERSIONS)})", not errors, "\n        ".join(errors))
@@ -777,6 +848,35 @@ def http_get(url: str, headers: dict | None = None, timeout: float = 3) -> tuple
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+# What Prometheus (2.x) asks for, and what Gatehouse answers.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def duration_seconds(d: str) -> float:
+    """A Prometheus duration as the chart writes them ("30s", "500ms", "1m")."""
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", d)
+    assert m, d
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def scrape(url: str, headers: dict, timeout: float) -> tuple[int, str, bytes]:
+    """(status, Content-Type, body) of a GET."""
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
+
+
+def sample_values(body: bytes, metric: str) -> list[float]:
+    """The values of every sample of `metric` (any labels) in Prometheus text."""
+    pattern = rf"(?m)^{re.escape(metric)}(?:\{{[^}}]*\}})? (\S+)(?: -?\d+)?$"
+    return [float(v) for v in re.findall(pattern, body.decode(errors="replace"))]
 
 
 def http_json(method: str, url: str, body: dict, token: str) -> tuple[int, Any]:
@@ -1007,6 +1107,41 @@ def run_binaries(title: str, values: dict, pg: Postgres, bin_dir: Path, upstream
                 and dp_status["control_plane_connected"], json.dumps(dp_status))
         cache = Path(dp.env["GATEHOUSE_CACHE_DIR"])
         R.check("the data plane's cache is written to its emptyDir", (cache / "config.json").is_file(), str(list(cache.glob("*"))))
+
+        # 6. The ServiceMonitors, scraped as Prometheus would: every pod behind every Service
+        # the selector picks, on that Service port's target, with the credentials it names.
+        # Each plane's known metric must report the revision its /status reports.
+        known = {
+            cp_dep["metadata"]["name"]: (cps, "gatehouse_changelog_head", revisions[0]),
+            dp_dep["metadata"]["name"]: ([dp], "gatehouse_config_revision", dp_status["config_revision"]),
+        }
+        for sm in find(docs, "ServiceMonitor"):
+            for ep in sm["spec"]["endpoints"]:
+                targets = scrape_targets(docs, sm, ep)
+                R.check(f"ServiceMonitor {sm['metadata']['name']}: port {ep['port']} leads to {sorted({w for _, w, _ in targets})}",
+                        bool(targets), "no Service or pod matches")
+                timeout = duration_seconds(ep["scrapeTimeout"])
+                headers = {"Accept": PROMETHEUS_ACCEPT, "User-Agent": "Prometheus/2.55.1", "X-Prometheus-Scrape-Timeout-Seconds": f"{timeout:g}"}
+                how = "no token"
+                if "authorization" in ep:
+                    cred = ep["authorization"]["credentials"]
+                    headers["Authorization"] = f"{ep['authorization']['type']} {secrets[cred['name']][cred['key']].decode()}"
+                    how = f"{ep['authorization']['type']} token from Secret {cred['name']}"
+                for _svc, workload, target in targets:
+                    pods, metric, revision = known[workload]
+                    for pod in pods:
+                        port = pod.port(target)
+                        url = f"{ep['scheme']}://127.0.0.1:{port}{ep['path']}"
+                        # Prometheus sends the pod's address as Host.
+                        status, ctype, body = scrape(url, {**headers, "Host": f"10.244.0.9:{port}"}, timeout)
+                        values_seen = sample_values(body, metric)
+                        R.check(f"scrape {pod.name} {ep['path']} on port {target} ({how}): 200, {METRICS_CONTENT_TYPE}, "
+                                f"{metric} {revision:g} (the revision its /status reports)",
+                                status == 200 and ctype == METRICS_CONTENT_TYPE and values_seen == [float(revision)],
+                                f"got {status} {ctype!r}, {metric} samples {values_seen}: {body[:400]!r}")
+                        if "authorization" in ep:
+                            status, _, _ = scrape(url, {k: v for k, v in headers.items() if k != "Authorization"}, timeout)
+                            R.check(f"scrape {pod.name} {ep['path']} without the token: 401", status == 401, str(status))
     except Exception as e:  # noqa: BLE001 - a failure, with the processes' last words
         R.check("runs", False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
         for p in procs:
@@ -1040,7 +1175,8 @@ def binary_checks() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gatehouse-deploy-"))
     try:
         run_binaries("defaults, shared mTLS generated by the chart", {"database": {"url": pg.create("shared")}}, pg, bin_dir, upstream, tmp)
-        run_binaries("pki mTLS, CA generated by the chart", {"database": {"url": pg.create("pki")}, "cluster": {"mtls": "pki"}}, pg, bin_dir, upstream, tmp)
+        run_binaries("pki mTLS, CA generated by the chart, ServiceMonitors",
+                     {"database": {"url": pg.create("pki")}, "cluster": {"mtls": "pki"}, **SERVICE_MONITOR_VALUES}, pg, bin_dir, upstream, tmp)
         supplied = {
             EXISTING["database.existingSecret"]: {"url": pg.create("existing").encode()},
             EXISTING["admin.token.existingSecret"]: {"admin-token": b"operator-chosen-admin-token-0123456789"},
@@ -1048,7 +1184,7 @@ def binary_checks() -> None:
             EXISTING["admin.ssl.certSecret"]: gen_cert(bin_dir, tmp / "certs" / "admin"),
             EXISTING["dataPlane.sslCertSecret"]: gen_cert(bin_dir, tmp / "certs" / "proxy"),
         }
-        run_binaries("existing Secrets", EXISTING_VALUES, pg, bin_dir, upstream, tmp, supplied)
+        run_binaries("existing Secrets, ServiceMonitors", {**EXISTING_VALUES, **SERVICE_MONITOR_VALUES}, pg, bin_dir, upstream, tmp, supplied)
     finally:
         upstream.close()
         pg.drop_all()

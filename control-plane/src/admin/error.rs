@@ -163,6 +163,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::ForeignKey => ApiError::bad_request("foreign key violation"),
+            // The database is down or unreachable, not the request at fault: a client may
+            // retry, as it may on Kong's 503s. Nothing was written.
+            StoreError::Db(ref db @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))) => {
+                tracing::warn!(error = %db, "the database does not answer");
+                ApiError::message(StatusCode::SERVICE_UNAVAILABLE, "the database does not answer")
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -198,3 +204,26 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    /// A database that does not answer is a 503 in Kong's shape (it was a 500 "unexpected
+    /// error" after the pool's timeout, found by scripts/chaos.py with Postgres killed).
+    #[test]
+    fn an_unreachable_database_is_503() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+        ] {
+            let resp = ApiError::from(StoreError::Db(e)).into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let resp = ApiError::from(StoreError::Corrupt("x".into())).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

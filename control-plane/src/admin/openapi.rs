@@ -32,6 +32,8 @@ enum Op {
     Read(&'static str),
     /// A write that answers 204 (target health).
     Mark,
+    /// Prometheus text.
+    Metrics,
     /// Answered 404 whatever the method: the path exists only so that Kong's answer is kept.
     Gone,
 }
@@ -44,6 +46,7 @@ const TABLE: &[PathItem] = &[
     ("/", "", &[("get", Op::Read("Node"))]),
     ("/status", "", &[("get", Op::Read("Status"))]),
     ("/status/ready", "", &[("get", Op::Read("Ready"))]),
+    ("/metrics", "", &[("get", Op::Metrics)]),
     ("/openapi.json", "", &[("get", Op::Read("Object"))]),
     ("/clustering/data-planes", "", &[("get", Op::Read("DataPlanes"))]),
     ("/services", "Service", &[("get", Op::List), ("post", Op::Create)]),
@@ -262,6 +265,13 @@ fn operation(path: &str, method: &str, entity: &str, op: Op) -> Value {
             put("204", answer("Marked", None));
             put("400", error("Health checks are off for this upstream"));
             put("404", error("No such upstream or target"));
+        }
+        Op::Metrics => {
+            put(
+                "200",
+                json!({"description": "Prometheus text exposition (format 0.0.4)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}),
+            );
         }
         Op::Gone => {
             put("404", error("Not found"));

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use gatehouse_shared::schema;
 use serde_json::{json, Map, Value};
@@ -17,7 +18,31 @@ use super::Routes;
 pub const KONG_VERSION: &str = "0.14.1";
 
 pub fn router() -> Routes {
-    Routes::new().route("/", get(info)).route("/status", get(status)).route("/status/ready", get(ready))
+    Routes::new()
+        .route("/", get(info))
+        .route("/status", get(status))
+        .route("/status/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text: see `crate::metrics`.
+async fn metrics(State(admin): State<Admin>) -> axum::response::Response {
+    let reachable = admin.store.reachable().await;
+    let head = if reachable { admin.store.head_revision().await.unwrap_or(0) } else { 0 };
+    let planes = if reachable { admin.store.data_planes().await.unwrap_or_default() } else { Vec::new() };
+    let now = crate::store::now_ms() / 1000;
+    let stale = admin.node.stale_after.as_secs() as i64;
+    let connected = planes.iter().filter(|dp| now - dp.last_seen <= stale && dp.sync_status != "disconnected").count();
+    let scraped = crate::metrics::Scraped {
+        changelog_head: head,
+        data_planes_connected: connected as i64,
+        data_planes_known: planes.len() as i64,
+        connections_active: admin.node.counters.active.load(Ordering::Relaxed) as i64,
+        database_reachable: reachable,
+    };
+    let body = crate::metrics::render(&admin.node.metrics, &admin.node.counters, &scraped);
+    ([(axum::http::header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
+        .into_response()
 }
 
 /// Ready to serve: the database answers, within a probe's patience, and no migration is

@@ -132,9 +132,6 @@ Refuses values that cannot work, with a message naming what to set. Included by 
 template that depends on them, so `helm template` fails as `helm install` would.
 */}}
 {{- define "gatehouse.validate" -}}
-{{- if .Values.serviceMonitor.enabled -}}
-{{- fail "gatehouse: serviceMonitor.enabled: Gatehouse serves no /metrics yet (Prometheus metrics are still to come), so a ServiceMonitor would only scrape 404s" -}}
-{{- end -}}
 {{- $sources := 0 -}}
 {{- if .Values.database.url }}{{ $sources = add1 $sources }}{{ end -}}
 {{- if .Values.database.existingSecret }}{{ $sources = add1 $sources }}{{ end -}}

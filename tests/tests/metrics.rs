@@ -1,0 +1,142 @@
+#![allow(clippy::unwrap_used)]
+//! `GET /metrics`: Prometheus text on the control plane's Admin API and on the data plane's
+//! status listener, parsed and checked against a known sequence of requests and writes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gatehouse_tests::cluster::{ClusterCert, ControlPlane, DataPlane};
+use gatehouse_tests::*;
+
+/// One sample: its name and labels, and its value.
+type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
+
+fn parse(text: &str) -> Samples {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample line: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let inner = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                let labels = inner
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (n.to_owned(), labels)
+            }
+            None => (series.to_owned(), BTreeMap::new()),
+        };
+        out.push((name, labels, value));
+    }
+    out
+}
+
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .map(|(_, _, v)| *v)
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> Samples {
+    let r = client.get(url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+    parse(&r.text().await.unwrap())
+}
+
+/// Buckets of every series of `name` are cumulative and end at `_count`.
+fn buckets_consistent(samples: &Samples, name: &str) {
+    let bucket = format!("{name}_bucket");
+    let count = format!("{name}_count");
+    for (_, labels, total) in samples.iter().filter(|(n, _, _)| *n == count) {
+        let mut series: Vec<(f64, f64)> = samples
+            .iter()
+            .filter(|(n, l, _)| {
+                *n == bucket && l.iter().filter(|(k, _)| *k != "le").all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .map(|(_, l, v)| (l["le"].parse::<f64>().unwrap_or(f64::INFINITY), *v))
+            .collect();
+        series.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(series.windows(2).all(|w| w[0].1 <= w[1].1), "{name}{labels:?}: buckets not cumulative: {series:?}");
+        assert_eq!(series.last().map(|b| b.1), Some(*total), "{name}{labels:?}: +Inf bucket is not the count");
+    }
+}
+
+#[tokio::test]
+async fn control_plane_counts_admin_requests_by_route_and_status() {
+    let gw = Gateway::start(Backend::Sqlite).await;
+    gw.create_service("a").await;
+    gw.create_service("b").await;
+    for _ in 0..3 {
+        gw.get("/services").await.expect(200);
+    }
+    gw.get("/services/nope").await.assert_status(404);
+    gw.get("/no/such/path").await.assert_status(404);
+    gw.post_json("/services", &json!({"host": 5})).await.assert_status(400);
+
+    let m = scrape(gw.client(), &gw.url("/metrics")).await;
+    let count = |method: &str, route: &str, code: &str| {
+        value(
+            &m,
+            "gatehouse_admin_request_duration_seconds_count",
+            &[("method", method), ("route", route), ("code", code)],
+        )
+    };
+    assert_eq!(count("GET", "/services", "200"), Some(3.0));
+    assert_eq!(count("POST", "/services", "201"), Some(2.0));
+    assert_eq!(count("POST", "/services", "400"), Some(1.0));
+    assert_eq!(count("GET", "/services/{svc}", "404"), Some(1.0));
+    assert_eq!(count("GET", "unmatched", "404"), Some(1.0));
+    buckets_consistent(&m, "gatehouse_admin_request_duration_seconds");
+
+    let revision = gw.get("/status").await.expect(200)["config_revision"].as_f64();
+    assert_eq!(value(&m, "gatehouse_changelog_head", &[]), revision);
+    assert_eq!(value(&m, "gatehouse_database_reachable", &[]), Some(1.0));
+    assert_eq!(value(&m, "gatehouse_data_planes_connected", &[]), Some(0.0));
+    assert!(value(&m, "gatehouse_admin_connections_accepted_total", &[]).is_some_and(|v| v >= 1.0));
+}
+
+#[tokio::test]
+async fn data_plane_reports_its_configuration_sync_and_target_health() {
+    let db = Database::create(Backend::Postgres).await;
+    migrate(&db).await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    cp.post("/upstreams", &json!({"name": "up"})).await;
+    cp.post("/upstreams/up/targets", &json!({"target": "127.0.0.1:9"})).await;
+    let head = cp.revision().await;
+    let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    dp.wait_revision(head, Duration::from_secs(15)).await;
+    let metrics_url = dp.status_url.replace("/status", "/metrics");
+    let client = reqwest::Client::new();
+
+    let m = scrape(&client, &metrics_url).await;
+    assert_eq!(value(&m, "gatehouse_config_revision", &[]), Some(head as f64));
+    assert_eq!(value(&m, "gatehouse_control_plane_connected", &[]), Some(1.0));
+    assert_eq!(value(&m, "gatehouse_sync_snapshots_applied_total", &[]), Some(1.0));
+    assert_eq!(value(&m, "gatehouse_sync_nacks_total", &[]), Some(0.0));
+    let health = |state: &str| {
+        value(&m, "kong_upstream_target_health", &[("upstream", "up"), ("target", "127.0.0.1:9"), ("state", state)])
+    };
+    assert_eq!(health("healthchecks_off"), Some(1.0));
+    assert_eq!(health("healthy"), Some(0.0));
+    assert_eq!(health("unhealthy"), Some(0.0));
+
+    // A write travels as a delta, and the CP counts the data plane as connected.
+    cp.post("/services", &json!({"name": "later", "host": "example.org"})).await;
+    let head = cp.revision().await;
+    dp.wait_revision(head, Duration::from_secs(15)).await;
+    let m = scrape(&client, &metrics_url).await;
+    assert_eq!(value(&m, "gatehouse_config_revision", &[]), Some(head as f64));
+    assert!(value(&m, "gatehouse_sync_deltas_applied_total", &[]).is_some_and(|v| v >= 1.0));
+    let cp_metrics = scrape(&client, &format!("{}/metrics", cp.admin)).await;
+    assert_eq!(value(&cp_metrics, "gatehouse_data_planes_connected", &[]), Some(1.0));
+    assert_eq!(value(&cp_metrics, "gatehouse_changelog_head", &[]), Some(head as f64));
+}
