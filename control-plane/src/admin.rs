@@ -175,7 +175,15 @@ async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: 
     node.counters.requests.fetch_add(1, Ordering::Relaxed);
     node.counters.in_flight.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let method = req.method().as_str().to_owned();
+    // Any token is a valid method: only the ones the Admin API serves get their own series, so a
+    // client cannot grow /metrics without bound.
+    let method = match *req.method() {
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::OPTIONS => {
+            req.method().as_str()
+        }
+        _ => "other",
+    }
+    .to_owned();
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()

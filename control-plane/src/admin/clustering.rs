@@ -24,11 +24,7 @@ async fn list(State(admin): State<Admin>) -> ApiResult {
         .await?
         .into_iter()
         .map(|dp| {
-            let status = if now - dp.last_seen > stale && dp.sync_status != "disconnected" {
-                "disconnected".into()
-            } else {
-                dp.sync_status
-            };
+            let status = if !dp.connected(now, stale) { "disconnected".into() } else { dp.sync_status };
             let mut entry = json!({
                 "id": dp.id,
                 "hostname": dp.hostname,

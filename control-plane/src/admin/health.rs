@@ -69,7 +69,7 @@ async fn health(State(admin): State<Admin>, Path(upstream): Path<String>) -> Api
     // target → [(data plane id, hostname, health)]
     let mut views: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
     for dp in admin.store.data_planes().await? {
-        if dp.sync_status == "disconnected" || now - dp.last_seen > stale {
+        if !dp.connected(now, stale) {
             continue;
         }
         let reported = dp.doc.get("targets").and_then(Value::as_array).cloned().unwrap_or_default();

@@ -225,7 +225,7 @@ fn operation(path: &str, method: &str, entity: &str, op: Op) -> Value {
             put("404", error("The parent entity does not exist"));
         }
         Op::Create | Op::Upsert | Op::Update => {
-            request = Some(json!({"required": op_needs_body(op), "content": {
+            request = Some(json!({"required": matches!(op, Op::Create), "content": {
                 "application/json": {"schema": reference(&format!("{entity}Input"))},
                 "application/x-www-form-urlencoded": {"schema": reference(&format!("{entity}Input"))},
             }}));
@@ -290,10 +290,6 @@ fn operation(path: &str, method: &str, entity: &str, op: Op) -> Value {
         out["requestBody"] = r;
     }
     out
-}
-
-fn op_needs_body(op: Op) -> bool {
-    matches!(op, Op::Create)
 }
 
 /// Old-DAO collections carry `total`; services and routes (the new DAO) do not.
@@ -467,7 +463,10 @@ fn schemas() -> Map<String, Value> {
         &[],
         false,
     );
-    s.insert("Error".into(), json!({"type": "object", "description": "{\"message\": …}, or one message per field"}));
+    s.insert(
+        "Error".into(),
+        json!({"type": "object", "minProperties": 1, "description": "{\"message\": …}, or one message per field"}),
+    );
     s.insert("Object".into(), object());
     s.insert(
         "Node".into(),

@@ -27,12 +27,19 @@ pub fn router() -> Routes {
 
 /// Prometheus text: see `crate::metrics`.
 async fn metrics(State(admin): State<Admin>) -> axum::response::Response {
-    let reachable = admin.store.reachable().await;
-    let head = if reachable { admin.store.head_revision().await.unwrap_or(0) } else { 0 };
-    let planes = if reachable { admin.store.data_planes().await.unwrap_or_default() } else { Vec::new() };
+    let (reachable, head) = head_if_reachable(&admin.store).await;
+    let planes = if reachable {
+        tokio::time::timeout(STORE_PATIENCE, admin.store.data_planes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let now = crate::store::now_ms() / 1000;
     let stale = admin.node.stale_after.as_secs() as i64;
-    let connected = planes.iter().filter(|dp| now - dp.last_seen <= stale && dp.sync_status != "disconnected").count();
+    let connected = planes.iter().filter(|dp| dp.connected(now, stale)).count();
     let scraped = crate::metrics::Scraped {
         changelog_head: head,
         data_planes_connected: connected as i64,
@@ -50,7 +57,7 @@ async fn metrics(State(admin): State<Admin>) -> axum::response::Response {
 /// upgraded meanwhile). Otherwise 503 with the reason, in Kong's error shape.
 async fn ready(State(admin): State<Admin>) -> ApiResult {
     let unready = |why: String| ApiError::message(axum::http::StatusCode::SERVICE_UNAVAILABLE, why);
-    match tokio::time::timeout(std::time::Duration::from_secs(2), admin.store.migration_status()).await {
+    match tokio::time::timeout(STORE_PATIENCE, admin.store.migration_status()).await {
         Ok(Ok(s)) if s.pending.is_empty() => Ok(ok(&json!({"ready": true}))),
         Ok(Ok(s)) => Err(unready(format!("migrations pending: {}", s.pending.join(", ")))),
         Ok(Err(_)) | Err(_) => Err(unready("the database does not answer".into())),
@@ -75,9 +82,24 @@ async fn info(State(admin): State<Admin>) -> ApiResult {
     })))
 }
 
+/// How long `/status` and `/metrics` wait for the store: a database that does not answer is
+/// reported as such (`reachable: false`) within a probe's or scrape's patience, not after the
+/// pool's own timeout.
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the store answers, and its head revision (0 when it does not).
+async fn head_if_reachable(store: &crate::store::Store) -> (bool, i64) {
+    let read = async {
+        if !store.reachable().await {
+            return (false, 0);
+        }
+        (true, store.head_revision().await.unwrap_or(0))
+    };
+    tokio::time::timeout(STORE_PATIENCE, read).await.unwrap_or((false, 0))
+}
+
 async fn status(State(admin): State<Admin>) -> ApiResult {
-    let reachable = admin.store.reachable().await;
-    let revision = if reachable { admin.store.head_revision().await.unwrap_or(0) } else { 0 };
+    let (reachable, revision) = head_if_reachable(&admin.store).await;
     let c = &admin.node.counters;
     let active = c.active.load(Ordering::Relaxed);
     // Requests being handled, this one included; the rest of the open connections wait

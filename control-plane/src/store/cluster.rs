@@ -21,6 +21,14 @@ pub struct DataPlaneRow {
     pub doc: Value,
 }
 
+impl DataPlaneRow {
+    /// Whether it counts as connected at `now` (Unix seconds): not marked disconnected, and
+    /// heard from within `stale_secs`.
+    pub fn connected(&self, now: i64, stale_secs: i64) -> bool {
+        self.sync_status != "disconnected" && now - self.last_seen <= stale_secs
+    }
+}
+
 /// Every entity at one revision.
 #[derive(Debug, Default)]
 pub struct Snapshot {

@@ -31,7 +31,7 @@ struct Function {
     secret: String,
     invocation_type: HeaderValue,
     log_type: HeaderValue,
-    unhandled_status: Option<u16>,
+    unhandled_status: Option<http::StatusCode>,
     forward_method: bool,
     forward_uri: bool,
     forward_headers: bool,
@@ -93,9 +93,9 @@ impl AwsLambda {
                 unhandled_status: config
                     .get("unhandled_status")
                     .and_then(Value::as_u64)
-                    .map(u16::try_from)
-                    .transpose()
-                    .map_err(|_| BuildError("unhandled_status must be a status code".into()))?,
+                    .map(|n| u16::try_from(n).ok().and_then(|n| http::StatusCode::from_u16(n).ok()))
+                    .map(|s| s.ok_or_else(|| BuildError("unhandled_status must be a status code".into())))
+                    .transpose()?,
                 forward_method: flag("forward_request_method"),
                 forward_uri: flag("forward_request_uri"),
                 forward_headers: flag("forward_request_headers"),
@@ -220,7 +220,7 @@ impl Function {
         let (parts, body) = answer.into_parts();
         let unhandled = parts.headers.get("x-amz-function-error").is_some_and(|v| v == "Unhandled");
         let status = match (self.unhandled_status, unhandled) {
-            (Some(s), true) => http::StatusCode::from_u16(s).unwrap_or(parts.status),
+            (Some(s), true) => s,
             _ => parts.status,
         };
         let mut resp = http::Response::new(ResBody::full(body));

@@ -88,9 +88,35 @@ pub struct Forwarded<'a> {
     pub host: &'a str,
 }
 
+/// A forwarding field's value: the per-connection values are shared, so the general path
+/// inserts them into its map by reference count rather than by copy.
+enum Value<'a> {
+    Shared(&'a HeaderValue),
+    Static(&'static str),
+    Bytes(Cow<'a, [u8]>),
+}
+
+impl Value<'_> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Value::Shared(v) => v.as_bytes(),
+            Value::Static(s) => s.as_bytes(),
+            Value::Bytes(b) => b,
+        }
+    }
+
+    fn to_header(&self) -> Option<HeaderValue> {
+        match self {
+            Value::Shared(v) => Some((*v).clone()),
+            Value::Static(s) => Some(HeaderValue::from_static(s)),
+            Value::Bytes(b) => HeaderValue::from_bytes(b).ok(),
+        }
+    }
+}
+
 /// A forwarding field: how the direct path spells it, its name, and its value (`None`: the
 /// trusted client's own is kept).
-type Field<'a> = (&'static [u8], HeaderName, Option<Cow<'a, [u8]>>);
+type Field<'a> = (&'static [u8], HeaderName, Option<Value<'a>>);
 
 /// The five forwarding fields the upstream gets, computed once for both ways of sending
 /// them: each with the spelling the direct path writes, its name, and its value — `None`
@@ -103,34 +129,31 @@ fn forwarding<'a>(headers: &'a HeaderMap, f: &'a Forwarded<'a>) -> [Field<'a>; 5
             v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(f.peer.as_bytes());
-            Cow::Owned(v)
+            Value::Bytes(Cow::Owned(v))
         }
-        None => Cow::Borrowed(f.peer.as_bytes()),
+        None => Value::Shared(f.peer),
     };
     // Only a trusted client's own are kept: an untrusted request looks none of them up.
-    let ours = |name: &HeaderName, value: Cow<'a, [u8]>| (!(f.trusted && headers.contains_key(name))).then_some(value);
+    let ours = |name: &HeaderName, value: Value<'a>| (!(f.trusted && headers.contains_key(name))).then_some(value);
     let host = if f.host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(f.host.to_ascii_lowercase().into_bytes())
     } else {
         Cow::Borrowed(f.host.as_bytes())
     };
-    let proto: &'static [u8] = if f.https { b"https" } else { b"http" };
+    let proto = if f.https { "https" } else { "http" };
     [
         (b"X-Forwarded-For", X_FORWARDED_FOR, Some(xff)),
-        (b"X-Forwarded-Proto", X_FORWARDED_PROTO, ours(&X_FORWARDED_PROTO, Cow::Borrowed(proto))),
-        (b"X-Forwarded-Host", X_FORWARDED_HOST, ours(&X_FORWARDED_HOST, host)),
-        (b"X-Forwarded-Port", X_FORWARDED_PORT, ours(&X_FORWARDED_PORT, Cow::Borrowed(f.listener_port.as_bytes()))),
-        (b"X-Real-IP", X_REAL_IP, ours(&X_REAL_IP, Cow::Borrowed(f.peer.as_bytes()))),
+        (b"X-Forwarded-Proto", X_FORWARDED_PROTO, ours(&X_FORWARDED_PROTO, Value::Static(proto))),
+        (b"X-Forwarded-Host", X_FORWARDED_HOST, ours(&X_FORWARDED_HOST, Value::Bytes(host))),
+        (b"X-Forwarded-Port", X_FORWARDED_PORT, ours(&X_FORWARDED_PORT, Value::Shared(f.listener_port))),
+        (b"X-Real-IP", X_REAL_IP, ours(&X_REAL_IP, Value::Shared(f.peer))),
     ]
 }
 
 /// Sets the forwarding fields on a request's header map (the general path).
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    let set: Vec<(HeaderName, HeaderValue)> = forwarding(headers, f)
-        .into_iter()
-        .filter_map(|(_, name, value)| Some((name, HeaderValue::from_bytes(&value?).ok()?)))
-        .collect();
-    for (name, value) in set {
+    let set = forwarding(headers, f).map(|(_, name, value)| Some((name, value?.to_header()?)));
+    for (name, value) in set.into_iter().flatten() {
         headers.insert(name, value);
     }
 }
@@ -146,7 +169,7 @@ pub fn is_forwarding(name: &HeaderName) -> bool {
 pub fn write_forwarding(out: &mut Vec<u8>, headers: &HeaderMap, f: &Forwarded<'_>) {
     for (spelled, name, value) in forwarding(headers, f) {
         let value = match &value {
-            Some(v) => v.as_ref(),
+            Some(v) => v.as_bytes(),
             None => headers.get(&name).map_or(&b""[..], HeaderValue::as_bytes),
         };
         for part in [spelled, b": ", value, b"\r\n"] {

@@ -187,7 +187,9 @@ impl Target {
                     .fetch_add(by, Ordering::AcqRel);
             }
         }
-        if !self.shared.flushing.swap(true, Ordering::AcqRel) {
+        // Looked at before it is written: most requests find a flush already running, and a
+        // swap on every request would bounce the flag's cache line between workers.
+        if !self.shared.flushing.load(Ordering::Acquire) && !self.shared.flushing.swap(true, Ordering::AcqRel) {
             let target = self.clone();
             tokio::spawn(async move { target.flush_while_busy().await });
         }
