@@ -35,6 +35,7 @@ use serde_json::Value;
 
 pub use error::{set_strategy, ApiError};
 use paths::Routes;
+pub(crate) use root::metrics_text;
 pub use root::KONG_VERSION;
 
 use crate::store::Store;
@@ -203,7 +204,16 @@ async fn edge(axum::extract::State(node): axum::extract::State<Arc<Node>>, req: 
             .insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
         r
     } else {
-        next.run(req).await
+        let span = tracing::info_span!(
+            "admin.request",
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+        span.record("http.response.status_code", resp.status().as_u16());
+        resp
     };
     node.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     node.metrics

@@ -46,6 +46,10 @@ pub struct RawConfig {
     pub admin_auth: Option<String>,
     pub admin_cors_origins: Option<String>,
     pub admin_server_names: Option<String>,
+    pub tracing_endpoint: Option<String>,
+    pub tracing_sampling_rate: Option<f64>,
+    pub tracing_service_name: Option<String>,
+    pub metrics_otlp_interval_ms: Option<u64>,
 }
 
 /// Where overrides come from; the process environment in production, a map in tests.
@@ -97,6 +101,8 @@ pub struct Config {
     pub admin_security: AdminSecurity,
     /// `admin_auth = off`: the operator accepts an unauthenticated Admin API off loopback.
     pub admin_auth_off: bool,
+    /// Traces and OTLP metrics (off unless an endpoint is set).
+    pub telemetry: gatehouse_shared::telemetry::Settings,
 }
 
 /// Who may use the Admin API, and from which web pages.
@@ -187,6 +193,14 @@ impl Config {
         let path = |key: &str, file: Option<PathBuf>| {
             env.get(&format!("GATEHOUSE_{}", key.to_ascii_uppercase())).map(PathBuf::from).or(file)
         };
+        let telemetry = gatehouse_shared::telemetry::Settings::parse(
+            env.get("GATEHOUSE_TRACING_ENDPOINT").or(raw.tracing_endpoint),
+            env.get("GATEHOUSE_TRACING_SAMPLING_RATE").or(raw.tracing_sampling_rate.map(|r| r.to_string())),
+            env.get("GATEHOUSE_TRACING_SERVICE_NAME").or(raw.tracing_service_name),
+            env.get("GATEHOUSE_METRICS_OTLP_INTERVAL_MS").or(raw.metrics_otlp_interval_ms.map(|m| m.to_string())),
+            "gatehouse-cp",
+        )
+        .map_err(|e| ConfigError::Invalid { key: e.key, value: e.value, reason: e.reason })?;
         let format = pick("log_format", raw.log_format, "text");
         if format != "text" && format != "json" {
             return Err(ConfigError::Invalid { key: "log_format", value: format, reason: "expected text or json" });
@@ -277,6 +291,7 @@ impl Config {
             admin_max_connections: max_connections,
             admin_auth_off: admin_auth == "off",
             admin_security,
+            telemetry,
         })
     }
 

@@ -144,7 +144,20 @@ pub async fn start_with(
         counters: Default::default(),
         metrics: Default::default(),
     });
-    let service = admin::service(Admin { store: store.clone(), node: node.clone() });
+    let admin = Admin { store: store.clone(), node: node.clone() };
+    if let Some(endpoint) = config.telemetry.endpoint.clone() {
+        let admin = admin.clone();
+        tokio::spawn(gatehouse_shared::otlp_metrics::export_loop_async(
+            endpoint,
+            config.telemetry.service_name.clone(),
+            config.telemetry.metrics_interval,
+            move || {
+                let admin = admin.clone();
+                async move { admin::metrics_text(&admin).await }
+            },
+        ));
+    }
+    let service = admin::service(admin);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     let mut cluster_addr = None;

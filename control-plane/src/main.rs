@@ -79,7 +79,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), &Env)?;
-    init_tracing(&config);
+    // The Admin API, sync and health checks; a standalone data plane's proxy workers run
+    // runtimes of their own. Telemetry is set up inside it: its exporter runs there.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let telemetry = {
+        let _entered = runtime.enter();
+        gatehouse_shared::telemetry::init(&config.log_level, config.log_json, &config.telemetry)?
+    };
+    if let Some((tracer, ratio)) = telemetry.proxy.clone() {
+        gatehouse_data_plane::trace::install(tracer, ratio);
+    }
     let dp_config = match cli.command {
         Command::Standalone => {
             let mut dp = gatehouse_data_plane::config::Config::load(None, &gatehouse_data_plane::config::Env)?;
@@ -90,10 +99,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    // The Admin API, sync and health checks; a standalone data plane's proxy workers run
-    // runtimes of their own.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match cli.command {
             Command::Run => gatehouse_control_plane::run(config).await,
             Command::Standalone => match dp_config {
@@ -122,16 +128,8 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-    })
-}
-
-fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if config.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    });
+    // Spans still buffered go out before the process ends.
+    runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })?;
+    result
 }

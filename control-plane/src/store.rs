@@ -276,7 +276,7 @@ impl Store {
     ///
     /// # Errors
     /// Constraint violations as [`StoreError::Unique`] / [`StoreError::ForeignKey`].
-    #[instrument(skip_all, fields(ops = ops.len()))]
+    #[instrument(name = "store.commit", skip_all, fields(ops = ops.len()))]
     pub async fn commit(&self, ops: Vec<Op>) -> Result<Option<i64>, StoreError> {
         let _guard = match self.dialect {
             Dialect::Sqlite => Some(self.sqlite_writer.lock().await),
@@ -287,6 +287,7 @@ impl Store {
         match result {
             Ok(Some(rev)) => {
                 tx.commit().await?;
+                crate::sync::links::remember(rev);
                 self.committed.send_if_modified(|v| {
                     let newer = rev > *v;
                     if newer {

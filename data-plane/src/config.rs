@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub proxy_ssl_listen: Option<String>,
     pub proxy_workers: Option<usize>,
     pub proxy_busy_poll: Option<String>,
+    pub proxy_metrics: Option<String>,
     pub ssl_cert: Option<PathBuf>,
     pub ssl_cert_key: Option<PathBuf>,
     pub trusted_ips: Option<String>,
@@ -47,6 +48,10 @@ pub struct RawConfig {
     pub backoff_max_ms: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub tracing_endpoint: Option<String>,
+    pub tracing_sampling_rate: Option<f64>,
+    pub tracing_service_name: Option<String>,
+    pub metrics_otlp_interval_ms: Option<u64>,
 }
 
 pub trait Lookup {
@@ -100,6 +105,8 @@ pub struct Config {
     pub proxy_workers: Option<usize>,
     /// Whether a saturated worker polls for events instead of sleeping (`crate::busy_poll`).
     pub proxy_busy_poll: bool,
+    /// Whether the proxy counts requests for `/metrics` (`crate::metrics`; on by default).
+    pub proxy_metrics: bool,
     /// The default certificate (when no SNI matches); self-signed when unset.
     pub ssl_cert: Option<PathBuf>,
     pub ssl_cert_key: Option<PathBuf>,
@@ -132,6 +139,8 @@ pub struct Config {
     pub backoff_max: Duration,
     pub log_level: String,
     pub log_json: bool,
+    /// Traces and OTLP metrics (off unless an endpoint is set).
+    pub telemetry: gatehouse_shared::telemetry::Settings,
 }
 
 impl Config {
@@ -208,6 +217,17 @@ impl Config {
                 })
             }
         };
+        let proxy_metrics = match pick("proxy_metrics", raw.proxy_metrics, "on").as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "proxy_metrics",
+                    value: other.into(),
+                    reason: "expected on or off",
+                })
+            }
+        };
         let trusted_ips = pick("trusted_ips", raw.trusted_ips, "")
             .split(',')
             .map(str::trim)
@@ -241,11 +261,20 @@ impl Config {
             })
             .collect();
         let format = pick("log_format", raw.log_format, "text");
+        let telemetry = gatehouse_shared::telemetry::Settings::parse(
+            var("tracing_endpoint").or(raw.tracing_endpoint),
+            var("tracing_sampling_rate").or(raw.tracing_sampling_rate.map(|r| r.to_string())),
+            var("tracing_service_name").or(raw.tracing_service_name),
+            var("metrics_otlp_interval_ms").or(raw.metrics_otlp_interval_ms.map(|m| m.to_string())),
+            "gatehouse-dp",
+        )
+        .map_err(|e| ConfigError::Invalid { key: e.key, value: e.value, reason: e.reason })?;
         Ok(Config {
             proxy_listen,
             proxy_ssl_listen,
             proxy_workers,
             proxy_busy_poll,
+            proxy_metrics,
             ssl_cert: path("ssl_cert", raw.ssl_cert),
             ssl_cert_key: path("ssl_cert_key", raw.ssl_cert_key),
             trusted_ips,
@@ -268,6 +297,7 @@ impl Config {
             backoff_max: millis("backoff_max_ms", raw.backoff_max_ms, 30_000)?,
             log_level: pick("log_level", raw.log_level, "info"),
             log_json: format == "json",
+            telemetry,
         })
     }
 }

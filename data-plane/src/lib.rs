@@ -17,6 +17,7 @@ pub mod head_guard;
 pub mod idle;
 pub mod live;
 pub mod memory;
+pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod router;
@@ -24,6 +25,7 @@ pub mod server;
 pub mod status;
 pub mod sync;
 pub mod tls;
+pub mod trace;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -71,6 +73,8 @@ impl Started {
 /// # Errors
 /// Start-up failures (listeners, cache directory, TLS material).
 pub async fn start(config: Config) -> anyhow::Result<Started> {
+    // Before anything is compiled: routes take their metric series then.
+    metrics::enable(config.proxy_metrics);
     let live = Arc::new(Live::new(balancer::Registry::system()));
     let plugins: HashSet<String> = config.plugins.iter().cloned().collect();
     if let Some(source) = &config.declarative {
@@ -102,6 +106,15 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (status_listen)"))?;
         tasks.push(tokio::spawn(fut));
+    }
+    if let Some(endpoint) = config.telemetry.endpoint.clone() {
+        let live = live.clone();
+        tokio::spawn(gatehouse_shared::otlp_metrics::export_loop(
+            endpoint,
+            config.telemetry.service_name.clone(),
+            config.telemetry.metrics_interval,
+            move || status::metrics_text(&live),
+        ));
     }
     let proxy = Arc::new(proxy::Proxy {
         live: live.clone(),

@@ -236,17 +236,31 @@ pub(crate) fn entry_for(ctx: &RequestCtx<'_>) -> LogEntry {
     e
 }
 
-/// Runs `access` of every resolved plugin in order until one answers.
-pub async fn access(chain: &Chain, ctx: &mut RequestCtx<'_>) -> Result<Resolved, Rejected> {
+/// Runs `access` of every resolved plugin in order until one answers; a sampled request's
+/// `trace` gets a span per plugin.
+pub async fn access(
+    chain: &Chain,
+    ctx: &mut RequestCtx<'_>,
+    mut trace: Option<&mut crate::trace::Trace>,
+) -> Result<Resolved, Rejected> {
     let mut resolved = Resolved::default();
     for (i, entry) in chain.entries.iter().enumerate() {
         let Some(plugin) = entry.resolve(ctx.consumer.as_ref().map(|c| &c.id)) else { continue };
         resolved.push(plugin.clone());
+        let began = trace.is_some().then(std::time::Instant::now);
         let outcome = match plugin.access(ctx) {
             Access::Continue => Ok(()),
             Access::Respond(r) => Err(r),
             Access::Wait(f) => f.await,
         };
+        if let (Some(t), Some(start)) = (trace.as_deref_mut(), began) {
+            let name = format!("kong.access.plugin.{}", plugin.name());
+            let mut attributes = vec![opentelemetry::KeyValue::new("kong.plugin.name", plugin.name())];
+            if outcome.is_err() {
+                attributes.push(opentelemetry::KeyValue::new("kong.plugin.answered", true));
+            }
+            t.child(name, start, std::time::Instant::now(), attributes);
+        }
         if let Err(mut response) = outcome {
             // Remaining plugins do not run `access`, but their header filters still apply.
             for rest in &chain.entries[i + 1..] {

@@ -35,6 +35,7 @@ use gatehouse_shared::enabled_headers::EnabledHeaders;
 
 use crate::balancer::hash::{HashInput, Hashed};
 use crate::live::Live;
+use crate::metrics::{self, Series};
 use crate::plugins::{self, RequestCtx, Resolved, RewriteCtx};
 
 /// What a retry needs to send a request again.
@@ -195,11 +196,23 @@ impl Proxy {
     /// Proxies one request; every failure becomes Kong's response for it.
     pub async fn handle(&self, req: Request<Incoming>, conn: &Conn) -> Response<ResBody> {
         let started = Instant::now();
+        let mut measured = Measured::begin(&req);
+        let resp = self.answer(req, conn, started, &mut measured).await;
+        measured.count(resp, started)
+    }
+
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        conn: &Conn,
+        started: Instant,
+        measured: &mut Measured,
+    ) -> Response<ResBody> {
         // Error pages are negotiated on Accept: keep just that (a reference-counted clone).
         let accept = req.headers().get(header::ACCEPT).cloned();
         let mut went_upstream = None;
         let mut logged = None;
-        match self.forward(req, conn, started, &mut went_upstream, &mut logged).await {
+        match self.forward(req, conn, started, &mut went_upstream, &mut logged, measured).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "request not proxied");
@@ -253,6 +266,7 @@ impl Proxy {
         started: Instant,
         went_upstream: &mut Option<(HeaderValue, Instant)>,
         logged: &mut Option<Logged>,
+        measured: &mut Measured,
     ) -> Result<Response<ResBody>, ProxyError> {
         let config = self.live.load();
         let client_http10 = req.version() == Version::HTTP_10;
@@ -296,12 +310,20 @@ impl Proxy {
         if headers::climbs_above_root(path) {
             return Err(ProxyError::BadRequest("the path climbs above the root"));
         }
-        let m = config
-            .router
-            .find(&router::Request { method: req.method().as_str(), path, host: raw_host })
-            .ok_or(ProxyError::NoRoute)?;
+        let routing = measured.trace.is_some().then(Instant::now);
+        let found = config.router.find(&router::Request { method: req.method().as_str(), path, host: raw_host });
+        if let (Some(t), Some(start)) = (measured.trace.as_mut(), routing) {
+            t.child("kong.router", start, Instant::now(), Vec::new());
+        }
+        let m = found.ok_or(ProxyError::NoRoute)?;
         let route = &m.route;
         let service = &route.service;
+        if let Some(t) = measured.trace.as_mut() {
+            t.attributes.extend(crate::trace::request(req.method().as_str(), path, raw_host, route));
+        }
+        if measured.series != Series::OFF {
+            measured.series = route.series;
+        }
         if route.https_only && !conn.https {
             return Err(ProxyError::HttpsRequired);
         }
@@ -364,7 +386,7 @@ impl Proxy {
                 started,
                 hooks: Vec::new(),
             };
-            match plugins::access(&route.plugins, &mut ctx).await {
+            match plugins::access(&route.plugins, &mut ctx, measured.trace.as_deref_mut()).await {
                 Ok(r) => resolved = r,
                 Err(response) => return Ok(self.own(*response)),
             }
@@ -474,12 +496,18 @@ impl Proxy {
             *logged = Some(Logged { resolved: std::mem::take(&mut resolved), entry: Box::new(e) });
         }
         let mut tries = logged.as_mut().map(|l| &mut l.entry.tries);
+        if let Some(t) = &measured.trace {
+            if let Ok(v) = HeaderValue::from_str(&t.traceparent()) {
+                parts.headers.insert(HeaderName::from_static("traceparent"), v);
+            }
+        }
         let mut upstream_req = Request::from_parts(parts, body);
         let mut tries_left = service.retries;
         let mut try_number = 0;
         let mut reused_once = false;
         let mut last_failure = None;
         let (mut pooled, mut response, peer) = loop {
+            let picking = measured.trace.is_some().then(Instant::now);
             let peer = match &service.balancer {
                 Some(b) => match b.ring().pick(b.position(hashed.hash, try_number)) {
                     Some(p) => Some(p.clone()),
@@ -488,6 +516,14 @@ impl Proxy {
                 None => None,
             };
             try_number += 1;
+            if let (Some(t), Some(start)) = (measured.trace.as_mut(), picking) {
+                t.child(
+                    "kong.balancer",
+                    start,
+                    Instant::now(),
+                    crate::trace::peer(service, peer.as_deref(), try_number),
+                );
+            }
             if let Some(tries) = &mut tries {
                 let (ip, port) = match (&peer, service.ip) {
                     (Some(p), _) => (p.addr.ip().to_string(), p.addr.port()),
@@ -505,10 +541,17 @@ impl Proxy {
             let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
             let pooled_conn = if wants_upgrade || sni.is_some() { None } else { upstream::Connector::checkout(key) };
             let from_pool = pooled_conn.is_some();
+            let connecting = measured.trace.is_some().then(Instant::now);
             let mut conn = match pooled_conn {
                 Some(c) => c,
                 None => match self.connector.connect(service, peer.as_deref(), sni.as_deref(), wants_upgrade).await {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        if let (Some(t), Some(start)) = (measured.trace.as_mut(), connecting) {
+                            let attributes = crate::trace::peer(service, peer.as_deref(), try_number);
+                            t.upstream("kong.upstream.connect", start, Instant::now(), attributes);
+                        }
+                        c
+                    }
                     Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) => {
                         if let (Some(b), Some(p)) = (&service.balancer, &peer) {
                             b.observe_failure(p, matches!(e, ProxyError::Timeout), sent);
@@ -525,7 +568,19 @@ impl Proxy {
                     Err(e) => return Err(e),
                 },
             };
-            let failure = match tokio::time::timeout(service.read_timeout, conn.send(upstream_req)).await {
+            let sending = measured.trace.is_some().then(Instant::now);
+            let sent_upstream = tokio::time::timeout(service.read_timeout, conn.send(upstream_req)).await;
+            if let (Some(t), Some(start)) = (measured.trace.as_mut(), sending) {
+                let mut attributes = crate::trace::peer(service, peer.as_deref(), try_number);
+                if let Ok(Ok(r)) = &sent_upstream {
+                    attributes.push(opentelemetry::KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(r.status().as_u16()),
+                    ));
+                }
+                t.upstream("kong.upstream.response", start, Instant::now(), attributes);
+            }
+            let failure = match sent_upstream {
                 Ok(Ok(r)) => break (conn, r, peer),
                 // An answer that is not HTTP is not retried (nginx's `invalid_header` is not
                 // among Kong's `proxy_next_upstream error timeout`).
@@ -599,6 +654,8 @@ impl Proxy {
         }
         let answered = Instant::now();
         let upstream_latency = millis_between(sent, answered);
+        measured.upstream_ms = Some(metrics::ms(sent, answered));
+        measured.kong_ms = Some(metrics::ms(started, sent));
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -686,6 +743,62 @@ impl Proxy {
         let body = Filtered::wrap(body, resolved, &parts, entry);
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// What the general path learns of a request for `crate::metrics` while answering it.
+struct Measured {
+    series: Series,
+    ingress: u64,
+    upstream_ms: Option<u64>,
+    kong_ms: Option<u64>,
+    trace: Option<Box<crate::trace::Trace>>,
+}
+
+impl Measured {
+    fn begin<B: hyper::body::Body>(req: &Request<B>) -> Measured {
+        let series = Series::unrouted();
+        let mut ingress = 0;
+        if series != Series::OFF {
+            metrics::request_started();
+            // The head as sent (close enough for HTTP/2), and the body its length announces.
+            let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 10;
+            ingress = plugins::log::head_size(line, req.headers()) + req.body().size_hint().exact().unwrap_or(0);
+        }
+        let trace = if crate::trace::on() { begin_trace(req.headers()) } else { None };
+        Measured { series, ingress, upstream_ms: None, kong_ms: None, trace }
+    }
+
+    /// The answer, its body counted and its request recorded once the body is done.
+    fn count(self, resp: Response<ResBody>, started: Instant) -> Response<ResBody> {
+        if self.series == Series::OFF && self.trace.is_none() {
+            return resp;
+        }
+        let (parts, inner) = resp.into_parts();
+        let egress = plugins::log::head_size(13 + parts.status.canonical_reason().map_or(0, str::len), &parts.headers);
+        let observation = metrics::Observation {
+            series: self.series,
+            status: parts.status.as_u16(),
+            request_ms: 0,
+            upstream_ms: self.upstream_ms,
+            kong_ms: self.kong_ms.unwrap_or_else(|| metrics::ms(started, Instant::now())),
+            ingress: self.ingress,
+            egress,
+        };
+        let pending = metrics::Pending { observation, started, trace: self.trace };
+        Response::from_parts(parts, ResBody::Counted(Box::new(body::Counted { inner, pending })))
+    }
+}
+
+/// The trace of a request on the general path, when it is sampled.
+fn begin_trace(h: &http::HeaderMap) -> Option<Box<crate::trace::Trace>> {
+    let get = |name: &str| h.get(name).map(HeaderValue::as_bytes);
+    let incoming = match (get("traceparent"), get("b3"), get("x-b3-traceid"), get("x-b3-spanid")) {
+        (Some(v), _, _, _) => crate::trace::parse_traceparent(v),
+        (None, Some(v), _, _) => crate::trace::parse_b3(v),
+        (None, None, Some(t), Some(s)) => crate::trace::parse_b3_multi(t, s, get("x-b3-sampled")),
+        _ => None,
+    };
+    crate::trace::Trace::begin(incoming, Instant::now())
 }
 
 /// A logging route's plugins and log entry, between the access phase and the answer.

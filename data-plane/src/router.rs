@@ -34,6 +34,8 @@ pub struct RouteInfo {
     pub https_only: bool,
     /// The plugins that apply on this route, in run order.
     pub plugins: Arc<crate::plugins::Chain>,
+    /// Where its requests are counted (`crate::metrics`).
+    pub series: crate::metrics::Series,
 }
 
 /// A route as the router holds it.

@@ -148,9 +148,10 @@ async fn serve(
             None => {
                 let counted = Counted::new(&open);
                 let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+                let accepted = crate::metrics::connection_accepted();
                 tokio::spawn(async move {
                     direct::serve(proxy, conn, tcp, shutdown, HEADER_READ).await;
-                    drop(counted);
+                    drop((counted, accepted));
                 });
             }
             Some(acceptor) => {
@@ -158,7 +159,9 @@ async fn serve(
                 let proxy = proxy.clone();
                 let counted = Counted::new(&open);
                 let shutdown = shutdown.clone();
+                let accepted = crate::metrics::connection_accepted();
                 tokio::spawn(async move {
+                    let _accepted = accepted;
                     let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         _ => return,

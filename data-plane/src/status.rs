@@ -55,6 +55,12 @@ async fn ready(State(s): State<StatusState>) -> (axum::http::StatusCode, Json<Va
 /// Prometheus plugin names it (`kong_upstream_target_health`, one series per state, 1 for the
 /// current one).
 async fn metrics(State(s): State<StatusState>) -> impl axum::response::IntoResponse {
+    let body = metrics_text(&s.live);
+    ([(axum::http::header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
+}
+
+/// The text `/metrics` serves (also what is exported over OTLP).
+pub fn metrics_text(live: &Live) -> String {
     use prometheus_client::encoding::EncodeLabelSet;
     use prometheus_client::metrics::counter::ConstCounter;
     use prometheus_client::metrics::family::Family;
@@ -67,7 +73,7 @@ async fn metrics(State(s): State<StatusState>) -> impl axum::response::IntoRespo
         state: &'static str,
     }
 
-    let current = s.live.load();
+    let current = live.load();
     let counter = |a: &std::sync::atomic::AtomicU64| ConstCounter::new(a.load(Ordering::Relaxed));
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register(
@@ -83,9 +89,9 @@ async fn metrics(State(s): State<StatusState>) -> impl axum::response::IntoRespo
     registry.register(
         "gatehouse_control_plane_connected",
         "1 while the sync stream to the control plane is up",
-        ConstGauge::new(i64::from(s.live.connected())),
+        ConstGauge::new(i64::from(live.connected())),
     );
-    let c = &s.live.counters;
+    let c = &live.counters;
     registry.register("gatehouse_sync_connects", "Sync streams opened to the control plane", counter(&c.connects));
     registry.register("gatehouse_sync_snapshots_applied", "Full configurations applied", counter(&c.snapshots));
     registry.register("gatehouse_sync_deltas_applied", "Incremental changes applied", counter(&c.deltas));
@@ -101,7 +107,7 @@ async fn metrics(State(s): State<StatusState>) -> impl axum::response::IntoRespo
         .filter_map(|u| Some((u.get("id")?.as_str()?, u.get("name")?.as_str()?)))
         .collect();
     let health: Family<TargetLabels, Gauge> = Family::default();
-    for report in s.live.balancers.reports() {
+    for report in live.balancers.reports() {
         let upstream = names.get(report.upstream_id.as_str()).map_or(report.upstream_id.clone(), |n| (*n).to_owned());
         for state in ["healthy", "unhealthy", "healthchecks_off"] {
             let now = report.health.eq_ignore_ascii_case(state);
@@ -114,7 +120,8 @@ async fn metrics(State(s): State<StatusState>) -> impl axum::response::IntoRespo
     let mut body = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut body, &registry);
-    ([(axum::http::header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
+    crate::metrics::render(&mut body);
+    body
 }
 
 /// Binds now and returns the serving future.

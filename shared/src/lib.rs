@@ -8,10 +8,12 @@
 pub mod credential;
 pub mod enabled_headers;
 pub mod entity;
+pub mod otlp_metrics;
 pub mod private_fs;
 pub mod proto;
 pub mod schema;
 pub mod snapshot;
+pub mod telemetry;
 pub mod upstream;
 pub mod validate;
 

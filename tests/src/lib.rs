@@ -1063,4 +1063,5 @@ pub fn id_of(v: &Value) -> String {
 }
 
 pub mod cluster;
+pub mod otlp;
 pub mod proxy;

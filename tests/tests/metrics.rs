@@ -140,3 +140,89 @@ async fn data_plane_reports_its_configuration_sync_and_target_health() {
     assert_eq!(value(&cp_metrics, "gatehouse_data_planes_connected", &[]), Some(1.0));
     assert_eq!(value(&cp_metrics, "gatehouse_changelog_head", &[]), Some(head as f64));
 }
+
+/// The proxy's request families after a known mix of requests: answered upstream on the
+/// direct path and on the general one (`Kong-Debug` takes it), refused by a plugin, and
+/// matching no route.
+#[tokio::test]
+async fn proxy_counts_requests_by_service_route_and_status() {
+    use gatehouse_tests::proxy::{Standalone, Upstream};
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("counted").await;
+    let (_, counted) = gw.expose(&up, json!({"name": "counted"}), json!({"paths": ["/counted"]})).await;
+    let (_, guarded) = gw.expose(&up, json!({"name": "guarded"}), json!({"paths": ["/guarded"]})).await;
+    gw.post(&format!("/routes/{}/plugins", id_of(&guarded)), json!({"name": "key-auth"})).await;
+    gw.sync().await;
+
+    let mut body_bytes = 0;
+    for _ in 0..5 {
+        body_bytes += gw.get("/counted/direct").await.assert_status(200).text().len();
+    }
+    for _ in 0..2 {
+        gw.get_with("/counted/general", &[("kong-debug", "1")]).await.assert_status(200);
+    }
+    for _ in 0..3 {
+        gw.get("/guarded").await.assert_status(401);
+    }
+    for _ in 0..4 {
+        gw.get("/nowhere").await.assert_status(404);
+    }
+
+    // A worker records a request just after its last byte is written: the scrape may come
+    // first, so it is repeated until every request is in (or 10 s have passed).
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/metrics", gw.status_port);
+    let finished = |m: &Samples| {
+        value(m, "kong_nginx_connections_total", &[("state", "writing")]) == Some(0.0)
+            && value(m, "kong_nginx_connections_total", &[("state", "total")]) == Some(14.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut m = scrape(&client, &url).await;
+    while !finished(&m) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = scrape(&client, &url).await;
+    }
+    let (counted, guarded) = (id_of(&counted), id_of(&guarded));
+    let requests = |service: &str, route: &str, code: &str| {
+        value(&m, "kong_http_requests_total", &[("service", service), ("route", route), ("code", code)])
+    };
+    assert_eq!(requests("counted", &counted, "200"), Some(7.0));
+    assert_eq!(requests("guarded", &guarded, "401"), Some(3.0));
+    assert_eq!(requests("", "", "404"), Some(4.0));
+    for family in ["kong_request_latency_ms", "kong_upstream_latency_ms", "kong_kong_latency_ms"] {
+        buckets_consistent(&m, family);
+    }
+    let count = |family: &str, service: &str, route: &str| {
+        value(&m, &format!("{family}_count"), &[("service", service), ("route", route)])
+    };
+    assert_eq!(count("kong_request_latency_ms", "counted", &counted), Some(7.0));
+    assert_eq!(count("kong_upstream_latency_ms", "counted", &counted), Some(7.0));
+    assert_eq!(count("kong_kong_latency_ms", "counted", &counted), Some(7.0));
+    assert_eq!(count("kong_request_latency_ms", "guarded", &guarded), Some(3.0));
+    assert_eq!(count("kong_upstream_latency_ms", "guarded", &guarded), None, "a refusal never went upstream");
+    let bandwidth = |direction: &str| {
+        value(&m, "kong_bandwidth_bytes", &[("service", "counted"), ("route", &counted), ("direction", direction)])
+    };
+    assert!(bandwidth("egress").is_some_and(|b| b > body_bytes as f64), "egress: {:?}", bandwidth("egress"));
+    assert!(bandwidth("ingress").is_some_and(|b| b > 7.0 * "GET /counted/direct HTTP/1.1".len() as f64));
+    let connections = |state: &str| value(&m, "kong_nginx_connections_total", &[("state", state)]);
+    assert!(connections("accepted").is_some_and(|n| n >= 1.0));
+    assert_eq!(connections("total"), Some(14.0), "every request counted once, the handed-over ones too");
+    assert_eq!(connections("writing"), Some(0.0));
+}
+
+/// `proxy_metrics = off` records nothing.
+#[tokio::test]
+async fn proxy_metrics_can_be_turned_off() {
+    use gatehouse_tests::proxy::{Standalone, Upstream};
+    let gw = Standalone::start_with_env(&[("GATEHOUSE_PROXY_METRICS", "off")]).await;
+    let up = Upstream::echo("uncounted").await;
+    gw.expose(&up, json!({"name": "uncounted"}), json!({"paths": ["/u"]})).await;
+    gw.sync().await;
+    gw.get("/u").await.assert_status(200);
+    gw.get("/nowhere").await.assert_status(404);
+    let client = reqwest::Client::new();
+    let m = scrape(&client, &format!("http://127.0.0.1:{}/metrics", gw.status_port)).await;
+    assert!(!m.iter().any(|(n, _, _)| n == "kong_http_requests_total"), "{m:?}");
+    assert_eq!(value(&m, "kong_nginx_connections_total", &[("state", "accepted")]), Some(0.0));
+}

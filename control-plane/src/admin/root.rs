@@ -27,6 +27,13 @@ pub fn router() -> Routes {
 
 /// Prometheus text: see `crate::metrics`.
 async fn metrics(State(admin): State<Admin>) -> axum::response::Response {
+    let body = metrics_text(&admin).await;
+    ([(axum::http::header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
+        .into_response()
+}
+
+/// The text `/metrics` serves (also what is exported over OTLP).
+pub(crate) async fn metrics_text(admin: &Admin) -> String {
     let (reachable, head) = head_if_reachable(&admin.store).await;
     let planes = if reachable {
         tokio::time::timeout(STORE_PATIENCE, admin.store.data_planes())
@@ -47,9 +54,7 @@ async fn metrics(State(admin): State<Admin>) -> axum::response::Response {
         connections_active: admin.node.counters.active.load(Ordering::Relaxed) as i64,
         database_reachable: reachable,
     };
-    let body = crate::metrics::render(&admin.node.metrics, &admin.node.counters, &scraped);
-    ([(axum::http::header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
-        .into_response()
+    crate::metrics::render(&admin.node.metrics, &admin.node.counters, &scraped)
 }
 
 /// Ready to serve: the database answers, within a probe's patience, and no migration is

@@ -53,15 +53,18 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), &Env)?;
     let Command::Run { declarative_config } = cli.command;
     config.declarative = declarative_config.map(declarative);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if config.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
     // Sync, status and health checks; the proxy's workers run runtimes of their own.
+    // Telemetry is set up inside it: its exporter runs there.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async { gatehouse_data_plane::run(config).await })
+    let telemetry = {
+        let _entered = runtime.enter();
+        gatehouse_shared::telemetry::init(&config.log_level, config.log_json, &config.telemetry)?
+    };
+    if let Some((tracer, ratio)) = telemetry.proxy.clone() {
+        gatehouse_data_plane::trace::install(tracer, ratio);
+    }
+    let result = runtime.block_on(async { gatehouse_data_plane::run(config).await });
+    // Spans still buffered go out before the process ends.
+    runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })?;
+    result
 }

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use gatehouse_shared::proto::control_plane_message::Message as Out;
 use gatehouse_shared::proto::data_plane_message::Message as In;
@@ -344,8 +346,16 @@ impl Session {
     }
 
     async fn send_deltas(&mut self, changes: Vec<Change>, revision: i64) -> Result<(), End> {
-        let deltas = Deltas { epoch: self.shared.cluster_id.clone(), from_revision: self.sent, revision, changes };
-        self.send(Out::Deltas(deltas)).await?;
+        // Its own trace (sync is not part of any request), linked to the writes it carries;
+        // the data plane's apply span continues it.
+        let span = tracing::info_span!("sync.delta", revision, from_revision = self.sent, changes = changes.len());
+        for write in crate::sync::links::between(self.sent, revision) {
+            span.add_link(write);
+        }
+        let traceparent = crate::sync::links::traceparent(&span);
+        let deltas =
+            Deltas { epoch: self.shared.cluster_id.clone(), from_revision: self.sent, revision, changes, traceparent };
+        self.send(Out::Deltas(deltas)).instrument(span).await?;
         self.sent = revision;
         Ok(())
     }

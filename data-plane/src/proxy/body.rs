@@ -88,6 +88,21 @@ pub enum ResBody {
     Upstream(Incoming, Option<Pooled>),
     /// A body passing through plugins' `body_filter`, whose `log` phase runs once it ends.
     Filtered(Box<Filtered>),
+    /// A body whose bytes are counted, its request recorded in `crate::metrics` once it is
+    /// dropped (sent whole, or abandoned with its connection).
+    Counted(Box<Counted>),
+}
+
+/// See [`ResBody::Counted`].
+pub struct Counted {
+    pub inner: ResBody,
+    pub pending: crate::metrics::Pending,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.pending.finish();
+    }
 }
 
 /// The plugin side of a response body: filters each chunk, then logs off the response path.
@@ -225,6 +240,15 @@ impl Body for ResBody {
                 }
                 polled
             }
+            ResBody::Counted(c) => {
+                let polled = Pin::new(&mut c.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        c.pending.observation.egress += data.len() as u64;
+                    }
+                }
+                polled
+            }
             ResBody::Filtered(f) => loop {
                 if f.flushed {
                     f.finish();
@@ -269,6 +293,7 @@ impl Body for ResBody {
             ResBody::Upstream(body, _) => body.is_end_stream(),
             // Not over until the filters have had their say and the log phase its entry.
             ResBody::Filtered(f) => f.flushed,
+            ResBody::Counted(c) => c.inner.is_end_stream(),
         }
     }
 
@@ -279,6 +304,7 @@ impl Body for ResBody {
             ResBody::Upstream(body, _) => body.size_hint(),
             // Filters may change the length.
             ResBody::Filtered(_) => SizeHint::default(),
+            ResBody::Counted(c) => c.inner.size_hint(),
         }
     }
 }

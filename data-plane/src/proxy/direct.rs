@@ -35,6 +35,8 @@ use super::upstream::{Connector, RawConn};
 use super::waiting::{Deadline, Stop};
 use super::{mark_upstream_failure, millis_between, uri, Conn, Proxy, ProxyError, ReqBody, ResBody, SERVER_TOKEN};
 use crate::compiled::Compiled;
+use crate::metrics::{self, Series};
+use crate::trace::Trace;
 use crate::{plugins, router};
 
 /// Kong's limits on a request head, nginx's `large_client_header_buffers 4 8k`: each line
@@ -70,6 +72,62 @@ struct Scratch {
     out: Vec<u8>,
     /// The upstream's answer head must arrive by this (the service's read timeout).
     answer_by: Deadline,
+    /// What the request being served contributes to `crate::metrics`.
+    tally: Tally,
+}
+
+/// One request's contribution to `crate::metrics`, filled in as it is served.
+struct Tally {
+    /// When the request's head was complete.
+    started: Instant,
+    series: Series,
+    /// 0 until an upstream's answer is relayed; Gatehouse's own answers are read back from
+    /// `Scratch::out`, which holds each of them whole once sent.
+    status: u16,
+    upstream_ms: Option<u64>,
+    kong_ms: Option<u64>,
+    egress: u64,
+    /// The request's trace, when it is sampled (`crate::trace`).
+    trace: Option<Box<Trace>>,
+}
+
+impl Tally {
+    fn new(started: Instant) -> Tally {
+        Tally {
+            started,
+            series: Series::unrouted(),
+            status: 0,
+            upstream_ms: None,
+            kong_ms: None,
+            egress: 0,
+            trace: None,
+        }
+    }
+
+    /// Records the request answered, `ingress` bytes long.
+    fn record(&mut self, ingress: usize, out: &[u8]) {
+        if self.series == Series::OFF && self.trace.is_none() {
+            return;
+        }
+        if self.status == 0 {
+            // "HTTP/1.1 NNN ...": one of Gatehouse's own answers, whole in `out`.
+            self.status = out.get(9..12).and_then(|c| std::str::from_utf8(c).ok()?.parse().ok()).unwrap_or(0);
+            self.egress = out.len() as u64;
+        }
+        let request_ms = metrics::ms(self.started, Instant::now());
+        metrics::record(&metrics::Observation {
+            series: self.series,
+            status: self.status,
+            request_ms,
+            upstream_ms: self.upstream_ms,
+            kong_ms: self.kong_ms.unwrap_or(request_ms),
+            ingress: ingress as u64,
+            egress: self.egress,
+        });
+        if let Some(t) = self.trace.take() {
+            (*t).finish(self.status);
+        }
+    }
 }
 
 /// What became of one request.
@@ -101,6 +159,7 @@ pub async fn serve<S: ClientIo>(
         up: Vec::with_capacity(1024),
         out: Vec::with_capacity(4096),
         answer_by: Deadline::new(now + header_read),
+        tally: Tally::new(now.into_std()),
     };
     let mut stop = Stop::new(shutdown);
     let mut head_by = Deadline::new(now + header_read);
@@ -148,7 +207,14 @@ pub async fn serve<S: ClientIo>(
                     Ok(Some(n)) if buf.len() < len + n => false,
                     Ok(Some(n)) => {
                         let body = &buf[len..len + n];
-                        match exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await {
+                        scratch.tally = Tally::new(Instant::now());
+                        metrics::request_started();
+                        let next = exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await;
+                        match next {
+                            Next::Handoff => metrics::request_handed_over(),
+                            _ => scratch.tally.record(len + n, &scratch.out),
+                        }
+                        match next {
                             Next::KeepAlive => {
                                 buf.advance(len + n);
                                 deadline = None;
@@ -431,6 +497,30 @@ impl DirectLog {
     }
 }
 
+/// The trace of a request, when it is sampled; the client's `traceparent` is then marked
+/// not to be forwarded, as the upstream receives the gateway's own.
+fn begin_trace(headers: &[httparse::Header<'_>], kinds: &mut [Field], started: Instant) -> Option<Box<Trace>> {
+    let find = |name: &str| headers.iter().position(|h| h.name.eq_ignore_ascii_case(name));
+    let w3c = find("traceparent");
+    let incoming = match w3c {
+        Some(i) => crate::trace::parse_traceparent(headers[i].value),
+        None => match (find("b3"), find("x-b3-traceid"), find("x-b3-spanid")) {
+            (Some(i), _, _) => crate::trace::parse_b3(headers[i].value),
+            (None, Some(t), Some(s)) => crate::trace::parse_b3_multi(
+                headers[t].value,
+                headers[s].value,
+                find("x-b3-sampled").map(|i| headers[i].value),
+            ),
+            _ => None,
+        },
+    };
+    let trace = Trace::begin(incoming, started)?;
+    if let Some(kind) = w3c.and_then(|i| kinds.get_mut(i)) {
+        *kind = Field::HopByHop;
+    }
+    Some(trace)
+}
+
 /// Header fields the direct path treats specially, by lower-case name.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Field {
@@ -540,8 +630,8 @@ async fn exchange(
     client: &mut impl ClientIo,
     scratch: &mut Scratch,
 ) -> Next {
-    let Scratch { up, out, answer_by } = scratch;
-    let started = Instant::now();
+    let Scratch { up, out, answer_by, tally } = scratch;
+    let started = tally.started;
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Next::Handoff;
     };
@@ -570,6 +660,9 @@ async fn exchange(
         if *kind == Field::Connection {
             seen.connection.push(h.value);
         }
+    }
+    if crate::trace::on() {
+        tally.trace = begin_trace(req.headers, &mut kinds, tally.started);
     }
     let fields = || req.headers.iter().zip(kinds.iter().copied());
     // HTTP/1.1 keeps the connection unless told not to; HTTP/1.0 only when asked to.
@@ -628,11 +721,20 @@ async fn exchange(
         let refused = ProxyError::BadRequest("the path climbs above the root");
         return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
     }
-    let Some(m) = config.router.find(&router::Request { method, path, host }) else {
+    let routing = tally.trace.is_some().then(Instant::now);
+    let found = config.router.find(&router::Request { method, path, host });
+    if let (Some(t), Some(start)) = (tally.trace.as_mut(), routing) {
+        t.child("kong.router", start, Instant::now(), Vec::new());
+    }
+    let Some(m) = found else {
         return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers, None, log.take()).await;
     };
     let route = &m.route;
     let service = &route.service;
+    tally.series = route.series;
+    if let Some(t) = tally.trace.as_mut() {
+        t.attributes.extend(crate::trace::request(method, path, host, route));
+    }
     if route.https_only && !conn.https {
         return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None, log.take()).await;
     }
@@ -653,7 +755,8 @@ async fn exchange(
     } else if !route.plugins.direct || hashing {
         return Next::Handoff;
     } else {
-        let request = Plain { method, http10: seen.http10, target, path, query, body, started };
+        let mut request =
+            Plain { method, http10: seen.http10, target, path, query, body, started, trace: tally.trace.take() };
         // The general path hides a Host or length that `Connection` names from plugins (and
         // forwards them all the same): rare enough to leave to it.
         if dropped("host") || dropped("content-length") {
@@ -663,7 +766,9 @@ async fn exchange(
             Field::HopByHop | Field::Connection => false,
             _ => !dropped(h.name),
         });
-        match access(proxy, conn, trusted, &config, route, &request, fields).await {
+        let accessing = access(proxy, conn, trusted, &config, route, &mut request, fields).await;
+        tally.trace = request.trace.take();
+        match accessing {
             Accessing::Forward(mut a) => {
                 log = a.log.take();
                 Some(a)
@@ -752,6 +857,9 @@ async fn exchange(
             line(up, &[b"X-Real-IP: ", peer]);
         }
     }
+    if let Some(t) = &tally.trace {
+        line(up, &[b"traceparent: ", t.traceparent().as_bytes()]);
+    }
     let base = up.len();
 
     // Tries = 1 + retries, as on the general path.
@@ -777,6 +885,7 @@ async fn exchange(
     let mut reused_once = false;
     let mut last_failure = None;
     let (mut upstream, head, peer) = loop {
+        let picking = tally.trace.is_some().then(Instant::now);
         let peer = match &service.balancer {
             Some(b) => match b.ring().pick(b.position(hash, try_number)) {
                 Some(p) => Some(p.clone()),
@@ -799,6 +908,9 @@ async fn exchange(
         if let Some(l) = log.as_mut() {
             l.try_peer(service, peer.as_deref());
         }
+        if let (Some(t), Some(start)) = (tally.trace.as_mut(), picking) {
+            t.child("kong.balancer", start, Instant::now(), crate::trace::peer(service, peer.as_deref(), try_number));
+        }
         up.truncate(base);
         let host_value = match &peer {
             _ if plugin_host.is_some() => plugin_host.unwrap_or_default(),
@@ -812,10 +924,17 @@ async fn exchange(
         let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
         let pooled = Connector::checkout_raw(key);
         let from_pool = pooled.is_some();
+        let connecting = tally.trace.is_some().then(Instant::now);
         let mut raw = match pooled {
             Some(c) => c,
             None => match proxy.connector.connect_raw(service, peer.as_deref()).await {
-                Ok(c) => c,
+                Ok(c) => {
+                    if let (Some(t), Some(start)) = (tally.trace.as_mut(), connecting) {
+                        let attributes = crate::trace::peer(service, peer.as_deref(), try_number);
+                        t.upstream("kong.upstream.connect", start, Instant::now(), attributes);
+                    }
+                    c
+                }
                 Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) => {
                     if let (Some(b), Some(p)) = (&service.balancer, &peer) {
                         b.observe_failure(p, matches!(e, ProxyError::Timeout), sent);
@@ -837,7 +956,15 @@ async fn exchange(
         // their connect.
         let began = if from_pool && try_number == 1 && !reused_once { sent } else { Instant::now() };
         let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
-        let failure = match answer_by.within(answer_at, round_trip(&mut raw, up, seen.head)).await {
+        let tripped = answer_by.within(answer_at, round_trip(&mut raw, up, seen.head)).await;
+        if let Some(t) = tally.trace.as_mut() {
+            let mut attributes = crate::trace::peer(service, peer.as_deref(), try_number);
+            if let Ok(Ok(head)) = &tripped {
+                attributes.push(opentelemetry::KeyValue::new("http.response.status_code", i64::from(head.code)));
+            }
+            t.upstream("kong.upstream.response", began, Instant::now(), attributes);
+        }
+        let failure = match tripped {
             Ok(Ok(head)) => break (raw, head, peer),
             // A pooled connection the upstream had closed: once, for free.
             Ok(Err(Trip::Stale)) if from_pool && !reused_once && replayable => {
@@ -883,6 +1010,8 @@ async fn exchange(
     };
     let answered = Instant::now();
     let upstream_latency = millis_between(sent, answered);
+    tally.upstream_ms = Some(metrics::ms(sent, answered));
+    tally.kong_ms = Some(metrics::ms(started, sent));
 
     // The response head, rewritten for the client.
     let (head_len, framing) = (head.len, head.framing);
@@ -908,6 +1037,7 @@ async fn exchange(
     let close = seen.close || (seen.http10 && unsized_body);
     out.clear();
     let Ok(code) = http::StatusCode::from_u16(status) else {
+        tally.upstream_ms = None;
         return answer_error(
             client,
             out,
@@ -996,8 +1126,14 @@ async fn exchange(
     let done =
         relay(&mut upstream, client, out, framing, seen.http10, service.read_timeout, answer_by, &mut bytes_sent).await;
     if let Some(l) = log {
+        let logging = Instant::now();
         l.finish(bytes_sent);
+        if let Some(t) = tally.trace.as_mut() {
+            t.child("kong.log", logging, Instant::now(), Vec::new());
+        }
     }
+    tally.status = status;
+    tally.egress = bytes_sent;
     match done {
         Relay::Done { extra } => upstream_reusable &= !extra,
         Relay::UpstreamBroken | Relay::ClientGone => return Next::Close,
@@ -1023,6 +1159,7 @@ struct Plain<'r> {
     query: Option<&'r str>,
     body: &'r [u8],
     started: Instant,
+    trace: Option<Box<Trace>>,
 }
 
 /// What a route's plugins made of a request on the direct path.
@@ -1090,7 +1227,7 @@ async fn access<'r, 'h, 'b: 'h>(
     trusted: bool,
     config: &Compiled,
     route: &router::RouteInfo,
-    request: &Plain<'r>,
+    request: &mut Plain<'r>,
     fields: impl Iterator<Item = (&'h httparse::Header<'b>, Field)>,
 ) -> Accessing<'r> {
     // Room for the client's fields and what plugins and forwarding add (a consumer's three or
@@ -1131,7 +1268,7 @@ async fn access<'r, 'h, 'b: 'h>(
         started: request.started,
         hooks: Vec::new(),
     };
-    let resolved = match plugins::access(&route.plugins, &mut ctx).await {
+    let resolved = match plugins::access(&route.plugins, &mut ctx, request.trace.as_deref_mut()).await {
         Ok(r) => r,
         Err(reply) => return Accessing::Answer(reply),
     };

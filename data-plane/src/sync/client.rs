@@ -198,7 +198,9 @@ impl Follower {
                             });
                             let reuse = d.changes.iter().all(|c| credentials_only(&c.entity)).then_some(current);
                             let counter = &self.live.counters.deltas;
-                            refused = !self.install(d.revision, result.map(|()| next), &tx, reuse, counter).await?;
+                            let span = crate::trace::sync_apply(d.revision, &d.traceparent);
+                            let installing = self.install(d.revision, result.map(|()| next), &tx, reuse, counter);
+                            refused = !tracing::Instrument::instrument(installing, span).await?;
                         }
                         Some(In::Snapshot(chunk)) => {
                             snapshot.extend(chunk.entities);
