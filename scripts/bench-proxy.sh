@@ -7,7 +7,9 @@
 # worker, creates a Service for compare.sh's upstream (127.0.0.1:18080) and a Route
 # `/bench`, adds each PLUGIN-JSON to that route (the word ROUTE in it becomes the route's id),
 # a consumer `bench` with the key-auth key `benchkey`, and runs compare.sh against
-# `/bench?apikey=benchkey`. ROUNDS (default 5) sets the rounds; COMPARE names the harness.
+# `/bench?apikey=benchkey`. ROUNDS (default 5) sets the rounds; COMPARE names the harness;
+# COMPARE_ARGS adds options of its own (`--duration 5`). Settings in the environment
+# (`GATEHOUSE_PROXY_METRICS=off`, `GATEHOUSE_TRACING_*`) reach the gateway.
 set -euo pipefail
 BIN=$1; LABEL=$2; shift 2
 COMPARE=${COMPARE:-$(cd "$(dirname "$0")/../.." && pwd)/shared/bench/compare.sh}
@@ -30,4 +32,4 @@ curl -s -X POST localhost:9001/consumers -d username=bench > /dev/null
 curl -s -X POST localhost:9001/consumers/bench/key-auth -d key=benchkey > /dev/null
 sleep 1
 "$COMPARE" --candidate "http://127.0.0.1:9000/bench?apikey=benchkey" --candidate-pid $PID \
-  --candidate-name "$LABEL" --rounds "${ROUNDS:-5}" --no-verify --out "/tmp/bench-out-$LABEL-$$"
+  --candidate-name "$LABEL" --rounds "${ROUNDS:-5}" ${COMPARE_ARGS:-} --no-verify --out "/tmp/bench-out-$LABEL-$$"

@@ -63,6 +63,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a binary's `main` work on a multi-threaded runtime with logging and telemetry set up
+/// inside it (the OTLP exporters run on it), the proxy's tracer installed when traces are on;
+/// spans still buffered are exported before it returns.
+///
+/// # Errors
+/// The runtime or the exporter cannot be built, or `main` fails.
+pub fn run_main(
+    log_level: &str,
+    log_json: bool,
+    telemetry: &gatehouse_shared::telemetry::Settings,
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let telemetry = {
+        let _entered = runtime.enter();
+        gatehouse_shared::telemetry::init(log_level, log_json, telemetry)?
+    };
+    if let Some((tracer, ratio)) = telemetry.proxy.clone() {
+        gatehouse_data_plane::trace::install(tracer, ratio);
+    }
+    let result = runtime.block_on(main);
+    runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })?;
+    result
+}
+
 /// The control plane and a data plane in one process (`gatehouse-cp standalone`). The data
 /// plane follows the control plane through the same sync session as a remote one, over an
 /// in-process link: no socket carries the configuration, so no other local user can read it.

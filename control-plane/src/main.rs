@@ -79,16 +79,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), &Env)?;
-    // The Admin API, sync and health checks; a standalone data plane's proxy workers run
-    // runtimes of their own. Telemetry is set up inside it: its exporter runs there.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let telemetry = {
-        let _entered = runtime.enter();
-        gatehouse_shared::telemetry::init(&config.log_level, config.log_json, &config.telemetry)?
-    };
-    if let Some((tracer, ratio)) = telemetry.proxy.clone() {
-        gatehouse_data_plane::trace::install(tracer, ratio);
-    }
+    let (log_level, log_json, telemetry) = (config.log_level.clone(), config.log_json, config.telemetry.clone());
     let dp_config = match cli.command {
         Command::Standalone => {
             let mut dp = gatehouse_data_plane::config::Config::load(None, &gatehouse_data_plane::config::Env)?;
@@ -99,7 +90,9 @@ fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let result = runtime.block_on(async {
+    // The Admin API, sync and health checks; a standalone data plane's proxy workers run
+    // runtimes of their own.
+    gatehouse_control_plane::run_main(&log_level, log_json, &telemetry, async move {
         match cli.command {
             Command::Run => gatehouse_control_plane::run(config).await,
             Command::Standalone => match dp_config {
@@ -128,8 +121,5 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-    });
-    // Spans still buffered go out before the process ends.
-    runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })?;
-    result
+    })
 }

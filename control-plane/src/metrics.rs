@@ -47,6 +47,14 @@ pub struct Scraped {
     pub data_planes_known: i64,
     pub connections_active: i64,
     pub database_reachable: bool,
+    /// Each connected data plane (node id, hostname) and how many revisions it is behind.
+    pub lag: Vec<(String, String, i64)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct PlaneLabels {
+    node_id: String,
+    hostname: String,
 }
 
 /// The exposition: the recorded families plus `scraped`.
@@ -86,6 +94,16 @@ pub fn render(metrics: &AdminMetrics, counters: &crate::admin::Counters, scraped
         "gatehouse_database_reachable",
         "1 when the store answers",
         ConstGauge::new(i64::from(scraped.database_reachable)),
+    );
+    let lag: prometheus_client::metrics::family::Family<PlaneLabels, prometheus_client::metrics::gauge::Gauge> =
+        Default::default();
+    for (node_id, hostname, behind) in &scraped.lag {
+        lag.get_or_create(&PlaneLabels { node_id: node_id.clone(), hostname: hostname.clone() }).set(*behind);
+    }
+    registry.register(
+        "gatehouse_data_plane_config_lag",
+        "Revisions each connected data plane is behind the change log's head (as it last reported)",
+        lag,
     );
     let mut out = String::new();
     // Writing into a String cannot fail.

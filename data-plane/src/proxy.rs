@@ -541,6 +541,9 @@ impl Proxy {
             let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
             let pooled_conn = if wants_upgrade || sni.is_some() { None } else { upstream::Connector::checkout(key) };
             let from_pool = pooled_conn.is_some();
+            if pooled_conn.is_none() {
+                crate::trace::dns(measured.trace.as_deref_mut(), &self.connector, service, peer.as_deref()).await;
+            }
             let connecting = measured.trace.is_some().then(Instant::now);
             let mut conn = match pooled_conn {
                 Some(c) => c,

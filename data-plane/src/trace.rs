@@ -129,6 +129,28 @@ pub fn peer(
     ]
 }
 
+/// Records the DNS resolution a new connection to a service named by host needs, as its own
+/// span. The connection then resolves again, from the resolver's cache: a sampled request
+/// pays one more lookup so the others need no hook in the connector.
+pub async fn dns(
+    trace: Option<&mut Trace>,
+    connector: &crate::proxy::Connector,
+    service: &crate::compiled::Service,
+    peer: Option<&crate::balancer::ring::Peer>,
+) {
+    let Some(t) = trace else { return };
+    if peer.is_some() || service.ip.is_some() {
+        return;
+    }
+    let start = Instant::now();
+    let found = connector.resolve(service).await;
+    let mut attributes = vec![KeyValue::new("dns.question.name", service.host.clone())];
+    if let Ok(addr) = found {
+        attributes.push(KeyValue::new("dns.answer", addr.ip().to_string()));
+    }
+    t.child("kong.dns", start, Instant::now(), attributes);
+}
+
 /// The root span's attributes for a request routed to `route`.
 pub fn request(method: &str, path: &str, host: &str, route: &crate::router::RouteInfo) -> Vec<KeyValue> {
     vec![

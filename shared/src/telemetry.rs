@@ -76,12 +76,12 @@ impl Settings {
         let metrics_interval = match metrics_interval_ms {
             None => Duration::from_secs(10),
             Some(v) => match v.parse::<u64>() {
-                Ok(ms) if ms >= 100 => Duration::from_millis(ms),
+                Ok(ms) if ms >= 1000 => Duration::from_millis(ms),
                 _ => {
                     return Err(InvalidSetting {
                         key: "metrics_otlp_interval_ms",
                         value: v,
-                        reason: "expected milliseconds, at least 100",
+                        reason: "expected milliseconds, at least 1000",
                     })
                 }
             },

@@ -139,6 +139,16 @@ async fn data_plane_reports_its_configuration_sync_and_target_health() {
     let cp_metrics = scrape(&client, &format!("{}/metrics", cp.admin)).await;
     assert_eq!(value(&cp_metrics, "gatehouse_data_planes_connected", &[]), Some(1.0));
     assert_eq!(value(&cp_metrics, "gatehouse_changelog_head", &[]), Some(head as f64));
+    // The data plane has applied the head: once the control plane has recorded that (its
+    // acknowledgement or next status report), its lag is 0.
+    let lag = |m: &Samples| value(m, "gatehouse_data_plane_config_lag", &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut m = cp_metrics;
+    while lag(&m) != Some(0.0) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        m = scrape(&client, &format!("{}/metrics", cp.admin)).await;
+    }
+    assert_eq!(lag(&m), Some(0.0), "the data plane is not behind");
 }
 
 /// The proxy's request families after a known mix of requests: answered upstream on the

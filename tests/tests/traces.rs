@@ -18,7 +18,7 @@ async fn traced_gateway(collector: &Collector, rate: &str) -> Standalone {
     Standalone::start_with_env(&[
         ("GATEHOUSE_TRACING_ENDPOINT", endpoint.as_str()),
         ("GATEHOUSE_TRACING_SAMPLING_RATE", rate),
-        ("GATEHOUSE_METRICS_OTLP_INTERVAL_MS", "200"),
+        ("GATEHOUSE_METRICS_OTLP_INTERVAL_MS", "1000"),
         // The SDK's batch delay (5 s by default), shortened so the test waits less.
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ])
@@ -98,6 +98,19 @@ async fn a_proxied_request_is_a_span_tree_continued_from_the_client_and_sent_ups
         assert!(children.iter().any(|c| c == "kong.access.plugin.key-auth"), "kong-debug {debug}: {children:?}");
         assert!(children.iter().any(|c| c == "kong.upstream.response"), "kong-debug {debug}: {children:?}");
     }
+
+    // A service named by host: its resolution is a span of its own.
+    let named_service = gw.post("/services", json!({"name": "named", "host": "localhost", "port": up.port()})).await;
+    gw.route(&named_service, json!({"paths": ["/named"]})).await;
+    gw.sync().await;
+    let reply = gw.get("/named").await;
+    reply.assert_status(200);
+    let trace_id = reply.echo().header("traceparent").unwrap().split('-').nth(1).unwrap().to_owned();
+    let spans =
+        collector.wait_for_spans(WAIT, "the named service's trace", |s| named(s, "kong", &trace_id).is_some()).await;
+    let dns = named(&spans, "kong.dns", &trace_id).unwrap_or_else(|| panic!("no kong.dns span: {spans:#?}"));
+    assert_eq!(dns.attributes.get("dns.question.name").map(String::as_str), Some("localhost"));
+    assert_eq!(dns.parent_span_id, named(&spans, "kong", &trace_id).unwrap().span_id);
 
     // A client that says "not sampled" is not traced, and its context goes on unchanged.
     let unsampled = format!("00-{client_trace}-{client_span}-00");

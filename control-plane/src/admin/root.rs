@@ -46,13 +46,16 @@ pub(crate) async fn metrics_text(admin: &Admin) -> String {
     };
     let now = crate::store::now_ms() / 1000;
     let stale = admin.node.stale_after.as_secs() as i64;
-    let connected = planes.iter().filter(|dp| dp.connected(now, stale)).count();
+    let connected: Vec<_> = planes.iter().filter(|dp| dp.connected(now, stale)).collect();
+    let lag =
+        connected.iter().map(|dp| (dp.id.clone(), dp.hostname.clone(), (head - dp.config_revision).max(0))).collect();
     let scraped = crate::metrics::Scraped {
         changelog_head: head,
-        data_planes_connected: connected as i64,
+        data_planes_connected: connected.len() as i64,
         data_planes_known: planes.len() as i64,
         connections_active: admin.node.counters.active.load(Ordering::Relaxed) as i64,
         database_reachable: reachable,
+        lag,
     };
     crate::metrics::render(&admin.node.metrics, &admin.node.counters, &scraped)
 }

@@ -53,18 +53,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), &Env)?;
     let Command::Run { declarative_config } = cli.command;
     config.declarative = declarative_config.map(declarative);
+    let (log_level, log_json, telemetry) = (config.log_level.clone(), config.log_json, config.telemetry.clone());
     // Sync, status and health checks; the proxy's workers run runtimes of their own.
-    // Telemetry is set up inside it: its exporter runs there.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let telemetry = {
-        let _entered = runtime.enter();
-        gatehouse_shared::telemetry::init(&config.log_level, config.log_json, &config.telemetry)?
-    };
-    if let Some((tracer, ratio)) = telemetry.proxy.clone() {
-        gatehouse_data_plane::trace::install(tracer, ratio);
-    }
-    let result = runtime.block_on(async { gatehouse_data_plane::run(config).await });
-    // Spans still buffered go out before the process ends.
-    runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })?;
-    result
+    gatehouse_control_plane::run_main(&log_level, log_json, &telemetry, gatehouse_data_plane::run(config))
 }

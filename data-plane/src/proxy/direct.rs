@@ -924,6 +924,9 @@ async fn exchange(
         let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
         let pooled = Connector::checkout_raw(key);
         let from_pool = pooled.is_some();
+        if pooled.is_none() {
+            crate::trace::dns(tally.trace.as_deref_mut(), &proxy.connector, service, peer.as_deref()).await;
+        }
         let connecting = tally.trace.is_some().then(Instant::now);
         let mut raw = match pooled {
             Some(c) => c,

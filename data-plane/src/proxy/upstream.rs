@@ -258,7 +258,8 @@ impl Connector {
         Ok(Pooled { key, sender, driver, reusable: true })
     }
 
-    async fn resolve(&self, service: &Service) -> Result<SocketAddr, ProxyError> {
+    /// The address of a service that is not balanced (its host resolved when it is a name).
+    pub async fn resolve(&self, service: &Service) -> Result<SocketAddr, ProxyError> {
         if let Some(ip) = service.ip {
             return Ok(SocketAddr::new(ip, service.port));
         }
