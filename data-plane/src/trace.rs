@@ -255,7 +255,7 @@ impl Trace {
 
     /// Emits the request's spans, the root named `kong` (as Kong's OpenTelemetry plugin
     /// names it) ending now, with `status` the answer's.
-    pub fn finish(self, status: u16) {
+    pub fn finish(mut self, status: u16) {
         let Some((tracer, _)) = TRACER.get() else { return };
         let end = Instant::now();
         let sampled = SamplingResult {
@@ -273,7 +273,7 @@ impl Trace {
             )),
             None => Context::new(),
         };
-        let mut attributes = self.attributes.clone();
+        let mut attributes = std::mem::take(&mut self.attributes);
         attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
         let mut root = tracer.build_with_context(
             SpanBuilder::from_name("kong")
@@ -295,16 +295,17 @@ impl Trace {
             false,
             TraceState::default(),
         ));
-        for c in &self.children {
+        for c in std::mem::take(&mut self.children) {
+            let (start, end) = (self.at(c.start), self.at(c.end));
             let mut span = tracer.build_with_context(
-                SpanBuilder::from_name(c.name.clone())
-                    .with_kind(c.kind.clone())
-                    .with_start_time(self.at(c.start))
-                    .with_attributes(c.attributes.clone())
+                SpanBuilder::from_name(c.name)
+                    .with_kind(c.kind)
+                    .with_start_time(start)
+                    .with_attributes(c.attributes)
                     .with_sampling_result(sampled.clone()),
                 &root_cx,
             );
-            span.end_with_timestamp(self.at(c.end));
+            span.end_with_timestamp(end);
         }
         root.end_with_timestamp(self.at(end));
     }
