@@ -170,9 +170,11 @@ pub async fn start_with(
         metrics: Default::default(),
     });
     let admin = Admin { store: store.clone(), node: node.clone() };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut exporter = None;
     if let Some(endpoint) = config.telemetry.endpoint.clone() {
         let admin = admin.clone();
-        tokio::spawn(gatehouse_shared::otlp_metrics::export_loop_async(
+        let export = gatehouse_shared::otlp_metrics::export_loop_async(
             endpoint,
             config.telemetry.service_name.clone(),
             config.telemetry.metrics_interval,
@@ -180,11 +182,11 @@ pub async fn start_with(
                 let admin = admin.clone();
                 async move { admin::metrics_text(&admin).await }
             },
-        ));
+        );
+        exporter = Some(tokio::spawn(gatehouse_shared::otlp_metrics::until_stopped(export, stop_rx.clone())));
     }
     let service = admin::service(admin);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut servers = Vec::new();
+    let mut servers: Vec<_> = exporter.into_iter().collect();
     let mut cluster_addr = None;
     if config.cluster_listen.is_some() || embedded.is_some() {
         let tail =

@@ -6,6 +6,7 @@
 //! the revision it holds to the head: deltas when the log still has them, a chunked snapshot
 //! otherwise.
 
+mod compatibility;
 pub mod links;
 mod server;
 mod session;

@@ -205,8 +205,9 @@ fn route_spec(
     let paths = strings(doc, "paths").iter().map(|p| PathRule::parse(p)).collect::<Result<Vec<_>, _>>()?;
     let id: Arc<str> = id.into();
     let chain = plugins.chain(&id, &service.id);
-    // Kong labels a series with the service's name, else its id.
-    let service_label = service.name.as_ref().and_then(|n| n.to_str().ok()).unwrap_or(&service.id);
+    // Kong's Prometheus plugin labels a series with the service's name, else its host, and
+    // the route's name, else its id (0.14's routes have no name).
+    let service_label = service.name.as_ref().and_then(|n| n.to_str().ok()).unwrap_or(&service.host);
     let series = crate::metrics::Series::of(service_label, &id);
     Ok(RouteSpec {
         info: Arc::new(RouteInfo {

@@ -109,12 +109,13 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     }
     if let Some(endpoint) = config.telemetry.endpoint.clone() {
         let live = live.clone();
-        tokio::spawn(gatehouse_shared::otlp_metrics::export_loop(
+        let export = gatehouse_shared::otlp_metrics::export_loop(
             endpoint,
             config.telemetry.service_name.clone(),
             config.telemetry.metrics_interval,
             move || status::metrics_text(&live),
-        ));
+        );
+        tasks.push(tokio::spawn(gatehouse_shared::otlp_metrics::until_stopped(export, stop_rx.clone())));
     }
     let proxy = Arc::new(proxy::Proxy {
         live: live.clone(),

@@ -59,6 +59,32 @@ pub struct Live {
     pub counters: SyncCounters,
     /// Rate-limit counters shared through the control plane (the `cluster` policy).
     pub shared_counts: crate::plugins::limits::cluster::SharedCounts,
+    /// Why the control plane last refused to serve this data plane (its version, a plugin
+    /// it lacks), until it serves it again.
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+/// Frees `old` on a thread of its own. A large configuration (tens of thousands of routes)
+/// takes milliseconds to free: on the sync task that would delay the next delta and its
+/// acknowledgement. (A request still holding the old configuration frees it when it ends,
+/// if it is the last: rare, as requests are short.)
+pub fn reap(old: Box<dyn Send>) {
+    static REAPER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Box<dyn Send>>>> = std::sync::OnceLock::new();
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn Send>>();
+        let spawned = std::thread::Builder::new().name("config-reaper".into()).spawn(move || {
+            for old in rx {
+                drop(old);
+            }
+        });
+        spawned.ok().map(|_| tx)
+    });
+    // Without the thread (it could not start), the caller frees it.
+    if let Some(tx) = reaper {
+        if let Err(std::sync::mpsc::SendError(old)) = tx.send(old) {
+            drop(old);
+        }
+    }
 }
 
 /// What the sync client has done since start, for the status endpoint.
@@ -79,9 +105,11 @@ impl Live {
         self.current.load_full()
     }
 
+    /// Swaps `compiled` in; the configuration it replaces is freed on the reaper thread.
     pub fn store(&self, compiled: Compiled) {
-        self.current.store(Arc::new(compiled));
+        let old = self.current.swap(Arc::new(compiled));
         self.loaded.store(true, Ordering::Release);
+        reap(Box::new(old));
     }
 
     /// Whether a configuration has been loaded: until then the data plane answers every
@@ -119,5 +147,37 @@ impl Live {
 
     pub fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::Relaxed);
+    }
+
+    /// Why the control plane refuses this data plane, if it does.
+    pub fn refused(&self) -> Option<String> {
+        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn set_refused(&self, why: Option<String>) {
+        *self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Says, when dropped, which thread dropped it.
+    struct Freed(std::sync::mpsc::Sender<Option<String>>);
+
+    impl Drop for Freed {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().name().map(str::to_owned));
+        }
+    }
+
+    #[test]
+    fn a_replaced_configuration_is_freed_on_the_reaper_thread() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        reap(Box::new(Freed(tx)));
+        let by = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(by.as_deref(), Some("config-reaper"));
     }
 }

@@ -50,13 +50,13 @@ impl Series {
             return Series::OFF;
         }
         let mut labels = LABELS.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (Arc::<str>::from(service), Arc::<str>::from(route));
-        if let Some(i) = labels.index.get(&key) {
+        if let Some(i) = labels.index.get(service).and_then(|routes| routes.get(route)) {
             return Series(*i);
         }
         let i = u32::try_from(labels.list.len()).unwrap_or(u32::MAX - 1);
+        let key = (Arc::<str>::from(service), Arc::<str>::from(route));
         labels.list.push(key.clone());
-        labels.index.insert(key, i);
+        labels.index.entry(key.0).or_default().insert(key.1, i);
         Series(i)
     }
 
@@ -70,14 +70,18 @@ impl Series {
     }
 }
 
+/// Every series' labels, kept for the life of the process as Kong's plugin keeps them (a
+/// deleted route's counts stay on `/metrics`).
 struct Labels {
-    index: HashMap<(Arc<str>, Arc<str>), u32>,
+    /// By service label, then route label: looked up with borrowed strings.
+    index: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
     list: Vec<(Arc<str>, Arc<str>)>,
 }
 
 static LABELS: LazyLock<Mutex<Labels>> = LazyLock::new(|| {
     let unrouted: (Arc<str>, Arc<str>) = (Arc::from(""), Arc::from(""));
-    Mutex::new(Labels { index: HashMap::from([(unrouted.clone(), 0)]), list: vec![unrouted] })
+    let index = HashMap::from([(unrouted.0.clone(), HashMap::from([(unrouted.1.clone(), 0)]))]);
+    Mutex::new(Labels { index, list: vec![unrouted] })
 });
 
 /// Adds to a counter only its owning thread writes: no locked instruction needed.

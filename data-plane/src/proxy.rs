@@ -29,7 +29,7 @@ pub mod fuzzing {
     pub use super::direct::serve as serve_http1;
 }
 pub use error::{ProxyError, SERVER_TOKEN};
-pub use upstream::Connector;
+pub use upstream::{Connector, DnsAnswer};
 
 use gatehouse_shared::enabled_headers::EnabledHeaders;
 
@@ -541,14 +541,12 @@ impl Proxy {
             let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
             let pooled_conn = if wants_upgrade || sni.is_some() { None } else { upstream::Connector::checkout(key) };
             let from_pool = pooled_conn.is_some();
-            if pooled_conn.is_none() {
-                crate::trace::dns(measured.trace.as_deref_mut(), &self.connector, service, peer.as_deref()).await;
-            }
             let connecting = measured.trace.is_some().then(Instant::now);
             let mut conn = match pooled_conn {
                 Some(c) => c,
                 None => match self.connector.connect(service, peer.as_deref(), sni.as_deref(), wants_upgrade).await {
                     Ok(c) => {
+                        crate::trace::dns(measured.trace.as_deref_mut(), service, c.resolved);
                         if let (Some(t), Some(start)) = (measured.trace.as_mut(), connecting) {
                             let attributes = crate::trace::peer(service, peer.as_deref(), try_number);
                             t.upstream("kong.upstream.connect", start, Instant::now(), attributes);
@@ -750,6 +748,7 @@ impl Proxy {
 
 /// What the general path learns of a request for `crate::metrics` while answering it.
 struct Measured {
+    started: Instant,
     series: Series,
     ingress: u64,
     upstream_ms: Option<u64>,
@@ -768,18 +767,21 @@ impl Measured {
             ingress = plugins::log::head_size(line, req.headers()) + req.body().size_hint().exact().unwrap_or(0);
         }
         let trace = if crate::trace::on() { begin_trace(req.headers()) } else { None };
-        Measured { series, ingress, upstream_ms: None, kong_ms: None, trace }
+        Measured { started: Instant::now(), series, ingress, upstream_ms: None, kong_ms: None, trace }
     }
 
     /// The answer, its body counted and its request recorded once the body is done.
-    fn count(self, resp: Response<ResBody>, started: Instant) -> Response<ResBody> {
-        if self.series == Series::OFF && self.trace.is_none() {
+    fn count(mut self, resp: Response<ResBody>, started: Instant) -> Response<ResBody> {
+        // Handed to the body from here: nothing is left for `Drop`.
+        let series = std::mem::replace(&mut self.series, Series::OFF);
+        let trace = self.trace.take();
+        if series == Series::OFF && trace.is_none() {
             return resp;
         }
         let (parts, inner) = resp.into_parts();
         let egress = plugins::log::head_size(13 + parts.status.canonical_reason().map_or(0, str::len), &parts.headers);
         let observation = metrics::Observation {
-            series: self.series,
+            series,
             status: parts.status.as_u16(),
             request_ms: 0,
             upstream_ms: self.upstream_ms,
@@ -787,20 +789,39 @@ impl Measured {
             ingress: self.ingress,
             egress,
         };
-        let pending = metrics::Pending { observation, started, trace: self.trace };
+        let pending = metrics::Pending { observation, started, trace };
         Response::from_parts(parts, ResBody::Counted(Box::new(body::Counted { inner, pending })))
     }
 }
 
+/// A request whose client went away before it was answered (hyper dropped its future): it
+/// is counted, and its trace ended, with nginx's 499, as Kong logs such a request.
+impl Drop for Measured {
+    fn drop(&mut self) {
+        let series = std::mem::replace(&mut self.series, Series::OFF);
+        if series == Series::OFF && self.trace.is_none() {
+            return;
+        }
+        let observation = metrics::Observation {
+            series,
+            status: CLIENT_CLOSED,
+            request_ms: 0,
+            upstream_ms: self.upstream_ms,
+            kong_ms: self.kong_ms.unwrap_or(0),
+            ingress: self.ingress,
+            egress: 0,
+        };
+        let mut pending = metrics::Pending { observation, started: self.started, trace: self.trace.take() };
+        pending.finish();
+    }
+}
+
+/// nginx's status for a request its client closed before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
 /// The trace of a request on the general path, when it is sampled.
 fn begin_trace(h: &http::HeaderMap) -> Option<Box<crate::trace::Trace>> {
-    let get = |name: &str| h.get(name).map(HeaderValue::as_bytes);
-    let incoming = match (get("traceparent"), get("b3"), get("x-b3-traceid"), get("x-b3-spanid")) {
-        (Some(v), _, _, _) => crate::trace::parse_traceparent(v),
-        (None, Some(v), _, _) => crate::trace::parse_b3(v),
-        (None, None, Some(t), Some(s)) => crate::trace::parse_b3_multi(t, s, get("x-b3-sampled")),
-        _ => None,
-    };
+    let incoming = crate::trace::incoming(|name| h.get(name).map(HeaderValue::as_bytes));
     crate::trace::Trace::begin(incoming, Instant::now())
 }
 

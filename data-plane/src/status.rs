@@ -35,6 +35,7 @@ async fn status(State(s): State<StatusState>) -> Json<Value> {
             "snapshots_applied": s.live.counters.snapshots.load(Ordering::Relaxed),
             "deltas_applied": s.live.counters.deltas.load(Ordering::Relaxed),
             "nacks_sent": s.live.counters.nacks.load(Ordering::Relaxed),
+            "refused": s.live.refused(),
         },
         "log_records_dropped": crate::plugins::log::DROPPED.load(Ordering::Relaxed),
     }))

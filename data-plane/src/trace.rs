@@ -40,27 +40,33 @@ pub struct Incoming {
     pub sampled: Option<bool>,
 }
 
+/// Lower-case hex only: both W3C and B3 say upper case makes a value invalid.
+fn lower_hex(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
 fn hex_u128(s: &[u8]) -> Option<u128> {
-    if s.is_empty() || s.len() > 32 || !s.iter().all(u8::is_ascii_hexdigit) {
+    if s.len() > 32 || !lower_hex(s) {
         return None;
     }
     u128::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
 }
 
 fn hex_u64(s: &[u8]) -> Option<u64> {
-    if s.len() != 16 || !s.iter().all(u8::is_ascii_hexdigit) {
+    if s.len() != 16 || !lower_hex(s) {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
 }
 
-/// W3C `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; zero ids and
-/// version `ff` are invalid (and ignored, as the specification says).
+/// W3C `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lower-case;
+/// zero ids and version `ff` are invalid (and ignored, as the specification says); a later
+/// version may append fields.
 pub fn parse_traceparent(v: &[u8]) -> Option<Incoming> {
     let mut parts = v.trim_ascii().split(|b| *b == b'-');
     let version = parts.next()?;
     let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2 || version.eq_ignore_ascii_case(b"ff") || trace.len() != 32 || flags.len() != 2 {
+    if version.len() != 2 || !lower_hex(version) || version == b"ff" || trace.len() != 32 || flags.len() != 2 {
         return None;
     }
     if version == b"00" && parts.next().is_some() {
@@ -68,21 +74,38 @@ pub fn parse_traceparent(v: &[u8]) -> Option<Incoming> {
     }
     let trace_id = hex_u128(trace).filter(|t| *t != 0)?;
     let span_id = hex_u64(span).filter(|s| *s != 0)?;
-    let flags = u8::from_str_radix(std::str::from_utf8(flags).ok()?, 16).ok()?;
+    let flags =
+        if lower_hex(flags) { u8::from_str_radix(std::str::from_utf8(flags).ok()?, 16).ok()? } else { return None };
     Some(Incoming { trace_id: TraceId::from(trace_id), span_id: SpanId::from(span_id), sampled: Some(flags & 1 == 1) })
 }
 
+/// A B3 sampling state: `1` (or `d`, debug) sampled, `0` denied.
+fn b3_decision(v: &[u8]) -> Option<Option<bool>> {
+    match v {
+        b"1" | b"d" | b"true" => Some(Some(true)),
+        b"0" | b"false" => Some(Some(false)),
+        _ => None,
+    }
+}
+
+/// A decision without a context (B3's bare `0`, `1` or `d`): no ids to continue.
+fn decision_only(sampled: bool) -> Incoming {
+    Incoming { trace_id: TraceId::INVALID, span_id: SpanId::INVALID, sampled: Some(sampled) }
+}
+
 /// B3 single header: `<trace id>-<span id>[-<1|0|d>[-<parent>]]` (a 16-hex trace id is
-/// widened), or a bare decision, which carries no ids and is not a context.
+/// widened), or a bare decision (`0`, `1`, `d`).
 pub fn parse_b3(v: &[u8]) -> Option<Incoming> {
-    let mut parts = v.trim_ascii().split(|b| *b == b'-');
+    let v = v.trim_ascii();
+    if let Some(Some(sampled)) = b3_decision(v) {
+        return Some(decision_only(sampled));
+    }
+    let mut parts = v.split(|b| *b == b'-');
     let trace = parts.next()?;
     let span = parts.next()?;
     let sampled = match parts.next() {
         None => None,
-        Some(b"1" | b"d") => Some(true),
-        Some(b"0") => Some(false),
-        Some(_) => return None,
+        Some(d) => b3_decision(d)?,
     };
     if trace.len() != 16 && trace.len() != 32 {
         return None;
@@ -94,21 +117,44 @@ pub fn parse_b3(v: &[u8]) -> Option<Incoming> {
     })
 }
 
-/// B3 multiple headers: `X-B3-TraceId`, `X-B3-SpanId`, and `X-B3-Sampled` (or `X-B3-Flags: 1`).
-pub fn parse_b3_multi(trace: &[u8], span: &[u8], sampled: Option<&[u8]>) -> Option<Incoming> {
-    let trace = trace.trim_ascii();
+/// B3 multiple headers: `X-B3-TraceId` and `X-B3-SpanId`, with `X-B3-Sampled` or
+/// `X-B3-Flags: 1` (debug, which means sampled); a decision alone is not a context.
+pub fn parse_b3_multi(
+    trace: Option<&[u8]>,
+    span: Option<&[u8]>,
+    sampled: Option<&[u8]>,
+    flags: Option<&[u8]>,
+) -> Option<Incoming> {
+    let decision = match (flags.map(<[u8]>::trim_ascii), sampled.map(<[u8]>::trim_ascii)) {
+        (Some(b"1"), _) => Some(true),
+        (_, Some(s)) => b3_decision(s).flatten(),
+        _ => None,
+    };
+    let (Some(trace), Some(span)) = (trace.map(<[u8]>::trim_ascii), span.map(<[u8]>::trim_ascii)) else {
+        return decision.map(decision_only);
+    };
     if trace.len() != 16 && trace.len() != 32 {
-        return None;
+        return decision.map(decision_only);
     }
     Some(Incoming {
         trace_id: TraceId::from(hex_u128(trace).filter(|t| *t != 0)?),
-        span_id: SpanId::from(hex_u64(span.trim_ascii()).filter(|s| *s != 0)?),
-        sampled: match sampled.map(<[u8]>::trim_ascii) {
-            Some(b"1" | b"true" | b"d") => Some(true),
-            Some(b"0" | b"false") => Some(false),
-            _ => None,
-        },
+        span_id: SpanId::from(hex_u64(span).filter(|s| *s != 0)?),
+        sampled: decision,
     })
+}
+
+/// The trace context a request carries, read with `get` (a header by lower-case name): W3C
+/// first, then B3's single header, then its multiple headers.
+pub fn incoming<'h>(get: impl Fn(&str) -> Option<&'h [u8]>) -> Option<Incoming> {
+    if let Some(v) = get("traceparent") {
+        if let Some(i) = parse_traceparent(v) {
+            return Some(i);
+        }
+    }
+    if let Some(v) = get("b3") {
+        return parse_b3(v);
+    }
+    parse_b3_multi(get("x-b3-traceid"), get("x-b3-spanid"), get("x-b3-sampled"), get("x-b3-flags"))
 }
 
 /// The attributes of an upstream try: the peer's address and the try's number.
@@ -129,26 +175,15 @@ pub fn peer(
     ]
 }
 
-/// Records the DNS resolution a new connection to a service named by host needs, as its own
-/// span. The connection then resolves again, from the resolver's cache: a sampled request
-/// pays one more lookup so the others need no hook in the connector.
-pub async fn dns(
-    trace: Option<&mut Trace>,
-    connector: &crate::proxy::Connector,
-    service: &crate::compiled::Service,
-    peer: Option<&crate::balancer::ring::Peer>,
-) {
-    let Some(t) = trace else { return };
-    if peer.is_some() || service.ip.is_some() {
-        return;
+/// Records the DNS resolution a new connection made (a service named by host) as a span.
+pub fn dns(trace: Option<&mut Trace>, service: &crate::compiled::Service, resolved: Option<crate::proxy::DnsAnswer>) {
+    if let (Some(t), Some(r)) = (trace, resolved) {
+        let attributes = vec![
+            KeyValue::new("dns.question.name", service.host.clone()),
+            KeyValue::new("dns.answer", r.addr.ip().to_string()),
+        ];
+        t.child("kong.dns", r.start, r.end, attributes);
     }
-    let start = Instant::now();
-    let found = connector.resolve(service).await;
-    let mut attributes = vec![KeyValue::new("dns.question.name", service.host.clone())];
-    if let Ok(addr) = found {
-        attributes.push(KeyValue::new("dns.answer", addr.ip().to_string()));
-    }
-    t.child("kong.dns", start, Instant::now(), attributes);
 }
 
 /// The root span's attributes for a request routed to `route`.
@@ -207,6 +242,8 @@ impl Trace {
         if !sampled {
             return None;
         }
+        // A decision without ids (B3's bare `1`) starts a trace of its own.
+        let incoming = incoming.filter(|i| i.trace_id != TraceId::INVALID);
         let trace_id = match incoming {
             Some(i) => i.trace_id,
             None => TraceId::from(fastrand::u128(1..)),
@@ -330,6 +367,9 @@ mod tests {
             b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1",
+            b"zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
             b"",
         ] {
@@ -347,8 +387,13 @@ mod tests {
         let short = parse_b3(b"64fe8b2a57d3eff7-e457b5a2e4d86bd1").unwrap();
         assert_eq!(short.trace_id.to_string(), "000000000000000064fe8b2a57d3eff7");
         assert_eq!(short.sampled, None);
-        assert_eq!(parse_b3(b"0"), None);
-        let m = parse_b3_multi(b"64fe8b2a57d3eff7", b"e457b5a2e4d86bd1", Some(b"0")).unwrap();
+        let m = parse_b3_multi(Some(b"64fe8b2a57d3eff7"), Some(b"e457b5a2e4d86bd1"), Some(b"0"), None).unwrap();
         assert_eq!(m.sampled, Some(false));
+        let debug = parse_b3_multi(Some(b"64fe8b2a57d3eff7"), Some(b"e457b5a2e4d86bd1"), None, Some(b"1")).unwrap();
+        assert_eq!(debug.sampled, Some(true));
+        // A bare decision: denied means not traced, whatever the sampling rate.
+        assert_eq!(parse_b3(b"0").map(|i| i.sampled), Some(Some(false)));
+        assert_eq!(parse_b3_multi(None, None, Some(b"0"), None).map(|i| i.sampled), Some(Some(false)));
+        assert_eq!(parse_b3(b"80F198EE56343BA864FE8B2A57D3EFF7-E457B5A2E4D86BD1"), None, "upper case is invalid");
     }
 }

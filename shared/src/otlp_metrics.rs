@@ -710,6 +710,18 @@ where
     }
 }
 
+/// Runs an export loop until `stop` says true (the process's shutdown), so it does not keep
+/// what it reads alive past it.
+pub async fn until_stopped(
+    export: impl std::future::Future<Output = ()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::select! {
+        () = export => {}
+        _ = stop.wait_for(|stopped| *stopped) => {}
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -52,11 +52,13 @@ impl Settings {
     ) -> Result<Settings, InvalidSetting> {
         let endpoint = endpoint.filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("off"));
         if let Some(e) = &endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
+            // TLS to the collector is not built in yet: an https:// endpoint would be accepted
+            // and export nothing. A collector or agent beside the gateway takes plain gRPC.
+            if !e.starts_with("http://") {
                 return Err(InvalidSetting {
                     key: "tracing_endpoint",
                     value: e.clone(),
-                    reason: "expected an http:// or https:// URL of an OTLP/gRPC collector, or off",
+                    reason: "expected an http:// URL of an OTLP/gRPC collector (TLS to it is not supported), or off",
                 });
             }
         }
@@ -169,6 +171,8 @@ mod tests {
         assert_eq!(bad.key, "tracing_sampling_rate");
         let bad = Settings::parse(Some("c:4317".into()), None, None, None, "x").unwrap_err();
         assert_eq!(bad.key, "tracing_endpoint");
+        let tls = Settings::parse(Some("https://c:4317".into()), None, None, None, "x").unwrap_err();
+        assert!(tls.reason.contains("TLS"), "{tls}");
         assert_eq!(Settings::parse(Some("off".into()), None, None, None, "x").unwrap().endpoint, None);
     }
 }

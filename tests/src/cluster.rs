@@ -406,11 +406,21 @@ pub struct SyncClient {
     pub node_id: String,
     pub epoch: String,
     pub revision: i64,
+    /// What its Hello says: the workspace's version and every bundled plugin, unless a test
+    /// changes them.
+    pub version: String,
+    pub plugins: Vec<String>,
 }
 
 impl SyncClient {
     pub fn new() -> SyncClient {
-        SyncClient { node_id: uuid::Uuid::new_v4().to_string(), epoch: String::new(), revision: 0 }
+        SyncClient {
+            node_id: uuid::Uuid::new_v4().to_string(),
+            epoch: String::new(),
+            revision: 0,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            plugins: gatehouse_shared::schema::enabled_names().iter().map(|p| p.to_string()).collect(),
+        }
     }
 
     /// Connects, says Hello with what it holds, and reads (acknowledging each batch) until it
@@ -488,8 +498,8 @@ impl SyncClient {
         let hello = Hello {
             node_id: self.node_id.clone(),
             hostname: "in-test".into(),
-            version: "test".into(),
-            plugins: vec![],
+            version: self.version.clone(),
+            plugins: self.plugins.clone(),
             epoch: self.epoch.clone(),
             revision: self.revision,
         };

@@ -162,6 +162,8 @@ async fn proxy_counts_requests_by_service_route_and_status() {
     let (_, counted) = gw.expose(&up, json!({"name": "counted"}), json!({"paths": ["/counted"]})).await;
     let (_, guarded) = gw.expose(&up, json!({"name": "guarded"}), json!({"paths": ["/guarded"]})).await;
     gw.post(&format!("/routes/{}/plugins", id_of(&guarded)), json!({"name": "key-auth"})).await;
+    // A service without a name is labelled with its host, as Kong's plugin labels it.
+    let (_, unnamed) = gw.expose(&up, json!({}), json!({"paths": ["/unnamed"]})).await;
     gw.sync().await;
 
     let mut body_bytes = 0;
@@ -177,6 +179,7 @@ async fn proxy_counts_requests_by_service_route_and_status() {
     for _ in 0..4 {
         gw.get("/nowhere").await.assert_status(404);
     }
+    gw.get("/unnamed").await.assert_status(200);
 
     // A worker records a request just after its last byte is written: the scrape may come
     // first, so it is repeated until every request is in (or 10 s have passed).
@@ -184,7 +187,7 @@ async fn proxy_counts_requests_by_service_route_and_status() {
     let url = format!("http://127.0.0.1:{}/metrics", gw.status_port);
     let finished = |m: &Samples| {
         value(m, "kong_nginx_connections_total", &[("state", "writing")]) == Some(0.0)
-            && value(m, "kong_nginx_connections_total", &[("state", "total")]) == Some(14.0)
+            && value(m, "kong_nginx_connections_total", &[("state", "total")]) == Some(15.0)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut m = scrape(&client, &url).await;
@@ -199,6 +202,7 @@ async fn proxy_counts_requests_by_service_route_and_status() {
     assert_eq!(requests("counted", &counted, "200"), Some(7.0));
     assert_eq!(requests("guarded", &guarded, "401"), Some(3.0));
     assert_eq!(requests("", "", "404"), Some(4.0));
+    assert_eq!(requests("127.0.0.1", &id_of(&unnamed), "200"), Some(1.0));
     for family in ["kong_request_latency_ms", "kong_upstream_latency_ms", "kong_kong_latency_ms"] {
         buckets_consistent(&m, family);
     }
@@ -217,7 +221,7 @@ async fn proxy_counts_requests_by_service_route_and_status() {
     assert!(bandwidth("ingress").is_some_and(|b| b > 7.0 * "GET /counted/direct HTTP/1.1".len() as f64));
     let connections = |state: &str| value(&m, "kong_nginx_connections_total", &[("state", state)]);
     assert!(connections("accepted").is_some_and(|n| n >= 1.0));
-    assert_eq!(connections("total"), Some(14.0), "every request counted once, the handed-over ones too");
+    assert_eq!(connections("total"), Some(15.0), "every request counted once, the handed-over ones too");
     assert_eq!(connections("writing"), Some(0.0));
 }
 

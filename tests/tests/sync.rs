@@ -441,3 +441,67 @@ async fn cluster_rate_limits_are_shared_by_data_planes() {
         .expect("counters");
     assert_eq!(total, admitted, "the store holds every admitted request");
 }
+
+/// Kong 3.x's rule: the control plane serves data planes of its major version whose minor
+/// version is not newer than its own, and only those that have every plugin the configuration
+/// uses. A refused one learns why (its log, its `/status`), and `/clustering/data-planes`
+/// shows it `incompatible` with the reason; once the cause goes, it is served.
+#[tokio::test]
+async fn a_data_plane_the_control_plane_cannot_serve_is_refused_with_the_reason() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    let head = cp.create_services(1, "compat").await;
+
+    let ours = env!("CARGO_PKG_VERSION");
+    let mut parts = ours.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    for version in [format!("{major}.{}.0", minor + 1), format!("{}.{minor}.0", major + 1), "unknown".to_owned()] {
+        let mut client = SyncClient::new();
+        client.version = version.clone();
+        let refused = client.sync_once(&cp.cluster_addr(), &cert, head, Duration::from_secs(5)).await;
+        let error = refused.expect_err(&format!("version {version} was served"));
+        assert!(error.contains(&version), "{version}: {error}");
+        let dps = cp.data_planes().await;
+        let row = dps.iter().find(|d| d["id"] == client.node_id.as_str()).expect("the refused data plane is listed");
+        assert_eq!(row["sync_status"], "incompatible", "{row}");
+        assert!(row["last_error"]["reason"].as_str().is_some_and(|r| r.contains(&version)), "{row}");
+    }
+    // The same version, and an older minor one, are served.
+    let mut older = vec![ours.to_owned()];
+    if minor > 0 {
+        older.push(format!("{major}.{}.9", minor - 1));
+    }
+    for version in older {
+        let mut client = SyncClient::new();
+        client.version = version.clone();
+        let got = client.sync_once(&cp.cluster_addr(), &cert, head, WITHIN).await;
+        assert_eq!(got.map(|g| g.revision), Ok(head), "version {version}");
+    }
+
+    // A real data plane without a plugin the configuration uses.
+    let cors = cp.post("/plugins", &json!({"name": "cors"})).await;
+    let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[("GATEHOUSE_PLUGINS", "key-auth")]).await;
+    let started = std::time::Instant::now();
+    let status = loop {
+        let status = dp.status().await;
+        if status["sync"]["refused"].is_string() {
+            break status;
+        }
+        assert!(started.elapsed() < WITHIN, "never refused: {status}\n{}", dp.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status["sync"]["refused"].as_str().is_some_and(|r| r.contains("cors")), "{status}");
+    assert_eq!(status["config_revision"], 0, "nothing was served to it");
+    assert!(dp.logs().contains("refuses to serve this data plane"), "{}", dp.logs());
+    let dps = cp.data_planes().await;
+    let row = dps.iter().find(|d| d["sync_status"] == "incompatible" && d["hostname"] != "in-test");
+    let row = row.unwrap_or_else(|| panic!("the data plane is not shown incompatible: {dps:?}"));
+    assert!(row["last_error"]["reason"].as_str().is_some_and(|r| r.contains("cors")), "{row}");
+
+    // Without the plugin it is served at its next attempt, and says so.
+    cp.delete(&format!("/plugins/{}", cors["id"].as_str().unwrap_or_default())).await;
+    let now = cp.revision().await;
+    let status = dp.wait_revision(now, WITHIN).await;
+    assert_eq!(status["sync"]["refused"], serde_json::Value::Null, "{status}");
+}

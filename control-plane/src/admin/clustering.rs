@@ -24,7 +24,11 @@ async fn list(State(admin): State<Admin>) -> ApiResult {
         .await?
         .into_iter()
         .map(|dp| {
-            let status = if !dp.connected(now, stale) { "disconnected".into() } else { dp.sync_status };
+            let status = match dp.sync_status.as_str() {
+                crate::store::INCOMPATIBLE => dp.sync_status,
+                _ if !dp.connected(now, stale) => "disconnected".into(),
+                _ => dp.sync_status,
+            };
             let mut entry = json!({
                 "id": dp.id,
                 "hostname": dp.hostname,

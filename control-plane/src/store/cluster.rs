@@ -21,11 +21,15 @@ pub struct DataPlaneRow {
     pub doc: Value,
 }
 
+/// The `sync_status` of a data plane the control plane refused to serve (its version, or a
+/// plugin the configuration uses that it lacks); `last_error.reason` says why.
+pub const INCOMPATIBLE: &str = "incompatible";
+
 impl DataPlaneRow {
-    /// Whether it counts as connected at `now` (Unix seconds): not marked disconnected, and
-    /// heard from within `stale_secs`.
+    /// Whether it counts as connected at `now` (Unix seconds): not marked disconnected (or
+    /// refused as incompatible), and heard from within `stale_secs`.
     pub fn connected(&self, now: i64, stale_secs: i64) -> bool {
-        self.sync_status != "disconnected" && now - self.last_seen <= stale_secs
+        !matches!(self.sync_status.as_str(), "disconnected" | INCOMPATIBLE) && now - self.last_seen <= stale_secs
     }
 }
 

@@ -18,7 +18,8 @@ pub fn remember(revision: i64) {
     let context = tracing::Span::current().context();
     let span = context.span();
     let sc = span.span_context();
-    if !sc.is_valid() {
+    // An unsampled write is exported nowhere: nothing to link to.
+    if !sc.is_valid() || !sc.is_sampled() {
         return;
     }
     let mut writes = WRITES.lock().unwrap_or_else(PoisonError::into_inner);

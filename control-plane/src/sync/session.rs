@@ -7,6 +7,7 @@
 //! moves past the refused revision, then resends everything since the last ACK as one batch,
 //! so a later fix can repair a bad revision.
 
+use opentelemetry::trace::TraceContextExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
@@ -21,7 +22,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tonic::{Status, Streaming};
 
-use super::Tail;
+use super::{compatibility, Tail};
 use crate::store::{now_ms, DataPlaneRow, Doc, Op, Store, StoreError, Table};
 
 /// Why a data plane's write was not committed.
@@ -93,6 +94,24 @@ pub(super) async fn run(shared: Arc<Shared>, mut inbound: Streaming<DataPlaneMes
         }
     };
     tracing::info!(node = %hello.node_id, revision = hello.revision, %ip, "data plane connected");
+    let refusal = match compatibility::refusal(&hello, &shared.store).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = out.send(Err(Status::unavailable(format!("the control plane's store: {e}")))).await;
+            return;
+        }
+    };
+    if let Some(reason) = refusal {
+        tracing::warn!(node = %hello.node_id, version = %hello.version, %reason, "data plane refused");
+        let mut row = row_for(&hello, &ip, &shared.node_id);
+        row.sync_status = crate::store::INCOMPATIBLE.into();
+        row.doc["last_error"] = json!({ "reason": reason });
+        if let Err(e) = shared.store.upsert_data_plane(&row).await {
+            tracing::warn!(error = %e, "cannot record data-plane status");
+        }
+        let _ = out.send(Err(Status::failed_precondition(reason))).await;
+        return;
+    }
     let mut session = Session {
         row: row_for(&hello, &ip, &shared.node_id),
         sent: hello.revision,
@@ -346,10 +365,15 @@ impl Session {
     }
 
     async fn send_deltas(&mut self, changes: Vec<Change>, revision: i64) -> Result<(), End> {
-        // Its own trace (sync is not part of any request), linked to the writes it carries;
-        // the data plane's apply span continues it.
+        // In the trace of the last traced write it carries (so it is sampled with it), linked
+        // to every such write; the data plane's apply span continues it.
         let span = tracing::info_span!("sync.delta", revision, from_revision = self.sent, changes = changes.len());
-        for write in crate::sync::links::between(self.sent, revision) {
+        let writes = crate::sync::links::between(self.sent, revision);
+        if let Some(last) = writes.last() {
+            let parent = opentelemetry::Context::new().with_remote_span_context(last.clone());
+            let _ = span.set_parent(parent);
+        }
+        for write in writes {
             span.add_link(write);
         }
         let traceparent = crate::sync::links::traceparent(&span);

@@ -501,21 +501,8 @@ impl DirectLog {
 /// not to be forwarded, as the upstream receives the gateway's own.
 fn begin_trace(headers: &[httparse::Header<'_>], kinds: &mut [Field], started: Instant) -> Option<Box<Trace>> {
     let find = |name: &str| headers.iter().position(|h| h.name.eq_ignore_ascii_case(name));
-    let w3c = find("traceparent");
-    let incoming = match w3c {
-        Some(i) => crate::trace::parse_traceparent(headers[i].value),
-        None => match (find("b3"), find("x-b3-traceid"), find("x-b3-spanid")) {
-            (Some(i), _, _) => crate::trace::parse_b3(headers[i].value),
-            (None, Some(t), Some(s)) => crate::trace::parse_b3_multi(
-                headers[t].value,
-                headers[s].value,
-                find("x-b3-sampled").map(|i| headers[i].value),
-            ),
-            _ => None,
-        },
-    };
-    let trace = Trace::begin(incoming, started)?;
-    if let Some(kind) = w3c.and_then(|i| kinds.get_mut(i)) {
+    let trace = Trace::begin(crate::trace::incoming(|name| find(name).map(|i| headers[i].value)), started)?;
+    if let Some(kind) = find("traceparent").and_then(|i| kinds.get_mut(i)) {
         *kind = Field::HopByHop;
     }
     Some(trace)
@@ -924,14 +911,12 @@ async fn exchange(
         let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
         let pooled = Connector::checkout_raw(key);
         let from_pool = pooled.is_some();
-        if pooled.is_none() {
-            crate::trace::dns(tally.trace.as_deref_mut(), &proxy.connector, service, peer.as_deref()).await;
-        }
         let connecting = tally.trace.is_some().then(Instant::now);
         let mut raw = match pooled {
             Some(c) => c,
             None => match proxy.connector.connect_raw(service, peer.as_deref()).await {
                 Ok(c) => {
+                    crate::trace::dns(tally.trace.as_deref_mut(), service, c.resolved);
                     if let (Some(t), Some(start)) = (tally.trace.as_mut(), connecting) {
                         let attributes = crate::trace::peer(service, peer.as_deref(), try_number);
                         t.upstream("kong.upstream.connect", start, Instant::now(), attributes);

@@ -47,6 +47,17 @@ pub struct RawConn {
     pub io: Stream,
     pub buf: bytes::BytesMut,
     key: Arc<str>,
+    /// When a new connection's DNS resolution began and ended (a service named by host), for
+    /// its trace.
+    pub resolved: Option<DnsAnswer>,
+}
+
+/// A DNS resolution a new connection made: when it ran, and the address it found.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsAnswer {
+    pub start: std::time::Instant,
+    pub end: std::time::Instant,
+    pub addr: SocketAddr,
 }
 
 impl RawConn {
@@ -73,6 +84,8 @@ fn park<T: 'static>(pool: &'static std::thread::LocalKey<RefCell<PoolMap<T>>>, k
 /// A connection checked out for one request; [`Pooled::release`] returns it for reuse.
 pub struct Pooled {
     key: Arc<str>,
+    /// As [`RawConn::resolved`].
+    pub resolved: Option<DnsAnswer>,
     sender: SendRequest<ReqBody>,
     /// `None` for upgraded (WebSocket) connections, which run on their own task.
     driver: Option<Driver>,
@@ -198,14 +211,14 @@ impl Connector {
     /// A new connection for the direct path, over TLS for an https service (its server name
     /// is the peer's or the service's host).
     pub async fn connect_raw(&self, service: &Service, peer: Option<&Peer>) -> Result<RawConn, ProxyError> {
-        let (tcp, key) = self.open_tcp(service, peer).await?;
+        let (tcp, key, resolved) = self.open_tcp(service, peer).await?;
         let io = if service.https {
             let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
             self.handshake(service, host, tcp).await?
         } else {
             Stream::Plain(tcp)
         };
-        Ok(RawConn { io, buf: bytes::BytesMut::with_capacity(16 * 1024), key })
+        Ok(RawConn { io, buf: bytes::BytesMut::with_capacity(16 * 1024), key, resolved })
     }
 
     /// TLS over `tcp`, within the service's connect timeout.
@@ -218,17 +231,27 @@ impl Connector {
         Ok(Stream::Tls(Box::new(tls)))
     }
 
-    async fn open_tcp(&self, service: &Service, peer: Option<&Peer>) -> Result<(TcpStream, Arc<str>), ProxyError> {
-        let (addr, key) = match peer {
-            Some(p) => (p.addr, p.pool_key(service.https)),
-            None => (self.resolve(service).await?, &service.pool_key),
+    async fn open_tcp(
+        &self,
+        service: &Service,
+        peer: Option<&Peer>,
+    ) -> Result<(TcpStream, Arc<str>, Option<DnsAnswer>), ProxyError> {
+        let (addr, key, resolved) = match peer {
+            Some(p) => (p.addr, p.pool_key(service.https), None),
+            None if service.ip.is_some() => (self.resolve(service).await?, &service.pool_key, None),
+            None => {
+                let start = std::time::Instant::now();
+                let addr = self.resolve(service).await?;
+                let resolved = DnsAnswer { start, end: std::time::Instant::now(), addr };
+                (addr, &service.pool_key, Some(resolved))
+            }
         };
         let tcp = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ProxyError::Timeout)?
             .map_err(|e| ProxyError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        Ok((tcp, key.clone()))
+        Ok((tcp, key.clone(), resolved))
     }
 
     /// A new connection, within the service's connect timeout, to `peer` when the service is
@@ -242,7 +265,7 @@ impl Connector {
         upgrades: bool,
     ) -> Result<Pooled, ProxyError> {
         let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
-        let (tcp, key) = self.open_tcp(service, peer).await?;
+        let (tcp, key, resolved) = self.open_tcp(service, peer).await?;
         let io =
             if service.https { self.handshake(service, sni.unwrap_or(host), tcp).await? } else { Stream::Plain(tcp) };
         let (sender, conn) =
@@ -255,11 +278,11 @@ impl Connector {
         } else {
             Some(Box::pin(conn))
         };
-        Ok(Pooled { key, sender, driver, reusable: true })
+        Ok(Pooled { key, resolved, sender, driver, reusable: true })
     }
 
     /// The address of a service that is not balanced (its host resolved when it is a name).
-    pub async fn resolve(&self, service: &Service) -> Result<SocketAddr, ProxyError> {
+    async fn resolve(&self, service: &Service) -> Result<SocketAddr, ProxyError> {
         if let Some(ip) = service.ip {
             return Ok(SocketAddr::new(ip, service.port));
         }

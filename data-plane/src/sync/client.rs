@@ -107,11 +107,20 @@ pub async fn run(config: Config, identity: Identity, live: Arc<Live>, mut shutdo
     loop {
         let started = std::time::Instant::now();
         tokio::select! {
-            r = follower.session() => {
-                if let Err(e) = r {
+            r = follower.session() => match r {
+                Err(SyncError::Rpc(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                    tracing::error!(
+                        reason = s.message(),
+                        control_plane = %follower.config.control_plane,
+                        "the control plane refuses to serve this data plane",
+                    );
+                    follower.live.set_refused(Some(s.message().to_owned()));
+                }
+                Err(e) => {
                     tracing::warn!(error = %e, control_plane = %follower.config.control_plane, "sync stream ended");
                 }
-            }
+                Ok(()) => {}
+            },
             _ = shutdown.changed() => return,
         }
         follower.live.set_connected(false);
@@ -183,6 +192,10 @@ impl Follower {
             tokio::select! {
                 msg = inbound.message() => {
                     let Some(msg) = msg? else { return Err(SyncError::Closed) };
+                    // Served again: whatever refused it before no longer does.
+                    if self.live.refused().is_some() {
+                        self.live.set_refused(None);
+                    }
                     match msg.message {
                         Some(In::Deltas(d)) => {
                             let current = self.live.load();
