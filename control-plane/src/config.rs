@@ -1,7 +1,6 @@
 //! Process configuration: an optional TOML file, then `GATEHOUSE_*` environment overrides
 //! (environment wins), then typed validation. Every key is documented once, in README.md.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -52,25 +51,7 @@ pub struct RawConfig {
     pub metrics_otlp_interval_ms: Option<u64>,
 }
 
-/// Where overrides come from; the process environment in production, a map in tests.
-pub trait Lookup {
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The real environment.
-pub struct Env;
-
-impl Lookup for Env {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-impl Lookup for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).cloned()
-    }
-}
+pub use gatehouse_shared::lookup::{Env, Lookup};
 
 /// A listener address, or `off`.
 pub type Listen = Option<SocketAddr>;
@@ -323,6 +304,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -159,7 +159,7 @@ pub async fn start_with(
     tracing::info!(%cluster_id, backend = store.dialect().name(), "store ready");
     let node = Arc::new(Node {
         node_id: uuid::Uuid::new_v4().to_string(),
-        hostname: gatehouse_data_plane::hostname(),
+        hostname: gatehouse_shared::process::hostname(),
         configuration: config.to_json(),
         stale_after: config.sync.stale_after,
         server_header: config.headers.server,

@@ -143,4 +143,4 @@ async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
 }
 
 /// Resolves on SIGTERM or SIGINT (the same signal handling as the data plane's).
-pub use gatehouse_data_plane::shutdown_signal;
+pub use gatehouse_shared::process::shutdown_signal;

@@ -2,7 +2,6 @@
 //! then typed validation. The data plane needs no database: only where its control plane is,
 //! its TLS material, and a directory for the configuration cache.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,23 +53,7 @@ pub struct RawConfig {
     pub metrics_otlp_interval_ms: Option<u64>,
 }
 
-pub trait Lookup {
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-pub struct Env;
-
-impl Lookup for Env {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-impl Lookup for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).cloned()
-    }
-}
+pub use gatehouse_shared::lookup::{Env, Lookup};
 
 /// Builds the configuration a DB-less data plane serves, numbered with the revision given.
 pub type BuildSet = dyn Fn(
@@ -304,6 +287,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -8,8 +8,10 @@
 pub mod credential;
 pub mod enabled_headers;
 pub mod entity;
+pub mod lookup;
 pub mod otlp_metrics;
 pub mod private_fs;
+pub mod process;
 pub mod proto;
 pub mod schema;
 pub mod snapshot;
