@@ -240,3 +240,34 @@ async fn proxy_metrics_can_be_turned_off() {
     assert!(!m.iter().any(|(n, _, _)| n == "kong_http_requests_total"), "{m:?}");
     assert_eq!(value(&m, "kong_nginx_connections_total", &[("state", "accepted")]), Some(0.0));
 }
+
+/// A client that leaves before its answer (on the general path, which `Kong-Debug` takes) is
+/// counted as nginx's 499, and its request is no longer `writing`.
+#[tokio::test]
+async fn a_request_whose_client_leaves_before_the_answer_is_counted_as_499() {
+    use gatehouse_tests::proxy::{Standalone, Upstream};
+    use tokio::io::AsyncWriteExt;
+    let gw = Standalone::start().await;
+    let up = Upstream::slow("slow", Duration::from_secs(3)).await;
+    let (_, route) = gw.expose(&up, json!({"name": "slow"}), json!({"paths": ["/slow"]})).await;
+    gw.sync().await;
+    let mut client = tokio::net::TcpStream::connect(gw.proxy_addr()).await.unwrap();
+    client.write_all(b"GET /slow HTTP/1.1\r\nHost: gatehouse.test\r\nKong-Debug: 1\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(client);
+
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/metrics", gw.status_port);
+    let route = id_of(&route);
+    let left =
+        |m: &Samples| value(m, "kong_http_requests_total", &[("service", "slow"), ("route", &route), ("code", "499")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut m = scrape(&client, &url).await;
+    while left(&m).is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = scrape(&client, &url).await;
+    }
+    assert_eq!(left(&m), Some(1.0), "{m:?}");
+    assert_eq!(value(&m, "kong_nginx_connections_total", &[("state", "writing")]), Some(0.0));
+    assert_eq!(value(&m, "kong_upstream_latency_ms_count", &[("service", "slow"), ("route", &route)]), None);
+}
