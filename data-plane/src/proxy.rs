@@ -37,6 +37,7 @@ use crate::balancer::hash::{HashInput, Hashed};
 use crate::live::Live;
 use crate::metrics::{self, Series};
 use crate::plugins::{self, RequestCtx, Resolved, RewriteCtx};
+use crate::trace;
 
 /// What a retry needs to send a request again.
 type Replay = (http::Method, Uri, http::HeaderMap, Option<bytes::Bytes>);
@@ -310,11 +311,9 @@ impl Proxy {
         if headers::climbs_above_root(path) {
             return Err(ProxyError::BadRequest("the path climbs above the root"));
         }
-        let routing = measured.trace.is_some().then(Instant::now);
+        let routing = trace::clock(&measured.trace);
         let found = config.router.find(&router::Request { method: req.method().as_str(), path, host: raw_host });
-        if let (Some(t), Some(start)) = (measured.trace.as_mut(), routing) {
-            t.child("kong.router", start, Instant::now(), Vec::new());
-        }
+        trace::phase(&mut measured.trace, routing, "kong.router", Vec::new);
         let m = found.ok_or(ProxyError::NoRoute)?;
         let route = &m.route;
         let service = &route.service;
@@ -507,7 +506,7 @@ impl Proxy {
         let mut reused_once = false;
         let mut last_failure = None;
         let (mut pooled, mut response, peer) = loop {
-            let picking = measured.trace.is_some().then(Instant::now);
+            let picking = trace::clock(&measured.trace);
             let peer = match &service.balancer {
                 Some(b) => match b.ring().pick(b.position(hashed.hash, try_number)) {
                     Some(p) => Some(p.clone()),
@@ -516,14 +515,9 @@ impl Proxy {
                 None => None,
             };
             try_number += 1;
-            if let (Some(t), Some(start)) = (measured.trace.as_mut(), picking) {
-                t.child(
-                    "kong.balancer",
-                    start,
-                    Instant::now(),
-                    crate::trace::peer(service, peer.as_deref(), try_number),
-                );
-            }
+            trace::phase(&mut measured.trace, picking, "kong.balancer", || {
+                trace::peer(service, peer.as_deref(), try_number)
+            });
             if let Some(tries) = &mut tries {
                 let (ip, port) = match (&peer, service.ip) {
                     (Some(p), _) => (p.addr.ip().to_string(), p.addr.port()),
@@ -541,16 +535,15 @@ impl Proxy {
             let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
             let pooled_conn = if wants_upgrade || sni.is_some() { None } else { upstream::Connector::checkout(key) };
             let from_pool = pooled_conn.is_some();
-            let connecting = measured.trace.is_some().then(Instant::now);
+            let connecting = trace::clock(&measured.trace);
             let mut conn = match pooled_conn {
                 Some(c) => c,
                 None => match self.connector.connect(service, peer.as_deref(), sni.as_deref(), wants_upgrade).await {
                     Ok(c) => {
                         crate::trace::dns(measured.trace.as_deref_mut(), service, c.resolved);
-                        if let (Some(t), Some(start)) = (measured.trace.as_mut(), connecting) {
-                            let attributes = crate::trace::peer(service, peer.as_deref(), try_number);
-                            t.upstream("kong.upstream.connect", start, Instant::now(), attributes);
-                        }
+                        trace::call(&mut measured.trace, connecting, "kong.upstream.connect", || {
+                            trace::peer(service, peer.as_deref(), try_number)
+                        });
                         c
                     }
                     Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) => {
@@ -569,18 +562,15 @@ impl Proxy {
                     Err(e) => return Err(e),
                 },
             };
-            let sending = measured.trace.is_some().then(Instant::now);
+            let sending = trace::clock(&measured.trace);
             let sent_upstream = tokio::time::timeout(service.read_timeout, conn.send(upstream_req)).await;
-            if let (Some(t), Some(start)) = (measured.trace.as_mut(), sending) {
-                let mut attributes = crate::trace::peer(service, peer.as_deref(), try_number);
-                if let Ok(Ok(r)) = &sent_upstream {
-                    attributes.push(opentelemetry::KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(r.status().as_u16()),
-                    ));
-                }
-                t.upstream("kong.upstream.response", start, Instant::now(), attributes);
-            }
+            trace::call(&mut measured.trace, sending, "kong.upstream.response", || {
+                let status = match &sent_upstream {
+                    Ok(Ok(r)) => Some(r.status().as_u16()),
+                    _ => None,
+                };
+                trace::answered(trace::peer(service, peer.as_deref(), try_number), status)
+            });
             let failure = match sent_upstream {
                 Ok(Ok(r)) => break (conn, r, peer),
                 // An answer that is not HTTP is not retried (nginx's `invalid_header` is not
@@ -733,7 +723,7 @@ impl Proxy {
             Some(pooled)
         };
         let entry = entry.map(|mut e| {
-            e.proxy_latency_ms = Some(millis_since_ms(sent, answered));
+            e.proxy_latency_ms = Some(metrics::ms(sent, answered));
             e.finish_answer(&parts);
             *e
         });
@@ -837,10 +827,6 @@ fn mark_failed(tries: Option<&mut Vec<plugins::log::Try>>, error: &ProxyError) {
         t.failed = Some("next");
         t.code = Some(if matches!(error, ProxyError::Timeout) { 504 } else { 502 });
     }
-}
-
-fn millis_since_ms(from: Instant, to: Instant) -> u64 {
-    to.saturating_duration_since(from).as_millis() as u64
 }
 
 /// The request again, for another try: bodiless, or with a body held in memory.

@@ -157,6 +157,44 @@ pub fn incoming<'h>(get: impl Fn(&str) -> Option<&'h [u8]>) -> Option<Incoming> 
     parse_b3_multi(get("x-b3-traceid"), get("x-b3-spanid"), get("x-b3-sampled"), get("x-b3-flags"))
 }
 
+/// When a phase of a request begins, if the request is traced (no clock read otherwise).
+pub fn clock(trace: &Option<Box<Trace>>) -> Option<Instant> {
+    trace.as_ref().map(|_| Instant::now())
+}
+
+/// Records a phase begun at `start` (from [`clock`]) as ending now; its attributes are made
+/// only for a traced request.
+pub fn phase(
+    trace: &mut Option<Box<Trace>>,
+    start: Option<Instant>,
+    name: &'static str,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) {
+    if let (Some(t), Some(start)) = (trace.as_mut(), start) {
+        t.child(name, start, Instant::now(), attributes());
+    }
+}
+
+/// As [`phase`], for a call to the upstream (a client span).
+pub fn call(
+    trace: &mut Option<Box<Trace>>,
+    start: Option<Instant>,
+    name: &'static str,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) {
+    if let (Some(t), Some(start)) = (trace.as_mut(), start) {
+        t.upstream(name, start, Instant::now(), attributes());
+    }
+}
+
+/// `attributes` with the status of the upstream's answer, when there was one.
+pub fn answered(mut attributes: Vec<KeyValue>, status: Option<u16>) -> Vec<KeyValue> {
+    if let Some(code) = status {
+        attributes.push(KeyValue::new("http.response.status_code", i64::from(code)));
+    }
+    attributes
+}
+
 /// The attributes of an upstream try: the peer's address and the try's number.
 pub fn peer(
     service: &crate::compiled::Service,

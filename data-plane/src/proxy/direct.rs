@@ -36,7 +36,7 @@ use super::waiting::{Deadline, Stop};
 use super::{mark_upstream_failure, millis_between, uri, Conn, Proxy, ProxyError, ReqBody, ResBody, SERVER_TOKEN};
 use crate::compiled::Compiled;
 use crate::metrics::{self, Series};
-use crate::trace::Trace;
+use crate::trace::{self, Trace};
 use crate::{plugins, router};
 
 /// Kong's limits on a request head, nginx's `large_client_header_buffers 4 8k`: each line
@@ -708,11 +708,9 @@ async fn exchange(
         let refused = ProxyError::BadRequest("the path climbs above the root");
         return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
     }
-    let routing = tally.trace.is_some().then(Instant::now);
+    let routing = trace::clock(&tally.trace);
     let found = config.router.find(&router::Request { method, path, host });
-    if let (Some(t), Some(start)) = (tally.trace.as_mut(), routing) {
-        t.child("kong.router", start, Instant::now(), Vec::new());
-    }
+    trace::phase(&mut tally.trace, routing, "kong.router", Vec::new);
     let Some(m) = found else {
         return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers, None, log.take()).await;
     };
@@ -872,7 +870,7 @@ async fn exchange(
     let mut reused_once = false;
     let mut last_failure = None;
     let (mut upstream, head, peer) = loop {
-        let picking = tally.trace.is_some().then(Instant::now);
+        let picking = trace::clock(&tally.trace);
         let peer = match &service.balancer {
             Some(b) => match b.ring().pick(b.position(hash, try_number)) {
                 Some(p) => Some(p.clone()),
@@ -895,9 +893,7 @@ async fn exchange(
         if let Some(l) = log.as_mut() {
             l.try_peer(service, peer.as_deref());
         }
-        if let (Some(t), Some(start)) = (tally.trace.as_mut(), picking) {
-            t.child("kong.balancer", start, Instant::now(), crate::trace::peer(service, peer.as_deref(), try_number));
-        }
+        trace::phase(&mut tally.trace, picking, "kong.balancer", || trace::peer(service, peer.as_deref(), try_number));
         up.truncate(base);
         let host_value = match &peer {
             _ if plugin_host.is_some() => plugin_host.unwrap_or_default(),
@@ -911,16 +907,15 @@ async fn exchange(
         let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
         let pooled = Connector::checkout_raw(key);
         let from_pool = pooled.is_some();
-        let connecting = tally.trace.is_some().then(Instant::now);
+        let connecting = trace::clock(&tally.trace);
         let mut raw = match pooled {
             Some(c) => c,
             None => match proxy.connector.connect_raw(service, peer.as_deref()).await {
                 Ok(c) => {
                     crate::trace::dns(tally.trace.as_deref_mut(), service, c.resolved);
-                    if let (Some(t), Some(start)) = (tally.trace.as_mut(), connecting) {
-                        let attributes = crate::trace::peer(service, peer.as_deref(), try_number);
-                        t.upstream("kong.upstream.connect", start, Instant::now(), attributes);
-                    }
+                    trace::call(&mut tally.trace, connecting, "kong.upstream.connect", || {
+                        trace::peer(service, peer.as_deref(), try_number)
+                    });
                     c
                 }
                 Err(e @ (ProxyError::Connect(_) | ProxyError::Timeout)) => {
@@ -945,13 +940,13 @@ async fn exchange(
         let began = if from_pool && try_number == 1 && !reused_once { sent } else { Instant::now() };
         let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
         let tripped = answer_by.within(answer_at, round_trip(&mut raw, up, seen.head)).await;
-        if let Some(t) = tally.trace.as_mut() {
-            let mut attributes = crate::trace::peer(service, peer.as_deref(), try_number);
-            if let Ok(Ok(head)) = &tripped {
-                attributes.push(opentelemetry::KeyValue::new("http.response.status_code", i64::from(head.code)));
-            }
-            t.upstream("kong.upstream.response", began, Instant::now(), attributes);
-        }
+        trace::call(&mut tally.trace, Some(began), "kong.upstream.response", || {
+            let status = match &tripped {
+                Ok(Ok(head)) => Some(head.code),
+                _ => None,
+            };
+            trace::answered(trace::peer(service, peer.as_deref(), try_number), status)
+        });
         let failure = match tripped {
             Ok(Ok(head)) => break (raw, head, peer),
             // A pooled connection the upstream had closed: once, for free.
