@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::proxy::direct::{MAX_HEAD, MAX_LINE};
+use crate::proxy::h1::limits::{MAX_HEAD, MAX_LINE};
 
 /// Longest line kept for inspection. A longer one refuses its head, so it is never needed
 /// whole; cutting lines shorter would let padding hide a framing field's value from this

@@ -3,13 +3,14 @@
 //! compiled configuration taken when the request arrives.
 
 mod body;
-mod chunked;
+
 pub(crate) mod direct;
 mod error;
-mod headers;
+pub(crate) mod h1;
+pub(crate) mod headers;
 pub(crate) mod upstream;
 mod uri;
-mod waiting;
+pub(crate) mod waiting;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -25,8 +26,8 @@ pub use body::{Filtered, ReqBody, ResBody};
 /// What the fuzz targets (`fuzz/`) reach inside the proxy; not an API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::chunked::{ChunkedEnd, Malformed};
     pub use super::direct::serve as serve_http1;
+    pub use super::h1::chunked::{ChunkedEnd, Malformed};
 }
 pub use error::{ProxyError, SERVER_TOKEN};
 pub use upstream::{Connector, DnsAnswer};

@@ -1,0 +1,170 @@
+//! The access phase on the direct path: the route's plugins run on a header map built from the
+//! parsed head, and what they decide is written into the upstream request as bytes.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+
+use super::log::DirectLog;
+use std::time::Instant;
+
+use crate::compiled::Compiled;
+use crate::proxy::h1::fields::Field;
+use crate::proxy::h1::limits::MAX_HEADERS;
+use crate::proxy::h1::write::line;
+use crate::proxy::{Conn, Proxy, ReqBody};
+use crate::trace::Trace;
+use crate::{plugins, router};
+
+/// The parts of a direct-path request its plugins see besides the header fields.
+pub(super) struct Plain<'r> {
+    pub(super) method: &'r str,
+    pub(super) http10: bool,
+    pub(super) target: &'r str,
+    pub(super) path: &'r str,
+    pub(super) query: Option<&'r str>,
+    pub(super) body: &'r [u8],
+    pub(super) started: Instant,
+    pub(super) trace: Option<Box<Trace>>,
+}
+
+/// What a route's plugins made of a request on the direct path.
+pub(super) enum Accessing<'r> {
+    Forward(Accessed<'r>),
+    /// A plugin answered instead of the upstream.
+    Answer(plugins::Rejected),
+    /// Not for this path after all (nothing has been sent).
+    Handoff,
+}
+
+/// The request to forward after the access phase: as the general path would send it.
+pub(super) struct Accessed<'r> {
+    /// The fields to forward, forwarding fields included; Host and Content-Length are written
+    /// apart (the Host depends on the peer tried, the length on the body).
+    pub(super) headers: http::HeaderMap,
+    pub(super) body: Bytes,
+    /// A Content-Length goes upstream: the client sent one, or a plugin replaced the body.
+    pub(super) length: bool,
+    /// The query, as plugins left it (some remove a credential from it).
+    pub(super) query: Option<Cow<'r, str>>,
+    /// Fields plugins set for the response.
+    pub(super) response: plugins::ResponseFields,
+    /// What a plugin changed besides fields (rare: boxed, so the common case stays small).
+    pub(super) overrides: Option<Box<Overrides>>,
+    /// The log entry, on a route whose plugins log.
+    pub(super) log: Option<Box<DirectLog>>,
+}
+
+/// A method or Host for the upstream other than the request's own.
+pub(super) struct Overrides {
+    pub(super) method: Option<http::Method>,
+    pub(super) host: Option<HeaderValue>,
+}
+
+impl Accessed<'_> {
+    /// Writes the fields; a name the client sent keeps the client's spelling (the map holds
+    /// it lower-cased), as on the rest of the direct path and in nginx.
+    pub(super) fn write_fields(
+        &self,
+        up: &mut Vec<u8>,
+        client: &[httparse::Header<'_>],
+        forwarded: &crate::proxy::headers::Forwarded<'_>,
+    ) {
+        for (name, value) in &self.headers {
+            if crate::proxy::headers::is_forwarding(name) {
+                continue;
+            }
+            let name = name.as_str();
+            let spelled = client.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(name, |h| h.name);
+            line(up, &[spelled.as_bytes(), b": ", value.as_bytes()]);
+        }
+        if self.length {
+            line(up, &[b"Content-Length: ", itoa::Buffer::new().format(self.body.len()).as_bytes()]);
+        }
+        crate::proxy::headers::write_forwarding(up, &self.headers, forwarded);
+    }
+}
+
+/// Runs the route's `access` phase (every plugin in it acts only there) on a header map of
+/// the request's `fields`, which are those the general path would show plugins.
+pub(super) async fn access<'r, 'h, 'b: 'h>(
+    proxy: &Proxy,
+    conn: &Conn,
+    trusted: bool,
+    config: &Compiled,
+    route: &router::RouteInfo,
+    request: &mut Plain<'r>,
+    fields: impl Iterator<Item = (&'h httparse::Header<'b>, Field)>,
+) -> Accessing<'r> {
+    // Room for the client's fields and what plugins and forwarding add (a consumer's three or
+    // four, five forwarding fields), so the map is sized once, not for `MAX_HEADERS`.
+    let mut headers = http::HeaderMap::with_capacity(fields.size_hint().1.unwrap_or(MAX_HEADERS) + 10);
+    for (h, _) in fields {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
+        else {
+            return Accessing::Handoff;
+        };
+        headers.append(name, value);
+    }
+    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else { return Accessing::Handoff };
+    let mut body =
+        if request.body.is_empty() { ReqBody::Empty } else { ReqBody::Full(Bytes::copy_from_slice(request.body)) };
+    let mut ctx = plugins::RequestCtx {
+        method: &method,
+        version: if request.http10 { http::Version::HTTP_10 } else { http::Version::HTTP_11 },
+        target: request.target,
+        path: request.path,
+        query: request.query.map(Cow::Borrowed),
+        headers: &mut headers,
+        body: &mut body,
+        client_ip: conn.peer.ip(),
+        https: conn.https,
+        trusted,
+        route_id: &route.id,
+        service_id: &route.service.id,
+        config,
+        live: &proxy.live,
+        consumer: None,
+        credential: None,
+        response: plugins::ResponseFields::default(),
+        conn,
+        method_override: None,
+        upstream_host: None,
+        log_body: None,
+        started: request.started,
+        hooks: Vec::new(),
+    };
+    let resolved = match plugins::access(&route.plugins, &mut ctx, request.trace.as_deref_mut()).await {
+        Ok(r) => r,
+        Err(reply) => return Accessing::Answer(reply),
+    };
+    let log = resolved.logs().then(|| {
+        let mut entry = plugins::entry_for(&ctx);
+        entry.request_size += request.body.len() as u64;
+        entry.request_has_body = !request.body.is_empty();
+        Box::new(DirectLog { resolved, entry })
+    });
+    let response = std::mem::take(&mut ctx.response);
+    let overrides = match (ctx.method_override.take(), ctx.upstream_host.take()) {
+        (None, None) => None,
+        (method, host) => Some(Box::new(Overrides { method, host })),
+    };
+    // Plugins that change the query replace it with their own string.
+    let query = match ctx.query {
+        None => None,
+        Some(Cow::Borrowed(q)) if request.query == Some(q) => request.query.map(Cow::Borrowed),
+        Some(q) => Some(Cow::Owned(q.into_owned())),
+    };
+    let body = match body {
+        ReqBody::Empty => Bytes::new(),
+        ReqBody::Full(b) => b,
+        // Plugins only replace a body held in memory with another.
+        ReqBody::Stream(_) | ReqBody::Prefixed(..) => return Accessing::Handoff,
+    };
+    headers.remove(http::header::HOST);
+    let length = headers.remove(http::header::CONTENT_LENGTH).is_some();
+    // The forwarding fields are written with the rest (`write_fields`), after the access phase
+    // as on the general path: plugins see the client's own.
+    Accessing::Forward(Accessed { headers, body, length, query, response, overrides, log })
+}

@@ -1,0 +1,70 @@
+//! The log phase's entry on the direct path, filled in as the request is served.
+
+use std::time::Instant;
+
+use http::header::{HeaderName, HeaderValue};
+
+use super::ProxyError;
+use crate::plugins;
+use crate::proxy::h1::response::MAX_UPSTREAM_HEADERS;
+
+/// What the log phase needs of a request on the direct path: the plugins that log, and the
+/// entry the answer completes.
+pub(super) struct DirectLog {
+    pub(super) resolved: plugins::Resolved,
+    pub(super) entry: plugins::LogEntry,
+}
+
+impl DirectLog {
+    /// Records an upstream try (Kong's `tries`).
+    pub(super) fn try_peer(&mut self, service: &crate::compiled::Service, peer: Option<&crate::balancer::ring::Peer>) {
+        let (ip, port) = match (peer, service.ip) {
+            (Some(p), _) => (p.addr.ip().to_string(), p.addr.port()),
+            (None, Some(ip)) => (ip.to_string(), service.port),
+            (None, None) => (service.host.clone(), service.port),
+        };
+        let balancer_start_ms = plugins::log::unix_ms(Instant::now());
+        self.entry.tries.push(plugins::log::Try { ip, port, balancer_start_ms, failed: None, code: None });
+    }
+
+    /// Marks the last try failed, with the status Kong's balancer records for it.
+    pub(super) fn failed(&mut self, error: &ProxyError) {
+        if let Some(t) = self.entry.tries.last_mut() {
+            t.failed = Some("next");
+            t.code = Some(if matches!(error, ProxyError::Timeout) { 504 } else { 502 });
+        }
+    }
+
+    /// The answer's head as written in `head` (a complete HTTP/1 response head).
+    pub(super) fn answered(&mut self, head: &[u8]) {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS + 16];
+        let mut res = httparse::Response::new(&mut fields);
+        if res.parse(head).is_err() {
+            return;
+        }
+        let mut map = http::HeaderMap::with_capacity(res.headers.len());
+        for h in res.headers.iter() {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+                map.append(n, v);
+            }
+        }
+        self.entry.status = res.code.unwrap_or(0);
+        self.entry.response_headers = map;
+        self.entry.response_head_size = head.len() as u64;
+    }
+
+    /// Hands the entry to the log phase with one of Gatehouse's own answers (an upstream
+    /// failure's page), recorded as the general path records it.
+    pub(super) fn finish_own(mut self, answer: &http::response::Parts, body: u64) {
+        self.entry.finish_answer(answer);
+        self.entry.response_size.fetch_add(body, std::sync::atomic::Ordering::Relaxed);
+        self.resolved.log(self.entry);
+    }
+
+    /// Hands the entry to the log phase, with the bytes sent for the answer.
+    pub(super) fn finish(self, sent: u64) {
+        let DirectLog { resolved, entry } = self;
+        entry.response_size.store(sent, std::sync::atomic::Ordering::Relaxed);
+        resolved.log_now(entry);
+    }
+}

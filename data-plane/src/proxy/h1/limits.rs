@@ -1,0 +1,104 @@
+//! Kong's limits on a request head, and how a request's body is framed.
+
+use super::fields::{field, Field};
+use crate::proxy::ProxyError;
+
+/// Kong's limits on a request head, nginx's `large_client_header_buffers 4 8k`: each line
+/// must fit one 8 KiB buffer, and the head four of them. A longer head is refused (414 for the
+/// request line, else 400) and never forwarded.
+pub(crate) const MAX_LINE: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 4 * MAX_LINE;
+/// hyper's read buffer on connections handed to it: later heads on them are held to about
+/// Kong's limit too (hyper answers a longer one with an empty 431 and closes).
+pub(crate) const HYPER_MAX_BUF: usize = 2 * MAX_HEAD;
+/// Request headers parsed here; a request with more goes to hyper.
+pub(crate) const MAX_HEADERS: usize = 64;
+/// Request headers hyper parses; it answers a request with more with 431.
+pub(crate) const HYPER_MAX_HEADERS: usize = 100;
+/// Longest request body the direct path takes (read whole, then sent with the head: a body
+/// this short fits the socket buffers, so an upstream that answers before reading it all
+/// cannot stall the write). Longer bodies stream through hyper.
+pub(crate) const MAX_BODY: usize = 16 * 1024;
+
+/// How far a head with more than [`MAX_HEADERS`] fields goes, parsed as hyper parses it.
+pub(crate) fn wide_head(buf: &[u8]) -> Result<httparse::Status<usize>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
+    httparse::Request::new(&mut headers).parse(buf)
+}
+
+/// The refusal of a head over Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), `head` being all
+/// of it or, unfinished, all read so far. Heads of a line's length or less pass unscanned.
+pub(crate) fn oversized(head: &[u8], complete: bool) -> Option<ProxyError> {
+    if head.len() <= MAX_LINE {
+        return None;
+    }
+    // Empty lines before a request line are skipped, as httparse and nginx skip them.
+    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(head.len());
+    let mut lines = head[start..].split(|b| *b == b'\n');
+    // An unfinished last line counts as it stands: it can only grow.
+    if lines.next().is_some_and(|request_line| request_line.len() > MAX_LINE) {
+        return Some(ProxyError::UriTooLong);
+    }
+    if lines.any(|field| field.len() > MAX_LINE) {
+        return Some(ProxyError::BadRequest("a header line longer than 8 KiB"));
+    }
+    if head.len() > MAX_HEAD || (!complete && head.len() == MAX_HEAD) {
+        return Some(ProxyError::BadRequest("a request head longer than 32 KiB"));
+    }
+    None
+}
+
+/// The body length a request declares when the direct path can take its body: none is 0.
+/// `Ok(None)` leaves the request to hyper: a chunked body, one over [`MAX_BODY`], or `Expect`
+/// (the client waits for an interim answer before its body). Framing nginx refuses is refused
+/// here with Kong's page, as hyper would only answer it with an empty 400: several or invalid
+/// lengths, a length with `Transfer-Encoding` (a smuggling shape), `Transfer-Encoding` in
+/// HTTP/1.0 or more than once, and any coding but `chunked` (nginx's 501).
+pub(crate) fn body_length(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<usize>, ProxyError> {
+    let mut length = None;
+    let mut coding = None;
+    let mut expect = false;
+    for h in headers {
+        match field(h.name) {
+            Field::ContentLength => {
+                let digits = h.value.trim_ascii();
+                if length.is_some() {
+                    return Err(ProxyError::BadRequest("several Content-Length fields"));
+                }
+                // Leading zeros are fine; a value past nginx's offset type (i64) is not.
+                let value = digits.iter().try_fold(0i64, |n, d| {
+                    let digit = d.is_ascii_digit().then(|| i64::from(d - b'0'))?;
+                    n.checked_mul(10)?.checked_add(digit)
+                });
+                match value {
+                    Some(n) if !digits.is_empty() => length = Some(n as u64),
+                    _ => return Err(ProxyError::BadRequest("an invalid Content-Length")),
+                }
+            }
+            Field::TransferEncoding if coding.is_some() => {
+                return Err(ProxyError::BadRequest("several Transfer-Encoding fields"));
+            }
+            Field::TransferEncoding => coding = Some(h.value),
+            Field::Expect => expect = true,
+            _ => {}
+        }
+    }
+    if let Some(coding) = coding {
+        if http10 {
+            return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
+        }
+        if length.is_some() {
+            return Err(ProxyError::BadRequest("Content-Length with Transfer-Encoding"));
+        }
+        if !coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::NotImplemented);
+        }
+        return Ok(None);
+    }
+    match length {
+        _ if expect => Ok(None),
+        Some(n) if n > MAX_BODY as u64 => Ok(None),
+        // Within MAX_BODY, so it fits.
+        n => Ok(Some(n.unwrap_or(0) as usize)),
+    }
+}
