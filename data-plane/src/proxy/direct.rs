@@ -1,19 +1,20 @@
-//! The direct path for HTTP/1 connections, plain or TLS. Most proxied requests are bodiless (or
-//! short-bodied) requests: for those Gatehouse works as nginx does, on bytes. It
-//! parses the request head in the connection's buffer, writes the upstream request straight
-//! from it, parses the upstream's response head and relays the body as it comes (Content-Length;
-//! chunked, passed through as it is; or until the upstream closes, re-chunked), with no header
-//! map, no per-request task
-//! and no channel between a client and an upstream connection.
+//! The direct path for HTTP/1 connections, plain or TLS: Gatehouse works as nginx does, on
+//! bytes. It parses the request head in the connection's buffer, writes the upstream request
+//! straight from it, sends the body (a short one with the head; a longer or chunked one
+//! streamed as it comes, `h1::request_body`), parses the upstream's response head and relays
+//! the body as it comes (Content-Length; chunked, passed through as it is; or until the
+//! upstream closes, re-chunked), with no header map, no per-request task and no channel
+//! between a client and an upstream connection. The protocol pieces are in `super::h1`.
 //!
-//! Routes with plugins are served here too when their plugins act only in `access` (all the
-//! bundled ones do): the access phase runs on a header map built from the parsed head, and the
-//! upstream request is written from that map.
+//! Routes with plugins are served here too when their plugins act only in `access` and `log`
+//! (all the bundled ones but response-transformer and response-ratelimiting): the access
+//! phase runs on a header map built from the parsed head (`access`), and the upstream request
+//! is written from that map.
 //!
-//! Anything else — a chunked or long body, an upgrade, a plugin with a response phase,
-//! `Kong-Debug`, a head hyper would refuse — is handed to the general path: hyper serves the rest of the connection,
-//! starting from the bytes already read (see [`Rewind`]), so both paths answer alike and the
-//! direct one never has to know every corner of the protocol.
+//! What is left — an upgrade, a plugin with a response phase, a plugin route with a body too
+//! long to read whole, `Kong-Debug`, a head hyper would refuse — is handed to the general
+//! path: hyper serves the rest of the connection, starting from the bytes already read (see
+//! `h1::rewind`), so both paths answer alike.
 
 mod access;
 mod log;
@@ -33,12 +34,15 @@ use gatehouse_shared::enabled_headers::EnabledHeaders;
 use self::access::{access, Accessing, Plain};
 use self::log::DirectLog;
 use super::h1::fields::{field, field_of, has_token, named_by, plain_target, Field};
-use super::h1::limits::{body_length, oversized, wide_head, HYPER_MAX_BUF, MAX_HEAD, MAX_HEADERS, MAX_LINE};
-use super::h1::response::{relay, round_trip, Framing, Relay, Trip, READ_RESERVE};
+use super::h1::limits::{
+    body_length, oversized, wide_head, BodyFraming, RequestBody, HYPER_MAX_BUF, MAX_HEAD, MAX_HEADERS, MAX_LINE,
+};
+use super::h1::request_body::{send_streamed, SendError, Streamed};
+use super::h1::response::{read_head, relay, round_trip, Framing, Relay, Trip, READ_RESERVE};
 use super::h1::rewind::Rewind;
 use super::h1::write::{connection_field, date, line, send};
 use super::upstream::Connector;
-use super::waiting::{Deadline, Stop};
+use super::waiting::{Deadline, Elapsed, Stop};
 use super::{mark_upstream_failure, millis_between, uri, Conn, Proxy, ProxyError, ResBody, SERVER_TOKEN};
 use crate::metrics::{self, Series};
 use crate::trace::{self, Trace};
@@ -186,9 +190,9 @@ pub async fn serve<S: ClientIo>(
                         return refuse(&mut tcp, &mut scratch.out, refusal, &refusing(&req), proxy.headers).await;
                     }
                     // A short body is read whole first, then sent with the head.
-                    Ok(Some(n)) if buf.len() < len + n => false,
-                    Ok(Some(n)) => {
-                        let body = &buf[len..len + n];
+                    Ok(RequestBody::Inline(n)) if buf.len() < len + n => false,
+                    Ok(RequestBody::Inline(n)) => {
+                        let body = Body::Inline(&buf[len..len + n]);
                         scratch.tally = Tally::new(Instant::now());
                         metrics::request_started();
                         let next = exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await;
@@ -206,7 +210,42 @@ pub async fn serve<S: ClientIo>(
                             Next::Handoff => true,
                         }
                     }
-                    Ok(None) => true,
+                    // A longer body streams through as it comes: the head is parsed again from
+                    // a buffer of its own, the body's bytes read so far being the rest.
+                    Ok(RequestBody::Streamed { framing, expect }) => {
+                        let mut rest = buf.split_off(len);
+                        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        let mut req = httparse::Request::new(&mut fields);
+                        let next = match req.parse(&buf) {
+                            Ok(httparse::Status::Complete(_)) => {
+                                let mut streamed = Streamed::new(framing, expect, &mut rest);
+                                scratch.tally = Tally::new(Instant::now());
+                                metrics::request_started();
+                                let body = Body::Streamed(&mut streamed);
+                                let next = exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await;
+                                match next {
+                                    Next::Handoff => metrics::request_handed_over(),
+                                    _ => scratch.tally.record(len + streamed.forwarded as usize, &scratch.out),
+                                }
+                                next
+                            }
+                            // Parsed whole a moment ago; this cannot be.
+                            _ => Next::Handoff,
+                        };
+                        match next {
+                            Next::KeepAlive => {
+                                buf = rest;
+                                deadline = None;
+                                continue;
+                            }
+                            Next::Close => return,
+                            // Nothing of the body was read: hyper gets the request whole.
+                            Next::Handoff => {
+                                buf.unsplit(rest);
+                                true
+                            }
+                        }
+                    }
                 },
                 Ok(httparse::Status::Partial) => false,
                 Err(_) => !matches!(head, Ok(httparse::Status::Partial)),
@@ -346,13 +385,21 @@ fn begin_trace(headers: &[httparse::Header<'_>], kinds: &mut [Field], started: I
     Some(trace)
 }
 
+/// A request's body as the direct path takes it.
+enum Body<'b, 's> {
+    /// Whole in the connection's buffer (none is empty).
+    Inline(&'b [u8]),
+    /// Streamed upstream as it comes.
+    Streamed(&'b mut Streamed<'s>),
+}
+
 /// One request on the direct path, or [`Next::Handoff`] before anything was sent.
 async fn exchange(
     proxy: &Proxy,
     conn: &Conn,
     trusted: bool,
     req: &httparse::Request<'_, '_>,
-    body: &[u8],
+    body: Body<'_, '_>,
     client: &mut impl ClientIo,
     scratch: &mut Scratch,
 ) -> Next {
@@ -404,8 +451,8 @@ async fn exchange(
                 seen.hosts += 1;
                 seen.host = Some(h.value);
             }
-            // Bodies, upgrades and debug answers are the general path's.
-            Field::TransferEncoding | Field::Upgrade | Field::Expect | Field::KongDebug => seen.other_framing = true,
+            // Upgrades and debug answers are the general path's.
+            Field::Upgrade | Field::KongDebug => seen.other_framing = true,
             // The first, as the general path reads it from its header map.
             Field::Accept if seen.accept.is_none() => seen.accept = Some(h.value),
             Field::ForwardedFor if forwarded_for.is_none() && !dropped(h.name) => forwarded_for = Some(h.value),
@@ -474,9 +521,13 @@ async fn exchange(
     };
     // The route's plugins, when all of them act only in `access` (a hash that may be on the
     // consumer they find, or on fields they change, is the general path's).
+    let (body, mut streamed) = match body {
+        Body::Inline(b) => (b, None),
+        Body::Streamed(s) => (&[][..], Some(s)),
+    };
     let accessed = if route.plugins.is_empty() {
         None
-    } else if !route.plugins.direct || hashing {
+    } else if !route.plugins.direct || hashing || streamed.is_some() {
         return Next::Handoff;
     } else {
         let mut request =
@@ -557,8 +608,13 @@ async fn exchange(
                 line(up, &[h.name.as_bytes(), b": ", h.value]);
             }
         }
-        if seen.length {
-            line(up, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
+        match streamed.as_deref().map(Streamed::framing) {
+            Some(BodyFraming::Length(n)) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
+            Some(BodyFraming::Chunked) => up.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            None if seen.length => {
+                line(up, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
+            }
+            None => {}
         }
         let peer = conn.peer_value.as_bytes();
         match forwarded_for {
@@ -590,7 +646,16 @@ async fn exchange(
     // A body, once sent, is not sent again (the general path streams bodies and cannot), except
     // on a plugin route: the general path holds such a body in memory once a plugin has read
     // it, and replays it then (as nginx replays the body it buffered).
-    let replayable = !matches!(method, "POST" | "PATCH" | "LOCK") && (body.is_empty() || accessed.is_some());
+    // A streamed body can be sent again only while none of it has gone.
+    let idempotent = !matches!(method, "POST" | "PATCH" | "LOCK");
+    let replayable = |streamed: &Option<&mut Streamed<'_>>| {
+        idempotent && streamed.as_ref().map_or(body.is_empty() || accessed.is_some(), |s| s.forwarded == 0)
+    };
+    // The client waiting to send its body is told to, once it is wanted.
+    let waiting = streamed.as_ref().is_some_and(|s| s.expect && !s.started()) && !seen.http10;
+    if waiting && !send(client, b"HTTP/1.1 100 Continue\r\n\r\n").await {
+        return Next::Close;
+    }
     if let Some(l) = log.as_mut() {
         let e = &mut l.entry;
         e.method = method.to_owned();
@@ -678,7 +743,25 @@ async fn exchange(
         // their connect.
         let began = if from_pool && try_number == 1 && !reused_once { sent } else { Instant::now() };
         let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
-        let tripped = answer_by.within(answer_at, round_trip(&mut raw, up, seen.head)).await;
+        let tripped = match streamed.as_deref_mut() {
+            None => answer_by.within(answer_at, round_trip(&mut raw, up, seen.head)).await,
+            Some(body) => match send_streamed(&mut raw, up, client, body, service.write_timeout, answer_by).await {
+                Ok(()) => {
+                    // The rest of a body the upstream answered before taking is not read: the
+                    // connection cannot carry another request.
+                    seen.close |= !body.ended();
+                    let answer_at = tokio::time::Instant::now() + service.read_timeout;
+                    answer_by.within(answer_at, read_head(&mut raw, seen.head)).await
+                }
+                Err(SendError::Upstream(trip)) => Ok(Err(trip)),
+                Err(SendError::UpstreamTimeout) => Err(Elapsed),
+                // The client's fault: the upstream's connection goes (it holds part of a request).
+                Err(SendError::Client(refusal)) => {
+                    seen.close = true;
+                    return answer_error(client, out, refusal, &seen, proxy.headers, None, log.take()).await;
+                }
+            },
+        };
         trace::call(&mut tally.trace, Some(began), "kong.upstream.response", || {
             let status = match &tripped {
                 Ok(Ok(head)) => Some(head.code),
@@ -689,7 +772,7 @@ async fn exchange(
         let failure = match tripped {
             Ok(Ok(head)) => break (raw, head, peer),
             // A pooled connection the upstream had closed: once, for free.
-            Ok(Err(Trip::Stale)) if from_pool && !reused_once && replayable => {
+            Ok(Err(Trip::Stale)) if from_pool && !reused_once && replayable(&streamed) => {
                 reused_once = true;
                 try_number -= 1;
                 if let Some(l) = log.as_mut() {
@@ -720,7 +803,7 @@ async fn exchange(
         if let (Some(b), Some(p)) = (&service.balancer, &peer) {
             b.observe_failure(p, matches!(failure, ProxyError::Timeout), sent);
         }
-        if tries_left == 0 || service.retries == 0 || !replayable {
+        if tries_left == 0 || service.retries == 0 || !replayable(&streamed) {
             return answer_error(client, out, failure, &seen, proxy.headers, went_upstream, log.take()).await;
         }
         // Kong marks a try failed when another follows it.
@@ -751,7 +834,9 @@ async fn exchange(
     // The upstream keeps the connection unless it says otherwise (HTTP/1.0: unless it says so).
     let keeps_alive =
         if head.version == 1 { !has_token(&connection, b"close") } else { has_token(&connection, b"keep-alive") };
-    let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive;
+    // An upstream that answered before taking all of a streamed body still expects the rest.
+    let body_sent = streamed.as_ref().is_none_or(|s| s.sent());
+    let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive && body_sent;
     // A body that ends when the upstream closes goes to the client chunked (as nginx does), so
     // the client's connection outlives it. An HTTP/1.0 client cannot read chunks: a body
     // without a length ends with its connection.

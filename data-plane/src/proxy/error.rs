@@ -19,6 +19,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("request line too long")]
     UriTooLong,
+    /// The client stopped sending its body (nginx's `client_body_timeout`).
+    #[error("the client's body did not come in time")]
+    RequestTimeout,
     /// A transfer coding Gatehouse does not decode (nginx's 501).
     #[error("unknown transfer coding")]
     NotImplemented,
@@ -70,6 +73,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => closing(StatusCode::BAD_REQUEST, accept),
             ProxyError::NotImplemented => closing(StatusCode::NOT_IMPLEMENTED, accept),
             ProxyError::UriTooLong => closing(StatusCode::URI_TOO_LONG, accept),
+            ProxyError::RequestTimeout => closing(StatusCode::REQUEST_TIMEOUT, accept),
             ProxyError::Connect(_) | ProxyError::Upstream(_) => negotiated(StatusCode::BAD_GATEWAY, accept),
             ProxyError::Timeout => negotiated(StatusCode::GATEWAY_TIMEOUT, accept),
         }

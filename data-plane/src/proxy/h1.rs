@@ -7,6 +7,7 @@
 pub(crate) mod chunked;
 pub(crate) mod fields;
 pub(crate) mod limits;
+pub(crate) mod request_body;
 pub(crate) mod response;
 pub(crate) mod rewind;
 pub(crate) mod write;

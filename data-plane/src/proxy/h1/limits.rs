@@ -15,9 +15,9 @@ pub(crate) const HYPER_MAX_BUF: usize = 2 * MAX_HEAD;
 pub(crate) const MAX_HEADERS: usize = 64;
 /// Request headers hyper parses; it answers a request with more with 431.
 pub(crate) const HYPER_MAX_HEADERS: usize = 100;
-/// Longest request body the direct path takes (read whole, then sent with the head: a body
+/// Longest request body the direct path reads whole before sending it with the head (a body
 /// this short fits the socket buffers, so an upstream that answers before reading it all
-/// cannot stall the write). Longer bodies stream through hyper.
+/// cannot stall the write). Longer ones are streamed (`super::request_body`).
 pub(crate) const MAX_BODY: usize = 16 * 1024;
 
 /// How far a head with more than [`MAX_HEADERS`] fields goes, parsed as hyper parses it.
@@ -48,13 +48,31 @@ pub(crate) fn oversized(head: &[u8], complete: bool) -> Option<ProxyError> {
     None
 }
 
-/// The body length a request declares when the direct path can take its body: none is 0.
-/// `Ok(None)` leaves the request to hyper: a chunked body, one over [`MAX_BODY`], or `Expect`
-/// (the client waits for an interim answer before its body). Framing nginx refuses is refused
-/// here with Kong's page, as hyper would only answer it with an empty 400: several or invalid
-/// lengths, a length with `Transfer-Encoding` (a smuggling shape), `Transfer-Encoding` in
-/// HTTP/1.0 or more than once, and any coding but `chunked` (nginx's 501).
-pub(crate) fn body_length(headers: &[httparse::Header<'_>], http10: bool) -> Result<Option<usize>, ProxyError> {
+/// How a request's body comes: none or a short one (read whole, then sent with the head), or
+/// one streamed to the upstream as it arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestBody {
+    /// Up to [`MAX_BODY`] bytes (none is 0).
+    Inline(usize),
+    /// Longer, or chunked, or awaited with `Expect: 100-continue` (the client sends it only
+    /// once told to).
+    Streamed { framing: BodyFraming, expect: bool },
+}
+
+/// How a streamed request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    Length(u64),
+    /// Passed on as it is, checked as it goes.
+    Chunked,
+}
+
+/// How a request's body comes, from its head. Framing nginx refuses is refused here with
+/// Kong's page (hyper would only answer it with an empty 400): several or invalid lengths, a
+/// length with `Transfer-Encoding` (a smuggling shape), `Transfer-Encoding` in HTTP/1.0 or
+/// more than once, and any coding but `chunked` (nginx's 501). An `Expect` other than
+/// `100-continue` is ignored, as nginx ignores it.
+pub(crate) fn body_length(headers: &[httparse::Header<'_>], http10: bool) -> Result<RequestBody, ProxyError> {
     let mut length = None;
     let mut coding = None;
     let mut expect = false;
@@ -79,7 +97,7 @@ pub(crate) fn body_length(headers: &[httparse::Header<'_>], http10: bool) -> Res
                 return Err(ProxyError::BadRequest("several Transfer-Encoding fields"));
             }
             Field::TransferEncoding => coding = Some(h.value),
-            Field::Expect => expect = true,
+            Field::Expect => expect |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue"),
             _ => {}
         }
     }
@@ -93,12 +111,12 @@ pub(crate) fn body_length(headers: &[httparse::Header<'_>], http10: bool) -> Res
         if !coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(ProxyError::NotImplemented);
         }
-        return Ok(None);
+        return Ok(RequestBody::Streamed { framing: BodyFraming::Chunked, expect });
     }
-    match length {
-        _ if expect => Ok(None),
-        Some(n) if n > MAX_BODY as u64 => Ok(None),
+    Ok(match length {
+        None | Some(0) => RequestBody::Inline(0),
         // Within MAX_BODY, so it fits.
-        n => Ok(Some(n.unwrap_or(0) as usize)),
-    }
+        Some(n) if !expect && n <= MAX_BODY as u64 => RequestBody::Inline(n as usize),
+        Some(n) => RequestBody::Streamed { framing: BodyFraming::Length(n), expect },
+    })
 }

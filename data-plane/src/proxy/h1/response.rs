@@ -256,23 +256,52 @@ pub(crate) enum Trip {
 }
 
 /// Writes the request and reads until a final (non-1xx) response head is in `raw.buf`;
-/// returns its length and how its body is delimited.
+/// returns it, with how its body is delimited.
 pub(crate) async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Result<Head, Trip> {
+    write_request(raw, request).await?;
+    read_head(raw, head_request).await
+}
+
+/// Writes (a request's head, or all of it) on a connection whose last exchange is over.
+pub(crate) async fn write_request(raw: &mut RawConn, request: &[u8]) -> Result<(), Trip> {
     raw.buf.clear();
     // TLS holds records until flushed; for plain TCP the flush is a no-op.
-    if let Err(e) = async {
+    let written = async {
         raw.io.write_all(request).await?;
         raw.io.flush().await
-    }
-    .await
-    {
-        return Err(match e.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Trip::Stale,
-            _ => Trip::Io(e),
-        });
-    }
+    };
+    written.await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Trip::Stale,
+        _ => Trip::Io(e),
+    })
+}
+
+/// Reads until a final (non-1xx) response head is in `raw.buf`, beginning with what it holds
+/// already (an answer that came while the body was still going).
+pub(crate) async fn read_head(raw: &mut RawConn, head_request: bool) -> Result<Head, Trip> {
     let mut answered = false;
     loop {
+        while !raw.buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(&raw.buf) {
+                Ok(httparse::Status::Complete(len)) => match res.code {
+                    // Interim responses (100 Continue, 103 Early Hints) are not relayed.
+                    Some(c @ 100..=199) if c != 101 => {
+                        raw.buf.advance(len);
+                        answered = true;
+                    }
+                    Some(101) => return Err(Trip::Invalid),
+                    _ => {
+                        let framing = framing(&res, head_request).ok_or(Trip::Invalid)?;
+                        return Ok(Head::of(&res, &raw.buf, len, framing));
+                    }
+                },
+                Ok(httparse::Status::Partial) if raw.buf.len() < MAX_UPSTREAM_HEAD => break,
+                Ok(httparse::Status::Partial) => return Err(Trip::TooLarge),
+                Err(_) => return Err(Trip::Invalid),
+            }
+        }
         if raw.buf.capacity() - raw.buf.len() < 1024 {
             raw.buf.reserve(READ_RESERVE);
         }
@@ -286,28 +315,6 @@ pub(crate) async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: 
         };
         if n == 0 {
             return Err(if answered || !raw.buf.is_empty() { Trip::Truncated } else { Trip::Stale });
-        }
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
-            let mut res = httparse::Response::new(&mut headers);
-            match res.parse(&raw.buf) {
-                Ok(httparse::Status::Complete(len)) => match res.code {
-                    // Interim responses (100 Continue, 103 Early Hints) are not relayed.
-                    Some(c @ 100..=199) if c != 101 => {
-                        raw.buf.advance(len);
-                        answered = true;
-                        continue;
-                    }
-                    Some(101) => return Err(Trip::Invalid),
-                    _ => {
-                        let framing = framing(&res, head_request).ok_or(Trip::Invalid)?;
-                        return Ok(Head::of(&res, &raw.buf, len, framing));
-                    }
-                },
-                Ok(httparse::Status::Partial) if raw.buf.len() < MAX_UPSTREAM_HEAD => break,
-                Ok(httparse::Status::Partial) => return Err(Trip::TooLarge),
-                Err(_) => return Err(Trip::Invalid),
-            }
         }
     }
 }

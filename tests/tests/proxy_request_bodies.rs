@@ -1,0 +1,250 @@
+//! Request bodies of any length on the direct HTTP/1 path: streamed to the upstream as they
+//! come (Content-Length or chunked, with `Expect: 100-continue`), the client's connection kept
+//! for the next request, and an upstream that answers before taking the whole body answered
+//! at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gatehouse_tests::json;
+use gatehouse_tests::proxy::{read_response, Standalone};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What a [`Recorder`] upstream received: each request's head and body bytes as they came on
+/// the wire (a chunked body with its chunk lines), and how many connections it accepted.
+#[derive(Default)]
+struct Received {
+    heads: Vec<String>,
+    bodies: Vec<Vec<u8>>,
+    connections: usize,
+}
+
+/// A keep-alive HTTP/1.1 upstream that reads each request's body by its framing and answers
+/// with the number of body bytes it read.
+struct Recorder {
+    port: u16,
+    received: Arc<Mutex<Received>>,
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+        let port = listener.local_addr().expect("loopback I/O").port();
+        let received = Arc::new(Mutex::new(Received::default()));
+        let r = received.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                r.lock().expect("not poisoned").connections += 1;
+                tokio::spawn(serve(tcp, r.clone()));
+            }
+        });
+        Recorder { port, received }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.received.lock().expect("not poisoned").heads.clone()
+    }
+}
+
+async fn fill(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16 * 1024];
+    match tcp.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+fn find(buf: &[u8], what: &[u8]) -> Option<usize> {
+    buf.windows(what.len()).position(|w| w == what)
+}
+
+async fn serve(mut tcp: TcpStream, received: Arc<Mutex<Received>>) {
+    let mut buf = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i;
+            }
+            if !fill(&mut tcp, &mut buf).await {
+                return;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let lower = head.to_ascii_lowercase();
+        let length = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse::<usize>().expect("a length"));
+        let body_end = if let Some(n) = length {
+            while buf.len() < n {
+                if !fill(&mut tcp, &mut buf).await {
+                    return;
+                }
+            }
+            n
+        } else if lower.contains("transfer-encoding: chunked") {
+            // Ends after the last chunk's line and the trailer (if any) with its blank line.
+            loop {
+                let last = if buf.starts_with(b"0\r\n") { Some(0) } else { find(&buf, b"\r\n0\r\n").map(|i| i + 2) };
+                if let Some(end) = last.and_then(|i| find(&buf[i + 1..], b"\r\n\r\n").map(|j| i + 1 + j + 4)) {
+                    break end;
+                }
+                if !fill(&mut tcp, &mut buf).await {
+                    return;
+                }
+            }
+        } else {
+            0
+        };
+        let body: Vec<u8> = buf.drain(..body_end).collect();
+        let answer = body.len().to_string();
+        {
+            let mut r = received.lock().expect("not poisoned");
+            r.heads.push(head);
+            r.bodies.push(body);
+        }
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+        if tcp.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A gateway routing `/b` to `port` on 127.0.0.1, and the `Host` line for requests to it.
+async fn gateway_to(port: u16, service: serde_json::Value) -> (Standalone, String) {
+    let gw = Standalone::start().await;
+    let mut svc = json!({"url": format!("http://127.0.0.1:{port}")});
+    if let (Some(s), Some(extra)) = (svc.as_object_mut(), service.as_object()) {
+        s.extend(extra.clone());
+    }
+    let svc = gw.post("/services", svc).await;
+    gw.route(&svc, json!({"paths": ["/b"], "strip_path": false})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_port);
+    (gw, host)
+}
+
+#[tokio::test]
+async fn long_and_chunked_bodies_stream_through_and_the_connection_goes_on() {
+    let up = Recorder::start().await;
+    let (gw, host) = gateway_to(up.port, json!({})).await;
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+
+    // A body far longer than one read, written in pieces with pauses between them.
+    let long: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let head = format!("PUT /b/long HTTP/1.1\r\n{host}X-Spelled-Thus: 1\r\nContent-Length: {}\r\n\r\n", long.len());
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    for piece in long.chunks(300_000) {
+        tcp.write_all(piece).await.expect("loopback I/O");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = read_response(&mut tcp, "PUT /b/long").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, b"1048576", "the upstream read the whole body");
+
+    // A chunked body with an extension and a trailer goes on as it came, and a request
+    // pipelined right behind it is answered on the same connection.
+    let chunked = "4\r\nwiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer-Field: x\r\n\r\n";
+    let both = format!(
+        "POST /b/chunked HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n{chunked}GET /b/after HTTP/1.1\r\n{host}\r\n"
+    );
+    tcp.write_all(both.as_bytes()).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /b/chunked").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, chunked.len().to_string().into_bytes());
+    let r = read_response(&mut tcp, "GET /b/after").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, b"0");
+
+    // The client waits to be told to send its body.
+    let expecting = vec![b'e'; 100_000];
+    let head =
+        format!("POST /b/expect HTTP/1.1\r\n{host}Content-Length: {}\r\nExpect: 100-continue\r\n\r\n", expecting.len());
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    let interim = read_response(&mut tcp, "POST /b/expect (head)").await.expect("an interim response");
+    assert_eq!(interim.status, 100);
+    tcp.write_all(&expecting).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /b/expect (body)").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, b"100000");
+
+    let received = up.received.lock().expect("not poisoned");
+    assert_eq!(received.connections, 1, "one upstream connection, reused after each body");
+    assert_eq!(received.bodies[0], long, "the long body arrived intact");
+    assert_eq!(received.bodies[1], chunked.as_bytes(), "the chunked body arrived as it was sent");
+    let heads = &received.heads;
+    assert!(heads[0].contains("\r\nX-Spelled-Thus: 1"), "the client's spelling is kept: {}", heads[0]);
+    assert!(heads[0].contains("\r\nContent-Length: 1048576"), "{}", heads[0]);
+    assert!(heads[1].contains("\r\nTransfer-Encoding: chunked"), "{}", heads[1]);
+    assert!(!heads[2].to_ascii_lowercase().contains("expect"), "Expect is the gateway's to answer: {}", heads[2]);
+}
+
+#[tokio::test]
+async fn an_upstream_answering_before_it_takes_the_body_is_relayed_at_once() {
+    // Reads the head, answers 413, then holds the connection without reading anything more.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+    let port = listener.local_addr().expect("loopback I/O").port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while find(&buf, b"\r\n\r\n").is_none() {
+                    if !fill(&mut tcp, &mut buf).await {
+                        return;
+                    }
+                }
+                let answer = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo long";
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            });
+        }
+    });
+    // The upstream has a minute to take each write: without watching for its answer while the
+    // body goes, the client would wait that long.
+    let (gw, host) = gateway_to(port, json!({"write_timeout": 60_000})).await;
+    let tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    let (mut read, mut write) = tcp.into_split();
+    let head = format!("POST /b/upload HTTP/1.1\r\n{host}Content-Length: {}\r\n\r\n", 1u64 << 30);
+    write.write_all(head.as_bytes()).await.expect("loopback I/O");
+    let writer = tokio::spawn(async move {
+        let zeros = vec![0u8; 64 * 1024];
+        while write.write_all(&zeros).await.is_ok() {}
+    });
+    let r = tokio::time::timeout(Duration::from_secs(20), read_response(&mut read, "POST /b/upload"))
+        .await
+        .expect("answered while the body was still going")
+        .expect("a complete response");
+    r.assert_status(413);
+    assert_eq!(r.body, b"too long");
+    assert_eq!(r.header("connection"), Some("close"), "the rest of the body is not read: the connection ends");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the gateway closes the connection after the answer");
+    writer.abort();
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_sent_once_and_a_pipelined_request_after_a_length_body_is_served() {
+    let up = Recorder::start().await;
+    let (gw, host) = gateway_to(up.port, json!({"retries": 3})).await;
+    let body = vec![b'p'; 50_000];
+    let mut bytes = format!("POST /b/one HTTP/1.1\r\n{host}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes.extend_from_slice(format!("GET /b/two HTTP/1.1\r\n{host}\r\n").as_bytes());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(&bytes).await.expect("loopback I/O");
+    let one = read_response(&mut tcp, "POST /b/one").await.expect("a complete response");
+    one.assert_status(200);
+    assert_eq!(one.body, b"50000");
+    let two = read_response(&mut tcp, "GET /b/two").await.expect("a complete response");
+    two.assert_status(200);
+    let heads = up.heads();
+    assert_eq!(heads.len(), 2, "each request reached the upstream once: {heads:?}");
+    assert!(heads[0].starts_with("POST /b/one ") && heads[1].starts_with("GET /b/two "), "{heads:?}");
+    drop(gw);
+}
