@@ -141,7 +141,7 @@ const X_KONG_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-kong-upstr
 /// Kong's `header_filter` on a proxied answer: each of Gatehouse's fields the `headers`
 /// setting turns on replaces the upstream's field of that name; one turned off leaves the
 /// upstream's alone.
-fn add_own_fields(
+pub(crate) fn add_own_fields(
     h: &mut http::HeaderMap,
     on: EnabledHeaders,
     status: StatusCode,

@@ -1054,3 +1054,96 @@ async fn headers_lists_the_fields_gatehouse_sends() {
         }
     }
 }
+
+/// The raw answer to `GET path` on an open keep-alive connection (head and body as sent).
+async fn raw_get_on(tcp: &mut TcpStream, path: &str, host: &str, version: &str) -> (Reply, String) {
+    tcp.write_all(format!("GET {path} HTTP/{version}\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    let mut raw = Vec::new();
+    let mut probe = RecordingReader { inner: tcp, seen: &mut raw };
+    let r = read_response(&mut probe, &format!("GET {path}")).await.expect("a complete response");
+    (r, String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// Keeps a copy of every byte read through it.
+struct RecordingReader<'a, R> {
+    inner: &'a mut R,
+    seen: &'a mut Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for RecordingReader<'_, R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf);
+        this.seen.extend_from_slice(&buf.filled()[before..]);
+        polled
+    }
+}
+
+/// Plugins that act on answers run on the direct path: response-transformer's header rules
+/// and JSON body rewrite (the body re-chunked, as its length changes), and
+/// response-ratelimiting's counting of what the upstream reports, up to its bodiless 429. The
+/// upstream's field names keep their spelling there, which is how the test knows the path.
+#[tokio::test]
+async fn plugins_acting_on_answers_run_on_the_direct_path() {
+    let gw = Standalone::start().await;
+    let body = r#"{"a":1,"secret":"s","b":2}"#;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Upstream-Spelling: kept\r\nX-Kong-Limit: video=1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let up = Scripted::start(Box::leak(answer.into_bytes().into_boxed_slice()), false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    let both = gw.route(&service, json!({"paths": ["/rp"]})).await;
+    let transform_only = gw.route(&service, json!({"paths": ["/rt"]})).await;
+    let rules = json!({"remove": {"json": ["secret"]}, "add": {"headers": ["x-added:1"]}});
+    for route in [&both, &transform_only] {
+        gw.post("/plugins", json!({"name": "response-transformer", "route_id": route["id"], "config": rules})).await;
+    }
+    gw.post(
+        "/plugins",
+        json!({"name": "response-ratelimiting", "route_id": both["id"],
+               "config": {"limits": {"video": {"minute": 2}}, "policy": "local"}}),
+    )
+    .await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+
+    for remaining in ["1", "0"] {
+        let (r, raw) = raw_get_on(&mut tcp, "/rp", &host, "1.1").await;
+        r.assert_status(200);
+        assert!(raw.contains("\r\nX-Upstream-Spelling: kept\r\n"), "the direct path: {raw}");
+        assert_eq!(r.json(), json!({"a": 1, "b": 2}), "the JSON rule ran on the body");
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"), "a rewritten body goes chunked: {raw}");
+        assert_eq!(r.header("content-length"), None, "{raw}");
+        assert_eq!(r.header("x-added"), Some("1"));
+        assert_eq!(r.header("x-ratelimit-limit-video-minute"), Some("2"));
+        assert_eq!(r.header("x-ratelimit-remaining-video-minute"), Some(remaining), "{raw}");
+        assert_eq!(r.header("x-kong-limit"), None, "the upstream's usage report is not passed on");
+    }
+    // Used up: Kong's bodiless 429, on a connection that goes on.
+    let (r, raw) = raw_get_on(&mut tcp, "/rp", &host, "1.1").await;
+    r.assert_status(429);
+    assert!(r.body.is_empty(), "{raw}");
+    assert_eq!(r.header("content-length"), Some("0"), "{raw}");
+    let (r, _) = raw_get_on(&mut tcp, "/rt", &host, "1.1").await;
+    r.assert_status(200);
+
+    // An HTTP/1.0 client gets the rewritten body unchunked, ended by the connection's close.
+    let mut old = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    old.write_all(format!("GET /rt HTTP/1.0\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), old.read_to_end(&mut all))
+        .await
+        .expect("the proxy closes")
+        .expect("loopback I/O");
+    let all = String::from_utf8_lossy(&all);
+    let (head, rest) = all.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200 ") && !head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(rest).expect("JSON"), json!({"a": 1, "b": 2}), "{all}");
+}

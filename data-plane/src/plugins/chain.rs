@@ -48,6 +48,8 @@ pub struct Chain {
     /// Some configuration in the chain logs: requests on this route keep what the log
     /// phase needs.
     pub logs: bool,
+    /// Some configuration in the chain keeps response bodies for its log (galileo).
+    pub captures: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -62,8 +64,10 @@ impl Chain {
             .iter()
             .flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()))
             .all(|p| p.direct() && !p.filters_body() && !p.captures_bodies());
-        let logs = entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten())).any(|p| p.logs());
-        Chain { entries, direct, logs }
+        let all = || entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()));
+        let logs = all().any(|p| p.logs());
+        let captures = all().any(|p| p.captures_bodies());
+        Chain { entries, direct, logs, captures }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,7 +77,7 @@ impl Chain {
 
 /// The plugins that had a configuration for a request, for the later phases (inline up to
 /// four: no allocation for a typical chain).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Resolved(smallvec::SmallVec<[Instance; 4]>);
 
 impl Resolved {

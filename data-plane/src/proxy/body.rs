@@ -132,42 +132,30 @@ impl Filtered {
     }
 
     /// Runs a chunk through every filter in order.
-    fn filter(&mut self, mut data: Bytes) -> Bytes {
-        for f in &mut self.filters {
-            data = f.chunk(data);
-        }
-        data
+    fn filter(&mut self, data: Bytes) -> Bytes {
+        run_filters(&mut self.filters, data)
     }
 
-    /// What the filters add after the last chunk: each one's end, passed through the filters
-    /// after it.
+    /// What the filters add after the last chunk (once).
     fn flush(&mut self) -> Option<Bytes> {
         if self.flushed {
             return None;
         }
         self.flushed = true;
-        let mut out: Option<Bytes> = None;
-        for i in 0..self.filters.len() {
-            let mut carried = match out.take() {
-                Some(d) => self.filters[i].chunk(d),
-                None => Bytes::new(),
-            };
-            if let Some(tail) = self.filters[i].end() {
-                carried = if carried.is_empty() { tail } else { [carried, tail].concat().into() };
-            }
-            out = (!carried.is_empty()).then_some(carried);
-        }
-        out
+        end_filters(&mut self.filters)
     }
 
-    /// The body, when it is in memory and no filter changes it (a plugin's own answer on the
-    /// direct path), counted as sent; the log phase runs when this is dropped.
+    /// The body, when it is in memory (a plugin's own answer on the direct path), run through
+    /// the filters and counted as sent; the log phase runs when this is dropped.
     pub fn take_full(&mut self) -> Option<Bytes> {
-        if !self.filters.is_empty() {
-            return None;
-        }
         let ResBody::Full(b) = &mut self.inner else { return None };
-        let bytes = b.take().unwrap_or_default();
+        let mut bytes = b.take().unwrap_or_default();
+        if !self.filters.is_empty() {
+            bytes = self.filter(bytes);
+            if let Some(tail) = self.flush() {
+                bytes = if bytes.is_empty() { tail } else { [bytes, tail].concat().into() };
+            }
+        }
         self.sent(&bytes);
         self.flushed = true;
         Some(bytes)
@@ -307,4 +295,29 @@ impl Body for ResBody {
             ResBody::Counted(c) => c.inner.size_hint(),
         }
     }
+}
+
+/// Runs a chunk of a response body through every filter in order.
+pub(crate) fn run_filters(filters: &mut [Box<dyn BodyFilter>], mut data: Bytes) -> Bytes {
+    for f in filters {
+        data = f.chunk(data);
+    }
+    data
+}
+
+/// What the filters add after the body's last chunk: each one's end, passed through the
+/// filters after it.
+pub(crate) fn end_filters(filters: &mut [Box<dyn BodyFilter>]) -> Option<Bytes> {
+    let mut out: Option<Bytes> = None;
+    for filter in filters {
+        let mut carried = match out.take() {
+            Some(d) => filter.chunk(d),
+            None => Bytes::new(),
+        };
+        if let Some(tail) = filter.end() {
+            carried = if carried.is_empty() { tail } else { [carried, tail].concat().into() };
+        }
+        out = (!carried.is_empty()).then_some(carried);
+    }
+    out
 }

@@ -18,6 +18,7 @@
 
 mod access;
 mod log;
+mod phases;
 #[cfg(test)]
 mod tests;
 
@@ -411,6 +412,8 @@ async fn exchange(
     let mut seen = Seen { head: method == "HEAD", http10: version == 0, ..Seen::default() };
     // A logging route's entry, finished by whichever answer the request gets.
     let mut log: Option<Box<DirectLog>> = None;
+    // A route whose plugins act on answers: what they do to it.
+    let mut phased = None;
     // A gateway is no tunnel: CONNECT is refused and its connection closed, so nothing after
     // it is read as a request.
     if method == "CONNECT" {
@@ -527,7 +530,7 @@ async fn exchange(
     };
     let accessed = if route.plugins.is_empty() {
         None
-    } else if !route.plugins.direct || hashing || streamed.is_some() {
+    } else if route.plugins.captures || hashing || streamed.is_some() {
         return Next::Handoff;
     } else {
         let mut request =
@@ -546,6 +549,7 @@ async fn exchange(
         match accessing {
             Accessing::Forward(mut a) => {
                 log = a.log.take();
+                phased = a.phases.take();
                 Some(a)
             }
             Accessing::Answer(reply) => {
@@ -859,63 +863,98 @@ async fn exchange(
     // The upstream's own reason phrase, even an empty one: nginx passes the status line on,
     // and hyper keeps it on the general path.
     let reason = head.reason(head_buf);
-    line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
-    let mut dated = false;
     let on = proxy.headers;
     // Fields plugins set replace the upstream's of the same name.
     let plugin_fields = accessed.as_ref().map(|a| &a.response).filter(|r| !r.is_empty());
-    for (name, value) in head.fields(head_buf) {
+    let dated = head.fields(head_buf).any(|(name, _)| field_of(name) == Field::Date);
+    // The upstream's fields the client gets.
+    let visible = |&(name, _): &(&[u8], &[u8])| {
         if plugin_fields.is_some_and(|f| f.has(name)) {
-            continue;
+            return false;
         }
         let kind = field_of(name);
         let keep = match kind {
             Field::Other | Field::Accept | Field::Host | Field::ForwardedFor | Field::Forwarded(_) => true,
-            Field::Expect | Field::KongDebug => true,
+            Field::Expect | Field::KongDebug | Field::Date => true,
             // Gatehouse's own replace the upstream's, each unless the `headers` setting
             // turned it off (as Kong assigns them in `header_filter`).
             Field::Via => !on.via,
             Field::LatencyProxy => !on.proxy_latency,
             Field::LatencyUpstream => !on.upstream_latency,
             Field::UpstreamStatus => !on.upstream_status,
-            // A length is written below from the framing used; HEAD and 304 answers keep
-            // theirs as they are (it describes a body not sent). A 204 has none (RFC 9110 §8.6).
+            // A length is written from the framing used; HEAD and 304 answers keep theirs as
+            // they are (it describes a body not sent). A 204 has none (RFC 9110 §8.6).
             Field::ContentLength => matches!(framing, Framing::NoBody) && status != 204,
-            Field::Date => {
-                dated = true;
-                true
-            }
             _ => false,
         };
         // `Connection` may not remove the fields framing and dating the answer.
         let removable = !matches!(kind, Field::ContentLength | Field::Date);
-        if keep && !(removable && !connection.is_empty() && has_token(&connection, name)) {
-            line(out, &[name, b": ", value]);
+        keep && !(removable && !connection.is_empty() && has_token(&connection, name))
+    };
+    // On a route whose plugins act on answers: the body the client gets, when it is not the
+    // upstream's as it comes (filtered, re-chunked, or none).
+    let mut reframed: Option<Vec<Box<dyn plugins::BodyFilter>>> = None;
+    let mut emptied = false;
+    let mut answered_status = status;
+    let mut close = close;
+    match phased {
+        None => {
+            line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
+            for (name, value) in head.fields(head_buf).filter(visible) {
+                line(out, &[name, b": ", value]);
+            }
+            if let Framing::Length(n) = framing {
+                line(out, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]);
+            }
+            if !dated {
+                date(out, answered);
+            }
+            if on.upstream_status {
+                line(out, &[b"X-Kong-Upstream-Status: ", code.as_str().as_bytes()]);
+            }
+            if on.upstream_latency {
+                line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
+            }
+            if on.proxy_latency {
+                line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
+            }
+            if on.via {
+                line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
+            }
+            for (name, value) in plugin_fields.into_iter().flat_map(plugins::ResponseFields::iter) {
+                line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
+            }
+            if unsized_body && !seen.http10 {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
         }
-    }
-    if let Framing::Length(n) = framing {
-        line(out, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]);
-    }
-    if !dated {
-        date(out, answered);
-    }
-    if on.upstream_status {
-        line(out, &[b"X-Kong-Upstream-Status: ", code.as_str().as_bytes()]);
-    }
-    if on.upstream_latency {
-        line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
-    }
-    if on.proxy_latency {
-        line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
-    }
-    if on.via {
-        line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
-    }
-    for (name, value) in plugin_fields.into_iter().flat_map(plugins::ResponseFields::iter) {
-        line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
-    }
-    if unsized_body && !seen.http10 {
-        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        Some(phases) => {
+            let own = (on, upstream_latency.clone(), proxy_latency.clone());
+            let fields = head.fields(head_buf).filter(visible);
+            let mut f = phases::header_filter(*phases, code, fields, framing, own, plugin_fields);
+            answered_status = f.parts.status.as_u16();
+            emptied = f.emptied;
+            let rechunk = !emptied && !phases::framing_kept(&f, framing);
+            if rechunk {
+                f.parts.headers.remove(http::header::CONTENT_LENGTH);
+            }
+            let spelled =
+                |n: &str| head.fields(head_buf).find(|(u, _)| u.eq_ignore_ascii_case(n.as_bytes())).map(|(u, _)| u);
+            phases::write_head(out, &f.parts, (status, reason), spelled);
+            if !dated {
+                date(out, answered);
+            }
+            if rechunk || (unsized_body && !emptied) {
+                if seen.http10 {
+                    close = true;
+                } else {
+                    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                }
+            }
+            if rechunk {
+                reframed = Some(f.filters);
+            }
+        }
     }
     connection_field(out, close, seen.http10);
     out.extend_from_slice(b"\r\n");
@@ -930,8 +969,34 @@ async fn exchange(
     // The body: what came with the head, then the rest as it arrives.
     upstream.buf.advance(head_len);
     let mut bytes_sent = 0;
-    let done =
-        relay(&mut upstream, client, out, framing, seen.http10, service.read_timeout, answer_by, &mut bytes_sent).await;
+    let read_timeout = service.read_timeout;
+    let done = if emptied {
+        // The upstream's body is not read: its connection goes.
+        upstream_reusable = false;
+        match send(client, out).await {
+            true => {
+                bytes_sent = out.len() as u64;
+                Relay::Done { extra: false }
+            }
+            false => Relay::ClientGone,
+        }
+    } else if let Some(filters) = reframed {
+        let chunked = !seen.http10;
+        phases::relay_filtered(
+            &mut upstream,
+            client,
+            out,
+            framing,
+            filters,
+            chunked,
+            read_timeout,
+            answer_by,
+            &mut bytes_sent,
+        )
+        .await
+    } else {
+        relay(&mut upstream, client, out, framing, seen.http10, read_timeout, answer_by, &mut bytes_sent).await
+    };
     if let Some(l) = log {
         let logging = Instant::now();
         l.finish(bytes_sent);
@@ -939,7 +1004,7 @@ async fn exchange(
             t.child("kong.log", logging, Instant::now(), Vec::new());
         }
     }
-    tally.status = status;
+    tally.status = answered_status;
     tally.egress = bytes_sent;
     match done {
         Relay::Done { extra } => upstream_reusable &= !extra,

@@ -28,6 +28,8 @@ use crate::compiled::Service;
 
 /// Idle connections kept per destination and worker thread.
 const IDLE_PER_KEY: usize = 64;
+/// The read buffer of a new or idle direct-path connection.
+const IDLE_BUFFER: usize = 16 * 1024;
 
 /// The connection's I/O driver. It is polled by the request that uses the connection (while
 /// waiting for the response, then while the response body streams), not by a task of its own:
@@ -62,9 +64,13 @@ pub struct DnsAnswer {
 
 impl RawConn {
     /// Back to this thread's pool; only a connection with nothing unread is reusable.
-    pub fn release(self) {
+    pub fn release(mut self) {
         if !self.buf.is_empty() {
             return;
+        }
+        // A buffer grown for a long body is not kept idle.
+        if self.buf.capacity() > IDLE_BUFFER {
+            self.buf = bytes::BytesMut::with_capacity(IDLE_BUFFER);
         }
         park(&RAW_POOL, self.key.clone(), self);
     }
@@ -218,7 +224,7 @@ impl Connector {
         } else {
             Stream::Plain(tcp)
         };
-        Ok(RawConn { io, buf: bytes::BytesMut::with_capacity(16 * 1024), key, resolved })
+        Ok(RawConn { io, buf: bytes::BytesMut::with_capacity(IDLE_BUFFER), key, resolved })
     }
 
     /// TLS over `tcp`, within the service's connect timeout.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
 use super::log::DirectLog;
+use super::phases::Phases;
 use std::time::Instant;
 
 use crate::compiled::Compiled;
@@ -54,6 +55,8 @@ pub(super) struct Accessed<'r> {
     pub(super) overrides: Option<Box<Overrides>>,
     /// The log entry, on a route whose plugins log.
     pub(super) log: Option<Box<DirectLog>>,
+    /// The response phases, on a route whose plugins act on answers.
+    pub(super) phases: Option<Box<Phases>>,
 }
 
 /// A method or Host for the upstream other than the request's own.
@@ -139,6 +142,8 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         Ok(r) => r,
         Err(reply) => return Accessing::Answer(reply),
     };
+    let phases = (!route.plugins.direct)
+        .then(|| Box::new(Phases { resolved: resolved.clone(), hooks: std::mem::take(&mut ctx.hooks) }));
     let log = resolved.logs().then(|| {
         let mut entry = plugins::entry_for(&ctx);
         entry.request_size += request.body.len() as u64;
@@ -166,5 +171,5 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
     let length = headers.remove(http::header::CONTENT_LENGTH).is_some();
     // The forwarding fields are written with the rest (`write_fields`), after the access phase
     // as on the general path: plugins see the client's own.
-    Accessing::Forward(Accessed { headers, body, length, query, response, overrides, log })
+    Accessing::Forward(Accessed { headers, body, length, query, response, overrides, log, phases })
 }

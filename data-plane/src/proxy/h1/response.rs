@@ -19,6 +19,8 @@ pub(crate) const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Longest upstream response head accepted.
 pub(crate) const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
 pub(crate) const READ_RESERVE: usize = 8 * 1024;
+/// The largest read of a response body ([`read_body`]).
+pub(crate) const MAX_READ: usize = 256 * 1024;
 
 /// How the upstream's response body is delimited.
 #[derive(Clone, Copy)]
@@ -191,12 +193,21 @@ pub(crate) async fn relay_until_close(
 /// Reads more of a response body into the emptied `upstream.buf`: the bytes read (0 when the
 /// upstream closed), or `None` for an error or `read_timeout` passing first (Kong's
 /// `read_timeout`, nginx's `proxy_read_timeout`: between reads).
+///
+/// A read that fills the buffer means the body comes faster than it is taken: the buffer
+/// doubles (up to [`MAX_READ`]) so a long body moves in fewer, larger reads and writes. The
+/// connection's pool gives a grown buffer back (`RawConn::release`).
 pub(crate) async fn read_body(upstream: &mut RawConn, read_timeout: Duration, read_by: &mut Deadline) -> Option<usize> {
     if upstream.buf.capacity() < READ_RESERVE {
         upstream.buf.reserve(READ_RESERVE);
     }
+    let spare = upstream.buf.capacity() - upstream.buf.len();
     let at = tokio::time::Instant::now() + read_timeout;
-    read_by.within(at, upstream.io.read_buf(&mut upstream.buf)).await.ok()?.ok()
+    let n = read_by.within(at, upstream.io.read_buf(&mut upstream.buf)).await.ok()?.ok()?;
+    if n == spare && upstream.buf.capacity() < MAX_READ {
+        upstream.buf.reserve(upstream.buf.capacity());
+    }
+    Some(n)
 }
 
 /// A response head as [`round_trip`] parsed it, as offsets into the upstream's buffer: the
