@@ -1147,3 +1147,83 @@ async fn plugins_acting_on_answers_run_on_the_direct_path() {
     assert!(head.starts_with("HTTP/1.1 200 ") && !head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(rest).expect("JSON"), json!({"a": 1, "b": 2}), "{all}");
 }
+
+/// A WebSocket handshake on the direct path: the upstream gets Kong's `Connection: upgrade`
+/// and `Upgrade: websocket`, the client its 101 as the upstream wrote it, and the connection
+/// becomes a tunnel both ways, including the bytes each side sent right after the switch.
+#[tokio::test]
+async fn a_websocket_becomes_a_tunnel_on_the_direct_path() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+    let port = listener.local_addr().expect("loopback I/O").port();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let head_seen = seen.clone();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("loopback I/O");
+        let mut buf = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.expect("loopback I/O");
+            assert!(n > 0, "the handshake arrives");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        *head_seen.lock().expect("not poisoned") = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Spelled-Thus: 1\r\n\r\nserver-first";
+        tcp.write_all(answer.as_bytes()).await.expect("loopback I/O");
+        // Echoes, upper-cased, whatever comes (early bytes included).
+        let mut pending = buf.split_off(end);
+        loop {
+            if !pending.is_empty() {
+                tcp.write_all(&pending.to_ascii_uppercase()).await.expect("loopback I/O");
+                pending.clear();
+            }
+            let mut chunk = [0u8; 4096];
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let gw = Standalone::start().await;
+    let service = gw.service_at(port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/ws"], "strip_path": false})).await;
+    gw.sync().await;
+
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Client-Spelling: 1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly",
+        gw.proxy_port
+    );
+    tcp.write_all(handshake.as_bytes()).await.expect("loopback I/O");
+    let mut got = Vec::new();
+    let want = |got: &[u8]| {
+        let text = String::from_utf8_lossy(got);
+        text.contains("server-first") && text.contains("EARLY")
+    };
+    while !want(&got) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+            .await
+            .expect("the tunnel relays within 10 s")
+            .expect("loopback I/O");
+        assert!(n > 0, "the tunnel stays open: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{text}");
+    assert!(text.contains("\r\nX-Spelled-Thus: 1\r\n"), "the upstream's answer as written (the direct path): {text}");
+    assert!(text.contains("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"), "{text}");
+    tcp.write_all(b"ping").await.expect("loopback I/O");
+    let mut pong = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut pong))
+        .await
+        .expect("an echo within 10 s")
+        .expect("loopback I/O");
+    assert_eq!(&pong, b"PING");
+    let head = seen.lock().expect("not poisoned").clone();
+    assert!(head.contains("\r\nX-Client-Spelling: 1\r\n"), "the direct path: {head}");
+    assert!(head.contains("\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"), "{head}");
+    assert!(head.contains("\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), "{head}");
+}

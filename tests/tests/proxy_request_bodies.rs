@@ -248,3 +248,57 @@ async fn a_streamed_body_is_sent_once_and_a_pipelined_request_after_a_length_bod
     assert!(heads[0].starts_with("POST /b/one ") && heads[1].starts_with("GET /b/two "), "{heads:?}");
     drop(gw);
 }
+
+#[tokio::test]
+async fn plugin_routes_read_long_and_chunked_bodies_whole() {
+    let up = Recorder::start().await;
+    let (gw, host) = gateway_to(up.port, json!({})).await;
+    gw.post("/plugins", json!({"name": "key-auth", "config": {"key_in_body": true, "hide_credentials": true}})).await;
+    gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    gw.sync().await;
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    let form = "application/x-www-form-urlencoded";
+
+    // A chunked form body, longer than the direct path sends with a head: read whole, the key
+    // taken out of it, and sent on with its new length.
+    let data = format!("data={}", "x".repeat(20_000));
+    let (first, second) = ("apikey=alice-key&", data.as_str());
+    let request = format!(
+        "POST /b/chunked HTTP/1.1\r\n{host}X-Spelled-Thus: 1\r\nContent-Type: {form}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+        first.len(),
+        second.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /b/chunked").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, data.len().to_string().into_bytes());
+
+    // A long Content-Length body without the key: refused, and the connection goes on.
+    let long = format!("data={}", "y".repeat(40_000));
+    let request =
+        format!("POST /b/nokey HTTP/1.1\r\n{host}Content-Type: {form}\r\nContent-Length: {}\r\n\r\n{long}", long.len());
+    tcp.write_all(request.as_bytes()).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /b/nokey").await.expect("a complete response");
+    r.assert_status(401);
+
+    // Longer than plugins read (1 MiB): passed on whole all the same.
+    let huge = vec![b'z'; 2 * 1024 * 1024];
+    let head = format!(
+        "PUT /b/huge HTTP/1.1\r\n{host}apikey: alice-key\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        huge.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    tcp.write_all(&huge).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "PUT /b/huge").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, huge.len().to_string().into_bytes());
+
+    let received = up.received.lock().expect("not poisoned");
+    let head = &received.heads[0];
+    assert!(head.contains("\r\nX-Spelled-Thus: 1"), "the direct path: {head}");
+    assert!(head.contains(&format!("\r\nContent-Length: {}", data.len())), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert_eq!(received.bodies[0], data.as_bytes(), "the body as the plugin left it");
+    assert_eq!(received.heads.len(), 2, "the refused request never reached the upstream");
+}

@@ -6,15 +6,16 @@
 //! upstream closes, re-chunked), with no header map, no per-request task and no channel
 //! between a client and an upstream connection. The protocol pieces are in `super::h1`.
 //!
-//! Routes with plugins are served here too when their plugins act only in `access` and `log`
-//! (all the bundled ones but response-transformer and response-ratelimiting): the access
-//! phase runs on a header map built from the parsed head (`access`), and the upstream request
-//! is written from that map.
+//! Routes with plugins are served here too: the access phase runs on a header map built from
+//! the parsed head (`access`), and the upstream request is written from that map; plugins
+//! that act on answers get the upstream's head as a header map and its body chunk by chunk
+//! (`phases`). A WebSocket handshake the upstream accepts turns the connection into a tunnel.
 //!
-//! What is left — an upgrade, a plugin with a response phase, a plugin route with a body too
-//! long to read whole, `Kong-Debug`, a head hyper would refuse — is handed to the general
-//! path: hyper serves the rest of the connection, starting from the bytes already read (see
-//! `h1::rewind`), so both paths answer alike.
+//! What is left — `Kong-Debug`, a plugin that keeps response bodies for its log (galileo), a
+//! hash-balanced plugin route, a plugin route whose body is longer than plugins read or
+//! awaited with `Expect`, a head over 64 fields or one hyper would refuse — is handed to the
+//! general path: hyper serves the rest of the connection, starting from the bytes already read
+//! (see `h1::rewind`), so both paths answer alike.
 
 mod access;
 mod log;
@@ -125,6 +126,9 @@ enum Next {
     Close,
     /// Not for this path: hyper takes the connection from this request on.
     Handoff,
+    /// Switched to a WebSocket: the connection is a tunnel to this upstream connection from
+    /// now on.
+    Upgrade(Box<super::upstream::RawConn>),
 }
 
 /// A client connection: plain TCP, or TLS that negotiated HTTP/1.1.
@@ -209,6 +213,10 @@ pub async fn serve<S: ClientIo>(
                             }
                             Next::Close => return,
                             Next::Handoff => true,
+                            Next::Upgrade(upstream) => {
+                                buf.advance(len + n);
+                                return tunnel(tcp, buf, *upstream).await;
+                            }
                         }
                     }
                     // A longer body streams through as it comes: the head is parsed again from
@@ -245,6 +253,7 @@ pub async fn serve<S: ClientIo>(
                                 buf.unsplit(rest);
                                 true
                             }
+                            Next::Upgrade(upstream) => return tunnel(tcp, rest, *upstream).await,
                         }
                     }
                 },
@@ -281,6 +290,18 @@ pub async fn serve<S: ClientIo>(
             _ => return,
         }
     }
+}
+
+/// Relays a WebSocket both ways until either side ends, beginning with what each side sent
+/// right after the switch (`early` from the client, the upstream's in its buffer).
+async fn tunnel<S: ClientIo>(mut client: S, early: BytesMut, mut upstream: super::upstream::RawConn) {
+    if !early.is_empty() && upstream.io.write_all(&early).await.is_err() {
+        return;
+    }
+    if !upstream.buf.is_empty() && (client.write_all(&upstream.buf).await.is_err() || client.flush().await.is_err()) {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream.io).await;
 }
 
 /// hyper serves the rest of the connection, beginning with the bytes already read (none for
@@ -365,6 +386,9 @@ struct Seen<'a> {
     /// The client sent a Content-Length (at most one reaches here).
     length: bool,
     other_framing: bool,
+    /// The client asks for a WebSocket (`Upgrade: websocket`); other upgrades are not
+    /// forwarded, as on the general path.
+    websocket: bool,
     close: bool,
     /// An HTTP/1.0 client: answered in HTTP/1.1 as nginx does, but never chunked, and kept
     /// alive only when it asked to be.
@@ -455,7 +479,8 @@ async fn exchange(
                 seen.host = Some(h.value);
             }
             // Upgrades and debug answers are the general path's.
-            Field::Upgrade | Field::KongDebug => seen.other_framing = true,
+            Field::Upgrade => seen.websocket |= h.value.trim_ascii().eq_ignore_ascii_case(b"websocket"),
+            Field::KongDebug => seen.other_framing = true,
             // The first, as the general path reads it from its header map.
             Field::Accept if seen.accept.is_none() => seen.accept = Some(h.value),
             Field::ForwardedFor if forwarded_for.is_none() && !dropped(h.name) => forwarded_for = Some(h.value),
@@ -524,13 +549,34 @@ async fn exchange(
     };
     // The route's plugins, when all of them act only in `access` (a hash that may be on the
     // consumer they find, or on fields they change, is the general path's).
-    let (body, mut streamed) = match body {
+    let (mut body, mut streamed) = match body {
         Body::Inline(b) => (b, None),
         Body::Streamed(s) => (&[][..], Some(s)),
     };
+    // Plugins may read the body: on their routes a longer one is read whole first, as
+    // nginx buffers it, up to what plugins read (longer, or awaited with `Expect`, it is the
+    // general path's).
+    let whole;
+    if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
+        if s.expect || route.plugins.captures || hashing {
+            return Next::Handoff;
+        }
+        match s.read_whole(client, plugins::ctx::BODY_LIMIT).await {
+            Ok(Some(data)) => {
+                whole = data;
+                body = &whole;
+                streamed = None;
+            }
+            Ok(None) => return Next::Handoff,
+            Err(e) => {
+                seen.close = true;
+                return answer_error(client, out, e.refusal(), &seen, proxy.headers, None, log.take()).await;
+            }
+        }
+    }
     let accessed = if route.plugins.is_empty() {
         None
-    } else if route.plugins.captures || hashing || streamed.is_some() {
+    } else if route.plugins.captures || hashing {
         return Next::Handoff;
     } else {
         let mut request =
@@ -541,7 +587,8 @@ async fn exchange(
             return Next::Handoff;
         }
         let fields = fields().filter(|(h, kind)| match kind {
-            Field::HopByHop | Field::Connection => false,
+            // Framing and upgrades are the gateway's to write.
+            Field::HopByHop | Field::Connection | Field::TransferEncoding | Field::Upgrade | Field::Expect => false,
             _ => !dropped(h.name),
         });
         let accessing = access(proxy, conn, trusted, &config, route, &mut request, fields).await;
@@ -641,6 +688,10 @@ async fn exchange(
             line(up, &[b"X-Real-IP: ", peer]);
         }
     }
+    // As Kong's nginx asks for it (`$upstream_connection`, `$upstream_upgrade`).
+    if seen.websocket {
+        up.extend_from_slice(b"Connection: upgrade\r\nUpgrade: websocket\r\n");
+    }
     if let Some(t) = &tally.trace {
         line(up, &[b"traceparent: ", t.traceparent().as_bytes()]);
     }
@@ -713,7 +764,8 @@ async fn exchange(
         up.extend_from_slice(b"\r\n");
         up.extend_from_slice(body);
         let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
-        let pooled = Connector::checkout_raw(key);
+        // A connection that will be upgraded is a tunnel of its own: never a pooled one.
+        let pooled = if seen.websocket { None } else { Connector::checkout_raw(key) };
         let from_pool = pooled.is_some();
         let connecting = trace::clock(&tally.trace);
         let mut raw = match pooled {
@@ -748,14 +800,14 @@ async fn exchange(
         let began = if from_pool && try_number == 1 && !reused_once { sent } else { Instant::now() };
         let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
         let tripped = match streamed.as_deref_mut() {
-            None => answer_by.within(answer_at, round_trip(&mut raw, up, seen.head)).await,
+            None => answer_by.within(answer_at, round_trip(&mut raw, up, seen.head, seen.websocket)).await,
             Some(body) => match send_streamed(&mut raw, up, client, body, service.write_timeout, answer_by).await {
                 Ok(()) => {
                     // The rest of a body the upstream answered before taking is not read: the
                     // connection cannot carry another request.
                     seen.close |= !body.ended();
                     let answer_at = tokio::time::Instant::now() + service.read_timeout;
-                    answer_by.within(answer_at, read_head(&mut raw, seen.head)).await
+                    answer_by.within(answer_at, read_head(&mut raw, seen.head, false)).await
                 }
                 Err(SendError::Upstream(trip)) => Ok(Err(trip)),
                 Err(SendError::UpstreamTimeout) => Err(Elapsed),
@@ -847,6 +899,38 @@ async fn exchange(
     let unsized_body = matches!(framing, Framing::Chunked | Framing::Close);
     let close = seen.close || (seen.http10 && unsized_body);
     out.clear();
+    // The upstream agreed to the WebSocket: its answer goes on as it is, with Gatehouse's own
+    // fields, and the connection becomes a tunnel (`serve` relays it).
+    if status == 101 {
+        line(out, &[b"HTTP/1.1 101 ", head.reason(head_buf).as_bytes()]);
+        for (name, value) in head.fields(head_buf) {
+            if !matches!(field_of(name), Field::ContentLength | Field::TransferEncoding) {
+                line(out, &[name, b": ", value]);
+            }
+        }
+        if proxy.headers.upstream_latency {
+            line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
+        }
+        if proxy.headers.proxy_latency {
+            line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
+        }
+        if proxy.headers.via {
+            line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
+        }
+        out.extend_from_slice(b"\r\n");
+        drop(connection);
+        if let Some(mut l) = log.take() {
+            l.answered(out);
+            l.finish(out.len() as u64);
+        }
+        tally.status = 101;
+        tally.egress = out.len() as u64;
+        if !send(client, out).await {
+            return Next::Close;
+        }
+        upstream.buf.advance(head_len);
+        return Next::Upgrade(Box::new(upstream));
+    }
     let Ok(code) = http::StatusCode::from_u16(status) else {
         tally.upstream_ms = None;
         return answer_error(

@@ -168,7 +168,8 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         ReqBody::Stream(_) | ReqBody::Prefixed(..) => return Accessing::Handoff,
     };
     headers.remove(http::header::HOST);
-    let length = headers.remove(http::header::CONTENT_LENGTH).is_some();
+    // A body goes with its length (one read whole from a chunked request has none yet).
+    let length = headers.remove(http::header::CONTENT_LENGTH).is_some() || !body.is_empty();
     // The forwarding fields are written with the rest (`write_fields`), after the access phase
     // as on the general path: plugins see the client's own.
     Accessing::Forward(Accessed { headers, body, length, query, response, overrides, log, phases })

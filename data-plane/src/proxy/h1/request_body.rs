@@ -126,6 +126,55 @@ impl<'a> Streamed<'a> {
     }
 }
 
+impl Streamed<'_> {
+    /// Reads the whole body into memory when it is at most `limit` bytes, for plugins that
+    /// read bodies: `Ok(Some(data))` (a chunked body decoded), with the body's bytes taken out
+    /// of `rest`; `Ok(None)` when it is longer, with everything read still in `rest`.
+    pub(crate) async fn read_whole(
+        &mut self,
+        client: &mut impl ClientIo,
+        limit: usize,
+    ) -> Result<Option<bytes::Bytes>, PumpError> {
+        loop {
+            self.take()?;
+            if self.ended {
+                let raw = self.rest.split_to(self.ready);
+                self.ready = 0;
+                self.forwarded = raw.len() as u64;
+                if self.chunked.is_none() {
+                    return Ok(Some(raw.freeze()));
+                }
+                let mut data = Vec::with_capacity(raw.len());
+                ChunkedEnd::default().decode(&raw, &mut data).map_err(|_| PumpError::Malformed)?;
+                return Ok(Some(data.into()));
+            }
+            if self.rest.len() > limit {
+                return Ok(None);
+            }
+            if self.rest.capacity() - self.rest.len() < CHUNK / 4 {
+                self.rest.reserve(CHUNK);
+            }
+            let read = tokio::io::AsyncReadExt::read_buf(client, self.rest);
+            match tokio::time::timeout(CLIENT_BODY_TIMEOUT, read).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Err(PumpError::ClientGone),
+                Err(_) => return Err(PumpError::ClientTimeout),
+            }
+        }
+    }
+}
+
+impl PumpError {
+    /// The answer for a body the client failed to send.
+    pub(crate) fn refusal(&self) -> ProxyError {
+        match self {
+            PumpError::Malformed => ProxyError::BadRequest("a malformed chunked body"),
+            PumpError::ClientTimeout => ProxyError::RequestTimeout,
+            _ => ProxyError::BadRequest("a body cut off by the client"),
+        }
+    }
+}
+
 /// One wait of [`pump`]'s: whichever comes first.
 enum Step {
     /// The upstream sent bytes (an early answer), closed, or failed.
@@ -222,8 +271,6 @@ pub(crate) async fn send_streamed(
             }
         }
         Err(PumpError::UpstreamTimeout) => Err(SendError::UpstreamTimeout),
-        Err(PumpError::Malformed) => Err(SendError::Client(ProxyError::BadRequest("a malformed chunked body"))),
-        Err(PumpError::ClientGone) => Err(SendError::Client(ProxyError::BadRequest("a body cut off by the client"))),
-        Err(PumpError::ClientTimeout) => Err(SendError::Client(ProxyError::RequestTimeout)),
+        Err(e) => Err(SendError::Client(e.refusal())),
     }
 }

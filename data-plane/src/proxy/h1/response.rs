@@ -268,9 +268,14 @@ pub(crate) enum Trip {
 
 /// Writes the request and reads until a final (non-1xx) response head is in `raw.buf`;
 /// returns it, with how its body is delimited.
-pub(crate) async fn round_trip(raw: &mut RawConn, request: &[u8], head_request: bool) -> Result<Head, Trip> {
+pub(crate) async fn round_trip(
+    raw: &mut RawConn,
+    request: &[u8],
+    head_request: bool,
+    upgrade: bool,
+) -> Result<Head, Trip> {
     write_request(raw, request).await?;
-    read_head(raw, head_request).await
+    read_head(raw, head_request, upgrade).await
 }
 
 /// Writes (a request's head, or all of it) on a connection whose last exchange is over.
@@ -288,8 +293,9 @@ pub(crate) async fn write_request(raw: &mut RawConn, request: &[u8]) -> Result<(
 }
 
 /// Reads until a final (non-1xx) response head is in `raw.buf`, beginning with what it holds
-/// already (an answer that came while the body was still going).
-pub(crate) async fn read_head(raw: &mut RawConn, head_request: bool) -> Result<Head, Trip> {
+/// already (an answer that came while the body was still going). A 101 is final when the
+/// request asked to `upgrade`, and a broken answer otherwise.
+pub(crate) async fn read_head(raw: &mut RawConn, head_request: bool, upgrade: bool) -> Result<Head, Trip> {
     let mut answered = false;
     loop {
         while !raw.buf.is_empty() {
@@ -302,6 +308,7 @@ pub(crate) async fn read_head(raw: &mut RawConn, head_request: bool) -> Result<H
                         raw.buf.advance(len);
                         answered = true;
                     }
+                    Some(101) if upgrade => return Ok(Head::of(&res, &raw.buf, len, Framing::NoBody)),
                     Some(101) => return Err(Trip::Invalid),
                     _ => {
                         let framing = framing(&res, head_request).ok_or(Trip::Invalid)?;
