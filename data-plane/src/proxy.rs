@@ -7,6 +7,8 @@ mod body;
 pub(crate) mod direct;
 mod error;
 pub(crate) mod h1;
+mod measured;
+use measured::Measured;
 pub(crate) mod headers;
 pub(crate) mod upstream;
 mod uri;
@@ -735,85 +737,6 @@ impl Proxy {
         let body = Filtered::wrap(body, resolved, &parts, entry);
         Ok(Response::from_parts(parts, body))
     }
-}
-
-/// What the general path learns of a request for `crate::metrics` while answering it.
-struct Measured {
-    started: Instant,
-    series: Series,
-    ingress: u64,
-    upstream_ms: Option<u64>,
-    kong_ms: Option<u64>,
-    trace: Option<Box<crate::trace::Trace>>,
-}
-
-impl Measured {
-    fn begin<B: hyper::body::Body>(req: &Request<B>) -> Measured {
-        let series = Series::unrouted();
-        let mut ingress = 0;
-        if series != Series::OFF {
-            metrics::request_started();
-            // The head as sent (close enough for HTTP/2), and the body its length announces.
-            let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 10;
-            ingress = plugins::log::head_size(line, req.headers()) + req.body().size_hint().exact().unwrap_or(0);
-        }
-        let trace = if crate::trace::on() { begin_trace(req.headers()) } else { None };
-        Measured { started: Instant::now(), series, ingress, upstream_ms: None, kong_ms: None, trace }
-    }
-
-    /// The answer, its body counted and its request recorded once the body is done.
-    fn count(mut self, resp: Response<ResBody>, started: Instant) -> Response<ResBody> {
-        // Handed to the body from here: nothing is left for `Drop`.
-        let series = std::mem::replace(&mut self.series, Series::OFF);
-        let trace = self.trace.take();
-        if series == Series::OFF && trace.is_none() {
-            return resp;
-        }
-        let (parts, inner) = resp.into_parts();
-        let egress = plugins::log::head_size(13 + parts.status.canonical_reason().map_or(0, str::len), &parts.headers);
-        let observation = metrics::Observation {
-            series,
-            status: parts.status.as_u16(),
-            request_ms: 0,
-            upstream_ms: self.upstream_ms,
-            kong_ms: self.kong_ms.unwrap_or_else(|| metrics::ms(started, Instant::now())),
-            ingress: self.ingress,
-            egress,
-        };
-        let pending = metrics::Pending { observation, started, trace };
-        Response::from_parts(parts, ResBody::Counted(Box::new(body::Counted { inner, pending })))
-    }
-}
-
-/// A request whose client went away before it was answered (hyper dropped its future): it
-/// is counted, and its trace ended, with nginx's 499, as Kong logs such a request.
-impl Drop for Measured {
-    fn drop(&mut self) {
-        let series = std::mem::replace(&mut self.series, Series::OFF);
-        if series == Series::OFF && self.trace.is_none() {
-            return;
-        }
-        let observation = metrics::Observation {
-            series,
-            status: CLIENT_CLOSED,
-            request_ms: 0,
-            upstream_ms: self.upstream_ms,
-            kong_ms: self.kong_ms.unwrap_or(0),
-            ingress: self.ingress,
-            egress: 0,
-        };
-        let mut pending = metrics::Pending { observation, started: self.started, trace: self.trace.take() };
-        pending.finish();
-    }
-}
-
-/// nginx's status for a request its client closed before the answer.
-const CLIENT_CLOSED: u16 = 499;
-
-/// The trace of a request on the general path, when it is sampled.
-fn begin_trace(h: &http::HeaderMap) -> Option<Box<crate::trace::Trace>> {
-    let incoming = crate::trace::incoming(|name| h.get(name).map(HeaderValue::as_bytes));
-    crate::trace::Trace::begin(incoming, Instant::now())
 }
 
 /// A logging route's plugins and log entry, between the access phase and the answer.

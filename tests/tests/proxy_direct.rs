@@ -1107,7 +1107,7 @@ async fn plugins_acting_on_answers_run_on_the_direct_path() {
     gw.post(
         "/plugins",
         json!({"name": "response-ratelimiting", "route_id": both["id"],
-               "config": {"limits": {"video": {"minute": 2}}, "policy": "local"}}),
+               "config": {"limits": {"video": {"hour": 2}}, "policy": "local"}}),
     )
     .await;
     gw.sync().await;
@@ -1122,8 +1122,8 @@ async fn plugins_acting_on_answers_run_on_the_direct_path() {
         assert_eq!(r.header("transfer-encoding"), Some("chunked"), "a rewritten body goes chunked: {raw}");
         assert_eq!(r.header("content-length"), None, "{raw}");
         assert_eq!(r.header("x-added"), Some("1"));
-        assert_eq!(r.header("x-ratelimit-limit-video-minute"), Some("2"));
-        assert_eq!(r.header("x-ratelimit-remaining-video-minute"), Some(remaining), "{raw}");
+        assert_eq!(r.header("x-ratelimit-limit-video-hour"), Some("2"));
+        assert_eq!(r.header("x-ratelimit-remaining-video-hour"), Some(remaining), "{raw}");
         assert_eq!(r.header("x-kong-limit"), None, "the upstream's usage report is not passed on");
     }
     // Used up: Kong's bodiless 429, on a connection that goes on.

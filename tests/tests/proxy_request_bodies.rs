@@ -115,6 +115,34 @@ async fn serve(mut tcp: TcpStream, received: Arc<Mutex<Received>>) {
     }
 }
 
+/// Everything the gateway sends until it closes the connection (within 10 s).
+async fn until_closed(tcp: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut all))
+        .await
+        .expect("the gateway closes the connection")
+        .expect("loopback I/O");
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// The status of each response in `answers`, read one after another by their lengths.
+fn statuses(answers: &str) -> Vec<u16> {
+    let mut found = Vec::new();
+    let mut rest = answers;
+    while let Some(end) = rest.find("\r\n\r\n") {
+        let head = &rest[..end];
+        let Some(status) = head.strip_prefix("HTTP/1.1 ").and_then(|h| h.get(..3)?.parse().ok()) else { break };
+        found.push(status);
+        let length = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        rest = rest.get(end + 4 + length..).unwrap_or("");
+    }
+    found
+}
+
 /// A gateway routing `/b` to `port` on 127.0.0.1, and the `Host` line for requests to it.
 async fn gateway_to(port: u16, service: serde_json::Value) -> (Standalone, String) {
     let gw = Standalone::start().await;
@@ -147,20 +175,6 @@ async fn long_and_chunked_bodies_stream_through_and_the_connection_goes_on() {
     r.assert_status(200);
     assert_eq!(r.body, b"1048576", "the upstream read the whole body");
 
-    // A chunked body with an extension and a trailer goes on as it came, and a request
-    // pipelined right behind it is answered on the same connection.
-    let chunked = "4\r\nwiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer-Field: x\r\n\r\n";
-    let both = format!(
-        "POST /b/chunked HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n{chunked}GET /b/after HTTP/1.1\r\n{host}\r\n"
-    );
-    tcp.write_all(both.as_bytes()).await.expect("loopback I/O");
-    let r = read_response(&mut tcp, "POST /b/chunked").await.expect("a complete response");
-    r.assert_status(200);
-    assert_eq!(r.body, chunked.len().to_string().into_bytes());
-    let r = read_response(&mut tcp, "GET /b/after").await.expect("a complete response");
-    r.assert_status(200);
-    assert_eq!(r.body, b"0");
-
     // The client waits to be told to send its body.
     let expecting = vec![b'e'; 100_000];
     let head =
@@ -173,15 +187,26 @@ async fn long_and_chunked_bodies_stream_through_and_the_connection_goes_on() {
     r.assert_status(200);
     assert_eq!(r.body, b"100000");
 
+    // A chunked body with an extension and a trailer goes on as it came, and a request
+    // pipelined right behind it is answered on the same connection (which it then ends).
+    let chunked = "4\r\nwiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer-Field: x\r\n\r\n";
+    let both = format!(
+        "POST /b/chunked HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n{chunked}GET /b/after HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+    );
+    tcp.write_all(both.as_bytes()).await.expect("loopback I/O");
+    let answers = until_closed(&mut tcp).await;
+    assert_eq!(statuses(&answers), [200, 200], "both answered, in order: {answers}");
+    assert!(answers.contains(&format!("\r\n\r\n{}HTTP/1.1 200", chunked.len())), "{answers}");
+
     let received = up.received.lock().expect("not poisoned");
     assert_eq!(received.connections, 1, "one upstream connection, reused after each body");
     assert_eq!(received.bodies[0], long, "the long body arrived intact");
-    assert_eq!(received.bodies[1], chunked.as_bytes(), "the chunked body arrived as it was sent");
+    assert_eq!(received.bodies[2], chunked.as_bytes(), "the chunked body arrived as it was sent");
     let heads = &received.heads;
     assert!(heads[0].contains("\r\nX-Spelled-Thus: 1"), "the client's spelling is kept: {}", heads[0]);
     assert!(heads[0].contains("\r\nContent-Length: 1048576"), "{}", heads[0]);
-    assert!(heads[1].contains("\r\nTransfer-Encoding: chunked"), "{}", heads[1]);
-    assert!(!heads[2].to_ascii_lowercase().contains("expect"), "Expect is the gateway's to answer: {}", heads[2]);
+    assert!(!heads[1].to_ascii_lowercase().contains("\r\nexpect:"), "Expect is the gateway's to answer: {}", heads[1]);
+    assert!(heads[2].contains("\r\nTransfer-Encoding: chunked"), "{}", heads[2]);
 }
 
 #[tokio::test]
@@ -229,24 +254,116 @@ async fn an_upstream_answering_before_it_takes_the_body_is_relayed_at_once() {
 }
 
 #[tokio::test]
-async fn a_streamed_body_is_sent_once_and_a_pipelined_request_after_a_length_body_is_served() {
+async fn a_request_pipelined_after_a_length_body_is_served() {
     let up = Recorder::start().await;
-    let (gw, host) = gateway_to(up.port, json!({"retries": 3})).await;
+    let (gw, host) = gateway_to(up.port, json!({})).await;
     let body = vec![b'p'; 50_000];
     let mut bytes = format!("POST /b/one HTTP/1.1\r\n{host}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
     bytes.extend_from_slice(&body);
-    bytes.extend_from_slice(format!("GET /b/two HTTP/1.1\r\n{host}\r\n").as_bytes());
+    bytes.extend_from_slice(format!("GET /b/two HTTP/1.1\r\n{host}Connection: close\r\n\r\n").as_bytes());
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
     tcp.write_all(&bytes).await.expect("loopback I/O");
-    let one = read_response(&mut tcp, "POST /b/one").await.expect("a complete response");
-    one.assert_status(200);
-    assert_eq!(one.body, b"50000");
-    let two = read_response(&mut tcp, "GET /b/two").await.expect("a complete response");
-    two.assert_status(200);
+    let answers = until_closed(&mut tcp).await;
+    assert_eq!(statuses(&answers), [200, 200], "{answers}");
     let heads = up.heads();
     assert_eq!(heads.len(), 2, "each request reached the upstream once: {heads:?}");
     assert!(heads[0].starts_with("POST /b/one ") && heads[1].starts_with("GET /b/two "), "{heads:?}");
-    drop(gw);
+}
+
+/// A body once partly sent is not sent again: the upstream that takes part of it and closes
+/// gets one try, however many retries the service allows.
+#[tokio::test]
+async fn a_streamed_body_partly_sent_is_not_sent_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+    let port = listener.local_addr().expect("loopback I/O").port();
+    let accepted = Arc::new(Mutex::new(0usize));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            *count.lock().expect("not poisoned") += 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while buf.len() < 40_000 {
+                    if !fill(&mut tcp, &mut buf).await {
+                        return;
+                    }
+                }
+                // Closed in the middle of the body, with unread bytes: a reset.
+            });
+        }
+    });
+    let (gw, host) = gateway_to(port, json!({"retries": 3})).await;
+    let body = vec![b's'; 1_000_000];
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    let head = format!("PUT /b/once HTTP/1.1\r\n{host}Content-Length: {}\r\n\r\n", body.len());
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    let writer = tokio::spawn(async move {
+        let _ = tcp.write_all(&body).await;
+        tcp
+    });
+    let mut tcp = writer.await.expect("the writer ends");
+    let r = tokio::time::timeout(Duration::from_secs(20), read_response(&mut tcp, "PUT /b/once"))
+        .await
+        .expect("answered")
+        .expect("a complete response");
+    r.assert_status(502);
+    assert_eq!(*accepted.lock().expect("not poisoned"), 1, "one try: the body had gone in part");
+}
+
+/// A request whose streamed body the gateway did not read (no route, an upstream it could not
+/// reach) is answered with `Connection: close` and its connection ends: what follows the head
+/// is body, never a request.
+#[tokio::test]
+async fn an_answer_before_a_streamed_body_is_read_ends_the_connection() {
+    let up = Recorder::start().await;
+    let (gw, host) = gateway_to(up.port, json!({})).await;
+    let smuggled = format!("GET /b/smuggled HTTP/1.1\r\n{host}\r\n");
+    let mut body = smuggled.clone().into_bytes();
+    body.resize(20_000, b' ');
+    for target in ["/nowhere", "/b/chunked-trailer"] {
+        let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+        let request = if target == "/nowhere" {
+            let mut r = format!("POST {target} HTTP/1.1\r\n{host}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+            r.extend_from_slice(&body);
+            r
+        } else {
+            // A trailer line ended by a bare LF: other parsers end the body there.
+            format!("POST {target} HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n0\r\n\n{smuggled}").into_bytes()
+        };
+        tcp.write_all(&request).await.expect("loopback I/O");
+        let answers = until_closed(&mut tcp).await;
+        let want = if target == "/nowhere" { 404 } else { 400 };
+        assert_eq!(statuses(&answers), [want], "{target}: one answer, then the close: {answers}");
+        assert!(answers.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{target}: {answers}");
+    }
+    assert!(!up.heads().iter().any(|h| h.starts_with("GET /b/smuggled")), "{:?}", up.heads());
+}
+
+/// On a plugin route, a length that `Connection` names goes to the general path before any of
+/// the body is read, and the body reaches the upstream whole.
+#[tokio::test]
+async fn a_plugin_route_hands_over_a_long_body_before_reading_it() {
+    let up = Recorder::start().await;
+    let (gw, host) = gateway_to(up.port, json!({})).await;
+    gw.post("/plugins", json!({"name": "key-auth"})).await;
+    gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    gw.sync().await;
+    let body = vec![b'c'; 30_000];
+    let mut request = format!(
+        "POST /b/named HTTP/1.1\r\n{host}apikey: alice-key\r\nConnection: content-length, close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(&request).await.expect("loopback I/O");
+    let r = tokio::time::timeout(Duration::from_secs(20), read_response(&mut tcp, "POST /b/named"))
+        .await
+        .expect("answered")
+        .expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, b"30000");
 }
 
 #[tokio::test]

@@ -18,41 +18,42 @@
 //! (see `h1::rewind`), so both paths answer alike.
 
 mod access;
+mod answer;
+mod handoff;
 mod log;
 mod phases;
+mod request;
+mod respond;
+mod tally;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::header::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use gatehouse_shared::enabled_headers::EnabledHeaders;
-
 use self::access::{access, Accessing, Plain};
+use self::answer::{answer, answer_error, linger, refuse, refusing};
+pub use self::handoff::handoff;
+use self::handoff::tunnel;
 use self::log::DirectLog;
+use self::request::RequestHead;
+use self::tally::Tally;
 use super::h1::fields::{field, field_of, has_token, named_by, plain_target, Field};
-use super::h1::limits::{
-    body_length, oversized, wide_head, BodyFraming, RequestBody, HYPER_MAX_BUF, MAX_HEAD, MAX_HEADERS, MAX_LINE,
-};
+use super::h1::limits::{body_length, oversized, wide_head, RequestBody, MAX_HEAD, MAX_HEADERS, MAX_LINE};
 use super::h1::request_body::{send_streamed, SendError, Streamed};
 use super::h1::response::{read_head, relay, round_trip, Framing, Relay, Trip, READ_RESERVE};
-use super::h1::rewind::Rewind;
-use super::h1::write::{connection_field, date, line, send};
+use super::h1::write::{line, send};
 use super::upstream::Connector;
 use super::waiting::{Deadline, Elapsed, Stop};
-use super::{mark_upstream_failure, millis_between, uri, Conn, Proxy, ProxyError, ResBody, SERVER_TOKEN};
-use crate::metrics::{self, Series};
-use crate::trace::{self, Trace};
+use super::{millis_between, uri, Conn, Proxy, ProxyError};
+use crate::metrics;
+use crate::trace;
 use crate::{plugins, router};
-
-/// How long, and for how many bytes, a refused client is read from before it is closed.
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Buffers a connection reuses for every request: the upstream request and the client response.
 struct Scratch {
@@ -62,60 +63,6 @@ struct Scratch {
     answer_by: Deadline,
     /// What the request being served contributes to `crate::metrics`.
     tally: Tally,
-}
-
-/// One request's contribution to `crate::metrics`, filled in as it is served.
-struct Tally {
-    /// When the request's head was complete.
-    started: Instant,
-    series: Series,
-    /// 0 until an upstream's answer is relayed; Gatehouse's own answers are read back from
-    /// `Scratch::out`, which holds each of them whole once sent.
-    status: u16,
-    upstream_ms: Option<u64>,
-    kong_ms: Option<u64>,
-    egress: u64,
-    /// The request's trace, when it is sampled (`crate::trace`).
-    trace: Option<Box<Trace>>,
-}
-
-impl Tally {
-    fn new(started: Instant) -> Tally {
-        Tally {
-            started,
-            series: Series::unrouted(),
-            status: 0,
-            upstream_ms: None,
-            kong_ms: None,
-            egress: 0,
-            trace: None,
-        }
-    }
-
-    /// Records the request answered, `ingress` bytes long.
-    fn record(&mut self, ingress: usize, out: &[u8]) {
-        if self.series == Series::OFF && self.trace.is_none() {
-            return;
-        }
-        if self.status == 0 {
-            // "HTTP/1.1 NNN ...": one of Gatehouse's own answers, whole in `out`.
-            self.status = out.get(9..12).and_then(|c| std::str::from_utf8(c).ok()?.parse().ok()).unwrap_or(0);
-            self.egress = out.len() as u64;
-        }
-        let request_ms = metrics::ms(self.started, Instant::now());
-        metrics::record(&metrics::Observation {
-            series: self.series,
-            status: self.status,
-            request_ms,
-            upstream_ms: self.upstream_ms,
-            kong_ms: self.kong_ms.unwrap_or(request_ms),
-            ingress: ingress as u64,
-            egress: self.egress,
-        });
-        if let Some(t) = self.trace.take() {
-            (*t).finish(self.status);
-        }
-    }
 }
 
 /// What became of one request.
@@ -215,7 +162,10 @@ pub async fn serve<S: ClientIo>(
                             Next::Handoff => true,
                             Next::Upgrade(upstream) => {
                                 buf.advance(len + n);
-                                return tunnel(tcp, buf, *upstream).await;
+                                // On its own task, as on the general path: a tunnel is no longer
+                                // a connection shutdown waits for.
+                                tokio::spawn(tunnel(tcp, buf, *upstream));
+                                return;
                             }
                         }
                     }
@@ -225,7 +175,7 @@ pub async fn serve<S: ClientIo>(
                         let mut rest = buf.split_off(len);
                         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                         let mut req = httparse::Request::new(&mut fields);
-                        let next = match req.parse(&buf) {
+                        let (next, whole) = match req.parse(&buf) {
                             Ok(httparse::Status::Complete(_)) => {
                                 let mut streamed = Streamed::new(framing, expect, &mut rest);
                                 scratch.tally = Tally::new(Instant::now());
@@ -236,24 +186,34 @@ pub async fn serve<S: ClientIo>(
                                     Next::Handoff => metrics::request_handed_over(),
                                     _ => scratch.tally.record(len + streamed.forwarded as usize, &scratch.out),
                                 }
-                                next
+                                (next, streamed.sent())
                             }
                             // Parsed whole a moment ago; this cannot be.
-                            _ => Next::Handoff,
+                            _ => (Next::Handoff, false),
                         };
                         match next {
-                            Next::KeepAlive => {
+                            Next::KeepAlive if whole => {
                                 buf = rest;
                                 deadline = None;
                                 continue;
                             }
-                            Next::Close => return,
+                            // The rest of the body may still be coming: it is read and dropped
+                            // for a while first, so the answer is not lost to a reset.
+                            Next::KeepAlive | Next::Close => {
+                                if !whole {
+                                    linger(&mut tcp).await;
+                                }
+                                return;
+                            }
                             // Nothing of the body was read: hyper gets the request whole.
                             Next::Handoff => {
                                 buf.unsplit(rest);
                                 true
                             }
-                            Next::Upgrade(upstream) => return tunnel(tcp, rest, *upstream).await,
+                            Next::Upgrade(upstream) => {
+                                tokio::spawn(tunnel(tcp, rest, *upstream));
+                                return;
+                            }
                         }
                     }
                 },
@@ -292,92 +252,6 @@ pub async fn serve<S: ClientIo>(
     }
 }
 
-/// Relays a WebSocket both ways until either side ends, beginning with what each side sent
-/// right after the switch (`early` from the client, the upstream's in its buffer).
-async fn tunnel<S: ClientIo>(mut client: S, early: BytesMut, mut upstream: super::upstream::RawConn) {
-    if !early.is_empty() && upstream.io.write_all(&early).await.is_err() {
-        return;
-    }
-    if !upstream.buf.is_empty() && (client.write_all(&upstream.buf).await.is_err() || client.flush().await.is_err()) {
-        return;
-    }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream.io).await;
-}
-
-/// hyper serves the rest of the connection, beginning with the bytes already read (none for
-/// a connection that negotiated HTTP/2), until it ends or shutdown drains it.
-pub async fn handoff<S: ClientIo>(
-    proxy: Arc<Proxy>,
-    conn: Arc<Conn>,
-    tcp: S,
-    read: Bytes,
-    mut shutdown: watch::Receiver<bool>,
-    header_read: Duration,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let https = conn.https;
-    let (io, refusals) = crate::head_guard::HeadGuard::new(Rewind { read, inner: tcp });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Over TLS without ALPN a client may still speak HTTP/2 (prior knowledge): hyper tells.
-    if !https {
-        builder = builder.http1_only();
-    }
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read)
-        .keep_alive(true)
-        .max_buf_size(HYPER_MAX_BUF);
-    let service = crate::server::service(proxy, conn, refusals);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        _ = shutdown.changed() => {}
-    }
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
-}
-
-/// Answers a refused head with Kong's page and ends the connection, [`linger`]ing first.
-async fn refuse(
-    client: &mut impl ClientIo,
-    out: &mut Vec<u8>,
-    refusal: ProxyError,
-    seen: &Seen<'_>,
-    on: EnabledHeaders,
-) {
-    answer_error(client, out, refusal, seen, on, None, None).await;
-    linger(client).await;
-}
-
-/// A client whose head was refused before it was read to the end may still be sending it.
-/// Closing with bytes unread resets the connection, which can destroy the answer before the
-/// client reads it; so, like nginx's lingering close, what still comes is read and dropped for
-/// a short while (bounded in time and bytes) first.
-async fn linger(client: &mut impl ClientIo) {
-    let until = tokio::time::Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    let mut budget = LINGER_BYTES;
-    while budget > 0 {
-        match tokio::time::timeout_at(until, client.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
-            _ => return,
-        }
-    }
-}
-
-/// What a refusal's page is shaped by, from the head it refuses.
-fn refusing<'a>(req: &httparse::Request<'_, 'a>) -> Seen<'a> {
-    Seen {
-        close: true,
-        http10: req.version == Some(0),
-        head: req.method == Some("HEAD"),
-        accept: req.headers.iter().find(|h| field(h.name) == Field::Accept).map(|h| h.value),
-        ..Seen::default()
-    }
-}
-
 /// The header fields of a request that decide what happens to it.
 #[derive(Default)]
 struct Seen<'a> {
@@ -397,17 +271,6 @@ struct Seen<'a> {
     head: bool,
     accept: Option<&'a [u8]>,
     connection: smallvec::SmallVec<[&'a [u8]; 2]>,
-}
-
-/// The trace of a request, when it is sampled; the client's `traceparent` is then marked
-/// not to be forwarded, as the upstream receives the gateway's own.
-fn begin_trace(headers: &[httparse::Header<'_>], kinds: &mut [Field], started: Instant) -> Option<Box<Trace>> {
-    let find = |name: &str| headers.iter().position(|h| h.name.eq_ignore_ascii_case(name));
-    let trace = Trace::begin(crate::trace::incoming(|name| find(name).map(|i| headers[i].value)), started)?;
-    if let Some(kind) = find("traceparent").and_then(|i| kinds.get_mut(i)) {
-        *kind = Field::HopByHop;
-    }
-    Some(trace)
 }
 
 /// A request's body as the direct path takes it.
@@ -452,42 +315,17 @@ async fn exchange(
         )
         .await;
     }
-    // Each field classified once. The fields `Connection` names are not forwarded (and so
-    // not believed either).
-    let mut kinds = [Field::Other; MAX_HEADERS];
-    for (kind, h) in kinds.iter_mut().zip(req.headers.iter()) {
-        *kind = field(h.name);
-        if *kind == Field::Connection {
-            seen.connection.push(h.value);
-        }
+    let mut client_head = RequestHead::read(req.headers, &mut seen);
+    // Until a streamed body has gone whole, the connection cannot carry another request (what
+    // follows may still be body): every answer before that closes it.
+    let client_close = seen.close;
+    if matches!(body, Body::Streamed(_)) {
+        seen.close = true;
     }
     if crate::trace::on() {
-        tally.trace = begin_trace(req.headers, &mut kinds, tally.started);
+        tally.trace = client_head.begin_trace(tally.started);
     }
-    let fields = || req.headers.iter().zip(kinds.iter().copied());
-    // HTTP/1.1 keeps the connection unless told not to; HTTP/1.0 only when asked to.
-    seen.close =
-        if seen.http10 { !has_token(&seen.connection, b"keep-alive") } else { has_token(&seen.connection, b"close") };
     let dropped = |name: &str| !seen.connection.is_empty() && named_by(&seen.connection, name);
-    let mut forwarded_for = None;
-    let mut forwarded = [false; 4];
-    for (h, kind) in fields() {
-        match kind {
-            Field::ContentLength => seen.length = true,
-            Field::Host => {
-                seen.hosts += 1;
-                seen.host = Some(h.value);
-            }
-            // Upgrades and debug answers are the general path's.
-            Field::Upgrade => seen.websocket |= h.value.trim_ascii().eq_ignore_ascii_case(b"websocket"),
-            Field::KongDebug => seen.other_framing = true,
-            // The first, as the general path reads it from its header map.
-            Field::Accept if seen.accept.is_none() => seen.accept = Some(h.value),
-            Field::ForwardedFor if forwarded_for.is_none() && !dropped(h.name) => forwarded_for = Some(h.value),
-            Field::Forwarded(i) if !dropped(h.name) => forwarded[i] = true,
-            _ => {}
-        }
-    }
     if seen.hosts != 1 || seen.other_framing || !plain_target(target) {
         return Next::Handoff;
     }
@@ -557,8 +395,10 @@ async fn exchange(
     // nginx buffers it, up to what plugins read (longer, or awaited with `Expect`, it is the
     // general path's).
     let whole;
+    let mut taken = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
-        if s.expect || route.plugins.captures || hashing {
+        // (A Host or length that `Connection` names: see below.)
+        if s.expect || route.plugins.captures || hashing || dropped("host") || dropped("content-length") {
             return Next::Handoff;
         }
         match s.read_whole(client, plugins::ctx::BODY_LIMIT).await {
@@ -566,6 +406,8 @@ async fn exchange(
                 whole = data;
                 body = &whole;
                 streamed = None;
+                taken = true;
+                seen.close = client_close;
             }
             Ok(None) => return Next::Handoff,
             Err(e) => {
@@ -586,7 +428,7 @@ async fn exchange(
         if dropped("host") || dropped("content-length") {
             return Next::Handoff;
         }
-        let fields = fields().filter(|(h, kind)| match kind {
+        let fields = client_head.fields().filter(|(h, kind)| match kind {
             // Framing and upgrades are the gateway's to write.
             Field::HopByHop | Field::Connection | Field::TransferEncoding | Field::Upgrade | Field::Expect => false,
             _ => !dropped(h.name),
@@ -602,6 +444,11 @@ async fn exchange(
             Accessing::Answer(reply) => {
                 let close = seen.close;
                 return answer(client, out, *reply, &seen, close, proxy.headers, None).await;
+            }
+            // A body read whole is no longer in the connection's buffer for hyper to read.
+            Accessing::Handoff if taken => {
+                let refused = ProxyError::BadRequest("a request the gateway cannot forward");
+                return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
             }
             Accessing::Handoff => return Next::Handoff,
         }
@@ -647,46 +494,11 @@ async fn exchange(
         };
         a.write_fields(up, req.headers, &forwarded);
     } else {
-        for (h, kind) in fields() {
-            let forward = match kind {
-                Field::Other | Field::Accept | Field::Via | Field::Date => true,
-                Field::LatencyProxy | Field::LatencyUpstream | Field::UpstreamStatus => true,
-                Field::Forwarded(i) => trusted && forwarded[i],
-                // Written below from the body actually sent, whatever `Connection` names.
-                _ => false,
-            };
-            if forward && !dropped(h.name) {
-                line(up, &[h.name.as_bytes(), b": ", h.value]);
-            }
-        }
-        match streamed.as_deref().map(Streamed::framing) {
-            Some(BodyFraming::Length(n)) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
-            Some(BodyFraming::Chunked) => up.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            None if seen.length => {
-                line(up, &[b"Content-Length: ", itoa::Buffer::new().format(body.len()).as_bytes()]);
-            }
-            None => {}
-        }
-        let peer = conn.peer_value.as_bytes();
-        match forwarded_for {
-            Some(prior) => line(up, &[b"X-Forwarded-For: ", prior, b", ", peer]),
-            None => line(up, &[b"X-Forwarded-For: ", peer]),
-        }
-        if !(trusted && forwarded[0]) {
-            line(up, &[b"X-Forwarded-Proto: ", if conn.https { b"https" } else { b"http" }]);
-        }
-        if !(trusted && forwarded[1]) {
-            // The Host is visible ASCII (checked above), so it is a valid value as it is.
-            up.extend_from_slice(b"X-Forwarded-Host: ");
-            up.extend(host_no_port.bytes().map(|b| b.to_ascii_lowercase()));
-            up.extend_from_slice(b"\r\n");
-        }
-        if !(trusted && forwarded[2]) {
-            line(up, &[b"X-Forwarded-Port: ", conn.port_value.as_bytes()]);
-        }
-        if !(trusted && forwarded[3]) {
-            line(up, &[b"X-Real-IP: ", peer]);
-        }
+        let framing = match streamed.as_deref() {
+            Some(s) => Ok(s.framing()),
+            None => Err(body.len()),
+        };
+        client_head.write_forwarded(up, &seen, conn, trusted, host_no_port, framing);
     }
     // As Kong's nginx asks for it (`$upstream_connection`, `$upstream_upgrade`).
     if seen.websocket {
@@ -805,9 +617,9 @@ async fn exchange(
                 Ok(()) => {
                     // The rest of a body the upstream answered before taking is not read: the
                     // connection cannot carry another request.
-                    seen.close |= !body.ended();
+                    seen.close = client_close || !body.sent();
                     let answer_at = tokio::time::Instant::now() + service.read_timeout;
-                    answer_by.within(answer_at, read_head(&mut raw, seen.head, false)).await
+                    answer_by.within(answer_at, read_head(&mut raw, seen.head, seen.websocket)).await
                 }
                 Err(SendError::Upstream(trip)) => Ok(Err(trip)),
                 Err(SendError::UpstreamTimeout) => Err(Elapsed),
@@ -899,25 +711,19 @@ async fn exchange(
     let unsized_body = matches!(framing, Framing::Chunked | Framing::Close);
     let close = seen.close || (seen.http10 && unsized_body);
     out.clear();
+    let answer_head = respond::Answer {
+        head: &head,
+        buf: head_buf,
+        connection: &connection,
+        on: proxy.headers,
+        upstream_latency: &upstream_latency,
+        proxy_latency: &proxy_latency,
+        answered,
+    };
     // The upstream agreed to the WebSocket: its answer goes on as it is, with Gatehouse's own
     // fields, and the connection becomes a tunnel (`serve` relays it).
     if status == 101 {
-        line(out, &[b"HTTP/1.1 101 ", head.reason(head_buf).as_bytes()]);
-        for (name, value) in head.fields(head_buf) {
-            if !matches!(field_of(name), Field::ContentLength | Field::TransferEncoding) {
-                line(out, &[name, b": ", value]);
-            }
-        }
-        if proxy.headers.upstream_latency {
-            line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
-        }
-        if proxy.headers.proxy_latency {
-            line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
-        }
-        if proxy.headers.via {
-            line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
-        }
-        out.extend_from_slice(b"\r\n");
+        answer_head.write_switch(out);
         drop(connection);
         if let Some(mut l) = log.take() {
             l.answered(out);
@@ -944,105 +750,10 @@ async fn exchange(
         )
         .await;
     };
-    // The upstream's own reason phrase, even an empty one: nginx passes the status line on,
-    // and hyper keeps it on the general path.
-    let reason = head.reason(head_buf);
-    let on = proxy.headers;
     // Fields plugins set replace the upstream's of the same name.
     let plugin_fields = accessed.as_ref().map(|a| &a.response).filter(|r| !r.is_empty());
-    let dated = head.fields(head_buf).any(|(name, _)| field_of(name) == Field::Date);
-    // The upstream's fields the client gets.
-    let visible = |&(name, _): &(&[u8], &[u8])| {
-        if plugin_fields.is_some_and(|f| f.has(name)) {
-            return false;
-        }
-        let kind = field_of(name);
-        let keep = match kind {
-            Field::Other | Field::Accept | Field::Host | Field::ForwardedFor | Field::Forwarded(_) => true,
-            Field::Expect | Field::KongDebug | Field::Date => true,
-            // Gatehouse's own replace the upstream's, each unless the `headers` setting
-            // turned it off (as Kong assigns them in `header_filter`).
-            Field::Via => !on.via,
-            Field::LatencyProxy => !on.proxy_latency,
-            Field::LatencyUpstream => !on.upstream_latency,
-            Field::UpstreamStatus => !on.upstream_status,
-            // A length is written from the framing used; HEAD and 304 answers keep theirs as
-            // they are (it describes a body not sent). A 204 has none (RFC 9110 §8.6).
-            Field::ContentLength => matches!(framing, Framing::NoBody) && status != 204,
-            _ => false,
-        };
-        // `Connection` may not remove the fields framing and dating the answer.
-        let removable = !matches!(kind, Field::ContentLength | Field::Date);
-        keep && !(removable && !connection.is_empty() && has_token(&connection, name))
-    };
-    // On a route whose plugins act on answers: the body the client gets, when it is not the
-    // upstream's as it comes (filtered, re-chunked, or none).
-    let mut reframed: Option<Vec<Box<dyn plugins::BodyFilter>>> = None;
-    let mut emptied = false;
-    let mut answered_status = status;
-    let mut close = close;
-    match phased {
-        None => {
-            line(out, &[b"HTTP/1.1 ", code.as_str().as_bytes(), b" ", reason.as_bytes()]);
-            for (name, value) in head.fields(head_buf).filter(visible) {
-                line(out, &[name, b": ", value]);
-            }
-            if let Framing::Length(n) = framing {
-                line(out, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]);
-            }
-            if !dated {
-                date(out, answered);
-            }
-            if on.upstream_status {
-                line(out, &[b"X-Kong-Upstream-Status: ", code.as_str().as_bytes()]);
-            }
-            if on.upstream_latency {
-                line(out, &[b"X-Kong-Upstream-Latency: ", upstream_latency.as_bytes()]);
-            }
-            if on.proxy_latency {
-                line(out, &[b"X-Kong-Proxy-Latency: ", proxy_latency.as_bytes()]);
-            }
-            if on.via {
-                line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
-            }
-            for (name, value) in plugin_fields.into_iter().flat_map(plugins::ResponseFields::iter) {
-                line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
-            }
-            if unsized_body && !seen.http10 {
-                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-            }
-        }
-        Some(phases) => {
-            let own = (on, upstream_latency.clone(), proxy_latency.clone());
-            let fields = head.fields(head_buf).filter(visible);
-            let mut f = phases::header_filter(*phases, code, fields, framing, own, plugin_fields);
-            answered_status = f.parts.status.as_u16();
-            emptied = f.emptied;
-            let rechunk = !emptied && !phases::framing_kept(&f, framing);
-            if rechunk {
-                f.parts.headers.remove(http::header::CONTENT_LENGTH);
-            }
-            let spelled =
-                |n: &str| head.fields(head_buf).find(|(u, _)| u.eq_ignore_ascii_case(n.as_bytes())).map(|(u, _)| u);
-            phases::write_head(out, &f.parts, (status, reason), spelled);
-            if !dated {
-                date(out, answered);
-            }
-            if rechunk || (unsized_body && !emptied) {
-                if seen.http10 {
-                    close = true;
-                } else {
-                    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-                }
-            }
-            if rechunk {
-                reframed = Some(f.filters);
-            }
-        }
-    }
-    connection_field(out, close, seen.http10);
-    out.extend_from_slice(b"\r\n");
-
+    let respond::Written { reframed, emptied, status: answered_status, close } =
+        answer_head.write(out, code, plugin_fields, phased, seen.http10, close);
     drop(connection);
     let mut log = log.take();
     if let Some(l) = &mut log {
@@ -1104,87 +815,4 @@ async fn exchange(
     } else {
         Next::KeepAlive
     }
-}
-
-/// Writes an error page and says whether the connection goes on.
-async fn answer_error(
-    client: &mut impl ClientIo,
-    out: &mut Vec<u8>,
-    error: ProxyError,
-    seen: &Seen<'_>,
-    on: EnabledHeaders,
-    went_upstream: Option<(&HeaderValue, Instant)>,
-    log: Option<Box<DirectLog>>,
-) -> Next {
-    tracing::debug!(error = %error, "request not proxied");
-    let accept = seen.accept.and_then(|a| HeaderValue::from_bytes(a).ok());
-    let close = seen.close || matches!(error, ProxyError::BadRequest(_));
-    let upstream_failure = error.is_upstream_failure();
-    let mut resp = error.into_response(accept.as_ref());
-    if let (true, Some((proxy_latency, sent))) = (upstream_failure, went_upstream) {
-        let status = resp.status();
-        mark_upstream_failure(resp.headers_mut(), status, on, proxy_latency.clone(), sent);
-    }
-    answer(client, out, resp, seen, close, on, log).await
-}
-
-/// Writes one of Gatehouse's own responses (an error page, a plugin's answer), whose body is
-/// in memory, and says whether the connection goes on.
-async fn answer(
-    client: &mut impl ClientIo,
-    out: &mut Vec<u8>,
-    resp: http::Response<ResBody>,
-    seen: &Seen<'_>,
-    close: bool,
-    on: EnabledHeaders,
-    // An upstream failure on a logging route is logged with its page, as in Kong.
-    log: Option<Box<DirectLog>>,
-) -> Next {
-    out.clear();
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status;
-    line(out, &[b"HTTP/1.1 ", status.as_str().as_bytes(), b" ", status.canonical_reason().unwrap_or("").as_bytes()]);
-    let mut own_connection = None;
-    for (name, value) in &parts.headers {
-        match field(name.as_str()) {
-            // The length is written here, from the body.
-            Field::ContentLength | Field::TransferEncoding => continue,
-            // One Connection field (the 426's `Upgrade`), with the connection's own token.
-            Field::Connection => own_connection = Some(value),
-            // Kong's `header_filter` drops it from its own answers when `headers` says so.
-            _ if name == http::header::SERVER && !on.server => continue,
-            _ => line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]),
-        }
-    }
-    date(out, Instant::now());
-    let bytes = match &mut body {
-        ResBody::Full(Some(b)) => b.clone(),
-        // A plugin's answer on a logging route carries its log phase, which runs once the
-        // body has been taken and the rest dropped.
-        ResBody::Filtered(f) => f.take_full().unwrap_or_default(),
-        _ => Bytes::new(),
-    };
-    line(out, &[b"Content-Length: ", itoa::Buffer::new().format(bytes.len()).as_bytes()]);
-    match own_connection {
-        // An answer that closes says so itself (a 400, a 414).
-        Some(v) if close && has_token(&[v.as_bytes()], b"close") => line(out, &[b"Connection: ", v.as_bytes()]),
-        Some(v) if close => line(out, &[b"Connection: ", v.as_bytes(), b", close"]),
-        Some(v) if seen.http10 => line(out, &[b"Connection: ", v.as_bytes(), b", keep-alive"]),
-        Some(v) => line(out, &[b"Connection: ", v.as_bytes()]),
-        None => connection_field(out, close, seen.http10),
-    }
-    out.extend_from_slice(b"\r\n");
-    let head_len = out.len();
-    if !seen.head {
-        out.extend_from_slice(&bytes);
-    }
-    if let Some(l) = log {
-        l.finish_own(&parts, (out.len() - head_len) as u64);
-    }
-    drop(body);
-    if !send(client, out).await || close {
-        let _ = client.shutdown().await;
-        return Next::Close;
-    }
-    Next::KeepAlive
 }

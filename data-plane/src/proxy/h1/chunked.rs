@@ -103,12 +103,18 @@ impl ChunkedEnd {
                     }
                     _ => return Err(Malformed),
                 },
+                // A line ends with CRLF only: a bare LF, which other parsers take as a line's
+                // end, would let the two disagree on where the body ends (a smuggled request).
                 State::TrailerStart => match b {
                     b'\r' => State::EndLf,
+                    b'\t' => State::TrailerLine,
+                    _ if b.is_ascii_control() => return Err(Malformed),
                     _ => State::TrailerLine,
                 },
                 State::TrailerLine => match b {
                     b'\r' => State::TrailerLf,
+                    b'\t' => State::TrailerLine,
+                    _ if b.is_ascii_control() => return Err(Malformed),
                     _ => State::TrailerLine,
                 },
                 State::TrailerLf => match b {
@@ -135,6 +141,14 @@ mod tests {
     use super::*;
 
     const BODY: &[u8] = b"5\r\nhello\r\n1A;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\n";
+
+    #[test]
+    fn a_trailer_line_ended_by_a_bare_lf_is_malformed() {
+        for body in [&b"0\r\n\nGET /admin HTTP/1.1\r\n\r\n"[..], b"0\r\nX: 1\nGET / HTTP/1.1\r\n\r\n"] {
+            assert_eq!(ChunkedEnd::default().feed(body), Err(Malformed), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(ChunkedEnd::default().feed(b"0\r\nX:\t1\r\n\r\n"), Ok(Some(11)));
+    }
 
     #[test]
     fn the_end_is_found_however_the_body_is_split() {

@@ -90,12 +90,6 @@ impl<'a> Streamed<'a> {
         self.forwarded > 0 || !self.rest.is_empty()
     }
 
-    /// Whether all of the body was read from the client (what follows in `rest` belongs to
-    /// the next request).
-    pub(crate) fn ended(&self) -> bool {
-        self.ended
-    }
-
     /// Whether all of the body was read and sent upstream.
     pub(crate) fn sent(&self) -> bool {
         self.ended && self.ready == 0
@@ -135,6 +129,9 @@ impl Streamed<'_> {
         client: &mut impl ClientIo,
         limit: usize,
     ) -> Result<Option<bytes::Bytes>, PumpError> {
+        if matches!(self.framing, BodyFraming::Length(n) if n > limit as u64) {
+            return Ok(None);
+        }
         loop {
             self.take()?;
             if self.ended {
@@ -178,7 +175,7 @@ impl PumpError {
 /// One wait of [`pump`]'s: whichever comes first.
 enum Step {
     /// The upstream sent bytes (an early answer), closed, or failed.
-    Upstream,
+    Upstream(std::io::Result<usize>),
     Wrote(std::io::Result<usize>),
     Read(std::io::Result<usize>),
 }
@@ -210,8 +207,8 @@ pub(crate) async fn pump(
         let step = std::future::poll_fn(|cx| {
             // Whatever the upstream sends now is an answer before the body's end (or its
             // close): the body stops there.
-            if poll_read_buf(Pin::new(&mut upstream.io), cx, &mut upstream.buf).is_ready() {
-                return Poll::Ready(Step::Upstream);
+            if let Poll::Ready(read) = poll_read_buf(Pin::new(&mut upstream.io), cx, &mut upstream.buf) {
+                return Poll::Ready(Step::Upstream(read));
             }
             if writing {
                 Pin::new(&mut upstream.io).poll_write(cx, &rest[..ready]).map(Step::Wrote)
@@ -224,7 +221,9 @@ pub(crate) async fn pump(
             return Err(if writing { PumpError::UpstreamTimeout } else { PumpError::ClientTimeout });
         };
         match step {
-            Step::Upstream | Step::Wrote(Err(_) | Ok(0)) => return Ok(Pumped::Stopped),
+            // An interim answer (103 Early Hints, an unasked 100) is not the answer: the body goes on.
+            Step::Upstream(Ok(n)) if n > 0 && interim_only(&mut upstream.buf) => {}
+            Step::Upstream(_) | Step::Wrote(Err(_) | Ok(0)) => return Ok(Pumped::Stopped),
             Step::Wrote(Ok(n)) => {
                 body.rest.advance(n);
                 body.ready -= n;
@@ -273,4 +272,21 @@ pub(crate) async fn send_streamed(
         Err(PumpError::UpstreamTimeout) => Err(SendError::UpstreamTimeout),
         Err(e) => Err(SendError::Client(e.refusal())),
     }
+}
+
+/// Drops the complete interim (1xx but 101) answer heads at the front of `buf`: whether what
+/// is left may still be only that (nothing, or an unfinished head), rather than the answer.
+fn interim_only(buf: &mut BytesMut) -> bool {
+    while !buf.is_empty() {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut res = httparse::Response::new(&mut fields);
+        match res.parse(buf) {
+            Ok(httparse::Status::Complete(len)) if matches!(res.code, Some(c @ 100..=199) if c != 101) => {
+                buf.advance(len)
+            }
+            Ok(httparse::Status::Partial) => return buf.len() < 64 * 1024,
+            _ => return false,
+        }
+    }
+    true
 }
