@@ -261,9 +261,11 @@ async fn a_request_whose_client_leaves_before_the_answer_is_counted_as_499() {
     let route = id_of(&route);
     let left =
         |m: &Samples| value(m, "kong_http_requests_total", &[("service", "slow"), ("route", &route), ("code", "499")]);
+    // The count and the connection's state change a moment apart: both are waited for.
+    let writing = |m: &Samples| value(m, "kong_nginx_connections_total", &[("state", "writing")]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut m = scrape(&client, &url).await;
-    while left(&m).is_none() && std::time::Instant::now() < deadline {
+    while (left(&m).is_none() || writing(&m) != Some(0.0)) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         m = scrape(&client, &url).await;
     }

@@ -191,7 +191,11 @@ async fn https_services_are_reached_over_tls() {
 
     let echo = gw.get_with("/kept", &[("Host", "secure.test")]).await.echo();
     assert_eq!(echo.header("host"), Some("secure.test"));
+    // Another client Host right after: a connection named for the first is not reused.
+    let echo = gw.get_with("/kept", &[("Host", "other.test:8000")]).await.echo();
+    assert_eq!(echo.header("host"), Some("other.test:8000"));
     let snis = up.snis();
     assert!(snis.iter().any(|s| s.as_deref() == Some("secure.test")), "SNI with preserve_host: {snis:?}");
+    assert!(snis.iter().any(|s| s.as_deref() == Some("other.test")), "each Host its own SNI: {snis:?}");
     assert!(!snis.iter().flatten().any(|s| s.starts_with("127.")), "no SNI may carry an IP address: {snis:?}");
 }

@@ -11,11 +11,11 @@
 //! that act on answers get the upstream's head as a header map and its body chunk by chunk
 //! (`phases`). A WebSocket handshake the upstream accepts turns the connection into a tunnel.
 //!
-//! What is left — `Kong-Debug`, a plugin that keeps response bodies for its log (galileo), a
-//! hash-balanced plugin route, a plugin route whose body is longer than plugins read or
-//! awaited with `Expect`, a head over 64 fields or one hyper would refuse — is handed to the
-//! general path: hyper serves the rest of the connection, starting from the bytes already read
-//! (see `h1::rewind`), so both paths answer alike.
+//! What is left — `Kong-Debug`, a hash-balanced plugin route, a plugin route whose body is
+//! longer than plugins read or awaited with `Expect`, a target that would need escaping, a
+//! head over 64 fields or one hyper would refuse — is handed to the general path: hyper serves
+//! the rest of the connection, starting from the bytes already read (see `h1::rewind`), so
+//! both paths answer alike.
 
 mod access;
 mod answer;
@@ -273,6 +273,22 @@ struct Seen<'a> {
     connection: smallvec::SmallVec<[&'a [u8]; 2]>,
 }
 
+/// The authority and the origin-form rest of an absolute-form request target
+/// (`http://a.test/x?y` is `a.test` and `/x?y`); `None` for any other form, or one whose rest
+/// would need rewriting (a query right after the authority).
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let scheme = target.find("://")?;
+    if !matches!(&target[..scheme], s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let rest = &target[scheme + 3..];
+    match rest.find(['/', '?', '#']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => Some((&rest[..i], &rest[i..])),
+        Some(_) => None,
+        None => Some((rest, "/")),
+    }
+}
+
 /// A request's body as the direct path takes it.
 enum Body<'b, 's> {
     /// Whole in the connection's buffer (none is empty).
@@ -326,27 +342,29 @@ async fn exchange(
         tally.trace = client_head.begin_trace(tally.started);
     }
     let dropped = |name: &str| !seen.connection.is_empty() && named_by(&seen.connection, name);
-    if seen.hosts != 1 || seen.other_framing || !plain_target(target) {
+    if seen.other_framing {
         return Next::Handoff;
     }
-    // A Host of visible ASCII only; anything else is routed as the general path does it.
-    let Some(host) =
-        seen.host.filter(|h| h.iter().all(|b| b.is_ascii_graphic())).and_then(|h| std::str::from_utf8(h).ok())
-    else {
-        return Next::Handoff;
+    // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2).
+    if seen.hosts > 1 || (seen.hosts == 0 && !seen.http10) {
+        let refused = ProxyError::BadRequest("a request needs exactly one Host header");
+        return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
+    }
+    // An absolute-form target names the host itself, and wins over Host (RFC 9112 §3.2.2).
+    let (target, authority) = match absolute_form(target) {
+        Some((authority, origin)) => (origin, Some(authority)),
+        None => (target, None),
     };
-    if !super::headers::valid_host(host) {
-        return answer_error(
-            client,
-            out,
-            ProxyError::BadRequest("invalid Host"),
-            &seen,
-            proxy.headers,
-            None,
-            log.take(),
-        )
-        .await;
+    if !plain_target(target) {
+        return Next::Handoff;
     }
+    let raw_host = authority.map(str::as_bytes).or(seen.host).unwrap_or_default();
+    // A Host of visible ASCII only (no HTTP/1.0 client without one gets this far either).
+    let host = std::str::from_utf8(raw_host).ok().filter(|h| h.bytes().all(|b| b.is_ascii_graphic()));
+    let Some(host) = host.filter(|h| super::headers::valid_host(h)) else {
+        let refused = ProxyError::BadRequest("invalid Host");
+        return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
+    };
     let config = proxy.live.load();
     // Plugins acting before routing are the general path's.
     if !config.global.is_empty() {
@@ -375,16 +393,13 @@ async fn exchange(
     if route.https_only && !conn.https {
         return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None, log.take()).await;
     }
-    // A preserved Host is also the TLS server name: such connections are not pooled, which
-    // the general path handles.
-    if service.https && route.preserve_host {
-        return Next::Handoff;
-    }
     let hashing = service.balancer.as_ref().is_some_and(|b| !b.hash.is_none());
     let host_no_port = match host.get(1..).and_then(|r| r.find(':')) {
         Some(i) => &host[..=i],
         None => host,
     };
+    // A preserved Host is also the TLS server name: such connections serve that name only.
+    let sni = (service.https && route.preserve_host).then_some(host_no_port);
     // The route's plugins, when all of them act only in `access` (a hash that may be on the
     // consumer they find, or on fields they change, is the general path's).
     let (mut body, mut streamed) = match body {
@@ -398,7 +413,7 @@ async fn exchange(
     let mut taken = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
         // (A Host or length that `Connection` names: see below.)
-        if s.expect || route.plugins.captures || hashing || dropped("host") || dropped("content-length") {
+        if s.expect || hashing || dropped("host") || dropped("content-length") {
             return Next::Handoff;
         }
         match s.read_whole(client, plugins::ctx::BODY_LIMIT).await {
@@ -418,7 +433,7 @@ async fn exchange(
     }
     let accessed = if route.plugins.is_empty() {
         None
-    } else if route.plugins.captures || hashing {
+    } else if hashing {
         return Next::Handoff;
     } else {
         let mut request =
@@ -577,12 +592,12 @@ async fn exchange(
         up.extend_from_slice(body);
         let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
         // A connection that will be upgraded is a tunnel of its own: never a pooled one.
-        let pooled = if seen.websocket { None } else { Connector::checkout_raw(key) };
+        let pooled = if seen.websocket || sni.is_some() { None } else { Connector::checkout_raw(key) };
         let from_pool = pooled.is_some();
         let connecting = trace::clock(&tally.trace);
         let mut raw = match pooled {
             Some(c) => c,
-            None => match proxy.connector.connect_raw(service, peer.as_deref()).await {
+            None => match proxy.connector.connect_raw(service, peer.as_deref(), sni).await {
                 Ok(c) => {
                     crate::trace::dns(tally.trace.as_deref_mut(), service, c.resolved);
                     trace::call(&mut tally.trace, connecting, "kong.upstream.connect", || {
@@ -704,7 +719,7 @@ async fn exchange(
         if head.version == 1 { !has_token(&connection, b"close") } else { has_token(&connection, b"keep-alive") };
     // An upstream that answered before taking all of a streamed body still expects the rest.
     let body_sent = streamed.as_ref().is_none_or(|s| s.sent());
-    let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive && body_sent;
+    let mut upstream_reusable = !matches!(framing, Framing::Close) && keeps_alive && body_sent && sni.is_none();
     // A body that ends when the upstream closes goes to the client chunked (as nginx does), so
     // the client's connection outlives it. An HTTP/1.0 client cannot read chunks: a body
     // without a length ends with its connection.
@@ -759,7 +774,12 @@ async fn exchange(
     if let Some(l) = &mut log {
         l.answered(out);
         l.entry.proxy_latency_ms = Some(answered.saturating_duration_since(sent).as_millis() as u64);
+        if route.plugins.captures {
+            l.entry.response_body = Some(bytes::BytesMut::new());
+        }
     }
+    // The body as sent, for a logger that keeps it (galileo).
+    let kept = log.as_mut().map(|l| &mut l.entry.response_body).filter(|b| b.is_some());
 
     // The body: what came with the head, then the rest as it arrives.
     upstream.buf.advance(head_len);
@@ -775,15 +795,18 @@ async fn exchange(
             }
             false => Relay::ClientGone,
         }
-    } else if let Some(filters) = reframed {
-        let chunked = !seen.http10;
+    } else if reframed.is_some() || kept.is_some() {
+        // Filtered and re-chunked; or, for a logger that keeps bodies, as it came (a length
+        // kept, data re-chunked), each piece copied for the log.
+        let chunked = !seen.http10 && (reframed.is_some() || !matches!(framing, Framing::Length(_)));
+        let filters = reframed.unwrap_or_default();
         phases::relay_filtered(
             &mut upstream,
             client,
             out,
-            framing,
+            (framing, chunked),
             filters,
-            chunked,
+            kept,
             read_timeout,
             answer_by,
             &mut bytes_sent,

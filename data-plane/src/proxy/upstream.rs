@@ -216,11 +216,18 @@ impl Connector {
 
     /// A new connection for the direct path, over TLS for an https service (its server name
     /// is the peer's or the service's host).
-    pub async fn connect_raw(&self, service: &Service, peer: Option<&Peer>) -> Result<RawConn, ProxyError> {
+    /// `sni` names the server instead (a route that preserves the client's Host): such a
+    /// connection serves that name only, and is not pooled.
+    pub async fn connect_raw(
+        &self,
+        service: &Service,
+        peer: Option<&Peer>,
+        sni: Option<&str>,
+    ) -> Result<RawConn, ProxyError> {
         let (tcp, key, resolved) = self.open_tcp(service, peer).await?;
         let io = if service.https {
             let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
-            self.handshake(service, host, tcp).await?
+            self.handshake(service, sni.unwrap_or(host), tcp).await?
         } else {
             Stream::Plain(tcp)
         };

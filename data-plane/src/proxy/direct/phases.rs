@@ -104,17 +104,19 @@ pub(super) fn framing_kept(f: &Filtered, framing: Framing) -> bool {
         }
 }
 
-/// Relays the upstream's body through `filters`: the head in `out` first, then each piece of
-/// data the filters let through, as a chunk (`chunked`) or as it is (an HTTP/1.0 client, whose
-/// connection then ends with the body), then what the filters add at the end.
+/// Relays the upstream's body, as data, through `filters`: the head in `out` first, then each
+/// piece of data the filters let through, as a chunk (`chunked`) or as it is (a length the head
+/// kept, or an HTTP/1.0 client whose connection then ends with the body), then what the
+/// filters add at the end. `kept` gets a copy of the data sent, up to what a log keeps (past
+/// that it is dropped whole, as on the general path).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn relay_filtered(
     upstream: &mut RawConn,
     client: &mut impl ClientIo,
     out: &mut Vec<u8>,
-    framing: Framing,
+    (framing, chunked): (Framing, bool),
     mut filters: Vec<Box<dyn BodyFilter>>,
-    chunked: bool,
+    mut kept: Option<&mut Option<bytes::BytesMut>>,
     read_timeout: std::time::Duration,
     read_by: &mut Deadline,
     sent: &mut u64,
@@ -152,7 +154,13 @@ pub(super) async fn relay_filtered(
         };
         upstream.buf.clear();
         if !data.is_empty() {
-            piece(out, &run_filters(&mut filters, Bytes::copy_from_slice(&data)), chunked);
+            let data = if filters.is_empty() {
+                Bytes::copy_from_slice(&data)
+            } else {
+                run_filters(&mut filters, Bytes::copy_from_slice(&data))
+            };
+            keep(kept.as_deref_mut(), &data);
+            piece(out, &data, chunked);
         }
         if end {
             break;
@@ -171,6 +179,7 @@ pub(super) async fn relay_filtered(
         }
     }
     if let Some(tail) = end_filters(&mut filters) {
+        keep(kept, &tail);
         piece(out, &tail, chunked);
     }
     if chunked {
@@ -194,5 +203,16 @@ fn piece(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
         out.extend_from_slice(b"\r\n");
     } else {
         out.extend_from_slice(data);
+    }
+}
+
+/// Appends `data` to a log's copy of the body, which is dropped once it outgrows what a log
+/// keeps.
+fn keep(kept: Option<&mut Option<bytes::BytesMut>>, data: &[u8]) {
+    let Some(slot) = kept else { return };
+    match slot {
+        Some(body) if body.len() + data.len() > crate::plugins::ctx::BODY_LIMIT => *slot = None,
+        Some(body) => body.extend_from_slice(data),
+        None => {}
     }
 }

@@ -79,3 +79,13 @@ async fn a_head_with_many_fields_keeps_its_deadline() {
     let sent = trickle(&mut client, &[b'a'; 60], Duration::from_millis(50)).await;
     assert!(sent < 13, "{sent} bytes were taken after the head's deadline");
 }
+
+#[test]
+fn absolute_form_targets_split_into_authority_and_origin_form() {
+    assert_eq!(absolute_form("http://a.test/x?y=1"), Some(("a.test", "/x?y=1")));
+    assert_eq!(absolute_form("HTTPS://a.test:8443/"), Some(("a.test:8443", "/")));
+    assert_eq!(absolute_form("http://a.test"), Some(("a.test", "/")));
+    assert_eq!(absolute_form("http://a.test?y=1"), None, "a query right after the authority");
+    assert_eq!(absolute_form("/x?next=http://b.test/"), None, "origin form");
+    assert_eq!(absolute_form("ftp://a.test/x"), None);
+}
