@@ -460,6 +460,41 @@ async fn hash_is_the_same_on_both_proxy_paths() {
     assert_eq!(targets.len(), 1, "one client address, one target: {targets:?}");
 }
 
+/// Behind an authentication plugin, a hash on the consumer picks the same target on the
+/// direct path as on the general path (`Kong-Debug`), request after request.
+#[tokio::test]
+async fn hash_on_consumer_behind_key_auth_is_the_same_on_both_proxy_paths() {
+    let gw = Standalone::start().await;
+    let ups = [Upstream::echo("c1").await, Upstream::echo("c2").await, Upstream::echo("c3").await];
+    balanced(&gw, "consumers.test", json!({"hash_on": "consumer"}), "/who").await;
+    for up in &ups {
+        add_target(&gw, "consumers.test", &local(up.addr()), 100).await;
+    }
+    gw.post("/plugins", json!({"name": "key-auth"})).await;
+    for i in 0..12 {
+        gw.post("/consumers", json!({"username": format!("user-{i}")})).await;
+        gw.post(&format!("/consumers/user-{i}/key-auth"), json!({"key": format!("key-{i}")})).await;
+    }
+    gw.sync().await;
+    let mut used = BTreeSet::new();
+    for i in 0..12 {
+        let key = format!("key-{i}");
+        let mut seen = BTreeSet::new();
+        for debug in [false, true, false, true] {
+            let mut headers = vec![("apikey", key.as_str())];
+            if debug {
+                headers.push(("Kong-Debug", "1"));
+            }
+            let reply = gw.get_with("/who", &headers).await;
+            assert_eq!(reply.header("kong-route-id").is_some(), debug, "which path answered");
+            seen.insert(reply.echo().upstream().to_owned());
+        }
+        assert_eq!(seen.len(), 1, "user-{i} went to {seen:?}");
+        used.extend(seen);
+    }
+    assert!(used.len() > 1, "12 consumers all went to {used:?}");
+}
+
 #[tokio::test]
 async fn hash_on_cookie_sets_cookie_and_sticks() {
     let gw = Standalone::start().await;

@@ -1227,3 +1227,23 @@ async fn a_websocket_becomes_a_tunnel_on_the_direct_path() {
     assert!(head.contains("\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"), "{head}");
     assert!(head.contains("\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), "{head}");
 }
+
+/// A target with characters a plain one does not have is routed and forwarded on the direct
+/// path as the general path takes it: as it came, without its fragment.
+#[tokio::test]
+async fn an_unusual_target_is_forwarded_as_it_came_without_its_fragment() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/p"], "strip_path": false})).await;
+    gw.sync().await;
+    let raw = format!(
+        "GET /p/x{{y}}|z^w?q=[1]#frag HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Mixed-Case: kept\r\n\r\n",
+        gw.proxy_port
+    );
+    let r = gw.send_raw(raw.as_bytes()).await.expect("a response");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let head = last_head(&up);
+    assert!(head.starts_with("GET /p/x{y}|z^w?q=[1] HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nX-Mixed-Case: kept"), "the direct path: {head}");
+}

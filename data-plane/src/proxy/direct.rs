@@ -51,6 +51,7 @@ use super::h1::write::{line, send};
 use super::upstream::Connector;
 use super::waiting::{Deadline, Elapsed, Stop};
 use super::{millis_between, uri, Conn, Proxy, ProxyError};
+use crate::balancer::hash::HashInput;
 use crate::metrics;
 use crate::trace;
 use crate::{plugins, router};
@@ -355,9 +356,23 @@ async fn exchange(
         Some((authority, origin)) => (origin, Some(authority)),
         None => (target, None),
     };
-    if !plain_target(target) {
-        return Next::Handoff;
-    }
+    // A target with characters the plain check does not take is held to what the general
+    // path accepts (the `http` crate's origin form, a fragment dropped) and used as it parses.
+    let parsed;
+    let target = if plain_target(target) {
+        target
+    } else {
+        match target.parse::<http::uri::PathAndQuery>() {
+            Ok(pq) if pq.as_str().starts_with('/') => {
+                parsed = pq;
+                parsed.as_str()
+            }
+            _ => {
+                let refused = ProxyError::BadRequest("an invalid request target");
+                return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
+            }
+        }
+    };
     let raw_host = authority.map(str::as_bytes).or(seen.host).unwrap_or_default();
     // A Host of visible ASCII only (no HTTP/1.0 client without one gets this far either).
     let host = std::str::from_utf8(raw_host).ok().filter(|h| h.bytes().all(|b| b.is_ascii_graphic()));
@@ -394,6 +409,10 @@ async fn exchange(
         return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None, log.take()).await;
     }
     let hashing = service.balancer.as_ref().is_some_and(|b| !b.hash.is_none());
+    // A hash on a cookie behind plugins (which mints one, for the answer to set) is the
+    // general path's.
+    let mints_cookie =
+        hashing && !route.plugins.is_empty() && service.balancer.as_ref().is_some_and(|b| b.hash.uses_cookie());
     let host_no_port = match host.get(1..).and_then(|r| r.find(':')) {
         Some(i) => &host[..=i],
         None => host,
@@ -413,7 +432,7 @@ async fn exchange(
     let mut taken = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
         // (A Host or length that `Connection` names: see below.)
-        if s.expect || hashing || dropped("host") || dropped("content-length") {
+        if s.expect || mints_cookie || dropped("host") || dropped("content-length") {
             return Next::Handoff;
         }
         match s.read_whole(client, plugins::ctx::BODY_LIMIT).await {
@@ -433,7 +452,7 @@ async fn exchange(
     }
     let accessed = if route.plugins.is_empty() {
         None
-    } else if hashing {
+    } else if mints_cookie {
         return Next::Handoff;
     } else {
         let mut request =
@@ -479,8 +498,18 @@ async fn exchange(
     // Balanced services hash once per request, as on the general path, which hashes the
     // fields as it forwards them: a field rewritten or dropped here, or a cookie to mint,
     // is left to it.
-    let hash = match &service.balancer {
-        Some(b) if hashing => {
+    let hash = match (&service.balancer, &accessed) {
+        // Behind plugins, on the fields as they left them and the consumer they found, as on the
+        // general path.
+        (Some(b), Some(a)) if hashing => {
+            let input = HashInput {
+                headers: &a.headers,
+                client_ip: conn.peer.ip(),
+                consumer: a.overrides.as_ref().and_then(|o| o.consumer.as_deref()),
+            };
+            b.hash.hash(&input).hash
+        }
+        (Some(b), None) if hashing => {
             if b.hash.header_names().any(|n| field(n.as_str()) != Field::Other || dropped(n.as_str())) {
                 return Next::Handoff;
             }

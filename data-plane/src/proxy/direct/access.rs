@@ -63,6 +63,8 @@ pub(super) struct Accessed<'r> {
 pub(super) struct Overrides {
     pub(super) method: Option<http::Method>,
     pub(super) host: Option<HeaderValue>,
+    /// The consumer a plugin identified, for a balancer that hashes.
+    pub(super) consumer: Option<std::sync::Arc<str>>,
 }
 
 impl Accessed<'_> {
@@ -151,9 +153,11 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         Box::new(DirectLog { resolved, entry })
     });
     let response = std::mem::take(&mut ctx.response);
-    let overrides = match (ctx.method_override.take(), ctx.upstream_host.take()) {
-        (None, None) => None,
-        (method, host) => Some(Box::new(Overrides { method, host })),
+    let hashing = route.service.balancer.as_ref().is_some_and(|b| !b.hash.is_none());
+    let consumer = ctx.consumer.as_ref().filter(|_| hashing).map(|c| c.id.clone());
+    let overrides = match (ctx.method_override.take(), ctx.upstream_host.take(), consumer) {
+        (None, None, None) => None,
+        (method, host, consumer) => Some(Box::new(Overrides { method, host, consumer })),
     };
     // Plugins that change the query replace it with their own string.
     let query = match ctx.query {
