@@ -363,7 +363,7 @@ impl Proxy {
         let mut plugin_host: Option<HeaderValue> = None;
         let mut log_request: Option<(http::HeaderMap, Option<plugins::Credential>, Option<bytes::Bytes>)> = None;
         if !route.plugins.is_empty() {
-            let mut ctx = RequestCtx {
+            let mut ctx = RequestCtx::new(plugins::ctx::Arrived {
                 method: &parts.method,
                 version: parts.version,
                 target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -371,23 +371,13 @@ impl Proxy {
                 query: parts.uri.query().map(Cow::Borrowed),
                 headers: &mut parts.headers,
                 body: &mut body,
-                client_ip: conn.peer.ip(),
-                https: conn.https,
+                conn,
                 trusted,
-                route_id: &route.id,
-                service_id: &service.id,
                 config: &config,
                 live: &self.live,
-                consumer: None,
-                credential: None,
-                response: plugins::ResponseFields::default(),
-                conn,
-                method_override: None,
-                upstream_host: None,
-                log_body: None,
                 started,
-                hooks: Vec::new(),
-            };
+                route,
+            });
             match plugins::access(&route.plugins, &mut ctx, measured.trace.as_deref_mut()).await {
                 Ok(r) => resolved = r,
                 Err(response) => return Ok(self.own(*response)),

@@ -144,6 +144,54 @@ pub struct RequestCtx<'a> {
     pub log_body: Option<Bytes>,
 }
 
+/// What a request brings to its access phase, from either proxy path; the rest of a
+/// [`RequestCtx`] (consumer, credential, what plugins set) starts empty.
+pub struct Arrived<'a> {
+    pub method: &'a Method,
+    pub version: http::Version,
+    pub target: &'a str,
+    pub path: &'a str,
+    pub query: Option<Cow<'a, str>>,
+    pub headers: &'a mut HeaderMap,
+    pub body: &'a mut ReqBody,
+    pub conn: &'a crate::proxy::Conn,
+    pub trusted: bool,
+    pub route: &'a crate::router::RouteInfo,
+    pub config: &'a Compiled,
+    pub live: &'a std::sync::Arc<crate::live::Live>,
+    pub started: std::time::Instant,
+}
+
+impl<'a> RequestCtx<'a> {
+    pub fn new(a: Arrived<'a>) -> RequestCtx<'a> {
+        RequestCtx {
+            method: a.method,
+            version: a.version,
+            target: a.target,
+            path: a.path,
+            query: a.query,
+            headers: a.headers,
+            body: a.body,
+            client_ip: a.conn.peer.ip(),
+            https: a.conn.https,
+            trusted: a.trusted,
+            route_id: &a.route.id,
+            service_id: &a.route.service.id,
+            config: a.config,
+            live: a.live,
+            consumer: None,
+            credential: None,
+            response: ResponseFields::default(),
+            conn: a.conn,
+            started: a.started,
+            hooks: Vec::new(),
+            method_override: None,
+            upstream_host: None,
+            log_body: None,
+        }
+    }
+}
+
 /// The client's body failed mid-read.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body could not be read")]

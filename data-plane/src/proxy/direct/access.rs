@@ -115,7 +115,7 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else { return Accessing::Handoff };
     let mut body =
         if request.body.is_empty() { ReqBody::Empty } else { ReqBody::Full(Bytes::copy_from_slice(request.body)) };
-    let mut ctx = plugins::RequestCtx {
+    let mut ctx = plugins::RequestCtx::new(plugins::ctx::Arrived {
         method: &method,
         version: if request.http10 { http::Version::HTTP_10 } else { http::Version::HTTP_11 },
         target: request.target,
@@ -123,23 +123,13 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         query: request.query.map(Cow::Borrowed),
         headers: &mut headers,
         body: &mut body,
-        client_ip: conn.peer.ip(),
-        https: conn.https,
+        conn,
         trusted,
-        route_id: &route.id,
-        service_id: &route.service.id,
         config,
         live: &proxy.live,
-        consumer: None,
-        credential: None,
-        response: plugins::ResponseFields::default(),
-        conn,
-        method_override: None,
-        upstream_host: None,
-        log_body: None,
         started: request.started,
-        hooks: Vec::new(),
-    };
+        route,
+    });
     let resolved = match plugins::access(&route.plugins, &mut ctx, request.trace.as_deref_mut()).await {
         Ok(r) => r,
         Err(reply) => return Accessing::Answer(reply),

@@ -102,8 +102,16 @@ impl Answer<'_> {
         if !dated {
             date(out, self.answered);
         }
+        self.write_own(out, b"101");
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Gatehouse's own fields, each that the `headers` setting turns on (Kong assigns them in
+    /// `header_filter`); `status` is the upstream's.
+    fn write_own(&self, out: &mut Vec<u8>, status: &[u8]) {
+        let on = self.on;
         if on.upstream_status {
-            out.extend_from_slice(b"X-Kong-Upstream-Status: 101\r\n");
+            line(out, &[b"X-Kong-Upstream-Status: ", status]);
         }
         if on.upstream_latency {
             line(out, &[b"X-Kong-Upstream-Latency: ", self.upstream_latency.as_bytes()]);
@@ -114,7 +122,6 @@ impl Answer<'_> {
         if on.via {
             line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
         }
-        out.extend_from_slice(b"\r\n");
     }
 
     /// Writes the client's head into `out`. `code` is the upstream's status, `set` the fields
@@ -151,18 +158,7 @@ impl Answer<'_> {
                 if !dated {
                     date(out, self.answered);
                 }
-                if on.upstream_status {
-                    line(out, &[b"X-Kong-Upstream-Status: ", code.as_str().as_bytes()]);
-                }
-                if on.upstream_latency {
-                    line(out, &[b"X-Kong-Upstream-Latency: ", self.upstream_latency.as_bytes()]);
-                }
-                if on.proxy_latency {
-                    line(out, &[b"X-Kong-Proxy-Latency: ", self.proxy_latency.as_bytes()]);
-                }
-                if on.via {
-                    line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
-                }
+                self.write_own(out, code.as_str().as_bytes());
                 for (name, value) in set.into_iter().flat_map(ResponseFields::iter) {
                     line(out, &[name.as_str().as_bytes(), b": ", value.as_bytes()]);
                 }
