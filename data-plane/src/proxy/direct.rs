@@ -41,9 +41,9 @@ use self::answer::{answer, answer_error, linger, refuse, refusing};
 pub use self::handoff::handoff;
 use self::handoff::tunnel;
 use self::log::DirectLog;
-use self::request::RequestHead;
+use self::request::{Body, RequestHead, Seen};
 use self::tally::Tally;
-use super::h1::fields::{field, field_of, has_token, named_by, plain_target, Field};
+use super::h1::fields::{field, field_of, has_token, named_by, Field};
 use super::h1::limits::{body_length, oversized, wide_head, RequestBody, MAX_HEAD, MAX_HEADERS, MAX_LINE};
 use super::h1::request_body::{send_streamed, SendError, Streamed};
 use super::h1::response::{read_head, relay, round_trip, Framing, Relay, Trip, READ_RESERVE};
@@ -253,51 +253,6 @@ pub async fn serve<S: ClientIo>(
     }
 }
 
-/// The header fields of a request that decide what happens to it.
-#[derive(Default)]
-struct Seen<'a> {
-    host: Option<&'a [u8]>,
-    hosts: u8,
-    /// The client sent a Content-Length (at most one reaches here).
-    length: bool,
-    other_framing: bool,
-    /// The client asks for a WebSocket (`Upgrade: websocket`); other upgrades are not
-    /// forwarded, as on the general path.
-    websocket: bool,
-    close: bool,
-    /// An HTTP/1.0 client: answered in HTTP/1.1 as nginx does, but never chunked, and kept
-    /// alive only when it asked to be.
-    http10: bool,
-    /// A HEAD request: error pages go without their body.
-    head: bool,
-    accept: Option<&'a [u8]>,
-    connection: smallvec::SmallVec<[&'a [u8]; 2]>,
-}
-
-/// The authority and the origin-form rest of an absolute-form request target
-/// (`http://a.test/x?y` is `a.test` and `/x?y`); `None` for any other form, or one whose rest
-/// would need rewriting (a query right after the authority).
-fn absolute_form(target: &str) -> Option<(&str, &str)> {
-    let scheme = target.find("://")?;
-    if !matches!(&target[..scheme], s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
-        return None;
-    }
-    let rest = &target[scheme + 3..];
-    match rest.find(['/', '?', '#']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => Some((&rest[..i], &rest[i..])),
-        Some(_) => None,
-        None => Some((rest, "/")),
-    }
-}
-
-/// A request's body as the direct path takes it.
-enum Body<'b, 's> {
-    /// Whole in the connection's buffer (none is empty).
-    Inline(&'b [u8]),
-    /// Streamed upstream as it comes.
-    Streamed(&'b mut Streamed<'s>),
-}
-
 /// One request on the direct path, or [`Next::Handoff`] before anything was sent.
 async fn exchange(
     proxy: &Proxy,
@@ -346,40 +301,11 @@ async fn exchange(
     if seen.other_framing {
         return Next::Handoff;
     }
-    // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2).
-    if seen.hosts > 1 || (seen.hosts == 0 && !seen.http10) {
-        let refused = ProxyError::BadRequest("a request needs exactly one Host header");
-        return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
-    }
-    // An absolute-form target names the host itself, and wins over Host (RFC 9112 §3.2.2).
-    let (target, authority) = match absolute_form(target) {
-        Some((authority, origin)) => (origin, Some(authority)),
-        None => (target, None),
+    let addressed = match request::address(target, &seen) {
+        Ok(a) => a,
+        Err(refused) => return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await,
     };
-    // A target with characters the plain check does not take is held to what the general
-    // path accepts (the `http` crate's origin form, a fragment dropped) and used as it parses.
-    let parsed;
-    let target = if plain_target(target) {
-        target
-    } else {
-        match target.parse::<http::uri::PathAndQuery>() {
-            Ok(pq) if pq.as_str().starts_with('/') => {
-                parsed = pq;
-                parsed.as_str()
-            }
-            _ => {
-                let refused = ProxyError::BadRequest("an invalid request target");
-                return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
-            }
-        }
-    };
-    let raw_host = authority.map(str::as_bytes).or(seen.host).unwrap_or_default();
-    // A Host of visible ASCII only (no HTTP/1.0 client without one gets this far either).
-    let host = std::str::from_utf8(raw_host).ok().filter(|h| h.bytes().all(|b| b.is_ascii_graphic()));
-    let Some(host) = host.filter(|h| super::headers::valid_host(h)) else {
-        let refused = ProxyError::BadRequest("invalid Host");
-        return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
-    };
+    let (target, host) = (addressed.target(), addressed.host);
     let config = proxy.live.load();
     // Plugins acting before routing are the general path's.
     if !config.global.is_empty() {

@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use gatehouse_shared::enabled_headers::EnabledHeaders;
 
 use super::log::DirectLog;
-use super::{ClientIo, Next, Seen};
+use super::request::Seen;
+use super::{ClientIo, Next};
 use crate::proxy::h1::fields::{field, has_token, Field};
 use crate::proxy::h1::write::{connection_field, date, line, send};
 use crate::proxy::{mark_upstream_failure, ProxyError, ResBody};

@@ -4,12 +4,32 @@
 
 use std::time::Instant;
 
-use super::Seen;
-use crate::proxy::h1::fields::{field, has_token, named_by, Field};
+use crate::proxy::h1::fields::{field, has_token, named_by, plain_target, Field};
 use crate::proxy::h1::limits::{BodyFraming, MAX_HEADERS};
 use crate::proxy::h1::write::line;
-use crate::proxy::Conn;
+use crate::proxy::{Conn, ProxyError};
 use crate::trace::Trace;
+
+/// The header fields of a request that decide what happens to it.
+#[derive(Default)]
+pub(super) struct Seen<'a> {
+    pub(super) host: Option<&'a [u8]>,
+    pub(super) hosts: u8,
+    /// The client sent a Content-Length (at most one reaches here).
+    pub(super) length: bool,
+    pub(super) other_framing: bool,
+    /// The client asks for a WebSocket (`Upgrade: websocket`); other upgrades are not
+    /// forwarded, as on the general path.
+    pub(super) websocket: bool,
+    pub(super) close: bool,
+    /// An HTTP/1.0 client: answered in HTTP/1.1 as nginx does, but never chunked, and kept
+    /// alive only when it asked to be.
+    pub(super) http10: bool,
+    /// A HEAD request: error pages go without their body.
+    pub(super) head: bool,
+    pub(super) accept: Option<&'a [u8]>,
+    pub(super) connection: smallvec::SmallVec<[&'a [u8]; 2]>,
+}
 
 /// The client's fields, each with its kind.
 pub(super) struct RequestHead<'h, 'b> {
@@ -131,5 +151,78 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         if !(trusted && forwarded[3]) {
             line(up, &[b"X-Real-IP: ", peer]);
         }
+    }
+}
+
+/// A request's body as the direct path takes it.
+pub(super) enum Body<'b, 's> {
+    /// Whole in the connection's buffer (none is empty).
+    Inline(&'b [u8]),
+    /// Streamed upstream as it comes.
+    Streamed(&'b mut crate::proxy::h1::request_body::Streamed<'s>),
+}
+
+/// Where a request goes: its target in origin form and the host it names.
+pub(super) struct Addressed<'b> {
+    target: Target<'b>,
+    pub(super) host: &'b str,
+}
+
+enum Target<'b> {
+    AsSent(&'b str),
+    /// Held to the `http` crate's origin form (the general path's), its fragment dropped.
+    Parsed(http::uri::PathAndQuery),
+}
+
+impl Addressed<'_> {
+    pub(super) fn target(&self) -> &str {
+        match &self.target {
+            Target::AsSent(t) => t,
+            Target::Parsed(pq) => pq.as_str(),
+        }
+    }
+}
+
+/// The target and host of a request, as the general path takes them: exactly one Host
+/// (RFC 9112 §3.2; an HTTP/1.0 client may send none), unless an absolute-form target names
+/// the host itself and wins over it (§3.2.2); a host of visible ASCII that is a valid
+/// host[:port].
+pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Addressed<'b>, ProxyError> {
+    if seen.hosts > 1 || (seen.hosts == 0 && !seen.http10) {
+        return Err(ProxyError::BadRequest("a request needs exactly one Host header"));
+    }
+    let (target, authority) = match absolute_form(target) {
+        Some((authority, origin)) => (origin, Some(authority)),
+        None => (target, None),
+    };
+    let target = if plain_target(target) {
+        Target::AsSent(target)
+    } else {
+        match target.parse::<http::uri::PathAndQuery>() {
+            Ok(pq) if pq.as_str().starts_with('/') => Target::Parsed(pq),
+            _ => return Err(ProxyError::BadRequest("an invalid request target")),
+        }
+    };
+    let raw_host = authority.map(str::as_bytes).or(seen.host).unwrap_or_default();
+    let host = std::str::from_utf8(raw_host).ok().filter(|h| h.bytes().all(|b| b.is_ascii_graphic()));
+    let Some(host) = host.filter(|h| crate::proxy::headers::valid_host(h)) else {
+        return Err(ProxyError::BadRequest("invalid Host"));
+    };
+    Ok(Addressed { target, host })
+}
+
+/// The authority and the origin-form rest of an absolute-form request target
+/// (`http://a.test/x?y` is `a.test` and `/x?y`); `None` for any other form, or one whose rest
+/// would need rewriting (a query right after the authority).
+pub(super) fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let scheme = target.find("://")?;
+    if !matches!(&target[..scheme], s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let rest = &target[scheme + 3..];
+    match rest.find(['/', '?', '#']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => Some((&rest[..i], &rest[i..])),
+        Some(_) => None,
+        None => Some((rest, "/")),
     }
 }

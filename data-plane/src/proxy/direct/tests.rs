@@ -82,10 +82,10 @@ async fn a_head_with_many_fields_keeps_its_deadline() {
 
 #[test]
 fn absolute_form_targets_split_into_authority_and_origin_form() {
-    assert_eq!(absolute_form("http://a.test/x?y=1"), Some(("a.test", "/x?y=1")));
-    assert_eq!(absolute_form("HTTPS://a.test:8443/"), Some(("a.test:8443", "/")));
-    assert_eq!(absolute_form("http://a.test"), Some(("a.test", "/")));
-    assert_eq!(absolute_form("http://a.test?y=1"), None, "a query right after the authority");
-    assert_eq!(absolute_form("/x?next=http://b.test/"), None, "origin form");
-    assert_eq!(absolute_form("ftp://a.test/x"), None);
+    assert_eq!(super::request::absolute_form("http://a.test/x?y=1"), Some(("a.test", "/x?y=1")));
+    assert_eq!(super::request::absolute_form("HTTPS://a.test:8443/"), Some(("a.test:8443", "/")));
+    assert_eq!(super::request::absolute_form("http://a.test"), Some(("a.test", "/")));
+    assert_eq!(super::request::absolute_form("http://a.test?y=1"), None, "a query right after the authority");
+    assert_eq!(super::request::absolute_form("/x?next=http://b.test/"), None, "origin form");
+    assert_eq!(super::request::absolute_form("ftp://a.test/x"), None);
 }
