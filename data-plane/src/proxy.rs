@@ -292,9 +292,7 @@ impl Proxy {
         }
         // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2); HTTP/2 may carry :authority.
         let hosts = h.get_all(header::HOST).iter().count();
-        if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
-            return Err(ProxyError::BadRequest("a request needs exactly one Host header"));
-        }
+        headers::one_host(hosts, req.version() != Version::HTTP_11)?;
         if req.method() == http::Method::CONNECT {
             return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
@@ -345,10 +343,7 @@ impl Proxy {
             logging.then(|| parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()));
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&KONG_DEBUG);
-        let host_no_port = match raw_host.get(1..).and_then(|r| r.find(':')) {
-            Some(i) => &raw_host[..=i],
-            None => raw_host,
-        };
+        let host_no_port = headers::without_port(raw_host);
         let trusted = self.trusted.iter().any(|n| n.contains(conn.peer.ip()));
         let mut body =
             if incoming_is_empty(&parts.headers, &incoming) { ReqBody::Empty } else { ReqBody::Stream(incoming) };

@@ -195,3 +195,24 @@ async fn a_batch_the_collector_failed_is_sent_again() {
     assert_eq!(entries[0]["request"]["url"], "http://127.0.0.1/alf/once");
     assert!(entries[0]["request"].get("postData").is_none() && entries[0]["response"].get("content").is_none());
 }
+
+/// On a route whose logger keeps bodies, answers without a body (HEAD, and so 204 and 304)
+/// go out as their head alone: the next answer on the connection follows it directly.
+#[tokio::test]
+async fn a_bodiless_answer_on_a_body_keeping_route_is_its_head_alone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (port, _received) = collector(&[]).await;
+    let (gw, _up) =
+        gateway(json!({"service_token": "tok-h", "host": "127.0.0.1", "port": port, "log_bodies": true})).await;
+    let host = format!("Host: 127.0.0.1:{}", gw.proxy_port);
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
+    let requests =
+        format!("HEAD /alf HTTP/1.1\r\n{host}\r\n\r\nGET /alf HTTP/1.1\r\n{host}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(requests.as_bytes()).await.expect("write");
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut all)).await.expect("closed").expect("read");
+    let all = String::from_utf8_lossy(&all);
+    let (head, rest) = all.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(rest.starts_with("HTTP/1.1 200 "), "the HEAD answer is its head alone: {all:?}");
+}

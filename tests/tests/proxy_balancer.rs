@@ -485,14 +485,38 @@ async fn hash_on_consumer_behind_key_auth_is_the_same_on_both_proxy_paths() {
             if debug {
                 headers.push(("Kong-Debug", "1"));
             }
-            let reply = gw.get_with("/who", &headers).await;
+            // HTTP/1.0: the direct path answers in HTTP/1.1 (as nginx does), hyper in HTTP/1.0.
+            let mut head = format!("GET /who HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n", gw.proxy_port);
+            for (k, v) in &headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let reply = exchange(gw.proxy_addr(), head.as_bytes()).await.expect("an answer");
             assert_eq!(reply.header("kong-route-id").is_some(), debug, "which path answered");
+            let version = if debug { "HTTP/1.0" } else { "HTTP/1.1" };
+            assert_eq!(reply.version, version, "debug {debug}: which path answered");
             seen.insert(reply.echo().upstream().to_owned());
         }
         assert_eq!(seen.len(), 1, "user-{i} went to {seen:?}");
         used.extend(seen);
     }
     assert!(used.len() > 1, "12 consumers all went to {used:?}");
+}
+
+/// Behind a plugin, a hash on a field the gateway writes itself (here the Host it sends
+/// upstream, the same for every request) follows that field as forwarded: one target.
+#[tokio::test]
+async fn hash_behind_a_plugin_on_a_field_the_gateway_writes_uses_the_forwarded_value() {
+    let gw = Standalone::start().await;
+    let ups = [Upstream::echo("f1").await, Upstream::echo("f2").await, Upstream::echo("f3").await];
+    balanced(&gw, "forwarded.test", json!({"hash_on": "header", "hash_on_header": "Host"}), "/fw").await;
+    for up in &ups {
+        add_target(&gw, "forwarded.test", &local(up.addr()), 100).await;
+    }
+    gw.post("/plugins", json!({"name": "correlation-id"})).await;
+    gw.sync().await;
+    let counts = tally(&burst(gw.proxy_addr(), "/fw", &[], 30).await);
+    assert_eq!(counts.len(), 1, "one Host sent upstream, one target: {counts:?}");
 }
 
 #[tokio::test]

@@ -302,7 +302,8 @@ async fn exchange(
         return Next::Handoff;
     }
     let addressed = match request::address(target, &seen) {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => return Next::Handoff,
         Err(refused) => return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await,
     };
     let (target, host) = (addressed.target(), addressed.host);
@@ -335,14 +336,17 @@ async fn exchange(
         return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None, log.take()).await;
     }
     let hashing = service.balancer.as_ref().is_some_and(|b| !b.hash.is_none());
-    // A hash on a cookie behind plugins (which mints one, for the answer to set) is the
-    // general path's.
-    let mints_cookie =
-        hashing && !route.plugins.is_empty() && service.balancer.as_ref().is_some_and(|b| b.hash.uses_cookie());
-    let host_no_port = match host.get(1..).and_then(|r| r.find(':')) {
-        Some(i) => &host[..=i],
-        None => host,
-    };
+    // Behind plugins, a hash on a cookie (which mints one, for the answer to set) or on a field
+    // the gateway writes itself (Host, a length, a forwarding field) or one `Connection`
+    // names is the general path's, which hashes the fields as it forwards them: decided
+    // before the plugins run, so they never run twice.
+    let hashed_elsewhere = hashing
+        && !route.plugins.is_empty()
+        && service.balancer.as_ref().is_some_and(|b| {
+            b.hash.uses_cookie()
+                || b.hash.header_names().any(|n| field(n.as_str()) != Field::Other || dropped(n.as_str()))
+        });
+    let host_no_port = super::headers::without_port(host);
     // A preserved Host is also the TLS server name: such connections serve that name only.
     let sni = (service.https && route.preserve_host).then_some(host_no_port);
     // The route's plugins, when all of them act only in `access` (a hash that may be on the
@@ -358,7 +362,7 @@ async fn exchange(
     let mut taken = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
         // (A Host or length that `Connection` names: see below.)
-        if s.expect || mints_cookie || dropped("host") || dropped("content-length") {
+        if s.expect || hashed_elsewhere || dropped("host") || dropped("content-length") {
             return Next::Handoff;
         }
         match s.read_whole(client, plugins::ctx::BODY_LIMIT).await {
@@ -378,7 +382,7 @@ async fn exchange(
     }
     let accessed = if route.plugins.is_empty() {
         None
-    } else if mints_cookie {
+    } else if hashed_elsewhere {
         return Next::Handoff;
     } else {
         let mut request =
@@ -729,7 +733,7 @@ async fn exchange(
     if let Some(l) = &mut log {
         l.answered(out);
         l.entry.proxy_latency_ms = Some(answered.saturating_duration_since(sent).as_millis() as u64);
-        if route.plugins.captures {
+        if l.resolved.captures_bodies() {
             l.entry.response_body = Some(bytes::BytesMut::new());
         }
     }
@@ -750,7 +754,7 @@ async fn exchange(
             }
             false => Relay::ClientGone,
         }
-    } else if reframed.is_some() || kept.is_some() {
+    } else if reframed.is_some() || (kept.is_some() && !matches!(framing, Framing::NoBody)) {
         // Filtered and re-chunked; or, for a logger that keeps bodies, as it came (a length
         // kept, data re-chunked), each piece copied for the log.
         let chunked = !seen.http10 && (reframed.is_some() || !matches!(framing, Framing::Length(_)));

@@ -178,6 +178,24 @@ pub fn write_forwarding(out: &mut Vec<u8>, headers: &HeaderMap, f: &Forwarded<'_
     }
 }
 
+/// HTTP/1.1 requires exactly one Host (RFC 9112 §3.2); an HTTP/1.0 request (or HTTP/2, with
+/// `:authority`) may carry none.
+pub(crate) fn one_host(hosts: usize, optional: bool) -> Result<(), super::ProxyError> {
+    if hosts > 1 || (hosts == 0 && !optional) {
+        return Err(super::ProxyError::BadRequest("a request needs exactly one Host header"));
+    }
+    Ok(())
+}
+
+/// A host[:port] without its port: `a.test:8000` is `a.test`, `[::1]:8443` is `[::1]`.
+pub(crate) fn without_port(host: &str) -> &str {
+    let name_end = if host.starts_with('[') { host.find(']').map_or(host.len(), |i| i + 1) } else { 0 };
+    match host[name_end..].find(':') {
+        Some(i) => &host[..name_end + i],
+        None => host,
+    }
+}
+
 /// A Host value as RFC 9110 §7.2 allows it: a registered name (letters, digits and
 /// `-._~!$&'()*+,;=` or `%` escapes), an IPv4 address or a bracketed IPv6 literal, and an
 /// optional numeric port. An empty one is not.
@@ -228,6 +246,15 @@ pub fn climbs_above_root(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_loses_only_its_port() {
+        assert_eq!(without_port("a.test:8000"), "a.test");
+        assert_eq!(without_port("a.test"), "a.test");
+        assert_eq!(without_port("[::1]:8443"), "[::1]");
+        assert_eq!(without_port("[::1]"), "[::1]");
+        assert_eq!(without_port("10.0.0.1:80"), "10.0.0.1");
+    }
 
     #[test]
     fn hosts_and_dot_segments() {

@@ -3,6 +3,8 @@
 //! `header_filter`, in the order the general path runs it, and a body that a plugin filters
 //! is decoded, passed through each filter chunk by chunk and sent on chunked.
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::response::Parts;
@@ -154,13 +156,11 @@ pub(super) async fn relay_filtered(
         };
         upstream.buf.clear();
         if !data.is_empty() {
-            let data = if filters.is_empty() {
-                Bytes::copy_from_slice(&data)
-            } else {
-                run_filters(&mut filters, Bytes::copy_from_slice(&data))
-            };
-            keep(kept.as_deref_mut(), &data);
-            piece(out, &data, chunked);
+            // Unfiltered (a logger keeping the body), the data goes on from the read buffer.
+            let filtered = (!filters.is_empty()).then(|| run_filters(&mut filters, Bytes::copy_from_slice(&data)));
+            let data = filtered.as_deref().unwrap_or(&data);
+            keep(kept.as_deref_mut(), data);
+            piece(out, data, chunked);
         }
         if end {
             break;
@@ -198,7 +198,8 @@ fn piece(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
         return;
     }
     if chunked {
-        line(out, &[format!("{:x}", data.len()).as_bytes()]);
+        // A chunk size: the length in hexadecimal (writing to a Vec cannot fail).
+        let _ = write!(out, "{:x}\r\n", data.len());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
     } else {

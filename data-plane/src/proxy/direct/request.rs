@@ -186,14 +186,18 @@ impl Addressed<'_> {
 /// The target and host of a request, as the general path takes them: exactly one Host
 /// (RFC 9112 §3.2; an HTTP/1.0 client may send none), unless an absolute-form target names
 /// the host itself and wins over it (§3.2.2); a host of visible ASCII that is a valid
-/// host[:port].
-pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Addressed<'b>, ProxyError> {
-    if seen.hosts > 1 || (seen.hosts == 0 && !seen.http10) {
-        return Err(ProxyError::BadRequest("a request needs exactly one Host header"));
-    }
-    let (target, authority) = match absolute_form(target) {
-        Some((authority, origin)) => (origin, Some(authority)),
-        None => (target, None),
+/// host[:port]. `Ok(None)`: a target in another form, left to the general path.
+pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Option<Addressed<'b>>, ProxyError> {
+    crate::proxy::headers::one_host(usize::from(seen.hosts), seen.http10)?;
+    let (target, authority) = if target.starts_with('/') {
+        (target, None)
+    } else {
+        let Some((authority, origin)) = absolute_form(target) else { return Ok(None) };
+        // Held to the `http` crate's authority, as on the general path (no `%` in a host).
+        if authority.parse::<http::uri::Authority>().is_err() {
+            return Err(ProxyError::BadRequest("invalid Host"));
+        }
+        (origin, Some(authority))
     };
     let target = if plain_target(target) {
         Target::AsSent(target)
@@ -208,7 +212,7 @@ pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Addressed<
     let Some(host) = host.filter(|h| crate::proxy::headers::valid_host(h)) else {
         return Err(ProxyError::BadRequest("invalid Host"));
     };
-    Ok(Addressed { target, host })
+    Ok(Some(Addressed { target, host }))
 }
 
 /// The authority and the origin-form rest of an absolute-form request target
