@@ -398,6 +398,19 @@ impl Standalone {
     }
 }
 
+/// Everything the peer sends until it closes the connection, as text.
+///
+/// # Panics
+/// If the connection is not closed within 10 s, or fails.
+pub async fn until_closed<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("the peer closes the connection within 10 s")
+        .expect("the connection reads to its end");
+    String::from_utf8_lossy(&all).into_owned()
+}
+
 /// Writes `bytes` verbatim on a fresh TCP connection to `addr` and reads one response.
 /// `Err` if the connection closed (or 30 s passed) before a complete response.
 pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Result<Reply, String> {

@@ -200,7 +200,7 @@ async fn a_batch_the_collector_failed_is_sent_again() {
 /// go out as their head alone: the next answer on the connection follows it directly.
 #[tokio::test]
 async fn a_bodiless_answer_on_a_body_keeping_route_is_its_head_alone() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (port, _received) = collector(&[]).await;
     let (gw, _up) =
         gateway(json!({"service_token": "tok-h", "host": "127.0.0.1", "port": port, "log_bodies": true})).await;
@@ -209,9 +209,7 @@ async fn a_bodiless_answer_on_a_body_keeping_route_is_its_head_alone() {
     let requests =
         format!("HEAD /alf HTTP/1.1\r\n{host}\r\n\r\nGET /alf HTTP/1.1\r\n{host}\r\nConnection: close\r\n\r\n");
     tcp.write_all(requests.as_bytes()).await.expect("write");
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut all)).await.expect("closed").expect("read");
-    let all = String::from_utf8_lossy(&all);
+    let all = gatehouse_tests::proxy::until_closed(&mut tcp).await;
     let (head, rest) = all.split_once("\r\n\r\n").expect("a head");
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert!(rest.starts_with("HTTP/1.1 200 "), "the HEAD answer is its head alone: {all:?}");

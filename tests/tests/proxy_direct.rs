@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_tests::json;
-use gatehouse_tests::proxy::{dead_port, read_response, Reply, Standalone, TestCert, Upstream};
+use gatehouse_tests::proxy::{dead_port, read_response, until_closed, Reply, Standalone, TestCert, Upstream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -125,12 +125,7 @@ async fn get_on(tcp: &mut TcpStream, path: &str, host: &str) -> Reply {
 async fn read_all(gw: &Standalone, bytes: &[u8]) -> String {
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
     tcp.write_all(bytes).await.expect("loopback I/O");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
-        .await
-        .expect("the proxy closes")
-        .expect("loopback I/O");
-    String::from_utf8_lossy(&out).into_owned()
+    until_closed(&mut tcp).await
 }
 
 #[tokio::test]
@@ -1137,12 +1132,7 @@ async fn plugins_acting_on_answers_run_on_the_direct_path() {
     // An HTTP/1.0 client gets the rewritten body unchunked, ended by the connection's close.
     let mut old = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
     old.write_all(format!("GET /rt HTTP/1.0\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), old.read_to_end(&mut all))
-        .await
-        .expect("the proxy closes")
-        .expect("loopback I/O");
-    let all = String::from_utf8_lossy(&all);
+    let all = until_closed(&mut old).await;
     let (head, rest) = all.split_once("\r\n\r\n").expect("a head");
     assert!(head.starts_with("HTTP/1.1 200 ") && !head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(rest).expect("JSON"), json!({"a": 1, "b": 2}), "{all}");

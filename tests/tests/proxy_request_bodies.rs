@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_tests::json;
-use gatehouse_tests::proxy::{read_response, Standalone};
+use gatehouse_tests::proxy::{read_response, until_closed, Standalone};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -113,16 +113,6 @@ async fn serve(mut tcp: TcpStream, received: Arc<Mutex<Received>>) {
             return;
         }
     }
-}
-
-/// Everything the gateway sends until it closes the connection (within 10 s).
-async fn until_closed(tcp: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut all))
-        .await
-        .expect("the gateway closes the connection")
-        .expect("loopback I/O");
-    String::from_utf8_lossy(&all).into_owned()
 }
 
 /// The status of each response in `answers`, read one after another by their lengths.
