@@ -33,3 +33,5 @@ curl -s -X POST localhost:9001/consumers/bench/key-auth -d key=benchkey > /dev/n
 sleep 1
 "$COMPARE" --candidate "http://127.0.0.1:9000/bench?apikey=benchkey" --candidate-pid $PID \
   --candidate-name "$LABEL" --rounds "${ROUNDS:-5}" ${COMPARE_ARGS:-} --no-verify --out "/tmp/bench-out-$LABEL-$$"
+# What the loggers could not deliver (0 unless a receiver was slow or down).
+curl -s localhost:9100/status | python3 -c 'import json,sys; print("log records dropped:", json.load(sys.stdin).get("log_records_dropped"))' || true

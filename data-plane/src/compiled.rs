@@ -218,6 +218,7 @@ fn route_spec(
             strip_path: doc.get("strip_path").and_then(Value::as_bool).unwrap_or(true),
             preserve_host: doc.get("preserve_host").and_then(Value::as_bool).unwrap_or(false),
             https_only: protocols.iter().any(|p| p == "https") && !protocols.iter().any(|p| p == "http"),
+            logged: std::sync::OnceLock::new(),
         }),
         hosts: strings(doc, "hosts"),
         paths,

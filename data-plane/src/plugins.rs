@@ -219,6 +219,7 @@ pub(crate) fn entry_for(ctx: &RequestCtx<'_>) -> LogEntry {
         ctx.started,
         ctx.remote_addr(),
     );
+    e.entities = Some(ctx.route.logged(&ctx.config.set));
     e.consumer_id = ctx.consumer.as_ref().map(|c| c.id.clone());
     e.credential = ctx.credential.clone();
     e.method = ctx.method.to_string();

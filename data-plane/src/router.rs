@@ -36,6 +36,17 @@ pub struct RouteInfo {
     pub plugins: Arc<crate::plugins::Chain>,
     /// Where its requests are counted (`crate::metrics`).
     pub series: crate::metrics::Series,
+    /// The route and its service as log records show them, serialized the first time a
+    /// request on the route is logged rather than on every request. A change to either entity
+    /// compiles a new `RouteInfo`, so this never goes stale.
+    pub logged: std::sync::OnceLock<Arc<crate::plugins::log::Entities>>,
+}
+
+impl RouteInfo {
+    /// [`RouteInfo::logged`], made from the configuration the route was compiled from.
+    pub fn logged(&self, set: &gatehouse_shared::snapshot::ConfigSet) -> Arc<crate::plugins::log::Entities> {
+        self.logged.get_or_init(|| Arc::new(crate::plugins::log::Entities::of(set, &self.id, &self.service.id))).clone()
+    }
 }
 
 /// A route as the router holds it.

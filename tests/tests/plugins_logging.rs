@@ -279,6 +279,152 @@ async fn http_log_posts_records_with_basic_auth() {
     );
 }
 
+/// A raw HTTP/1.1 receiver: reads requests back to back (as pipelined), keeps each one's
+/// request line and body, and answers each with `answer(n)` for the n-th request it has seen
+/// (across connections), closing after it when that says so, and closing a connection left
+/// idle for `idle`. Counts the connections it accepted.
+async fn raw_http_receiver(
+    answer: fn(usize) -> (&'static str, bool),
+    idle: Duration,
+) -> (u16, Inbox, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let port = listener.local_addr().expect("addr").port();
+    let (inbox, connections, seen) = (Inbox::default(), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (sink, accepted) = (inbox.clone(), connections.clone());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let (sink, seen) = (sink.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut buf: Vec<u8> = Vec::new();
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    // Every complete request in the buffer, in order.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                            })
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + length {
+                            break;
+                        }
+                        let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                        buf.drain(..end + 4 + length);
+                        sink.push(format!("{}\n{body}", head.lines().next().unwrap_or_default()));
+                        let (reply, close) = answer(seen.fetch_add(1, Ordering::SeqCst));
+                        if tcp.write_all(reply.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                    match tokio::time::timeout(idle, tcp.read(&mut chunk)).await {
+                        Ok(Ok(0) | Err(_)) | Err(_) => return,
+                        Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, inbox, connections)
+}
+
+/// Sends `n` requests to `/logged?i=…` at once, and checks each was answered by the upstream.
+async fn burst(gw: &Standalone, n: usize) {
+    let gets = (0..n).map(|i| async move { gw.get(&format!("/logged?i={i}")).await.echo() });
+    futures::future::join_all(gets).await;
+}
+
+/// The request URIs in the records a raw receiver kept, sorted, with the request line checked.
+fn logged_uris(got: &[String]) -> Vec<String> {
+    let mut uris: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let (line, body) = r.split_once('\n').unwrap_or_default();
+            assert_eq!(line, "POST /in HTTP/1.1");
+            record(body)["request"]["uri"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    uris.sort();
+    uris
+}
+
+async fn dropped_records(gw: &Standalone) -> u64 {
+    let status = format!("http://127.0.0.1:{}/status", gw.status_port);
+    let v: Value = reqwest::get(&status).await.expect("status").json().await.expect("json");
+    v["log_records_dropped"].as_u64().unwrap_or(u64::MAX)
+}
+
+/// A receiver that closes its connection after every answer (`Connection: close`) has not
+/// processed the requests written behind the first: every record still arrives, once.
+#[tokio::test]
+async fn http_log_to_a_receiver_that_closes_after_each_answer_loses_no_record() {
+    let (port, inbox, connections) =
+        raw_http_receiver(|_| ("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", true), WITHIN)
+            .await;
+    let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
+    burst(&gw, 60).await;
+    let got = inbox.wait(60).await;
+    let mut expected: Vec<String> = (0..60).map(|i| format!("/logged?i={i}")).collect();
+    expected.sort();
+    assert_eq!(logged_uris(&got), expected, "each record once");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(inbox.all().len(), 60, "no record sent twice");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 60, "one request per connection");
+    assert_eq!(dropped_records(&gw).await, 0);
+}
+
+/// Answers of every framing (a length, chunks with a trailer, none, an interim 100 before the
+/// final answer, HTTP/1.0 with keep-alive) are read to their ends: records written back to
+/// back keep flowing on one connection, and none is dropped.
+#[tokio::test]
+async fn http_log_reads_answers_of_every_framing_on_one_connection() {
+    let (port, inbox, connections) = raw_http_receiver(
+        |n| {
+            let reply = match n % 5 {
+                0 => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+                1 => "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+                2 => "HTTP/1.1 204 No Content\r\n\r\n",
+                3 => "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                _ => "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+            };
+            (reply, false)
+        },
+        WITHIN,
+    )
+    .await;
+    let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
+    burst(&gw, 100).await;
+    let got = inbox.wait(100).await;
+    let mut expected: Vec<String> = (0..100).map(|i| format!("/logged?i={i}")).collect();
+    expected.sort();
+    assert_eq!(logged_uris(&got), expected);
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "the connection was kept throughout");
+    assert_eq!(dropped_records(&gw).await, 0);
+}
+
+/// A receiver that closes a kept connection while it is idle (its keep-alive timeout, shorter
+/// than the plugin's): the next record goes on a new connection instead of being lost.
+#[tokio::test]
+async fn http_log_after_the_receiver_closed_an_idle_connection_loses_no_record() {
+    let (port, inbox, connections) =
+        raw_http_receiver(|_| ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false), Duration::from_millis(100))
+            .await;
+    let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
+    for i in 0..3 {
+        gw.get(&format!("/logged?i={i}")).await.echo();
+        inbox.wait(i + 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(logged_uris(&inbox.all()), ["/logged?i=0", "/logged?i=1", "/logged?i=2"]);
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3, "a new connection after each idle close");
+    assert_eq!(dropped_records(&gw).await, 0);
+}
+
 #[tokio::test]
 async fn tcp_log_plain_and_tls() {
     let (plain_port, plain) = tcp_receiver(None).await;

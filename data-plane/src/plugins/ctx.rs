@@ -121,6 +121,7 @@ pub struct RequestCtx<'a> {
     pub trusted: bool,
     pub route_id: &'a Arc<str>,
     pub service_id: &'a Arc<str>,
+    pub route: &'a crate::router::RouteInfo,
     pub config: &'a Compiled,
     /// The data plane's shared state: the write path to the control plane.
     pub live: &'a std::sync::Arc<crate::live::Live>,
@@ -177,6 +178,7 @@ impl<'a> RequestCtx<'a> {
             trusted: a.trusted,
             route_id: &a.route.id,
             service_id: &a.route.service.id,
+            route: a.route,
             config: a.config,
             live: a.live,
             consumer: None,

@@ -9,6 +9,7 @@
 pub mod file_log;
 pub mod galileo;
 pub mod http_log;
+mod pipelined;
 mod record;
 pub mod statsd;
 pub mod syslog;
@@ -63,7 +64,10 @@ pub struct LogEntry {
     pub request_size: u64,
     /// Path and query sent upstream; `None` when the request was not proxied.
     pub upstream_uri: Option<String>,
-    pub response_headers: HeaderMap,
+    /// The answer's head as written (the direct path), parsed into `response_headers` only
+    /// when a logger asks for its fields: most records are not built on the path that wrote it.
+    pub response_head: Option<bytes::Bytes>,
+    response_headers: OnceLock<HeaderMap>,
     /// Bytes of the answer: its head, plus the body as it was sent.
     pub response_size: AtomicU64,
     pub tries: Vec<Try>,
@@ -88,7 +92,28 @@ pub struct LogEntry {
     pub response_body: Option<bytes::BytesMut>,
     /// The configuration the request was served with, for the route, service and consumer.
     pub set: Arc<ConfigSet>,
+    /// The route and service as the record shows them, serialized once per route; `None`
+    /// serializes them from `set` for this record alone.
+    pub entities: Option<Arc<Entities>>,
     record: OnceLock<bytes::Bytes>,
+}
+
+/// A route and its service as JSON text in a log record (nulls left out, as Kong's log shows
+/// an entity); `None` for one the configuration lacks.
+#[derive(Debug, Default)]
+pub struct Entities {
+    pub route: Option<Box<serde_json::value::RawValue>>,
+    pub service: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl Entities {
+    pub fn of(set: &ConfigSet, route_id: &str, service_id: &str) -> Entities {
+        let text = |table: &str, id: &str| {
+            let doc = set.entities.get(table).and_then(|t| t.get(id))?;
+            serde_json::value::to_raw_value(&record::WithoutNulls(doc)).ok()
+        };
+        Entities { route: text("routes", route_id), service: text("services", service_id) }
+    }
 }
 
 /// The Unix time in milliseconds of an instant in the past.
@@ -167,7 +192,8 @@ impl LogEntry {
             request_headers: HeaderMap::new(),
             request_size: 0,
             upstream_uri: None,
-            response_headers: HeaderMap::new(),
+            response_head: None,
+            response_headers: OnceLock::new(),
             response_size: AtomicU64::new(0),
             tries: Vec::new(),
             kong_latency_ms: 0,
@@ -180,6 +206,7 @@ impl LogEntry {
             response_head_size: 0,
             response_body: None,
             set,
+            entities: None,
             record: OnceLock::new(),
         }
     }
@@ -187,10 +214,31 @@ impl LogEntry {
     /// The answer's status, fields and head size, once its head is final.
     pub fn finish_answer(&mut self, answer: &http::response::Parts) {
         self.status = answer.status.as_u16();
-        self.response_headers = answer.headers.clone();
+        self.response_headers = OnceLock::from(answer.headers.clone());
         let line = "HTTP/1.1 ".len() + 4 + answer.status.canonical_reason().map_or(0, str::len);
         self.response_head_size = head_size(line, &answer.headers);
         self.response_size.store(self.response_head_size, Ordering::Relaxed);
+    }
+
+    /// The answer's fields as sent.
+    pub fn response_headers(&self) -> &HeaderMap {
+        self.response_headers.get_or_init(|| {
+            let Some(head) = &self.response_head else { return HeaderMap::new() };
+            let mut fields = [httparse::EMPTY_HEADER; crate::proxy::h1::response::MAX_UPSTREAM_HEADERS + 16];
+            let mut res = httparse::Response::new(&mut fields);
+            if res.parse(head).is_err() {
+                return HeaderMap::new();
+            }
+            let mut map = HeaderMap::with_capacity(res.headers.len());
+            for h in res.headers.iter() {
+                if let (Ok(n), Ok(v)) =
+                    (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(h.value))
+                {
+                    map.append(n, v);
+                }
+            }
+            map
+        })
     }
 
     /// `latencies.request`: the whole request, up to the log phase.

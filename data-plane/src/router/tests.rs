@@ -13,6 +13,7 @@ fn spec(id: &str, hosts: &[&str], paths: &[&str], methods: &[&str], priority: i6
             https_only: false,
             plugins: Arc::default(),
             series: crate::metrics::Series::OFF,
+            logged: std::sync::OnceLock::new(),
         }),
         hosts: hosts.iter().map(|s| s.to_string()).collect(),
         paths: paths.iter().map(|p| PathRule::parse(p).unwrap()).collect(),

@@ -154,7 +154,7 @@ fn alf_entry(entry: &LogEntry, log_bodies: bool) -> Value {
         _ => "HTTP/1.1",
     };
     let req_headers = &entry.request_headers;
-    let res_headers = &entry.response_headers;
+    let res_headers = entry.response_headers();
     let mime = |h: &HeaderMap| last(h, CONTENT_TYPE.as_str()).unwrap_or("application/octet-stream").to_owned();
     let length = |h: &HeaderMap| last(h, CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok());
 
@@ -425,8 +425,7 @@ impl Plugin for Galileo {
 
     fn log(&self, entry: &LogEntry) {
         let alf = alf_entry(entry, self.log_bodies);
-        let settings = self.settings.clone();
-        self.outbox.push(alf, move |rx| batch(settings, rx));
+        self.outbox.push(alf, |rx| batch(self.settings.clone(), rx));
     }
 }
 

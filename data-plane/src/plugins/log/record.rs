@@ -57,7 +57,7 @@ impl Serialize for Headers<'_> {
 }
 
 /// An entity as Kong's log shows it: nulls left out.
-struct WithoutNulls<'a>(&'a Value);
+pub(super) struct WithoutNulls<'a>(pub(super) &'a Value);
 
 impl Serialize for WithoutNulls<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -107,7 +107,7 @@ impl Serialize for Response<'_> {
         let e = self.0;
         object!(s, {
             "status": e.status,
-            "headers": Headers(&e.response_headers),
+            "headers": Headers(e.response_headers()),
             "size": itoa::Buffer::new().format(e.response_size.load(Ordering::Relaxed)),
         })
     }
@@ -189,11 +189,19 @@ impl Serialize for Record<'_> {
             Some(Credential::Ldap { .. }) => map.serialize_entry("authenticated_entity", &serde_json::Map::new())?,
             None => {}
         }
-        if let Some(route) = e.doc("routes", &e.route_id) {
-            map.serialize_entry("route", &WithoutNulls(route))?;
+        let made;
+        let entities = match &e.entities {
+            Some(entities) => entities,
+            None => {
+                made = super::Entities::of(&e.set, &e.route_id, &e.service_id);
+                &made
+            }
+        };
+        if let Some(route) = &entities.route {
+            map.serialize_entry("route", route)?;
         }
-        if let Some(service) = e.doc("services", &e.service_id) {
-            map.serialize_entry("service", &WithoutNulls(service))?;
+        if let Some(service) = &entities.service {
+            map.serialize_entry("service", service)?;
         }
         if let Some(consumer) = e.consumer() {
             map.serialize_entry("consumer", &WithoutNulls(consumer))?;

@@ -2,38 +2,40 @@
 //! `<prefix>.<service>.<stat>:<value>|<type>[|@<rate>]`, datadog adding `|#<tags>`. A Service
 //! without a name gives no metrics, as in Kong 0.14.1.
 //!
-//! Kong sends each line in a datagram of its own; Gatehouse sends a request's lines together,
+//! Kong sends each line in a datagram of its own; Gatehouse sends lines together,
 //! newline-separated, in datagrams of at most [`DATAGRAM`] bytes — the multi-metric packet
-//! every statsd server (etsy statsd, the Datadog agent, Telegraf) reads — so a request costs
-//! one send instead of eight.
+//! every statsd server (etsy statsd, the Datadog agent, Telegraf) reads. The lines of every
+//! request queued while the last datagram went out share the next ones, so a busy route costs
+//! one send per datagram, not one per request.
 
+use std::io::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
+use tokio::sync::mpsc;
 
-use super::udp_log::send_datagrams;
-use super::{LogEntry, Outbox};
+use super::{dropped, LogEntry, Outbox};
 use crate::plugins::{BuildError, Plugin};
 
 struct Metric {
     name: String,
-    /// The wire suffix: `c`, `ms`, `g`, `h`, `m`, `s`.
-    kind: &'static str,
-    rate: Option<f64>,
+    /// What follows the value on the wire: `|<type>`, then `|@<rate>` and `|#<tags>` when set.
+    suffix: String,
     identifier: Option<String>,
-    tags: Option<String>,
 }
 
 pub struct Statsd {
     name: &'static str,
     prefix: String,
     metrics: Vec<Metric>,
-    target: (String, u16),
+    target: Arc<(String, u16)>,
     outbox: Outbox<Bytes>,
 }
 
-fn suffix(stat_type: &str) -> &'static str {
+fn kind(stat_type: &str) -> &'static str {
     match stat_type {
         "gauge" => "g",
         "timer" => "ms",
@@ -56,12 +58,17 @@ impl Statsd {
                 let s = |k: &str| m.get(k).and_then(Value::as_str);
                 let tags: Vec<&str> =
                     m.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+                let mut suffix = format!("|{}", kind(s("stat_type").unwrap_or_default()));
+                if let Some(rate) = m.get("sample_rate").and_then(Value::as_f64).filter(|r| *r != 1.0) {
+                    suffix.push_str(&format!("|@{rate}"));
+                }
+                if datadog && !tags.is_empty() {
+                    suffix.push_str(&format!("|#{}", tags.join(",")));
+                }
                 Metric {
                     name: s("name").unwrap_or_default().to_owned(),
-                    kind: suffix(s("stat_type").unwrap_or_default()),
-                    rate: m.get("sample_rate").and_then(Value::as_f64),
+                    suffix,
                     identifier: s("consumer_identifier").map(str::to_owned),
-                    tags: (datadog && !tags.is_empty()).then(|| tags.join(",")),
                 }
             })
             .collect();
@@ -69,18 +76,17 @@ impl Statsd {
             name: if datadog { "datadog" } else { "statsd" },
             prefix: config.get("prefix").and_then(Value::as_str).unwrap_or("kong").to_owned(),
             metrics,
-            target: (
+            target: Arc::new((
                 config.get("host").and_then(Value::as_str).unwrap_or("localhost").to_owned(),
                 config.get("port").and_then(Value::as_u64).unwrap_or(8125) as u16,
-            ),
+            )),
             outbox: Outbox::new(if datadog { "datadog" } else { "statsd" }),
         })
     }
 
-    /// Every line this entry gives.
-    fn lines(&self, entry: &LogEntry) -> Vec<String> {
-        let Some(service) = entry.service_name() else { return Vec::new() };
-        let base = format!("{}.{}", self.prefix, service.replace('.', "_"));
+    /// Every line this entry gives, each ended by a newline, appended to `out`.
+    fn lines(&self, entry: &LogEntry, out: &mut Vec<u8>) {
+        let Some(service) = entry.service_name() else { return };
         let consumer = entry.consumer();
         let cid = |how: Option<&str>| -> Option<String> {
             let c = consumer?;
@@ -91,57 +97,57 @@ impl Statsd {
                 _ => field("id").map(|id| id.replace('-', "_")),
             }
         };
-        let mut out = Vec::new();
+        let status = entry.status;
         for m in &self.metrics {
-            let line = |stat: &str, value: String| {
-                let mut l = format!("{base}.{stat}:{value}|{}", m.kind);
-                if let Some(rate) = m.rate.filter(|r| *r != 1.0) {
-                    l.push_str(&format!("|@{rate}"));
+            // `<prefix>.<service>.` then the stat's name; the value; the suffix.
+            let mut line = |stat: std::fmt::Arguments<'_>, value: std::fmt::Arguments<'_>| {
+                out.extend_from_slice(self.prefix.as_bytes());
+                out.push(b'.');
+                for part in service.split('.') {
+                    out.extend_from_slice(part.as_bytes());
+                    out.push(b'_');
                 }
-                if let Some(tags) = &m.tags {
-                    l.push_str(&format!("|#{tags}"));
-                }
-                l
+                out.pop();
+                let _ = write!(out, ".{stat}:{value}");
+                out.extend_from_slice(m.suffix.as_bytes());
+                out.push(b'\n');
             };
-            let status = entry.status;
             match m.name.as_str() {
-                "request_count" => out.push(line("request.count", "1".into())),
-                "latency" => out.push(line("latency", entry.request_latency_ms().to_string())),
-                "request_size" => out.push(line("request.size", entry.request_size.to_string())),
-                "response_size" => {
-                    out.push(line(
-                        "response.size",
-                        entry.response_size.load(std::sync::atomic::Ordering::Relaxed).to_string(),
-                    ));
-                }
-                "upstream_latency" => {
-                    out.push(line("upstream_latency", entry.proxy_latency_ms.map_or(-1, |l| l as i64).to_string()));
-                }
-                "kong_latency" => out.push(line("kong_latency", entry.kong_latency_ms.to_string())),
+                "request_count" => line(format_args!("request.count"), format_args!("1")),
+                "latency" => line(format_args!("latency"), format_args!("{}", entry.request_latency_ms())),
+                "request_size" => line(format_args!("request.size"), format_args!("{}", entry.request_size)),
+                "response_size" => line(
+                    format_args!("response.size"),
+                    format_args!("{}", entry.response_size.load(std::sync::atomic::Ordering::Relaxed)),
+                ),
+                "upstream_latency" => line(
+                    format_args!("upstream_latency"),
+                    format_args!("{}", entry.proxy_latency_ms.map_or(-1, |l| l as i64)),
+                ),
+                "kong_latency" => line(format_args!("kong_latency"), format_args!("{}", entry.kong_latency_ms)),
                 "status_count" => {
-                    out.push(line(&format!("request.status.{status}"), "1".into()));
-                    out.push(line("request.status.total", "1".into()));
+                    line(format_args!("request.status.{status}"), format_args!("1"));
+                    line(format_args!("request.status.total"), format_args!("1"));
                 }
                 "unique_users" => {
                     if let Some(id) = cid(m.identifier.as_deref()) {
-                        out.push(line("user.uniques", id));
+                        line(format_args!("user.uniques"), format_args!("{id}"));
                     }
                 }
                 "request_per_user" => {
                     if let Some(id) = cid(m.identifier.as_deref()) {
-                        out.push(line(&format!("user.{id}.request.count"), "1".into()));
+                        line(format_args!("user.{id}.request.count"), format_args!("1"));
                     }
                 }
                 "status_count_per_user" => {
                     if let Some(id) = cid(m.identifier.as_deref()) {
-                        out.push(line(&format!("user.{id}.request.status.{status}"), "1".into()));
-                        out.push(line(&format!("user.{id}.request.status.total"), "1".into()));
+                        line(format_args!("user.{id}.request.status.{status}"), format_args!("1"));
+                        line(format_args!("user.{id}.request.status.total"), format_args!("1"));
                     }
                 }
                 _ => {}
             }
         }
-        out
     }
 }
 
@@ -155,10 +161,13 @@ impl Plugin for Statsd {
     }
 
     fn log(&self, entry: &LogEntry) {
-        for datagram in pack(self.lines(entry)) {
-            let (target, failures, name) = (self.target.clone(), self.outbox.counter(), self.name);
-            self.outbox.push(datagram, move |rx| send_datagrams(target, Duration::from_secs(10), rx, failures, name));
+        let mut lines = Vec::with_capacity(64 * self.metrics.len());
+        self.lines(entry, &mut lines);
+        if lines.is_empty() {
+            return;
         }
+        self.outbox
+            .push(Bytes::from(lines), |rx| send_packed(self.target.clone(), rx, self.outbox.counter(), self.name));
     }
 }
 
@@ -166,35 +175,120 @@ impl Plugin for Statsd {
 /// (statsd clients' usual bound).
 const DATAGRAM: usize = 1432;
 
-/// Lines joined by newlines into datagrams of at most [`DATAGRAM`] bytes (a longer line goes
-/// alone).
-fn pack(lines: Vec<String>) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in lines {
-        if !current.is_empty() && current.len() + 1 + line.len() > DATAGRAM {
-            out.push(Bytes::from(std::mem::take(&mut current)));
+/// Newline-ended lines gathered into datagrams of at most [`DATAGRAM`] bytes (a longer line
+/// goes alone), each datagram's last newline left off.
+#[derive(Default)]
+struct Packer {
+    datagram: Vec<u8>,
+    full: Vec<Bytes>,
+}
+
+impl Packer {
+    fn add(&mut self, lines: &[u8]) {
+        for line in lines.split_inclusive(|b| *b == b'\n') {
+            if !self.datagram.is_empty() && self.datagram.len() + line.len() > DATAGRAM + 1 {
+                self.seal();
+            }
+            self.datagram.extend_from_slice(line);
         }
-        if !current.is_empty() {
-            current.push('\n');
+    }
+
+    /// Ends the datagram being filled.
+    fn seal(&mut self) {
+        if self.datagram.last() == Some(&b'\n') {
+            self.datagram.pop();
         }
-        current.push_str(&line);
+        if !self.datagram.is_empty() {
+            self.full.push(Bytes::copy_from_slice(&self.datagram));
+        }
+        self.datagram.clear();
     }
-    if !current.is_empty() {
-        out.push(Bytes::from(current));
+
+    /// Every datagram, the one being filled included.
+    fn take(&mut self) -> std::vec::Drain<'_, Bytes> {
+        self.seal();
+        self.full.drain(..)
     }
-    out
+}
+
+/// Sends the lines of every request queued, packed, from one socket connected to the target
+/// (made again after a failure).
+async fn send_packed(
+    target: Arc<(String, u16)>,
+    mut rx: mpsc::Receiver<Bytes>,
+    failures: Arc<AtomicU64>,
+    name: &'static str,
+) {
+    let mut socket: Option<tokio::net::UdpSocket> = None;
+    let mut packer = Packer::default();
+    while let Some(first) = rx.recv().await {
+        // Requests the worker serves in this turn queue their lines too: they go together.
+        tokio::task::yield_now().await;
+        let mut requests = 1;
+        packer.add(&first);
+        while requests < 256 {
+            let Ok(more) = rx.try_recv() else { break };
+            packer.add(&more);
+            requests += 1;
+        }
+        if socket.is_none() {
+            let bind = if target.0.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
+            let made = async {
+                let s = tokio::net::UdpSocket::bind(bind).await?;
+                s.connect((target.0.as_str(), target.1)).await?;
+                Ok::<_, std::io::Error>(s)
+            };
+            let made = tokio::time::timeout(Duration::from_secs(10), made)
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")));
+            match made {
+                Ok(s) => socket = Some(s),
+                Err(e) => {
+                    for _ in 0..requests {
+                        dropped(&failures, name, &e);
+                    }
+                    packer.take().for_each(drop);
+                    continue;
+                }
+            }
+        }
+        let mut failed = None;
+        for datagram in packer.take() {
+            if let Some(s) = socket.as_ref().filter(|_| failed.is_none()) {
+                if let Err(e) = s.send(&datagram).await {
+                    failed = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // A datagram lost is a request's metrics (or part of them) lost.
+            dropped(&failures, name, &e);
+            socket = None;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::Packer;
+
+    fn packed(groups: &[&str]) -> Vec<String> {
+        let mut p = Packer::default();
+        for g in groups {
+            p.add(g.as_bytes());
+        }
+        p.take().map(|d| String::from_utf8_lossy(&d).into_owned()).collect()
+    }
+
     #[test]
-    fn lines_are_packed_into_datagrams_that_fit() {
-        let line = |n: usize| "x".repeat(n);
-        assert_eq!(super::pack(vec![line(3), line(4)]), vec![bytes::Bytes::from("xxx\nxxxx")]);
-        let packed = super::pack(vec![line(1000), line(500), line(2000), line(10)]);
-        let sizes: Vec<usize> = packed.iter().map(bytes::Bytes::len).collect();
-        assert_eq!(sizes, [1000, 500, 2000, 10]);
-        assert!(super::pack(Vec::new()).is_empty());
+    fn lines_of_several_requests_are_packed_into_datagrams_that_fit() {
+        assert_eq!(packed(&["xxx\n", "xxxx\n"]), ["xxx\nxxxx"]);
+        let line = |n: usize| format!("{}\n", "x".repeat(n));
+        let sizes: Vec<usize> =
+            packed(&[&line(1000), &(line(500) + &line(2000)), &line(10)]).iter().map(String::len).collect();
+        assert_eq!(sizes, [1000, 500, 2000, 10], "a line longer than a datagram goes alone");
+        let sizes: Vec<usize> = packed(&[&line(700), &line(731)]).iter().map(String::len).collect();
+        assert_eq!(sizes, [1432], "two lines and their newline fill a datagram exactly");
+        assert!(packed(&[]).is_empty());
     }
 }

@@ -81,8 +81,7 @@ impl Plugin for Syslog {
             USER + severity,
             String::from_utf8_lossy(&record)
         );
-        let (path, failures) = (self.socket.clone(), self.outbox.counter());
-        self.outbox.push(Bytes::from(frame), move |rx| to_socket(path, rx, failures));
+        self.outbox.push(Bytes::from(frame), |rx| to_socket(self.socket.clone(), rx, self.outbox.counter()));
     }
 }
 
@@ -138,7 +137,8 @@ impl Plugin for Loggly {
             self.structured,
             String::from_utf8_lossy(&entry.json())
         );
-        let (target, timeout, failures) = (self.target.clone(), self.timeout, self.outbox.counter());
-        self.outbox.push(Bytes::from(frame), move |rx| send_datagrams(target, timeout, rx, failures, "loggly"));
+        self.outbox.push(Bytes::from(frame), |rx| {
+            send_datagrams(self.target.clone(), self.timeout, rx, self.outbox.counter(), "loggly")
+        });
     }
 }

@@ -122,7 +122,9 @@ async fn send_lines(target: Arc<Target>, mut rx: mpsc::Receiver<Bytes>, failures
     let mut conn: Option<(Stream, tokio::time::Instant)> = None;
     let mut batch: Vec<u8> = Vec::new();
     while let Some(first) = rx.recv().await {
-        // Every line already queued goes with one write.
+        // Every line already queued goes with one write, with those of the requests the worker
+        // serves in this turn.
+        tokio::task::yield_now().await;
         batch.clear();
         batch.extend_from_slice(&first);
         let mut lines = 1;
@@ -184,7 +186,6 @@ impl Plugin for TcpLog {
         let mut line = Vec::with_capacity(json.len() + 2);
         line.extend_from_slice(&json);
         line.extend_from_slice(b"\r\n");
-        let (target, failures) = (self.target.clone(), self.outbox.counter());
-        self.outbox.push(Bytes::from(line), move |rx| send_lines(target, rx, failures));
+        self.outbox.push(Bytes::from(line), |rx| send_lines(self.target.clone(), rx, self.outbox.counter()));
     }
 }

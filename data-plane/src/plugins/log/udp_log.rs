@@ -72,8 +72,8 @@ impl Plugin for UdpLog {
     }
 
     fn log(&self, entry: &LogEntry) {
-        let datagram = entry.json();
-        let (target, timeout, failures) = (self.target.clone(), self.timeout, self.outbox.counter());
-        self.outbox.push(datagram, move |rx| send_datagrams(target, timeout, rx, failures, "udp-log"));
+        self.outbox.push(entry.json(), |rx| {
+            send_datagrams(self.target.clone(), self.timeout, rx, self.outbox.counter(), "udp-log")
+        });
     }
 }

@@ -2,11 +2,8 @@
 
 use std::time::Instant;
 
-use http::header::{HeaderName, HeaderValue};
-
 use super::ProxyError;
 use crate::plugins;
-use crate::proxy::h1::response::MAX_UPSTREAM_HEADERS;
 
 /// What the log phase needs of a request on the direct path: the plugins that log, and the
 /// entry the answer completes.
@@ -35,21 +32,12 @@ impl DirectLog {
         }
     }
 
-    /// The answer's head as written in `head` (a complete HTTP/1 response head).
+    /// The answer's head as written in `head` (a complete HTTP/1 response head, which starts
+    /// `HTTP/1.x NNN`); its fields are parsed only if a logger asks for them.
     pub(super) fn answered(&mut self, head: &[u8]) {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS + 16];
-        let mut res = httparse::Response::new(&mut fields);
-        if res.parse(head).is_err() {
-            return;
-        }
-        let mut map = http::HeaderMap::with_capacity(res.headers.len());
-        for h in res.headers.iter() {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
-                map.append(n, v);
-            }
-        }
-        self.entry.status = res.code.unwrap_or(0);
-        self.entry.response_headers = map;
+        let code = head.get(9..12).and_then(|c| std::str::from_utf8(c).ok()?.parse().ok());
+        self.entry.status = code.unwrap_or(0);
+        self.entry.response_head = Some(bytes::Bytes::copy_from_slice(head));
         self.entry.response_head_size = head.len() as u64;
     }
 
