@@ -280,11 +280,13 @@ async fn http_log_posts_records_with_basic_auth() {
 }
 
 /// A raw HTTP/1.1 receiver: reads requests back to back (as pipelined), keeps each one's
-/// request line and body, and answers each with `answer(n)` for the n-th request it has seen
-/// (across connections), closing after it when that says so, and closing a connection left
-/// idle for `idle`. Counts the connections it accepted.
+/// request line and body, and answers each with `answer(n, k)` for the n-th request it has seen
+/// (across connections) and the k-th on its connection, closing after it when that says so
+/// (without processing the requests behind it), and closing a connection left idle for
+/// `idle`. Each answer goes in two writes, so the gateway reads it in pieces. Counts the
+/// connections it accepted.
 async fn raw_http_receiver(
-    answer: fn(usize) -> (&'static str, bool),
+    answer: fn(usize, usize) -> (&'static str, bool),
     idle: Duration,
 ) -> (u16, Inbox, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -300,6 +302,7 @@ async fn raw_http_receiver(
             tokio::spawn(async move {
                 let mut buf: Vec<u8> = Vec::new();
                 let mut chunk = [0u8; 16 * 1024];
+                let mut here = 0;
                 loop {
                     // Every complete request in the buffer, in order.
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -317,8 +320,23 @@ async fn raw_http_receiver(
                         let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
                         buf.drain(..end + 4 + length);
                         sink.push(format!("{}\n{body}", head.lines().next().unwrap_or_default()));
-                        let (reply, close) = answer(seen.fetch_add(1, Ordering::SeqCst));
-                        if tcp.write_all(reply.as_bytes()).await.is_err() || close {
+                        let (reply, close) = answer(seen.fetch_add(1, Ordering::SeqCst), here);
+                        here += 1;
+                        let (first, rest) = reply.as_bytes().split_at(reply.len() / 2);
+                        if tcp.write_all(first).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        if tcp.write_all(rest).await.is_err() {
+                            return;
+                        }
+                        if close {
+                            // As nginx and Go's servers close: the answers go out whole, and
+                            // requests that came after are read and dropped, so the close is not
+                            // a reset that could take the answers with it.
+                            let _ = tcp.shutdown().await;
+                            let drain = async { while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {} };
+                            let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
                             return;
                         }
                     }
@@ -364,7 +382,7 @@ async fn dropped_records(gw: &Standalone) -> u64 {
 #[tokio::test]
 async fn http_log_to_a_receiver_that_closes_after_each_answer_loses_no_record() {
     let (port, inbox, connections) =
-        raw_http_receiver(|_| ("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", true), WITHIN)
+        raw_http_receiver(|_, _| ("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", true), WITHIN)
             .await;
     let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
     burst(&gw, 60).await;
@@ -378,13 +396,55 @@ async fn http_log_to_a_receiver_that_closes_after_each_answer_loses_no_record() 
     assert_eq!(dropped_records(&gw).await, 0);
 }
 
+/// A receiver that closes a connection after every fifth answer (as nginx does after
+/// `keepalive_requests`), with requests written behind it: those go again, and every record
+/// arrives once.
+#[tokio::test]
+async fn http_log_to_a_receiver_that_closes_every_few_answers_sends_each_record_once() {
+    let (port, inbox, connections) = raw_http_receiver(
+        |_, k| match k % 5 {
+            4 => ("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", true),
+            _ => ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+        },
+        WITHIN,
+    )
+    .await;
+    let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
+    burst(&gw, 100).await;
+    let got = inbox.wait(100).await;
+    let mut expected: Vec<String> = (0..100).map(|i| format!("/logged?i={i}")).collect();
+    expected.sort();
+    assert_eq!(logged_uris(&got), expected, "each record once");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(inbox.all().len(), 100, "no record sent twice");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 20, "five answers a connection");
+    assert_eq!(dropped_records(&gw).await, 0);
+}
+
+/// Answers whose body ends with the connection (HTTP/1.0 without a length): each is read to
+/// its close, and the records behind it go again on new connections.
+#[tokio::test]
+async fn http_log_reads_answers_that_end_with_the_connection() {
+    let (port, inbox, connections) = raw_http_receiver(|_, _| ("HTTP/1.0 200 OK\r\n\r\nstored", true), WITHIN).await;
+    let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
+    burst(&gw, 30).await;
+    let got = inbox.wait(30).await;
+    let mut expected: Vec<String> = (0..30).map(|i| format!("/logged?i={i}")).collect();
+    expected.sort();
+    assert_eq!(logged_uris(&got), expected, "each record once");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(inbox.all().len(), 30, "no record sent twice");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 30);
+    assert_eq!(dropped_records(&gw).await, 0);
+}
+
 /// Answers of every framing (a length, chunks with a trailer, none, an interim 100 before the
 /// final answer, HTTP/1.0 with keep-alive) are read to their ends: records written back to
 /// back keep flowing on one connection, and none is dropped.
 #[tokio::test]
 async fn http_log_reads_answers_of_every_framing_on_one_connection() {
     let (port, inbox, connections) = raw_http_receiver(
-        |n| {
+        |n, _| {
             let reply = match n % 5 {
                 0 => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
                 1 => "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
@@ -412,7 +472,7 @@ async fn http_log_reads_answers_of_every_framing_on_one_connection() {
 #[tokio::test]
 async fn http_log_after_the_receiver_closed_an_idle_connection_loses_no_record() {
     let (port, inbox, connections) =
-        raw_http_receiver(|_| ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false), Duration::from_millis(100))
+        raw_http_receiver(|_, _| ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false), Duration::from_millis(100))
             .await;
     let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
     for i in 0..3 {

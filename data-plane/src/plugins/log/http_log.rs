@@ -21,16 +21,21 @@ use super::tcp_log::{connect, Target};
 use super::{dropped, LogEntry, Outbox};
 use crate::plugins::{BuildError, Plugin};
 
-/// Most records written together on one connection before their answers are read.
-const PIPELINE: usize = 64;
-/// Most bytes of records written together (a single larger record still goes alone).
-const PIPELINE_BYTES: usize = 256 * 1024;
+/// Most records written together on one connection before the next batch waits for their
+/// answers. A batch's round trip is the receiver's reaction time, milliseconds when it shares
+/// a busy CPU: the batch must hold what a busy route logs meanwhile.
+const PIPELINE: usize = 512;
+/// Most bytes of records written together (a single larger record still goes alone): what
+/// the sending buffer of one http-log configuration grows to at most.
+const PIPELINE_BYTES: usize = 512 * 1024;
 
 struct Endpoint {
     target: Target,
     /// Every request's head up to its `Content-Length` value, as Kong writes it: request line,
-    /// Host (without port), `Connection: Keep-Alive`, Content-Type, Authorization.
+    /// Host (without port), `Connection: Keep-Alive`, Content-Type.
     head: Vec<u8>,
+    /// The rest of the head after the length: Kong's `Authorization` when the URL has a user.
+    tail: Vec<u8>,
 }
 
 impl Endpoint {
@@ -38,7 +43,7 @@ impl Endpoint {
     fn write(&self, record: &[u8], wire: &mut Vec<u8>) {
         wire.extend_from_slice(&self.head);
         wire.extend_from_slice(itoa::Buffer::new().format(record.len()).as_bytes());
-        wire.extend_from_slice(b"\r\n\r\n");
+        wire.extend_from_slice(&self.tail);
         wire.extend_from_slice(record);
     }
 }
@@ -69,14 +74,16 @@ impl HttpLog {
         head.extend_from_slice(b"Content-Type: ");
         head.extend_from_slice(content_type.as_bytes());
         head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(b"Content-Length: ");
+        let mut tail = b"\r\n".to_vec();
         if !url.username().is_empty() {
             let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
             let pair = format!("{}:{}", decode(url.username()), decode(url.password().unwrap_or_default()));
-            head.extend_from_slice(b"Authorization: Basic ");
-            head.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(pair).as_bytes());
-            head.extend_from_slice(b"\r\n");
+            tail.extend_from_slice(b"Authorization: Basic ");
+            tail.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(pair).as_bytes());
+            tail.extend_from_slice(b"\r\n");
         }
-        head.extend_from_slice(b"Content-Length: ");
+        tail.extend_from_slice(b"\r\n");
         Ok(HttpLog {
             endpoint: Arc::new(Endpoint {
                 target: Target {
@@ -87,19 +94,24 @@ impl HttpLog {
                     tls: https.then(|| host.clone()),
                 },
                 head,
+                tail,
             }),
             outbox: Outbox::new("http-log"),
         })
     }
 }
 
-/// The sending task. Every record already queued (up to [`PIPELINE`]) is written in one go and
-/// the answers read after; records that came meanwhile make the next batch. A receiver that
-/// closes its connection after an answer has not processed the requests behind it (RFC 9112
-/// §9.6): those are sent again, and from then on that receiver gets one request per
-/// connection. Records a failed connection or exchange leaves unanswered are dropped and
-/// counted, except when a kept connection fails before its first answer (closed while idle):
-/// they go again once on a new connection.
+/// The sending task. Every record already queued (up to [`PIPELINE`]) is written in one go,
+/// the answers read as they come; records that came meanwhile make the next batch.
+///
+/// A kept connection the receiver closed while idle (or wrote to unasked) is seen before a
+/// batch goes on it, and replaced. A receiver that announces it closes after an answer has not
+/// processed the requests behind it (RFC 9112 §9.6): those are sent again on a new connection.
+/// One that closes after the first answer of every connection gets one request at a time until
+/// a connection carries more than one answer again. Records a failed connection or exchange
+/// leaves unanswered are dropped and counted, never sent twice: whether the receiver took them
+/// cannot be known (a receiver that resets its connection with requests unread can take
+/// answers already sent with it).
 async fn post_records(endpoint: Arc<Endpoint>, mut rx: mpsc::Receiver<Bytes>, failures: Arc<AtomicU64>) {
     let t = &endpoint.target;
     let mut conn: Option<(Connection, tokio::time::Instant)> = None;
@@ -119,11 +131,10 @@ async fn post_records(endpoint: Arc<Endpoint>, mut rx: mpsc::Receiver<Bytes>, fa
             let Ok(record) = rx.try_recv() else { break };
             pending.push_back(record);
         }
-        if conn.as_ref().is_some_and(|(_, used)| used.elapsed() > t.keepalive) {
+        if conn.as_mut().is_some_and(|(c, used)| used.elapsed() > t.keepalive || !c.reusable()) {
             conn = None;
         }
-        let fresh = conn.is_none();
-        if fresh {
+        if conn.is_none() {
             match connect(t).await {
                 Ok(io) => conn = Some((Connection::new(io, t.timeout), tokio::time::Instant::now())),
                 Err(e) => {
@@ -150,18 +161,17 @@ async fn post_records(endpoint: Arc<Endpoint>, mut rx: mpsc::Receiver<Bytes>, fa
         let outcome = c.exchange(&wire, count).await;
         pending.drain(..outcome.answered);
         *used = tokio::time::Instant::now();
+        if c.answered > 1 {
+            one_at_a_time = false;
+        }
         if outcome.closing {
+            one_at_a_time |= c.answered == 1 && outcome.answered < count;
             conn = None;
-            one_at_a_time |= outcome.answered < count;
         } else if let Some(e) = outcome.broken {
-            conn = None;
-            // A kept connection the receiver closed while it was idle fails before any answer:
-            // the batch goes again on a new one, as HTTP clients retry on a reused connection.
-            if fresh || outcome.answered > 0 || !e.closed() {
-                for _ in pending.drain(..count - outcome.answered) {
-                    dropped(&failures, "http-log", &e);
-                }
+            for _ in pending.drain(..count - outcome.answered) {
+                dropped(&failures, "http-log", &e);
             }
+            conn = None;
         }
     }
 }

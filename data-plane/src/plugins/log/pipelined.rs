@@ -1,13 +1,15 @@
-//! Requests written back to back on one kept-alive HTTP/1.1 connection, their answers read
-//! after (RFC 9112 §9.3.2): what lets a logger that makes one request per record keep up with
-//! the proxy. Kong 0.14.1's http-log writes each record on its pooled connection without
+//! Requests written back to back on one kept-alive HTTP/1.1 connection, their answers read as
+//! they come (RFC 9112 §9.3.2): what lets a logger that makes one request per record keep up
+//! with the proxy. Kong 0.14.1's http-log writes each record on its pooled connection without
 //! reading the answer at all; the receiver sees the same requests here, and the answers are
 //! read so a failure or a closing receiver is noticed and counted.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::tcp_log::Stream;
 use crate::proxy::h1::chunked::ChunkedEnd;
@@ -27,12 +29,12 @@ pub enum Broken {
 
 impl Broken {
     /// The receiver closed or reset the connection (rather than taking too long or answering
-    /// nonsense).
+    /// nonsense). A TLS peer that leaves without `close_notify` reads as an unexpected end.
     pub fn closed(&self) -> bool {
-        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
         match self {
             Broken::Closed => true,
-            Broken::Io(e) => matches!(e.kind(), BrokenPipe | ConnectionAborted | ConnectionReset),
+            Broken::Io(e) => matches!(e.kind(), BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof),
             Broken::Invalid => false,
         }
     }
@@ -43,16 +45,23 @@ pub struct Outcome {
     /// Requests answered, in order.
     pub answered: usize,
     /// The receiver said it closes the connection after its last answer (`Connection: close`,
-    /// or HTTP/1.0 without keep-alive), so the requests after it were not processed (RFC 9112
-    /// §9.6) and may be sent again.
+    /// HTTP/1.0 without keep-alive, or a body that ends with the connection), so the requests
+    /// after it were not processed (RFC 9112 §9.6) and may be sent again.
     pub closing: bool,
     /// The connection broke before every request was answered.
     pub broken: Option<Broken>,
 }
 
-/// One connection to a receiver, with the answer bytes read but not yet consumed.
+/// One connection to a receiver, with answer bytes read but not yet consumed.
 pub struct Connection {
     io: Stream,
+    answers: Answers,
+    /// Answers read on this connection, all batches together.
+    pub answered: usize,
+}
+
+/// The reading side: what has been read of the answers, and how long one read may take.
+struct Answers {
     buf: BytesMut,
     /// The longest any one write or read may take (Kong's `timeout`, per socket operation).
     timeout: Duration,
@@ -64,32 +73,62 @@ fn timed_out() -> std::io::Error {
 
 impl Connection {
     pub fn new(io: Stream, timeout: Duration) -> Connection {
-        Connection { io, buf: BytesMut::with_capacity(8 * 1024), timeout }
+        Connection { io, answers: Answers { buf: BytesMut::with_capacity(8 * 1024), timeout }, answered: 0 }
     }
 
-    /// Writes `requests` (complete requests, back to back) and reads `count` answers.
-    pub async fn exchange(&mut self, requests: &[u8], count: usize) -> Outcome {
-        let written = tokio::time::timeout(self.timeout, async {
-            self.io.write_all(requests).await?;
-            self.io.flush().await
-        });
-        if let Err(e) = written.await.unwrap_or_else(|_| Err(timed_out())) {
-            return Outcome { answered: 0, closing: false, broken: Some(Broken::Io(e)) };
+    /// Whether the connection can carry another batch: a receiver that closed it while it was
+    /// idle, or sent something unasked (a 408 before closing), has left it unusable, and an
+    /// answer read from it would be taken for the next request's.
+    pub fn reusable(&mut self) -> bool {
+        if !self.answers.buf.is_empty() {
+            return false;
         }
-        for answered in 0..count {
-            match self.answer().await {
-                Ok(true) => {}
-                Ok(false) => return Outcome { answered: answered + 1, closing: true, broken: None },
-                Err(e) => return Outcome { answered, closing: false, broken: Some(e) },
+        let mut scratch = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut scratch);
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(Pin::new(&mut self.io).poll_read(&mut cx, &mut probe), Poll::Pending)
+    }
+
+    /// Writes `requests` (`count` complete requests, back to back) while reading their answers:
+    /// a receiver whose answers fill the socket before it has read every request is still
+    /// read, and the answers it sent before closing still count when the write fails.
+    pub async fn exchange(&mut self, requests: &[u8], count: usize) -> Outcome {
+        let timeout = self.answers.timeout;
+        let (mut reader, mut writer) = tokio::io::split(&mut self.io);
+        let write = async {
+            let written = tokio::time::timeout(timeout, async {
+                writer.write_all(requests).await?;
+                writer.flush().await
+            });
+            written.await.unwrap_or_else(|_| Err(timed_out()))
+        };
+        let answers = &mut self.answers;
+        let read = async {
+            for answered in 0..count {
+                match answers.next(&mut reader).await {
+                    Ok(true) => {}
+                    Ok(false) => return Outcome { answered: answered + 1, closing: true, broken: None },
+                    Err(e) => return Outcome { answered, closing: false, broken: Some(e) },
+                }
+            }
+            Outcome { answered: count, closing: false, broken: None }
+        };
+        let (written, mut outcome) = tokio::join!(write, read);
+        if let (Err(e), None, false) = (written, &outcome.broken, outcome.closing) {
+            if outcome.answered < count {
+                outcome.broken = Some(Broken::Io(e));
             }
         }
-        Outcome { answered: count, closing: false, broken: None }
+        self.answered += outcome.answered;
+        outcome
     }
+}
 
+impl Answers {
     /// Reads more answer bytes; the receiver closing is an error (an answer was owed).
-    async fn fill(&mut self) -> Result<(), Broken> {
+    async fn fill(&mut self, io: &mut (impl AsyncRead + Unpin)) -> Result<(), Broken> {
         self.buf.reserve(8 * 1024);
-        let read = tokio::time::timeout(self.timeout, self.io.read_buf(&mut self.buf));
+        let read = tokio::time::timeout(self.timeout, io.read_buf(&mut self.buf));
         match read.await.unwrap_or_else(|_| Err(timed_out()))? {
             0 => Err(Broken::Closed),
             _ => Ok(()),
@@ -97,7 +136,7 @@ impl Connection {
     }
 
     /// Reads one final answer and skips its body; `Ok(false)` when the receiver closes after it.
-    async fn answer(&mut self) -> Result<bool, Broken> {
+    async fn next(&mut self, io: &mut (impl AsyncRead + Unpin)) -> Result<bool, Broken> {
         loop {
             let (len, framing, keep) = {
                 let mut fields = [httparse::EMPTY_HEADER; MAX_UPSTREAM_HEADERS];
@@ -107,7 +146,7 @@ impl Connection {
                         if self.buf.len() > MAX_UPSTREAM_HEAD {
                             return Err(Broken::Invalid);
                         }
-                        self.fill().await?;
+                        self.fill(io).await?;
                         continue;
                     }
                     httparse::Status::Complete(len) => {
@@ -132,15 +171,16 @@ impl Connection {
                 // An interim answer (100 Continue): the final one follows.
                 None => continue,
                 Some(Framing::NoBody) => {}
-                Some(Framing::Length(n)) => self.skip(n).await?,
-                Some(Framing::Chunked) => self.skip_chunked().await?,
+                Some(Framing::Length(n)) => self.skip(io, n).await?,
+                Some(Framing::Chunked) => self.skip_chunked(io).await?,
                 Some(Framing::Close) => {
-                    // The body runs to the close: nothing can follow it.
+                    // The body runs to the close (or the reset a receiver with requests left
+                    // unread sends): nothing can follow it.
                     loop {
                         self.buf.clear();
-                        match self.fill().await {
+                        match self.fill(io).await {
                             Ok(()) => {}
-                            Err(Broken::Closed) => return Ok(false),
+                            Err(e) if e.closed() => return Ok(false),
                             Err(e) => return Err(e),
                         }
                     }
@@ -150,7 +190,7 @@ impl Connection {
         }
     }
 
-    async fn skip(&mut self, mut n: u64) -> Result<(), Broken> {
+    async fn skip(&mut self, io: &mut (impl AsyncRead + Unpin), mut n: u64) -> Result<(), Broken> {
         loop {
             let here = (self.buf.len() as u64).min(n);
             self.buf.advance(here as usize);
@@ -158,11 +198,11 @@ impl Connection {
             if n == 0 {
                 return Ok(());
             }
-            self.fill().await?;
+            self.fill(io).await?;
         }
     }
 
-    async fn skip_chunked(&mut self) -> Result<(), Broken> {
+    async fn skip_chunked(&mut self, io: &mut (impl AsyncRead + Unpin)) -> Result<(), Broken> {
         let mut end = ChunkedEnd::default();
         loop {
             match end.feed(&self.buf).map_err(|_| Broken::Invalid)? {
@@ -172,7 +212,7 @@ impl Connection {
                 }
                 None => {
                     self.buf.clear();
-                    self.fill().await?;
+                    self.fill(io).await?;
                 }
             }
         }

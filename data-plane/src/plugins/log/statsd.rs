@@ -252,17 +252,22 @@ async fn send_packed(
                 }
             }
         }
-        let mut failed = None;
+        // After a failed send the rest of the batch is not tried on that socket: each datagram
+        // not sent counts as a record dropped (it holds the metrics of one or more requests).
+        let mut failed: Option<std::io::Error> = None;
         for datagram in packer.take() {
-            if let Some(s) = socket.as_ref().filter(|_| failed.is_none()) {
-                if let Err(e) = s.send(&datagram).await {
-                    failed = Some(e);
+            match (&socket, &failed) {
+                (Some(s), None) => {
+                    if let Err(e) = s.send(&datagram).await {
+                        dropped(&failures, name, &e);
+                        failed = Some(e);
+                    }
                 }
+                (_, Some(e)) => dropped(&failures, name, e),
+                (None, None) => {}
             }
         }
-        if let Some(e) = failed {
-            // A datagram lost is a request's metrics (or part of them) lost.
-            dropped(&failures, name, &e);
+        if failed.is_some() {
             socket = None;
         }
     }
