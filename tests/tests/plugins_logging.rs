@@ -377,6 +377,18 @@ async fn dropped_records(gw: &Standalone) -> u64 {
     v["log_records_dropped"].as_u64().unwrap_or(u64::MAX)
 }
 
+/// Checks that a raw receiver got exactly one record for each of `/logged?i=0` … `n - 1`
+/// (waiting for them, then a little longer for any sent twice), and that none was dropped.
+async fn each_record_once(gw: &Standalone, inbox: &Inbox, n: usize) {
+    let got = inbox.wait(n).await;
+    let mut expected: Vec<String> = (0..n).map(|i| format!("/logged?i={i}")).collect();
+    expected.sort();
+    assert_eq!(logged_uris(&got), expected, "each record once");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(inbox.all().len(), n, "no record sent twice");
+    assert_eq!(dropped_records(gw).await, 0);
+}
+
 /// A receiver that closes its connection after every answer (`Connection: close`) has not
 /// processed the requests written behind the first: every record still arrives, once.
 #[tokio::test]
@@ -386,14 +398,8 @@ async fn http_log_to_a_receiver_that_closes_after_each_answer_loses_no_record() 
             .await;
     let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
     burst(&gw, 60).await;
-    let got = inbox.wait(60).await;
-    let mut expected: Vec<String> = (0..60).map(|i| format!("/logged?i={i}")).collect();
-    expected.sort();
-    assert_eq!(logged_uris(&got), expected, "each record once");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(inbox.all().len(), 60, "no record sent twice");
+    each_record_once(&gw, &inbox, 60).await;
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 60, "one request per connection");
-    assert_eq!(dropped_records(&gw).await, 0);
 }
 
 /// A receiver that closes a connection after every fifth answer (as nginx does after
@@ -411,14 +417,8 @@ async fn http_log_to_a_receiver_that_closes_every_few_answers_sends_each_record_
     .await;
     let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
     burst(&gw, 100).await;
-    let got = inbox.wait(100).await;
-    let mut expected: Vec<String> = (0..100).map(|i| format!("/logged?i={i}")).collect();
-    expected.sort();
-    assert_eq!(logged_uris(&got), expected, "each record once");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(inbox.all().len(), 100, "no record sent twice");
+    each_record_once(&gw, &inbox, 100).await;
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 20, "five answers a connection");
-    assert_eq!(dropped_records(&gw).await, 0);
 }
 
 /// Answers whose body ends with the connection (HTTP/1.0 without a length): each is read to
@@ -428,14 +428,8 @@ async fn http_log_reads_answers_that_end_with_the_connection() {
     let (port, inbox, connections) = raw_http_receiver(|_, _| ("HTTP/1.0 200 OK\r\n\r\nstored", true), WITHIN).await;
     let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
     burst(&gw, 30).await;
-    let got = inbox.wait(30).await;
-    let mut expected: Vec<String> = (0..30).map(|i| format!("/logged?i={i}")).collect();
-    expected.sort();
-    assert_eq!(logged_uris(&got), expected, "each record once");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(inbox.all().len(), 30, "no record sent twice");
+    each_record_once(&gw, &inbox, 30).await;
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 30);
-    assert_eq!(dropped_records(&gw).await, 0);
 }
 
 /// Answers of every framing (a length, chunks with a trailer, none, an interim 100 before the
@@ -459,12 +453,8 @@ async fn http_log_reads_answers_of_every_framing_on_one_connection() {
     .await;
     let (gw, _up) = logged(&[], "http-log", json!({"http_endpoint": format!("http://127.0.0.1:{port}/in")})).await;
     burst(&gw, 100).await;
-    let got = inbox.wait(100).await;
-    let mut expected: Vec<String> = (0..100).map(|i| format!("/logged?i={i}")).collect();
-    expected.sort();
-    assert_eq!(logged_uris(&got), expected);
+    each_record_once(&gw, &inbox, 100).await;
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "the connection was kept throughout");
-    assert_eq!(dropped_records(&gw).await, 0);
 }
 
 /// A receiver that closes a kept connection while it is idle (its keep-alive timeout, shorter

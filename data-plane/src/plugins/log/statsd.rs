@@ -232,16 +232,7 @@ async fn send_packed(
             requests += 1;
         }
         if socket.is_none() {
-            let bind = if target.0.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
-            let made = async {
-                let s = tokio::net::UdpSocket::bind(bind).await?;
-                s.connect((target.0.as_str(), target.1)).await?;
-                Ok::<_, std::io::Error>(s)
-            };
-            let made = tokio::time::timeout(Duration::from_secs(10), made)
-                .await
-                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")));
-            match made {
+            match super::udp_log::connected(&target, Duration::from_secs(10)).await {
                 Ok(s) => socket = Some(s),
                 Err(e) => {
                     for _ in 0..requests {

@@ -24,7 +24,20 @@ impl UdpLog {
     }
 }
 
-/// Sends datagrams from one socket, connected to the target once (re-resolved on failure).
+/// A UDP socket connected to `target`, within `timeout` (the name is resolved again each time).
+pub async fn connected(target: &(String, u16), timeout: Duration) -> std::io::Result<tokio::net::UdpSocket> {
+    let bind = if target.0.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
+    let made = async {
+        let s = tokio::net::UdpSocket::bind(bind).await?;
+        s.connect((target.0.as_str(), target.1)).await?;
+        Ok(s)
+    };
+    tokio::time::timeout(timeout, made)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))
+}
+
+/// Sends datagrams from one socket, connected to the target once (made again on failure).
 pub async fn send_datagrams(
     target: (String, u16),
     timeout: Duration,
@@ -35,20 +48,10 @@ pub async fn send_datagrams(
     let mut socket: Option<tokio::net::UdpSocket> = None;
     while let Some(datagram) = rx.recv().await {
         if socket.is_none() {
-            let bind = if target.0.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
-            let made = async {
-                let s = tokio::net::UdpSocket::bind(bind).await?;
-                s.connect((target.0.as_str(), target.1)).await?;
-                Ok::<_, std::io::Error>(s)
-            };
-            match tokio::time::timeout(timeout, made).await {
-                Ok(Ok(s)) => socket = Some(s),
-                Ok(Err(e)) => {
+            match connected(&target, timeout).await {
+                Ok(s) => socket = Some(s),
+                Err(e) => {
                     dropped(&failures, name, &e);
-                    continue;
-                }
-                Err(_) => {
-                    dropped(&failures, name, &"timed out");
                     continue;
                 }
             }
