@@ -216,10 +216,10 @@ pub(crate) fn entry_for(ctx: &RequestCtx<'_>) -> LogEntry {
         ctx.config.set.clone(),
         ctx.route_id.clone(),
         ctx.service_id.clone(),
+        ctx.route.logged(&ctx.config.set),
         ctx.started,
         ctx.remote_addr(),
     );
-    e.entities = Some(ctx.route.logged(&ctx.config.set));
     e.consumer_id = ctx.consumer.as_ref().map(|c| c.id.clone());
     e.credential = ctx.credential.clone();
     e.method = ctx.method.to_string();
@@ -361,7 +361,8 @@ mod tests {
         let mut resolved = Resolved::default();
         resolved.push(Arc::new(Shout(logged.clone())));
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-        let entry = LogEntry::new(Arc::default(), "r".into(), "s".into(), std::time::Instant::now(), ip);
+        let entry =
+            LogEntry::new(Arc::default(), "r".into(), "s".into(), Arc::default(), std::time::Instant::now(), ip);
         let parts = http::Response::new(()).into_parts().0;
         let body = Filtered::wrap(ResBody::full("hello"), resolved, &parts, Some(entry));
         let bytes = body.collect().await.unwrap().to_bytes();

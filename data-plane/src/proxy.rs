@@ -458,10 +458,10 @@ impl Proxy {
                 config.set.clone(),
                 route.id.clone(),
                 service.id.clone(),
+                route.logged(&config.set),
                 started,
                 client_ip.unwrap_or(conn.peer.ip()),
             );
-            e.entities = Some(route.logged(&config.set));
             let (request_headers, credential, request_body) = log_request.take().unwrap_or_default();
             let uri = log_uri.take().unwrap_or_default();
             let length = request_headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());

@@ -92,9 +92,8 @@ pub struct LogEntry {
     pub response_body: Option<bytes::BytesMut>,
     /// The configuration the request was served with, for the route, service and consumer.
     pub set: Arc<ConfigSet>,
-    /// The route and service as the record shows them, serialized once per route; `None`
-    /// serializes them from `set` for this record alone.
-    pub entities: Option<Arc<Entities>>,
+    /// The route and service as the record shows them, serialized once per route.
+    pub entities: Arc<Entities>,
     record: OnceLock<bytes::Bytes>,
 }
 
@@ -173,6 +172,7 @@ impl LogEntry {
         set: Arc<ConfigSet>,
         route_id: Arc<str>,
         service_id: Arc<str>,
+        entities: Arc<Entities>,
         started: Instant,
         client_ip: IpAddr,
     ) -> LogEntry {
@@ -206,7 +206,7 @@ impl LogEntry {
             response_head_size: 0,
             response_body: None,
             set,
-            entities: None,
+            entities,
             record: OnceLock::new(),
         }
     }

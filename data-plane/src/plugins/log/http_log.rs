@@ -28,6 +28,8 @@ const PIPELINE: usize = 512;
 /// Most bytes of records written together (a single larger record still goes alone): what
 /// the sending buffer of one http-log configuration grows to at most.
 const PIPELINE_BYTES: usize = 512 * 1024;
+/// The sending buffer kept between batches while the queue is empty.
+const IDLE_WIRE: usize = 64 * 1024;
 
 struct Endpoint {
     target: Target,
@@ -160,6 +162,10 @@ async fn post_records(endpoint: Arc<Endpoint>, mut rx: mpsc::Receiver<Bytes>, fa
         }
         let outcome = c.exchange(&wire, count).await;
         pending.drain(..outcome.answered);
+        // A burst's buffer is not kept once the queue is empty again.
+        if pending.is_empty() && wire.capacity() > IDLE_WIRE {
+            wire = Vec::new();
+        }
         *used = tokio::time::Instant::now();
         if c.answered > 1 {
             one_at_a_time = false;

@@ -189,14 +189,7 @@ impl Serialize for Record<'_> {
             Some(Credential::Ldap { .. }) => map.serialize_entry("authenticated_entity", &serde_json::Map::new())?,
             None => {}
         }
-        let made;
-        let entities = match &e.entities {
-            Some(entities) => entities,
-            None => {
-                made = super::Entities::of(&e.set, &e.route_id, &e.service_id);
-                &made
-            }
-        };
+        let entities = &e.entities;
         if let Some(route) = &entities.route {
             map.serialize_entry("route", route)?;
         }
