@@ -6,7 +6,7 @@
 //! Every write goes through [`Store::commit`], which applies a batch of [`Op`]s and appends
 //! their change rows under one new revision in the same transaction.
 
-mod changelog;
+pub(crate) mod changelog;
 mod cluster;
 mod error;
 mod migrate;

@@ -1,4 +1,5 @@
-//! Route matching and router rebuild cost at 100, 1,000 and 10,000 routes.
+//! Route matching and router rebuild cost at 100, 1,000 and 10,000 routes, and a one-route
+//! delta's apply cost at 1,000 to 100,000.
 
 use std::hint::black_box;
 
@@ -67,5 +68,41 @@ fn rebuild(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matching, rebuild);
+/// One route changed (its paths edited), applied as a data plane applies a delta: the set
+/// copied and changed, then compiled incrementally from the current configuration.
+fn delta(c: &mut Criterion) {
+    let mut group = c.benchmark_group("delta_apply");
+    group.sample_size(20);
+    for n in [1_000usize, 10_000, 100_000] {
+        let set = config(n);
+        let compiled = Compiled::compile(std::sync::Arc::new(set.clone()), &Default::default(), &Default::default())
+            .expect("compiles");
+        let rid = format!("00000000-0000-4000-9000-{:012}", n / 2);
+        let sid = format!("00000000-0000-4000-8000-{:012}", n / 2);
+        let mut round = 0u64;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                round += 1;
+                let changes = [Change {
+                    entity: "routes".into(),
+                    id: rid.clone(),
+                    document: format!(
+                        r#"{{"id":"{rid}","created_at":1,"paths":["/edited/{round}"],"service":{{"id":"{sid}"}}}}"#
+                    ),
+                    deleted: false,
+                }];
+                let mut next = set.clone();
+                next.apply(&changes).expect("valid change");
+                let next = compiled
+                    .apply(std::sync::Arc::new(next), &changes, &Default::default(), &Default::default())
+                    .expect("compiles");
+                // Freed as a data plane frees it: on its reaper thread, off the clock.
+                gatehouse_data_plane::live::reap(Box::new(black_box(next)));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matching, rebuild, delta);
 criterion_main!(benches);

@@ -172,18 +172,25 @@ pub fn spins() -> u64 {
 /// The task that does the polling. It runs for the worker's lifetime: it waits until the
 /// park hook starts it, then yields until polls have found no work for `spin`.
 pub async fn spinner() {
-    let Some(spin) = METER.with(|m| m.borrow().as_ref().map(|m| m.tuning.spin)) else {
+    let Some((spin, longest)) = METER.with(|m| m.borrow().as_ref().map(|m| (m.tuning.spin, m.tuning.window))) else {
         return;
     };
     loop {
         Started.await;
         let mut last = Instant::now();
         let mut found = last;
+        // A spin lasts one window at most. A slow yield counts as found work, and on a
+        // contended host (the thread preempted between polls) every yield can be slow: without
+        // this bound an idle worker there would spin for as long as the host stayed busy.
+        let until = last + longest;
         loop {
             tokio::task::yield_now().await;
             let now = Instant::now();
             let gap = now.saturating_duration_since(last);
             last = now;
+            if now >= until {
+                break;
+            }
             if gap >= FOUND_WORK {
                 found = now;
                 continue;
@@ -318,6 +325,19 @@ mod tests {
     /// work arrives, and still sleeps once it stops: an idle worker burns no CPU.
     #[test]
     fn a_spinning_worker_goes_back_to_sleep_when_work_stops() {
+        idle_cpu_after_work(Tuning { window: MS, busy_percent: 0, spin: Duration::from_micros(200) });
+    }
+
+    /// On a contended host every yield can look like found work (the thread preempted
+    /// between polls): a spin still ends within its window. Here polls would have to find
+    /// nothing for ten seconds to end it otherwise.
+    #[test]
+    fn a_spin_ends_within_a_window_even_when_every_poll_looks_busy() {
+        idle_cpu_after_work(Tuning { window: MS, busy_percent: 0, spin: Duration::from_secs(10) });
+    }
+
+    /// Feeds a spinning worker, then measures the CPU it uses idle for 300 ms.
+    fn idle_cpu_after_work(tuning: Tuning) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .on_thread_park(before_park)
@@ -332,7 +352,7 @@ mod tests {
             }
         });
         let (spins, idle_cpu) = runtime.block_on(async move {
-            install(Tuning { window: MS, busy_percent: 0, spin: Duration::from_micros(200) });
+            install(tuning);
             tokio::spawn(spinner());
             let mut got = 0;
             while rx.recv().await.is_some() {

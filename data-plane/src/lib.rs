@@ -91,6 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         match Compiled::compile(Arc::new(set), &plugins, &live.balancers) {
             Ok(compiled) => {
                 tracing::info!(revision = compiled.revision(), "serving the cached configuration");
+                live.set_cached_revision(compiled.revision());
                 live.store(compiled);
             }
             Err(e) => tracing::warn!(error = %e, "the cached configuration cannot be served"),

@@ -62,6 +62,8 @@ pub struct Live {
     /// Why the control plane last refused to serve this data plane (its version, a plugin
     /// it lacks), until it serves it again.
     refused: std::sync::Mutex<Option<String>>,
+    /// The revision the disk cache holds, -1 before any.
+    cached: std::sync::atomic::AtomicI64,
 }
 
 /// Frees `old` on a thread of its own. A large configuration (tens of thousands of routes)
@@ -98,7 +100,16 @@ pub struct SyncCounters {
 
 impl Live {
     pub fn new(balancers: Registry) -> Live {
-        Live { balancers: Arc::new(balancers), ..Live::default() }
+        Live { balancers: Arc::new(balancers), cached: (-1).into(), ..Live::default() }
+    }
+
+    /// The revision the disk cache holds, if it holds one.
+    pub fn cached_revision(&self) -> Option<i64> {
+        Some(self.cached.load(Ordering::Relaxed)).filter(|r| *r >= 0)
+    }
+
+    pub fn set_cached_revision(&self, revision: i64) {
+        self.cached.store(revision, Ordering::Relaxed);
     }
 
     pub fn load(&self) -> Arc<Compiled> {

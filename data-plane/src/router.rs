@@ -66,7 +66,9 @@ const METHOD: u8 = 4;
 const CATEGORIES: [u8; 7] = [HOST | URI | METHOD, HOST | URI, HOST | METHOD, URI | METHOD, HOST, URI, METHOD];
 
 struct Route {
-    spec: RouteSpec,
+    /// Shared with the compiled configuration, which rebuilds the indexes from its routes'
+    /// specs when a delta changes any route (the specs of the others are reused as they are).
+    spec: Arc<RouteSpec>,
     bits: u8,
     category: usize,
 }
@@ -150,9 +152,15 @@ pub struct Match {
 }
 
 impl Router {
-    /// Builds the indexes. Routes are ordered here; the input order does not matter.
-    pub fn new(mut specs: Vec<RouteSpec>) -> Router {
-        specs.sort_by(|a, b| b.regex_priority.cmp(&a.regex_priority).then(a.created_at.cmp(&b.created_at)));
+    /// Builds the indexes. Routes are ordered here (ties between equal `regex_priority` and
+    /// `created_at` broken by id, so the order never depends on the input's).
+    pub fn new(mut specs: Vec<Arc<RouteSpec>>) -> Router {
+        specs.sort_by(|a, b| {
+            b.regex_priority
+                .cmp(&a.regex_priority)
+                .then(a.created_at.cmp(&b.created_at))
+                .then(a.info.id.cmp(&b.info.id))
+        });
         let mut r =
             Router { categories: (0..CATEGORIES.len()).map(|_| Category::default()).collect(), ..Router::default() };
         let mut prefixes: HashMap<usize, RoutesByKey> = HashMap::new();
@@ -214,6 +222,12 @@ impl Router {
 
     pub fn len(&self) -> usize {
         self.routes.len()
+    }
+
+    /// The routes in the order they are tried.
+    #[cfg(test)]
+    pub(crate) fn specs(&self) -> impl Iterator<Item = &RouteSpec> {
+        self.routes.iter().map(|r| &*r.spec)
     }
 
     pub fn is_empty(&self) -> bool {

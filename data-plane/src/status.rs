@@ -27,6 +27,8 @@ async fn status(State(s): State<StatusState>) -> Json<Value> {
         "node_id": &*s.node_id,
         "config_revision": current.set.revision,
         "config_epoch": current.set.epoch,
+        // What a restart without the control plane would serve.
+        "config_cache_revision": s.live.cached_revision(),
         "entities": current.set.len(),
         "control_plane_connected": s.live.connected(),
         "version": env!("CARGO_PKG_VERSION"),

@@ -31,6 +31,14 @@ pub fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)
 }
 
+/// Opens `path` for appending, creating it with mode 0600.
+///
+/// # Errors
+/// File-system failures.
+pub fn append_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
 /// Writes `bytes` to `path`, created with mode 0600.
 ///
 /// # Errors

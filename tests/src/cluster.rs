@@ -362,14 +362,12 @@ impl DataPlane {
 
     /// Waits until the on-disk cache (`config.json`: a checksum line, then the configuration
     /// as JSON) holds `revision` or later, so a process killed now restarts from it.
+    /// Waits until the disk cache holds `revision` (its image and delta log, as the status
+    /// endpoint reports), so a restart would serve it.
     pub async fn wait_cached(&self, revision: i64, within: Duration) {
         let started = Instant::now();
-        let path = self.cache_dir.join("config.json");
         loop {
-            let cached = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|text| text.split_once('\n').and_then(|(_, json)| serde_json::from_str::<Value>(json).ok()))
-                .and_then(|set| set["revision"].as_i64());
+            let cached = self.status().await["config_cache_revision"].as_i64();
             if cached.is_some_and(|r| r >= revision) {
                 return;
             }

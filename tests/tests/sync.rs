@@ -161,8 +161,10 @@ async fn data_plane_keeps_serving_without_its_control_plane_and_restarts_from_ca
     dp.wait_revision(head, WITHIN).await;
 }
 
+/// A delta is appended to the cache's log rather than rewriting the whole configuration; a
+/// damaged record at the log's end is discarded on restart and the revision before it serves.
 #[tokio::test]
-async fn corrupt_newest_cache_falls_back_to_the_previous_generation() {
+async fn a_damaged_delta_at_the_end_of_the_cache_log_is_discarded() {
     let db = postgres().await;
     let cert = ClusterCert::generate();
     let mut cp = ControlPlane::start(&db, &cert, &[]).await;
@@ -170,20 +172,31 @@ async fn corrupt_newest_cache_falls_back_to_the_previous_generation() {
     let mut dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
     dp.wait_revision(first, WITHIN).await;
     dp.wait_cached(first, WITHIN).await;
+    let image = std::fs::read(dp.cache_dir.join("config.json")).expect("the image");
     let second = cp.create_services(1, "gen2").await;
     dp.wait_revision(second, WITHIN).await;
     dp.wait_cached(second, WITHIN).await;
+    assert_eq!(
+        std::fs::read(dp.cache_dir.join("config.json")).expect("the image"),
+        image,
+        "a delta is logged, not imaged"
+    );
     cp.kill();
     dp.kill();
 
-    let newest = dp.cache_dir.join("config.json");
-    let mut bytes = std::fs::read(&newest).expect("newest cache file");
-    let at = bytes.len() / 2;
+    // Whole, the log brings a restart to the newest revision.
+    dp.restart().await;
+    assert_eq!(dp.status().await["config_revision"], second);
+    assert_eq!(dp.status().await["config_cache_revision"], second);
+    dp.kill();
+    let log = dp.cache_dir.join("deltas.log");
+    let mut bytes = std::fs::read(&log).expect("the delta log");
+    let at = bytes.len() - 10;
     bytes[at] ^= 0x20;
-    std::fs::write(&newest, bytes).expect("corrupt it");
+    std::fs::write(&log, bytes).expect("damage it");
     dp.restart().await;
     let status = dp.status().await;
-    assert_eq!(status["config_revision"], first, "the previous generation serves: {status}");
+    assert_eq!(status["config_revision"], first, "the image's revision serves: {status}");
     assert_eq!(status["entities"], 1);
 }
 

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::session::{self, Shared};
+use super::session::{self, LastRead, Shared};
 use super::{ClusterTls, SyncSettings, Tail};
 use crate::store::Store;
 
@@ -54,6 +54,7 @@ impl SyncServer {
             snapshots: Arc::new(Semaphore::new(settings.max_snapshots)),
             cluster_id,
             node_id,
+            last_read: LastRead::default(),
         });
         SyncServer { shared }
     }

@@ -61,6 +61,32 @@ pub(super) struct Shared {
     pub cluster_id: String,
     pub node_id: String,
     pub snapshots: Arc<Semaphore>,
+    pub last_read: LastRead,
+}
+
+/// Change-log rows from one revision on.
+type Rows = Arc<Vec<crate::store::changelog::Change>>;
+
+/// The last change-log read, shared by this process's sessions. When a write reaches the
+/// head every connected data plane needs the same rows at the same moment: the first session
+/// to ask reads them and the others, waiting on the lock meanwhile, take the same rows, so a
+/// write costs the database one read whatever the number of data planes.
+#[derive(Default)]
+pub(super) struct LastRead(tokio::sync::Mutex<Option<(i64, i64, Rows)>>);
+
+impl LastRead {
+    /// The rows after revision `from` (at most `READ_BATCH`), as of a head of at least `head`.
+    async fn since(&self, store: &Store, from: i64, head: i64) -> Result<Rows, StoreError> {
+        let mut last = self.0.lock().await;
+        if let Some((read_from, read_at, rows)) = &*last {
+            if *read_from == from && *read_at >= head {
+                return Ok(rows.clone());
+            }
+        }
+        let rows = Arc::new(store.changes_since(from, READ_BATCH).await?);
+        *last = Some((from, head, rows.clone()));
+        Ok(rows)
+    }
 }
 
 type Outbound = mpsc::Sender<Result<ControlPlaneMessage, Status>>;
@@ -326,7 +352,7 @@ impl Session {
             if head <= self.sent || self.refused.is_some_and(|r| head <= r) {
                 return Ok(());
             }
-            let rows = self.shared.store.changes_since(self.sent, READ_BATCH).await?;
+            let rows = self.shared.last_read.since(&self.shared.store, self.sent, head).await?;
             let Some(first) = rows.first() else { return Ok(()) };
             if first.revision != self.sent + 1 {
                 // The log no longer holds what this data plane needs.
@@ -336,9 +362,9 @@ impl Session {
             // Only whole revisions: drop the trailing revision if the read cut it short.
             let complete = if rows.len() as i64 == READ_BATCH && rows.iter().any(|r| r.revision != first.revision) {
                 let last = rows.last().map_or(0, |r| r.revision);
-                rows.into_iter().filter(|r| r.revision != last).collect()
+                &rows[..rows.iter().position(|r| r.revision == last).unwrap_or(rows.len())]
             } else {
-                rows
+                &rows[..]
             };
             let mut batch = Vec::new();
             let mut bytes = 0;

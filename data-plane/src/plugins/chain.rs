@@ -73,6 +73,23 @@ impl Chain {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Each entry as `row` names its configurations, consumers sorted (for tests that compare
+    /// two compiles of one configuration).
+    #[cfg(test)]
+    pub(crate) fn describe(&self, row: &dyn Fn(&Instance) -> String) -> String {
+        let mut out = format!("direct={} logs={} captures={}", self.direct, self.logs, self.captures);
+        for e in &self.entries {
+            let mut consumers: Vec<String> = e
+                .by_consumer
+                .iter()
+                .map(|(c, p)| format!("{c}={}", p.as_ref().map_or_else(|| "-".to_string(), row)))
+                .collect();
+            consumers.sort();
+            out += &format!(" {}[{}]", e.base.as_ref().map_or_else(|| "-".to_string(), row), consumers.join(","));
+        }
+        out
+    }
 }
 
 /// The plugins that had a configuration for a request, for the later phases (inline up to
@@ -160,7 +177,7 @@ impl Plugins {
     /// The first row whose plugin is unknown or cannot be built, with the reason.
     pub fn index<'a>(
         rows: impl Iterator<Item = &'a Arc<Value>>,
-        build: impl Fn(&str, &Value, &Value) -> Result<Instance, String>,
+        mut build: impl FnMut(&str, &Value, &Arc<Value>) -> Result<Instance, String>,
     ) -> Result<Plugins, (String, String)> {
         let mut by_name: BTreeMap<(std::cmp::Reverse<u32>, &'static str), Rows> = BTreeMap::new();
         for row in rows {
@@ -172,8 +189,7 @@ impl Plugins {
             let Some(schema) = gatehouse_shared::schema::plugin(name) else {
                 return Err((row_id, format!("unknown plugin '{name}'")));
             };
-            let config = row.get("config").cloned().unwrap_or(Value::Null);
-            let instance = build(name, &config, row).map_err(|e| (row_id, e))?;
+            let instance = build(name, row.get("config").unwrap_or(&Value::Null), row).map_err(|e| (row_id, e))?;
             let scope = Scope {
                 route: id(row, "route_id"),
                 service: id(row, "service_id"),
@@ -281,7 +297,7 @@ mod tests {
         .into_iter()
         .map(Arc::new)
         .collect();
-        let build = |_: &str, c: &Value, _: &Value| -> Result<Instance, String> {
+        let build = |_: &str, c: &Value, _: &Arc<Value>| -> Result<Instance, String> {
             let name: &'static str = match c.as_str() {
                 Some("l1") => "l1",
                 Some("l4") => "l4",
@@ -327,7 +343,7 @@ mod tests {
         .into_iter()
         .map(Arc::new)
         .collect();
-        let build = |_: &str, c: &Value, _: &Value| -> Result<Instance, String> {
+        let build = |_: &str, c: &Value, _: &Arc<Value>| -> Result<Instance, String> {
             Ok(Arc::new(Gate(if c == "access-only" { "access-only" } else { "other" })))
         };
         let plugins = Plugins::index(rows.iter(), build).unwrap();
@@ -344,7 +360,7 @@ mod tests {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let build = |n: &str, _: &Value, _: &Value| -> Result<Instance, String> {
+        let build = |n: &str, _: &Value, _: &Arc<Value>| -> Result<Instance, String> {
             Ok(Arc::new(Named(if n == "acl" { "acl" } else { "key-auth" })))
         };
         let chain = Plugins::index(rows.iter(), build).unwrap().chain(&Arc::from("R"), &Arc::from("S"));

@@ -108,7 +108,7 @@ pub struct Entities {
 impl Entities {
     pub fn of(set: &ConfigSet, route_id: &str, service_id: &str) -> Entities {
         let text = |table: &str, id: &str| {
-            let doc = set.entities.get(table).and_then(|t| t.get(id))?;
+            let doc = set.get(table, id)?;
             serde_json::value::to_raw_value(&record::WithoutNulls(doc)).ok()
         };
         Entities { route: text("routes", route_id), service: text("services", service_id) }
@@ -247,7 +247,7 @@ impl LogEntry {
     }
 
     fn doc(&self, table: &str, id: &str) -> Option<&Arc<Value>> {
-        self.set.entities.get(table).and_then(|t| t.get(id))
+        self.set.get(table, id)
     }
 
     /// The consumer the request was authenticated as.

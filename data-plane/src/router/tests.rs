@@ -3,8 +3,8 @@ use std::sync::Arc;
 use super::*;
 use crate::compiled::Service;
 
-fn spec(id: &str, hosts: &[&str], paths: &[&str], methods: &[&str], priority: i64, created: i64) -> RouteSpec {
-    RouteSpec {
+fn spec(id: &str, hosts: &[&str], paths: &[&str], methods: &[&str], priority: i64, created: i64) -> Arc<RouteSpec> {
+    Arc::new(RouteSpec {
         info: Arc::new(RouteInfo {
             id: id.into(),
             service: Arc::new(Service::for_tests(id)),
@@ -20,7 +20,7 @@ fn spec(id: &str, hosts: &[&str], paths: &[&str], methods: &[&str], priority: i6
         methods: methods.iter().map(|s| s.to_string()).collect(),
         regex_priority: priority,
         created_at: created,
-    }
+    })
 }
 
 fn find(r: &Router, method: &str, host: &str, path: &str) -> Option<String> {

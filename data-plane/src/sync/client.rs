@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 
-use super::disk_cache::DiskCache;
-use crate::compiled::{credentials_only, CompileError, Compiled};
+use super::disk_cache::{Delta, DiskCache};
+use crate::compiled::{CompileError, Compiled};
 use crate::config::{Config, Mtls};
 use crate::live::{Live, WriteError};
 
@@ -93,14 +93,14 @@ struct Follower {
     identity: Identity,
     plugins: HashSet<String>,
     live: Arc<Live>,
-    persist: watch::Sender<Option<Arc<ConfigSet>>>,
+    persist: mpsc::UnboundedSender<Persist>,
 }
 
 /// Runs until `shutdown` fires: connect, follow, reconnect with backoff.
 pub async fn run(config: Config, identity: Identity, live: Arc<Live>, mut shutdown: watch::Receiver<bool>) {
     let cache = DiskCache::new(config.cache_dir.clone());
-    let (persist, persist_rx) = watch::channel(None);
-    tokio::spawn(persist_loop(cache, persist_rx));
+    let (persist, persist_rx) = mpsc::unbounded_channel();
+    tokio::spawn(persist_loop(cache, persist_rx, live.clone()));
     let plugins = config.plugins.iter().cloned().collect();
     let mut follower = Follower { config, identity, plugins, live, persist };
     let mut backoff = follower.config.backoff_min;
@@ -143,17 +143,77 @@ const HEALTH_REPORT_DELAY: Duration = Duration::from_millis(50);
 /// At most one cache write per this interval: a burst of revisions costs one write.
 const PERSIST_EVERY: Duration = Duration::from_millis(250);
 
-/// Writes applied configurations to disk, newest first; intermediate ones are skipped.
-async fn persist_loop(cache: DiskCache, mut rx: watch::Receiver<Option<Arc<ConfigSet>>>) {
-    while rx.changed().await.is_ok() {
-        tokio::time::sleep(PERSIST_EVERY).await;
-        let Some(set) = rx.borrow_and_update().clone() else { continue };
-        let cache = cache.clone();
-        match tokio::task::spawn_blocking(move || cache.store(&set)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the configuration cache"),
-            Err(e) => tracing::warn!(error = %e, "cache writer failed"),
+/// A new generation is started once the log has grown to this share of the image (or a
+/// burst queued more deltas than this many), so a restart never replays more than about
+/// half an image's worth of deltas.
+const LOG_SHARE: u64 = 2;
+const MAX_QUEUED_DELTAS: usize = 10_000;
+
+/// An applied configuration for the disk cache.
+#[derive(Debug)]
+enum Persist {
+    /// A snapshot: the cache starts a new generation from it.
+    Image(Arc<ConfigSet>),
+    /// A delta, logged unless a new generation starts anyway.
+    Delta(Arc<ConfigSet>, Delta),
+}
+
+impl Persist {
+    fn set(&self) -> &Arc<ConfigSet> {
+        match self {
+            Persist::Image(set) | Persist::Delta(set, _) => set,
         }
+    }
+}
+
+/// Writes applied configurations to disk: the deltas of a burst appended to the log in one
+/// write, or a new generation (a full image of the newest) after a snapshot, when the log has
+/// grown past half the image, or for the first write of the process. Runs off the sync task,
+/// on the blocking pool; each write's revision is published for the status endpoint.
+async fn persist_loop(cache: DiskCache, mut rx: mpsc::UnboundedReceiver<Persist>, live: Arc<Live>) {
+    // The first write starts a generation: a log read at start may end in a torn record.
+    let (mut image_bytes, mut log_bytes, mut fresh) = (0u64, 0u64, false);
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(PERSIST_EVERY).await;
+        let mut batch = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            batch.push(next);
+        }
+        let Some(newest) = batch.last().map(|p| p.set().clone()) else { continue };
+        let image = !fresh
+            || batch.len() > MAX_QUEUED_DELTAS
+            || log_bytes.saturating_mul(LOG_SHARE) > image_bytes
+            || batch.iter().any(|p| matches!(p, Persist::Image(_)));
+        let revision = newest.revision;
+        let cache = cache.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            if image {
+                return cache.store(&newest).map(|n| (true, n));
+            }
+            let deltas: Vec<Delta> = batch
+                .into_iter()
+                .filter_map(|p| match p {
+                    Persist::Delta(_, d) => Some(d),
+                    Persist::Image(_) => None,
+                })
+                .collect();
+            cache.append(&deltas).map(|n| (false, n))
+        });
+        match write.await {
+            Ok(Ok((true, n))) => (image_bytes, log_bytes, fresh) = (n, 0, true),
+            Ok(Ok((false, n))) => log_bytes = n,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot write the configuration cache");
+                fresh = false;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cache writer failed");
+                fresh = false;
+                continue;
+            }
+        }
+        live.set_cached_revision(revision);
     }
 }
 
@@ -209,10 +269,10 @@ impl Follower {
                                 let (entity, id) = e.entity();
                                 CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
                             });
-                            let reuse = d.changes.iter().all(|c| credentials_only(&c.entity)).then_some(current);
                             let counter = &self.live.counters.deltas;
                             let span = crate::trace::sync_apply(d.revision, &d.traceparent);
-                            let installing = self.install(d.revision, result.map(|()| next), &tx, reuse, counter);
+                            let delta = Some((current.as_ref(), d.changes.as_slice()));
+                            let installing = self.install(d.revision, result.map(|()| next), &tx, delta, counter);
                             refused = !tracing::Instrument::instrument(installing, span).await?;
                         }
                         Some(In::Snapshot(chunk)) => {
@@ -288,16 +348,22 @@ impl Follower {
         attempted: i64,
         next: Result<ConfigSet, CompileError>,
         tx: &mpsc::Sender<DataPlaneMessage>,
-        reuse: Option<Arc<Compiled>>,
+        delta: Option<(&Compiled, &[Change])>,
         applied: &std::sync::atomic::AtomicU64,
     ) -> Result<bool, SyncError> {
-        let compiled = match (next, reuse) {
-            (Ok(set), Some(current)) => Ok(current.with_credentials(Arc::new(set))),
-            (Ok(set), None) => {
-                self.live.balancers.prepare(&set).await;
-                Compiled::compile(Arc::new(set), &self.plugins, &self.live.balancers)
+        let compiled = match next {
+            Ok(set) => {
+                let targets = ["upstreams", "targets"];
+                if delta.is_none_or(|(_, changes)| changes.iter().any(|c| targets.contains(&c.entity.as_str()))) {
+                    self.live.balancers.prepare(&set).await;
+                }
+                let set = Arc::new(set);
+                match delta {
+                    Some((current, changes)) => current.apply(set, changes, &self.plugins, &self.live.balancers),
+                    None => Compiled::compile(set, &self.plugins, &self.live.balancers),
+                }
             }
-            (Err(e), _) => Err(e),
+            Err(e) => Err(e),
         };
         match compiled {
             Ok(compiled) => {
@@ -305,7 +371,13 @@ impl Follower {
                 let revision = set.revision;
                 applied.fetch_add(1, Ordering::Relaxed);
                 self.live.store(compiled);
-                let _ = self.persist.send(Some(set));
+                let _ = self.persist.send(match delta {
+                    Some((current, changes)) => {
+                        let logged = Delta::new(&set.epoch, current.revision(), revision, changes);
+                        Persist::Delta(set, logged)
+                    }
+                    None => Persist::Image(set),
+                });
                 send(tx, Out::Ack(Ack { revision })).await?;
                 tracing::debug!(revision, "applied");
                 Ok(true)
