@@ -64,28 +64,53 @@ pub(super) struct Shared {
     pub last_read: LastRead,
 }
 
-/// Change-log rows from one revision on.
+/// Change-log rows from one revision on, whole revisions only.
 type Rows = Arc<Vec<crate::store::changelog::Change>>;
 
 /// The last change-log read, shared by this process's sessions. When a write reaches the
 /// head every connected data plane needs the same rows at the same moment: the first session
-/// to ask reads them and the others, waiting on the lock meanwhile, take the same rows, so a
-/// write costs the database one read whatever the number of data planes.
+/// to ask reads them and the others wait for that read and take the same rows, so a write
+/// costs the database one read whatever the number of data planes. A session that needs
+/// other rows (it is behind) reads on its own, without waiting for anyone.
 #[derive(Default)]
-pub(super) struct LastRead(tokio::sync::Mutex<Option<(i64, i64, Rows)>>);
+pub(super) struct LastRead(std::sync::Mutex<Option<Read>>);
+
+/// A read of the rows after a revision (the first), started at a head (the second).
+type Read = (i64, i64, Arc<tokio::sync::OnceCell<Rows>>);
 
 impl LastRead {
-    /// The rows after revision `from` (at most `READ_BATCH`), as of a head of at least `head`.
+    /// The rows after revision `from`, whole revisions only, as of a head of at least `head`.
     async fn since(&self, store: &Store, from: i64, head: i64) -> Result<Rows, StoreError> {
-        let mut last = self.0.lock().await;
-        if let Some((read_from, read_at, rows)) = &*last {
-            if *read_from == from && *read_at >= head {
-                return Ok(rows.clone());
+        let read = {
+            let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*last {
+                Some((read_from, read_at, read)) if *read_from == from && *read_at >= head => read.clone(),
+                _ => {
+                    let read = Arc::new(tokio::sync::OnceCell::new());
+                    *last = Some((from, head, read.clone()));
+                    read
+                }
             }
+        };
+        read.get_or_try_init(|| whole_revisions(store, from)).await.cloned()
+    }
+}
+
+/// Up to about [`READ_BATCH`] rows after revision `from`, ending at a revision's end: a read
+/// cut short drops its last revision, and one revision larger than a batch is read whole.
+async fn whole_revisions(store: &Store, from: i64) -> Result<Rows, StoreError> {
+    let mut limit = READ_BATCH;
+    loop {
+        let mut rows = store.changes_since(from, limit).await?;
+        if (rows.len() as i64) < limit {
+            return Ok(Arc::new(rows));
         }
-        let rows = Arc::new(store.changes_since(from, READ_BATCH).await?);
-        *last = Some((from, head, rows.clone()));
-        Ok(rows)
+        let last = rows.last().map_or(0, |r| r.revision);
+        if let Some(end) = rows.iter().position(|r| r.revision == last).filter(|end| *end > 0) {
+            rows.truncate(end);
+            return Ok(Arc::new(rows));
+        }
+        limit *= 2;
     }
 }
 
@@ -359,13 +384,7 @@ impl Session {
                 self.send_snapshot().await?;
                 continue;
             }
-            // Only whole revisions: drop the trailing revision if the read cut it short.
-            let complete = if rows.len() as i64 == READ_BATCH && rows.iter().any(|r| r.revision != first.revision) {
-                let last = rows.last().map_or(0, |r| r.revision);
-                &rows[..rows.iter().position(|r| r.revision == last).unwrap_or(rows.len())]
-            } else {
-                &rows[..]
-            };
+            let complete = &rows[..];
             let mut batch = Vec::new();
             let mut bytes = 0;
             let mut batch_end = self.sent;

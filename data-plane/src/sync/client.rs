@@ -93,14 +93,13 @@ struct Follower {
     identity: Identity,
     plugins: HashSet<String>,
     live: Arc<Live>,
-    persist: mpsc::UnboundedSender<Persist>,
+    persist: Persist,
 }
 
 /// Runs until `shutdown` fires: connect, follow, reconnect with backoff.
 pub async fn run(config: Config, identity: Identity, live: Arc<Live>, mut shutdown: watch::Receiver<bool>) {
     let cache = DiskCache::new(config.cache_dir.clone());
-    let (persist, persist_rx) = mpsc::unbounded_channel();
-    tokio::spawn(persist_loop(cache, persist_rx, live.clone()));
+    let persist = Persist::start(cache, live.clone());
     let plugins = config.plugins.iter().cloned().collect();
     let mut follower = Follower { config, identity, plugins, live, persist };
     let mut backoff = follower.config.backoff_min;
@@ -143,77 +142,101 @@ const HEALTH_REPORT_DELAY: Duration = Duration::from_millis(50);
 /// At most one cache write per this interval: a burst of revisions costs one write.
 const PERSIST_EVERY: Duration = Duration::from_millis(250);
 
-/// A new generation is started once the log has grown to this share of the image (or a
-/// burst queued more deltas than this many), so a restart never replays more than about
-/// half an image's worth of deltas.
+/// A new generation is started once the logged deltas would pass half the image (and this
+/// floor, so a small configuration is not rewritten for every delta): a restart never replays
+/// more than about half an image's worth of deltas.
 const LOG_SHARE: u64 = 2;
-const MAX_QUEUED_DELTAS: usize = 10_000;
+const LOG_FLOOR: u64 = 1024 * 1024;
+/// Applied revisions waiting for the writer; past this many (a stalled disk) they are
+/// dropped, the writer finds the gap and writes a new image, and memory stays bounded.
+const MAX_QUEUED: usize = 1024;
 
-/// An applied configuration for the disk cache.
-#[derive(Debug)]
-enum Persist {
-    /// A snapshot: the cache starts a new generation from it.
-    Image(Arc<ConfigSet>),
-    /// A delta, logged unless a new generation starts anyway.
-    Delta(Arc<ConfigSet>, Delta),
+/// The sync task's side of the cache writer.
+struct Persist {
+    /// The newest applied configuration.
+    latest: watch::Sender<Option<Arc<ConfigSet>>>,
+    /// What each applied revision was, in order: a delta, or `None` for a snapshot.
+    applied: mpsc::Sender<Option<Delta>>,
 }
 
 impl Persist {
-    fn set(&self) -> &Arc<ConfigSet> {
-        match self {
-            Persist::Image(set) | Persist::Delta(set, _) => set,
-        }
+    fn start(cache: DiskCache, live: Arc<Live>) -> Persist {
+        let (latest, latest_rx) = watch::channel(None);
+        let (applied, applied_rx) = mpsc::channel(MAX_QUEUED);
+        tokio::spawn(persist_loop(cache, latest_rx, applied_rx, live));
+        Persist { latest, applied }
+    }
+
+    /// `set` was installed: from a snapshot (`delta` is `None`) or by applying `delta`.
+    fn applied(&self, set: Arc<ConfigSet>, delta: Option<Delta>) {
+        // Queued before the configuration is published, so the writer, having seen a
+        // configuration, has been handed every revision up to it (or finds a gap).
+        let _ = self.applied.try_send(delta);
+        let _ = self.latest.send(Some(set));
     }
 }
 
-/// Writes applied configurations to disk: the deltas of a burst appended to the log in one
-/// write, or a new generation (a full image of the newest) after a snapshot, when the log has
-/// grown past half the image, or for the first write of the process. Runs off the sync task,
-/// on the blocking pool; each write's revision is published for the status endpoint.
-async fn persist_loop(cache: DiskCache, mut rx: mpsc::UnboundedReceiver<Persist>, live: Arc<Live>) {
-    // The first write starts a generation: a log read at start may end in a torn record.
-    let (mut image_bytes, mut log_bytes, mut fresh) = (0u64, 0u64, false);
-    while let Some(first) = rx.recv().await {
+/// Writes applied configurations to disk off the sync task, on the blocking pool. A burst of
+/// deltas that follow what is on disk is appended in one write; otherwise (the first write of
+/// the process, a snapshot, a gap, deltas that would reach half the image) a new generation is
+/// written from the newest configuration. The revision on disk after each write is published
+/// for the status endpoint.
+async fn persist_loop(
+    cache: DiskCache,
+    mut latest: watch::Receiver<Option<Arc<ConfigSet>>>,
+    mut applied: mpsc::Receiver<Option<Delta>>,
+    live: Arc<Live>,
+) {
+    // The epoch and revision on disk, once this process has written a generation.
+    let mut on_disk: Option<(String, i64)> = None;
+    let (mut image_bytes, mut logged_bytes) = (0u64, 0u64);
+    while latest.changed().await.is_ok() {
         tokio::time::sleep(PERSIST_EVERY).await;
-        let mut batch = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            batch.push(next);
-        }
-        let Some(newest) = batch.last().map(|p| p.set().clone()) else { continue };
-        let image = !fresh
-            || batch.len() > MAX_QUEUED_DELTAS
-            || log_bytes.saturating_mul(LOG_SHARE) > image_bytes
-            || batch.iter().any(|p| matches!(p, Persist::Image(_)));
-        let revision = newest.revision;
-        let cache = cache.clone();
-        let write = tokio::task::spawn_blocking(move || {
-            if image {
-                return cache.store(&newest).map(|n| (true, n));
+        let mut follows = on_disk.clone();
+        let mut deltas = Vec::new();
+        while let Ok(next) = applied.try_recv() {
+            match next {
+                Some(d) if follows.as_ref().is_some_and(|(e, r)| *e == d.epoch && *r == d.from) => {
+                    follows = Some((d.epoch.clone(), d.revision));
+                    deltas.push(d);
+                }
+                _ => follows = None,
             }
-            let deltas: Vec<Delta> = batch
-                .into_iter()
-                .filter_map(|p| match p {
-                    Persist::Delta(_, d) => Some(d),
-                    Persist::Image(_) => None,
-                })
-                .collect();
-            cache.append(&deltas).map(|n| (false, n))
+        }
+        let Some(newest) = latest.borrow_and_update().clone() else { continue };
+        let logged: u64 = deltas.iter().map(Delta::size).sum();
+        let caught_up = follows.as_ref().is_some_and(|(e, r)| *e == newest.epoch && *r >= newest.revision);
+        let full = follows.is_none()
+            || (deltas.is_empty() && !caught_up)
+            || (logged_bytes + logged) > (image_bytes / LOG_SHARE).max(LOG_FLOOR);
+        if !full && deltas.is_empty() {
+            continue;
+        }
+        let cache = cache.clone();
+        let written = if full { (newest.epoch.clone(), newest.revision) } else { follows.clone().unwrap_or_default() };
+        let write = tokio::task::spawn_blocking(move || {
+            if full {
+                cache.store(&newest).map(|n| (true, n))
+            } else {
+                cache.append(&deltas).map(|n| (false, n))
+            }
         });
         match write.await {
-            Ok(Ok((true, n))) => (image_bytes, log_bytes, fresh) = (n, 0, true),
-            Ok(Ok((false, n))) => log_bytes = n,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot write the configuration cache");
-                fresh = false;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cache writer failed");
-                fresh = false;
+            Ok(Ok((true, n))) => (image_bytes, logged_bytes) = (n, 0),
+            Ok(Ok((false, n))) => logged_bytes += n,
+            failed => {
+                match failed {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the configuration cache"),
+                    Err(e) => tracing::warn!(error = %e, "cache writer failed"),
+                    Ok(Ok(_)) => {}
+                }
+                // What is on disk is unknown: the next write starts a new generation.
+                on_disk = None;
                 continue;
             }
         }
-        live.set_cached_revision(revision);
+        live.set_cached_revision(written.1);
+        on_disk = Some(written);
     }
 }
 
@@ -371,13 +394,9 @@ impl Follower {
                 let revision = set.revision;
                 applied.fetch_add(1, Ordering::Relaxed);
                 self.live.store(compiled);
-                let _ = self.persist.send(match delta {
-                    Some((current, changes)) => {
-                        let logged = Delta::new(&set.epoch, current.revision(), revision, changes);
-                        Persist::Delta(set, logged)
-                    }
-                    None => Persist::Image(set),
-                });
+                let logged =
+                    delta.map(|(current, changes)| Delta::new(&set.epoch, current.revision(), revision, changes));
+                self.persist.applied(set, logged);
                 send(tx, Out::Ack(Ack { revision })).await?;
                 tracing::debug!(revision, "applied");
                 Ok(true)
