@@ -314,25 +314,34 @@ impl Compiled {
         }
 
         let none = Arc::new(Chain::default());
-        let routes_changed = every_route || !dirty_routes.is_empty();
-        if every_route {
+        let router = if every_route {
             parts.routes = imbl::HashMap::new();
             parts.routes_of = imbl::HashMap::new();
             for doc in set.table("routes") {
                 let spec =
                     route_spec(doc, &parts.services, &parts.plugins, &none).map_err(|e| err("routes", doc, e))?;
-                parts.add_route(spec);
+                parts.add_route(Arc::new(spec));
             }
+            Arc::new(Router::new(parts.routes.values().cloned().collect()))
+        } else if dirty_routes.is_empty() {
+            self.router.clone()
         } else {
-            for id in &dirty_routes {
-                parts.remove_route(id);
-                if let Some(doc) = set.get("routes", id) {
-                    let spec =
-                        route_spec(doc, &parts.services, &parts.plugins, &none).map_err(|e| err("routes", doc, e))?;
-                    parts.add_route(spec);
+            // The router takes the changed routes out and the recompiled ones in, sharing the
+            // rest of its indexes with the current configuration's.
+            let (mut removed, mut added) = (Vec::new(), Vec::new());
+            for id in dirty_routes {
+                parts.remove_route(&id);
+                if let Some(doc) = set.get("routes", &id) {
+                    let spec = Arc::new(
+                        route_spec(doc, &parts.services, &parts.plugins, &none).map_err(|e| err("routes", doc, e))?,
+                    );
+                    parts.add_route(spec.clone());
+                    added.push(spec);
                 }
+                removed.push(id);
             }
-        }
+            Arc::new(self.router.with_changes(&removed, added))
+        };
         let certs =
             if touched.any(&["certificates", "snis"]) { Arc::new(compile_certs(&set)?) } else { self.certs.clone() };
         let creds = if touched.credentials() { Arc::new(Credentials::compile(&set)) } else { self.creds.clone() };
@@ -341,11 +350,7 @@ impl Compiled {
             registry.commit(staged);
         }
         Ok(Compiled {
-            router: if routes_changed {
-                Arc::new(Router::new(parts.routes.values().cloned().collect()))
-            } else {
-                self.router.clone()
-            },
+            router,
             certs,
             creds,
             global: if touched.any(&["plugins"]) { parts.plugins.global() } else { self.global.clone() },
@@ -360,10 +365,10 @@ impl Compiled {
 }
 
 impl Parts {
-    fn add_route(&mut self, spec: RouteSpec) {
+    fn add_route(&mut self, spec: Arc<RouteSpec>) {
         let id = spec.info.id.clone();
         self.routes_of.entry(spec.info.service.id.clone()).or_default().insert(id.clone());
-        self.routes.insert(id, Arc::new(spec));
+        self.routes.insert(id, spec);
     }
 
     fn remove_route(&mut self, id: &Arc<str>) {

@@ -101,3 +101,76 @@ fn ten_thousand_routes_match_through_indexes() {
     assert_eq!(find(&r, "GET", "", "/svc/9999/x").as_deref(), Some("r9999"));
     assert_eq!(find(&r, "GET", "", "/svc/1/x").as_deref(), Some("r1"));
 }
+
+/// A random route over a small vocabulary, so that routes share hosts, paths and methods and
+/// tie on priority and creation time.
+fn random_route(rng: &mut fastrand::Rng, id: &str) -> Arc<RouteSpec> {
+    let some = |rng: &mut fastrand::Rng, from: &[&'static str]| -> Vec<&'static str> {
+        from.iter().copied().filter(|_| rng.u8(..3) == 0).collect()
+    };
+    let hosts = some(rng, &["a.test", "b.test", "*.w.test", "x.*"]);
+    let paths = some(rng, &["/a", "/a/b", "/ab", r"/r/\d+", r"/r/(?=1)\d", "/c"]);
+    let methods = some(rng, &["GET", "POST"]);
+    spec(id, &hosts, &paths, &methods, rng.i64(0..2), rng.i64(0..3))
+}
+
+/// Routers reached by random sequences of route changes match every request as a router
+/// built at once from the same routes does.
+#[test]
+fn a_router_changed_route_by_route_matches_as_one_built_at_once() {
+    let requests: Vec<(&str, &str, &str)> = ["GET", "POST", "PUT"]
+        .iter()
+        .flat_map(|m| {
+            ["a.test", "b.test:8000", "q.w.test", "x.y", ""].iter().flat_map(move |h| {
+                ["/a", "/a/b/c", "/ab", "/r/12", "/r/x", "/c", "/d", "/"].iter().map(move |p| (*m, *h, *p))
+            })
+        })
+        .collect();
+    let describe = |r: &Router| -> Vec<Option<(String, Option<Strip>)>> {
+        requests
+            .iter()
+            .map(|(method, host, path)| {
+                r.find(&Request { method, path, host }).map(|m| (m.route.id.to_string(), m.strip))
+            })
+            .collect()
+    };
+    for seed in 0..60 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut current: std::collections::BTreeMap<String, Arc<RouteSpec>> = Default::default();
+        let mut router = Router::default();
+        for step in 0..40 {
+            let (mut removed, mut added) = (Vec::new(), Vec::new());
+            for _ in 0..1 + rng.usize(..3) {
+                let id = format!("r{}", rng.usize(..16));
+                if rng.u8(..4) == 0 {
+                    current.remove(&id);
+                    added.retain(|a: &Arc<RouteSpec>| *a.info.id != *id);
+                    removed.push(Arc::from(id.as_str()));
+                } else {
+                    let route = random_route(&mut rng, &id);
+                    current.insert(id, route.clone());
+                    added.retain(|a: &Arc<RouteSpec>| a.info.id != route.info.id);
+                    added.push(route);
+                }
+            }
+            // A route removed then added again in one change is added.
+            removed.retain(|id| !added.iter().any(|a| &a.info.id == id));
+            assert!(!added.is_empty() || !removed.is_empty());
+            router = router.with_changes(&removed, added);
+            let whole = Router::new(current.values().cloned().collect());
+            assert_eq!(router.len(), current.len());
+            assert_eq!(describe(&router), describe(&whole), "seed {seed} step {step}");
+        }
+    }
+}
+
+/// Routes fill the slot table densely, and freed slots are reused.
+#[test]
+fn slots_are_dense_and_reused() {
+    let specs: Vec<Arc<RouteSpec>> = (0..1_000).map(|i| spec(&format!("r{i}"), &[], &["/p"], &[], 0, i)).collect();
+    let r = Router::new(specs);
+    assert_eq!(r.chunks.len(), 1_000usize.div_ceil(CHUNK));
+    let r = r.with_changes(&[Arc::from("r5")], vec![spec("new", &[], &["/q"], &[], 0, 0)]);
+    assert_eq!((r.len(), r.high), (1_000, 1_000), "the freed slot was reused");
+    assert_eq!(find(&r, "GET", "", "/q").as_deref(), Some("new"));
+}
