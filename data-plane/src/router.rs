@@ -211,7 +211,9 @@ pub struct Router {
     /// Distinct wildcard hosts in route order (the first that matches is the host hit).
     wildcards: Arc<Vec<(Box<str>, Wildcard)>>,
     /// The routes holding each wildcard host, in route order (to keep `wildcards` in order).
-    wildcard_routes: Arc<HashMap<Box<str>, std::collections::BTreeSet<Rank>>>,
+    /// Each holder is the route's rank and the host's position among its hosts: Kong takes a
+    /// route's wildcards in the order it lists them.
+    wildcard_routes: Arc<HashMap<Box<str>, std::collections::BTreeSet<(Rank, usize)>>>,
     plain_paths: Index<u32>,
     /// Prefix paths grouped by length, longest first: path → routes holding it.
     prefixes: Vec<(usize, Index<Slots>)>,
@@ -266,15 +268,16 @@ impl Router {
             r.categories = vec![Category::default(); CATEGORIES.len()];
         }
         let (mut regexes_changed, mut wildcards_changed) = (false, false);
-        let replaced = added.iter().map(|s| &s.info.id);
-        for id in removed.iter().chain(replaced) {
-            let Some(slot) = r.slots.remove(id) else { continue };
-            let Some(route) = r.take(slot) else { continue };
-            regexes_changed |= route.spec.paths.iter().any(|p| matches!(p, PathRule::Regex { .. }));
-            wildcards_changed |= r.index(&route, slot, false);
-            r.free.push(slot);
+        for id in removed {
+            let (regex, wildcard) = r.remove(id);
+            regexes_changed |= regex;
+            wildcards_changed |= wildcard;
         }
         for spec in added {
+            // A route of the same id (this router's, or earlier in `added`) is replaced.
+            let (regex, wildcard) = r.remove(&spec.info.id);
+            regexes_changed |= regex;
+            wildcards_changed |= wildcard;
             let bits = (if spec.hosts.is_empty() { 0 } else { HOST })
                 | (if spec.paths.is_empty() { 0 } else { URI })
                 | (if spec.methods.is_empty() { 0 } else { METHOD });
@@ -292,7 +295,7 @@ impl Router {
         }
         r.prefixes.retain(|(_, paths)| !paths.is_empty());
         if wildcards_changed {
-            let mut wildcards: Vec<(&Rank, &Box<str>)> =
+            let mut wildcards: Vec<(&(Rank, usize), &Box<str>)> =
                 r.wildcard_routes.iter().filter_map(|(host, ranks)| Some((ranks.first()?, host))).collect();
             wildcards.sort();
             r.wildcards =
@@ -319,20 +322,32 @@ impl Router {
         r
     }
 
+    /// Takes the route `id` out, if it is here. Returns whether it had a regex path and
+    /// whether it had a wildcard host.
+    fn remove(&mut self, id: &Arc<str>) -> (bool, bool) {
+        let Some(slot) = self.slots.remove(id) else { return (false, false) };
+        let Some(route) = self.take(slot) else { return (false, false) };
+        let regex = route.spec.paths.iter().any(|p| matches!(p, PathRule::Regex { .. }));
+        let wildcard = self.index(&route, slot, false);
+        self.free.push(slot);
+        (regex, wildcard)
+    }
+
     /// Adds (or removes) `route`, at `slot`, to (from) every index. Returns whether it holds a
     /// wildcard host.
     fn index(&mut self, route: &Route, slot: Slot, add: bool) -> bool {
         let spec = &route.spec;
         let mut wildcard = false;
-        for h in &spec.hosts {
+        for (position, h) in spec.hosts.iter().enumerate() {
             if Wildcard::parse(h).is_some() {
                 wildcard = true;
                 let holders = Arc::make_mut(&mut self.wildcard_routes);
                 let ranks = holders.entry(h.as_str().into()).or_default();
+                let holder = (route.rank.clone(), position);
                 if add {
-                    ranks.insert(route.rank.clone());
+                    ranks.insert(holder);
                 } else {
-                    ranks.remove(&route.rank);
+                    ranks.remove(&holder);
                     if ranks.is_empty() {
                         holders.remove(h.as_str());
                     }

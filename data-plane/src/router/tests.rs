@@ -174,3 +174,24 @@ fn slots_are_dense_and_reused() {
     assert_eq!((r.len(), r.high), (1_000, 1_000), "the freed slot was reused");
     assert_eq!(find(&r, "GET", "", "/q").as_deref(), Some("new"));
 }
+
+/// A route's wildcard hosts are tried in the order it lists them, not alphabetically: here
+/// `api.*` is the host hit (it comes first in route A), so route B serves the GET.
+#[test]
+fn a_routes_wildcards_are_tried_in_the_order_it_lists_them() {
+    let r = Router::new(vec![
+        spec("a", &["api.*", "*.example.com"], &[], &["POST"], 0, 1),
+        spec("b", &["api.*"], &[], &[], 0, 2),
+    ]);
+    assert_eq!(find(&r, "GET", "api.example.com", "/").as_deref(), Some("b"));
+}
+
+/// Two routes of one id in one change: the last is kept, and removing the id removes it.
+#[test]
+fn a_route_added_twice_in_one_change_is_kept_once() {
+    let r = Router::default()
+        .with_changes(&[], vec![spec("x", &[], &["/one"], &[], 0, 1), spec("x", &[], &["/two"], &[], 0, 1)]);
+    assert_eq!((r.len(), find(&r, "GET", "", "/one"), find(&r, "GET", "", "/two").as_deref()), (1, None, Some("x")));
+    let r = r.with_changes(&[Arc::from("x")], Vec::new());
+    assert_eq!((r.len(), find(&r, "GET", "", "/two")), (0, None));
+}
