@@ -82,6 +82,9 @@ struct Route {
 /// delta inserts and removes slots in the indexes without renumbering the others.
 type Slot = u32;
 
+/// The routes holding a wildcard host: each one's rank and the host's position in its list.
+type Holders = std::collections::BTreeSet<(Rank, usize)>;
+
 /// Slots are kept in chunks shared between routers: a delta copies the chunks it changes.
 const CHUNK: usize = 256;
 
@@ -213,7 +216,7 @@ pub struct Router {
     /// The routes holding each wildcard host, in route order (to keep `wildcards` in order).
     /// Each holder is the route's rank and the host's position among its hosts: Kong takes a
     /// route's wildcards in the order it lists them.
-    wildcard_routes: Arc<HashMap<Box<str>, std::collections::BTreeSet<(Rank, usize)>>>,
+    wildcard_routes: Arc<HashMap<Box<str>, Holders>>,
     plain_paths: Index<u32>,
     /// Prefix paths grouped by length, longest first: path → routes holding it.
     prefixes: Vec<(usize, Index<Slots>)>,
