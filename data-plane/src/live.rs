@@ -77,6 +77,9 @@ pub fn reap(old: Box<dyn Send>) {
         let spawned = std::thread::Builder::new().name("config-reaper".into()).spawn(move || {
             for old in rx {
                 drop(old);
+                // What a configuration freed goes back to the system, not only on the next
+                // allocation of this thread (which is the next configuration's free).
+                crate::memory::collect();
             }
         });
         spawned.ok().map(|_| tx)

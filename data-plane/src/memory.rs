@@ -10,18 +10,24 @@ use std::time::Duration;
 
 const EVERY: Duration = Duration::from_secs(1);
 
-/// Runs for the life of the worker's runtime; spawn it on every worker.
+/// Runs for the life of the worker's runtime; spawn it on every worker (and once on the
+/// main runtime, whose threads parse and compile configurations).
 pub async fn trim() {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
-        #[allow(unsafe_code)]
-        // SAFETY: mi_collect takes no pointers and only touches the calling thread's heap and
-        // mimalloc's own bookkeeping; it is safe to call at any time, whichever allocator is
-        // global (with another one it has nothing to collect).
-        unsafe {
-            libmimalloc_sys::mi_collect(false)
-        };
+        collect();
     }
+}
+
+/// Releases what the calling thread's heap has had free long enough.
+pub fn collect() {
+    #[allow(unsafe_code)]
+    // SAFETY: mi_collect takes no pointers and only touches the calling thread's heap and
+    // mimalloc's own bookkeeping; it is safe to call at any time, whichever allocator is
+    // global (with another one it has nothing to collect).
+    unsafe {
+        libmimalloc_sys::mi_collect(false)
+    };
 }

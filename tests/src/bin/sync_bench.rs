@@ -22,7 +22,7 @@
 //! 3. for each fleet size: the missing data planes are started together (time until all hold
 //!    the head), then W sequential writes (alternately a Route PATCH and a Service POST), each
 //!    timed from the Admin API's response until every data plane's status reports the
-//!    write's revision (status endpoints polled every 1 ms).
+//!    write's revision (status endpoints polled every 1 ms); then the first data plane's RSS.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -528,7 +528,15 @@ async fn main() {
         if lost + mismatched + failed > 0 {
             println!("  failed writes {failed}, not propagated within {WRITE_DEADLINE:?}: {lost}, revision not head+1: {mismatched}");
         }
+        // Whether memory stays flat as writes accumulate: the first data plane's RSS now.
+        let (rss_after, hwm_after) = fleet.first().map(dp_memory).unwrap_or_default();
+        println!(
+            "  first data plane's RSS after the writes: {:.1} MiB (peak {:.1} MiB)",
+            mib(rss_after),
+            mib(hwm_after)
+        );
         runs.push(json!({
+            "dp_rss_kib_after": rss_after,
             "data_planes": size,
             "writes": args.writes,
             "admin_latency": admin_s,
