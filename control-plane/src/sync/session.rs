@@ -384,11 +384,10 @@ impl Session {
                 self.send_snapshot().await?;
                 continue;
             }
-            let complete = &rows[..];
             let mut batch = Vec::new();
             let mut bytes = 0;
             let mut batch_end = self.sent;
-            for (i, row) in complete.iter().enumerate() {
+            for (i, row) in rows.iter().enumerate() {
                 bytes += row.doc.as_ref().map_or(0, String::len) + 64;
                 batch.push(Change {
                     entity: row.entity.clone(),
@@ -397,7 +396,7 @@ impl Session {
                     deleted: row.op == "delete",
                 });
                 batch_end = row.revision;
-                let revision_ends = complete.get(i + 1).is_none_or(|next| next.revision != row.revision);
+                let revision_ends = rows.get(i + 1).is_none_or(|next| next.revision != row.revision);
                 if revision_ends && bytes >= CHUNK_BYTES {
                     self.send_deltas(std::mem::take(&mut batch), batch_end).await?;
                     bytes = 0;

@@ -181,7 +181,8 @@ fn first_record(bytes: &[u8], legacy: bool) -> Option<(&[u8], &[u8])> {
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let (sum, body, rest) = match header.split_once(' ') {
         Some((sum, len)) => {
-            let end = newline + 1 + len.parse::<usize>().ok()?;
+            // A damaged length can be any number: checked, so it reads as damage, not a panic.
+            let end = (newline + 1).checked_add(len.parse::<usize>().ok()?)?;
             if bytes.get(end) != Some(&b'\n') {
                 return None;
             }
@@ -314,6 +315,16 @@ mod tests {
         assert!(loaded.get("services", "gap").is_none() && loaded.get("services", "after").is_none());
         cache.store(&set(1)).unwrap();
         cache.append(&[Delta::new("other", 1, 2, &[service("x")])]).unwrap();
+        assert_eq!(cache.load().unwrap().revision, 1);
+    }
+
+    #[test]
+    fn a_delta_whose_length_field_is_absurd_reads_as_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::new(dir.path());
+        cache.store(&set(1)).unwrap();
+        let mut f = gatehouse_shared::private_fs::append_file(&dir.path().join(CURRENT)).unwrap();
+        writeln!(f, "0000000000000000 {}", usize::MAX).unwrap();
         assert_eq!(cache.load().unwrap().revision, 1);
     }
 
