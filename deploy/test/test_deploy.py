@@ -1106,7 +1106,9 @@ def run_binaries(title: str, values: dict, pg: Postgres, bin_dir: Path, upstream
                 len(set(revisions)) == 1 and dp_status["config_revision"] == revisions[0] == ready.get("config_revision")
                 and dp_status["control_plane_connected"], json.dumps(dp_status))
         cache = Path(dp.env["GATEHOUSE_CACHE_DIR"])
-        R.check("the data plane's cache is written to its emptyDir", (cache / "config.json").is_file(), str(list(cache.glob("*"))))
+        # The cache writer batches what it writes (up to 250 ms after a change): wait for it.
+        written = wait_for("the cache file", lambda: (cache / "config.json").is_file(), 10, procs)
+        R.check("the data plane's cache is written to its emptyDir", written, str(list(cache.glob("*"))))
 
         # 6. The ServiceMonitors, scraped as Prometheus would: every pod behind every Service
         # the selector picks, on that Service port's target, with the credentials it names.
