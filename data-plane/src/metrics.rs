@@ -428,6 +428,12 @@ pub fn render(out: &mut String) {
     ] {
         let _ = writeln!(out, "kong_nginx_connections_total{{state=\"{state}\"}} {n}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP gatehouse_requests_handed_over_total HTTP/1 requests the direct engine left to the general one (hyper)"
+    );
+    let _ = writeln!(out, "# TYPE gatehouse_requests_handed_over_total counter");
+    let _ = writeln!(out, "gatehouse_requests_handed_over_total {handed_over}");
 }
 
 #[cfg(test)]

@@ -164,6 +164,28 @@ pub(crate) fn add_own_fields(
     }
 }
 
+/// The fields `Kong-Debug` adds to a proxied answer (Kong's `header_filter`), as the direct
+/// path spells them.
+pub(crate) const DEBUG_FIELDS: [&str; 3] = ["Kong-Route-Id", "Kong-Service-Id", "Kong-Service-Name"];
+
+/// The values of [`DEBUG_FIELDS`] for an answer on `route`: its id, its service's id, and its
+/// service's name when it has one (else the upstream's field of that name, if any, stays).
+pub(crate) fn debug_values(route: &router::RouteInfo) -> [Option<&[u8]>; 3] {
+    let service = &route.service;
+    [Some(route.id.as_bytes()), Some(service.id_header.as_bytes()), service.name.as_ref().map(HeaderValue::as_bytes)]
+}
+
+/// Adds what `Kong-Debug` asks for to an answer's fields, each replacing the upstream's field
+/// of that name.
+pub(crate) fn add_debug_fields(h: &mut http::HeaderMap, route: &router::RouteInfo) {
+    for (name, value) in DEBUG_FIELDS.iter().zip(debug_values(route)) {
+        let name = HeaderName::from_bytes(name.as_bytes());
+        if let (Ok(name), Some(Ok(value))) = (name, value.map(HeaderValue::from_bytes)) {
+            h.insert(name, value);
+        }
+    }
+}
+
 /// The page for an upstream failure (a 502 or 504) counts as proxied in Kong, which marks a
 /// request so once its access phase has ended: it gets [`add_own_fields`], the upstream's
 /// latency being the time up to the failure and its status the page's own (nginx's
@@ -433,7 +455,7 @@ impl Proxy {
             _ if service.retries == 0 || matches!(parts.method.as_str(), "POST" | "PATCH" | "LOCK") => None,
             ReqBody::Empty => Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone(), None)),
             ReqBody::Full(b) => Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone(), Some(b.clone()))),
-            ReqBody::Stream(_) | ReqBody::Prefixed(..) => None,
+            ReqBody::Stream(_) | ReqBody::Prefixed(..) | ReqBody::Unread => None,
         };
         let sni = if route.preserve_host && service.https { Some(host_no_port.to_string()) } else { None };
         // Balanced services hash once per request; each try moves one position on (§5.4).
@@ -674,13 +696,7 @@ impl Proxy {
             h.append(header::SET_COOKIE, cookie);
         }
         if debug {
-            if let Ok(v) = HeaderValue::from_str(&route.id) {
-                h.insert("kong-route-id", v);
-            }
-            h.insert("kong-service-id", service.id_header.clone());
-            if let Some(name) = &service.name {
-                h.insert("kong-service-name", name.clone());
-            }
+            add_debug_fields(h, route);
         }
         response_fields.apply(&mut parts.headers);
         // A hook may turn the answer into one of the gateway's own, with no body.

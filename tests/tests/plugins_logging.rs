@@ -611,8 +611,9 @@ async fn a_receiver_that_is_down_has_its_records_dropped_and_counted() {
     }
 }
 
-/// The direct path (most requests) and the general one (`Kong-Debug` forces it) log a request
-/// alike: the same record but for timings.
+/// A request logs the same record with `Kong-Debug` as without (both on the direct path), but
+/// for timings and the fields `Kong-Debug` adds to the answer: `Kong-Debug` changes nothing but
+/// the fields it adds.
 #[tokio::test]
 async fn both_request_paths_write_the_same_record() {
     let (port, inbox) = udp_receiver().await;
@@ -673,6 +674,6 @@ async fn both_request_paths_write_the_same_record() {
             n += 1;
             records.push(comparable(record(&inbox.wait(n).await[n - 1])));
         }
-        assert_eq!(records[0], records[1], "{path}: the direct path's record, then the general path's");
+        assert_eq!(records[0], records[1], "{path}: the record without Kong-Debug, then with it");
     }
 }

@@ -415,9 +415,9 @@ async fn hash_on_header_is_sticky() {
     assert!(used.len() > 1, "30 different header values all went to {used:?}");
 }
 
-/// The hash picks the same target whichever way a request is proxied: a plain request takes
-/// the direct path, the same one with `Kong-Debug` the general path; repeated fields hash as
-/// one concatenated value on both.
+/// The hash picks the same target whichever way a request is proxied: a plain HTTP/1.1 request
+/// takes the direct path, the same one over HTTP/2 (TLS port, which only hyper serves) the
+/// general path; repeated fields hash as one concatenated value on both.
 #[tokio::test]
 async fn hash_is_the_same_on_both_proxy_paths() {
     let gw = Standalone::start().await;
@@ -429,39 +429,48 @@ async fn hash_is_the_same_on_both_proxy_paths() {
         add_target(&gw, "byip.test", &local(up.addr()), 100).await;
     }
     gw.sync().await;
+    // The general path: HTTP/2 on the TLS port; its answer's version says which path answered.
+    let h2 = |path: &str| gw.client().get(gw.proxy_tls_url(path));
 
     let mut used = BTreeSet::new();
     for i in 0..20 {
         let user = format!("user-{i}");
         let direct = gw.get_with("/both", &[("X-User", &user)]).await;
-        let general = gw.get_with("/both", &[("X-User", &user), ("Kong-Debug", "1")]).await;
-        assert!(general.header("kong-route-id").is_some(), "Kong-Debug answers come from the general path");
+        let general = gw.send("GET /both over HTTP/2", h2("/both").header("X-User", &user)).await;
+        assert_eq!(general.version, "HTTP/2.0", "HTTP/2 answers come from the general path");
         assert_eq!(direct.echo().upstream(), general.echo().upstream(), "X-User: {user} differs between the paths");
         used.insert(direct.echo().upstream().to_owned());
     }
     assert!(used.len() > 1, "20 users all went to {used:?}");
 
     // Two X-User fields hash as their values concatenated, as one field with that value does.
-    let raw = |debug: &str| {
-        format!("GET /both HTTP/1.1\r\nHost: x\r\nX-User: user-\r\nX-User: 7\r\n{debug}Connection: close\r\n\r\n")
-    };
     let joined = gw.get_with("/both", &[("X-User", "user-7")]).await.echo().upstream().to_owned();
-    for debug in ["", "Kong-Debug: 1\r\n"] {
-        let reply = exchange(gw.proxy_addr(), raw(debug).as_bytes()).await.expect("a response");
-        assert_eq!(reply.echo().upstream(), joined, "{debug:?}: two X-User fields hash as one");
-    }
+    let raw = "GET /both HTTP/1.1\r\nHost: x\r\nX-User: user-\r\nX-User: 7\r\nConnection: close\r\n\r\n";
+    let direct = exchange(gw.proxy_addr(), raw.as_bytes()).await.expect("a response");
+    assert_eq!(direct.echo().upstream(), joined, "the direct path: two X-User fields hash as one");
+    let twice = h2("/both").header("X-User", "user-").header("X-User", "7");
+    let general = gw.send("GET /both with two X-User over HTTP/2", twice).await;
+    assert_eq!(general.version, "HTTP/2.0", "the general path");
+    assert_eq!(general.echo().upstream(), joined, "the general path: two X-User fields hash as one");
 
-    // Hashing on the client address: every request from here lands on one target.
+    // Hashing on the client address: every request from here lands on one target, on either path.
     let mut targets = BTreeSet::new();
     for i in 0..10 {
-        let extra: &[(&str, &str)] = if i % 2 == 0 { &[] } else { &[("Kong-Debug", "1")] };
-        targets.insert(gw.get_with("/byip", extra).await.echo().upstream().to_owned());
+        let reply = if i % 2 == 0 {
+            gw.get("/byip").await
+        } else {
+            let general = gw.send("GET /byip over HTTP/2", h2("/byip")).await;
+            assert_eq!(general.version, "HTTP/2.0", "the general path");
+            general
+        };
+        targets.insert(reply.echo().upstream().to_owned());
     }
     assert_eq!(targets.len(), 1, "one client address, one target: {targets:?}");
 }
 
 /// Behind an authentication plugin, a hash on the consumer picks the same target on the
-/// direct path as on the general path (`Kong-Debug`), request after request.
+/// direct path (HTTP/1.0 on the plain port) as on the general path (HTTP/2 on the TLS port),
+/// request after request.
 #[tokio::test]
 async fn hash_on_consumer_behind_key_auth_is_the_same_on_both_proxy_paths() {
     let gw = Standalone::start().await;
@@ -480,21 +489,17 @@ async fn hash_on_consumer_behind_key_auth_is_the_same_on_both_proxy_paths() {
     for i in 0..12 {
         let key = format!("key-{i}");
         let mut seen = BTreeSet::new();
-        for debug in [false, true, false, true] {
-            let mut headers = vec![("apikey", key.as_str())];
-            if debug {
-                headers.push(("Kong-Debug", "1"));
-            }
-            // HTTP/1.0: the direct path answers in HTTP/1.1 (as nginx does), hyper in HTTP/1.0.
-            let mut head = format!("GET /who HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n", gw.proxy_port);
-            for (k, v) in &headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let reply = exchange(gw.proxy_addr(), head.as_bytes()).await.expect("an answer");
-            assert_eq!(reply.header("kong-route-id").is_some(), debug, "which path answered");
-            let version = if debug { "HTTP/1.0" } else { "HTTP/1.1" };
-            assert_eq!(reply.version, version, "debug {debug}: which path answered");
+        for general in [false, true, false, true] {
+            let reply = if general {
+                let req = gw.client().get(gw.proxy_tls_url("/who")).header("apikey", &key);
+                gw.send("GET /who over HTTP/2", req).await
+            } else {
+                // HTTP/1.0: the direct path answers in HTTP/1.1, as nginx does.
+                let head = format!("GET /who HTTP/1.0\r\nHost: 127.0.0.1:{}\r\napikey: {key}\r\n\r\n", gw.proxy_port);
+                exchange(gw.proxy_addr(), head.as_bytes()).await.expect("an answer")
+            };
+            let version = if general { "HTTP/2.0" } else { "HTTP/1.1" };
+            assert_eq!(reply.version, version, "user-{i}, general {general}: which path answered");
             seen.insert(reply.echo().upstream().to_owned());
         }
         assert_eq!(seen.len(), 1, "user-{i} went to {seen:?}");

@@ -491,11 +491,13 @@ async fn https_services_keep_one_tls_connection_across_requests() {
     assert_eq!(up.connections(), 1, "one TLS connection to the upstream for five requests");
 }
 
-/// The same request on the direct path, and on the general path (`Kong-Debug` sends it there).
+/// The same request without and with `Kong-Debug`. Both take the direct path (it answers
+/// `Kong-Debug` itself); a test run over both checks that `Kong-Debug` changes nothing but the
+/// fields it adds, as in Kong.
 const BOTH_PATHS: [&[(&str, &str)]; 2] = [&[], &[("Kong-Debug", "1")]];
 
 /// Chunked framing wins over a Content-Length sent with it (RFC 9112 §6.3): the whole body
-/// reaches the client on both paths, not as many bytes as the length said.
+/// reaches the client, not as many bytes as the length said, with `Kong-Debug` as without.
 #[tokio::test]
 async fn an_answer_both_chunked_and_with_a_length_is_relayed_whole() {
     let gw = Standalone::start().await;
@@ -515,7 +517,7 @@ async fn an_answer_both_chunked_and_with_a_length_is_relayed_whole() {
 }
 
 /// Kong always speaks HTTP/1.1 to upstreams: an upstream that answered HTTP/1.0 (keeping the
-/// connection alive) still gets HTTP/1.1 requests next, on both paths.
+/// connection alive) still gets HTTP/1.1 requests next, with `Kong-Debug` as without.
 #[tokio::test]
 async fn an_http10_upstream_still_gets_http11_requests() {
     let gw = Standalone::start().await;
@@ -549,8 +551,7 @@ async fn an_invalid_answer_is_not_retried() {
 }
 
 /// A 204 carries no Content-Length (RFC 9110 §8.6) even when the upstream sent one. A 304 keeps
-/// its own on the direct path, as nginx does (it describes the body the 304 stands for); hyper,
-/// on the general path, drops it.
+/// its own, as nginx does (it describes the body the 304 stands for), `Kong-Debug` or not.
 #[tokio::test]
 async fn a_204_has_no_length_and_a_304_keeps_its_own() {
     let gw = Standalone::start().await;
@@ -566,12 +567,11 @@ async fn a_204_has_no_length_and_a_304_keeps_its_own() {
         let r = gw.get_with("/nc", headers).await;
         assert_eq!((r.status, r.header("content-length")), (204, None), "{headers:?}");
         let r = gw.get_with("/nm", headers).await;
-        let kept = if headers.is_empty() { Some("100") } else { None };
-        assert_eq!((r.status, r.header("content-length")), (304, kept), "{headers:?}");
+        assert_eq!((r.status, r.header("content-length")), (304, Some("100")), "{headers:?}");
     }
 }
 
-/// An error page follows the first `Accept` field, on both paths.
+/// An error page follows the first `Accept` field, with `Kong-Debug` as without.
 #[tokio::test]
 async fn an_error_page_follows_the_first_accept_field() {
     let gw = Standalone::start().await;
@@ -608,7 +608,7 @@ async fn a_long_answer_over_an_unpooled_tls_connection_arrives_whole() {
     );
 }
 
-/// The upstream's reason phrase goes on as it is, an empty one too, on both paths.
+/// The upstream's reason phrase goes on as it is, an empty one too, with `Kong-Debug` as without.
 #[tokio::test]
 async fn the_upstream_reason_phrase_is_kept_even_when_empty() {
     let gw = Standalone::start().await;
@@ -631,8 +631,8 @@ async fn the_upstream_reason_phrase_is_kept_even_when_empty() {
 }
 
 /// A TLS upstream that ends a close-delimited body by closing without a close_notify (as many
-/// servers do): nginx takes that as the end, so the body arrives whole on both paths and the
-/// client's connection goes on.
+/// servers do): nginx takes that as the end, so the body arrives whole and the client's
+/// connection goes on, with `Kong-Debug` as without.
 #[tokio::test]
 async fn a_tls_body_ended_by_a_close_without_close_notify_arrives_whole() {
     let gw = Standalone::start().await;
@@ -653,7 +653,8 @@ async fn a_tls_body_ended_by_a_close_without_close_notify_arrives_whole() {
 }
 
 /// A Content-Length that means a number without being one (leading zeros, a list of one value
-/// repeated) goes on as the plain number, both ways and on both paths, as nginx regenerates it.
+/// repeated) goes on as the plain number, both ways, as nginx regenerates it, with `Kong-Debug`
+/// as without.
 #[tokio::test]
 async fn lengths_are_forwarded_as_plain_numbers() {
     let (gw, _up, host) = echo_gateway().await;
@@ -710,8 +711,8 @@ fn split_answer(out: &str) -> (String, &str) {
 }
 
 /// HTTP/1.0 clients (`ab -k`, say) keep their connection only when they ask to, are told so in
-/// `Connection`, and the upstream still gets HTTP/1.1. The direct path answers in HTTP/1.1 as
-/// nginx does; hyper, on the general path, answers HTTP/1.0.
+/// `Connection`, and the upstream still gets HTTP/1.1, with `Kong-Debug` as without. The direct
+/// path answers in HTTP/1.1, as nginx does.
 #[tokio::test]
 async fn http10_clients_are_kept_alive_only_when_they_ask() {
     let (gw, _up, host) = echo_gateway().await;
@@ -794,9 +795,10 @@ fn last_head(up: &Scripted) -> String {
 }
 
 /// A route with key-auth (hiding the credential) forwards the same request on the direct path
-/// and on the general path: the query without the key, the consumer's fields, the forwarding
-/// fields. Only the direct path keeps the client's header-name case, as nginx does; that is
-/// how the test knows which path answered.
+/// (HTTP/1.1 on the plain port) and on the general path (HTTP/2 on the TLS port, which only hyper
+/// serves): the query without the key, the consumer's fields, the forwarding fields, the body
+/// without the key and its new length. Only the direct path keeps the client's header-name
+/// case, as nginx does.
 #[tokio::test]
 async fn a_plugin_route_forwards_the_same_request_on_both_paths() {
     let gw = Standalone::start().await;
@@ -813,27 +815,57 @@ async fn a_plugin_route_forwards_the_same_request_on_both_paths() {
     gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
     gw.sync().await;
     let alice_id = alice["id"].as_str().expect("a consumer id");
-    let port = gw.proxy_addr().port();
+    let (port, tls_port) = (gw.proxy_addr().port(), gw.proxy_tls_addr().port());
+    // reqwest sends `Accept: */*` unless told otherwise: both sides send it, so the heads match.
+    let sent = [("X-Mixed-Case", "kept"), ("X-Forwarded-For", "10.0.0.1"), ("Accept", "*/*")];
+    let form = "apikey=alice-key&a=12";
+    let form_type = "application/x-www-form-urlencoded";
     let mut heads = Vec::new();
-    for extra in BOTH_PATHS {
-        let mut sent = vec![("X-Mixed-Case", "kept"), ("X-Forwarded-For", "10.0.0.1")];
-        sent.extend_from_slice(extra);
-        let r = gw.request("GET", "/k?apikey=alice-key&x=1", &sent).await;
-        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{extra:?}");
-        heads.push(last_head(&up));
-        let debug: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-        let post = format!(
-            "POST /kb HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{debug}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 21\r\n\r\napikey=alice-key&a=12"
-        );
-        let r = gw.send_raw(post.as_bytes()).await.expect("a response");
-        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{extra:?}");
-        heads.push(last_head(&up));
+
+    // The direct path: HTTP/1.1 on the plain port.
+    let r = gw.request("GET", "/k?apikey=alice-key&x=1", &sent).await;
+    assert_eq!((r.status, r.version.as_str(), r.text().as_str()), (200, "HTTP/1.1", "ok"), "GET, direct");
+    heads.push(last_head(&up));
+    let raw_post = format!(
+        "POST /kb HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */*\r\nContent-Type: {form_type}\r\n\
+         Content-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let r = gw.send_raw(raw_post.as_bytes()).await.expect("a response");
+    assert_eq!((r.status, r.version.as_str(), r.text().as_str()), (200, "HTTP/1.1", "ok"), "POST, direct");
+    heads.push(last_head(&up));
+
+    // The general path: HTTP/2 on the TLS port.
+    let mut h2_get = gw.client().get(gw.proxy_tls_url("/k?apikey=alice-key&x=1"));
+    for (name, value) in sent {
+        h2_get = h2_get.header(name, value);
     }
+    let r = gw.send("GET /k over HTTP/2", h2_get).await;
+    assert_eq!((r.status, r.version.as_str(), r.text().as_str()), (200, "HTTP/2.0", "ok"), "GET, general");
+    heads.push(last_head(&up));
+    let h2_post = gw.client().post(gw.proxy_tls_url("/kb")).header("Accept", "*/*").header("Content-Type", form_type);
+    let r = gw.send("POST /kb over HTTP/2", h2_post.body(form)).await;
+    assert_eq!((r.status, r.version.as_str(), r.text().as_str()), (200, "HTTP/2.0", "ok"), "POST, general");
+    heads.push(last_head(&up));
+
     assert!(heads[0].contains("\r\nX-Mixed-Case: kept\r\n"), "the direct path: {}", heads[0]);
     assert!(heads[2].contains("\r\nx-mixed-case: kept\r\n"), "the general path: {}", heads[2]);
-    // Field by field, names and values compared without case, in any order.
+    // The forwarding fields naming the client's scheme and port differ, as they must: http and
+    // the plain port on one side, https and the TLS port on the other.
+    for (i, proto, listener) in [(0, "http", port), (1, "http", port), (2, "https", tls_port), (3, "https", tls_port)] {
+        let lines: Vec<String> = heads[i].lines().map(str::to_ascii_lowercase).collect();
+        for f in [format!("x-forwarded-proto: {proto}"), format!("x-forwarded-port: {listener}")] {
+            assert!(lines.contains(&f), "{f}: {}", heads[i]);
+        }
+    }
+    // Field by field, names and values compared without case, in any order, leaving out those
+    // two forwarding fields (the only ones TLS changes).
     let fields = |head: &str| {
-        let mut lines: Vec<String> = head.lines().map(str::to_ascii_lowercase).collect();
+        let mut lines: Vec<String> = head
+            .lines()
+            .map(str::to_ascii_lowercase)
+            .filter(|l| !l.starts_with("x-forwarded-proto:") && !l.starts_with("x-forwarded-port:"))
+            .collect();
         lines.sort();
         lines
     };
@@ -846,7 +878,7 @@ async fn a_plugin_route_forwards_the_same_request_on_both_paths() {
     }
     assert!(get.contains(&"x-forwarded-for: 10.0.0.1, 127.0.0.1".to_string()), "{get:?}");
     assert!(!heads.iter().any(|h| h.contains("alice-key")), "hide_credentials: {heads:?}");
-    // The body lost its key, and its length followed.
+    // The body lost its key, and its length followed (on the general path too: the fields match).
     assert!(post.contains(&"content-length: 4".to_string()), "{post:?}");
 }
 
@@ -883,7 +915,7 @@ async fn plugin_answers_and_error_pages_keep_the_connection_on_the_direct_path()
 
 /// A request on a plugin route whose body a plugin has read is held in memory, and a
 /// replayable method (PUT) is sent again when the first upstream connection fails, with the
-/// body as the plugin left it: on both paths.
+/// body as the plugin left it, with `Kong-Debug` as without.
 #[tokio::test]
 async fn a_body_a_plugin_read_is_sent_again_on_a_retry() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
@@ -947,7 +979,8 @@ const WITH_OWN_FIELDS: &[u8] = b"HTTP/1.1 200 OK\r\nServer: up\r\nVia: 1.1 up-ho
 X-Kong-Upstream-Latency: up\r\nX-Kong-Upstream-Status: 999\r\nContent-Length: 2\r\n\r\nok";
 
 /// What one proxied answer, one 404, one plugin rejection and one Admin API answer say about
-/// the `headers` setting, on both paths (`Kong-Debug` sends a request down the general one).
+/// the `headers` setting, without and with `Kong-Debug` (both on the direct path, which answers
+/// it): `Kong-Debug` changes nothing but the fields it adds, so the setting acts alike on both.
 async fn headers_seen(setting: &str) -> Vec<(&'static str, Reply)> {
     let gw = Standalone::start_with_env(&[("GATEHOUSE_HEADERS", setting)]).await;
     let up = Scripted::start(WITH_OWN_FIELDS, false).await;
@@ -965,15 +998,15 @@ async fn headers_seen(setting: &str) -> Vec<(&'static str, Reply)> {
     let mut seen = Vec::new();
     for (what, path, fields) in [
         ("proxied, direct", "/p", &host),
-        ("proxied, general", "/p", &debug),
+        ("proxied, Kong-Debug", "/p", &debug),
         ("404, direct", "/nowhere", &host),
-        ("404, general", "/nowhere", &debug),
+        ("404, Kong-Debug", "/nowhere", &debug),
         ("401, direct", "/locked", &host),
-        ("401, general", "/locked", &debug),
+        ("401, Kong-Debug", "/locked", &debug),
         ("502, direct", "/dead", &host),
-        ("502, general", "/dead", &debug),
+        ("502, Kong-Debug", "/dead", &debug),
     ] {
-        // A connection each: once one request took the general path, so do the rest.
+        // A connection each, so that no request's answer depends on the one before it.
         let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
         seen.push((what, get_on(&mut tcp, path, fields).await));
     }
@@ -999,7 +1032,7 @@ fn assert_upstreams_fields(what: &str, r: &Reply, upstream_status: &str) {
 async fn headers_off_sends_none_of_gatehouses_fields_and_keeps_the_upstreams() {
     for (what, r) in headers_seen("off").await {
         match what {
-            "proxied, direct" | "proxied, general" => assert_upstreams_fields(what, &r, "999"),
+            "proxied, direct" | "proxied, Kong-Debug" => assert_upstreams_fields(what, &r, "999"),
             _ => {
                 assert!(matches!(r.status, 200 | 401 | 404 | 502), "{what}: {}", r.status);
                 for name in
@@ -1016,8 +1049,8 @@ async fn headers_off_sends_none_of_gatehouses_fields_and_keeps_the_upstreams() {
 async fn headers_lists_the_fields_gatehouse_sends() {
     for (what, r) in headers_seen("Server, x-kong-upstream-status").await {
         match what {
-            "proxied, direct" | "proxied, general" => assert_upstreams_fields(what, &r, "200"),
-            "502, direct" | "502, general" => {
+            "proxied, direct" | "proxied, Kong-Debug" => assert_upstreams_fields(what, &r, "200"),
+            "502, direct" | "502, Kong-Debug" => {
                 r.assert_generated();
                 assert_eq!(r.header_all("x-kong-upstream-status"), ["502"], "{what}: {:?}", r.headers);
                 assert_eq!(r.header("via"), None, "{what}: {:?}", r.headers);
@@ -1236,4 +1269,152 @@ async fn an_unusual_target_is_forwarded_as_it_came_without_its_fragment() {
     let head = last_head(&up);
     assert!(head.starts_with("GET /p/x{y}|z^w?q=[1] HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("\r\nX-Mixed-Case: kept"), "the direct path: {head}");
+}
+
+/// `Kong-Debug` is answered on the direct path (the upstream gets the client's spelling, and
+/// nothing is handed to hyper): the answer names the route and the service, in place of any
+/// fields of those names the upstream sent; an unnamed service adds no name. A route whose
+/// plugins act on answers adds them too, beside what the plugins add.
+#[tokio::test]
+async fn kong_debug_is_answered_on_the_direct_path() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nKong-Route-Id: spoofed\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let named = gw.service_at(up.port, json!({"name": "debugged"})).await;
+    let plain = gw.route(&named, json!({"paths": ["/d"], "strip_path": false})).await;
+    let anon = gw.service_at(up.port, json!({})).await;
+    let anon_route = gw.route(&anon, json!({"paths": ["/anon"], "strip_path": false})).await;
+    let phased = gw.route(&named, json!({"paths": ["/phased"], "strip_path": false})).await;
+    let transform = json!({"name": "response-transformer", "route_id": phased["id"], "config": {"add": {"headers": ["X-Added:1"]}}});
+    gw.post("/plugins", transform).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let id = |v: &serde_json::Value| v["id"].as_str().expect("an id").to_owned();
+
+    let raw = read_all(
+        &gw,
+        format!("GET /d HTTP/1.1\r\n{host}X-Mixed-Case: kept\r\nKong-Debug: 1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200 "), "{raw}");
+    assert!(raw.contains(&format!("\r\nKong-Route-Id: {}\r\n", id(&plain))), "{raw}");
+    assert!(raw.contains(&format!("\r\nKong-Service-Id: {}\r\n", id(&named))), "{raw}");
+    assert!(raw.contains("\r\nKong-Service-Name: debugged\r\n"), "{raw}");
+    assert!(!raw.contains("spoofed"), "the upstream's field is replaced: {raw}");
+    let head = last_head(&up);
+    assert!(head.contains("\r\nX-Mixed-Case: kept"), "the client's spelling, as the direct path keeps it: {head}");
+    assert!(!head.to_ascii_lowercase().contains("kong-debug"), "Kong-Debug is the gateway's: {head}");
+
+    let r = gw.get_with("/anon", &[("Kong-Debug", "1")]).await;
+    assert_eq!(r.header("kong-route-id"), Some(id(&anon_route).as_str()), "{:?}", r.headers);
+    assert_eq!(r.header("kong-service-id"), Some(id(&anon).as_str()), "{:?}", r.headers);
+    assert_eq!(r.header("kong-service-name"), None, "an unnamed service: {:?}", r.headers);
+
+    let r = gw.get_with("/phased", &[("Kong-Debug", "1")]).await;
+    assert_eq!(r.header("kong-route-id"), Some(id(&phased).as_str()), "{:?}", r.headers);
+    assert_eq!(r.header("kong-service-name"), Some("debugged"), "{:?}", r.headers);
+    assert_eq!(r.header("x-added"), Some("1"), "{:?}", r.headers);
+
+    let r = gw.get("/d").await;
+    assert_eq!(r.header("kong-route-id"), Some("spoofed"), "without Kong-Debug the upstream's stays: {:?}", r.headers);
+    assert_eq!(gw.handed_over().await, 0, "nothing was left to hyper");
+}
+
+/// A head is limited by its bytes (32 KiB, as nginx's buffers), not by a count of fields: one
+/// with hundreds of fields is forwarded whole on the direct path, each field as the client
+/// spelled it and in its order; and hundreds of Host fields are still more than one.
+#[tokio::test]
+async fn a_head_with_hundreds_of_fields_is_forwarded_whole() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/w"], "strip_path": false})).await;
+    let guarded = gw.route(&service, json!({"paths": ["/guarded"], "strip_path": false})).await;
+    gw.post("/plugins", json!({"name": "key-auth", "route_id": guarded["id"]})).await;
+    gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let fields: String = (0..300).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(format!("GET /w HTTP/1.1\r\n{host}{fields}\r\n").as_bytes()).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "GET /w").await.expect("a complete response");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let head = last_head(&up);
+    assert!(head.contains(&fields), "every field, spelled and ordered as sent: {head}");
+
+    // On a plugin route too, and on the same connection.
+    tcp.write_all(format!("GET /guarded HTTP/1.1\r\n{host}apikey: alice-key\r\n{fields}\r\n").as_bytes())
+        .await
+        .expect("loopback I/O");
+    let r = read_response(&mut tcp, "GET /guarded").await.expect("a complete response");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let head = last_head(&up);
+    assert!(head.contains("\r\nX-Field-0: 0\r\n") && head.contains("\r\nX-Field-299: 299\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nX-Consumer-Username: alice\r\n")
+            || head.to_ascii_lowercase().contains("\r\nx-consumer-username: alice\r\n"),
+        "{head}"
+    );
+
+    // 300 Host fields: a 400, never a count that wrapped round to one.
+    let hosts: String = (0..300).map(|_| format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port())).collect();
+    let raw = read_all(&gw, format!("GET /w HTTP/1.1\r\n{hosts}\r\n").as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 400 "), "{raw}");
+    // Past 32 KiB in all, many fields or not, the head is refused.
+    let wide: String = (0..2000).map(|i| format!("X-F{i}: {i:08}\r\n")).collect();
+    let raw = read_all(&gw, format!("GET /w HTTP/1.1\r\n{host}{wide}\r\n").as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 400 "), "{raw}");
+    assert_eq!(up.heads.lock().expect("not poisoned").len(), 2, "only the two heads within the limits went upstream");
+    assert_eq!(gw.handed_over().await, 0, "nothing was left to hyper");
+}
+
+/// While a request is with the upstream, the direct path watches its client, as nginx does: a
+/// request the client pipelines meanwhile is answered after it, in order, on the same
+/// connection; a client that leaves ends the wait, and the upstream's connection goes with the
+/// request it holds.
+#[tokio::test]
+async fn the_client_is_watched_while_the_upstream_works() {
+    let gw = Standalone::start().await;
+    let slow = Upstream::slow("slow", Duration::from_millis(300)).await;
+    gw.expose(&slow, json!({}), json!({"paths": ["/slow"]})).await;
+    // An upstream that never answers, and notes when the gateway closes its connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback I/O");
+    let port = listener.local_addr().expect("loopback I/O").port();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("the gateway connects");
+        let mut buf = vec![0u8; 4096];
+        let mut read = 0;
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        let _ = closed_tx.send(read);
+    });
+    let mute = gw.service_at(port, json!({"read_timeout": 60_000})).await;
+    gw.route(&mute, json!({"paths": ["/mute"]})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(format!("GET /slow/1 HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(format!("GET /slow/2 HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    let first = read_response(&mut tcp, "GET /slow/1").await.expect("a complete response");
+    let second = read_response(&mut tcp, "GET /slow/2").await.expect("a complete response");
+    assert_eq!((first.echo().path(), second.echo().path()), ("/1", "/2"), "answered in order");
+    assert_eq!(get_on(&mut tcp, "/slow/3", &host).await.echo().path(), "/3", "the connection goes on");
+
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    tcp.write_all(format!("GET /mute HTTP/1.1\r\n{host}\r\n").as_bytes()).await.expect("loopback I/O");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(tcp);
+    let read = tokio::time::timeout(Duration::from_secs(10), closed_rx)
+        .await
+        .expect("the upstream's connection closed soon after the client left, not after its 60 s read timeout")
+        .expect("the upstream task reports");
+    assert!(read > 0, "the upstream got the request before the client left");
 }

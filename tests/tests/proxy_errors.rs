@@ -280,7 +280,8 @@ async fn malformed_and_smuggling_requests_are_refused() {
     assert_eq!((reply.status, reply.text()), (400, String::new()));
 }
 
-/// On a connection the general path serves (here after a `Kong-Debug` request), framing that
+/// On a connection the general path serves (here after an absolute-form target with a query
+/// right after its authority, which the direct path leaves to it), framing that
 /// hyper would accept but nginx refuses is refused with Kong's page too, and not forwarded.
 #[tokio::test]
 async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused() {
@@ -308,9 +309,10 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
     ];
     for (what, framing, status, message) in cases {
         // Sent together: the request before the refused one is still answered.
-        let out = after_a_debugged_request(&gw, &format!("POST /refused HTTP/1.1\r\nHost: a.test\r\n{framing}")).await;
+        let out =
+            after_a_handed_over_request(&gw, &format!("POST /refused HTTP/1.1\r\nHost: a.test\r\n{framing}")).await;
         let (first, second) = split_answers(&out, status, what).await;
-        assert_eq!(first.echo().path(), "/debugged", "{what}");
+        assert_eq!(first.echo().path(), HANDED_OVER, "{what}");
         assert_eq!(second.text(), format!("{message}\n"), "{what}");
         assert_eq!(second.header("connection"), Some("close"), "{what}");
     }
@@ -322,7 +324,7 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
          POST /refused HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
         " ".repeat(300)
     );
-    let out = after_a_debugged_request(&gw, &padded).await;
+    let out = after_a_handed_over_request(&gw, &padded).await;
     let (_, refused) = split_answers(&out, 400, "padded").await;
     assert_eq!(refused.text(), "Bad request\n");
     let text = String::from_utf8_lossy(&out);
@@ -332,14 +334,14 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
     // unchecked.
     let declined = "GET /declined HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n\
                     POST /refused HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
-    let out = after_a_debugged_request(&gw, declined).await;
+    let out = after_a_handed_over_request(&gw, declined).await;
     let text = String::from_utf8_lossy(&out);
     assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
 
     // A refused request with a large body still gets its page, not a reset.
     let body = "x".repeat(600_000);
     let raw = format!(
-        "GET /debugged HTTP/1.1\r\nHost: a.test\r\nKong-Debug: 1\r\n\r\n\
+        "GET http://a.test?handed-over HTTP/1.1\r\nHost: a.test\r\n\r\n\
          POST /refused HTTP/1.1\r\nHost: a.test\r\nContent-Length: 600000\r\nContent-Length: 600000\r\n\r\n{body}"
     );
     let tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
@@ -357,7 +359,7 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
     assert_eq!(refused.text(), "Bad request\n");
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let expected = ["/debugged", "/padded", "/declined"];
+    let expected = [HANDED_OVER, "/padded", "/declined"];
     assert!(up.paths().iter().all(|p| expected.contains(&p.as_str())), "forwarded: {:?}", up.paths());
 }
 
@@ -373,11 +375,15 @@ async fn split_answers(out: &[u8], status: u16, what: &str) -> (Reply, Reply) {
     (first, second)
 }
 
-/// Sends a `Kong-Debug` request (which hands the connection to the general path) and `then`
-/// together, and reads until the gateway closes the connection.
-async fn after_a_debugged_request(gw: &Standalone, then: &str) -> Vec<u8> {
+/// What the upstream sees of the request that hands a connection to the general path.
+const HANDED_OVER: &str = "/?handed-over";
+
+/// Sends a request the direct path hands to the general one with its connection (an
+/// absolute-form target with a query right after its authority) and `then` together, and
+/// reads until the gateway closes the connection.
+async fn after_a_handed_over_request(gw: &Standalone, then: &str) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let raw = format!("GET /debugged HTTP/1.1\r\nHost: a.test\r\nKong-Debug: 1\r\n\r\n{then}");
+    let raw = format!("GET http://a.test?handed-over HTTP/1.1\r\nHost: a.test\r\n\r\n{then}");
     let mut tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
     tcp.write_all(raw.as_bytes()).await.expect("loopback I/O");
     let mut out = Vec::new();
@@ -513,7 +519,7 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(up.paths(), Vec::<String>::new(), "refused heads reached the upstream");
 
-    // A later head on a connection the general path serves (after a `Kong-Debug` request) is
+    // A later head on a connection the general path serves (after a request handed to it) is
     // held to the same limits, and the request before it is answered. Not there: the 70 KB
     // line (over hyper's buffer: its 431), the unfinished head, and heads hyper cannot parse
     // (its empty 400).
@@ -525,17 +531,17 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
         "a 9 KiB request line and 70 fields",
     ];
     for (what, head, status, message) in cases.iter().filter(|c| later.contains(&c.0)) {
-        let out = after_a_debugged_request(&gw, head).await;
+        let out = after_a_handed_over_request(&gw, head).await;
         let (first, second) = split_answers(&out, *status, what).await;
-        assert_eq!(first.echo().path(), "/debugged", "{what}");
+        assert_eq!(first.echo().path(), HANDED_OVER, "{what}");
         assert_eq!(second.text(), format!("{message}\n"), "{what}: later");
         assert_eq!(second.header("connection"), Some("close"), "{what}: later");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(up.paths().iter().all(|p| p == "/debugged"), "refused later heads reached the upstream: {:?}", up.paths());
+    assert!(up.paths().iter().all(|p| p == HANDED_OVER), "refused later heads reached the upstream: {:?}", up.paths());
 
-    // Within the limits: a 7 KiB line, 24 KiB of 6 KiB lines, and more fields than the
-    // direct path parses (hyper takes them).
+    // Within the limits: a 7 KiB line, 24 KiB of 6 KiB lines, and 80 fields (heads are held
+    // to their bytes, not to a count of fields).
     for (what, extra) in [
         ("a 7 KiB line", fields(1, 7 * 1024)),
         ("24 KiB of 6 KiB lines", fields(4, 6 * 1024)),
@@ -547,7 +553,7 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
         assert_eq!(reply.echo().header("x-f0").map(str::len), Some(extra.find('\r').unwrap_or(0) - 6), "{what}");
     }
     let head = format!("GET /fine HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n{}\r\n", fields(4, 6 * 1024));
-    let out = String::from_utf8_lossy(&after_a_debugged_request(&gw, &head).await).into_owned();
+    let out = String::from_utf8_lossy(&after_a_handed_over_request(&gw, &head).await).into_owned();
     assert_eq!(
         out.matches("HTTP/1.1 200 ").count(),
         2,

@@ -409,3 +409,94 @@ async fn plugin_routes_read_long_and_chunked_bodies_whole() {
     assert_eq!(received.bodies[0], data.as_bytes(), "the body as the plugin left it");
     assert_eq!(received.heads.len(), 2, "the refused request never reached the upstream");
 }
+
+/// On a plugin route, a client awaiting `100 Continue` is told to send its body, and a body
+/// longer than plugins read (1 MiB) streams upstream after them, Content-Length or chunked,
+/// as it came: all on the direct path (the client's spelling reaches the upstream; nothing is
+/// left to hyper). A plugin that must measure such a body (request-size-limiting below 1 MiB)
+/// refuses it, and a refusal before the body is read ends the connection.
+#[tokio::test]
+async fn plugin_routes_take_expect_and_bodies_longer_than_plugins_read() {
+    let up = Recorder::start().await;
+    let (gw, host) = gateway_to(up.port, json!({})).await;
+    gw.post("/plugins", json!({"name": "key-auth"})).await;
+    gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    let svc = gw.post("/services", json!({"url": format!("http://127.0.0.1:{}", up.port)})).await;
+    let limited = gw.route(&svc, json!({"paths": ["/limited"], "strip_path": false})).await;
+    let limit =
+        json!({"name": "request-size-limiting", "route_id": limited["id"], "config": {"allowed_payload_size": 0.5}});
+    gw.post("/plugins", limit).await;
+    gw.sync().await;
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+
+    // Awaiting 100 Continue, with a short body.
+    let short = vec![b's'; 100_000];
+    let head = format!(
+        "POST /b/expect HTTP/1.1\r\n{host}X-Spelled-Thus: 1\r\napikey: alice-key\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        short.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    let interim = read_response(&mut tcp, "POST /b/expect (head)").await.expect("an interim response");
+    assert_eq!(interim.status, 100);
+    tcp.write_all(&short).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /b/expect (body)").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, b"100000");
+
+    // Awaiting 100 Continue, with a body longer than plugins read.
+    let long: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let head = format!(
+        "PUT /b/long HTTP/1.1\r\n{host}apikey: alice-key\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        long.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    let interim = read_response(&mut tcp, "PUT /b/long (head)").await.expect("an interim response");
+    assert_eq!(interim.status, 100);
+    for piece in long.chunks(256 * 1024) {
+        tcp.write_all(piece).await.expect("loopback I/O");
+    }
+    let r = read_response(&mut tcp, "PUT /b/long (body)").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, long.len().to_string().into_bytes());
+
+    // Chunked, longer than plugins read: passed on as it came.
+    let mut chunked = Vec::new();
+    for piece in long.chunks(300_000) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = format!("POST /b/chunked HTTP/1.1\r\n{host}apikey: alice-key\r\nTransfer-Encoding: chunked\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    tcp.write_all(&chunked).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /b/chunked").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, chunked.len().to_string().into_bytes());
+    {
+        let received = up.received.lock().expect("not poisoned");
+        assert_eq!(received.heads.len(), 3);
+        assert!(received.heads[0].contains("\r\nX-Spelled-Thus: 1"), "the direct path: {}", received.heads[0]);
+        assert_eq!(received.bodies[1], long, "the long body arrived intact");
+        assert!(received.heads[1].contains("\r\nContent-Length: 3145728"), "{}", received.heads[1]);
+        assert!(received.heads[2].contains("\r\nTransfer-Encoding: chunked"), "{}", received.heads[2]);
+        assert_eq!(received.bodies[2], chunked, "the chunked body arrived as it was sent");
+        for head in &received.heads {
+            assert!(
+                head.contains("\r\nX-Consumer-Username: alice") || head.contains("\r\nx-consumer-username: alice"),
+                "{head}"
+            );
+            assert!(!head.to_ascii_lowercase().contains("expect:"), "Expect is the gateway's to answer: {head}");
+        }
+    }
+
+    // A chunked body over 1 MiB on a route limited to 0.5 MB: measured, and refused.
+    let head = format!("POST /limited HTTP/1.1\r\n{host}apikey: alice-key\r\nTransfer-Encoding: chunked\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    tcp.write_all(&chunked).await.expect("loopback I/O");
+    let answers = until_closed(&mut tcp).await;
+    assert_eq!(statuses(&answers), [413], "refused, then the connection ends: {answers}");
+    assert_eq!(up.heads().len(), 3, "the refused body never reached the upstream");
+    assert_eq!(gw.handed_over().await, 0, "nothing was left to hyper");
+}

@@ -1,5 +1,5 @@
 //! Stopping the gateway (SIGTERM, as Kubernetes does) lets requests in flight finish, closes
-//! idle keep-alive connections at once, and exits — on both proxy paths.
+//! idle keep-alive connections at once, and exits — with `Kong-Debug` requests as with others.
 
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 /// Well inside the data plane's drain cap (15 s): an idle connection must not wait for it.
 const PROMPT: Duration = Duration::from_secs(5);
 
-/// Without extra headers the request takes the direct path; `Kong-Debug` forces hyper's.
+/// The request without and with `Kong-Debug`, both on the direct path (it answers `Kong-Debug`
+/// itself): shutdown treats them alike, as `Kong-Debug` changes nothing but the fields it adds.
 const BOTH_PATHS: [&[(&str, &str)]; 2] = [&[], &[("Kong-Debug", "1")]];
 
 fn get(port: u16, extra: &[(&str, &str)]) -> Vec<u8> {

@@ -79,7 +79,7 @@ async fn a_proxied_request_is_a_span_tree_continued_from_the_client_and_sent_ups
         assert!(children.iter().any(|c| c == phase), "{phase} missing from {children:?}");
     }
 
-    // Begun here (sampling rate 1), on the general path too (`Kong-Debug` takes it).
+    // Begun here (sampling rate 1), with `Kong-Debug` too (it changes nothing but the fields it adds).
     for debug in ["0", "1"] {
         let mut headers = vec![("apikey", "secret")];
         if debug == "1" {

@@ -277,8 +277,8 @@ impl RequestCtx<'_> {
                 *self.body = ReqBody::Full(b.clone());
                 return Ok(Some(b));
             }
-            prefixed @ ReqBody::Prefixed(..) => {
-                *self.body = prefixed;
+            unread @ (ReqBody::Prefixed(..) | ReqBody::Unread) => {
+                *self.body = unread;
                 return Ok(None);
             }
             ReqBody::Stream(incoming) => incoming,

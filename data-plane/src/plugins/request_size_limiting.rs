@@ -43,7 +43,7 @@ impl Plugin for RequestSizeLimiting {
         if let Some(len) = ctx.header("content-length").and_then(|v| v.parse::<u64>().ok()) {
             return if len > self.allowed { Access::Respond(Self::too_large(ctx)) } else { Access::Continue };
         }
-        let streamed = matches!(ctx.body, crate::proxy::ReqBody::Stream(_));
+        let streamed = matches!(ctx.body, crate::proxy::ReqBody::Stream(_) | crate::proxy::ReqBody::Unread);
         // A body without Content-Length is measured in memory when the limit is below what
         // plugins buffer (1 MiB); larger limits are enforced on declared lengths only.
         if streamed && self.allowed < super::ctx::BODY_LIMIT as u64 {

@@ -18,6 +18,10 @@ pub enum ReqBody {
     Full(Bytes),
     /// A body a plugin began to read and gave up on (too large): what was read, then the rest.
     Prefixed(Option<Bytes>, Incoming),
+    /// On the direct path, a body longer than plugins read ([`crate::plugins::ctx::BODY_LIMIT`]):
+    /// plugins see it unread, and it streams upstream as it comes once they are done. It never
+    /// reaches hyper, which sees it as empty.
+    Unread,
 }
 
 impl ReqBody {
@@ -26,7 +30,7 @@ impl ReqBody {
         match self {
             ReqBody::Empty => false,
             ReqBody::Full(b) => !b.is_empty(),
-            ReqBody::Stream(_) | ReqBody::Prefixed(..) => true,
+            ReqBody::Stream(_) | ReqBody::Prefixed(..) | ReqBody::Unread => true,
         }
     }
 }
@@ -37,7 +41,7 @@ impl Body for ReqBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Empty | ReqBody::Unread => Poll::Ready(None),
             ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
             ReqBody::Prefixed(prefix, rest) => match prefix.take() {
                 Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
@@ -56,7 +60,7 @@ impl Body for ReqBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ReqBody::Empty => true,
+            ReqBody::Empty | ReqBody::Unread => true,
             ReqBody::Stream(b) => b.is_end_stream(),
             ReqBody::Full(b) => b.is_empty(),
             ReqBody::Prefixed(p, rest) => p.is_none() && rest.is_end_stream(),
@@ -65,7 +69,7 @@ impl Body for ReqBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Empty | ReqBody::Unread => SizeHint::with_exact(0),
             ReqBody::Stream(b) => b.size_hint(),
             ReqBody::Full(b) => SizeHint::with_exact(b.len() as u64),
             ReqBody::Prefixed(p, rest) => {

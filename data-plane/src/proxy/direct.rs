@@ -11,11 +11,11 @@
 //! that act on answers get the upstream's head as a header map and its body chunk by chunk
 //! (`phases`). A WebSocket handshake the upstream accepts turns the connection into a tunnel.
 //!
-//! What is left — `Kong-Debug`, a hash-balanced plugin route, a plugin route whose body is
-//! longer than plugins read or awaited with `Expect`, a target that would need escaping, a
-//! head over 64 fields or one hyper would refuse — is handed to the general path: hyper serves
-//! the rest of the connection, starting from the bytes already read (see `h1::rewind`), so
-//! both paths answer alike.
+//! What is left — a plugin route hashing on a cookie or on a field the gateway writes, a
+//! plugin route's request whose `Connection` names its Host or length, an absolute-form target
+//! the fast split declines — is handed to the general path: hyper serves the rest of the
+//! connection, starting from the bytes already read (see `h1::rewind`), so both paths answer
+//! alike. `gatehouse_requests_handed_over_total` in `/metrics` counts them.
 
 mod access;
 mod answer;
@@ -44,7 +44,7 @@ use self::log::DirectLog;
 use self::request::{Body, RequestHead, Seen};
 use self::tally::Tally;
 use super::h1::fields::{field, field_of, has_token, named_by, Field};
-use super::h1::limits::{body_length, oversized, wide_head, RequestBody, MAX_HEAD, MAX_HEADERS, MAX_LINE};
+use super::h1::limits::{body_length, oversized, parse_head, RequestBody, MAX_HEAD, MAX_HEADERS, MAX_LINE};
 use super::h1::request_body::{send_streamed, SendError, Streamed};
 use super::h1::response::{read_head, relay, round_trip, Framing, Relay, Trip, READ_RESERVE};
 use super::h1::write::{line, send};
@@ -64,6 +64,55 @@ struct Scratch {
     answer_by: Deadline,
     /// What the request being served contributes to `crate::metrics`.
     tally: Tally,
+    /// Bytes the client sent while its request was with the upstream (a pipelined request):
+    /// they go back in front of the connection's buffer ([`Scratch::take_early`]).
+    early: BytesMut,
+}
+
+impl Scratch {
+    /// Moves what the client sent while it was watched to the end of `buf`, the connection's
+    /// unparsed bytes.
+    fn take_early(&mut self, buf: &mut BytesMut) {
+        if !self.early.is_empty() {
+            buf.extend_from_slice(&self.early);
+            self.early.clear();
+        }
+    }
+}
+
+/// nginx's status for a request whose client closed its connection before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+/// Waits for `answer` while watching the client, as nginx watches it while an upstream works:
+/// `None` when the client closes its connection first (nginx's 499: the upstream's answer is
+/// then not waited for). Bytes the client sends meanwhile (a pipelined request) are kept in
+/// `early`, and the client is not watched further. Reading from the client only while the
+/// answer is pending costs nothing when the upstream is quick.
+async fn unless_client_leaves<T>(
+    client: &mut impl ClientIo,
+    early: &mut BytesMut,
+    answer: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut answer = std::pin::pin!(answer);
+    if early.capacity() == 0 {
+        early.reserve(2048);
+    }
+    let mut watching = true;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = answer.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        // A full buffer reads as 0 bytes, which is not a close: the watch ends there.
+        if watching && early.len() < early.capacity() {
+            match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *client), cx, early) {
+                std::task::Poll::Ready(Ok(0) | Err(_)) => return std::task::Poll::Ready(None),
+                std::task::Poll::Ready(Ok(_)) => watching = false,
+                std::task::Poll::Pending => {}
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// What became of one request.
@@ -99,6 +148,7 @@ pub async fn serve<S: ClientIo>(
         out: Vec::with_capacity(4096),
         answer_by: Deadline::new(now + header_read),
         tally: Tally::new(now.into_std()),
+        early: BytesMut::new(),
     };
     let mut stop = Stop::new(shutdown);
     let mut head_by = Deadline::new(now + header_read);
@@ -108,26 +158,18 @@ pub async fn serve<S: ClientIo>(
     let mut deadline: Option<tokio::time::Instant> = None;
     // While a head is unfinished: the length of its last, unfinished line. Until a line ends
     // or outgrows the limits, parsing again could only find the same, so a client trickling
-    // its head byte by byte costs a parse per line (and hyper takes over past 100), not per byte.
+    // its head byte by byte costs a parse per line, not per byte.
     let mut unfinished_line: Option<usize> = None;
     loop {
         if !buf.is_empty() && unfinished_line.is_none_or(|len| len > MAX_LINE || buf.len() >= MAX_HEAD) {
             unfinished_line = None;
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            let parsed = req.parse(&buf);
-            // A head with more fields than parsed here is hyper's (it takes up to 100) once it
-            // is complete and within Kong's limits: until then it is read here.
-            let head = match parsed {
-                Err(httparse::Error::TooManyHeaders) => wide_head(&buf),
-                other => other,
-            };
-            let refusal = match head {
+            let (mut small, mut wide) = ([httparse::EMPTY_HEADER; MAX_HEADERS], Vec::new());
+            let (req, parsed) = parse_head(&buf, &mut small, &mut wide);
+            let refusal = match parsed {
                 Ok(httparse::Status::Complete(len)) => oversized(&buf[..len], true),
                 Ok(httparse::Status::Partial) => oversized(&buf, false),
-                // More fields than hyper takes: its 431. Over TLS, a version that is not
-                // HTTP/1 may be HTTP/2 with prior knowledge, which hyper detects.
-                Err(httparse::Error::TooManyHeaders) => None,
+                // Over TLS, a version that is not HTTP/1 may be HTTP/2 with prior knowledge,
+                // which hyper detects.
                 Err(httparse::Error::Version) if conn.https => None,
                 // hyper would refuse it too, with an empty 400; Kong answers with its page.
                 Err(_) => Some(ProxyError::BadRequest("a malformed request head")),
@@ -156,6 +198,7 @@ pub async fn serve<S: ClientIo>(
                         match next {
                             Next::KeepAlive => {
                                 buf.advance(len + n);
+                                scratch.take_early(&mut buf);
                                 deadline = None;
                                 continue;
                             }
@@ -163,6 +206,7 @@ pub async fn serve<S: ClientIo>(
                             Next::Handoff => true,
                             Next::Upgrade(upstream) => {
                                 buf.advance(len + n);
+                                scratch.take_early(&mut buf);
                                 // On its own task, as on the general path: a tunnel is no longer
                                 // a connection shutdown waits for.
                                 tokio::spawn(tunnel(tcp, buf, *upstream));
@@ -174,9 +218,9 @@ pub async fn serve<S: ClientIo>(
                     // a buffer of its own, the body's bytes read so far being the rest.
                     Ok(RequestBody::Streamed { framing, expect }) => {
                         let mut rest = buf.split_off(len);
-                        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                        let mut req = httparse::Request::new(&mut fields);
-                        let (next, whole) = match req.parse(&buf) {
+                        let (mut small, mut wide) = ([httparse::EMPTY_HEADER; MAX_HEADERS], Vec::new());
+                        let (req, parsed) = parse_head(&buf, &mut small, &mut wide);
+                        let (next, whole) = match parsed {
                             Ok(httparse::Status::Complete(_)) => {
                                 let mut streamed = Streamed::new(framing, expect, &mut rest);
                                 scratch.tally = Tally::new(Instant::now());
@@ -195,6 +239,7 @@ pub async fn serve<S: ClientIo>(
                         match next {
                             Next::KeepAlive if whole => {
                                 buf = rest;
+                                scratch.take_early(&mut buf);
                                 deadline = None;
                                 continue;
                             }
@@ -212,6 +257,7 @@ pub async fn serve<S: ClientIo>(
                                 true
                             }
                             Next::Upgrade(upstream) => {
+                                scratch.take_early(&mut rest);
                                 tokio::spawn(tunnel(tcp, rest, *upstream));
                                 return;
                             }
@@ -219,13 +265,13 @@ pub async fn serve<S: ClientIo>(
                     }
                 },
                 Ok(httparse::Status::Partial) => false,
-                Err(_) => !matches!(head, Ok(httparse::Status::Partial)),
+                Err(_) => true,
             };
             if hand_off {
                 let shutdown = stop.into_receiver();
                 return handoff(proxy, conn, tcp, buf.freeze(), shutdown, header_read).await;
             }
-            if matches!(head, Ok(httparse::Status::Partial)) {
+            if matches!(parsed, Ok(httparse::Status::Partial)) {
                 let line_start = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
                 unfinished_line = Some(buf.len() - line_start);
             }
@@ -263,7 +309,7 @@ async fn exchange(
     client: &mut impl ClientIo,
     scratch: &mut Scratch,
 ) -> Next {
-    let Scratch { up, out, answer_by, tally } = scratch;
+    let Scratch { up, out, answer_by, tally, early } = scratch;
     let started = tally.started;
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Next::Handoff;
@@ -298,9 +344,6 @@ async fn exchange(
         tally.trace = client_head.begin_trace(tally.started);
     }
     let dropped = |name: &str| !seen.connection.is_empty() && named_by(&seen.connection, name);
-    if seen.other_framing {
-        return Next::Handoff;
-    }
     let addressed = match request::address(target, &seen) {
         Ok(Some(a)) => a,
         Ok(None) => return Next::Handoff,
@@ -356,14 +399,23 @@ async fn exchange(
         Body::Streamed(s) => (&[][..], Some(s)),
     };
     // Plugins may read the body: on their routes a longer one is read whole first, as
-    // nginx buffers it, up to what plugins read (longer, or awaited with `Expect`, it is the
-    // general path's).
+    // nginx buffers it, up to what plugins read; a longer one they see unread, and it streams
+    // upstream after them. A client awaiting `100 Continue` is told to send it first.
     let whole;
     let mut taken = false;
+    let mut unread = false;
+    // Whether the client was told `100 Continue` already.
+    let mut continued = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
         // (A Host or length that `Connection` names: see below.)
-        if s.expect || hashed_elsewhere || dropped("host") || dropped("content-length") {
+        if hashed_elsewhere || dropped("host") || dropped("content-length") {
             return Next::Handoff;
+        }
+        if s.expect && !s.started() && !seen.http10 {
+            if !send(client, b"HTTP/1.1 100 Continue\r\n\r\n").await {
+                return Next::Close;
+            }
+            continued = true;
         }
         match s.read_whole(client, plugins::ctx::BODY_LIMIT).await {
             Ok(Some(data)) => {
@@ -373,7 +425,7 @@ async fn exchange(
                 taken = true;
                 seen.close = client_close;
             }
-            Ok(None) => return Next::Handoff,
+            Ok(None) => unread = true,
             Err(e) => {
                 seen.close = true;
                 return answer_error(client, out, e.refusal(), &seen, proxy.headers, None, log.take()).await;
@@ -385,16 +437,26 @@ async fn exchange(
     } else if hashed_elsewhere {
         return Next::Handoff;
     } else {
-        let mut request =
-            Plain { method, http10: seen.http10, target, path, query, body, started, trace: tally.trace.take() };
+        let mut request = Plain {
+            method,
+            http10: seen.http10,
+            target,
+            path,
+            query,
+            body,
+            unread,
+            started,
+            trace: tally.trace.take(),
+        };
         // The general path hides a Host or length that `Connection` names from plugins (and
         // forwards them all the same): rare enough to leave to it.
         if dropped("host") || dropped("content-length") {
             return Next::Handoff;
         }
         let fields = client_head.fields().filter(|(h, kind)| match kind {
-            // Framing and upgrades are the gateway's to write.
+            // Framing and upgrades are the gateway's to write; `Kong-Debug` is the gateway's own.
             Field::HopByHop | Field::Connection | Field::TransferEncoding | Field::Upgrade | Field::Expect => false,
+            Field::KongDebug => false,
             _ => !dropped(h.name),
         });
         let accessing = access(proxy, conn, trusted, &config, route, &mut request, fields).await;
@@ -403,6 +465,11 @@ async fn exchange(
             Accessing::Forward(mut a) => {
                 log = a.log.take();
                 phased = a.phases.take();
+                // A plugin replaced a body too long for it to read: the client's is not sent
+                // (nor read: the connection ends after the answer).
+                if unread && !a.streams {
+                    streamed = None;
+                }
                 Some(a)
             }
             Accessing::Answer(reply) => {
@@ -466,7 +533,7 @@ async fn exchange(
             listener_port: &conn.port_value,
             host: host_no_port,
         };
-        a.write_fields(up, req.headers, &forwarded);
+        a.write_fields(up, req.headers, &forwarded, streamed.as_deref().map(Streamed::framing));
     } else {
         let framing = match streamed.as_deref() {
             Some(s) => Ok(s.framing()),
@@ -493,7 +560,7 @@ async fn exchange(
         idempotent && streamed.as_ref().map_or(body.is_empty() || accessed.is_some(), |s| s.forwarded == 0)
     };
     // The client waiting to send its body is told to, once it is wanted.
-    let waiting = streamed.as_ref().is_some_and(|s| s.expect && !s.started()) && !seen.http10;
+    let waiting = streamed.as_ref().is_some_and(|s| s.expect && !s.started()) && !seen.http10 && !continued;
     if waiting && !send(client, b"HTTP/1.1 100 Continue\r\n\r\n").await {
         return Next::Close;
     }
@@ -586,7 +653,18 @@ async fn exchange(
         let began = if from_pool && try_number == 1 && !reused_once { sent } else { Instant::now() };
         let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
         let tripped = match streamed.as_deref_mut() {
-            None => answer_by.within(answer_at, round_trip(&mut raw, up, seen.head, seen.websocket)).await,
+            None => {
+                let trip = answer_by.within(answer_at, round_trip(&mut raw, up, seen.head, seen.websocket));
+                match unless_client_leaves(client, early, trip).await {
+                    Some(tripped) => tripped,
+                    // The upstream's connection goes with the request it holds; the request is
+                    // counted as nginx's 499 and, as on the general path, not logged.
+                    None => {
+                        tally.status = CLIENT_CLOSED;
+                        return Next::Close;
+                    }
+                }
+            }
             Some(body) => match send_streamed(&mut raw, up, client, body, service.write_timeout, answer_by).await {
                 Ok(()) => {
                     // The rest of a body the upstream answered before taking is not read: the
@@ -693,6 +771,7 @@ async fn exchange(
         upstream_latency: &upstream_latency,
         proxy_latency: &proxy_latency,
         answered,
+        debug: seen.debug.then_some(&**route),
     };
     // The upstream agreed to the WebSocket: its answer goes on as it is, with Gatehouse's own
     // fields, and the connection becomes a tunnel (`serve` relays it).

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::compiled::Compiled;
 use crate::proxy::h1::fields::Field;
-use crate::proxy::h1::limits::MAX_HEADERS;
+use crate::proxy::h1::limits::{BodyFraming, MAX_HEADERS};
 use crate::proxy::h1::write::line;
 use crate::proxy::{Conn, Proxy, ReqBody};
 use crate::trace::Trace;
@@ -26,6 +26,9 @@ pub(super) struct Plain<'r> {
     pub(super) path: &'r str,
     pub(super) query: Option<&'r str>,
     pub(super) body: &'r [u8],
+    /// The body is longer than plugins read: they see it unread (`body` is empty), and it
+    /// streams upstream after them.
+    pub(super) unread: bool,
     pub(super) started: Instant,
     pub(super) trace: Option<Box<Trace>>,
 }
@@ -45,6 +48,9 @@ pub(super) struct Accessed<'r> {
     /// apart (the Host depends on the peer tried, the length on the body).
     pub(super) headers: http::HeaderMap,
     pub(super) body: Bytes,
+    /// The client's body goes upstream as it comes (one too long for plugins, which none
+    /// replaced); `body` is then empty.
+    pub(super) streams: bool,
     /// A Content-Length goes upstream: the client sent one, or a plugin replaced the body.
     pub(super) length: bool,
     /// The query, as plugins left it (some remove a credential from it).
@@ -70,11 +76,13 @@ pub(super) struct Overrides {
 impl Accessed<'_> {
     /// Writes the fields; a name the client sent keeps the client's spelling (the map holds
     /// it lower-cased), as on the rest of the direct path and in nginx.
+    /// `streamed`: how the client's body is framed, when it goes upstream as it comes.
     pub(super) fn write_fields(
         &self,
         up: &mut Vec<u8>,
         client: &[httparse::Header<'_>],
         forwarded: &crate::proxy::headers::Forwarded<'_>,
+        streamed: Option<BodyFraming>,
     ) {
         for (name, value) in &self.headers {
             if crate::proxy::headers::is_forwarding(name) {
@@ -84,8 +92,13 @@ impl Accessed<'_> {
             let spelled = client.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(name, |h| h.name);
             line(up, &[spelled.as_bytes(), b": ", value.as_bytes()]);
         }
-        if self.length {
-            line(up, &[b"Content-Length: ", itoa::Buffer::new().format(self.body.len()).as_bytes()]);
+        match streamed {
+            Some(BodyFraming::Length(n)) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
+            Some(BodyFraming::Chunked) => up.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            None if self.length => {
+                line(up, &[b"Content-Length: ", itoa::Buffer::new().format(self.body.len()).as_bytes()]);
+            }
+            None => {}
         }
         crate::proxy::headers::write_forwarding(up, &self.headers, forwarded);
     }
@@ -113,8 +126,11 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         headers.append(name, value);
     }
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else { return Accessing::Handoff };
-    let mut body =
-        if request.body.is_empty() { ReqBody::Empty } else { ReqBody::Full(Bytes::copy_from_slice(request.body)) };
+    let mut body = match request.body {
+        _ if request.unread => ReqBody::Unread,
+        [] => ReqBody::Empty,
+        b => ReqBody::Full(Bytes::copy_from_slice(b)),
+    };
     let mut ctx = plugins::RequestCtx::new(plugins::ctx::Arrived {
         method: &method,
         version: if request.http10 { http::Version::HTTP_10 } else { http::Version::HTTP_11 },
@@ -139,7 +155,7 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
     let log = resolved.logs().then(|| {
         let mut entry = plugins::entry_for(&ctx);
         entry.request_size += request.body.len() as u64;
-        entry.request_has_body = !request.body.is_empty();
+        entry.request_has_body = request.unread || !request.body.is_empty();
         Box::new(DirectLog { resolved, entry })
     });
     let response = std::mem::take(&mut ctx.response);
@@ -155,9 +171,10 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         Some(Cow::Borrowed(q)) if request.query == Some(q) => request.query.map(Cow::Borrowed),
         Some(q) => Some(Cow::Owned(q.into_owned())),
     };
-    let body = match body {
-        ReqBody::Empty => Bytes::new(),
-        ReqBody::Full(b) => b,
+    let (body, streams) = match body {
+        ReqBody::Empty => (Bytes::new(), false),
+        ReqBody::Full(b) => (b, false),
+        ReqBody::Unread => (Bytes::new(), true),
         // Plugins only replace a body held in memory with another.
         ReqBody::Stream(_) | ReqBody::Prefixed(..) => return Accessing::Handoff,
     };
@@ -166,5 +183,5 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
     let length = headers.remove(http::header::CONTENT_LENGTH).is_some() || !body.is_empty();
     // The forwarding fields are written with the rest (`write_fields`), after the access phase
     // as on the general path: plugins see the client's own.
-    Accessing::Forward(Accessed { headers, body, length, query, response, overrides, log, phases })
+    Accessing::Forward(Accessed { headers, body, streams, length, query, response, overrides, log, phases })
 }

@@ -36,7 +36,7 @@ pub(super) struct Filtered {
 }
 
 /// Runs the response phase on the upstream's `fields` (those the client may see): Gatehouse's
-/// own fields, the fields plugins set in `access`, each hook, then each plugin's
+/// own fields (and `Kong-Debug`'s), the fields plugins set in `access`, each hook, then each plugin's
 /// `header_filter`; then picks the body filters for the result.
 pub(super) fn header_filter<'f>(
     phases: Phases,
@@ -45,6 +45,7 @@ pub(super) fn header_filter<'f>(
     framing: Framing,
     own: (EnabledHeaders, HeaderValue, HeaderValue),
     set: Option<&ResponseFields>,
+    debug: Option<&crate::router::RouteInfo>,
 ) -> Filtered {
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -60,6 +61,9 @@ pub(super) fn header_filter<'f>(
     let bodiless = matches!(framing, Framing::NoBody);
     let (on, upstream_latency, proxy_latency) = own;
     crate::proxy::add_own_fields(&mut parts.headers, on, status, upstream_latency, proxy_latency);
+    if let Some(route) = debug {
+        crate::proxy::add_debug_fields(&mut parts.headers, route);
+    }
     if let Some(set) = set {
         set.apply(&mut parts.headers);
     }

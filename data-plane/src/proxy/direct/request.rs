@@ -17,7 +17,8 @@ pub(super) struct Seen<'a> {
     pub(super) hosts: u8,
     /// The client sent a Content-Length (at most one reaches here).
     pub(super) length: bool,
-    pub(super) other_framing: bool,
+    /// `Kong-Debug`: the answer names the route and service that served it.
+    pub(super) debug: bool,
     /// The client asks for a WebSocket (`Upgrade: websocket`); other upgrades are not
     /// forwarded, as on the general path.
     pub(super) websocket: bool,
@@ -34,7 +35,7 @@ pub(super) struct Seen<'a> {
 /// The client's fields, each with its kind.
 pub(super) struct RequestHead<'h, 'b> {
     pub(super) headers: &'h [httparse::Header<'b>],
-    kinds: [Field; MAX_HEADERS],
+    kinds: smallvec::SmallVec<[Field; MAX_HEADERS]>,
     /// The first `X-Forwarded-For` not named by `Connection`.
     forwarded_for: Option<&'b [u8]>,
     /// Which of X-Forwarded-Proto, -Host, -Port and X-Real-IP the client sent.
@@ -45,9 +46,8 @@ impl<'h, 'b> RequestHead<'h, 'b> {
     /// Classifies `headers` and notes in `seen` what decides the request: its Host, framing,
     /// upgrade, `Kong-Debug`, `Accept`, and whether the connection goes on after it.
     pub(super) fn read(headers: &'h [httparse::Header<'b>], seen: &mut Seen<'b>) -> Self {
-        let mut kinds = [Field::Other; MAX_HEADERS];
-        for (kind, h) in kinds.iter_mut().zip(headers.iter()) {
-            *kind = field(h.name);
+        let kinds: smallvec::SmallVec<[Field; MAX_HEADERS]> = headers.iter().map(|h| field(h.name)).collect();
+        for (kind, h) in kinds.iter().zip(headers.iter()) {
             if *kind == Field::Connection {
                 seen.connection.push(h.value);
             }
@@ -58,27 +58,27 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         } else {
             has_token(&seen.connection, b"close")
         };
-        let mut head = RequestHead { headers, kinds, forwarded_for: None, forwarded: [false; 4] };
+        let (mut forwarded_for, mut forwarded) = (None, [false; 4]);
         for (h, kind) in headers.iter().zip(kinds.iter().copied()) {
             // The fields `Connection` names are not forwarded, and so not believed either.
             let dropped = !seen.connection.is_empty() && named_by(&seen.connection, h.name);
             match kind {
                 Field::ContentLength => seen.length = true,
                 Field::Host => {
-                    seen.hosts += 1;
+                    // Saturating: a wide head may repeat it hundreds of times.
+                    seen.hosts = seen.hosts.saturating_add(1);
                     seen.host = Some(h.value);
                 }
                 Field::Upgrade => seen.websocket |= h.value.trim_ascii().eq_ignore_ascii_case(b"websocket"),
-                // Debug answers are the general path's.
-                Field::KongDebug => seen.other_framing = true,
+                Field::KongDebug => seen.debug = true,
                 // The first, as the general path reads it from its header map.
                 Field::Accept if seen.accept.is_none() => seen.accept = Some(h.value),
-                Field::ForwardedFor if head.forwarded_for.is_none() && !dropped => head.forwarded_for = Some(h.value),
-                Field::Forwarded(i) if !dropped => head.forwarded[i] = true,
+                Field::ForwardedFor if forwarded_for.is_none() && !dropped => forwarded_for = Some(h.value),
+                Field::Forwarded(i) if !dropped => forwarded[i] = true,
                 _ => {}
             }
         }
-        head
+        RequestHead { headers, kinds, forwarded_for, forwarded }
     }
 
     /// Each field with its kind.

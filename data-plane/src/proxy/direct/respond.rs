@@ -15,7 +15,8 @@ use crate::plugins::{BodyFilter, ResponseFields};
 use crate::proxy::h1::fields::{field_of, has_token, Field};
 use crate::proxy::h1::response::{Framing, Head};
 use crate::proxy::h1::write::{connection_field, date, line};
-use crate::proxy::SERVER_TOKEN;
+use crate::proxy::{debug_values, DEBUG_FIELDS, SERVER_TOKEN};
+use crate::router::RouteInfo;
 
 /// The upstream's answer head, and what the client's is written with.
 pub(super) struct Answer<'a> {
@@ -28,6 +29,8 @@ pub(super) struct Answer<'a> {
     pub(super) upstream_latency: &'a HeaderValue,
     pub(super) proxy_latency: &'a HeaderValue,
     pub(super) answered: Instant,
+    /// The route named in the answer, when the client sent `Kong-Debug`.
+    pub(super) debug: Option<&'a RouteInfo>,
 }
 
 /// How the answer written goes on.
@@ -53,6 +56,16 @@ impl Answer<'_> {
         // Fields plugins set replace the upstream's of the same name.
         if set.is_some_and(|f| f.has(name)) {
             return false;
+        }
+        // So do the fields `Kong-Debug` adds.
+        if let Some(route) = self.debug {
+            let named = DEBUG_FIELDS
+                .iter()
+                .zip(debug_values(route))
+                .any(|(n, v)| v.is_some() && n.as_bytes().eq_ignore_ascii_case(name));
+            if named {
+                return false;
+            }
         }
         let on = self.on;
         let kind = field_of(name);
@@ -83,7 +96,14 @@ impl Answer<'_> {
         line(out, &[b"HTTP/1.1 101 ", self.head.reason(self.buf).as_bytes()]);
         let mut dated = false;
         for (name, value) in self.fields() {
+            let debugged = self.debug.is_some_and(|route| {
+                DEBUG_FIELDS
+                    .iter()
+                    .zip(debug_values(route))
+                    .any(|(n, v)| v.is_some() && n.as_bytes().eq_ignore_ascii_case(name))
+            });
             let keep = match field_of(name) {
+                _ if debugged => false,
                 Field::ContentLength | Field::TransferEncoding => false,
                 Field::Via => !on.via,
                 Field::LatencyProxy => !on.proxy_latency,
@@ -121,6 +141,13 @@ impl Answer<'_> {
         }
         if on.via {
             line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
+        }
+        if let Some(route) = self.debug {
+            for (name, value) in DEBUG_FIELDS.iter().zip(debug_values(route)) {
+                if let Some(value) = value {
+                    line(out, &[name.as_bytes(), b": ", value]);
+                }
+            }
         }
     }
 
@@ -169,7 +196,7 @@ impl Answer<'_> {
             Some(phases) => {
                 let own = (on, self.upstream_latency.clone(), self.proxy_latency.clone());
                 let fields = self.fields().filter(|(name, _)| self.visible(name, set));
-                let mut f = phases::header_filter(*phases, code, fields, framing, own, set);
+                let mut f = phases::header_filter(*phases, code, fields, framing, own, set, self.debug);
                 written.status = f.parts.status.as_u16();
                 written.emptied = f.emptied;
                 let rechunk = !f.emptied && !phases::framing_kept(&f, framing);

@@ -11,19 +11,41 @@ pub(crate) const MAX_HEAD: usize = 4 * MAX_LINE;
 /// hyper's read buffer on connections handed to it: later heads on them are held to about
 /// Kong's limit too (hyper answers a longer one with an empty 431 and closes).
 pub(crate) const HYPER_MAX_BUF: usize = 2 * MAX_HEAD;
-/// Request headers parsed here; a request with more goes to hyper.
+/// Request fields parsed into room on the stack; a head with more is parsed again into room
+/// sized for it ([`parse_head`]). nginx counts no fields, only bytes ([`MAX_HEAD`]).
 pub(crate) const MAX_HEADERS: usize = 64;
-/// Request headers hyper parses; it answers a request with more with 431.
-pub(crate) const HYPER_MAX_HEADERS: usize = 100;
 /// Longest request body the direct path reads whole before sending it with the head (a body
 /// this short fits the socket buffers, so an upstream that answers before reading it all
 /// cannot stall the write). Longer ones are streamed (`super::request_body`).
 pub(crate) const MAX_BODY: usize = 16 * 1024;
 
-/// How far a head with more than [`MAX_HEADERS`] fields goes, parsed as hyper parses it.
-pub(crate) fn wide_head(buf: &[u8]) -> Result<httparse::Status<usize>, httparse::Error> {
-    let mut headers = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
-    httparse::Request::new(&mut headers).parse(buf)
+/// Parses the request head at the start of `buf` into `small`; one with more fields than
+/// `small` holds is parsed again into `wide`, sized for every line the head can have (so it
+/// never runs out): heads are limited by their bytes, as in nginx, not by their fields.
+pub(crate) fn parse_head<'h, 'b>(
+    buf: &'b [u8],
+    small: &'h mut [httparse::Header<'b>],
+    wide: &'h mut Vec<httparse::Header<'b>>,
+) -> (httparse::Request<'h, 'b>, httparse::Result<usize>) {
+    let mut req = httparse::Request::new(small);
+    match req.parse(buf) {
+        Err(httparse::Error::TooManyHeaders) => {
+            *wide = vec![httparse::EMPTY_HEADER; field_lines(buf)];
+            let mut req = httparse::Request::new(&mut wide[..]);
+            let parsed = req.parse(buf);
+            (req, parsed)
+        }
+        parsed => (req, parsed),
+    }
+}
+
+/// How many field lines the head at the start of `buf` has at most: its lines up to the first
+/// empty one (after the empty lines a request may begin with), looking no further than a head
+/// may reach.
+fn field_lines(buf: &[u8]) -> usize {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(buf.len());
+    let head = &buf[start..buf.len().min(start + MAX_HEAD + MAX_LINE)];
+    head.split(|b| *b == b'\n').take_while(|line| !matches!(*line, b"" | b"\r")).count()
 }
 
 /// The refusal of a head over Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), `head` being all
@@ -119,4 +141,27 @@ pub(crate) fn body_length(headers: &[httparse::Header<'_>], http10: bool) -> Res
         Some(n) if !expect && n <= MAX_BODY as u64 => RequestBody::Inline(n as usize),
         Some(n) => RequestBody::Streamed { framing: BodyFraming::Length(n), expect },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hundreds of fields, after the empty lines a request may begin with: parsed whole, and an
+    /// unfinished head of as many is read as unfinished (never as too many fields).
+    #[test]
+    fn a_head_with_more_fields_than_the_stack_holds_parses_whole() {
+        let fields: String = (0..500).map(|i| format!("X-{i}: {i}\r\n")).collect();
+        let head = format!("\r\n\r\nGET / HTTP/1.1\r\n{fields}\r\n");
+        let (mut small, mut wide) = ([httparse::EMPTY_HEADER; MAX_HEADERS], Vec::new());
+        let (req, parsed) = parse_head(head.as_bytes(), &mut small, &mut wide);
+        assert_eq!(parsed, Ok(httparse::Status::Complete(head.len())));
+        assert_eq!(req.headers.len(), 500);
+        assert_eq!((req.headers[499].name, req.headers[499].value), ("X-499", &b"499"[..]));
+
+        let unfinished = &head[..head.len() - 10];
+        let (mut small, mut wide) = ([httparse::EMPTY_HEADER; MAX_HEADERS], Vec::new());
+        let (_, parsed) = parse_head(unfinished.as_bytes(), &mut small, &mut wide);
+        assert_eq!(parsed, Ok(httparse::Status::Partial));
+    }
 }
