@@ -54,7 +54,7 @@ async fn absolute_form_targets_are_routed_by_their_own_host() {
     let echo = gw.send_raw(raw.as_bytes()).await.expect("answer").echo();
     assert_eq!(echo.upstream(), "host-a", "the target's host wins over Host");
     assert_eq!(echo.path(), "/x?y=1", "sent upstream in origin form");
-    // A query right after the authority is routed by it too (by the general path).
+    // A query right after the authority is routed by it too, its path being `/`.
     let raw = "GET http://a.test?y=2 HTTP/1.1\r\nHost: b.test\r\n\r\n";
     let echo = gw.send_raw(raw.as_bytes()).await.expect("answer").echo();
     assert_eq!((echo.upstream(), echo.path()), ("host-a", "/?y=2"));

@@ -522,6 +522,47 @@ async fn hash_behind_a_plugin_on_a_field_the_gateway_writes_uses_the_forwarded_v
     gw.sync().await;
     let counts = tally(&burst(gw.proxy_addr(), "/fw", &[], 30).await);
     assert_eq!(counts.len(), 1, "one Host sent upstream, one target: {counts:?}");
+    assert_eq!(gw.handed_over().await, 0, "hashed on the direct path");
+}
+
+/// Behind plugins — one acting in `access` only, one acting on answers — a hash on a cookie
+/// mints one for a client without it, and the answer sets it (once), on the direct path; the
+/// cookie, once sent, keeps the client on its target.
+#[tokio::test]
+async fn hash_on_cookie_behind_plugins_sets_the_cookie_it_minted() {
+    let gw = Standalone::start().await;
+    let ups = [Upstream::echo("p1").await, Upstream::echo("p2").await, Upstream::echo("p3").await];
+    let fields = json!({"hash_on": "cookie", "hash_on_cookie": "gh_sticky"});
+    balanced(&gw, "plugged.test", fields, "/plugged").await;
+    for up in &ups {
+        add_target(&gw, "plugged.test", &local(up.addr()), 100).await;
+    }
+    let service = gw.admin_get("/services/svc-plugged.test").await;
+    let phased = gw.route(&service, json!({"paths": ["/phased"]})).await;
+    let access_only =
+        json!({"name": "request-transformer", "service_id": service["id"], "config": {"add": {"headers": ["X-A:1"]}}});
+    gw.post("/plugins", access_only).await;
+    let answers =
+        json!({"name": "response-transformer", "route_id": phased["id"], "config": {"add": {"headers": ["X-B:1"]}}});
+    gw.post("/plugins", answers).await;
+    gw.sync().await;
+    for path in ["/plugged", "/phased"] {
+        let first = gw.get(path).await;
+        let set = first.header_all("set-cookie");
+        assert_eq!(set.len(), 1, "{path}: one Set-Cookie: {:?}", first.headers);
+        let cookie = set[0].split(';').next().expect("a pair").to_owned();
+        assert!(cookie.starts_with("gh_sticky=") && set[0].ends_with("; Path=/"), "{path}: {set:?}");
+        let target = first.echo().upstream().to_owned();
+        for _ in 0..5 {
+            let again = gw.get_with(path, &[("Cookie", &cookie)]).await;
+            assert_eq!(again.echo().upstream(), target, "{path}: the cookie keeps the client on its target");
+            assert!(again.header("set-cookie").is_none(), "{path}: {:?}", again.headers);
+        }
+        if path == "/phased" {
+            assert_eq!(first.header("x-b"), Some("1"), "the answer's plugin ran: {:?}", first.headers);
+        }
+    }
+    assert_eq!(gw.handed_over().await, 0, "hashed on the direct path");
 }
 
 #[tokio::test]
@@ -570,6 +611,7 @@ async fn hash_on_cookie_sets_cookie_and_sticks() {
     }
     assert_eq!(cookies.len(), 30, "every new client gets a fresh cookie");
     assert!(used.len() > 1, "30 different cookies all went to {used:?}");
+    assert_eq!(gw.handed_over().await, 0, "minted and set on the direct path");
 }
 
 #[tokio::test]
@@ -963,4 +1005,30 @@ async fn a_success_already_under_way_does_not_undo_a_manual_unhealthy() {
     let after = gw.get("/race").await;
     after.assert_status(503);
     assert_eq!(after.json(), json!({"message": "failure to get a peer from the ring-balancer"}));
+}
+
+/// Without plugins too, a hash on a field the gateway writes (X-Forwarded-For: the client's
+/// value with the peer appended) reads it as forwarded, on the direct path: one value, one
+/// target; many values, many targets.
+#[tokio::test]
+async fn hash_on_a_forwarding_field_reads_it_as_forwarded() {
+    let gw = Standalone::start().await;
+    let ups = [Upstream::echo("x1").await, Upstream::echo("x2").await, Upstream::echo("x3").await];
+    balanced(&gw, "xff.test", json!({"hash_on": "header", "hash_on_header": "X-Forwarded-For"}), "/xff").await;
+    for up in &ups {
+        add_target(&gw, "xff.test", &local(up.addr()), 100).await;
+    }
+    gw.sync().await;
+    let mut used = BTreeSet::new();
+    for i in 0..20 {
+        let xff = format!("10.0.0.{i}");
+        let first = gw.get_with("/xff", &[("X-Forwarded-For", &xff)]).await;
+        let echo = first.echo();
+        assert_eq!(echo.header("x-forwarded-for"), Some(format!("{xff}, 127.0.0.1").as_str()));
+        let again = gw.get_with("/xff", &[("X-Forwarded-For", &xff)]).await;
+        assert_eq!(again.echo().upstream(), echo.upstream(), "X-Forwarded-For: {xff} moved");
+        used.insert(echo.upstream().to_owned());
+    }
+    assert!(used.len() > 1, "20 forwarded values all went to {used:?}");
+    assert_eq!(gw.handed_over().await, 0, "hashed on the direct path");
 }

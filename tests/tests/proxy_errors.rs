@@ -280,15 +280,14 @@ async fn malformed_and_smuggling_requests_are_refused() {
     assert_eq!((reply.status, reply.text()), (400, String::new()));
 }
 
-/// On a connection the general path serves (here after an absolute-form target with a query
-/// right after its authority, which the direct path leaves to it), framing that
+/// On a connection the general path serves (here after a plugin route's request whose
+/// `Connection` names its length, which the direct path leaves to it), framing that
 /// hyper would accept but nginx refuses is refused with Kong's page too, and not forwarded.
 #[tokio::test]
 async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused() {
     let gw = Standalone::start().await;
     let up = Upstream::echo("victim").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/"]})).await;
-    gw.sync().await;
+    expose_with_a_hand_over(&gw, &up).await;
 
     let cases = [
         ("two equal Content-Length headers", "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400, "Bad request"),
@@ -341,7 +340,7 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
     // A refused request with a large body still gets its page, not a reset.
     let body = "x".repeat(600_000);
     let raw = format!(
-        "GET http://a.test?handed-over HTTP/1.1\r\nHost: a.test\r\n\r\n\
+        "GET /handed-over HTTP/1.1\r\nHost: a.test\r\nConnection: content-length\r\n\r\n\
          POST /refused HTTP/1.1\r\nHost: a.test\r\nContent-Length: 600000\r\nContent-Length: 600000\r\n\r\n{body}"
     );
     let tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
@@ -361,6 +360,7 @@ async fn ambiguous_framing_after_the_general_path_took_the_connection_is_refused
     tokio::time::sleep(Duration::from_millis(300)).await;
     let expected = [HANDED_OVER, "/padded", "/declined"];
     assert!(up.paths().iter().all(|p| expected.contains(&p.as_str())), "forwarded: {:?}", up.paths());
+    assert!(gw.handed_over().await >= 6, "the general path took each connection");
 }
 
 /// The answers read from a connection: the one before the first with `status`, and that one.
@@ -375,15 +375,25 @@ async fn split_answers(out: &[u8], status: u16, what: &str) -> (Reply, Reply) {
     (first, second)
 }
 
-/// What the upstream sees of the request that hands a connection to the general path.
-const HANDED_OVER: &str = "/?handed-over";
+/// The path of the request that hands a connection to the general path.
+const HANDED_OVER: &str = "/handed-over";
 
-/// Sends a request the direct path hands to the general one with its connection (an
-/// absolute-form target with a query right after its authority) and `then` together, and
-/// reads until the gateway closes the connection.
+/// Routes `/` to `up`, and [`HANDED_OVER`] to it through a plugin (request-transformer), so
+/// that a request there whose `Connection` names its length is one the direct path leaves to
+/// the general one.
+async fn expose_with_a_hand_over(gw: &Standalone, up: &Upstream) {
+    let (service, _) = gw.expose(up, json!({}), json!({"paths": ["/"]})).await;
+    let route = gw.route(&service, json!({"paths": [HANDED_OVER], "strip_path": false})).await;
+    let plugin = json!({"name": "request-transformer", "route_id": route["id"], "config": {"add": {"headers": ["X-Via-Plugin:1"]}}});
+    gw.post("/plugins", plugin).await;
+    gw.sync().await;
+}
+
+/// Sends a request the direct path hands to the general one with its connection and `then`
+/// together, and reads until the gateway closes the connection.
 async fn after_a_handed_over_request(gw: &Standalone, then: &str) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let raw = format!("GET http://a.test?handed-over HTTP/1.1\r\nHost: a.test\r\n\r\n{then}");
+    let raw = format!("GET {HANDED_OVER} HTTP/1.1\r\nHost: a.test\r\nConnection: content-length\r\n\r\n{then}");
     let mut tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.expect("connect");
     tcp.write_all(raw.as_bytes()).await.expect("loopback I/O");
     let mut out = Vec::new();
@@ -451,8 +461,7 @@ async fn assert_answered_and_closed(gw: &Standalone, up: &Upstream, cases: &[(&s
 async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
     let gw = Standalone::start().await;
     let up = Upstream::echo("victim").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/"]})).await;
-    gw.sync().await;
+    expose_with_a_hand_over(&gw, &up).await;
 
     let a = |n: usize| "a".repeat(n);
     let fields = |count: usize, len: usize| (0..count).map(|i| format!("X-F{i}: {}\r\n", a(len))).collect::<String>();
@@ -539,6 +548,7 @@ async fn oversized_and_malformed_heads_get_kongs_pages_and_are_not_forwarded() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(up.paths().iter().all(|p| p == HANDED_OVER), "refused later heads reached the upstream: {:?}", up.paths());
+    assert!(gw.handed_over().await >= 5, "the general path took each connection");
 
     // Within the limits: a 7 KiB line, 24 KiB of 6 KiB lines, and 80 fields (heads are held
     // to their bytes, not to a count of fields).

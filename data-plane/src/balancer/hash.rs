@@ -62,9 +62,14 @@ fn parse(doc: &Value, which: &str, header_field: &str) -> HashOn {
 
 /// The value of cookie `name` in the request's Cookie headers.
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    cookie_in(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes), name)
+}
+
+/// The value of cookie `name` in `fields`, the values of a request's Cookie fields in order.
+fn cookie_in<'a>(fields: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a [u8]> {
     let name = name.as_bytes();
-    for header in headers.get_all(COOKIE) {
-        let mut rest = header.as_bytes();
+    for header in fields {
+        let mut rest = header;
         while !rest.is_empty() {
             let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
             let pair = rest[..end].trim_ascii_start();
@@ -135,13 +140,12 @@ impl HashPolicy {
     }
 
     /// The same hash from a request's raw header fields, for a request without a consumer
-    /// (no plugin ran). `Err` when the policy reaches a cookie: minting one is the general
-    /// path's work.
-    pub fn hash_fields(&self, fields: &[httparse::Header<'_>], client_ip: IpAddr) -> Result<Option<u32>, NeedsCookie> {
-        if let Some(h) = one_field(&self.primary, fields, client_ip)? {
-            return Ok(Some(h));
+    /// (no plugin ran).
+    pub fn hash_fields(&self, fields: &[httparse::Header<'_>], client_ip: IpAddr) -> Hashed {
+        if let Some(h) = one_field(&self.primary, fields, client_ip) {
+            return h;
         }
-        one_field(&self.fallback, fields, client_ip)
+        one_field(&self.fallback, fields, client_ip).unwrap_or_default()
     }
 
     /// The header fields this policy reads.
@@ -153,27 +157,37 @@ impl HashPolicy {
     }
 }
 
-/// A hash policy that reached a cookie.
-#[derive(Debug)]
-pub struct NeedsCookie;
-
-fn one_field(on: &HashOn, fields: &[httparse::Header<'_>], client_ip: IpAddr) -> Result<Option<u32>, NeedsCookie> {
-    Ok(match on {
-        HashOn::None | HashOn::Consumer => None,
-        HashOn::Ip => ip_hash(client_ip),
+fn one_field(on: &HashOn, fields: &[httparse::Header<'_>], client_ip: IpAddr) -> Option<Hashed> {
+    let hash = match on {
+        HashOn::None | HashOn::Consumer => return None,
+        HashOn::Ip => ip_hash(client_ip)?,
         HashOn::Header(name) => {
             // Repeated fields concatenate in order, as `HeaderMap::get_all` yields them.
             let mut values = fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name.as_str())).peekable();
-            values.peek().is_some().then(|| {
-                let mut digest = CRC.digest();
-                for f in values {
-                    digest.update(f.value);
-                }
-                digest.finalize()
-            })
+            values.peek()?;
+            let mut digest = CRC.digest();
+            for f in values {
+                digest.update(f.value);
+            }
+            digest.finalize()
         }
-        HashOn::Cookie { .. } => return Err(NeedsCookie),
-    })
+        HashOn::Cookie { name, path } => {
+            let cookies = fields.iter().filter(|f| f.name.eq_ignore_ascii_case("cookie")).map(|f| f.value);
+            match cookie_in(cookies, name) {
+                Some(v) => CRC.checksum(v),
+                None => return Some(mint_cookie(name, path)),
+            }
+        }
+    };
+    Some(Hashed { hash: Some(hash), set_cookie: None })
+}
+
+/// The client has no cookie to hash on yet: one is minted, hashed on now, and handed to the
+/// client with the answer (Kong's `Set-Cookie`).
+fn mint_cookie(name: &str, path: &str) -> Hashed {
+    let id = uuid::Uuid::new_v4().to_string();
+    let set_cookie = HeaderValue::from_str(&format!("{name}={id}; Path={path}")).ok();
+    Hashed { hash: Some(CRC.checksum(id.as_bytes())), set_cookie }
 }
 
 fn ip_hash(ip: IpAddr) -> Option<u32> {
@@ -198,12 +212,7 @@ fn one(on: &HashOn, input: &HashInput<'_>) -> Option<Hashed> {
         }
         HashOn::Cookie { name, path } => match cookie_value(input.headers, name) {
             Some(v) => CRC.checksum(v),
-            None => {
-                // No cookie yet: mint one, hash on it now, and hand it to the client.
-                let id = uuid::Uuid::new_v4().to_string();
-                let set_cookie = HeaderValue::from_str(&format!("{name}={id}; Path={path}")).ok();
-                return Some(Hashed { hash: Some(CRC.checksum(id.as_bytes())), set_cookie });
-            }
+            None => return Some(mint_cookie(name, path)),
         },
     };
     Some(Hashed { hash: Some(hash), set_cookie: None })
@@ -245,8 +254,15 @@ mod tests {
             json!({"hash_on": "header", "hash_on_header": "x-a", "hash_fallback": "ip"}),
             json!({"hash_on": "consumer", "hash_fallback": "header", "hash_fallback_header": "X-B"}),
             json!({"hash_on": "ip"}),
+            json!({"hash_on": "cookie", "hash_on_cookie": "c"}),
         ];
-        let requests: [&[(&str, &str)]; 4] = [&[], &[("X-A", "1")], &[("x-a", "1"), ("X-A", "2")], &[("X-B", "v")]];
+        let requests: [&[(&str, &str)]; 5] = [
+            &[("Cookie", "a=1; c=xyz")],
+            &[("X-A", "1")],
+            &[("x-a", "1"), ("X-A", "2")],
+            &[("X-B", "v")],
+            &[("cookie", "a=1"), ("Cookie", "c = q ")],
+        ];
         for doc in &policies {
             let p = HashPolicy::parse(doc);
             for fields in requests {
@@ -258,15 +274,27 @@ mod tests {
                         httparse::Header { name: n, value: v.as_bytes() }
                     })
                     .collect();
-                let by_map = p.hash(&HashInput { headers: &map, client_ip: ip, consumer: None }).hash;
-                assert_eq!(p.hash_fields(&raw, ip).unwrap(), by_map, "{doc} with {fields:?}");
+                let by_map = p.hash(&HashInput { headers: &map, client_ip: ip, consumer: None });
+                let by_fields = p.hash_fields(&raw, ip);
+                // A cookie minted is a new one each time: both mint, and hash on what they minted.
+                if by_map.set_cookie.is_some() {
+                    assert!(by_fields.set_cookie.is_some(), "{doc} with {fields:?}");
+                    continue;
+                }
+                assert_eq!((by_fields.hash, by_fields.set_cookie), (by_map.hash, None), "{doc} with {fields:?}");
             }
         }
-        let cookie =
-            HashPolicy::parse(&json!({"hash_on": "header", "hash_on_header": "X-A", "hash_fallback": "cookie",
-                                                "hash_on_cookie": "c"}));
-        assert!(cookie.hash_fields(&[], ip).is_err(), "a cookie to mint is the general path's");
-        assert!(cookie.hash_fields(&[httparse::Header { name: "X-A", value: b"1" }], ip).is_ok());
+        // Without the cookie, one is minted (a new one each time), hashed on, and to be set.
+        let cookie = HashPolicy::parse(&json!({"hash_on": "header", "hash_on_header": "X-A",
+            "hash_fallback": "cookie", "hash_on_cookie": "c", "hash_on_cookie_path": "/p"}));
+        let minted = cookie.hash_fields(&[], ip);
+        let set = minted.set_cookie.expect("a cookie to set");
+        let id = set.to_str().unwrap().strip_prefix("c=").and_then(|s| s.strip_suffix("; Path=/p")).unwrap().to_owned();
+        assert_eq!(minted.hash, Some(CRC.checksum(id.as_bytes())), "hashed on the minted cookie");
+        let cookie_field = format!("c={id}");
+        let again = cookie.hash_fields(&[httparse::Header { name: "Cookie", value: cookie_field.as_bytes() }], ip);
+        assert_eq!((again.hash, again.set_cookie), (minted.hash, None), "the client's cookie, once set");
+        assert!(cookie.hash_fields(&[httparse::Header { name: "X-A", value: b"1" }], ip).set_cookie.is_none());
     }
 
     #[test]

@@ -51,7 +51,7 @@ use super::h1::write::{line, send};
 use super::upstream::Connector;
 use super::waiting::{Deadline, Elapsed, Stop};
 use super::{millis_between, uri, Conn, Proxy, ProxyError};
-use crate::balancer::hash::HashInput;
+use crate::balancer::hash::{HashInput, Hashed};
 use crate::metrics;
 use crate::trace;
 use crate::{plugins, router};
@@ -345,8 +345,7 @@ async fn exchange(
     }
     let dropped = |name: &str| !seen.connection.is_empty() && named_by(&seen.connection, name);
     let addressed = match request::address(target, &seen) {
-        Ok(Some(a)) => a,
-        Ok(None) => return Next::Handoff,
+        Ok(a) => a,
         Err(refused) => return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await,
     };
     let (target, host) = (addressed.target(), addressed.host);
@@ -379,16 +378,13 @@ async fn exchange(
         return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None, log.take()).await;
     }
     let hashing = service.balancer.as_ref().is_some_and(|b| !b.hash.is_none());
-    // Behind plugins, a hash on a cookie (which mints one, for the answer to set) or on a field
-    // the gateway writes itself (Host, a length, a forwarding field) or one `Connection`
-    // names is the general path's, which hashes the fields as it forwards them: decided
-    // before the plugins run, so they never run twice.
-    let hashed_elsewhere = hashing
-        && !route.plugins.is_empty()
-        && service.balancer.as_ref().is_some_and(|b| {
-            b.hash.uses_cookie()
-                || b.hash.header_names().any(|n| field(n.as_str()) != Field::Other || dropped(n.as_str()))
-        });
+    // A hash on a field the gateway writes itself (Host, a length, a forwarding field) or one
+    // `Connection` names reads the fields as forwarded, once the upstream request is written.
+    let hash_forwarded = hashing
+        && service
+            .balancer
+            .as_ref()
+            .is_some_and(|b| b.hash.header_names().any(|n| field(n.as_str()) != Field::Other || dropped(n.as_str())));
     let host_no_port = super::headers::without_port(host);
     // A preserved Host is also the TLS server name: such connections serve that name only.
     let sni = (service.https && route.preserve_host).then_some(host_no_port);
@@ -408,7 +404,7 @@ async fn exchange(
     let mut continued = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
         // (A Host or length that `Connection` names: see below.)
-        if hashed_elsewhere || dropped("host") || dropped("content-length") {
+        if dropped("host") || dropped("content-length") {
             return Next::Handoff;
         }
         if s.expect && !s.started() && !seen.http10 {
@@ -434,8 +430,6 @@ async fn exchange(
     }
     let accessed = if route.plugins.is_empty() {
         None
-    } else if hashed_elsewhere {
-        return Next::Handoff;
     } else {
         let mut request = Plain {
             method,
@@ -492,30 +486,16 @@ async fn exchange(
     let overrides = accessed.as_ref().and_then(|a| a.overrides.as_deref());
     let method = overrides.and_then(|o| o.method.as_ref()).map_or(method, http::Method::as_str);
     let plugin_host = overrides.and_then(|o| o.host.as_ref()).map(HeaderValue::as_bytes);
-    // Balanced services hash once per request, as on the general path, which hashes the
-    // fields as it forwards them: a field rewritten or dropped here, or a cookie to mint,
-    // is left to it.
-    let hash = match (&service.balancer, &accessed) {
-        // Behind plugins, on the fields as they left them and the consumer they found, as on the
-        // general path.
-        (Some(b), Some(a)) if hashing => {
-            let input = HashInput {
-                headers: &a.headers,
-                client_ip: conn.peer.ip(),
-                consumer: a.overrides.as_ref().and_then(|o| o.consumer.as_deref()),
-            };
-            b.hash.hash(&input).hash
+    let consumer = accessed.as_ref().and_then(|a| a.overrides.as_ref()).and_then(|o| o.consumer.as_deref());
+    // Balanced services hash once per request, as on the general path, on the fields as they
+    // are forwarded: as the client sent them or as plugins left them (with the consumer they
+    // found), or, for a field the gateway writes, as written below.
+    let mut hashed = match (&service.balancer, &accessed) {
+        (Some(b), Some(a)) if hashing && !hash_forwarded => {
+            b.hash.hash(&HashInput { headers: &a.headers, client_ip: conn.peer.ip(), consumer })
         }
-        (Some(b), None) if hashing => {
-            if b.hash.header_names().any(|n| field(n.as_str()) != Field::Other || dropped(n.as_str())) {
-                return Next::Handoff;
-            }
-            match b.hash.hash_fields(req.headers, conn.peer.ip()) {
-                Ok(h) => h,
-                Err(_) => return Next::Handoff,
-            }
-        }
-        _ => None,
+        (Some(b), None) if hashing && !hash_forwarded => b.hash.hash_fields(req.headers, conn.peer.ip()),
+        _ => Hashed::default(),
     };
 
     // The upstream request, all but its Host line (which depends on the peer).
@@ -548,6 +528,17 @@ async fn exchange(
     if let Some(t) = &tally.trace {
         line(up, &[b"traceparent: ", t.traceparent().as_bytes()]);
     }
+    if let Some(b) = service.balancer.as_ref().filter(|_| hash_forwarded) {
+        // The Host as the general path hashes it: the one sent to the service, not to a peer.
+        let host = match plugin_host {
+            Some(h) => h,
+            None if route.preserve_host => host.as_bytes(),
+            None => service.host_header.as_bytes(),
+        };
+        let headers = super::h1::fields::forwarded_fields(up, host);
+        hashed = b.hash.hash(&HashInput { headers: &headers, client_ip: conn.peer.ip(), consumer });
+    }
+    let hash = hashed.hash;
     let base = up.len();
 
     // Tries = 1 + retries, as on the general path.
@@ -772,6 +763,7 @@ async fn exchange(
         proxy_latency: &proxy_latency,
         answered,
         debug: seen.debug.then_some(&**route),
+        set_cookie: hashed.set_cookie.as_ref(),
     };
     // The upstream agreed to the WebSocket: its answer goes on as it is, with Gatehouse's own
     // fields, and the connection becomes a tunnel (`serve` relays it).

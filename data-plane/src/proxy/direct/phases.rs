@@ -27,6 +27,14 @@ pub(crate) struct Phases {
     pub(crate) hooks: Vec<Box<dyn ResponseHook>>,
 }
 
+/// What the gateway adds to a proxied answer besides its own fields, before plugins see it.
+pub(super) struct Extra<'a> {
+    /// A cookie a hash-balanced service minted.
+    pub(super) set_cookie: Option<&'a HeaderValue>,
+    /// The route, when the client sent `Kong-Debug`.
+    pub(super) debug: Option<&'a crate::router::RouteInfo>,
+}
+
 /// The answer's head once every plugin has seen it, and how its body goes on.
 pub(super) struct Filtered {
     pub(super) parts: Parts,
@@ -36,7 +44,7 @@ pub(super) struct Filtered {
 }
 
 /// Runs the response phase on the upstream's `fields` (those the client may see): Gatehouse's
-/// own fields (and `Kong-Debug`'s), the fields plugins set in `access`, each hook, then each plugin's
+/// own fields (and a minted cookie, and `Kong-Debug`'s), the fields plugins set in `access`, each hook, then each plugin's
 /// `header_filter`; then picks the body filters for the result.
 pub(super) fn header_filter<'f>(
     phases: Phases,
@@ -45,7 +53,7 @@ pub(super) fn header_filter<'f>(
     framing: Framing,
     own: (EnabledHeaders, HeaderValue, HeaderValue),
     set: Option<&ResponseFields>,
-    debug: Option<&crate::router::RouteInfo>,
+    extra: Extra<'_>,
 ) -> Filtered {
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -61,7 +69,10 @@ pub(super) fn header_filter<'f>(
     let bodiless = matches!(framing, Framing::NoBody);
     let (on, upstream_latency, proxy_latency) = own;
     crate::proxy::add_own_fields(&mut parts.headers, on, status, upstream_latency, proxy_latency);
-    if let Some(route) = debug {
+    if let Some(cookie) = extra.set_cookie {
+        parts.headers.append(http::header::SET_COOKIE, cookie.clone());
+    }
+    if let Some(route) = extra.debug {
         crate::proxy::add_debug_fields(&mut parts.headers, route);
     }
     if let Some(set) = set {

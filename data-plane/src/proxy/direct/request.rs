@@ -186,13 +186,16 @@ impl Addressed<'_> {
 /// The target and host of a request, as the general path takes them: exactly one Host
 /// (RFC 9112 §3.2; an HTTP/1.0 client may send none), unless an absolute-form target names
 /// the host itself and wins over it (§3.2.2); a host of visible ASCII that is a valid
-/// host[:port]. `Ok(None)`: a target in another form, left to the general path.
-pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Option<Addressed<'b>>, ProxyError> {
+/// host[:port]. A target in neither origin nor absolute form (`*`) is refused, as nginx
+/// refuses it.
+pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Addressed<'b>, ProxyError> {
     crate::proxy::headers::one_host(usize::from(seen.hosts), seen.http10)?;
     let (target, authority) = if target.starts_with('/') {
         (target, None)
     } else {
-        let Some((authority, origin)) = absolute_form(target) else { return Ok(None) };
+        let Some((authority, origin)) = absolute_form(target) else {
+            return Err(ProxyError::BadRequest("an invalid request target"));
+        };
         // Held to the `http` crate's authority, as on the general path (no `%` in a host).
         if authority.parse::<http::uri::Authority>().is_err() {
             return Err(ProxyError::BadRequest("invalid Host"));
@@ -201,6 +204,12 @@ pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Option<Add
     };
     let target = if plain_target(target) {
         Target::AsSent(target)
+    } else if target.starts_with('?') {
+        // A query right after the authority: its path is `/`.
+        match format!("/{target}").parse::<http::uri::PathAndQuery>() {
+            Ok(pq) => Target::Parsed(pq),
+            Err(_) => return Err(ProxyError::BadRequest("an invalid request target")),
+        }
     } else {
         match target.parse::<http::uri::PathAndQuery>() {
             Ok(pq) if pq.as_str().starts_with('/') => Target::Parsed(pq),
@@ -212,21 +221,24 @@ pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Option<Add
     let Some(host) = host.filter(|h| crate::proxy::headers::valid_host(h)) else {
         return Err(ProxyError::BadRequest("invalid Host"));
     };
-    Ok(Some(Addressed { target, host }))
+    Ok(Addressed { target, host })
 }
 
-/// The authority and the origin-form rest of an absolute-form request target
-/// (`http://a.test/x?y` is `a.test` and `/x?y`); `None` for any other form, or one whose rest
-/// would need rewriting (a query right after the authority).
+/// The authority and the rest of an absolute-form request target, of any scheme (as the `http`
+/// crate and nginx take it): `http://a.test/x?y` is `a.test` and `/x?y`; `http://a.test?y`
+/// is `a.test` and `?y` (its path being `/`); with nothing after the authority, or only a
+/// fragment, the rest is `/`. `None` for any other form.
 pub(super) fn absolute_form(target: &str) -> Option<(&str, &str)> {
     let scheme = target.find("://")?;
-    if !matches!(&target[..scheme], s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+    let valid_scheme = target.as_bytes()[0].is_ascii_alphabetic()
+        && target[..scheme].bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !valid_scheme {
         return None;
     }
     let rest = &target[scheme + 3..];
     match rest.find(['/', '?', '#']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => Some((&rest[..i], &rest[i..])),
-        Some(_) => None,
+        Some(i) if rest.as_bytes()[i] != b'#' => Some((&rest[..i], &rest[i..])),
+        Some(i) => Some((&rest[..i], "/")),
         None => Some((rest, "/")),
     }
 }

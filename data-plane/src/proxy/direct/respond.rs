@@ -31,6 +31,8 @@ pub(super) struct Answer<'a> {
     pub(super) answered: Instant,
     /// The route named in the answer, when the client sent `Kong-Debug`.
     pub(super) debug: Option<&'a RouteInfo>,
+    /// The cookie a hash-balanced service minted for the client to keep.
+    pub(super) set_cookie: Option<&'a HeaderValue>,
 }
 
 /// How the answer written goes on.
@@ -142,6 +144,9 @@ impl Answer<'_> {
         if on.via {
             line(out, &[b"Via: ", SERVER_TOKEN.as_bytes()]);
         }
+        if let Some(cookie) = self.set_cookie {
+            line(out, &[b"Set-Cookie: ", cookie.as_bytes()]);
+        }
         if let Some(route) = self.debug {
             for (name, value) in DEBUG_FIELDS.iter().zip(debug_values(route)) {
                 if let Some(value) = value {
@@ -196,7 +201,8 @@ impl Answer<'_> {
             Some(phases) => {
                 let own = (on, self.upstream_latency.clone(), self.proxy_latency.clone());
                 let fields = self.fields().filter(|(name, _)| self.visible(name, set));
-                let mut f = phases::header_filter(*phases, code, fields, framing, own, set, self.debug);
+                let extra = phases::Extra { set_cookie: self.set_cookie, debug: self.debug };
+                let mut f = phases::header_filter(*phases, code, fields, framing, own, set, extra);
                 written.status = f.parts.status.as_u16();
                 written.emptied = f.emptied;
                 let rechunk = !f.emptied && !phases::framing_kept(&f, framing);

@@ -85,7 +85,14 @@ fn absolute_form_targets_split_into_authority_and_origin_form() {
     assert_eq!(super::request::absolute_form("http://a.test/x?y=1"), Some(("a.test", "/x?y=1")));
     assert_eq!(super::request::absolute_form("HTTPS://a.test:8443/"), Some(("a.test:8443", "/")));
     assert_eq!(super::request::absolute_form("http://a.test"), Some(("a.test", "/")));
-    assert_eq!(super::request::absolute_form("http://a.test?y=1"), None, "a query right after the authority");
+    assert_eq!(
+        super::request::absolute_form("http://a.test?y=1"),
+        Some(("a.test", "?y=1")),
+        "a query after the authority"
+    );
+    assert_eq!(super::request::absolute_form("http://a.test#f"), Some(("a.test", "/")), "a fragment alone");
     assert_eq!(super::request::absolute_form("/x?next=http://b.test/"), None, "origin form");
-    assert_eq!(super::request::absolute_form("ftp://a.test/x"), None);
+    assert_eq!(super::request::absolute_form("ftp://a.test/x"), Some(("a.test", "/x")), "any scheme");
+    assert_eq!(super::request::absolute_form("1a://a.test/x"), None, "not a scheme");
+    assert_eq!(super::request::absolute_form("*"), None);
 }

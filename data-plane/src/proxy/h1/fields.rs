@@ -98,3 +98,23 @@ pub(crate) fn plain_target(target: &str) -> bool {
                 )
         })
 }
+
+/// The fields of an upstream request head written in `up` (its request line, then a line per
+/// field, as far as written), with `host` as its Host: what a hash on a field the gateway
+/// writes reads, as the general path hashes the fields it forwards. Rare (a hash on Host or a
+/// forwarding field), so it may allocate.
+pub(crate) fn forwarded_fields(up: &[u8], host: &[u8]) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for line in up.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name), http::HeaderValue::from_bytes(value)) {
+            headers.append(n, v);
+        }
+    }
+    if let Ok(v) = http::HeaderValue::from_bytes(host) {
+        headers.insert(http::header::HOST, v);
+    }
+    headers
+}
