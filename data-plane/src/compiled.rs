@@ -104,9 +104,6 @@ pub struct Compiled {
     pub certs: Arc<HashMap<String, Arc<CertifiedKey>>>,
     /// Consumers and credentials for the auth plugins.
     pub creds: Arc<Credentials>,
-    /// Global plugin configurations that act before routing (the rewrite phase). None of the
-    /// bundled plugins does, so this is usually empty and the direct path serves everything.
-    pub global: Vec<Arc<dyn plugins::Plugin>>,
     /// What the next delta reuses.
     parts: Parts,
 }
@@ -349,14 +346,7 @@ impl Compiled {
         if let Some(staged) = staged {
             registry.commit(staged);
         }
-        Ok(Compiled {
-            router,
-            certs,
-            creds,
-            global: if touched.any(&["plugins"]) { parts.plugins.global() } else { self.global.clone() },
-            set,
-            parts,
-        })
+        Ok(Compiled { router, certs, creds, set, parts })
     }
 
     pub fn revision(&self) -> i64 {
@@ -466,7 +456,7 @@ mod tests {
         /// Everything a request can observe of this configuration, as text: the routes in
         /// the order they are tried with their services, paths and plugin chains (each
         /// configuration named by its row), the certificates' names, the consumers and
-        /// credentials, the global plugins.
+        /// credentials.
         fn describe(&self) -> String {
             use std::fmt::Write;
             let rows: HashMap<*const (), String> = self
@@ -518,8 +508,7 @@ mod tests {
             let mut keys: Vec<String> =
                 self.creds.keys.iter().map(|(k, v)| format!("{k}={}", v["consumer_id"])).collect();
             keys.sort();
-            let global: Vec<String> = self.global.iter().map(row).collect();
-            let _ = writeln!(out, "certs {certs:?}\nconsumers {consumers:?}\nkeys {keys:?}\nglobal {global:?}");
+            let _ = writeln!(out, "certs {certs:?}\nconsumers {consumers:?}\nkeys {keys:?}");
             out
         }
     }

@@ -150,8 +150,6 @@ struct Connections {
     closed: AtomicU64,
     requests: AtomicU64,
     finished: AtomicU64,
-    /// Requests begun here and handed to another engine, which counts them again.
-    handed_over: AtomicU64,
 }
 
 /// What one worker thread has recorded.
@@ -260,13 +258,6 @@ pub fn request_started() {
     }
 }
 
-/// Takes back a request begun here and handed to another engine, which counts it itself.
-pub fn request_handed_over() {
-    if ENABLED.load(Relaxed) {
-        with_local(|local| bump(&local.shard.connections.handed_over, 1));
-    }
-}
-
 /// An accepted client connection, counted closed when dropped.
 pub struct Connection(bool);
 
@@ -324,14 +315,12 @@ pub fn render(out: &mut String) {
     let shards: Vec<Arc<Shard>> = SHARDS.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let mut totals: std::collections::BTreeMap<u32, Totals> = std::collections::BTreeMap::new();
     let (mut accepted, mut closed, mut requests, mut finished) = (0u64, 0u64, 0u64, 0u64);
-    let mut handed_over = 0u64;
     for shard in &shards {
         let c = &shard.connections;
         accepted += c.accepted.load(Relaxed);
         closed += c.closed.load(Relaxed);
         requests += c.requests.load(Relaxed);
         finished += c.finished.load(Relaxed);
-        handed_over += c.handed_over.load(Relaxed);
         let slots = shard.slots.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for (series, slot) in slots {
             let t = totals.entry(series).or_default();
@@ -411,7 +400,6 @@ pub fn render(out: &mut String) {
         let _ = writeln!(out, "kong_bandwidth_bytes{{{l},direction=\"egress\"}} {}", t.egress);
     }
     let active = accepted.saturating_sub(closed);
-    let requests = requests.saturating_sub(handed_over);
     let writing = requests.saturating_sub(finished).min(active);
     let _ = writeln!(
         out,
@@ -428,12 +416,6 @@ pub fn render(out: &mut String) {
     ] {
         let _ = writeln!(out, "kong_nginx_connections_total{{state=\"{state}\"}} {n}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP gatehouse_requests_handed_over_total HTTP/1 requests the direct engine left to the general one (hyper)"
-    );
-    let _ = writeln!(out, "# TYPE gatehouse_requests_handed_over_total counter");
-    let _ = writeln!(out, "gatehouse_requests_handed_over_total {handed_over}");
 }
 
 #[cfg(test)]

@@ -60,21 +60,6 @@ pub enum Access<'a> {
     Wait(Pin<Box<dyn Future<Output = Result<(), Rejected>> + Send + 'a>>),
 }
 
-/// What the rewrite phase sees: the request before routing.
-pub struct RewriteCtx<'a> {
-    pub method: &'a http::Method,
-    pub uri: &'a http::Uri,
-    pub headers: &'a mut http::HeaderMap,
-    pub client_ip: std::net::IpAddr,
-}
-
-/// Runs the global plugins' rewrite phase.
-pub fn rewrite(global: &[Arc<dyn Plugin>], ctx: &mut RewriteCtx<'_>) {
-    for p in global {
-        p.rewrite(ctx);
-    }
-}
-
 impl From<Result<(), Rejected>> for Access<'_> {
     fn from(r: Result<(), Rejected>) -> Self {
         match r {
@@ -98,9 +83,6 @@ pub trait BodyFilter: Send {
 /// One configured plugin. Every phase defaults to doing nothing.
 pub trait Plugin: Send + Sync + 'static {
     fn name(&self) -> &'static str;
-
-    /// Before routing; only global configurations get here.
-    fn rewrite(&self, _ctx: &mut RewriteCtx<'_>) {}
 
     fn access<'a>(&'a self, _ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         Access::Continue
@@ -146,12 +128,6 @@ pub trait Plugin: Send + Sync + 'static {
     /// entry either path builds). A logger with a header or body phase must say no.
     fn direct(&self) -> bool {
         self.access_only() || self.logs()
-    }
-
-    /// Whether the plugin acts before routing (Kong's `rewrite`): only global configurations
-    /// of such plugins run there.
-    fn rewrites(&self) -> bool {
-        false
     }
 }
 

@@ -39,7 +39,7 @@ use gatehouse_shared::enabled_headers::EnabledHeaders;
 use crate::balancer::hash::{HashInput, Hashed};
 use crate::live::Live;
 use crate::metrics::{self, Series};
-use crate::plugins::{self, RequestCtx, Resolved, RewriteCtx};
+use crate::plugins::{self, RequestCtx, Resolved};
 use crate::trace;
 
 /// What a retry needs to send a request again.
@@ -264,18 +264,6 @@ impl Proxy {
         }
     }
 
-    /// The answer to a request whose head `head_guard` refused: Kong's page, and close.
-    pub fn refuse_head<B>(&self, req: &Request<B>, why: crate::head_guard::Refusal) -> Response<ResBody> {
-        use crate::head_guard::Refusal;
-        let error = match why {
-            Refusal::Ambiguous => ProxyError::BadRequest("ambiguous framing"),
-            Refusal::UriTooLong => ProxyError::UriTooLong,
-            Refusal::TooLong => ProxyError::BadRequest("a request head over Kong's limits"),
-            Refusal::UnknownCoding => ProxyError::NotImplemented,
-        };
-        self.own(error.into_response(req.headers().get(header::ACCEPT)))
-    }
-
     /// One of Gatehouse's own answers (an error page, a plugin's rejection): it says
     /// `Server` only if the `headers` setting lets it, as Kong's `header_filter` does.
     fn own(&self, mut resp: Response<ResBody>) -> Response<ResBody> {
@@ -297,13 +285,6 @@ impl Proxy {
         let config = self.live.load();
         let client_http10 = req.version() == Version::HTTP_10;
         let client_version = req.version();
-        // Global plugins' rewrite phase, before routing.
-        if !config.global.is_empty() {
-            let (method, uri) = (req.method().clone(), req.uri().clone());
-            let mut ctx =
-                RewriteCtx { method: &method, uri: &uri, headers: req.headers_mut(), client_ip: conn.peer.ip() };
-            plugins::rewrite(&config.global, &mut ctx);
-        }
         // Smuggling shapes are refused before anything is forwarded.
         let h = req.headers();
         if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {

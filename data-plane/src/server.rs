@@ -21,7 +21,6 @@ use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::busy_poll;
-use crate::head_guard::Refusals;
 use crate::proxy::{direct, Conn, Proxy};
 
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -168,7 +167,7 @@ async fn serve(
                     };
                     // HTTP/1.1 over TLS takes the direct path too; HTTP/2 is hyper's.
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        direct::handoff(proxy, conn, stream, Bytes::new(), shutdown, HEADER_READ).await;
+                        direct::serve_h2(proxy, conn, stream, Bytes::new(), shutdown).await;
                     } else {
                         direct::serve(proxy, conn, stream, shutdown, HEADER_READ).await;
                     }
@@ -204,11 +203,10 @@ impl Drop for Counted {
     }
 }
 
-/// The per-connection service: heads `head_guard` refused get Kong's page, everything else is proxied.
+/// The per-connection service of an HTTP/2 connection: every request is proxied.
 pub(crate) fn service(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
-    refusals: Refusals,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = hyper::Response<crate::proxy::ResBody>,
@@ -218,21 +216,8 @@ pub(crate) fn service(
 > + Clone {
     hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let proxy = proxy.clone();
-        let refusals = refusals.clone();
         let conn = conn.clone();
-        async move {
-            if let Some(why) = refusals.refuse_next() {
-                return Ok(proxy.refuse_head(&req, why));
-            }
-            // The guard stops reading heads at an upgrade request; if no upgrade follows,
-            // the connection goes no further, so no later head goes unchecked.
-            let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
-            let mut resp = proxy.handle(req, &conn).await;
-            if upgrade && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-                resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
-            }
-            Ok(resp)
-        }
+        async move { Ok(proxy.handle(req, &conn).await) }
     })
 }
 

@@ -240,18 +240,6 @@ impl Standalone {
         }
     }
 
-    /// How many HTTP/1 requests the direct engine has left to the general one (hyper), from
-    /// the data plane's `/metrics`.
-    pub async fn handed_over(&self) -> u64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.status_port);
-        let text = self.admin_client.get(&url).send().await.expect("the status listener answers");
-        let text = text.text().await.expect("a metrics page");
-        text.lines()
-            .find_map(|l| l.strip_prefix("gatehouse_requests_handed_over_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no gatehouse_requests_handed_over_total in:\n{text}"))
-    }
-
     /// Waits until the data plane serves the control plane's current `config_revision`.
     pub async fn sync(&self) {
         let target = self.admin_get("/status").await["config_revision"]

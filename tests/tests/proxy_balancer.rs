@@ -522,7 +522,6 @@ async fn hash_behind_a_plugin_on_a_field_the_gateway_writes_uses_the_forwarded_v
     gw.sync().await;
     let counts = tally(&burst(gw.proxy_addr(), "/fw", &[], 30).await);
     assert_eq!(counts.len(), 1, "one Host sent upstream, one target: {counts:?}");
-    assert_eq!(gw.handed_over().await, 0, "hashed on the direct path");
 }
 
 /// Behind plugins — one acting in `access` only, one acting on answers — a hash on a cookie
@@ -562,7 +561,6 @@ async fn hash_on_cookie_behind_plugins_sets_the_cookie_it_minted() {
             assert_eq!(first.header("x-b"), Some("1"), "the answer's plugin ran: {:?}", first.headers);
         }
     }
-    assert_eq!(gw.handed_over().await, 0, "hashed on the direct path");
 }
 
 #[tokio::test]
@@ -611,7 +609,6 @@ async fn hash_on_cookie_sets_cookie_and_sticks() {
     }
     assert_eq!(cookies.len(), 30, "every new client gets a fresh cookie");
     assert!(used.len() > 1, "30 different cookies all went to {used:?}");
-    assert_eq!(gw.handed_over().await, 0, "minted and set on the direct path");
 }
 
 #[tokio::test]
@@ -1030,5 +1027,4 @@ async fn hash_on_a_forwarding_field_reads_it_as_forwarded() {
         used.insert(echo.upstream().to_owned());
     }
     assert!(used.len() > 1, "20 forwarded values all went to {used:?}");
-    assert_eq!(gw.handed_over().await, 0, "hashed on the direct path");
 }

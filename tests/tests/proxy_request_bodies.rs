@@ -498,5 +498,4 @@ async fn plugin_routes_take_expect_and_bodies_longer_than_plugins_read() {
     let answers = until_closed(&mut tcp).await;
     assert_eq!(statuses(&answers), [413], "refused, then the connection ends: {answers}");
     assert_eq!(up.heads().len(), 3, "the refused body never reached the upstream");
-    assert_eq!(gw.handed_over().await, 0, "nothing was left to hyper");
 }

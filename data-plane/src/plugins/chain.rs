@@ -212,14 +212,6 @@ impl Plugins {
         self.by_name.is_empty()
     }
 
-    /// The global configurations (level 8) that act before routing, in run order. Only those
-    /// of plugins with a `rewrite` phase: the others have nothing to do there (each route's
-    /// chain holds them for their other phases).
-    pub fn global(&self) -> Vec<Instance> {
-        let none = Scope { route: None, service: None, consumer: None };
-        self.by_name.iter().filter_map(|(_, _, rows)| rows.get(&none).filter(|p| p.rewrites()).cloned()).collect()
-    }
-
     /// The chain for a route of `service`.
     pub fn chain(&self, route: &Arc<str>, service: &Arc<str>) -> Chain {
         let mut entries = Vec::new();
@@ -351,7 +343,6 @@ mod tests {
         assert!(!plugins.chain(&Arc::from("R"), &Arc::from("S")).direct);
         assert!(plugins.chain(&Arc::from("R"), &Arc::from("S2")).direct);
         // Global configurations without a `rewrite` phase have nothing to do before routing.
-        assert!(plugins.global().is_empty());
     }
 
     #[test]

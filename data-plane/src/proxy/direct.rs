@@ -11,16 +11,14 @@
 //! that act on answers get the upstream's head as a header map and its body chunk by chunk
 //! (`phases`). A WebSocket handshake the upstream accepts turns the connection into a tunnel.
 //!
-//! What is left — a plugin route hashing on a cookie or on a field the gateway writes, a
-//! plugin route's request whose `Connection` names its Host or length, an absolute-form target
-//! the fast split declines — is handed to the general path: hyper serves the rest of the
-//! connection, starting from the bytes already read (see `h1::rewind`), so both paths answer
-//! alike. `gatehouse_requests_handed_over_total` in `/metrics` counts them.
+//! This is Gatehouse's only HTTP/1 engine: hyper serves HTTP/2 only (`serve_h2`), including a
+//! TLS client that speaks it with prior knowledge, whose first bytes were read here (see
+//! `h1::rewind`).
 
 mod access;
 mod answer;
-mod handoff;
 mod log;
+mod other_protocols;
 mod phases;
 mod request;
 mod respond;
@@ -38,9 +36,9 @@ use tokio::sync::watch;
 
 use self::access::{access, Accessing, Plain};
 use self::answer::{answer, answer_error, linger, refuse, refusing};
-pub use self::handoff::handoff;
-use self::handoff::tunnel;
 use self::log::DirectLog;
+pub use self::other_protocols::serve_h2;
+use self::other_protocols::tunnel;
 use self::request::{Body, RequestHead, Seen};
 use self::tally::Tally;
 use super::h1::fields::{field, field_of, has_token, named_by, Field};
@@ -121,8 +119,6 @@ enum Next {
     KeepAlive,
     /// Answered (or failed mid-response); the connection ends.
     Close,
-    /// Not for this path: hyper takes the connection from this request on.
-    Handoff,
     /// Switched to a WebSocket: the connection is a tunnel to this upstream connection from
     /// now on.
     Upgrade(Box<super::upstream::RawConn>),
@@ -178,8 +174,8 @@ pub async fn serve<S: ClientIo>(
                 let seen = Seen { close: true, ..Seen::default() };
                 return refuse(&mut tcp, &mut scratch.out, refusal, &seen, proxy.headers).await;
             }
-            // `true` hands the connection to hyper.
-            let hand_off = match parsed {
+            // `true`: HTTP/2 with prior knowledge, for hyper's h2.
+            let h2 = match parsed {
                 Ok(httparse::Status::Complete(len)) => match body_length(req.headers, req.version == Some(0)) {
                     Err(refusal) => {
                         return refuse(&mut tcp, &mut scratch.out, refusal, &refusing(&req), proxy.headers).await;
@@ -191,10 +187,7 @@ pub async fn serve<S: ClientIo>(
                         scratch.tally = Tally::new(Instant::now());
                         metrics::request_started();
                         let next = exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await;
-                        match next {
-                            Next::Handoff => metrics::request_handed_over(),
-                            _ => scratch.tally.record(len + n, &scratch.out),
-                        }
+                        scratch.tally.record(len + n, &scratch.out);
                         match next {
                             Next::KeepAlive => {
                                 buf.advance(len + n);
@@ -203,7 +196,6 @@ pub async fn serve<S: ClientIo>(
                                 continue;
                             }
                             Next::Close => return,
-                            Next::Handoff => true,
                             Next::Upgrade(upstream) => {
                                 buf.advance(len + n);
                                 scratch.take_early(&mut buf);
@@ -220,22 +212,15 @@ pub async fn serve<S: ClientIo>(
                         let mut rest = buf.split_off(len);
                         let (mut small, mut wide) = ([httparse::EMPTY_HEADER; MAX_HEADERS], Vec::new());
                         let (req, parsed) = parse_head(&buf, &mut small, &mut wide);
-                        let (next, whole) = match parsed {
-                            Ok(httparse::Status::Complete(_)) => {
-                                let mut streamed = Streamed::new(framing, expect, &mut rest);
-                                scratch.tally = Tally::new(Instant::now());
-                                metrics::request_started();
-                                let body = Body::Streamed(&mut streamed);
-                                let next = exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await;
-                                match next {
-                                    Next::Handoff => metrics::request_handed_over(),
-                                    _ => scratch.tally.record(len + streamed.forwarded as usize, &scratch.out),
-                                }
-                                (next, streamed.sent())
-                            }
-                            // Parsed whole a moment ago; this cannot be.
-                            _ => (Next::Handoff, false),
-                        };
+                        // Parsed whole a moment ago, so it parses again.
+                        let Ok(httparse::Status::Complete(_)) = parsed else { return };
+                        let mut streamed = Streamed::new(framing, expect, &mut rest);
+                        scratch.tally = Tally::new(Instant::now());
+                        metrics::request_started();
+                        let body = Body::Streamed(&mut streamed);
+                        let next = exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await;
+                        scratch.tally.record(len + streamed.forwarded as usize, &scratch.out);
+                        let whole = streamed.sent();
                         match next {
                             Next::KeepAlive if whole => {
                                 buf = rest;
@@ -251,11 +236,6 @@ pub async fn serve<S: ClientIo>(
                                 }
                                 return;
                             }
-                            // Nothing of the body was read: hyper gets the request whole.
-                            Next::Handoff => {
-                                buf.unsplit(rest);
-                                true
-                            }
                             Next::Upgrade(upstream) => {
                                 scratch.take_early(&mut rest);
                                 tokio::spawn(tunnel(tcp, rest, *upstream));
@@ -267,9 +247,9 @@ pub async fn serve<S: ClientIo>(
                 Ok(httparse::Status::Partial) => false,
                 Err(_) => true,
             };
-            if hand_off {
+            if h2 {
                 let shutdown = stop.into_receiver();
-                return handoff(proxy, conn, tcp, buf.freeze(), shutdown, header_read).await;
+                return serve_h2(proxy, conn, tcp, buf.freeze(), shutdown).await;
             }
             if matches!(parsed, Ok(httparse::Status::Partial)) {
                 let line_start = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -299,7 +279,7 @@ pub async fn serve<S: ClientIo>(
     }
 }
 
-/// One request on the direct path, or [`Next::Handoff`] before anything was sent.
+/// One request on the direct path.
 async fn exchange(
     proxy: &Proxy,
     conn: &Conn,
@@ -312,7 +292,8 @@ async fn exchange(
     let Scratch { up, out, answer_by, tally, early } = scratch;
     let started = tally.started;
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return Next::Handoff;
+        // A head parsed whole has all three.
+        return Next::Close;
     };
     let mut seen = Seen { head: method == "HEAD", http10: version == 0, ..Seen::default() };
     // A logging route's entry, finished by whichever answer the request gets.
@@ -350,10 +331,6 @@ async fn exchange(
     };
     let (target, host) = (addressed.target(), addressed.host);
     let config = proxy.live.load();
-    // Plugins acting before routing are the general path's.
-    if !config.global.is_empty() {
-        return Next::Handoff;
-    }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
@@ -398,15 +375,10 @@ async fn exchange(
     // nginx buffers it, up to what plugins read; a longer one they see unread, and it streams
     // upstream after them. A client awaiting `100 Continue` is told to send it first.
     let whole;
-    let mut taken = false;
     let mut unread = false;
     // Whether the client was told `100 Continue` already.
     let mut continued = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
-        // (A Host or length that `Connection` names: see below.)
-        if dropped("host") || dropped("content-length") {
-            return Next::Handoff;
-        }
         if s.expect && !s.started() && !seen.http10 {
             if !send(client, b"HTTP/1.1 100 Continue\r\n\r\n").await {
                 return Next::Close;
@@ -418,7 +390,6 @@ async fn exchange(
                 whole = data;
                 body = &whole;
                 streamed = None;
-                taken = true;
                 seen.close = client_close;
             }
             Ok(None) => unread = true,
@@ -442,11 +413,8 @@ async fn exchange(
             started,
             trace: tally.trace.take(),
         };
-        // The general path hides a Host or length that `Connection` names from plugins (and
-        // forwards them all the same): rare enough to leave to it.
-        if dropped("host") || dropped("content-length") {
-            return Next::Handoff;
-        }
+        // Plugins see no field `Connection` names (a Host or length among them: the gateway
+        // writes those all the same).
         let fields = client_head.fields().filter(|(h, kind)| match kind {
             // Framing and upgrades are the gateway's to write; `Kong-Debug` is the gateway's own.
             Field::HopByHop | Field::Connection | Field::TransferEncoding | Field::Upgrade | Field::Expect => false,
@@ -470,12 +438,9 @@ async fn exchange(
                 let close = seen.close;
                 return answer(client, out, *reply, &seen, close, proxy.headers, None).await;
             }
-            // A body read whole is no longer in the connection's buffer for hyper to read.
-            Accessing::Handoff if taken => {
-                let refused = ProxyError::BadRequest("a request the gateway cannot forward");
+            Accessing::Refused(refused) => {
                 return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
             }
-            Accessing::Handoff => return Next::Handoff,
         }
     };
     let (body, query) = match &accessed {

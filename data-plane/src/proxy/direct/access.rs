@@ -14,7 +14,7 @@ use crate::compiled::Compiled;
 use crate::proxy::h1::fields::Field;
 use crate::proxy::h1::limits::{BodyFraming, MAX_HEADERS};
 use crate::proxy::h1::write::line;
-use crate::proxy::{Conn, Proxy, ReqBody};
+use crate::proxy::{Conn, Proxy, ProxyError, ReqBody};
 use crate::trace::Trace;
 use crate::{plugins, router};
 
@@ -38,8 +38,8 @@ pub(super) enum Accessing<'r> {
     Forward(Accessed<'r>),
     /// A plugin answered instead of the upstream.
     Answer(plugins::Rejected),
-    /// Not for this path after all (nothing has been sent).
-    Handoff,
+    /// A request that cannot be forwarded as it is (nothing has been sent).
+    Refused(ProxyError),
 }
 
 /// The request to forward after the access phase: as the general path would send it.
@@ -121,11 +121,13 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
     for (h, _) in fields {
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
         else {
-            return Accessing::Handoff;
+            return Accessing::Refused(ProxyError::BadRequest("a header field the gateway cannot forward"));
         };
         headers.append(name, value);
     }
-    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else { return Accessing::Handoff };
+    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
+        return Accessing::Refused(ProxyError::BadRequest("a method the gateway cannot forward"));
+    };
     let mut body = match request.body {
         _ if request.unread => ReqBody::Unread,
         [] => ReqBody::Empty,
@@ -175,8 +177,10 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         ReqBody::Empty => (Bytes::new(), false),
         ReqBody::Full(b) => (b, false),
         ReqBody::Unread => (Bytes::new(), true),
-        // Plugins only replace a body held in memory with another.
-        ReqBody::Stream(_) | ReqBody::Prefixed(..) => return Accessing::Handoff,
+        // Plugins only replace a body held in memory with another; these are hyper's.
+        ReqBody::Stream(_) | ReqBody::Prefixed(..) => {
+            return Accessing::Refused(ProxyError::BadRequest("a request the gateway cannot forward"))
+        }
     };
     headers.remove(http::header::HOST);
     // A body goes with its length (one read whole from a chunked request has none yet).

@@ -8,9 +8,6 @@ use crate::proxy::ProxyError;
 /// request line, else 400) and never forwarded.
 pub(crate) const MAX_LINE: usize = 8 * 1024;
 pub(crate) const MAX_HEAD: usize = 4 * MAX_LINE;
-/// hyper's read buffer on connections handed to it: later heads on them are held to about
-/// Kong's limit too (hyper answers a longer one with an empty 431 and closes).
-pub(crate) const HYPER_MAX_BUF: usize = 2 * MAX_HEAD;
 /// Request fields parsed into room on the stack; a head with more is parsed again into room
 /// sized for it ([`parse_head`]). nginx counts no fields, only bytes ([`MAX_HEAD`]).
 pub(crate) const MAX_HEADERS: usize = 64;
