@@ -12,7 +12,7 @@
 # the file through each, ROUNDS times (default 3), alternating. The proxies run on CPU 0, curl
 # and the upstream on CPU 1, as in ../shared/bench/compare.sh. Prints each run's MiB/s, the
 # medians and their ratio, and Gatehouse's RSS before and at its peak. GH_CURL_ARGS adds
-# arguments to curl's requests to Gatehouse only (`-H 'Kong-Debug: 1'` takes the general path).
+# arguments to curl's requests to Gatehouse only (`-H 'X-Extra: 1'`).
 set -uo pipefail
 BIN=$1; SIZE=${2:-1024}; ROUNDS=${ROUNDS:-3}
 W=$(mktemp -d)

@@ -120,6 +120,14 @@ pub trait Plugin: Send + Sync + 'static {
         false
     }
 
+    /// Whether `access` may read the request body, for a request whose body has `length` (none
+    /// when chunked): the direct path reads a body (up to 1 MiB) before the access phase only
+    /// when a plugin may, and otherwise streams it after, so a client awaiting `100 Continue`
+    /// hears it only once the plugins let the request through, as in Kong. By default: may.
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        true
+    }
+
     /// Whether the direct path can serve a route with this plugin: it acts in `access` and
     /// `log` only (the direct path runs `access` on a header map of the request, relays the
     /// upstream's response as bytes, and logs it with its fields and sizes but not its body).

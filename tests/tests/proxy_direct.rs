@@ -1416,3 +1416,67 @@ async fn the_client_is_watched_while_the_upstream_works() {
         .expect("the upstream task reports");
     assert!(read > 0, "the upstream got the request before the client left");
 }
+
+/// A plugin that changes the method (request-transformer's `http_method`): the upstream's
+/// answer is read as an answer to the method it got, and a client's HEAD gets the head alone,
+/// so the next request on either connection is not mistaken for a body.
+#[tokio::test]
+async fn a_method_a_plugin_changes_frames_the_answer() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    let route = gw.route(&service, json!({"paths": ["/m"], "strip_path": false})).await;
+    gw.route(&service, json!({"paths": ["/plain"], "strip_path": false})).await;
+    let plugin = json!({"name": "request-transformer", "route_id": route["id"], "config": {"http_method": "GET"}});
+    gw.post("/plugins", plugin).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+    let out = read_all(
+        &gw,
+        format!("HEAD /m HTTP/1.1\r\n{host}\r\nGET /plain HTTP/1.1\r\n{host}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let (first, rest) = out.split_once("\r\n\r\n").expect("a first head");
+    assert!(first.starts_with("HTTP/1.1 200 ") && first.contains("\r\nContent-Length: 2"), "{out}");
+    assert!(rest.starts_with("HTTP/1.1 200 "), "the HEAD got no body: {out}");
+    assert!(rest.ends_with("\r\n\r\nok"), "{out}");
+    let lines = up.lines.lock().expect("not poisoned").clone();
+    assert_eq!(lines, ["GET /m HTTP/1.1", "GET /plain HTTP/1.1"]);
+}
+
+/// Limits that keep a head's per-field work bounded: more than 1,000 fields, or a Connection
+/// list of more than 32 options, is Kong's 400 and never forwarded. Over TLS, only a connection
+/// that opens with HTTP/2's preface goes to HTTP/2: another version on a request is a 400.
+#[tokio::test]
+async fn heads_with_too_many_fields_or_options_are_refused() {
+    let gw = Standalone::start().await;
+    let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let service = gw.service_at(up.port, json!({})).await;
+    gw.route(&service, json!({"paths": ["/l"], "strip_path": false})).await;
+    gw.sync().await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", gw.proxy_addr().port());
+
+    let fields: String = (0..1001).map(|i| format!("a{i}:\r\n")).collect();
+    let raw = read_all(&gw, format!("GET /l HTTP/1.1\r\n{host}{fields}\r\n").as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 400 "), "{}", &raw[..raw.len().min(300)]);
+    let fields: String = (0..998).map(|i| format!("a{i}:\r\n")).collect();
+    let raw = read_all(&gw, format!("GET /l HTTP/1.1\r\n{host}{fields}Connection: close\r\n\r\n").as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 200 "), "1,000 fields in all: {}", &raw[..raw.len().min(300)]);
+
+    let options: Vec<String> = (0..33).map(|i| format!("o{i}")).collect();
+    let raw =
+        read_all(&gw, format!("GET /l HTTP/1.1\r\n{host}Connection: {}\r\n\r\n", options.join(", ")).as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 400 "), "{raw}");
+    let raw = read_all(
+        &gw,
+        format!("GET /l HTTP/1.1\r\n{host}Connection: {}, close\r\n\r\n", options[..31].join(",")).as_bytes(),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200 "), "32 options: {raw}");
+    assert_eq!(up.lines.lock().expect("not poisoned").len(), 2, "only the heads within the limits went upstream");
+
+    let mut tls = gatehouse_tests::proxy::tls_connect(gw.proxy_tls_addr(), None, &["http/1.1"]).await.expect("TLS");
+    tls.write_all(format!("GET /l HTTP/1.2\r\n{host}\r\n").as_bytes()).await.expect("TLS I/O");
+    let raw = until_closed(&mut tls).await;
+    assert!(raw.starts_with("HTTP/1.1 400 "), "an HTTP/1 answer, not HTTP/2 frames: {raw:?}");
+}

@@ -499,3 +499,38 @@ async fn plugin_routes_take_expect_and_bodies_longer_than_plugins_read() {
     assert_eq!(statuses(&answers), [413], "refused, then the connection ends: {answers}");
     assert_eq!(up.heads().len(), 3, "the refused body never reached the upstream");
 }
+
+/// request-size-limiting on the direct path: a client awaiting `100 Continue` with a length
+/// over the limit gets Kong's 417 at once (never a 100, and no upload); a chunked body over the
+/// limit but short enough for plugins to read is measured and refused with a 413.
+#[tokio::test]
+async fn request_size_limiting_answers_expect_and_measures_chunked_bodies() {
+    let up = Recorder::start().await;
+    let (gw, host) = gateway_to(up.port, json!({})).await;
+    gw.post("/plugins", json!({"name": "request-size-limiting", "config": {"allowed_payload_size": 0.5}})).await;
+    gw.sync().await;
+
+    for length in [800_000, 2_000_000] {
+        let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+        let head = format!("POST /b/expect HTTP/1.1\r\n{host}Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+        let r = read_response(&mut tcp, "POST /b/expect").await.expect("a response");
+        assert_eq!(r.status, 417, "{length}: no 100 Continue first: {:?}", r.headers);
+    }
+
+    let piece = vec![b'c'; 100_000];
+    let mut chunked = Vec::new();
+    for _ in 0..7 {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(&piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    let head = format!("POST /b/chunked HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.expect("loopback I/O");
+    tcp.write_all(&chunked).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /b/chunked").await.expect("a response");
+    assert_eq!(r.status, 413, "700,000 bytes over a 524,288-byte limit");
+    assert!(up.heads().is_empty(), "nothing reached the upstream: {:?}", up.heads());
+}

@@ -34,6 +34,10 @@ impl Plugin for Acl {
         true
     }
 
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        false
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         let denied = || Access::Respond(Reply::message(403, "You cannot consume this service").build());
         let consumer = match &ctx.consumer {

@@ -59,6 +59,15 @@ impl std::fmt::Debug for Chain {
 }
 
 impl Chain {
+    /// Whether some configuration in the chain, whichever consumer it resolves for, may read a
+    /// body of `length` in `access` ([`Plugin::reads_body`]).
+    pub fn reads_body(&self, length: Option<u64>) -> bool {
+        self.entries
+            .iter()
+            .flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()))
+            .any(|p| p.reads_body(length))
+    }
+
     fn new(entries: Vec<Entry>) -> Chain {
         let direct = entries
             .iter()

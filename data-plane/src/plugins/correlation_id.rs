@@ -89,6 +89,10 @@ impl Plugin for CorrelationId {
         true
     }
 
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        false
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         let value = match ctx.headers.get(&self.header) {
             Some(v) => v.clone(),

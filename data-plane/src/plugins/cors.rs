@@ -127,6 +127,10 @@ impl Plugin for Cors {
         true
     }
 
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        false
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         let origin = ctx.headers.get(http::header::ORIGIN).cloned();
         if ctx.method != Method::OPTIONS {

@@ -205,6 +205,10 @@ impl Plugin for HmacAuth {
         true
     }
 
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        self.validate_request_body
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
             return Access::Continue;

@@ -246,6 +246,10 @@ impl Plugin for Jwt {
         true
     }
 
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        false
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if !self.run_on_preflight && ctx.method == Method::OPTIONS {
             return Access::Continue;

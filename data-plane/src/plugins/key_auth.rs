@@ -135,6 +135,10 @@ impl Plugin for KeyAuth {
         true
     }
 
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        self.key_in_body
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if !self.run_on_preflight && ctx.method == Method::OPTIONS {
             return Access::Continue;

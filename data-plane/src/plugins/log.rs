@@ -224,7 +224,9 @@ impl LogEntry {
     pub fn response_headers(&self) -> &HeaderMap {
         self.response_headers.get_or_init(|| {
             let Some(head) = &self.response_head else { return HeaderMap::new() };
-            let mut fields = [httparse::EMPTY_HEADER; crate::proxy::h1::response::MAX_UPSTREAM_HEADERS + 16];
+            // Room for every line of the head: the upstream's fields, the gateway's and plugins'.
+            let lines = head.iter().filter(|b| **b == b'\n').count();
+            let mut fields = vec![httparse::EMPTY_HEADER; lines];
             let mut res = httparse::Response::new(&mut fields);
             if res.parse(head).is_err() {
                 return HeaderMap::new();

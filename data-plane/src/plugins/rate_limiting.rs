@@ -182,6 +182,10 @@ impl Plugin for RateLimiting {
         true
     }
 
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        false
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         match &self.policy {
             Policy::Redis(target) => self.with_redis(target, ctx),

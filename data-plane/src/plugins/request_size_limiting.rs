@@ -39,9 +39,19 @@ impl Plugin for RequestSizeLimiting {
         true
     }
 
+    /// Only a body without a length, under a limit below what plugins read, is measured.
+    fn reads_body(&self, length: Option<u64>) -> bool {
+        length.is_none() && self.allowed < super::ctx::BODY_LIMIT as u64
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if let Some(len) = ctx.header("content-length").and_then(|v| v.parse::<u64>().ok()) {
             return if len > self.allowed { Access::Respond(Self::too_large(ctx)) } else { Access::Continue };
+        }
+        // A body without a length already read whole (a chunked one on the direct path).
+        if let crate::proxy::ReqBody::Full(body) = &*ctx.body {
+            let over = body.len() as u64 > self.allowed;
+            return if over { Access::Respond(Self::too_large(ctx)) } else { Access::Continue };
         }
         let streamed = matches!(ctx.body, crate::proxy::ReqBody::Stream(_) | crate::proxy::ReqBody::Unread);
         // A body without Content-Length is measured in memory when the limit is below what

@@ -404,10 +404,14 @@ impl Plugin for RequestTransformer {
         "request-transformer"
     }
 
-    /// A method change can turn a request into a HEAD, whose answer the direct path must know
-    /// to expect without a body before it sends anything: such routes take the general path.
+    /// A method it changes frames the upstream's answer (a HEAD's has no body), and a HEAD
+    /// sent on as another method gets its answer's head alone: the engine sees to both.
     fn access_only(&self) -> bool {
-        self.method.is_none()
+        true
+    }
+
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        self.has_body_rules()
     }
 
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {

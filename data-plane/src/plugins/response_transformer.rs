@@ -142,6 +142,10 @@ impl Plugin for ResponseTransformer {
         "response-transformer"
     }
 
+    fn reads_body(&self, _length: Option<u64>) -> bool {
+        false
+    }
+
     fn header_filter(&self, response: &mut Parts) {
         let rules = &self.rules;
         let h = &mut response.headers;

@@ -18,9 +18,9 @@ pub enum ReqBody {
     Full(Bytes),
     /// A body a plugin began to read and gave up on (too large): what was read, then the rest.
     Prefixed(Option<Bytes>, Incoming),
-    /// On the direct path, a body longer than plugins read ([`crate::plugins::ctx::BODY_LIMIT`]):
-    /// plugins see it unread, and it streams upstream as it comes once they are done. It never
-    /// reaches hyper, which sees it as empty.
+    /// On the direct path, a body longer than plugins read ([`crate::plugins::ctx::BODY_LIMIT`])
+    /// or one no plugin on the route reads: plugins see it unread, and it streams upstream as it
+    /// comes once they are done. It never reaches hyper, which sees it as empty.
     Unread,
 }
 

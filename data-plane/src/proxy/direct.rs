@@ -42,7 +42,9 @@ use self::other_protocols::tunnel;
 use self::request::{Body, RequestHead, Seen};
 use self::tally::Tally;
 use super::h1::fields::{field, field_of, has_token, named_by, Field};
-use super::h1::limits::{body_length, oversized, parse_head, RequestBody, MAX_HEAD, MAX_HEADERS, MAX_LINE};
+use super::h1::limits::{
+    body_length, oversized, parse_head, BodyFraming, RequestBody, MAX_HEAD, MAX_HEADERS, MAX_LINE,
+};
 use super::h1::request_body::{send_streamed, SendError, Streamed};
 use super::h1::response::{read_head, relay, round_trip, Framing, Relay, Trip, READ_RESERVE};
 use super::h1::write::{line, send};
@@ -91,24 +93,28 @@ async fn unless_client_leaves<T>(
     early: &mut BytesMut,
     answer: impl std::future::Future<Output = T>,
 ) -> Option<T> {
+    use std::task::Poll;
     let mut answer = std::pin::pin!(answer);
-    if early.capacity() == 0 {
-        early.reserve(2048);
-    }
     let mut watching = true;
     std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(v) = answer.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Some(v));
+        if let Poll::Ready(v) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
         }
-        // A full buffer reads as 0 bytes, which is not a close: the watch ends there.
-        if watching && early.len() < early.capacity() {
-            match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *client), cx, early) {
-                std::task::Poll::Ready(Ok(0) | Err(_)) => return std::task::Poll::Ready(None),
-                std::task::Poll::Ready(Ok(_)) => watching = false,
-                std::task::Poll::Pending => {}
+        if watching {
+            // Read onto the stack: `early` is allocated only if the client sends something.
+            let mut room = [0u8; 1024];
+            let mut read = tokio::io::ReadBuf::new(&mut room);
+            match std::pin::Pin::new(&mut *client).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(None),
+                Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(())) => {
+                    early.extend_from_slice(read.filled());
+                    watching = false;
+                }
+                Poll::Pending => {}
             }
         }
-        std::task::Poll::Pending
+        Poll::Pending
     })
     .await
 }
@@ -156,18 +162,25 @@ pub async fn serve<S: ClientIo>(
     // or outgrows the limits, parsing again could only find the same, so a client trickling
     // its head byte by byte costs a parse per line, not per byte.
     let mut unfinished_line: Option<usize> = None;
+    // A complete head whose short body is not all here: how long the buffer must grow before
+    // the request is parsed again (not on every read of the body).
+    let mut awaiting = 0;
+    // No request has been served on the connection yet.
+    let mut first = true;
     loop {
-        if !buf.is_empty() && unfinished_line.is_none_or(|len| len > MAX_LINE || buf.len() >= MAX_HEAD) {
+        let parse = unfinished_line.is_none_or(|len| len > MAX_LINE || buf.len() >= MAX_HEAD);
+        if !buf.is_empty() && parse && buf.len() >= awaiting {
             unfinished_line = None;
+            awaiting = 0;
             let (mut small, mut wide) = ([httparse::EMPTY_HEADER; MAX_HEADERS], Vec::new());
             let (req, parsed) = parse_head(&buf, &mut small, &mut wide);
             let refusal = match parsed {
                 Ok(httparse::Status::Complete(len)) => oversized(&buf[..len], true),
                 Ok(httparse::Status::Partial) => oversized(&buf, false),
-                // Over TLS, a version that is not HTTP/1 may be HTTP/2 with prior knowledge,
-                // which hyper detects.
-                Err(httparse::Error::Version) if conn.https => None,
-                // hyper would refuse it too, with an empty 400; Kong answers with its page.
+                // Over TLS, a connection may open with HTTP/2's preface (prior knowledge):
+                // hyper's h2 takes it.
+                Err(httparse::Error::Version) if conn.https && first && buf.starts_with(b"PRI * HTTP/2.0") => None,
+                Err(httparse::Error::TooManyHeaders) => Some(ProxyError::BadRequest("more than 1000 header fields")),
                 Err(_) => Some(ProxyError::BadRequest("a malformed request head")),
             };
             if let Some(refusal) = refusal {
@@ -181,11 +194,15 @@ pub async fn serve<S: ClientIo>(
                         return refuse(&mut tcp, &mut scratch.out, refusal, &refusing(&req), proxy.headers).await;
                     }
                     // A short body is read whole first, then sent with the head.
-                    Ok(RequestBody::Inline(n)) if buf.len() < len + n => false,
+                    Ok(RequestBody::Inline(n)) if buf.len() < len + n => {
+                        awaiting = len + n;
+                        false
+                    }
                     Ok(RequestBody::Inline(n)) => {
                         let body = Body::Inline(&buf[len..len + n]);
                         scratch.tally = Tally::new(Instant::now());
                         metrics::request_started();
+                        first = false;
                         let next = exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await;
                         scratch.tally.record(len + n, &scratch.out);
                         match next {
@@ -218,6 +235,7 @@ pub async fn serve<S: ClientIo>(
                         scratch.tally = Tally::new(Instant::now());
                         metrics::request_started();
                         let body = Body::Streamed(&mut streamed);
+                        first = false;
                         let next = exchange(&proxy, &conn, trusted, &req, body, &mut tcp, &mut scratch).await;
                         scratch.tally.record(len + streamed.forwarded as usize, &scratch.out);
                         let whole = streamed.sent();
@@ -315,6 +333,10 @@ async fn exchange(
         .await;
     }
     let mut client_head = RequestHead::read(req.headers, &mut seen);
+    if seen.options > request::MAX_CONNECTION_OPTIONS {
+        let refused = ProxyError::BadRequest("too many Connection options");
+        return answer_error(client, out, refused, &seen, proxy.headers, None, log.take()).await;
+    }
     // Until a streamed body has gone whole, the connection cannot carry another request (what
     // follows may still be body): every answer before that closes it.
     let client_close = seen.close;
@@ -371,31 +393,41 @@ async fn exchange(
         Body::Inline(b) => (b, None),
         Body::Streamed(s) => (&[][..], Some(s)),
     };
-    // Plugins may read the body: on their routes a longer one is read whole first, as
-    // nginx buffers it, up to what plugins read; a longer one they see unread, and it streams
-    // upstream after them. A client awaiting `100 Continue` is told to send it first.
+    // Plugins may read the body: on their routes a body is read whole first when one of them
+    // may read it, as nginx buffers it, up to what plugins read (a client awaiting `100
+    // Continue` is told to send it first). A longer one, or one no plugin reads, they see
+    // unread, and it streams upstream after them (a waiting client is told to send it then).
     let whole;
     let mut unread = false;
     // Whether the client was told `100 Continue` already.
     let mut continued = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
-        if s.expect && !s.started() && !seen.http10 {
-            if !send(client, b"HTTP/1.1 100 Continue\r\n\r\n").await {
-                return Next::Close;
+        let length = match s.framing() {
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Chunked => None,
+        };
+        let too_long = length.is_some_and(|n| n > plugins::ctx::BODY_LIMIT as u64);
+        if too_long || !route.plugins.reads_body(length) {
+            unread = true;
+        } else {
+            if s.expect && !s.started() && !seen.http10 {
+                if !send(client, b"HTTP/1.1 100 Continue\r\n\r\n").await {
+                    return Next::Close;
+                }
+                continued = true;
             }
-            continued = true;
-        }
-        match s.read_whole(client, plugins::ctx::BODY_LIMIT).await {
-            Ok(Some(data)) => {
-                whole = data;
-                body = &whole;
-                streamed = None;
-                seen.close = client_close;
-            }
-            Ok(None) => unread = true,
-            Err(e) => {
-                seen.close = true;
-                return answer_error(client, out, e.refusal(), &seen, proxy.headers, None, log.take()).await;
+            match s.read_whole(client, plugins::ctx::BODY_LIMIT).await {
+                Ok(Some(data)) => {
+                    whole = data;
+                    body = &whole;
+                    streamed = None;
+                    seen.close = client_close;
+                }
+                Ok(None) => unread = true,
+                Err(e) => {
+                    seen.close = true;
+                    return answer_error(client, out, e.refusal(), &seen, proxy.headers, None, log.take()).await;
+                }
             }
         }
     }
@@ -417,7 +449,8 @@ async fn exchange(
         // writes those all the same).
         let fields = client_head.fields().filter(|(h, kind)| match kind {
             // Framing and upgrades are the gateway's to write; `Kong-Debug` is the gateway's own.
-            Field::HopByHop | Field::Connection | Field::TransferEncoding | Field::Upgrade | Field::Expect => false,
+            // `Expect` they see (request-size-limiting answers it with a 417), and it goes no further.
+            Field::HopByHop | Field::Connection | Field::TransferEncoding | Field::Upgrade => false,
             Field::KongDebug => false,
             _ => !dropped(h.name),
         });
@@ -451,6 +484,8 @@ async fn exchange(
     let overrides = accessed.as_ref().and_then(|a| a.overrides.as_deref());
     let method = overrides.and_then(|o| o.method.as_ref()).map_or(method, http::Method::as_str);
     let plugin_host = overrides.and_then(|o| o.host.as_ref()).map(HeaderValue::as_bytes);
+    // The upstream's answer is framed by the method it got (a plugin may have changed it).
+    let upstream_head = method == "HEAD";
     let consumer = accessed.as_ref().and_then(|a| a.overrides.as_ref()).and_then(|o| o.consumer.as_deref());
     // Balanced services hash once per request, as on the general path, on the fields as they
     // are forwarded: as the client sent them or as plugins left them (with the consumer they
@@ -610,7 +645,7 @@ async fn exchange(
         let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
         let tripped = match streamed.as_deref_mut() {
             None => {
-                let trip = answer_by.within(answer_at, round_trip(&mut raw, up, seen.head, seen.websocket));
+                let trip = answer_by.within(answer_at, round_trip(&mut raw, up, upstream_head, seen.websocket));
                 match unless_client_leaves(client, early, trip).await {
                     Some(tripped) => tripped,
                     // The upstream's connection goes with the request it holds; the request is
@@ -627,7 +662,7 @@ async fn exchange(
                     // connection cannot carry another request.
                     seen.close = client_close || !body.sent();
                     let answer_at = tokio::time::Instant::now() + service.read_timeout;
-                    answer_by.within(answer_at, read_head(&mut raw, seen.head, seen.websocket)).await
+                    answer_by.within(answer_at, read_head(&mut raw, upstream_head, seen.websocket)).await
                 }
                 Err(SendError::Upstream(trip)) => Ok(Err(trip)),
                 Err(SendError::UpstreamTimeout) => Err(Elapsed),
@@ -780,7 +815,9 @@ async fn exchange(
     upstream.buf.advance(head_len);
     let mut bytes_sent = 0;
     let read_timeout = service.read_timeout;
-    let done = if emptied {
+    // A HEAD sent upstream as another method (a plugin changed it): the client gets no body.
+    let head_only = seen.head && !upstream_head && !matches!(framing, Framing::NoBody);
+    let done = if emptied || head_only {
         // The upstream's body is not read: its connection goes.
         upstream_reusable = false;
         match send(client, out).await {

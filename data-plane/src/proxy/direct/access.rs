@@ -26,8 +26,8 @@ pub(super) struct Plain<'r> {
     pub(super) path: &'r str,
     pub(super) query: Option<&'r str>,
     pub(super) body: &'r [u8],
-    /// The body is longer than plugins read: they see it unread (`body` is empty), and it
-    /// streams upstream after them.
+    /// The body is longer than plugins read, or none of them reads it: they see it unread
+    /// (`body` is empty), and it streams upstream after them.
     pub(super) unread: bool,
     pub(super) started: Instant,
     pub(super) trace: Option<Box<Trace>>,
@@ -183,6 +183,8 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         }
     };
     headers.remove(http::header::HOST);
+    // The gateway answers `Expect` itself.
+    headers.remove(http::header::EXPECT);
     // A body goes with its length (one read whole from a chunked request has none yet).
     let length = headers.remove(http::header::CONTENT_LENGTH).is_some() || !body.is_empty();
     // The forwarding fields are written with the rest (`write_fields`), after the access phase

@@ -30,7 +30,13 @@ pub(super) struct Seen<'a> {
     pub(super) head: bool,
     pub(super) accept: Option<&'a [u8]>,
     pub(super) connection: smallvec::SmallVec<[&'a [u8]; 2]>,
+    /// How many options the Connection fields list. Each field is checked against every one,
+    /// so a request listing more than [`MAX_CONNECTION_OPTIONS`] is refused.
+    pub(super) options: usize,
 }
+
+/// Most options a request's Connection fields may list (a client lists one or two).
+pub(super) const MAX_CONNECTION_OPTIONS: usize = 32;
 
 /// The client's fields, each with its kind.
 pub(super) struct RequestHead<'h, 'b> {
@@ -50,7 +56,12 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         for (kind, h) in kinds.iter().zip(headers.iter()) {
             if *kind == Field::Connection {
                 seen.connection.push(h.value);
+                seen.options += 1 + h.value.iter().filter(|b| **b == b',').count();
             }
+        }
+        // Refused by the caller before any field is checked against so many options.
+        if seen.options > MAX_CONNECTION_OPTIONS {
+            return RequestHead { headers, kinds, forwarded_for: None, forwarded: [false; 4] };
         }
         // HTTP/1.1 keeps the connection unless told not to; HTTP/1.0 only when asked to.
         seen.close = if seen.http10 {

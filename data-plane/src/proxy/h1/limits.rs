@@ -9,16 +9,21 @@ use crate::proxy::ProxyError;
 pub(crate) const MAX_LINE: usize = 8 * 1024;
 pub(crate) const MAX_HEAD: usize = 4 * MAX_LINE;
 /// Request fields parsed into room on the stack; a head with more is parsed again into room
-/// sized for it ([`parse_head`]). nginx counts no fields, only bytes ([`MAX_HEAD`]).
+/// sized for it ([`parse_head`]).
 pub(crate) const MAX_HEADERS: usize = 64;
+/// Most fields a request head may have. nginx counts only bytes ([`MAX_HEAD`]), which allow
+/// some 10,000 tiny fields; every per-field step would then cost that many times over, so a
+/// head is also held to this many, far more than any client sends (hyper took 100).
+pub(crate) const MAX_FIELDS: usize = 1000;
 /// Longest request body the direct path reads whole before sending it with the head (a body
 /// this short fits the socket buffers, so an upstream that answers before reading it all
 /// cannot stall the write). Longer ones are streamed (`super::request_body`).
 pub(crate) const MAX_BODY: usize = 16 * 1024;
 
 /// Parses the request head at the start of `buf` into `small`; one with more fields than
-/// `small` holds is parsed again into `wide`, sized for every line the head can have (so it
-/// never runs out): heads are limited by their bytes, as in nginx, not by their fields.
+/// `small` holds is parsed again into `wide`, sized for it, once the head has ended (until
+/// then it is `Partial`, so a head trickling in line by line costs a stack parse per line).
+/// A head of more than [`MAX_FIELDS`] fields is `TooManyHeaders`.
 pub(crate) fn parse_head<'h, 'b>(
     buf: &'b [u8],
     small: &'h mut [httparse::Header<'b>],
@@ -26,23 +31,33 @@ pub(crate) fn parse_head<'h, 'b>(
 ) -> (httparse::Request<'h, 'b>, httparse::Result<usize>) {
     let mut req = httparse::Request::new(small);
     match req.parse(buf) {
-        Err(httparse::Error::TooManyHeaders) => {
-            *wide = vec![httparse::EMPTY_HEADER; field_lines(buf)];
-            let mut req = httparse::Request::new(&mut wide[..]);
-            let parsed = req.parse(buf);
-            (req, parsed)
-        }
+        Err(httparse::Error::TooManyHeaders) => match field_lines(buf) {
+            None => (req, Ok(httparse::Status::Partial)),
+            Some(lines) if lines > MAX_FIELDS + 1 => (req, Err(httparse::Error::TooManyHeaders)),
+            Some(lines) => {
+                *wide = vec![httparse::EMPTY_HEADER; lines];
+                let mut req = httparse::Request::new(&mut wide[..]);
+                let parsed = req.parse(buf);
+                (req, parsed)
+            }
+        },
         parsed => (req, parsed),
     }
 }
 
-/// How many field lines the head at the start of `buf` has at most: its lines up to the first
-/// empty one (after the empty lines a request may begin with), looking no further than a head
-/// may reach.
-fn field_lines(buf: &[u8]) -> usize {
-    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(buf.len());
+/// How many lines the head at the start of `buf` has (its request line and fields, after the
+/// empty lines a request may begin with), once the empty line that ends it is in `buf`.
+fn field_lines(buf: &[u8]) -> Option<usize> {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
     let head = &buf[start..buf.len().min(start + MAX_HEAD + MAX_LINE)];
-    head.split(|b| *b == b'\n').take_while(|line| !matches!(*line, b"" | b"\r")).count()
+    let mut lines = 0;
+    for line in head.split(|b| *b == b'\n') {
+        if matches!(line, b"" | b"\r") {
+            return Some(lines);
+        }
+        lines += 1;
+    }
+    None
 }
 
 /// The refusal of a head over Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), `head` being all
@@ -160,5 +175,12 @@ mod tests {
         let (mut small, mut wide) = ([httparse::EMPTY_HEADER; MAX_HEADERS], Vec::new());
         let (_, parsed) = parse_head(unfinished.as_bytes(), &mut small, &mut wide);
         assert_eq!(parsed, Ok(httparse::Status::Partial));
+        assert!(wide.is_empty(), "an unfinished head is not parsed wide");
+
+        let fields: String = (0..=MAX_FIELDS).map(|i| format!("X-{i}: {i}\r\n")).collect();
+        let head = format!("GET / HTTP/1.1\r\n{fields}\r\n");
+        let (mut small, mut wide) = ([httparse::EMPTY_HEADER; MAX_HEADERS], Vec::new());
+        let (_, parsed) = parse_head(head.as_bytes(), &mut small, &mut wide);
+        assert_eq!(parsed, Err(httparse::Error::TooManyHeaders), "over {MAX_FIELDS} fields");
     }
 }
