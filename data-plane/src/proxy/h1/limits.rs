@@ -50,14 +50,7 @@ pub(crate) fn parse_head<'h, 'b>(
 fn field_lines(buf: &[u8]) -> Option<usize> {
     let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
     let head = &buf[start..buf.len().min(start + MAX_HEAD + MAX_LINE)];
-    let mut lines = 0;
-    for line in head.split(|b| *b == b'\n') {
-        if matches!(line, b"" | b"\r") {
-            return Some(lines);
-        }
-        lines += 1;
-    }
-    None
+    head.split(|b| *b == b'\n').position(|line| matches!(line, b"" | b"\r"))
 }
 
 /// The refusal of a head over Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), `head` being all
