@@ -275,7 +275,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: &Conn,
         started: Instant,
         went_upstream: &mut Option<(HeaderValue, Instant)>,
@@ -283,7 +283,6 @@ impl Proxy {
         measured: &mut Measured,
     ) -> Result<Response<ResBody>, ProxyError> {
         let config = self.live.load();
-        let client_http10 = req.version() == Version::HTTP_10;
         let client_version = req.version();
         // Smuggling shapes are refused before anything is forwarded.
         let h = req.headers();
@@ -332,12 +331,6 @@ impl Proxy {
         }
         let strip = if route.strip_path { m.strip } else { None };
         let debug = req.headers().contains_key(&KONG_DEBUG);
-        let wants_upgrade = req
-            .headers()
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, incoming) = req.into_parts();
         // What the log phase needs of the request as it came, kept only where a plugin logs.
@@ -413,10 +406,6 @@ impl Proxy {
             None => service.host_header.clone(),
         };
         parts.headers.insert(header::HOST, host_value);
-        if wants_upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        }
         let query = match &rewritten_query {
             Some(q) => q.as_deref(),
             None => parts.uri.query(),
@@ -497,7 +486,7 @@ impl Proxy {
         let mut try_number = 0;
         let mut reused_once = false;
         let mut last_failure = None;
-        let (mut pooled, mut response, peer) = loop {
+        let (mut pooled, response, peer) = loop {
             let picking = trace::clock(&measured.trace);
             let peer = match &service.balancer {
                 Some(b) => match b.ring().pick(b.position(hashed.hash, try_number)) {
@@ -525,12 +514,12 @@ impl Proxy {
                 }
             }
             let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
-            let pooled_conn = if wants_upgrade || sni.is_some() { None } else { upstream::Connector::checkout(key) };
+            let pooled_conn = if sni.is_some() { None } else { upstream::Connector::checkout(key) };
             let from_pool = pooled_conn.is_some();
             let connecting = trace::clock(&measured.trace);
             let mut conn = match pooled_conn {
                 Some(c) => c,
-                None => match self.connector.connect(service, peer.as_deref(), sni.as_deref(), wants_upgrade).await {
+                None => match self.connector.connect(service, peer.as_deref(), sni.as_deref()).await {
                     Ok(c) => {
                         crate::trace::dns(measured.trace.as_deref_mut(), service, c.resolved);
                         trace::call(&mut measured.trace, connecting, "kong.upstream.connect", || {
@@ -640,13 +629,6 @@ impl Proxy {
         measured.upstream_ms = Some(metrics::ms(sent, answered));
         measured.kong_ms = Some(metrics::ms(started, sent));
 
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switching {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            if let Some(client_upgrade) = client_upgrade {
-                tokio::spawn(bridge(client_upgrade, upstream_upgrade));
-            }
-        }
         let (mut parts, body) = response.into_parts();
         // hyper would downgrade the connection's later requests to HTTP/1.0 (and send a chunked
         // body without its framing); Kong always speaks HTTP/1.1 upstream, so it is not reused.
@@ -662,15 +644,8 @@ impl Proxy {
         } else if let Some(n) = parts.headers.get(header::CONTENT_LENGTH).and_then(headers::normalized_length) {
             parts.headers.insert(header::CONTENT_LENGTH, n);
         }
-        if !switching {
-            headers::strip_hop_by_hop(&mut parts.headers);
-        }
-        // An HTTP/1.0 client reads a body without a length until the connection closes. hyper
-        // closes it then, but would still have said keep-alive.
+        headers::strip_hop_by_hop(&mut parts.headers);
         let body_empty = hyper::body::Body::is_end_stream(&body);
-        if client_http10 && !body_empty && !parts.headers.contains_key(header::CONTENT_LENGTH) {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         let h = &mut parts.headers;
         add_own_fields(h, self.headers, parts.status, upstream_latency, proxy_latency);
         if let Some(cookie) = hashed.set_cookie {
@@ -698,7 +673,7 @@ impl Proxy {
         };
         resolved.header_filter(&mut parts);
 
-        let keep = if switching || !keep_alive_upstream {
+        let keep = if !keep_alive_upstream {
             // An upstream body nobody reads leaves its connection unusable: it closes.
             None
         } else if body_empty {
@@ -750,12 +725,4 @@ fn incoming_is_empty(headers: &http::HeaderMap, body: &Incoming) -> bool {
     body.is_end_stream()
         || (headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0")
             && !headers.contains_key(header::TRANSFER_ENCODING))
-}
-
-/// Copies bytes both ways between an upgraded client and upstream (WebSocket).
-async fn bridge(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else { return };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }

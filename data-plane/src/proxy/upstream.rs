@@ -275,7 +275,6 @@ impl Connector {
         service: &Service,
         peer: Option<&Peer>,
         sni: Option<&str>,
-        upgrades: bool,
     ) -> Result<Pooled, ProxyError> {
         let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
         let (tcp, key, resolved) = self.open_tcp(service, peer).await?;
@@ -283,15 +282,7 @@ impl Connector {
             if service.https { self.handshake(service, sni.unwrap_or(host), tcp).await? } else { Stream::Plain(tcp) };
         let (sender, conn) =
             http1::handshake(TokioIo::new(io)).await.map_err(|e| ProxyError::Connect(e.to_string()))?;
-        let driver = if upgrades {
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-            });
-            None
-        } else {
-            Some(Box::pin(conn))
-        };
-        Ok(Pooled { key, resolved, sender, driver, reusable: true })
+        Ok(Pooled { key, resolved, sender, driver: Some(Box::pin(conn)), reusable: true })
     }
 
     /// The address of a service that is not balanced (its host resolved when it is a name).
