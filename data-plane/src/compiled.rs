@@ -333,9 +333,11 @@ impl Compiled {
                         route_spec(doc, &parts.services, &parts.plugins, &none).map_err(|e| err("routes", doc, e))?,
                     );
                     parts.add_route(spec.clone());
+                    // The router replaces a route of the same id as it adds this one.
                     added.push(spec);
+                } else {
+                    removed.push(id);
                 }
-                removed.push(id);
             }
             Arc::new(self.router.with_changes(&removed, added))
         };

@@ -120,11 +120,11 @@ pub trait Plugin: Send + Sync + 'static {
         false
     }
 
-    /// Whether `access` may read the request body, for a request whose body has `length` (none
-    /// when chunked): the direct path reads a body (up to 1 MiB) before the access phase only
+    /// Whether `access` may read the request body, a chunked one or one with a length: the
+    /// direct path reads a body (up to 1 MiB) before the access phase only
     /// when a plugin may, and otherwise streams it after, so a client awaiting `100 Continue`
     /// hears it only once the plugins let the request through, as in Kong. By default: may.
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         true
     }
 

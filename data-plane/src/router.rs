@@ -225,7 +225,6 @@ pub struct Router {
     /// The regexes the fast engine runs, as one set (index = position in `regexes`), so a
     /// request is tested against all of them in one pass; `None` if any needs the slow engine.
     regex_set: Option<Arc<regex::RegexSet>>,
-    methods: Index<u32>,
     /// Candidate indexes for routes without paths.
     host_routes: Index<Slots>,
     method_routes: Index<Slots>,
@@ -375,7 +374,6 @@ impl Router {
             mark(&mut self.categories[route.category].by_uri, p.source(), slot, add);
         }
         for m in &spec.methods {
-            count(&mut self.methods, m, add);
             mark(&mut self.categories[route.category].by_method, m, slot, add);
         }
         if spec.paths.is_empty() {

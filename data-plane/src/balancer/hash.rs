@@ -126,12 +126,6 @@ impl HashPolicy {
         self.primary == HashOn::None
     }
 
-    /// Whether the hash may be on a cookie, which it mints (and the answer sets) when the
-    /// client has none.
-    pub fn uses_cookie(&self) -> bool {
-        [&self.primary, &self.fallback].into_iter().any(|on| matches!(on, HashOn::Cookie { .. }))
-    }
-
     pub fn hash(&self, input: &HashInput<'_>) -> Hashed {
         if let Some(h) = one(&self.primary, input) {
             return h;

@@ -34,7 +34,7 @@ impl Plugin for Acl {
         true
     }
 
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         false
     }
 

@@ -50,6 +50,9 @@ pub struct Chain {
     pub logs: bool,
     /// Some configuration in the chain keeps response bodies for its log (galileo).
     pub captures: bool,
+    /// Whether some configuration may read a body with a length (0) or a chunked one (1):
+    /// worked out once here, not per request.
+    reads_body: [bool; 2],
 }
 
 impl std::fmt::Debug for Chain {
@@ -60,23 +63,18 @@ impl std::fmt::Debug for Chain {
 
 impl Chain {
     /// Whether some configuration in the chain, whichever consumer it resolves for, may read a
-    /// body of `length` in `access` ([`Plugin::reads_body`]).
-    pub fn reads_body(&self, length: Option<u64>) -> bool {
-        self.entries
-            .iter()
-            .flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()))
-            .any(|p| p.reads_body(length))
+    /// body (chunked, or with a length) in `access` ([`Plugin::reads_body`]).
+    pub fn reads_body(&self, chunked: bool) -> bool {
+        self.reads_body[usize::from(chunked)]
     }
 
     fn new(entries: Vec<Entry>) -> Chain {
-        let direct = entries
-            .iter()
-            .flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()))
-            .all(|p| p.direct() && !p.filters_body() && !p.captures_bodies());
         let all = || entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()));
+        let direct = all().all(|p| p.direct() && !p.filters_body() && !p.captures_bodies());
         let logs = all().any(|p| p.logs());
         let captures = all().any(|p| p.captures_bodies());
-        Chain { entries, direct, logs, captures }
+        let reads_body = [all().any(|p| p.reads_body(false)), all().any(|p| p.reads_body(true))];
+        Chain { entries, direct, logs, captures, reads_body }
     }
 
     pub fn is_empty(&self) -> bool {

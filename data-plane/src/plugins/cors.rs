@@ -127,7 +127,7 @@ impl Plugin for Cors {
         true
     }
 
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         false
     }
 

@@ -205,7 +205,7 @@ impl Plugin for HmacAuth {
         true
     }
 
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         self.validate_request_body
     }
 

@@ -65,7 +65,7 @@ impl Plugin for IpRestriction {
         true
     }
 
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         false
     }
 

@@ -246,7 +246,7 @@ impl Plugin for Jwt {
         true
     }
 
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         false
     }
 

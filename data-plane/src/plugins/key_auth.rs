@@ -135,7 +135,7 @@ impl Plugin for KeyAuth {
         true
     }
 
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         self.key_in_body
     }
 

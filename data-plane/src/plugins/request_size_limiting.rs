@@ -40,8 +40,8 @@ impl Plugin for RequestSizeLimiting {
     }
 
     /// Only a body without a length, under a limit below what plugins read, is measured.
-    fn reads_body(&self, length: Option<u64>) -> bool {
-        length.is_none() && self.allowed < super::ctx::BODY_LIMIT as u64
+    fn reads_body(&self, chunked: bool) -> bool {
+        chunked && self.allowed < super::ctx::BODY_LIMIT as u64
     }
 
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {

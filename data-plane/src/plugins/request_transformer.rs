@@ -410,7 +410,7 @@ impl Plugin for RequestTransformer {
         true
     }
 
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         self.has_body_rules()
     }
 

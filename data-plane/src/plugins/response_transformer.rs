@@ -142,7 +142,7 @@ impl Plugin for ResponseTransformer {
         "response-transformer"
     }
 
-    fn reads_body(&self, _length: Option<u64>) -> bool {
+    fn reads_body(&self, _chunked: bool) -> bool {
         false
     }
 

@@ -65,7 +65,7 @@ struct Scratch {
     /// What the request being served contributes to `crate::metrics`.
     tally: Tally,
     /// Bytes the client sent while its request was with the upstream (a pipelined request):
-    /// they go back in front of the connection's buffer ([`Scratch::take_early`]).
+    /// they go after the connection's unparsed bytes ([`Scratch::take_early`]).
     early: BytesMut,
 }
 
@@ -387,8 +387,6 @@ async fn exchange(
     let host_no_port = super::headers::without_port(host);
     // A preserved Host is also the TLS server name: such connections serve that name only.
     let sni = (service.https && route.preserve_host).then_some(host_no_port);
-    // The route's plugins, when all of them act only in `access` (a hash that may be on the
-    // consumer they find, or on fields they change, is the general path's).
     let (mut body, mut streamed) = match body {
         Body::Inline(b) => (b, None),
         Body::Streamed(s) => (&[][..], Some(s)),
@@ -402,12 +400,11 @@ async fn exchange(
     // Whether the client was told `100 Continue` already.
     let mut continued = false;
     if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
-        let length = match s.framing() {
-            BodyFraming::Length(n) => Some(n),
-            BodyFraming::Chunked => None,
+        let (too_long, chunked) = match s.framing() {
+            BodyFraming::Length(n) => (n > plugins::ctx::BODY_LIMIT as u64, false),
+            BodyFraming::Chunked => (false, true),
         };
-        let too_long = length.is_some_and(|n| n > plugins::ctx::BODY_LIMIT as u64);
-        if too_long || !route.plugins.reads_body(length) {
+        if too_long || !route.plugins.reads_body(chunked) {
             unread = true;
         } else {
             if s.expect && !s.started() && !seen.http10 {

@@ -53,6 +53,17 @@ impl Answer<'_> {
         self.head.fields(self.buf)
     }
 
+    /// Whether `name` is one of the fields `Kong-Debug` adds to this answer (which replace the
+    /// upstream's of that name).
+    fn debug_replaces(&self, name: &[u8]) -> bool {
+        self.debug.is_some_and(|route| {
+            DEBUG_FIELDS
+                .iter()
+                .zip(debug_values(route))
+                .any(|(n, v)| v.is_some() && n.as_bytes().eq_ignore_ascii_case(name))
+        })
+    }
+
     /// Whether the client gets this field of the upstream's.
     fn visible(&self, name: &[u8], set: Option<&ResponseFields>) -> bool {
         // Fields plugins set replace the upstream's of the same name.
@@ -60,14 +71,8 @@ impl Answer<'_> {
             return false;
         }
         // So do the fields `Kong-Debug` adds.
-        if let Some(route) = self.debug {
-            let named = DEBUG_FIELDS
-                .iter()
-                .zip(debug_values(route))
-                .any(|(n, v)| v.is_some() && n.as_bytes().eq_ignore_ascii_case(name));
-            if named {
-                return false;
-            }
+        if self.debug_replaces(name) {
+            return false;
         }
         let on = self.on;
         let kind = field_of(name);
@@ -98,14 +103,8 @@ impl Answer<'_> {
         line(out, &[b"HTTP/1.1 101 ", self.head.reason(self.buf).as_bytes()]);
         let mut dated = false;
         for (name, value) in self.fields() {
-            let debugged = self.debug.is_some_and(|route| {
-                DEBUG_FIELDS
-                    .iter()
-                    .zip(debug_values(route))
-                    .any(|(n, v)| v.is_some() && n.as_bytes().eq_ignore_ascii_case(name))
-            });
             let keep = match field_of(name) {
-                _ if debugged => false,
+                _ if self.debug_replaces(name) => false,
                 Field::ContentLength | Field::TransferEncoding => false,
                 Field::Via => !on.via,
                 Field::LatencyProxy => !on.proxy_latency,

@@ -68,8 +68,8 @@ pub(crate) fn has_token(values: &[&[u8]], token: &[u8]) -> bool {
     values.iter().any(|v| v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token)))
 }
 
-/// A request target the general path would accept unchanged: origin-form, no fragment, and
-/// only characters that need no escaping. Anything unusual is left to hyper.
+/// A request target forwarded as it came: origin-form, no fragment, and only characters that
+/// need no escaping. Anything else is held to the `http` crate's reading first.
 pub(crate) fn plain_target(target: &str) -> bool {
     target.starts_with('/')
         && target.bytes().all(|b| {
