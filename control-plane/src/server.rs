@@ -87,7 +87,7 @@ async fn serve(
         let node = node.clone();
         match &tls {
             None => {
-                let tcp = JsonRefusals::new(gatehouse_data_plane::idle::Idle::new(tcp, node.header_timeout));
+                let tcp = JsonRefusals::new(gatehouse_shared::idle::Idle::new(tcp, node.header_timeout));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), hyper_svc).into_owned();
                 let conn = graceful.watch(conn);
                 node.counters.active.fetch_add(1, Ordering::Relaxed);
@@ -103,7 +103,7 @@ async fn serve(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let tcp = gatehouse_data_plane::idle::Idle::new(tcp, node.header_timeout);
+                    let tcp = gatehouse_shared::idle::Idle::new(tcp, node.header_timeout);
                     let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {

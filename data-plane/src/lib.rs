@@ -13,7 +13,6 @@ pub mod busy_poll;
 pub mod compiled;
 pub mod config;
 pub mod credentials;
-pub mod idle;
 pub mod live;
 pub mod memory;
 pub mod metrics;

@@ -227,30 +227,6 @@ pub fn record(o: &Observation) {
     });
 }
 
-/// A request whose answer is still being sent: recorded by [`Pending::finish`], with the
-/// bytes counted until then.
-pub struct Pending {
-    pub observation: Observation,
-    pub started: Instant,
-    /// The request's trace, ended with the answer.
-    pub trace: Option<Box<crate::trace::Trace>>,
-}
-
-impl Pending {
-    /// Records the request, once (later calls do nothing).
-    pub fn finish(&mut self) {
-        if let Some(t) = self.trace.take() {
-            (*t).finish(self.observation.status);
-        }
-        if self.observation.series == Series::OFF {
-            return;
-        }
-        self.observation.request_ms = ms(self.started, Instant::now());
-        record(&self.observation);
-        self.observation.series = Series::OFF;
-    }
-}
-
 /// Counts a request begun (Kong's `total`, and `writing` until it is recorded).
 pub fn request_started() {
     if ENABLED.load(Relaxed) {

@@ -128,12 +128,12 @@ pub trait Plugin: Send + Sync + 'static {
         true
     }
 
-    /// Whether the direct path can serve a route with this plugin: it acts in `access` and
-    /// `log` only (the direct path runs `access` on a header map of the request, relays the
-    /// upstream's response as bytes, and logs it with its fields and sizes but not its body).
+    /// Whether a route with this plugin needs no response phases: it acts in `access` and
+    /// `log` only, so the engine relays the upstream's answer as bytes and logs it with its
+    /// fields and sizes but not its body.
     ///
     /// By default: a plugin that acts only in `access`, or a logger (whose `log` reads the
-    /// entry either path builds). A logger with a header or body phase must say no.
+    /// entry the engine builds). A logger with a header or body phase must say no.
     fn direct(&self) -> bool {
         self.access_only() || self.logs()
     }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
@@ -126,8 +125,8 @@ async fn serve(
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // Every connection watches `shutdown` itself (the direct path between requests, hyper's
-    // through a graceful shutdown); they are counted here so shutdown can wait for them.
+    // Every connection watches `shutdown` itself (HTTP/1 between requests, HTTP/2 through h2's
+    // graceful shutdown); they are counted here so shutdown can wait for them.
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (tcp, peer) = tokio::select! {
@@ -165,9 +164,9 @@ async fn serve(
                         Ok(Ok(s)) => s,
                         _ => return,
                     };
-                    // HTTP/1.1 over TLS takes the direct path too; HTTP/2 is hyper's.
+                    // HTTP/2 reaches the same engine through hyper's h2.
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        direct::serve_h2(proxy, conn, stream, Bytes::new(), shutdown).await;
+                        crate::proxy::h2::serve_h2(proxy, conn, stream, Bytes::new(), shutdown, HEADER_READ).await;
                     } else {
                         direct::serve(proxy, conn, stream, shutdown, HEADER_READ).await;
                     }
@@ -201,24 +200,6 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// The per-connection service of an HTTP/2 connection: every request is proxied.
-pub(crate) fn service(
-    proxy: Arc<Proxy>,
-    conn: Arc<Conn>,
-) -> impl hyper::service::Service<
-    hyper::Request<Incoming>,
-    Response = hyper::Response<crate::proxy::ResBody>,
-    Error = std::convert::Infallible,
-    Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::ResBody>, std::convert::Infallible>>
-                 + Send,
-> + Clone {
-    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let proxy = proxy.clone();
-        let conn = conn.clone();
-        async move { Ok(proxy.handle(req, &conn).await) }
-    })
 }
 
 #[cfg(test)]

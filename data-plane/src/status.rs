@@ -166,7 +166,7 @@ pub async fn serve(
             let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
             tokio::spawn(async move {
-                let io = crate::idle::Idle::new(tcp, header_timeout);
+                let io = gatehouse_shared::idle::Idle::new(tcp, header_timeout);
                 let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc).await;
                 drop(slot);
             });

@@ -1,5 +1,5 @@
 //! Whatever a client sends the proxy on an HTTP/1 connection: the head parser, framing
-//! refusals, chunked bodies, the hand-over to hyper, routing, upstream URI building (a route
+//! refusals, chunked bodies, routing, upstream URI building (a route
 //! with strip_path and a regex, to a service with a path) — never a panic, and whatever comes
 //! back starts as an HTTP/1 answer. The service's upstream is a closed loopback port, so a
 //! routed request ends in a quick 502; time is paused, so timeouts cost nothing.

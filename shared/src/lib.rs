@@ -8,6 +8,7 @@
 pub mod credential;
 pub mod enabled_headers;
 pub mod entity;
+pub mod idle;
 pub mod lookup;
 pub mod otlp_metrics;
 pub mod private_fs;

@@ -595,6 +595,30 @@ async fn hmac_auth_valid_missing_stale_and_wrong() {
 
 /// Kong reads the Authorization value with one fixed grammar (`username`, `algorithm`,
 /// `headers`, `signature`, in that order); anything else cannot be verified.
+/// Over HTTP/2 the request line hmac-auth signs names version 2.0, as Kong's does.
+#[tokio::test]
+async fn hmac_auth_signs_the_http2_request_line() {
+    let (gw, _up, _service, route) = gateway("/hmac2").await;
+    on_route(&gw, &route, "hmac-auth", json!({})).await;
+    let alice = consumer(&gw, "alice", None).await;
+    credential(&gw, &alice, "hmac-auth", json!({"username": "alice-hmac", "secret": "alice-secret"})).await;
+    gw.sync().await;
+
+    let date = http_date(now_secs());
+    let sign = |version: &str| {
+        let signing = format!("date: {date}\nGET /hmac2 {version}");
+        hmac_authorization("alice-hmac", "date request-line", &hmac_sha256_b64("alice-secret", &signing))
+    };
+    let send = |auth: String| {
+        let req = gw.client().get(gw.proxy_tls_url("/hmac2")).header("date", &date).header("authorization", auth);
+        gw.send("GET h2 hmac", req)
+    };
+    let reply = send(sign("HTTP/2.0")).await;
+    assert_eq!(reply.version, "HTTP/2.0");
+    assert_authenticated(&reply.echo(), &alice);
+    assert_message(&send(sign("HTTP/1.1")).await, 403, HMAC_MISMATCH);
+}
+
 #[tokio::test]
 async fn hmac_auth_parameters_follow_kongs_grammar() {
     let (gw, up, _, route) = gateway("/grammar").await;

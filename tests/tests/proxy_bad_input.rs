@@ -58,7 +58,7 @@ async fn absolute_form_targets_are_routed_by_their_own_host() {
     let raw = "GET http://a.test?y=2 HTTP/1.1\r\nHost: b.test\r\n\r\n";
     let echo = gw.send_raw(raw.as_bytes()).await.expect("answer").echo();
     assert_eq!((echo.upstream(), echo.path()), ("host-a", "/?y=2"));
-    // A `%` in the authority's host is no host (the general path's rule): Kong's 400.
+    // A `%` in the authority's host is no host (the `http` crate's rule): Kong's 400.
     let raw = "GET http://a%41.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n";
     gw.send_raw(raw.as_bytes()).await.expect("answer").assert_status(400);
 }

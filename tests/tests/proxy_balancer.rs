@@ -416,10 +416,10 @@ async fn hash_on_header_is_sticky() {
 }
 
 /// The hash picks the same target whichever way a request is proxied: a plain HTTP/1.1 request
-/// takes the direct path, the same one over HTTP/2 (TLS port, which only hyper serves) the
-/// general path; repeated fields hash as one concatenated value on both.
+/// takes the direct path, the same one over HTTP/2 (TLS port) through the HTTP/2
+/// adapter; repeated fields hash as one concatenated value on both.
 #[tokio::test]
-async fn hash_is_the_same_on_both_proxy_paths() {
+async fn hash_is_the_same_over_http1_and_http2() {
     let gw = Standalone::start().await;
     let ups = [Upstream::echo("b1").await, Upstream::echo("b2").await, Upstream::echo("b3").await];
     balanced(&gw, "both.test", json!({"hash_on": "header", "hash_on_header": "X-User"}), "/both").await;
@@ -429,16 +429,16 @@ async fn hash_is_the_same_on_both_proxy_paths() {
         add_target(&gw, "byip.test", &local(up.addr()), 100).await;
     }
     gw.sync().await;
-    // The general path: HTTP/2 on the TLS port; its answer's version says which path answered.
+    // HTTP/2 on the TLS port; its answer's version says which protocol answered.
     let h2 = |path: &str| gw.client().get(gw.proxy_tls_url(path));
 
     let mut used = BTreeSet::new();
     for i in 0..20 {
         let user = format!("user-{i}");
         let direct = gw.get_with("/both", &[("X-User", &user)]).await;
-        let general = gw.send("GET /both over HTTP/2", h2("/both").header("X-User", &user)).await;
-        assert_eq!(general.version, "HTTP/2.0", "HTTP/2 answers come from the general path");
-        assert_eq!(direct.echo().upstream(), general.echo().upstream(), "X-User: {user} differs between the paths");
+        let over_h2 = gw.send("GET /both over HTTP/2", h2("/both").header("X-User", &user)).await;
+        assert_eq!(over_h2.version, "HTTP/2.0", "an HTTP/2 answer");
+        assert_eq!(direct.echo().upstream(), over_h2.echo().upstream(), "X-User: {user} differs between the paths");
         used.insert(direct.echo().upstream().to_owned());
     }
     assert!(used.len() > 1, "20 users all went to {used:?}");
@@ -449,19 +449,19 @@ async fn hash_is_the_same_on_both_proxy_paths() {
     let direct = exchange(gw.proxy_addr(), raw.as_bytes()).await.expect("a response");
     assert_eq!(direct.echo().upstream(), joined, "the direct path: two X-User fields hash as one");
     let twice = h2("/both").header("X-User", "user-").header("X-User", "7");
-    let general = gw.send("GET /both with two X-User over HTTP/2", twice).await;
-    assert_eq!(general.version, "HTTP/2.0", "the general path");
-    assert_eq!(general.echo().upstream(), joined, "the general path: two X-User fields hash as one");
+    let over_h2 = gw.send("GET /both with two X-User over HTTP/2", twice).await;
+    assert_eq!(over_h2.version, "HTTP/2.0", "HTTP/2");
+    assert_eq!(over_h2.echo().upstream(), joined, "HTTP/2: two X-User fields hash as one");
 
-    // Hashing on the client address: every request from here lands on one target, on either path.
+    // Hashing on the client address: every request from here lands on one target, over either protocol.
     let mut targets = BTreeSet::new();
     for i in 0..10 {
         let reply = if i % 2 == 0 {
             gw.get("/byip").await
         } else {
-            let general = gw.send("GET /byip over HTTP/2", h2("/byip")).await;
-            assert_eq!(general.version, "HTTP/2.0", "the general path");
-            general
+            let over_h2 = gw.send("GET /byip over HTTP/2", h2("/byip")).await;
+            assert_eq!(over_h2.version, "HTTP/2.0", "HTTP/2");
+            over_h2
         };
         targets.insert(reply.echo().upstream().to_owned());
     }
@@ -469,10 +469,10 @@ async fn hash_is_the_same_on_both_proxy_paths() {
 }
 
 /// Behind an authentication plugin, a hash on the consumer picks the same target on the
-/// direct path (HTTP/1.0 on the plain port) as on the general path (HTTP/2 on the TLS port),
+/// direct path (HTTP/1.0 on the plain port) as over HTTP/2 (on the TLS port),
 /// request after request.
 #[tokio::test]
-async fn hash_on_consumer_behind_key_auth_is_the_same_on_both_proxy_paths() {
+async fn hash_on_consumer_behind_key_auth_is_the_same_over_http1_and_http2() {
     let gw = Standalone::start().await;
     let ups = [Upstream::echo("c1").await, Upstream::echo("c2").await, Upstream::echo("c3").await];
     balanced(&gw, "consumers.test", json!({"hash_on": "consumer"}), "/who").await;
@@ -489,8 +489,8 @@ async fn hash_on_consumer_behind_key_auth_is_the_same_on_both_proxy_paths() {
     for i in 0..12 {
         let key = format!("key-{i}");
         let mut seen = BTreeSet::new();
-        for general in [false, true, false, true] {
-            let reply = if general {
+        for over_h2 in [false, true, false, true] {
+            let reply = if over_h2 {
                 let req = gw.client().get(gw.proxy_tls_url("/who")).header("apikey", &key);
                 gw.send("GET /who over HTTP/2", req).await
             } else {
@@ -498,8 +498,8 @@ async fn hash_on_consumer_behind_key_auth_is_the_same_on_both_proxy_paths() {
                 let head = format!("GET /who HTTP/1.0\r\nHost: 127.0.0.1:{}\r\napikey: {key}\r\n\r\n", gw.proxy_port);
                 exchange(gw.proxy_addr(), head.as_bytes()).await.expect("an answer")
             };
-            let version = if general { "HTTP/2.0" } else { "HTTP/1.1" };
-            assert_eq!(reply.version, version, "user-{i}, general {general}: which path answered");
+            let version = if over_h2 { "HTTP/2.0" } else { "HTTP/1.1" };
+            assert_eq!(reply.version, version, "user-{i}, over_h2 {over_h2}: which path answered");
             seen.insert(reply.echo().upstream().to_owned());
         }
         assert_eq!(seen.len(), 1, "user-{i} went to {seen:?}");

@@ -136,6 +136,67 @@ async fn http2_clients_over_tls() {
     assert_eq!(reply.json(), json!({"message": "no route and no API found with those values"}));
 }
 
+/// HTTP/2 requests go through the same engine as HTTP/1's: plugins in every phase,
+/// `Kong-Debug`, a body streamed without a length, and the protocol's own rules on the way
+/// (split cookies joined, no HTTP/1 connection fields in the answer, which an HTTP/2 client
+/// would refuse).
+#[tokio::test]
+async fn http2_requests_take_the_same_pipeline_as_http1() {
+    let gw = Standalone::start().await;
+    let up = Upstream::echo("h2p").await;
+    let (_, route) = gw.expose(&up, json!({}), json!({"paths": ["/h2p"], "strip_path": false})).await;
+    let on_route =
+        |name: &str, config: serde_json::Value| json!({"name": name, "route_id": id_of(&route), "config": config});
+    gw.post("/plugins", on_route("correlation-id", json!({"echo_downstream": true}))).await;
+    gw.post("/plugins", on_route("request-transformer", json!({"add": {"headers": ["x-req:yes"]}}))).await;
+    gw.post("/plugins", on_route("response-transformer", json!({"add": {"headers": ["x-added:yes"]}}))).await;
+    gw.sync().await;
+
+    let mut cookies = reqwest::header::HeaderMap::new();
+    cookies.append("cookie", reqwest::header::HeaderValue::from_static("a=1"));
+    cookies.append("cookie", reqwest::header::HeaderValue::from_static("b=2"));
+    let req = gw.client().get(gw.proxy_tls_url("/h2p/x")).headers(cookies).header("kong-debug", "1");
+    let reply = gw.send("GET h2 with plugins", req).await;
+    reply.assert_status(200);
+    assert_eq!(reply.version, "HTTP/2.0");
+    let echo = reply.echo();
+    assert_eq!(echo.header("x-req"), Some("yes"), "request-transformer ran: {:?}", echo.0);
+    assert_eq!(echo.header("cookie"), Some("a=1; b=2"), "cookies joined for HTTP/1.1: {:?}", echo.0);
+    let id = echo.header("kong-request-id").expect("correlation-id set its field upstream");
+    assert_eq!(reply.header("kong-request-id"), Some(id), "echo_downstream: {:?}", reply.headers);
+    assert_eq!(reply.header("x-added"), Some("yes"), "response-transformer ran: {:?}", reply.headers);
+    assert_eq!(reply.header("kong-route-id"), route["id"].as_str(), "Kong-Debug: {:?}", reply.headers);
+    for name in ["connection", "keep-alive", "transfer-encoding"] {
+        assert_eq!(reply.header(name), None, "{name} in an HTTP/2 answer: {:?}", reply.headers);
+    }
+
+    // Cookies each within the limit of a field, over it once joined, and a cookie over it
+    // alone.
+    let jar: Vec<String> = (0..3).map(|i| format!("c{i}={}", "v".repeat(4000))).collect();
+    let mut cookies = reqwest::header::HeaderMap::new();
+    for c in &jar {
+        cookies.append("cookie", reqwest::header::HeaderValue::from_str(c).expect("a cookie"));
+    }
+    let reply =
+        gw.send("GET h2 with 12 KiB of cookies", gw.client().get(gw.proxy_tls_url("/h2p/c")).headers(cookies)).await;
+    reply.assert_status(200);
+    assert_eq!(reply.echo().header("cookie"), Some(jar.join("; ").as_str()));
+
+    // A GET with a body and no length: sent chunked, not dropped.
+    let chunks = (0..3).map(|_| Ok::<_, std::io::Error>(b"abc".to_vec()));
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let reply = gw.send("GET h2 with a body", gw.client().get(gw.proxy_tls_url("/h2p/g")).body(body)).await;
+    reply.assert_status(200);
+    assert_eq!(reply.echo().body(), "abcabcabc");
+
+    // A body with no length (HTTP/2 frames it) reaches the upstream whole.
+    let chunks = (0..40).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 10_000]));
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let reply = gw.send("POST h2 streamed", gw.client().post(gw.proxy_tls_url("/h2p/up")).body(body)).await;
+    reply.assert_status(200);
+    assert_eq!(reply.echo().body_len(), 400_000);
+}
+
 #[tokio::test]
 async fn websocket_upgrade_passes_through() {
     let gw = Standalone::start().await;

@@ -88,3 +88,33 @@ async fn a_request_in_flight_at_shutdown_is_answered_before_the_gateway_exits() 
     let status = gw.exited_within(Duration::from_secs(20)).await.expect("the gateway exits after SIGTERM");
     assert!(status.success(), "exit status {status}\n{}", gw.logs());
 }
+
+/// An HTTP/2 request whose body is still arriving when SIGTERM comes is answered: the HTTP/2
+/// connection drains its streams, and the engine behind each stream does not drop its request
+/// for the shutdown.
+#[tokio::test]
+async fn an_http2_request_still_arriving_at_shutdown_is_answered() {
+    let mut gw = Standalone::start().await;
+    let up = Upstream::echo("h2").await;
+    gw.expose(&up, json!({}), json!({"paths": ["/s"]})).await;
+    gw.sync().await;
+
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let req = gw.client().post(gw.proxy_tls_url("/s")).header("content-length", "6");
+    let sent = tokio::spawn(req.body(reqwest::Body::wrap_stream(rx)).send());
+    use futures::SinkExt;
+    tx.send(Ok(b"abc".to_vec())).await.expect("the body's first half");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Ok(b"def".to_vec())).await.expect("the body's second half");
+    drop(tx);
+
+    let reply = sent.await.expect("client task").unwrap_or_else(|e| panic!("POST over HTTP/2: {e}\n{}", gw.logs()));
+    assert_eq!(reply.version(), reqwest::Version::HTTP_2);
+    assert_eq!(reply.status(), 200, "{}", gw.logs());
+    let echo: serde_json::Value = reply.json().await.expect("the echo");
+    assert_eq!(echo["body_len"], 6, "{echo}");
+    let status = gw.exited_within(Duration::from_secs(20)).await.expect("the gateway exits after SIGTERM");
+    assert!(status.success(), "exit status {status}\n{}", gw.logs());
+}

@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(p.hash(&input(&h)).hash, Some(CRC.checksum(b"12")), "repeated headers concatenate");
     }
 
-    /// The direct path's hash over raw fields equals the general path's over a header map.
+    /// The hash over raw fields equals the hash over a header map of the same fields.
     #[test]
     fn raw_fields_hash_as_the_header_map_does() {
         let ip = IpAddr::from([10, 0, 0, 1]);

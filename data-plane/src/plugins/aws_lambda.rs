@@ -137,7 +137,7 @@ impl Function {
                 let ct = ct.to_ascii_lowercase();
                 ct.contains("json") || ct.contains("x-www-form-urlencoded") || ct.contains("multipart/form-data")
             });
-            let raw = ctx.read_body().await.ok().flatten().unwrap_or_default();
+            let raw = ctx.read_body().unwrap_or_default();
             let args = if known { super::body::parse(ctx).await.unwrap_or(json!({})) } else { json!({}) };
             if known {
                 p.insert("request_body".into(), json!(String::from_utf8_lossy(&raw)));

@@ -72,8 +72,8 @@ fn multipart(bytes: &[u8], boundary: &str) -> Option<Value> {
 /// malformed, too large).
 pub async fn parse(ctx: &mut RequestCtx<'_>) -> Option<Value> {
     let (kind, boundary) = kind(ctx)?;
-    // Too large to read (left to stream upstream) or broken: not parsed.
-    let bytes = ctx.read_body().await.ok()??;
+    // Too large to read (left to stream upstream): not parsed.
+    let bytes = ctx.read_body()?;
     match kind {
         Kind::Form => Some(form(&bytes)),
         Kind::Json if bytes.is_empty() => Some(Value::Object(Map::new())),

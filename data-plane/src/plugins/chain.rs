@@ -41,8 +41,8 @@ impl Entry {
 #[derive(Default)]
 pub struct Chain {
     pub entries: Vec<Entry>,
-    /// Every configuration in the chain, whichever consumer it resolves for, can be served by
-    /// the direct path (see [`Plugin::direct`]): it acts in `access` and `log` only, and
+    /// Every configuration in the chain, whichever consumer it resolves for, needs no
+    /// response phases (see [`Plugin::direct`]): it acts in `access` and `log` only, and
     /// neither filters nor keeps bodies.
     pub direct: bool,
     /// Some configuration in the chain logs: requests on this route keep what the log

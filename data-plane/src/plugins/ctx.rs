@@ -194,11 +194,6 @@ impl<'a> RequestCtx<'a> {
     }
 }
 
-/// The client's body failed mid-read.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body could not be read")]
-pub struct BodyError;
-
 /// Bodies plugins read are buffered up to this size; larger ones are not parsed.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
@@ -264,45 +259,15 @@ impl RequestCtx<'_> {
         };
     }
 
-    /// The request body, read into memory (at most [`BODY_LIMIT`]) and kept for the upstream.
-    /// `Ok(None)` when it is larger: it then goes upstream untouched, unread by the plugin.
-    ///
-    /// # Errors
-    /// The client failed while sending it; the request cannot be forwarded.
-    pub async fn read_body(&mut self) -> Result<Option<Bytes>, BodyError> {
-        use hyper::body::Body as _;
-        let mut incoming = match std::mem::replace(self.body, ReqBody::Empty) {
-            ReqBody::Empty => return Ok(Some(Bytes::new())),
-            ReqBody::Full(b) => {
-                *self.body = ReqBody::Full(b.clone());
-                return Ok(Some(b));
-            }
-            unread @ (ReqBody::Prefixed(..) | ReqBody::Unread) => {
-                *self.body = unread;
-                return Ok(None);
-            }
-            ReqBody::Stream(incoming) => incoming,
-        };
-        let mut buf = bytes::BytesMut::new();
-        loop {
-            let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut incoming).poll_frame(cx)).await;
-            match frame {
-                None => break,
-                Some(Err(_)) => return Err(BodyError),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        buf.extend_from_slice(&data);
-                    }
-                    if buf.len() > BODY_LIMIT {
-                        *self.body = ReqBody::Prefixed(Some(buf.freeze()), incoming);
-                        return Ok(None);
-                    }
-                }
-            }
+    /// The request body, when it is in memory (at most [`BODY_LIMIT`]; the engine reads it
+    /// before the access phase when a plugin on the route may read it). `None` when it is
+    /// larger, or no plugin said it reads bodies: it then goes upstream untouched.
+    pub fn read_body(&self) -> Option<Bytes> {
+        match &*self.body {
+            ReqBody::Empty => Some(Bytes::new()),
+            ReqBody::Full(b) => Some(b.clone()),
+            ReqBody::Unread => None,
         }
-        let bytes = buf.freeze();
-        *self.body = ReqBody::Full(bytes.clone());
-        Ok(Some(bytes))
     }
 
     /// Replaces the body the upstream gets (Content-Length follows).

@@ -177,7 +177,7 @@ impl HmacAuth {
 
     async fn with_body(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: String) -> Result<(), Rejected> {
         // A body too large to hold cannot be checked against its digest: refused.
-        let Ok(Some(body)) = ctx.read_body().await else {
+        let Some(body) = ctx.read_body() else {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH));
         };
         let digest = ctx.header("digest").map(str::to_owned);

@@ -19,15 +19,6 @@ impl RequestSizeLimiting {
         let expects = ctx.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
         Reply::message(if expects { 417 } else { 413 }, "Request size limit exceeded").build()
     }
-
-    async fn measure(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
-        match ctx.read_body().await {
-            Ok(Some(body)) if body.len() as u64 > self.allowed => Err(Self::too_large(ctx)),
-            Ok(Some(_)) => Ok(()),
-            // Larger than what is buffered for plugins (which is above the limit), or broken.
-            Ok(None) | Err(_) => Err(Self::too_large(ctx)),
-        }
-    }
 }
 
 impl Plugin for RequestSizeLimiting {
@@ -48,17 +39,18 @@ impl Plugin for RequestSizeLimiting {
         if let Some(len) = ctx.header("content-length").and_then(|v| v.parse::<u64>().ok()) {
             return if len > self.allowed { Access::Respond(Self::too_large(ctx)) } else { Access::Continue };
         }
-        // A body without a length already read whole (a chunked one on the direct path).
-        if let crate::proxy::ReqBody::Full(body) = &*ctx.body {
-            let over = body.len() as u64 > self.allowed;
-            return if over { Access::Respond(Self::too_large(ctx)) } else { Access::Continue };
-        }
-        let streamed = matches!(ctx.body, crate::proxy::ReqBody::Stream(_) | crate::proxy::ReqBody::Unread);
         // A body without Content-Length is measured in memory when the limit is below what
-        // plugins buffer (1 MiB); larger limits are enforced on declared lengths only.
-        if streamed && self.allowed < super::ctx::BODY_LIMIT as u64 {
-            return Access::Wait(Box::pin(self.measure(ctx)));
+        // plugins buffer (1 MiB: the engine read it whole, or found it longer than that);
+        // larger limits are enforced on declared lengths only.
+        let over = match &*ctx.body {
+            crate::proxy::ReqBody::Full(body) => body.len() as u64 > self.allowed,
+            crate::proxy::ReqBody::Unread => self.allowed < super::ctx::BODY_LIMIT as u64,
+            crate::proxy::ReqBody::Empty => false,
+        };
+        if over {
+            Access::Respond(Self::too_large(ctx))
+        } else {
+            Access::Continue
         }
-        Access::Continue
     }
 }

@@ -367,7 +367,7 @@ impl RequestTransformer {
             ctx.method_override = Some(method.clone());
             // A form body also goes into the query string of a GET, HEAD or TRACE.
             if matches!(*method, Method::GET | Method::HEAD | Method::TRACE) && body_kind(ctx) == Some(BodyKind::Form) {
-                if let Ok(Some(body)) = ctx.read_body().await {
+                if let Some(body) = ctx.read_body() {
                     let mut query = parse_args(ctx.query.as_deref().unwrap_or_default());
                     for (k, v) in parse_args(&String::from_utf8_lossy(&body)) {
                         query.retain(|(q, _)| *q != k);
@@ -380,7 +380,7 @@ impl RequestTransformer {
         if self.has_body_rules() {
             if let Some(kind) = body_kind(ctx) {
                 // A body too large to hold is sent on untouched.
-                if let Ok(Some(body)) = ctx.read_body().await {
+                if let Some(body) = ctx.read_body() {
                     let content_type = ctx.header("content-type").unwrap_or_default().to_owned();
                     let changed = match kind {
                         BodyKind::Json => self.transform_json(&body),

@@ -2,49 +2,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus any header
-/// the `Connection` header names.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        strip_connection_named(headers);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-fn strip_connection_named(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-}
-
-/// The value a Content-Length should have been: `Some` only for one that is not a plain
-/// number but means one (leading zeros, or a list of one value repeated, which RFC 9110 §8.6
-/// lets a recipient take as that value). nginx regenerates the length it forwards.
-pub fn normalized_length(value: &HeaderValue) -> Option<HeaderValue> {
-    let n = content_length(value.as_bytes())?;
-    (itoa::Buffer::new().format(n).as_bytes() != value.as_bytes()).then(|| HeaderValue::from(n))
-}
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The number a Content-Length value means: digits, or a list of one value repeated (RFC 9110
 /// §8.6). `None` for anything else, or a number past `u64`.
@@ -88,8 +46,7 @@ pub struct Forwarded<'a> {
     pub host: &'a str,
 }
 
-/// A forwarding field's value: the per-connection values are shared, so the general path
-/// inserts them into its map by reference count rather than by copy.
+/// A forwarding field's value: the per-connection values are formatted once per connection.
 enum Value<'a> {
     Shared(&'a HeaderValue),
     Static(&'static str),
@@ -104,22 +61,14 @@ impl Value<'_> {
             Value::Bytes(b) => b,
         }
     }
-
-    fn to_header(&self) -> Option<HeaderValue> {
-        match self {
-            Value::Shared(v) => Some((*v).clone()),
-            Value::Static(s) => Some(HeaderValue::from_static(s)),
-            Value::Bytes(b) => HeaderValue::from_bytes(b).ok(),
-        }
-    }
 }
 
-/// A forwarding field: how the direct path spells it, its name, and its value (`None`: the
-/// trusted client's own is kept).
+/// A forwarding field: how it is spelled, its name, and its value (`None`: the trusted
+/// client's own is kept).
 type Field<'a> = (&'static [u8], HeaderName, Option<Value<'a>>);
 
-/// The five forwarding fields the upstream gets, computed once for both ways of sending
-/// them: each with the spelling the direct path writes, its name, and its value — `None`
+/// The five forwarding fields the upstream gets: each with its spelling, its name, and its
+/// value — `None`
 /// when a trusted client's own field is kept. X-Forwarded-For appends the client's address to
 /// what the request carries.
 fn forwarding<'a>(headers: &'a HeaderMap, f: &'a Forwarded<'a>) -> [Field<'a>; 5] {
@@ -148,14 +97,6 @@ fn forwarding<'a>(headers: &'a HeaderMap, f: &'a Forwarded<'a>) -> [Field<'a>; 5
         (b"X-Forwarded-Port", X_FORWARDED_PORT, ours(&X_FORWARDED_PORT, Value::Shared(f.listener_port))),
         (b"X-Real-IP", X_REAL_IP, ours(&X_REAL_IP, Value::Shared(f.peer))),
     ]
-}
-
-/// Sets the forwarding fields on a request's header map (the general path).
-pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    let set = forwarding(headers, f).map(|(_, name, value)| Some((name, value?.to_header()?)));
-    for (name, value) in set.into_iter().flatten() {
-        headers.insert(name, value);
-    }
 }
 
 /// Whether `name` is one of the forwarding fields [`write_forwarding`] writes.
@@ -273,18 +214,6 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get("connection").is_none());
-        assert!(h.get("x-kept").is_some());
-    }
-
-    #[test]
     fn forwarded_for_appends_and_untrusted_values_are_replaced() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
@@ -296,25 +225,12 @@ mod tests {
             listener_port: &HeaderValue::from(8000u16),
             host: "Example.com",
         };
-        set_forwarding(&mut h, &f);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "example.com");
-        assert_eq!(h["x-forwarded-port"], "8000");
-        assert_eq!(h["x-real-ip"], "127.0.0.1");
-    }
-
-    #[test]
-    fn lengths_that_mean_a_number_are_rewritten_as_one() {
-        let norm = |v: &'static str| normalized_length(&HeaderValue::from_static(v));
-        for plain in ["0", "5", "1048576"] {
-            assert_eq!(norm(plain), None, "{plain} is already plain");
-        }
-        for (odd, n) in [("005", "5"), ("00", "0"), ("2, 2", "2"), ("2,2 , 2", "2"), ("02, 2", "2")] {
-            assert_eq!(norm(odd), Some(HeaderValue::from_static(n)), "{odd}");
-        }
-        for invalid in ["", "+2", "2, 3", "1,", "0x10", "-1", "18446744073709551616"] {
-            assert_eq!(norm(invalid), None, "{invalid} means no number");
-        }
+        let mut out = Vec::new();
+        write_forwarding(&mut out, &h, &f);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\
+             X-Forwarded-Port: 8000\r\nX-Real-IP: 127.0.0.1\r\n"
+        );
     }
 }

@@ -1,18 +1,15 @@
 //! Connections to upstream services: DNS through hickory (A/AAAA, and SRV for `_service._proto`
 //! names; its cache honours TTLs), TCP or TLS
-//! (upstream certificates are not verified, as in Kong), HTTP/1.1 handshakes, and a keep-alive
-//! pool per worker thread, so checkout and release take no lock.
+//! (upstream certificates are not verified, as in Kong), and a keep-alive pool per worker
+//! thread, so checkout and release take no lock.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
@@ -21,7 +18,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::body::ReqBody;
 use super::error::ProxyError;
 use crate::balancer::ring::Peer;
 use crate::compiled::Service;
@@ -31,15 +27,9 @@ const IDLE_PER_KEY: usize = 64;
 /// The read buffer of a new or idle direct-path connection.
 const IDLE_BUFFER: usize = 16 * 1024;
 
-/// The connection's I/O driver. It is polled by the request that uses the connection (while
-/// waiting for the response, then while the response body streams), not by a task of its own:
-/// one request's work stays on one task, with no cross-task wake-ups.
-type Driver = Pin<Box<http1::Connection<TokioIo<Stream>, ReqBody>>>;
-
 type PoolMap<T> = HashMap<Arc<str>, Vec<T>, foldhash::fast::RandomState>;
 
 thread_local! {
-    static POOL: RefCell<PoolMap<Pooled>> = RefCell::new(HashMap::default());
     static RAW_POOL: RefCell<PoolMap<RawConn>> = RefCell::new(HashMap::default());
 }
 
@@ -87,73 +77,6 @@ fn park<T: 'static>(pool: &'static std::thread::LocalKey<RefCell<PoolMap<T>>>, k
     });
 }
 
-/// A connection checked out for one request; [`Pooled::release`] returns it for reuse.
-pub struct Pooled {
-    key: Arc<str>,
-    /// As [`RawConn::resolved`].
-    pub resolved: Option<DnsAnswer>,
-    sender: SendRequest<ReqBody>,
-    /// `None` for upgraded (WebSocket) connections, which run on their own task.
-    driver: Option<Driver>,
-    /// Whether [`Pooled::release`] may keep it for another request.
-    reusable: bool,
-}
-
-impl Pooled {
-    pub fn release(mut self) {
-        if !self.reusable || self.sender.is_closed() || self.driver.is_none() {
-            return;
-        }
-        // An upstream that answered before reading the whole request body leaves the body
-        // still being written: parked, nothing would drive it, and the client's connection
-        // would wait on that body forever. Such a connection is dropped (and the client's rest
-        // of the body with it, which hyper drains or closes on).
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        if !self.drive(&mut cx) || !self.sender.is_ready() {
-            return;
-        }
-        park(&POOL, self.key.clone(), self);
-    }
-
-    /// Serves the rest of the current response, then closes instead of going back to the
-    /// pool.
-    pub fn retire(&mut self) {
-        self.reusable = false;
-    }
-
-    /// Advances the connection's I/O; false once the connection has ended.
-    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        match &mut self.driver {
-            Some(d) => match d.as_mut().poll(cx) {
-                Poll::Pending => true,
-                Poll::Ready(_) => {
-                    self.driver = None;
-                    false
-                }
-            },
-            None => true,
-        }
-    }
-
-    /// Sends `req`, driving the connection until the response head arrives. On failure the
-    /// request comes back when it was not sent (so it may go on another connection).
-    pub async fn send(
-        &mut self,
-        req: http::Request<ReqBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<http::Request<ReqBody>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(req));
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = response.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-            self.drive(cx);
-            // The driver may have produced the response just now.
-            response.as_mut().poll(cx)
-        })
-        .await
-    }
-}
-
 /// Makes connections: resolver and TLS client shared by all workers.
 pub struct Connector {
     resolver: Option<hickory_resolver::TokioResolver>,
@@ -179,23 +102,6 @@ impl Connector {
                     .with_no_client_auth()
             });
         Connector { resolver, tls: TlsConnector::from(Arc::new(config)) }
-    }
-
-    /// An idle pooled connection to a destination, if one is ready.
-    pub fn checkout(key: &Arc<str>) -> Option<Pooled> {
-        POOL.with(|p| {
-            let mut pool = p.borrow_mut();
-            let idle = pool.get_mut(key)?;
-            while let Some(mut conn) = idle.pop() {
-                // Nothing polled the driver since the last response ended: let it settle
-                // (mark itself idle, or notice the peer closed) before asking if it is ready.
-                let mut cx = Context::from_waker(std::task::Waker::noop());
-                if conn.drive(&mut cx) && conn.sender.is_ready() {
-                    return Some(conn);
-                }
-            }
-            None
-        })
     }
 
     /// An idle direct-path connection to a destination that has not been closed by its peer.
@@ -265,24 +171,6 @@ impl Connector {
             .map_err(|e| ProxyError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         Ok((tcp, key.clone(), resolved))
-    }
-
-    /// A new connection, within the service's connect timeout, to `peer` when the service is
-    /// balanced, else to the service's host. `sni` overrides the TLS server name (the
-    /// client's Host with `preserve_host`).
-    pub async fn connect(
-        &self,
-        service: &Service,
-        peer: Option<&Peer>,
-        sni: Option<&str>,
-    ) -> Result<Pooled, ProxyError> {
-        let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
-        let (tcp, key, resolved) = self.open_tcp(service, peer).await?;
-        let io =
-            if service.https { self.handshake(service, sni.unwrap_or(host), tcp).await? } else { Stream::Plain(tcp) };
-        let (sender, conn) =
-            http1::handshake(TokioIo::new(io)).await.map_err(|e| ProxyError::Connect(e.to_string()))?;
-        Ok(Pooled { key, resolved, sender, driver: Some(Box::pin(conn)), reusable: true })
     }
 
     /// The address of a service that is not balanced (its host resolved when it is a name).

@@ -3,18 +3,10 @@
 
 use crate::router::Strip;
 
-/// Builds the upstream path and query for a request path `req` (no query), the route's
+/// Appends the upstream path and query for a request path `req` (no query), the route's
 /// strip information (when `strip_path` applies), the Service path, and the raw query (`None`
-/// when the request had no `?`).
-pub fn upstream_target(req: &str, strip: Option<Strip>, service_path: Option<&str>, query: Option<&str>) -> String {
-    let mut out = Vec::with_capacity(req.len() + service_path.map_or(0, str::len) + query.map_or(0, |q| q.len() + 1));
-    write_upstream_target(&mut out, req, strip, service_path, query);
-    // Only `&str` pieces and ASCII were written.
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// [`upstream_target`] appended to `out`: the direct path writes it straight into the
-/// upstream request, with no string of its own per request.
+/// when the request had no `?`): written straight into the upstream request, with no string
+/// of its own per request.
 pub fn write_upstream_target(
     out: &mut Vec<u8>,
     req: &str,
@@ -65,6 +57,12 @@ pub fn write_upstream_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upstream_target(req: &str, strip: Option<Strip>, service_path: Option<&str>, query: Option<&str>) -> String {
+        let mut out = Vec::new();
+        write_upstream_target(&mut out, req, strip, service_path, query);
+        String::from_utf8(out).unwrap()
+    }
 
     fn prefix(route_path: &str) -> Option<Strip> {
         Some(Strip { offset: route_path.len(), regex: false })

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::tcp_log::{connect_tcp, handshake, Stream, Target};
 use super::{dropped, query_json, LogEntry, Outbox};
-use crate::plugins::{Access, BuildError, Plugin, Reply, RequestCtx};
+use crate::plugins::{Access, BuildError, Plugin, RequestCtx};
 
 /// The ALF version and the agent Kong names itself as.
 const ALF_VERSION: &str = "1.1.0";
@@ -403,16 +403,9 @@ impl Plugin for Galileo {
         if !self.log_bodies {
             return Access::Continue;
         }
-        Access::Wait(Box::pin(async move {
-            match ctx.read_body().await {
-                Ok(body) => {
-                    // nginx has no body data for an empty body: no `postData`.
-                    ctx.log_body = body.filter(|b| !b.is_empty());
-                    Ok(())
-                }
-                Err(_) => Err(Reply::message(400, "Bad request").build()),
-            }
-        }))
+        // nginx has no body data for an empty body: no `postData`.
+        ctx.log_body = ctx.read_body().filter(|b| !b.is_empty());
+        Access::Continue
     }
 
     fn logs(&self) -> bool {

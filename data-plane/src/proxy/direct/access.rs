@@ -42,7 +42,7 @@ pub(super) enum Accessing<'r> {
     Refused(ProxyError),
 }
 
-/// The request to forward after the access phase: as the general path would send it.
+/// The request to forward after the access phase.
 pub(super) struct Accessed<'r> {
     /// The fields to forward, forwarding fields included; Host and Content-Length are written
     /// apart (the Host depends on the peer tried, the length on the body).
@@ -105,7 +105,7 @@ impl Accessed<'_> {
 }
 
 /// Runs the route's `access` phase (every plugin in it acts only there) on a header map of
-/// the request's `fields`, which are those the general path would show plugins.
+/// the request's `fields`.
 pub(super) async fn access<'r, 'h, 'b: 'h>(
     proxy: &Proxy,
     conn: &Conn,
@@ -135,7 +135,11 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
     };
     let mut ctx = plugins::RequestCtx::new(plugins::ctx::Arrived {
         method: &method,
-        version: if request.http10 { http::Version::HTTP_10 } else { http::Version::HTTP_11 },
+        version: match (conn.http2, request.http10) {
+            (true, _) => http::Version::HTTP_2,
+            (false, true) => http::Version::HTTP_10,
+            (false, false) => http::Version::HTTP_11,
+        },
         target: request.target,
         path: request.path,
         query: request.query.map(Cow::Borrowed),
@@ -177,17 +181,13 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         ReqBody::Empty => (Bytes::new(), false),
         ReqBody::Full(b) => (b, false),
         ReqBody::Unread => (Bytes::new(), true),
-        // Plugins only replace a body held in memory with another; these are hyper's.
-        ReqBody::Stream(_) | ReqBody::Prefixed(..) => {
-            return Accessing::Refused(ProxyError::BadRequest("a request the gateway cannot forward"))
-        }
     };
     headers.remove(http::header::HOST);
     // The gateway answers `Expect` itself.
     headers.remove(http::header::EXPECT);
     // A body goes with its length (one read whole from a chunked request has none yet).
     let length = headers.remove(http::header::CONTENT_LENGTH).is_some() || !body.is_empty();
-    // The forwarding fields are written with the rest (`write_fields`), after the access phase
-    // as on the general path: plugins see the client's own.
+    // The forwarding fields are written with the rest (`write_fields`), after the access phase:
+    // plugins see the client's own, as in Kong.
     Accessing::Forward(Accessed { headers, body, streams, length, query, response, overrides, log, phases })
 }

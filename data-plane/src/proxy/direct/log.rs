@@ -42,7 +42,7 @@ impl DirectLog {
     }
 
     /// Hands the entry to the log phase with one of Gatehouse's own answers (an upstream
-    /// failure's page), recorded as the general path records it.
+    /// failure's page).
     pub(super) fn finish_own(mut self, answer: &http::response::Parts, body: u64) {
         self.entry.finish_answer(answer);
         self.entry.response_size.fetch_add(body, std::sync::atomic::Ordering::Relaxed);

@@ -1,6 +1,6 @@
-//! The response phases on the direct path, for routes whose plugins act on answers
-//! (response-transformer, response-ratelimiting): the upstream's head becomes a header map for
-//! `header_filter`, in the order the general path runs it, and a body that a plugin filters
+//! The response phases, for routes whose plugins act on answers (response-transformer,
+//! response-ratelimiting, correlation-id, the loggers): the upstream's head becomes a header
+//! map for `header_filter`, in Kong's order, and a body that a plugin filters
 //! is decoded, passed through each filter chunk by chunk and sent on chunked.
 
 use std::io::Write as _;
@@ -10,11 +10,11 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::response::Parts;
 use http::StatusCode;
 
-use super::{ClientIo, Relay};
+use super::ClientIo;
 use crate::plugins::{BodyFilter, Resolved, ResponseFields, ResponseHook};
 use crate::proxy::body::{end_filters, run_filters};
 use crate::proxy::h1::chunked::ChunkedEnd;
-use crate::proxy::h1::response::{read_body, Framing};
+use crate::proxy::h1::response::{read_body, Framing, Relay};
 use crate::proxy::h1::write::{line, send};
 use crate::proxy::upstream::RawConn;
 use crate::proxy::waiting::Deadline;
@@ -125,7 +125,7 @@ pub(super) fn framing_kept(f: &Filtered, framing: Framing) -> bool {
 /// piece of data the filters let through, as a chunk (`chunked`) or as it is (a length the head
 /// kept, or an HTTP/1.0 client whose connection then ends with the body), then what the
 /// filters add at the end. `kept` gets a copy of the data sent, up to what a log keeps (past
-/// that it is dropped whole, as on the general path).
+/// that it is dropped whole).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn relay_filtered(
     upstream: &mut RawConn,

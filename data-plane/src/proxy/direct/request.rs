@@ -20,7 +20,7 @@ pub(super) struct Seen<'a> {
     /// `Kong-Debug`: the answer names the route and service that served it.
     pub(super) debug: bool,
     /// The client asks for a WebSocket (`Upgrade: websocket`); other upgrades are not
-    /// forwarded, as on the general path.
+    /// forwarded.
     pub(super) websocket: bool,
     pub(super) close: bool,
     /// An HTTP/1.0 client: answered in HTTP/1.1 as nginx does, but never chunked, and kept
@@ -82,7 +82,7 @@ impl<'h, 'b> RequestHead<'h, 'b> {
                 }
                 Field::Upgrade => seen.websocket |= h.value.trim_ascii().eq_ignore_ascii_case(b"websocket"),
                 Field::KongDebug => seen.debug = true,
-                // The first, as the general path reads it from its header map.
+                // The first, as a header map's `get` reads it.
                 Field::Accept if seen.accept.is_none() => seen.accept = Some(h.value),
                 Field::ForwardedFor if forwarded_for.is_none() && !dropped => forwarded_for = Some(h.value),
                 Field::Forwarded(i) if !dropped => forwarded[i] = true,
@@ -181,7 +181,7 @@ pub(super) struct Addressed<'b> {
 
 enum Target<'b> {
     AsSent(&'b str),
-    /// Held to the `http` crate's origin form (the general path's), its fragment dropped.
+    /// Held to the `http` crate's origin form, its fragment dropped.
     Parsed(http::uri::PathAndQuery),
 }
 
@@ -194,7 +194,7 @@ impl Addressed<'_> {
     }
 }
 
-/// The target and host of a request, as the general path takes them: exactly one Host
+/// The target and host of a request: exactly one Host
 /// (RFC 9112 §3.2; an HTTP/1.0 client may send none), unless an absolute-form target names
 /// the host itself and wins over it (§3.2.2); a host of visible ASCII that is a valid
 /// host[:port]. A target in neither origin nor absolute form (`*`) is refused, as nginx
@@ -207,7 +207,7 @@ pub(super) fn address<'b>(target: &'b str, seen: &Seen<'b>) -> Result<Addressed<
         let Some((authority, origin)) = absolute_form(target) else {
             return Err(ProxyError::BadRequest("an invalid request target"));
         };
-        // Held to the `http` crate's authority, as on the general path (no `%` in a host).
+        // Held to the `http` crate's authority (no `%` in a host).
         if authority.parse::<http::uri::Authority>().is_err() {
             return Err(ProxyError::BadRequest("invalid Host"));
         }

@@ -169,7 +169,7 @@ impl Answer<'_> {
     ) -> Written {
         let framing = self.head.framing;
         // The upstream's own reason phrase, even an empty one: nginx passes the status line
-        // on, and hyper keeps it on the general path.
+        // on.
         let reason = self.head.reason(self.buf);
         let dated = self.fields().any(|(name, _)| field_of(name) == Field::Date);
         // A body that ends when the upstream closes goes to the client chunked (as nginx does),

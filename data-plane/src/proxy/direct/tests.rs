@@ -1,5 +1,7 @@
 use super::*;
 use crate::live::Live;
+use crate::proxy::Connector;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A direct-path listener with no configuration, whose heads are due within `header_read`.

@@ -101,7 +101,7 @@ pub(crate) fn plain_target(target: &str) -> bool {
 
 /// The fields of an upstream request head written in `up` (its request line, then a line per
 /// field, as far as written), with `host` as its Host: what a hash on a field the gateway
-/// writes reads, as the general path hashes the fields it forwards. Rare (a hash on Host or a
+/// writes reads: the fields as forwarded. Rare (a hash on Host or a
 /// forwarding field), so it may allocate.
 pub(crate) fn forwarded_fields(up: &[u8], host: &[u8]) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();

@@ -55,8 +55,12 @@ fn field_lines(buf: &[u8]) -> Option<usize> {
 
 /// The refusal of a head over Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), `head` being all
 /// of it or, unfinished, all read so far. Heads of a line's length or less pass unscanned.
-pub(crate) fn oversized(head: &[u8], complete: bool) -> Option<ProxyError> {
-    if head.len() <= MAX_LINE {
+///
+/// `joined`: the head came from HTTP/2 (`super::super::h2`), whose fields were each held to
+/// hyper's limit before its cookies were joined into one line; only the whole head is held
+/// here.
+pub(crate) fn oversized(head: &[u8], complete: bool, joined: bool) -> Option<ProxyError> {
+    if head.len() <= MAX_LINE || joined && head.len() <= MAX_HEAD {
         return None;
     }
     // Empty lines before a request line are skipped, as httparse and nginx skip them.
@@ -66,7 +70,7 @@ pub(crate) fn oversized(head: &[u8], complete: bool) -> Option<ProxyError> {
     if lines.next().is_some_and(|request_line| request_line.len() > MAX_LINE) {
         return Some(ProxyError::UriTooLong);
     }
-    if lines.any(|field| field.len() > MAX_LINE) {
+    if !joined && lines.any(|field| field.len() > MAX_LINE) {
         return Some(ProxyError::BadRequest("a header line longer than 8 KiB"));
     }
     if head.len() > MAX_HEAD || (!complete && head.len() == MAX_HEAD) {

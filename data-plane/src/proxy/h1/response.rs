@@ -14,7 +14,7 @@ use crate::proxy::direct::ClientIo;
 use crate::proxy::upstream::RawConn;
 use crate::proxy::waiting::Deadline;
 
-/// Response headers accepted from an upstream: hyper's own limit, as on the general path.
+/// Response headers accepted from an upstream (hyper's limit, which Gatehouse used before).
 pub(crate) const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Longest upstream response head accepted.
 pub(crate) const MAX_UPSTREAM_HEAD: usize = 64 * 1024;

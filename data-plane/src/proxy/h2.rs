@@ -1,0 +1,205 @@
+//! HTTP/2 clients, fed to the one request pipeline.
+//!
+//! hyper's h2 speaks the protocol; each request it yields is handed, as HTTP/1.1, to the same
+//! engine that serves HTTP/1 clients (`direct::serve`), over an in-memory pipe: routing,
+//! plugins, balancing, retries, the gateway's own fields and pages, logging and metrics are
+//! written once, for both protocols. The pipe costs an encode and a parse of each head in
+//! memory, which is small next to the TLS and framing work an HTTP/2 request already does,
+//! and it keeps a second copy of the pipeline (which used to drift from the first) from
+//! existing at all.
+//!
+//! What differs between the protocols is settled here, on the way in and out:
+//! - `:authority` is the request's Host (RFC 9113 §8.3.1), and the target is sent in origin
+//!   form;
+//! - split `cookie` fields are joined with `; ` (RFC 9113 §8.2.3);
+//! - the engine learns, from the connection, that the client speaks HTTP/2, so that plugins
+//!   and loggers see version 2;
+//! - fields that only mean something to an HTTP/1 connection (`Connection`, `Keep-Alive`,
+//!   `Transfer-Encoding`, `Upgrade`) are dropped from the answer, as HTTP/2 forbids them.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::watch;
+
+use super::direct::{self, ClientIo};
+use super::h1::rewind::Rewind;
+use super::{Conn, Proxy, ProxyError, ResBody};
+
+/// The fields an answer from the engine may carry: the upstream's (at most
+/// `h1::response::MAX_UPSTREAM_HEADERS`), the gateway's own and what plugins add. hyper's
+/// default (100) would turn a full upstream answer into a 502.
+const ANSWER_FIELDS: usize = 1000;
+
+/// How much of a body the pipe between the HTTP/2 stream and the engine holds in each
+/// direction before it pushes back.
+const PIPE: usize = 64 * 1024;
+
+/// An HTTP/2 connection (negotiated with ALPN, or spoken over TLS with prior knowledge, its
+/// first bytes already read): hyper's h2 serves it until it ends or shutdown drains it.
+pub async fn serve_h2<S: ClientIo>(
+    proxy: Arc<Proxy>,
+    conn: Arc<Conn>,
+    tcp: S,
+    read: Bytes,
+    mut shutdown: watch::Receiver<bool>,
+    header_read: Duration,
+) {
+    let conn = Arc::new(Conn { http2: true, ..Conn::clone(&conn) });
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (proxy, conn) = (proxy.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(stream(proxy, conn, req, header_read).await) }
+    });
+    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(Rewind { read, inner: tcp }), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = shutdown.changed() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// One HTTP/2 request, answered by the HTTP/1 engine over a pipe of its own.
+async fn stream(
+    proxy: Arc<Proxy>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    header_read: Duration,
+) -> Response<ResBody> {
+    let Some(req) = as_http1(req) else {
+        return own(&proxy, ProxyError::BadRequest("an invalid request target"));
+    };
+    let (ours, engine) = tokio::io::duplex(PIPE);
+    // Shutdown is the HTTP/2 connection's to handle (it drains its streams): a pipe carries one
+    // request, which its engine must not drop for a shutdown it sees first.
+    static NEVER: std::sync::LazyLock<watch::Sender<bool>> = std::sync::LazyLock::new(|| watch::channel(false).0);
+    tokio::spawn(engine_for(proxy.clone(), conn, engine, NEVER.subscribe(), header_read));
+    let Ok((mut sender, connection)) =
+        hyper::client::conn::http1::Builder::new().max_headers(ANSWER_FIELDS).handshake(TokioIo::new(ours)).await
+    else {
+        return own(&proxy, unanswered());
+    };
+    // Driven here until the answer's head is in, so that a stream the client resets (which
+    // drops this future) closes the pipe, and the engine sees its client leave, as it sees
+    // an HTTP/1 client leave.
+    let mut connection = Box::pin(connection);
+    let answer = sender.send_request(req);
+    let mut answer = std::pin::pin!(answer);
+    let mut ended = false;
+    let answered = loop {
+        tokio::select! {
+            biased;
+            a = answer.as_mut() => break a,
+            _ = connection.as_mut(), if !ended => ended = true,
+        }
+    };
+    if !ended {
+        // The body is still to come through the pipe.
+        tokio::spawn(connection);
+    }
+    match answered {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE] {
+                parts.headers.remove(name);
+            }
+            parts.headers.remove("keep-alive");
+            parts.headers.remove("proxy-connection");
+            parts.version = Version::HTTP_2;
+            Response::from_parts(parts, ResBody::Engine(body))
+        }
+        // The engine ends a request without an answer when its client stops sending a short
+        // body before the head deadline, as it closes an HTTP/1 connection then.
+        Err(e) => {
+            tracing::debug!(error = %e, "an HTTP/2 request was not answered by the engine");
+            own(&proxy, unanswered())
+        }
+    }
+}
+
+/// The engine serving one pipe. Boxed, because the engine also hands HTTP/2 connections here
+/// (prior knowledge over TLS): a future type cannot contain itself.
+fn engine_for(
+    proxy: Arc<Proxy>,
+    conn: Arc<Conn>,
+    pipe: tokio::io::DuplexStream,
+    shutdown: watch::Receiver<bool>,
+    header_read: Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(direct::serve(proxy, conn, pipe, shutdown, header_read))
+}
+
+/// The HTTP/2 request as an HTTP/1.1 one, its body streaming as it comes; `None` for a
+/// target that has no origin form.
+fn as_http1(req: Request<Incoming>) -> Option<Request<Incoming>> {
+    use hyper::body::Body as _;
+    let (mut parts, body) = req.into_parts();
+    if let Some(authority) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        parts.headers.insert(header::HOST, authority);
+    }
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = Uri::try_from(target).ok()?;
+    parts.version = Version::HTTP_11;
+    join_cookies(&mut parts.headers);
+    // An interim `100 Continue` cannot reach an HTTP/2 client from here (hyper's h2 sends
+    // none, and its HTTP/1 client swallows the engine's): the client sends its body after its
+    // own wait, and the engine takes it as any other body.
+    parts.headers.remove(header::EXPECT);
+    // A body without a length goes chunked: hyper would drop one on a GET or HEAD.
+    if !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+    Some(Request::from_parts(parts, body))
+}
+
+/// HTTP/2 lets a client split its cookies over several fields; HTTP/1.1 carries one.
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for c in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(c.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// What a request the engine did not answer gets: the client's body never came whole.
+fn unanswered() -> ProxyError {
+    ProxyError::BadRequest("the request body did not arrive")
+}
+
+/// One of Gatehouse's own pages, with `Server` only if the `headers` setting lets it.
+fn own(proxy: &Proxy, e: ProxyError) -> Response<ResBody> {
+    let mut resp = e.into_response(None);
+    if !proxy.headers.server {
+        resp.headers_mut().remove(header::SERVER);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_cookies_are_joined_in_order() {
+        let mut h = http::HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+    }
+}
