@@ -34,8 +34,9 @@ impl ReqBody {
 
 pub enum ResBody {
     Full(Option<Bytes>),
-    /// The engine's answer to an HTTP/2 request (see `super::h2`).
-    Engine(Incoming),
+    /// The engine's answer to an HTTP/2 request, and its stream's place among the open ones
+    /// (see `super::h2`).
+    Engine(Incoming, super::h2::Open),
     /// A body Gatehouse wrote itself, passing through plugins' `body_filter`, whose `log`
     /// phase runs once it is sent.
     Filtered(Box<Filtered>),
@@ -139,7 +140,7 @@ impl Body for ResBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ResBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResBody::Engine(body) => Pin::new(body).poll_frame(cx),
+            ResBody::Engine(body, _) => Pin::new(body).poll_frame(cx),
             ResBody::Filtered(f) => {
                 let data = if f.flushed { None } else { f.take_full() };
                 f.finish();
@@ -151,7 +152,7 @@ impl Body for ResBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResBody::Full(b) => b.is_none(),
-            ResBody::Engine(body) => body.is_end_stream(),
+            ResBody::Engine(body, _) => body.is_end_stream(),
             ResBody::Filtered(f) => f.flushed,
         }
     }
@@ -160,7 +161,7 @@ impl Body for ResBody {
         match self {
             ResBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResBody::Full(None) => SizeHint::with_exact(0),
-            ResBody::Engine(body) => body.size_hint(),
+            ResBody::Engine(body, _) => body.size_hint(),
             // Filters may change the length.
             ResBody::Filtered(_) => SizeHint::default(),
         }

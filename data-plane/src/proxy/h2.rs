@@ -42,7 +42,9 @@ const ANSWER_FIELDS: usize = 1000;
 const PIPE: usize = 64 * 1024;
 
 /// An HTTP/2 connection (negotiated with ALPN, or spoken over TLS with prior knowledge, its
-/// first bytes already read): hyper's h2 serves it until it ends or shutdown drains it.
+/// first bytes already read): hyper's h2 serves it until it ends, shutdown drains it, or it
+/// has had no stream open for `header_read` (as an HTTP/1 connection may wait that long
+/// between requests); then it is told to go away (GOAWAY) once its last stream is done.
 pub async fn serve_h2<S: ClientIo>(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
@@ -52,16 +54,24 @@ pub async fn serve_h2<S: ClientIo>(
     header_read: Duration,
 ) {
     let conn = Arc::new(Conn { http2: true, ..Conn::clone(&conn) });
+    let (count, mut open_streams) = watch::channel(0usize);
+    let count = Arc::new(count);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (proxy, conn) = (proxy.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(stream(proxy, conn, req, header_read).await) }
+        let (proxy, conn, open) = (proxy.clone(), conn.clone(), Open::new(&count));
+        async move { Ok::<_, Infallible>(stream(proxy, conn, req, header_read, open).await) }
     });
     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection(TokioIo::new(Rewind { read, inner: tcp }), service);
     let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        _ = shutdown.changed() => {}
+    loop {
+        let idle = *open_streams.borrow_and_update() == 0;
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = shutdown.changed() => break,
+            // A stream opened or ended: the idle limit counts from the last one's end.
+            Ok(()) = open_streams.changed() => {}
+            () = tokio::time::sleep(header_read), if idle => break,
+        }
     }
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
@@ -73,6 +83,7 @@ async fn stream(
     conn: Arc<Conn>,
     req: Request<Incoming>,
     header_read: Duration,
+    open: Open,
 ) -> Response<ResBody> {
     let Some(req) = as_http1(req) else {
         return own(&proxy, ProxyError::BadRequest("an invalid request target"));
@@ -114,7 +125,7 @@ async fn stream(
             parts.headers.remove("keep-alive");
             parts.headers.remove("proxy-connection");
             parts.version = Version::HTTP_2;
-            Response::from_parts(parts, ResBody::Engine(body))
+            Response::from_parts(parts, ResBody::Engine(body, open))
         }
         // The engine ends a request without an answer when its client stops sending a short
         // body before the head deadline, as it closes an HTTP/1 connection then.
@@ -122,6 +133,22 @@ async fn stream(
             tracing::debug!(error = %e, "an HTTP/2 request was not answered by the engine");
             own(&proxy, unanswered())
         }
+    }
+}
+
+/// One open stream of an HTTP/2 connection, counted until its answer is sent or abandoned.
+pub struct Open(Arc<watch::Sender<usize>>);
+
+impl Open {
+    fn new(count: &Arc<watch::Sender<usize>>) -> Open {
+        count.send_modify(|n| *n += 1);
+        Open(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -191,6 +218,40 @@ fn own(proxy: &Proxy, e: ProxyError) -> Response<ResBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::Live;
+    use crate::proxy::Connector;
+
+    /// A connection that has had no stream open for the idle limit is closed; one whose
+    /// stream just ended is not closed at once.
+    #[tokio::test]
+    async fn a_connection_with_no_stream_open_is_closed_after_the_idle_limit() {
+        let proxy = Arc::new(Proxy {
+            live: Arc::new(Live::new(crate::balancer::Registry::default())),
+            connector: Connector::new(),
+            trusted: Vec::new(),
+            headers: Default::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let conn = Arc::new(Conn::new(peer, true, addr.port()));
+            let (_stop, stopped) = watch::channel(false);
+            serve_h2(proxy, conn, tcp, Bytes::new(), stopped, Duration::from_millis(400)).await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(connection);
+        // One request (no configuration: Kong's 404), then nothing.
+        let req = Request::get("https://a.test/x").body(http_body_util::Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 404);
+        drop(resp);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!served.is_finished(), "closed before the idle limit");
+        tokio::time::timeout(Duration::from_secs(5), served).await.expect("the idle connection is closed").unwrap();
+    }
 
     #[test]
     fn split_cookies_are_joined_in_order() {
