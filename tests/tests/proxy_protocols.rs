@@ -262,3 +262,44 @@ async fn https_services_are_reached_over_tls() {
     assert!(snis.iter().any(|s| s.as_deref() == Some("other.test")), "each Host its own SNI: {snis:?}");
     assert!(!snis.iter().flatten().any(|s| s.starts_with("127.")), "no SNI may carry an IP address: {snis:?}");
 }
+
+/// An HTTP/2 client that resets its stream while the upstream's answer is quiet (a stream of
+/// events) frees the upstream connection at once, not at the upstream's next byte (or its
+/// read timeout).
+#[tokio::test]
+async fn a_reset_http2_stream_frees_its_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback");
+    let port = listener.local_addr().expect("loopback").port();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("the gateway connects");
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.expect("the request head");
+            assert!(n > 0, "the request head ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let start =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello\n\r\n";
+        tcp.write_all(start).await.expect("the answer's start");
+        // Then nothing, until the gateway closes the connection.
+        while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        let _ = closed_tx.send(());
+    });
+    let gw = Standalone::start().await;
+    let service = gw.service_at(port, json!({"read_timeout": 30_000})).await;
+    gw.route(&service, json!({"paths": ["/events"]})).await;
+    gw.sync().await;
+
+    let mut reply = gw.client().get(gw.proxy_tls_url("/events")).send().await.expect("the answer's head");
+    assert_eq!((reply.version(), reply.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    let first = reply.chunk().await.expect("the first event").expect("some bytes");
+    assert_eq!(&first[..], b"hello\n");
+    drop(reply);
+    tokio::time::timeout(std::time::Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the upstream connection is closed once the stream is reset")
+        .expect("the upstream saw its connection close");
+}

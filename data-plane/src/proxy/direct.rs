@@ -80,7 +80,7 @@ const CLIENT_CLOSED: u16 = 499;
 /// then not waited for). Bytes the client sends meanwhile (a pipelined request) are kept in
 /// `early`, and the client is not watched further. Reading from the client only while the
 /// answer is pending costs nothing when the upstream is quick.
-async fn unless_client_leaves<T>(
+pub(crate) async fn unless_client_leaves<T>(
     client: &mut impl ClientIo,
     early: &mut BytesMut,
     answer: impl std::future::Future<Output = T>,

@@ -566,10 +566,12 @@ pub(super) async fn exchange(
             read_timeout,
             answer_by,
             &mut bytes_sent,
+            conn.http2,
         )
         .await
     } else {
-        relay(&mut upstream, client, out, framing, seen.http10, read_timeout, answer_by, &mut bytes_sent).await
+        let watch = conn.http2;
+        relay(&mut upstream, client, out, framing, seen.http10, read_timeout, answer_by, &mut bytes_sent, watch).await
     };
     if let Some(l) = log {
         let logging = Instant::now();

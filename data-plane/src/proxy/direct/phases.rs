@@ -14,7 +14,7 @@ use super::ClientIo;
 use crate::plugins::{BodyFilter, Resolved, ResponseFields, ResponseHook};
 use crate::proxy::body::{end_filters, run_filters};
 use crate::proxy::h1::chunked::ChunkedEnd;
-use crate::proxy::h1::response::{read_body, Framing, Relay};
+use crate::proxy::h1::response::{more_body, Framing, More, Relay};
 use crate::proxy::h1::write::{line, send};
 use crate::proxy::upstream::RawConn;
 use crate::proxy::waiting::Deadline;
@@ -137,6 +137,7 @@ pub(super) async fn relay_filtered(
     read_timeout: std::time::Duration,
     read_by: &mut Deadline,
     sent: &mut u64,
+    watch: bool,
 ) -> Relay {
     let mut remaining = match framing {
         Framing::Length(n) => n,
@@ -187,9 +188,10 @@ pub(super) async fn relay_filtered(
             *sent += out.len() as u64;
             out.clear();
         }
-        match read_body(upstream, read_timeout, read_by).await {
-            Some(n) if n > 0 => {}
-            Some(_) if matches!(framing, Framing::Close) => break,
+        match more_body(upstream, client, watch, read_timeout, read_by).await {
+            More::Read(n) if n > 0 => {}
+            More::Read(_) if matches!(framing, Framing::Close) => break,
+            More::ClientGone => return Relay::ClientGone,
             _ => return Relay::UpstreamBroken,
         }
     }

@@ -88,12 +88,15 @@ pub(crate) async fn relay(
     read_timeout: Duration,
     read_by: &mut Deadline,
     sent: &mut u64,
+    watch: bool,
 ) -> Relay {
     let mut remaining = match framing {
         Framing::NoBody => 0,
         Framing::Length(n) => n,
         Framing::Chunked => u64::MAX,
-        Framing::Close => return relay_until_close(upstream, client, out, !unchunk, read_timeout, read_by, sent).await,
+        Framing::Close => {
+            return relay_until_close(upstream, client, out, !unchunk, read_timeout, read_by, sent, watch).await
+        }
     };
     let mut chunked = matches!(framing, Framing::Chunked).then(ChunkedEnd::default);
     let decode = unchunk && chunked.is_some();
@@ -139,8 +142,9 @@ pub(crate) async fn relay(
             return Relay::Done { extra };
         }
         upstream.buf.clear();
-        match read_body(upstream, read_timeout, read_by).await {
-            Some(n) if n > 0 => {}
+        match more_body(upstream, client, watch, read_timeout, read_by).await {
+            More::Read(n) if n > 0 => {}
+            More::ClientGone => return Relay::ClientGone,
             _ => return Relay::UpstreamBroken,
         }
     }
@@ -149,6 +153,7 @@ pub(crate) async fn relay(
 /// Relays a body that ends when the upstream closes, as chunks (`chunk`): one per read, written
 /// with the head in `out` for the first, then the last chunk when the upstream closes. Without
 /// `chunk` (an HTTP/1.0 client) the bytes go as they are, and the client's connection ends too.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn relay_until_close(
     upstream: &mut RawConn,
     client: &mut impl ClientIo,
@@ -157,6 +162,7 @@ pub(crate) async fn relay_until_close(
     read_timeout: Duration,
     read_by: &mut Deadline,
     sent: &mut u64,
+    watch: bool,
 ) -> Relay {
     loop {
         if !upstream.buf.is_empty() {
@@ -175,10 +181,11 @@ pub(crate) async fn relay_until_close(
         }
         *sent += out.len() as u64;
         out.clear();
-        match read_body(upstream, read_timeout, read_by).await {
-            Some(n) if n > 0 => {}
-            Some(_) => break,
-            None => return Relay::UpstreamBroken,
+        match more_body(upstream, client, watch, read_timeout, read_by).await {
+            More::Read(n) if n > 0 => {}
+            More::Read(_) => break,
+            More::Failed => return Relay::UpstreamBroken,
+            More::ClientGone => return Relay::ClientGone,
         }
     }
     if chunk {
@@ -188,6 +195,39 @@ pub(crate) async fn relay_until_close(
         *sent += 5;
     }
     Relay::Done { extra: true }
+}
+
+/// What waiting for more of a response body came to.
+pub(crate) enum More {
+    /// The bytes read (0: the upstream closed).
+    Read(usize),
+    /// A read error, or `read_timeout` passed.
+    Failed,
+    /// The client left while the upstream was quiet.
+    ClientGone,
+}
+
+/// [`read_body`], watching the client too when `watch`: the pipe behind an HTTP/2 stream
+/// (`super::super::h2`), whose end can only mean the stream was reset. A client that leaves
+/// while the upstream is quiet (a stream of events, a long poll) then frees the upstream
+/// connection at once, not at the upstream's next byte.
+pub(crate) async fn more_body(
+    upstream: &mut RawConn,
+    client: &mut impl ClientIo,
+    watch: bool,
+    read_timeout: Duration,
+    read_by: &mut Deadline,
+) -> More {
+    let read = read_body(upstream, read_timeout, read_by);
+    let read = if watch {
+        match crate::proxy::direct::unless_client_leaves(client, &mut bytes::BytesMut::new(), read).await {
+            Some(read) => read,
+            None => return More::ClientGone,
+        }
+    } else {
+        read.await
+    };
+    read.map_or(More::Failed, More::Read)
 }
 
 /// Reads more of a response body into the emptied `upstream.buf`: the bytes read (0 when the
