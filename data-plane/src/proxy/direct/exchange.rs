@@ -210,6 +210,7 @@ pub(super) async fn exchange(
     let overrides = accessed.as_ref().and_then(|a| a.overrides.as_deref());
     let method = overrides.and_then(|o| o.method.as_ref()).map_or(method, http::Method::as_str);
     let plugin_host = overrides.and_then(|o| o.host.as_ref()).map(HeaderValue::as_bytes);
+    let preserved = route.preserve_host.then_some(host.as_bytes());
     // The upstream's answer is framed by the method it got (a plugin may have changed it).
     let upstream_head = method == "HEAD";
     let consumer = accessed.as_ref().and_then(|a| a.overrides.as_ref()).and_then(|o| o.consumer.as_deref());
@@ -256,11 +257,7 @@ pub(super) async fn exchange(
     }
     if let Some(b) = service.balancer.as_ref().filter(|_| hash_forwarded) {
         // The Host sent to the service, not to a peer (hashed once for every try).
-        let host = match plugin_host {
-            Some(h) => h,
-            None if route.preserve_host => host.as_bytes(),
-            None => service.host_header.as_bytes(),
-        };
+        let host = upstream_host(plugin_host, preserved, None, service);
         let headers = crate::proxy::h1::fields::forwarded_fields(up, host);
         hashed = b.hash.hash(&HashInput { headers: &headers, client_ip: conn.peer.ip(), consumer });
     }
@@ -322,13 +319,7 @@ pub(super) async fn exchange(
         }
         trace::phase(&mut tally.trace, picking, "kong.balancer", || trace::peer(service, peer.as_deref(), try_number));
         up.truncate(base);
-        let host_value = match &peer {
-            _ if plugin_host.is_some() => plugin_host.unwrap_or_default(),
-            _ if route.preserve_host => host.as_bytes(),
-            Some(p) => p.host_header(service.https).as_bytes(),
-            None => service.host_header.as_bytes(),
-        };
-        line(up, &[b"Host: ", host_value]);
+        line(up, &[b"Host: ", upstream_host(plugin_host, preserved, peer.as_deref(), service)]);
         up.extend_from_slice(b"\r\n");
         up.extend_from_slice(body);
         let key = peer.as_ref().map_or(&service.pool_key, |p| p.pool_key(service.https));
@@ -595,5 +586,20 @@ pub(super) async fn exchange(
         Next::Close
     } else {
         Next::KeepAlive
+    }
+}
+
+/// The upstream request's Host: a plugin's, else the client's on a route that preserves it,
+/// else the peer's (a balanced service) or the service's own.
+fn upstream_host<'a>(
+    plugin: Option<&'a [u8]>,
+    preserved: Option<&'a [u8]>,
+    peer: Option<&'a crate::balancer::ring::Peer>,
+    service: &'a crate::compiled::Service,
+) -> &'a [u8] {
+    match (plugin.or(preserved), peer) {
+        (Some(h), _) => h,
+        (None, Some(p)) => p.host_header(service.https).as_bytes(),
+        (None, None) => service.host_header.as_bytes(),
     }
 }
