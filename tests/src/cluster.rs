@@ -470,6 +470,58 @@ impl SyncClient {
     }
 }
 
+/// Where a following in-test client stands: the revision it holds and on how many streams it
+/// has been brought up to the control plane's head (a reconnection adds one).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Following {
+    pub revision: i64,
+    pub streams_in_sync: u32,
+}
+
+impl SyncClient {
+    /// Stays connected, acknowledging everything, and publishes where it stands on `at` after
+    /// each message; reconnects (saying what it holds) whenever the stream ends. Runs until
+    /// the task is dropped or aborted.
+    pub async fn follow(
+        mut self,
+        addr: String,
+        cert: std::sync::Arc<ClusterCert>,
+        at: tokio::sync::watch::Sender<Following>,
+    ) {
+        let mut streams_in_sync = 0;
+        loop {
+            let Ok((tx, mut inbound)) = self.open(&addr, &cert).await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let mut counted = false;
+            while let Ok(Some(msg)) = inbound.message().await {
+                let (revision, epoch, whole) = match msg.message {
+                    Some(CpMsg::Snapshot(c)) if c.last => (c.revision, c.epoch, true),
+                    Some(CpMsg::Deltas(d)) => (d.revision, d.epoch, true),
+                    Some(CpMsg::UpToDate(u)) => (u.revision, u.epoch, true),
+                    _ => (self.revision, self.epoch.clone(), false),
+                };
+                if !whole {
+                    continue;
+                }
+                self.revision = revision;
+                self.epoch = epoch;
+                let ack = DataPlaneMessage { message: Some(DpMsg::Ack(Ack { revision })) };
+                if tx.send(ack).await.is_err() {
+                    break;
+                }
+                if !counted {
+                    counted = true;
+                    streams_in_sync += 1;
+                }
+                at.send_replace(Following { revision, streams_in_sync });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// The data plane's half of an open sync stream.
 type Stream = (mpsc::Sender<DataPlaneMessage>, tonic::Streaming<ControlPlaneMessage>);
 

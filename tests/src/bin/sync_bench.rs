@@ -12,7 +12,8 @@
 //!
 //! Options: `--pairs N` (Services + Routes to load, default 10000), `--writes N` (sequential
 //! writes per fleet size, default 200), `--dps 1,10` (fleet sizes), `--concurrency N` (Admin
-//! requests in flight while loading, default 16), `--json-out FILE`.
+//! requests in flight while loading, default 16), `--clients N` (in-process sync clients for
+//! phase 4; 0, the default, skips it), `--json-out FILE`.
 //!
 //! Phases:
 //! 1. a control plane on a fresh, migrated Postgres database; N Services + N Routes written
@@ -22,14 +23,19 @@
 //! 3. for each fleet size: the missing data planes are started together (time until all hold
 //!    the head), then W sequential writes (alternately a Route PATCH and a Service POST), each
 //!    timed from the Admin API's response until every data plane's status reports the
-//!    write's revision (status endpoints polled every 1 ms); then the first data plane's RSS.
+//!    write's revision (status endpoints polled every 1 ms); then the first data plane's RSS;
+//! 4. with `--clients N`: N in-process sync clients (each a stream to the control plane that
+//!    acknowledges everything) are connected and brought to the head; then W writes, each timed
+//!    from the Admin API's response until the last client has the write's revision (and has
+//!    acknowledged it); then the control plane is restarted and the time until every client is
+//!    connected and at the head again is measured.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use futures::stream::{self, StreamExt};
-use gatehouse_tests::cluster::{ClusterCert, ControlPlane, DataPlane};
+use gatehouse_tests::cluster::{ClusterCert, ControlPlane, DataPlane, Following, SyncClient};
 use gatehouse_tests::{migrate, Backend, Database};
 use serde_json::{json, Value};
 
@@ -44,16 +50,17 @@ struct Args {
     writes: usize,
     dps: Vec<usize>,
     concurrency: usize,
+    clients: usize,
     json_out: Option<String>,
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: sync_bench [--pairs N] [--writes N] [--dps 1,10] [--concurrency N] [--json-out FILE]");
+    eprintln!("{problem}\nusage: sync_bench [--pairs N] [--writes N] [--dps 1,10] [--concurrency N] [--clients N] [--json-out FILE]");
     std::process::exit(2)
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { pairs: 10_000, writes: 200, dps: vec![1, 10], concurrency: 16, json_out: None };
+    let mut args = Args { pairs: 10_000, writes: 200, dps: vec![1, 10], concurrency: 16, clients: 0, json_out: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -70,6 +77,7 @@ fn parse_args() -> Args {
                 args.dps.sort_unstable();
                 args.dps.dedup();
             }
+            "--clients" => args.clients = number(&value),
             "--json-out" => args.json_out = Some(value),
             _ => usage(&format!("unknown option {flag}")),
         }
@@ -283,10 +291,10 @@ async fn main() {
         .expect("HTTP client");
 
     // --- control plane on a fresh Postgres database ---
-    let cert = ClusterCert::generate();
+    let cert = std::sync::Arc::new(ClusterCert::generate());
     let db = Database::create(Backend::Postgres).await;
     migrate(&db).await;
-    let cp = ControlPlane::start(&db, &cert, &[]).await;
+    let mut cp = ControlPlane::start(&db, &cert, &[]).await;
     let admin = cp.admin.clone();
     let cluster = cp.cluster_addr();
     println!("control plane: admin {admin}, cluster {cluster}");
@@ -549,6 +557,9 @@ async fn main() {
         }));
     }
     report["writes"] = Value::Array(runs);
+    if args.clients > 0 {
+        report["clients"] = clients_phase(&args, &http, &mut cp, &cert, &route_ids).await;
+    }
 
     let (cp_rss, cp_hwm) = cp_memory(&cp);
     report["cp_rss_kib_end"] = json!(cp_rss);
@@ -564,4 +575,92 @@ async fn main() {
     drop(fleet);
     drop(cp);
     drop(db);
+}
+
+/// Phase 4: `args.clients` in-process sync clients follow the control plane; writes are timed
+/// to the last of them, then the control plane restarts under them.
+async fn clients_phase(
+    args: &Args,
+    http: &reqwest::Client,
+    cp: &mut ControlPlane,
+    cert: &std::sync::Arc<ClusterCert>,
+    route_ids: &[String],
+) -> Value {
+    let admin = cp.admin.clone();
+    let head_now = head(http, &admin).await;
+    let started = Instant::now();
+    let mut at = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (tx, rx) = tokio::sync::watch::channel(Following::default());
+        tasks.push(tokio::spawn(SyncClient::new().follow(cp.cluster_addr(), cert.clone(), tx)));
+        at.push(rx);
+    }
+    let in_sync = all_at(&mut at, head_now, 1).await.iter().filter(|ok| **ok).count();
+    let connect_ms = ms(started.elapsed());
+    println!(
+        "{} in-process sync clients: {in_sync} at the head (revision {head_now}) after {connect_ms:.1} ms",
+        args.clients
+    );
+
+    let mut times = Vec::new();
+    let mut lost = 0;
+    let mut rev = head_now;
+    for w in 0..args.writes {
+        let id = &route_ids[w % route_ids.len().max(1)];
+        let req = http.patch(format!("{admin}/routes/{id}")).json(&json!({"strip_path": w % 2 == 0}));
+        let (st, body, _) = admin_send(req).await;
+        let acknowledged = Instant::now();
+        if !(200..300).contains(&st) {
+            eprintln!("client-phase write {w} failed: {st} {body}");
+            continue;
+        }
+        let target = rev + 1;
+        let reached = all_at(&mut at, target, 1).await;
+        if reached.iter().all(|ok| *ok) {
+            times.push(ms(acknowledged.elapsed()));
+        } else {
+            lost += 1;
+        }
+        rev = head(http, &admin).await;
+    }
+    let writes = summary(&times);
+    println!("  {} writes, response -> last of {} clients has it: {}", args.writes, args.clients, fmt_summary(&writes));
+    if lost > 0 {
+        println!("  not at every client within {WRITE_DEADLINE:?}: {lost}");
+    }
+
+    // The control plane restarts under its connected clients.
+    let restarting = Instant::now();
+    cp.restart().await;
+    let up_ms = ms(restarting.elapsed());
+    let back = all_at(&mut at, rev, 2).await.iter().filter(|ok| **ok).count();
+    let back_ms = ms(restarting.elapsed());
+    println!(
+        "  control plane restarted (answering after {up_ms:.1} ms): {back} of {} clients connected and at the head after {back_ms:.1} ms",
+        args.clients
+    );
+    for t in tasks {
+        t.abort();
+    }
+    json!({
+        "clients": args.clients,
+        "connected_at_head": in_sync,
+        "connect_ms": connect_ms,
+        "write_to_last_client": writes,
+        "not_propagated": lost,
+        "restart_answering_ms": up_ms,
+        "restart_back_in_sync": back,
+        "restart_back_in_sync_ms": back_ms,
+    })
+}
+
+/// Waits (up to [`WRITE_DEADLINE`] each) until every client holds `revision`, having been
+/// brought up to date on at least `streams` streams; whether each did.
+async fn all_at(at: &mut [tokio::sync::watch::Receiver<Following>], revision: i64, streams: u32) -> Vec<bool> {
+    let waits = at.iter_mut().map(|rx| async move {
+        let reached = rx.wait_for(|f| f.revision >= revision && f.streams_in_sync >= streams);
+        tokio::time::timeout(WRITE_DEADLINE, reached).await.is_ok_and(|r| r.is_ok())
+    });
+    join_all(waits).await
 }
