@@ -92,6 +92,19 @@ pub struct Proxy {
     pub headers: EnabledHeaders,
 }
 
+#[cfg(test)]
+impl Proxy {
+    /// A proxy with no configuration and the default settings (unit tests' listeners).
+    pub(crate) fn unconfigured() -> Arc<Proxy> {
+        Arc::new(Proxy {
+            live: Arc::new(Live::new(crate::balancer::Registry::default())),
+            connector: Connector::new(),
+            trusted: Vec::new(),
+            headers: EnabledHeaders::default(),
+        })
+    }
+}
+
 /// An address range (`10.0.0.0/8`, or one address).
 #[derive(Debug, Clone, Copy)]
 pub struct IpNet {

@@ -205,15 +205,9 @@ impl Drop for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::Live;
 
     fn proxy() -> Arc<Proxy> {
-        Arc::new(Proxy {
-            live: Arc::new(Live::new(crate::balancer::Registry::default())),
-            connector: crate::proxy::Connector::new(),
-            trusted: Vec::new(),
-            headers: Default::default(),
-        })
+        Proxy::unconfigured()
     }
 
     /// The workers share one socket, so a second gateway started on a port already served

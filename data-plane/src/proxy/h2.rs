@@ -218,19 +218,12 @@ fn own(proxy: &Proxy, e: ProxyError) -> Response<ResBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::Live;
-    use crate::proxy::Connector;
 
     /// A connection that has had no stream open for the idle limit is closed; one whose
     /// stream just ended is not closed at once.
     #[tokio::test]
     async fn a_connection_with_no_stream_open_is_closed_after_the_idle_limit() {
-        let proxy = Arc::new(Proxy {
-            live: Arc::new(Live::new(crate::balancer::Registry::default())),
-            connector: Connector::new(),
-            trusted: Vec::new(),
-            headers: Default::default(),
-        });
+        let proxy = Proxy::unconfigured();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = tokio::spawn(async move {

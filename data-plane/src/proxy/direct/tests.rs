@@ -1,17 +1,10 @@
 use super::*;
-use crate::live::Live;
-use crate::proxy::Connector;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A direct-path listener with no configuration, whose heads are due within `header_read`.
 async fn serving(header_read: Duration) -> std::net::SocketAddr {
-    let proxy = Arc::new(Proxy {
-        live: Arc::new(Live::new(crate::balancer::Registry::default())),
-        connector: Connector::new(),
-        trusted: Vec::new(),
-        headers: Default::default(),
-    });
+    let proxy = Proxy::unconfigured();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
