@@ -121,11 +121,12 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     /// Whether `access` may read the request body, a chunked one or one with a length: the
-    /// direct path reads a body (up to 1 MiB) before the access phase only
-    /// when a plugin may, and otherwise streams it after, so a client awaiting `100 Continue`
-    /// hears it only once the plugins let the request through, as in Kong. By default: may.
+    /// engine reads a body (up to 1 MiB) before the access phase only when a plugin may, and
+    /// otherwise streams it after, so a client awaiting `100 Continue` hears it only once the
+    /// plugins let the request through, as in Kong. A plugin that says no sees every body
+    /// unread ([`RequestCtx::read_body`] is `None`). By default: does not.
     fn reads_body(&self, _chunked: bool) -> bool {
-        true
+        false
     }
 
     /// Whether a route with this plugin needs no response phases: it acts in `access` and

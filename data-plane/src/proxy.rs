@@ -170,8 +170,8 @@ pub(crate) fn add_own_fields(
     }
 }
 
-/// The fields `Kong-Debug` adds to a proxied answer (Kong's `header_filter`), as the direct
-/// path spells them.
+/// The fields `Kong-Debug` adds to a proxied answer (Kong's `header_filter`), spelled as
+/// Kong spells them.
 pub(crate) const DEBUG_FIELDS: [&str; 3] = ["Kong-Route-Id", "Kong-Service-Id", "Kong-Service-Name"];
 
 /// The values of [`DEBUG_FIELDS`] for an answer on `route`: its id, its service's id, and its

@@ -142,24 +142,19 @@ async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let conn = Arc::new(Conn::new(peer, tls.is_some(), port).at(tcp.local_addr().ok()));
-        match &tls {
+        // Held by the connection's task: counted open, and counted in metrics, until it ends.
+        let held = (Counted::new(&open), crate::metrics::connection_accepted());
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        match tls.clone() {
             None => {
-                let counted = Counted::new(&open);
-                let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
-                let accepted = crate::metrics::connection_accepted();
                 tokio::spawn(async move {
+                    let _held = held;
                     direct::serve(proxy, conn, tcp, shutdown, HEADER_READ).await;
-                    drop((counted, accepted));
                 });
             }
             Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let proxy = proxy.clone();
-                let counted = Counted::new(&open);
-                let shutdown = shutdown.clone();
-                let accepted = crate::metrics::connection_accepted();
                 tokio::spawn(async move {
-                    let _accepted = accepted;
+                    let _held = held;
                     let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         _ => return,
@@ -170,7 +165,6 @@ async fn serve(
                     } else {
                         direct::serve(proxy, conn, stream, shutdown, HEADER_READ).await;
                     }
-                    drop(counted);
                 });
             }
         }

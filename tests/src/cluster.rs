@@ -441,25 +441,15 @@ impl SyncClient {
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => break,
             };
-            match msg.message {
-                Some(CpMsg::Snapshot(c)) => {
-                    got.snapshot_chunks += 1;
-                    if c.last {
-                        got.revision = c.revision;
-                        got.epoch = c.epoch;
-                    }
-                }
-                Some(CpMsg::Deltas(d)) => {
-                    got.deltas += 1;
-                    got.revision = d.revision;
-                    got.epoch = d.epoch;
-                }
-                Some(CpMsg::UpToDate(u)) => {
-                    got.up_to_date += 1;
-                    got.revision = u.revision;
-                    got.epoch = u.epoch;
-                }
+            match &msg.message {
+                Some(CpMsg::Snapshot(_)) => got.snapshot_chunks += 1,
+                Some(CpMsg::Deltas(_)) => got.deltas += 1,
+                Some(CpMsg::UpToDate(_)) => got.up_to_date += 1,
                 _ => {}
+            }
+            if let Some((revision, epoch)) = position(msg) {
+                got.revision = revision;
+                got.epoch = epoch;
             }
             let ack = DataPlaneMessage { message: Some(DpMsg::Ack(Ack { revision: got.revision })) };
             let _ = tx.send(ack).await;
@@ -496,15 +486,7 @@ impl SyncClient {
             };
             let mut counted = false;
             while let Ok(Some(msg)) = inbound.message().await {
-                let (revision, epoch, whole) = match msg.message {
-                    Some(CpMsg::Snapshot(c)) if c.last => (c.revision, c.epoch, true),
-                    Some(CpMsg::Deltas(d)) => (d.revision, d.epoch, true),
-                    Some(CpMsg::UpToDate(u)) => (u.revision, u.epoch, true),
-                    _ => (self.revision, self.epoch.clone(), false),
-                };
-                if !whole {
-                    continue;
-                }
+                let Some((revision, epoch)) = position(msg) else { continue };
                 self.revision = revision;
                 self.epoch = epoch;
                 let ack = DataPlaneMessage { message: Some(DpMsg::Ack(Ack { revision })) };
@@ -519,6 +501,17 @@ impl SyncClient {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The revision and epoch a message brings its receiver to: a snapshot's last chunk, a batch of
+/// deltas, or word that it is up to date; `None` for anything else.
+fn position(msg: ControlPlaneMessage) -> Option<(i64, String)> {
+    match msg.message? {
+        CpMsg::Snapshot(c) if c.last => Some((c.revision, c.epoch)),
+        CpMsg::Deltas(d) => Some((d.revision, d.epoch)),
+        CpMsg::UpToDate(u) => Some((u.revision, u.epoch)),
+        _ => None,
     }
 }
 

@@ -75,6 +75,14 @@ async fn credential(gw: &Standalone, owner: &Value, kind: &str, body: Value) -> 
     row
 }
 
+/// The consumer `alice` (with `custom_id`, if given) and her hmac-auth credential
+/// `alice-hmac` / `alice-secret`.
+async fn hmac_alice(gw: &Standalone, custom_id: Option<&str>) -> Value {
+    let alice = consumer(gw, "alice", custom_id).await;
+    credential(gw, &alice, "hmac-auth", json!({"username": "alice-hmac", "secret": "alice-secret"})).await;
+    alice
+}
+
 // === helpers: requests ===
 
 /// A hand-written request with a body (`Content-Length` set) over a fresh connection.
@@ -541,8 +549,7 @@ async fn hmac_auth_valid_missing_stale_and_wrong() {
     on_route(&gw, &route, "hmac-auth", json!({})).await;
     let hidden = route_to(&gw, &service, "/hidden-hmac").await;
     on_route(&gw, &hidden, "hmac-auth", json!({"hide_credentials": true})).await;
-    let alice = consumer(&gw, "alice", Some("alice-custom")).await;
-    credential(&gw, &alice, "hmac-auth", json!({"username": "alice-hmac", "secret": "alice-secret"})).await;
+    let alice = hmac_alice(&gw, Some("alice-custom")).await;
     gw.sync().await;
 
     let date = http_date(now_secs());
@@ -593,15 +600,12 @@ async fn hmac_auth_valid_missing_stale_and_wrong() {
     assert_eq!(up.requests(), proxied, "no rejected request reaches the upstream");
 }
 
-/// Kong reads the Authorization value with one fixed grammar (`username`, `algorithm`,
-/// `headers`, `signature`, in that order); anything else cannot be verified.
 /// Over HTTP/2 the request line hmac-auth signs names version 2.0, as Kong's does.
 #[tokio::test]
 async fn hmac_auth_signs_the_http2_request_line() {
     let (gw, _up, _service, route) = gateway("/hmac2").await;
     on_route(&gw, &route, "hmac-auth", json!({})).await;
-    let alice = consumer(&gw, "alice", None).await;
-    credential(&gw, &alice, "hmac-auth", json!({"username": "alice-hmac", "secret": "alice-secret"})).await;
+    let alice = hmac_alice(&gw, None).await;
     gw.sync().await;
 
     let date = http_date(now_secs());
@@ -619,12 +623,13 @@ async fn hmac_auth_signs_the_http2_request_line() {
     assert_message(&send(sign("HTTP/1.1")).await, 403, HMAC_MISMATCH);
 }
 
+/// Kong reads the Authorization value with one fixed grammar (`username`, `algorithm`,
+/// `headers`, `signature`, in that order); anything else cannot be verified.
 #[tokio::test]
 async fn hmac_auth_parameters_follow_kongs_grammar() {
     let (gw, up, _, route) = gateway("/grammar").await;
     on_route(&gw, &route, "hmac-auth", json!({})).await;
-    let alice = consumer(&gw, "alice", None).await;
-    credential(&gw, &alice, "hmac-auth", json!({"username": "alice-hmac", "secret": "alice-secret"})).await;
+    let alice = hmac_alice(&gw, None).await;
     gw.sync().await;
     let date = http_date(now_secs());
     let signature = hmac_sha256_b64("alice-secret", &format!("date: {date}\nGET /grammar HTTP/1.1"));
@@ -664,8 +669,7 @@ async fn hmac_auth_enforce_headers_and_algorithms() {
     on_route(&gw, &route, "hmac-auth", json!({"enforce_headers": ["date", "x-custom"]})).await;
     let sha512_only = route_to(&gw, &service, "/sha512-only").await;
     on_route(&gw, &sha512_only, "hmac-auth", json!({"algorithms": ["hmac-sha512"]})).await;
-    let alice = consumer(&gw, "alice", None).await;
-    credential(&gw, &alice, "hmac-auth", json!({"username": "alice-hmac", "secret": "alice-secret"})).await;
+    let alice = hmac_alice(&gw, None).await;
     gw.sync().await;
     let date = http_date(now_secs());
 
@@ -693,8 +697,7 @@ async fn hmac_auth_enforce_headers_and_algorithms() {
 async fn hmac_auth_validate_request_body() {
     let (gw, _up, _, route) = gateway("/digest").await;
     on_route(&gw, &route, "hmac-auth", json!({"validate_request_body": true})).await;
-    let alice = consumer(&gw, "alice", None).await;
-    credential(&gw, &alice, "hmac-auth", json!({"username": "alice-hmac", "secret": "alice-secret"})).await;
+    let alice = hmac_alice(&gw, None).await;
     gw.sync().await;
     let date = http_date(now_secs());
     let body = br#"{"amount":100}"#;

@@ -1322,9 +1322,6 @@ async fn kong_debug_is_answered_on_the_direct_path() {
     assert_eq!(r.header("kong-route-id"), Some("spoofed"), "without Kong-Debug the upstream's stays: {:?}", r.headers);
 }
 
-/// A head is limited by its bytes (32 KiB, as nginx's buffers), not by a count of fields: one
-/// with hundreds of fields is forwarded whole on the direct path, each field as the client
-/// spelled it and in its order; and hundreds of Host fields are still more than one.
 /// An answer with as many fields as an upstream may send, and the gateway's own added, reaches
 /// an HTTP/2 client whole (the engine's answer is parsed again on its way to HTTP/2).
 #[tokio::test]
@@ -1343,6 +1340,9 @@ async fn an_answer_with_a_hundred_fields_reaches_http2_clients_whole() {
     assert!(r.header("x-kong-proxy-latency").is_some(), "{:?}", r.headers);
 }
 
+/// A head is limited by its bytes (32 KiB, as nginx's buffers), not by a count of fields: one
+/// with hundreds of fields is forwarded whole on the direct path, each field as the client
+/// spelled it and in its order; and hundreds of Host fields are still more than one.
 #[tokio::test]
 async fn a_head_with_hundreds_of_fields_is_forwarded_whole() {
     let gw = Standalone::start().await;

@@ -253,9 +253,9 @@ async fn https_services_are_reached_over_tls() {
     let echo = gw.get_with("/kept", &[("Host", "secure.test")]).await.echo();
     assert_eq!(echo.header("host"), Some("secure.test"));
     // Another client Host right after: a connection named for the first is not reused. Sent
-    // as HTTP/1.0, answered in HTTP/1.1: the direct path served it (hyper answers in 1.0).
+    // as HTTP/1.0, answered in HTTP/1.1, as nginx answers.
     let reply = gw.send_raw(b"GET /kept HTTP/1.0\r\nHost: other.test:8000\r\n\r\n").await.expect("an answer");
-    assert_eq!(reply.version, "HTTP/1.1", "the direct path");
+    assert_eq!(reply.version, "HTTP/1.1", "answered as nginx answers an HTTP/1.0 client");
     assert_eq!(reply.echo().header("host"), Some("other.test:8000"));
     let snis = up.snis();
     assert!(snis.iter().any(|s| s.as_deref() == Some("secure.test")), "SNI with preserve_host: {snis:?}");

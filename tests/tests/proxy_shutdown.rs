@@ -31,12 +31,24 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     matches!(tokio::time::timeout(limit, stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
 }
 
+/// A gateway with the route `/s` to `up`.
+async fn serving(up: &Upstream) -> Standalone {
+    let gw = Standalone::start().await;
+    gw.expose(up, json!({}), json!({"paths": ["/s"]})).await;
+    gw.sync().await;
+    gw
+}
+
+/// The gateway exits, successfully, soon after SIGTERM.
+async fn exits_cleanly(gw: &mut Standalone) {
+    let status = gw.exited_within(Duration::from_secs(20)).await.expect("the gateway exits after SIGTERM");
+    assert!(status.success(), "exit status {status}\n{}", gw.logs());
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed_at_once_and_the_gateway_exits() {
-    let mut gw = Standalone::start().await;
     let up = Upstream::echo("idle").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/s"]})).await;
-    gw.sync().await;
+    let mut gw = serving(&up).await;
 
     let mut idle = Vec::new();
     for extra in BOTH_PATHS {
@@ -52,16 +64,13 @@ async fn idle_keep_alive_connections_are_closed_at_once_and_the_gateway_exits() 
     for (stream, extra) in idle.iter_mut().zip(BOTH_PATHS) {
         assert!(closed_within(stream, PROMPT).await, "idle connection {extra:?} still open {PROMPT:?} after SIGTERM");
     }
-    let status = gw.exited_within(Duration::from_secs(20)).await.expect("the gateway exits after SIGTERM");
-    assert!(status.success(), "exit status {status}\n{}", gw.logs());
+    exits_cleanly(&mut gw).await;
 }
 
 #[tokio::test]
 async fn a_request_in_flight_at_shutdown_is_answered_before_the_gateway_exits() {
-    let mut gw = Standalone::start().await;
     let up = Upstream::slow("slow", Duration::from_secs(2)).await;
-    gw.expose(&up, json!({}), json!({"paths": ["/s"]})).await;
-    gw.sync().await;
+    let mut gw = serving(&up).await;
 
     let mut in_flight = Vec::new();
     for extra in BOTH_PATHS {
@@ -85,8 +94,7 @@ async fn a_request_in_flight_at_shutdown_is_answered_before_the_gateway_exits() 
         assert_eq!(reply.echo().upstream(), "slow");
         assert!(closed, "connection {extra:?} still open {PROMPT:?} after its answer, during shutdown");
     }
-    let status = gw.exited_within(Duration::from_secs(20)).await.expect("the gateway exits after SIGTERM");
-    assert!(status.success(), "exit status {status}\n{}", gw.logs());
+    exits_cleanly(&mut gw).await;
 }
 
 /// An HTTP/2 request whose body is still arriving when SIGTERM comes is answered: the HTTP/2
@@ -94,10 +102,8 @@ async fn a_request_in_flight_at_shutdown_is_answered_before_the_gateway_exits() 
 /// for the shutdown.
 #[tokio::test]
 async fn an_http2_request_still_arriving_at_shutdown_is_answered() {
-    let mut gw = Standalone::start().await;
     let up = Upstream::echo("h2").await;
-    gw.expose(&up, json!({}), json!({"paths": ["/s"]})).await;
-    gw.sync().await;
+    let mut gw = serving(&up).await;
 
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let req = gw.client().post(gw.proxy_tls_url("/s")).header("content-length", "6");
@@ -115,6 +121,5 @@ async fn an_http2_request_still_arriving_at_shutdown_is_answered() {
     assert_eq!(reply.status(), 200, "{}", gw.logs());
     let echo: serde_json::Value = reply.json().await.expect("the echo");
     assert_eq!(echo["body_len"], 6, "{echo}");
-    let status = gw.exited_within(Duration::from_secs(20)).await.expect("the gateway exits after SIGTERM");
-    assert!(status.success(), "exit status {status}\n{}", gw.logs());
+    exits_cleanly(&mut gw).await;
 }

@@ -34,10 +34,6 @@ impl Plugin for Acl {
         true
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         let denied = || Access::Respond(Reply::message(403, "You cannot consume this service").build());
         let consumer = match &ctx.consumer {

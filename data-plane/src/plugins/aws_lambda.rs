@@ -109,14 +109,14 @@ impl AwsLambda {
 impl Function {
     /// The payload, as Kong builds it: the `forward_request_*` parts asked for, or (with none
     /// asked for) the query and body arguments merged.
-    async fn payload(&self, ctx: &mut RequestCtx<'_>) -> Value {
+    fn payload(&self, ctx: &RequestCtx<'_>) -> Value {
         let target = ctx.target.to_owned();
         if !(self.forward_method || self.forward_uri || self.forward_headers || self.forward_body) {
             let mut args = match super::log::query_json(&target) {
                 Value::Object(m) => m,
                 _ => Map::new(),
             };
-            if let Some(Value::Object(body)) = super::body::parse(ctx).await {
+            if let Some(Value::Object(body)) = super::body::parse(ctx) {
                 args.extend(body);
             }
             return Value::Object(args);
@@ -138,7 +138,7 @@ impl Function {
                 ct.contains("json") || ct.contains("x-www-form-urlencoded") || ct.contains("multipart/form-data")
             });
             let raw = ctx.read_body().unwrap_or_default();
-            let args = if known { super::body::parse(ctx).await.unwrap_or(json!({})) } else { json!({}) };
+            let args = if known { super::body::parse(ctx).unwrap_or(json!({})) } else { json!({}) };
             if known {
                 p.insert("request_body".into(), json!(String::from_utf8_lossy(&raw)));
             } else {
@@ -209,7 +209,7 @@ impl Function {
     }
 
     async fn run(self: Arc<Self>, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
-        let payload = Bytes::from(self.payload(ctx).await.to_string());
+        let payload = Bytes::from(self.payload(ctx).to_string());
         let answer = match self.invoke(payload).await {
             Ok(a) => a,
             Err(e) => {
@@ -272,6 +272,11 @@ fn sign(
 impl Plugin for AwsLambda {
     fn name(&self) -> &'static str {
         "aws-lambda"
+    }
+
+    /// The body's arguments (or the body itself) go into the payload.
+    fn reads_body(&self, _chunked: bool) -> bool {
+        true
     }
 
     fn access_only(&self) -> bool {

@@ -70,7 +70,7 @@ fn multipart(bytes: &[u8], boundary: &str) -> Option<Value> {
 
 /// The body's fields, or `None` when it cannot be parsed (no or unknown Content-Type,
 /// malformed, too large).
-pub async fn parse(ctx: &mut RequestCtx<'_>) -> Option<Value> {
+pub fn parse(ctx: &RequestCtx<'_>) -> Option<Value> {
     let (kind, boundary) = kind(ctx)?;
     // Too large to read (left to stream upstream): not parsed.
     let bytes = ctx.read_body()?;

@@ -94,10 +94,6 @@ impl Plugin for BotDetection {
         true
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         let mut agents = ctx.headers.get_all(http::header::USER_AGENT).iter();
         let Some(agent) = agents.next() else { return Access::Continue };

@@ -45,11 +45,6 @@ pub struct Chain {
     /// response phases (see [`Plugin::direct`]): it acts in `access` and `log` only, and
     /// neither filters nor keeps bodies.
     pub direct: bool,
-    /// Some configuration in the chain logs: requests on this route keep what the log
-    /// phase needs.
-    pub logs: bool,
-    /// Some configuration in the chain keeps response bodies for its log (galileo).
-    pub captures: bool,
     /// Whether some configuration may read a body with a length (0) or a chunked one (1):
     /// worked out once here, not per request.
     reads_body: [bool; 2],
@@ -71,10 +66,8 @@ impl Chain {
     fn new(entries: Vec<Entry>) -> Chain {
         let all = || entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()));
         let direct = all().all(|p| p.direct() && !p.filters_body() && !p.captures_bodies());
-        let logs = all().any(|p| p.logs());
-        let captures = all().any(|p| p.captures_bodies());
         let reads_body = [all().any(|p| p.reads_body(false)), all().any(|p| p.reads_body(true))];
-        Chain { entries, direct, logs, captures, reads_body }
+        Chain { entries, direct, reads_body }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,7 +78,7 @@ impl Chain {
     /// two compiles of one configuration).
     #[cfg(test)]
     pub(crate) fn describe(&self, row: &dyn Fn(&Instance) -> String) -> String {
-        let mut out = format!("direct={} logs={} captures={}", self.direct, self.logs, self.captures);
+        let mut out = format!("direct={} reads_body={:?}", self.direct, self.reads_body);
         for e in &self.entries {
             let mut consumers: Vec<String> = e
                 .by_consumer

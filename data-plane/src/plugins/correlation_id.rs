@@ -1,7 +1,7 @@
 //! correlation-id (kong-0.14-plugins §6.3): gives a request that lacks one an id in
 //! `header_name` for the upstream, and with `echo_downstream` the same id on the answer. It
 //! runs last in `access` (priority 1), so a request an earlier plugin refused has none, as in
-//! Kong. The echo is set during `access`, so the route stays on the direct path.
+//! Kong. The echo is set during `access`, so the route needs no response phase.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
@@ -87,10 +87,6 @@ impl Plugin for CorrelationId {
 
     fn access_only(&self) -> bool {
         true
-    }
-
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
     }
 
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {

@@ -2,7 +2,7 @@
 //! `preflight_continue`) and puts the CORS fields on every other answer. Origins are matched
 //! as regexes compiled when the configuration compiles; the fields are set during `access`, so
 //! they reach the answer whichever it is (proxied, or a later plugin's refusal), and the route
-//! stays on the direct path.
+//! needs no response phase.
 
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
@@ -125,10 +125,6 @@ impl Plugin for Cors {
 
     fn access_only(&self) -> bool {
         true
-    }
-
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
     }
 
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {

@@ -204,22 +204,6 @@ impl RequestCtx<'_> {
         url::form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == name).map(|(_, v)| v.into_owned()).collect()
     }
 
-    /// The first `name` argument (decoded) and how many there are, without collecting them.
-    pub fn query_arg(&self, name: &str) -> (Option<Cow<'_, str>>, usize) {
-        let Some(q) = self.query.as_deref() else { return (None, 0) };
-        let mut first = None;
-        let mut count = 0;
-        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-            if k == name {
-                count += 1;
-                if first.is_none() {
-                    first = Some(v);
-                }
-            }
-        }
-        (first, count)
-    }
-
     /// Every `name` argument, decoded, in order: `None` for one with no `=` at all (`?jwt`),
     /// which nginx's `get_uri_args` gives as `true` rather than as a string.
     pub fn query_values(&self, name: &str) -> Vec<Option<String>> {

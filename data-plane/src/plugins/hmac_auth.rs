@@ -175,7 +175,7 @@ impl HmacAuth {
         Ok(())
     }
 
-    async fn with_body(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: String) -> Result<(), Rejected> {
+    fn with_body(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: &str) -> Result<(), Rejected> {
         // A body too large to hold cannot be checked against its digest: refused.
         let Some(body) = ctx.read_body() else {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH));
@@ -192,7 +192,7 @@ impl HmacAuth {
         if !ok {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH));
         }
-        self.finish(ctx, cred, &username)
+        self.finish(ctx, cred, username)
     }
 }
 
@@ -216,9 +216,7 @@ impl Plugin for HmacAuth {
         match self.verify(ctx) {
             Err(r) => Access::Respond(r),
             Ok(None) => Access::Continue,
-            Ok(Some((cred, username))) if self.validate_request_body => {
-                Access::Wait(Box::pin(self.with_body(ctx, cred, username)))
-            }
+            Ok(Some((cred, username))) if self.validate_request_body => self.with_body(ctx, cred, &username).into(),
             Ok(Some((cred, username))) => self.finish(ctx, cred, &username).into(),
         }
     }

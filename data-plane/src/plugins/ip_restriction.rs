@@ -65,10 +65,6 @@ impl Plugin for IpRestriction {
         true
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if self.blocks(ctx.remote_addr()) {
             return Access::Respond(Reply::message(403, "Your IP address is not allowed").build());

@@ -246,10 +246,6 @@ impl Plugin for Jwt {
         true
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if !self.run_on_preflight && ctx.method == Method::OPTIONS {
             return Access::Continue;

@@ -79,11 +79,11 @@ impl KeyAuth {
         (Found::None, None, 0)
     }
 
-    async fn run(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
+    fn run(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
         if !matches!(self.find(ctx, None).0, Found::NeedBody) {
             return self.check(ctx, None);
         }
-        match super::body::parse(ctx).await {
+        match super::body::parse(ctx) {
             Some(body) => self.check(ctx, Some(&body)),
             None => auth::fail(ctx, self.anonymous.as_ref(), Reply::exit(400, "Cannot process request body")),
         }
@@ -147,7 +147,7 @@ impl Plugin for KeyAuth {
             return Access::Continue;
         }
         if self.key_in_body {
-            return Access::Wait(Box::pin(self.run(ctx)));
+            return self.run(ctx).into();
         }
         self.check(ctx, None).into()
     }

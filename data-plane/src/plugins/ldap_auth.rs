@@ -273,10 +273,6 @@ impl Plugin for LdapAuth {
         true
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if auth::already_authenticated(ctx, self.anonymous.as_ref()) {
             return Access::Continue;

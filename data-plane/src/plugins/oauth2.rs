@@ -137,12 +137,12 @@ impl OAuth2 {
     }
 
     /// The query merged with the body (form, JSON, multipart).
-    async fn params(ctx: &mut RequestCtx<'_>) -> Map<String, Value> {
+    fn params(ctx: &RequestCtx<'_>) -> Map<String, Value> {
         let mut params: Map<String, Value> = match ctx.query.as_deref() {
             Some(q) => url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), json!(v))).collect(),
             None => Map::new(),
         };
-        if let Some(Value::Object(body)) = super::body::parse(ctx).await {
+        if let Some(Value::Object(body)) = super::body::parse(ctx) {
             params.extend(body);
         }
         params
@@ -243,7 +243,7 @@ impl OAuth2 {
     }
 
     async fn authorize(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
-        let params = Self::params(ctx).await;
+        let params = Self::params(ctx);
         let state = param(&params, "state");
         let plain = |e: OAuthError| Err(no_store(Reply::object(400, &error_body(&e, state.as_deref()))).build());
         if let Err(e) = self.https(ctx) {
@@ -330,7 +330,7 @@ impl OAuth2 {
     }
 
     async fn token_endpoint(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
-        let params = Self::params(ctx).await;
+        let params = Self::params(ctx);
         let state = param(&params, "state");
         let respond = |status: u16, e: OAuthError, basic: bool| {
             let mut r = no_store(Reply::object(status, &error_body(&e, state.as_deref())));
@@ -477,11 +477,11 @@ impl OAuth2 {
 
     /// The access token of a protected request: the `access_token` parameter, else a
     /// `bearer`/`token` value in the configured header.
-    async fn validate(&self, ctx: &mut RequestCtx<'_>, with_body: bool) -> Result<(), Rejected> {
+    fn validate(&self, ctx: &mut RequestCtx<'_>, with_body: bool) -> Result<(), Rejected> {
         let mut token = ctx.query_args("access_token").into_iter().next();
         let mut in_body = false;
         if token.is_none() && with_body {
-            if let Some(Value::Object(b)) = super::body::parse(ctx).await {
+            if let Some(Value::Object(b)) = super::body::parse(ctx) {
                 token = b.get("access_token").and_then(Value::as_str).map(str::to_owned);
                 in_body = token.is_some();
             }
@@ -559,6 +559,11 @@ impl Plugin for OAuth2 {
         "oauth2"
     }
 
+    /// Its endpoints take their parameters from the body, and a token may come in it.
+    fn reads_body(&self, _chunked: bool) -> bool {
+        true
+    }
+
     fn access_only(&self) -> bool {
         true
     }
@@ -580,7 +585,7 @@ impl Plugin for OAuth2 {
             }
         }
         let with_body = matches!(*ctx.method, Method::POST | Method::PUT | Method::PATCH);
-        Access::Wait(Box::pin(self.validate(ctx, with_body)))
+        self.validate(ctx, with_body).into()
     }
 }
 

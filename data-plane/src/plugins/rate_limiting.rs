@@ -182,10 +182,6 @@ impl Plugin for RateLimiting {
         true
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         match &self.policy {
             Policy::Redis(target) => self.with_redis(target, ctx),

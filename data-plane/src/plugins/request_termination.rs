@@ -43,10 +43,6 @@ impl Plugin for RequestTermination {
         true
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn access<'a>(&'a self, _ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         let reply = match &self.answer {
             Answer::Message(text) => Reply::helper(self.status, text.as_deref()),

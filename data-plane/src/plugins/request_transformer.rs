@@ -7,7 +7,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use serde_json::{Map, Value};
 
-use super::{Access, BuildError, Plugin, Rejected, RequestCtx};
+use super::{Access, BuildError, Plugin, RequestCtx};
 
 /// One `name:value` rule as Kong reads it (`^([^:]+):*(.-)$`): the name up to the first
 /// colon, the value after the colons that follow it (none when empty).
@@ -362,11 +362,11 @@ impl RequestTransformer {
         }
     }
 
-    async fn run(&self, ctx: &mut RequestCtx<'_>) -> Result<(), Rejected> {
+    fn run(&self, ctx: &mut RequestCtx<'_>) {
         if let Some(method) = &self.method {
             ctx.method_override = Some(method.clone());
             // A form body also goes into the query string of a GET, HEAD or TRACE.
-            if matches!(*method, Method::GET | Method::HEAD | Method::TRACE) && body_kind(ctx) == Some(BodyKind::Form) {
+            if self.body_into_query() && body_kind(ctx) == Some(BodyKind::Form) {
                 if let Some(body) = ctx.read_body() {
                     let mut query = parse_args(ctx.query.as_deref().unwrap_or_default());
                     for (k, v) in parse_args(&String::from_utf8_lossy(&body)) {
@@ -395,7 +395,11 @@ impl RequestTransformer {
         }
         self.transform_headers(ctx);
         self.transform_query(ctx);
-        Ok(())
+    }
+
+    /// The method it sends requests on with is one whose form body goes into the query.
+    fn body_into_query(&self) -> bool {
+        self.method.as_ref().is_some_and(|m| matches!(*m, Method::GET | Method::HEAD | Method::TRACE))
     }
 }
 
@@ -411,16 +415,12 @@ impl Plugin for RequestTransformer {
     }
 
     fn reads_body(&self, _chunked: bool) -> bool {
-        self.has_body_rules()
+        self.has_body_rules() || self.body_into_query()
     }
 
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
-        if self.method.is_none() && !self.has_body_rules() {
-            self.transform_headers(ctx);
-            self.transform_query(ctx);
-            return Access::Continue;
-        }
-        Access::Wait(Box::pin(self.run(ctx)))
+        self.run(ctx);
+        Access::Continue
     }
 }
 

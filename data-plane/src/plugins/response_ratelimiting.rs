@@ -279,10 +279,6 @@ impl Plugin for ResponseRateLimiting {
         "response-ratelimiting"
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {
         if self.rules.limits.is_empty() {
             return Access::Continue;

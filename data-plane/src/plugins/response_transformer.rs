@@ -142,10 +142,6 @@ impl Plugin for ResponseTransformer {
         "response-transformer"
     }
 
-    fn reads_body(&self, _chunked: bool) -> bool {
-        false
-    }
-
     fn header_filter(&self, response: &mut Parts) {
         let rules = &self.rules;
         let h = &mut response.headers;

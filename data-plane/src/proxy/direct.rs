@@ -260,7 +260,7 @@ pub async fn serve<S: ClientIo>(
             };
             if h2 {
                 let shutdown = stop.into_receiver();
-                return super::h2::serve_h2(proxy, conn, tcp, buf.freeze(), shutdown, header_read).await;
+                return super::h2::prior_knowledge(proxy, conn, tcp, buf.freeze(), shutdown, header_read).await;
             }
             if matches!(parsed, Ok(httparse::Status::Partial)) {
                 let line_start = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);

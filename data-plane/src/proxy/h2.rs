@@ -29,12 +29,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
 use super::direct::{self, ClientIo};
+use super::h1::fields::{field, Field};
 use super::h1::rewind::Rewind;
 use super::{Conn, Proxy, ProxyError, ResBody};
 
 /// The fields an answer from the engine may carry: the upstream's (at most
 /// `h1::response::MAX_UPSTREAM_HEADERS`), the gateway's own and what plugins add. hyper's
-/// default (100) would turn a full upstream answer into a 502.
+/// default (100) would refuse a full upstream answer.
 const ANSWER_FIELDS: usize = 1000;
 
 /// How much of a body the pipe between the HTTP/2 stream and the engine holds in each
@@ -77,6 +78,20 @@ pub async fn serve_h2<S: ClientIo>(
     let _ = connection.await;
 }
 
+/// [`serve_h2`] for a connection the engine found speaking HTTP/2 with prior knowledge. Boxed,
+/// because HTTP/2 hands its streams back to the engine, and a future type cannot contain
+/// itself; rare, so the box is paid here rather than for every stream.
+pub(super) fn prior_knowledge<S: ClientIo>(
+    proxy: Arc<Proxy>,
+    conn: Arc<Conn>,
+    tcp: S,
+    read: Bytes,
+    shutdown: watch::Receiver<bool>,
+    header_read: Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(serve_h2(proxy, conn, tcp, read, shutdown, header_read))
+}
+
 /// One HTTP/2 request, answered by the HTTP/1 engine over a pipe of its own.
 async fn stream(
     proxy: Arc<Proxy>,
@@ -92,11 +107,11 @@ async fn stream(
     // Shutdown is the HTTP/2 connection's to handle (it drains its streams): a pipe carries one
     // request, which its engine must not drop for a shutdown it sees first.
     static NEVER: std::sync::LazyLock<watch::Sender<bool>> = std::sync::LazyLock::new(|| watch::channel(false).0);
-    tokio::spawn(engine_for(proxy.clone(), conn, engine, NEVER.subscribe(), header_read));
+    tokio::spawn(direct::serve(proxy.clone(), conn, engine, NEVER.subscribe(), header_read));
     let Ok((mut sender, connection)) =
         hyper::client::conn::http1::Builder::new().max_headers(ANSWER_FIELDS).handshake(TokioIo::new(ours)).await
     else {
-        return own(&proxy, unanswered());
+        return own(&proxy, ProxyError::RequestTimeout);
     };
     // Driven here until the answer's head is in, so that a stream the client resets (which
     // drops this future) closes the pipe, and the engine sees its client leave, as it sees
@@ -117,21 +132,14 @@ async fn stream(
         tokio::spawn(connection);
     }
     match answered {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE] {
-                parts.headers.remove(name);
-            }
-            parts.headers.remove("keep-alive");
-            parts.headers.remove("proxy-connection");
-            parts.version = Version::HTTP_2;
-            Response::from_parts(parts, ResBody::Engine(body, open))
-        }
+        Ok(resp) => for_http2(resp.map(|body| ResBody::Engine(body, open))),
+        // An answer that does not parse (past the fields above): the upstream's, as a 502.
+        Err(e) if e.is_parse() => own(&proxy, ProxyError::Upstream(e.to_string())),
         // The engine ends a request without an answer when its client stops sending a short
-        // body before the head deadline, as it closes an HTTP/1 connection then.
+        // body before the head deadline, as it closes an HTTP/1 connection then: nginx's 408.
         Err(e) => {
             tracing::debug!(error = %e, "an HTTP/2 request was not answered by the engine");
-            own(&proxy, unanswered())
+            own(&proxy, ProxyError::RequestTimeout)
         }
     }
 }
@@ -150,18 +158,6 @@ impl Drop for Open {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
-}
-
-/// The engine serving one pipe. Boxed, because the engine also hands HTTP/2 connections here
-/// (prior knowledge over TLS): a future type cannot contain itself.
-fn engine_for(
-    proxy: Arc<Proxy>,
-    conn: Arc<Conn>,
-    pipe: tokio::io::DuplexStream,
-    shutdown: watch::Receiver<bool>,
-    header_read: Duration,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(direct::serve(proxy, conn, pipe, shutdown, header_read))
 }
 
 /// The HTTP/2 request as an HTTP/1.1 one, its body streaming as it comes; `None` for a
@@ -201,17 +197,31 @@ fn join_cookies(headers: &mut http::HeaderMap) {
     }
 }
 
-/// What a request the engine did not answer gets: the client's body never came whole.
-fn unanswered() -> ProxyError {
-    ProxyError::BadRequest("the request body did not arrive")
-}
-
-/// One of Gatehouse's own pages, with `Server` only if the `headers` setting lets it.
+/// One of Gatehouse's own pages for a request the engine could not take, with `Server` only
+/// if the `headers` setting lets it (as the engine writes its own).
 fn own(proxy: &Proxy, e: ProxyError) -> Response<ResBody> {
     let mut resp = e.into_response(None);
     if !proxy.headers.server {
         resp.headers_mut().remove(header::SERVER);
     }
+    for_http2(resp)
+}
+
+/// An answer as HTTP/2 carries it: without the fields that only mean something to an HTTP/1
+/// connection, which HTTP/2 forbids.
+fn for_http2(mut resp: Response<ResBody>) -> Response<ResBody> {
+    let http1_only: Vec<header::HeaderName> = resp
+        .headers()
+        .keys()
+        .filter(|n| {
+            matches!(field(n.as_str()), Field::HopByHop | Field::Connection | Field::TransferEncoding | Field::Upgrade)
+        })
+        .cloned()
+        .collect();
+    for name in http1_only {
+        resp.headers_mut().remove(name);
+    }
+    *resp.version_mut() = Version::HTTP_2;
     resp
 }
 

@@ -1,8 +1,8 @@
 //! Header rewriting in both directions (kong-0.14-core-behavior §4.6–4.7).
 
-use std::borrow::Cow;
-
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use super::h1::limits::BodyFraming;
+use super::h1::write::line;
+use super::Conn;
 
 /// The number a Content-Length value means: digits, or a list of one value repeated (RFC 9110
 /// §8.6). `None` for anything else, or a number past `u64`.
@@ -28,99 +28,52 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
     length
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// What the upstream request's forwarding headers are computed from.
-pub struct Forwarded<'a> {
-    /// The client's address, formatted once per connection.
-    pub peer: &'a HeaderValue,
-    pub trusted: bool,
-    pub https: bool,
-    /// The listener's port, formatted once per listener.
-    pub listener_port: &'a HeaderValue,
-    /// The client's Host without port, as received.
-    pub host: &'a str,
-}
-
-/// A forwarding field's value: the per-connection values are formatted once per connection.
-enum Value<'a> {
-    Shared(&'a HeaderValue),
-    Static(&'static str),
-    Bytes(Cow<'a, [u8]>),
-}
-
-impl Value<'_> {
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Value::Shared(v) => v.as_bytes(),
-            Value::Static(s) => s.as_bytes(),
-            Value::Bytes(b) => b,
-        }
+/// Writes the forwarding fields the gateway sets (kong-0.14-core-behavior §4.7), after the
+/// request's own: X-Forwarded-For, the client's (`prior`) with the peer appended; then each of
+/// X-Forwarded-Proto, -Host, -Port and X-Real-IP (`Field::Forwarded`'s order) unless `kept`
+/// says a trusted client's own goes instead (the caller wrote it with the other fields).
+/// One writer for every route, with plugins or without.
+pub(crate) fn write_forwarding(
+    up: &mut Vec<u8>,
+    conn: &Conn,
+    host_no_port: &str,
+    prior: Option<&[u8]>,
+    kept: [bool; 4],
+) {
+    let peer = conn.peer_value.as_bytes();
+    match prior {
+        Some(prior) => line(up, &[b"X-Forwarded-For: ", prior, b", ", peer]),
+        None => line(up, &[b"X-Forwarded-For: ", peer]),
+    }
+    if !kept[0] {
+        line(up, &[b"X-Forwarded-Proto: ", if conn.https { b"https" } else { b"http" }]);
+    }
+    if !kept[1] {
+        // The Host is visible ASCII (checked by the caller), so it is a valid value as it is.
+        up.extend_from_slice(b"X-Forwarded-Host: ");
+        up.extend(host_no_port.bytes().map(|b| b.to_ascii_lowercase()));
+        up.extend_from_slice(b"\r\n");
+    }
+    if !kept[2] {
+        line(up, &[b"X-Forwarded-Port: ", conn.port_value.as_bytes()]);
+    }
+    if !kept[3] {
+        line(up, &[b"X-Real-IP: ", peer]);
     }
 }
 
-/// A forwarding field: how it is spelled, its name, and its value (`None`: the trusted
-/// client's own is kept).
-type Field<'a> = (&'static [u8], HeaderName, Option<Value<'a>>);
-
-/// The five forwarding fields the upstream gets: each with its spelling, its name, and its
-/// value — `None`
-/// when a trusted client's own field is kept. X-Forwarded-For appends the client's address to
-/// what the request carries.
-fn forwarding<'a>(headers: &'a HeaderMap, f: &'a Forwarded<'a>) -> [Field<'a>; 5] {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + f.peer.len());
-            v.extend_from_slice(prior.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(f.peer.as_bytes());
-            Value::Bytes(Cow::Owned(v))
-        }
-        None => Value::Shared(f.peer),
-    };
-    // Only a trusted client's own are kept: an untrusted request looks none of them up.
-    let ours = |name: &HeaderName, value: Value<'a>| (!(f.trusted && headers.contains_key(name))).then_some(value);
-    let host = if f.host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(f.host.to_ascii_lowercase().into_bytes())
-    } else {
-        Cow::Borrowed(f.host.as_bytes())
-    };
-    let proto = if f.https { "https" } else { "http" };
-    [
-        (b"X-Forwarded-For", X_FORWARDED_FOR, Some(xff)),
-        (b"X-Forwarded-Proto", X_FORWARDED_PROTO, ours(&X_FORWARDED_PROTO, Value::Static(proto))),
-        (b"X-Forwarded-Host", X_FORWARDED_HOST, ours(&X_FORWARDED_HOST, Value::Bytes(host))),
-        (b"X-Forwarded-Port", X_FORWARDED_PORT, ours(&X_FORWARDED_PORT, Value::Shared(f.listener_port))),
-        (b"X-Real-IP", X_REAL_IP, ours(&X_REAL_IP, Value::Shared(f.peer))),
-    ]
-}
-
-/// Whether `name` is one of the forwarding fields [`write_forwarding`] writes.
-pub fn is_forwarding(name: &HeaderName) -> bool {
-    [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_FORWARDED_PORT, &X_REAL_IP].contains(&name)
-}
-
-/// The forwarding fields written straight into an HTTP/1 request head, from `headers` (the
-/// request's fields after the access phase, which the caller writes without these): the direct
-/// path does not insert five fields into a map only to read them back out.
-pub fn write_forwarding(out: &mut Vec<u8>, headers: &HeaderMap, f: &Forwarded<'_>) {
-    for (spelled, name, value) in forwarding(headers, f) {
-        let value = match &value {
-            Some(v) => v.as_bytes(),
-            None => headers.get(&name).map_or(&b""[..], HeaderValue::as_bytes),
-        };
-        for part in [spelled, b": ", value, b"\r\n"] {
-            out.extend_from_slice(part);
-        }
+/// Writes how the body the upstream gets is framed: `streamed`, when it goes as the client
+/// sends it, else `Content-Length` of one held whole (`None`: no length is sent).
+pub(crate) fn write_framing(up: &mut Vec<u8>, streamed: Option<BodyFraming>, held: Option<usize>) {
+    match (streamed, held) {
+        (Some(BodyFraming::Length(n)), _) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
+        (Some(BodyFraming::Chunked), _) => up.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        (None, Some(n)) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
+        (None, None) => {}
     }
 }
 
-/// HTTP/1.1 requires exactly one Host (RFC 9112 §3.2); an HTTP/1.0 request (or HTTP/2, with
-/// `:authority`) may carry none.
+/// HTTP/1.1 requires exactly one Host (RFC 9112 §3.2); an HTTP/1.0 request may carry none.
 pub(crate) fn one_host(hosts: usize, optional: bool) -> Result<(), super::ProxyError> {
     if hosts > 1 || (hosts == 0 && !optional) {
         return Err(super::ProxyError::BadRequest("a request needs exactly one Host header"));
@@ -215,18 +168,9 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_and_untrusted_values_are_replaced() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let f = Forwarded {
-            peer: &HeaderValue::from_static("127.0.0.1"),
-            trusted: false,
-            https: false,
-            listener_port: &HeaderValue::from(8000u16),
-            host: "Example.com",
-        };
+        let conn = Conn::new("127.0.0.1:40000".parse().unwrap(), false, 8000);
         let mut out = Vec::new();
-        write_forwarding(&mut out, &h, &f);
+        write_forwarding(&mut out, &conn, "Example.com", Some(b"10.0.0.1"), [false; 4]);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\

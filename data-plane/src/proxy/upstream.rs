@@ -24,17 +24,17 @@ use crate::compiled::Service;
 
 /// Idle connections kept per destination and worker thread.
 const IDLE_PER_KEY: usize = 64;
-/// The read buffer of a new or idle direct-path connection.
+/// The read buffer of a new or idle upstream connection.
 const IDLE_BUFFER: usize = 16 * 1024;
 
-type PoolMap<T> = HashMap<Arc<str>, Vec<T>, foldhash::fast::RandomState>;
-
 thread_local! {
-    static RAW_POOL: RefCell<PoolMap<RawConn>> = RefCell::new(HashMap::default());
+    /// Each worker's idle upstream connections, by destination.
+    static RAW_POOL: RefCell<HashMap<Arc<str>, Vec<RawConn>, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
-/// A connection used by the direct path (see `direct`), which writes requests and reads
-/// responses as bytes itself; it keeps its read buffer across requests.
+/// An upstream connection: the engine writes requests and reads responses on it as bytes;
+/// it keeps its read buffer across requests.
 pub struct RawConn {
     pub io: Stream,
     pub buf: bytes::BytesMut,
@@ -62,19 +62,15 @@ impl RawConn {
         if self.buf.capacity() > IDLE_BUFFER {
             self.buf = bytes::BytesMut::with_capacity(IDLE_BUFFER);
         }
-        park(&RAW_POOL, self.key.clone(), self);
+        RAW_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            let idle = pool.entry(self.key.clone()).or_default();
+            // Unless its destination has enough idle already.
+            if idle.len() < IDLE_PER_KEY {
+                idle.push(self);
+            }
+        });
     }
-}
-
-/// Keeps an idle connection in a thread's pool, unless its destination has enough already.
-fn park<T: 'static>(pool: &'static std::thread::LocalKey<RefCell<PoolMap<T>>>, key: Arc<str>, conn: T) {
-    pool.with(|p| {
-        let mut pool = p.borrow_mut();
-        let idle = pool.entry(key).or_default();
-        if idle.len() < IDLE_PER_KEY {
-            idle.push(conn);
-        }
-    });
 }
 
 /// Makes connections: resolver and TLS client shared by all workers.
@@ -120,7 +116,7 @@ impl Connector {
         })
     }
 
-    /// A new connection for the direct path, over TLS for an https service (its server name
+    /// A new upstream connection, over TLS for an https service (its server name
     /// is the peer's or the service's host).
     /// `sni` names the server instead (a route that preserves the client's Host): such a
     /// connection serves that name only, and is not pooled.
@@ -307,24 +303,6 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 }

@@ -82,6 +82,9 @@ fn parse_args() -> Args {
             _ => usage(&format!("unknown option {flag}")),
         }
     }
+    if args.pairs == 0 {
+        usage("--pairs must be at least 1: the writes change the Routes it creates");
+    }
     args
 }
 
@@ -607,7 +610,7 @@ async fn clients_phase(
     let mut lost = 0;
     let mut rev = head_now;
     for w in 0..args.writes {
-        let id = &route_ids[w % route_ids.len().max(1)];
+        let id = &route_ids[w % route_ids.len()];
         let req = http.patch(format!("{admin}/routes/{id}")).json(&json!({"strip_path": w % 2 == 0}));
         let (st, body, _) = admin_send(req).await;
         let acknowledged = Instant::now();

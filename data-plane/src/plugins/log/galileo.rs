@@ -397,6 +397,10 @@ impl Plugin for Galileo {
         "galileo"
     }
 
+    fn reads_body(&self, _chunked: bool) -> bool {
+        self.log_bodies
+    }
+
     /// With `log_bodies`, the request body is read (up to the limit plugins buffer) so the
     /// record can carry it; it still goes upstream as it came.
     fn access<'a>(&'a self, ctx: &'a mut RequestCtx<'_>) -> Access<'a> {

@@ -11,9 +11,10 @@ use super::phases::Phases;
 use std::time::Instant;
 
 use crate::compiled::Compiled;
-use crate::proxy::h1::fields::Field;
+use crate::proxy::h1::fields::{field, Field};
 use crate::proxy::h1::limits::{BodyFraming, MAX_HEADERS};
 use crate::proxy::h1::write::line;
+use crate::proxy::headers::{write_forwarding, write_framing};
 use crate::proxy::{Conn, Proxy, ProxyError, ReqBody};
 use crate::trace::Trace;
 use crate::{plugins, router};
@@ -75,32 +76,35 @@ pub(super) struct Overrides {
 
 impl Accessed<'_> {
     /// Writes the fields; a name the client sent keeps the client's spelling (the map holds
-    /// it lower-cased), as on the rest of the direct path and in nginx.
+    /// it lower-cased), as everywhere in the engine and in nginx. A trusted client's own
+    /// forwarding fields go with the rest; the gateway writes the others
+    /// ([`write_forwarding`], as for a route without plugins).
     /// `streamed`: how the client's body is framed, when it goes upstream as it comes.
     pub(super) fn write_fields(
         &self,
         up: &mut Vec<u8>,
         client: &[httparse::Header<'_>],
-        forwarded: &crate::proxy::headers::Forwarded<'_>,
+        (conn, trusted, host_no_port): (&Conn, bool, &str),
         streamed: Option<BodyFraming>,
     ) {
+        let mut prior = None;
+        let mut kept = [false; 4];
         for (name, value) in &self.headers {
-            if crate::proxy::headers::is_forwarding(name) {
-                continue;
-            }
             let name = name.as_str();
+            match field(name) {
+                Field::ForwardedFor => {
+                    prior = prior.or(Some(value.as_bytes()));
+                    continue;
+                }
+                Field::Forwarded(i) if trusted => kept[i] = true,
+                Field::Forwarded(_) => continue,
+                _ => {}
+            }
             let spelled = client.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(name, |h| h.name);
             line(up, &[spelled.as_bytes(), b": ", value.as_bytes()]);
         }
-        match streamed {
-            Some(BodyFraming::Length(n)) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
-            Some(BodyFraming::Chunked) => up.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            None if self.length => {
-                line(up, &[b"Content-Length: ", itoa::Buffer::new().format(self.body.len()).as_bytes()]);
-            }
-            None => {}
-        }
-        crate::proxy::headers::write_forwarding(up, &self.headers, forwarded);
+        write_framing(up, streamed, self.length.then_some(self.body.len()));
+        write_forwarding(up, conn, host_no_port, prior, kept);
     }
 }
 

@@ -233,14 +233,7 @@ pub(super) async fn exchange(
     uri::write_upstream_target(up, path, strip, service.path.as_deref(), query);
     up.extend_from_slice(b" HTTP/1.1\r\n");
     if let Some(a) = &accessed {
-        let forwarded = crate::proxy::headers::Forwarded {
-            peer: &conn.peer_value,
-            trusted,
-            https: conn.https,
-            listener_port: &conn.port_value,
-            host: host_no_port,
-        };
-        a.write_fields(up, req.headers, &forwarded, streamed.as_deref().map(Streamed::framing));
+        a.write_fields(up, req.headers, (conn, trusted, host_no_port), streamed.as_deref().map(Streamed::framing));
     } else {
         let framing = match streamed.as_deref() {
             Some(s) => Ok(s.framing()),

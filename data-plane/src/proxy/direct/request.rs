@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::proxy::h1::fields::{field, has_token, named_by, plain_target, Field};
 use crate::proxy::h1::limits::{BodyFraming, MAX_HEADERS};
 use crate::proxy::h1::write::line;
+use crate::proxy::headers::{write_forwarding, write_framing};
 use crate::proxy::{Conn, ProxyError};
 use crate::trace::Trace;
 
@@ -136,32 +137,12 @@ impl<'h, 'b> RequestHead<'h, 'b> {
                 line(up, &[h.name.as_bytes(), b": ", h.value]);
             }
         }
-        match body {
-            Ok(BodyFraming::Length(n)) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
-            Ok(BodyFraming::Chunked) => up.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            Err(n) if seen.length => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
-            Err(_) => {}
-        }
-        let peer = conn.peer_value.as_bytes();
-        match self.forwarded_for {
-            Some(prior) => line(up, &[b"X-Forwarded-For: ", prior, b", ", peer]),
-            None => line(up, &[b"X-Forwarded-For: ", peer]),
-        }
-        if !(trusted && forwarded[0]) {
-            line(up, &[b"X-Forwarded-Proto: ", if conn.https { b"https" } else { b"http" }]);
-        }
-        if !(trusted && forwarded[1]) {
-            // The Host is visible ASCII (checked by the caller), so it is a valid value as it is.
-            up.extend_from_slice(b"X-Forwarded-Host: ");
-            up.extend(host_no_port.bytes().map(|b| b.to_ascii_lowercase()));
-            up.extend_from_slice(b"\r\n");
-        }
-        if !(trusted && forwarded[2]) {
-            line(up, &[b"X-Forwarded-Port: ", conn.port_value.as_bytes()]);
-        }
-        if !(trusted && forwarded[3]) {
-            line(up, &[b"X-Real-IP: ", peer]);
-        }
+        let held = match body {
+            Ok(_) => None,
+            Err(n) => seen.length.then_some(n),
+        };
+        write_framing(up, body.ok(), held);
+        write_forwarding(up, conn, host_no_port, self.forwarded_for, forwarded.map(|f| trusted && f));
     }
 }
 

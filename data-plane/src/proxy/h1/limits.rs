@@ -56,11 +56,11 @@ fn field_lines(buf: &[u8]) -> Option<usize> {
 /// The refusal of a head over Kong's limits ([`MAX_LINE`], [`MAX_HEAD`]), `head` being all
 /// of it or, unfinished, all read so far. Heads of a line's length or less pass unscanned.
 ///
-/// `joined`: the head came from HTTP/2 (`super::super::h2`), whose fields were each held to
-/// hyper's limit before its cookies were joined into one line; only the whole head is held
-/// here.
+/// `joined`: the head came from HTTP/2 (`super::super::h2`), whose cookie fields were joined
+/// into one line (each within hyper's limit on the whole header list): its field lines are not
+/// held to a line's length, its request line and whole head are.
 pub(crate) fn oversized(head: &[u8], complete: bool, joined: bool) -> Option<ProxyError> {
-    if head.len() <= MAX_LINE || joined && head.len() <= MAX_HEAD {
+    if head.len() <= MAX_LINE {
         return None;
     }
     // Empty lines before a request line are skipped, as httparse and nginx skip them.

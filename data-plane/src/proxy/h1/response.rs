@@ -14,7 +14,7 @@ use crate::proxy::direct::ClientIo;
 use crate::proxy::upstream::RawConn;
 use crate::proxy::waiting::Deadline;
 
-/// Response headers accepted from an upstream (hyper's limit, which Gatehouse used before).
+/// Response header fields accepted from an upstream (as many as hyper accepts).
 pub(crate) const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Longest upstream response head accepted.
 pub(crate) const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
