@@ -12,7 +12,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p gatehouse-control-plane --bins \
+    cargo build --release --locked -p gatehouse --bins \
     && install -s -D -m 0755 target/release/gatehouse-cp /out/gatehouse-cp \
     && install -s -D -m 0755 target/release/gatehouse-dp /out/gatehouse-dp
 

@@ -1,8 +1,8 @@
 //! The Gatehouse control plane: Kong 0.14's Admin API over a Postgres or SQLite store whose
 //! every write is recorded in a change log, for data planes to follow.
 //!
-//! `main.rs` parses the command line and calls [`run`] or [`migrations`]; everything else is
-//! here so that tests can drive the same code.
+//! The `gatehouse` crate's `gatehouse-cp` parses the command line and calls [`run`] or
+//! [`migrations`]; everything else is here so that tests can drive the same code.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
@@ -63,56 +63,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a binary's `main` work on a multi-threaded runtime with logging and telemetry set up
-/// inside it (the OTLP exporters run on it), the proxy's tracer installed when traces are on;
-/// spans still buffered are exported before it returns.
-///
-/// # Errors
-/// The runtime or the exporter cannot be built, or `main` fails.
-pub fn run_main(
-    log_level: &str,
-    log_json: bool,
-    telemetry: &gatehouse_shared::telemetry::Settings,
-    main: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let telemetry = {
-        let _entered = runtime.enter();
-        gatehouse_shared::telemetry::init(log_level, log_json, telemetry)?
-    };
-    if let Some((tracer, ratio)) = telemetry.proxy.clone() {
-        gatehouse_data_plane::trace::install(tracer, ratio);
-    }
-    let result = runtime.block_on(main);
-    runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })?;
-    result
-}
-
-/// The control plane and a data plane in one process (`gatehouse-cp standalone`). The data
-/// plane follows the control plane through the same sync session as a remote one, over an
-/// in-process link: no socket carries the configuration, so no other local user can read it.
-/// A cluster listener for further data planes is opened only when `cluster_listen` is set,
-/// and then exactly as `run` opens it (with the configured mTLS).
-///
-/// # Errors
-/// Start-up failures of either plane.
-pub async fn standalone(mut config: Config, dp_config: gatehouse_data_plane::config::Config) -> anyhow::Result<()> {
-    if !config.cluster_listen_explicit {
-        config.cluster_listen = None;
-    }
-    let (link, accepted) = gatehouse_data_plane::sync::link();
-    let cp = start_with(config, Some(accepted)).await?;
-    let mut dp_config = dp_config;
-    dp_config.control_plane = "in-process".to_owned();
-    dp_config.link = Some(link);
-    dp_config.backoff_max = dp_config.backoff_max.min(std::time::Duration::from_secs(2));
-    let dp = gatehouse_data_plane::start(dp_config).await?;
-    server::shutdown_signal().await;
-    dp.stop().await;
-    cp.stop().await;
-    Ok(())
-}
-
 /// A running control plane.
 pub struct Started {
     stop: watch::Sender<bool>,
@@ -148,10 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
 ///
 /// # Errors
 /// Start-up failures (store, listeners, TLS material).
-pub async fn start_with(
-    config: Config,
-    embedded: Option<gatehouse_data_plane::sync::link::Accepted>,
-) -> anyhow::Result<Started> {
+pub async fn start_with(config: Config, embedded: Option<gatehouse_shared::link::Accepted>) -> anyhow::Result<Started> {
     config.check_admin_exposure().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
     admin::set_strategy(store.dialect().name());

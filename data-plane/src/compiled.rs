@@ -5,18 +5,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use gatehouse_shared::proto::Change;
 use gatehouse_shared::snapshot::ConfigSet;
-use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 use serde_json::Value;
+
+use gatehouse_shared::snapshot::strings;
 
 use crate::balancer::{Balancer, Registry};
 use crate::credentials::Credentials;
 use crate::plugins::{self, chain::Plugins, Chain};
 use crate::router::{PathRule, RouteInfo, RouteSpec, Router};
+use crate::service::Service;
 
 /// Whether `entity` feeds only the consumer and credential indexes (a consumer, or one of
 /// the shared credential registry's entities).
@@ -31,68 +32,6 @@ pub struct CompileError {
     pub entity: String,
     pub id: String,
     pub reason: String,
-}
-
-/// A Service as the proxy uses it: parsed once, with its `Host` header value precomputed.
-#[derive(Debug)]
-pub struct Service {
-    pub id: Arc<str>,
-    pub name: Option<HeaderValue>,
-    pub id_header: HeaderValue,
-    pub https: bool,
-    pub host: String,
-    pub port: u16,
-    /// `None` means `/`.
-    pub path: Option<String>,
-    pub retries: u32,
-    pub connect_timeout: Duration,
-    pub write_timeout: Duration,
-    pub read_timeout: Duration,
-    /// `host[:port]`, the port omitted when it is the scheme's default.
-    pub host_header: HeaderValue,
-    /// The host when it is an IP address (no DNS needed).
-    pub ip: Option<std::net::IpAddr>,
-    /// Identifies the destination in the connection pool.
-    pub pool_key: Arc<str>,
-    /// The ring balancer when the host names an Upstream (its port is then ignored).
-    pub balancer: Option<Arc<Balancer>>,
-}
-
-impl Service {
-    fn compile(doc: &Value, balancers: &HashMap<Arc<str>, Arc<Balancer>>) -> Result<Service, String> {
-        let s = |k: &str| doc.get(k).and_then(Value::as_str);
-        let n = |k: &str, d: u64| doc.get(k).and_then(Value::as_u64).unwrap_or(d);
-        let id = s("id").ok_or("missing id")?;
-        let host = s("host").ok_or("missing host")?.to_string();
-        let https = s("protocol") == Some("https");
-        let port = u16::try_from(n("port", if https { 443 } else { 80 })).map_err(|_| "port out of range")?;
-        let default_port = if https { 443 } else { 80 };
-        let host_header = if port == default_port { host.clone() } else { format!("{host}:{port}") };
-        let ip = host.trim_start_matches('[').trim_end_matches(']').parse().ok();
-        let balancer = if ip.is_none() { balancers.get(host.as_str()).cloned() } else { None };
-        Ok(Service {
-            balancer,
-            id: id.into(),
-            id_header: HeaderValue::from_str(id).map_err(|_| "invalid id")?,
-            name: s("name").and_then(|n| HeaderValue::from_str(n).ok()),
-            https,
-            port,
-            path: s("path").map(str::to_owned),
-            retries: n("retries", 5) as u32,
-            connect_timeout: Duration::from_millis(n("connect_timeout", 60_000)),
-            write_timeout: Duration::from_millis(n("write_timeout", 60_000)),
-            read_timeout: Duration::from_millis(n("read_timeout", 60_000)),
-            host_header: HeaderValue::from_str(&host_header).map_err(|_| "invalid host")?,
-            ip,
-            pool_key: format!("{}://{host}:{port}", if https { "https" } else { "http" }).into(),
-            host,
-        })
-    }
-
-    #[cfg(test)]
-    pub fn for_tests(id: &str) -> Service {
-        Service::compile(&serde_json::json!({"id": id, "host": "example.com", "port": 80}), &HashMap::new()).unwrap()
-    }
 }
 
 /// A compiled configuration; requests read it through one `Arc`.
@@ -373,14 +312,6 @@ impl Parts {
             }
         }
     }
-}
-
-/// The strings of an array field (other elements skipped); empty when absent.
-pub(crate) fn strings(doc: &Value, key: &str) -> Vec<String> {
-    doc.get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
 }
 
 fn route_spec(

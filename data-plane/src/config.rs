@@ -94,14 +94,14 @@ pub struct Config {
     pub ssl_cert: Option<PathBuf>,
     pub ssl_cert_key: Option<PathBuf>,
     /// Peers whose X-Forwarded-* / X-Real-IP headers are trusted.
-    pub trusted_ips: Vec<crate::proxy::IpNet>,
+    pub trusted_ips: Vec<crate::ip_net::IpNet>,
     /// Kong's `headers` setting: which of Server, Via and the latency headers are sent.
     pub headers: EnabledHeaders,
     /// `host:port` of a control plane's cluster listener.
     pub control_plane: String,
     /// An in-process link to the control plane, used instead of `control_plane` (and of
     /// mTLS) by the data plane that `gatehouse-cp standalone` embeds. Never read from a file.
-    pub link: Option<crate::sync::Link>,
+    pub link: Option<gatehouse_shared::link::Link>,
     /// A DB-less data plane's source: it serves what this builds (at start and on SIGHUP)
     /// and follows no control plane. Never read from a file.
     pub declarative: Option<Declarative>,

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gatehouse_shared::snapshot::ConfigSet;
+use http::HeaderValue;
 use serde_json::Value;
-
-use crate::plugins::Consumer;
 
 /// The maps requests probe: foldhash rather than SipHash (the keys are the request's own, but
 /// the seed is random per process, and a probe is on every authenticated request's path).
@@ -75,7 +74,7 @@ impl Credentials {
                 .filter_map(|d| {
                     let alg = d.get("algorithm").and_then(Value::as_str)?;
                     let pem = d.get("rsa_public_key").and_then(Value::as_str)?;
-                    let key = crate::plugins::jwt::public_key(alg, pem)?;
+                    let key = public_key(alg, pem)?;
                     Some((d.get("id").and_then(Value::as_str)?.to_string(), key.into()))
                 })
                 .collect(),
@@ -90,5 +89,55 @@ impl Credentials {
     /// The consumer owning a credential row.
     pub fn owner(&self, credential: &Value) -> Option<&Arc<Consumer>> {
         self.consumers.get(credential.get("consumer_id").and_then(Value::as_str)?)
+    }
+}
+
+/// A consumer as the auth plugins hand it on: the header values are built once, at compile.
+#[derive(Debug)]
+pub struct Consumer {
+    pub id: Arc<str>,
+    pub id_header: HeaderValue,
+    pub username: Option<HeaderValue>,
+    pub custom_id: Option<HeaderValue>,
+    /// ACL groups, oldest first.
+    pub groups: Vec<String>,
+    /// `X-Consumer-Groups`: the groups joined with `, `.
+    pub groups_header: Option<HeaderValue>,
+}
+
+impl Consumer {
+    pub fn from_doc(doc: &Value, groups: Vec<String>) -> Option<Consumer> {
+        let s = |k: &str| doc.get(k).and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok());
+        let id = doc.get("id").and_then(Value::as_str)?;
+        Some(Consumer {
+            id: id.into(),
+            id_header: HeaderValue::from_str(id).ok()?,
+            username: s("username"),
+            custom_id: s("custom_id"),
+            groups_header: (!groups.is_empty()).then(|| HeaderValue::from_str(&groups.join(", ")).ok()).flatten(),
+            groups,
+        })
+    }
+}
+
+/// The EC point of a PEM `PUBLIC KEY` (SPKI), for ES256.
+fn ec_public_key(pem: &[u8]) -> Option<Vec<u8>> {
+    let mut reader = pem;
+    loop {
+        if let rustls_pemfile::Item::SubjectPublicKeyInfo(spki) = rustls_pemfile::read_one(&mut reader).ok()?? {
+            use x509_parser::prelude::FromDer;
+            let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki.as_ref()).ok()?;
+            return Some(info.subject_public_key.data.to_vec());
+        }
+    }
+}
+
+/// The verification key of an RS256/RS512/ES256 secret's PEM: the RSA key's DER, or the EC
+/// point. Parsed when the configuration compiles (see `Credentials::jwt_public_keys`).
+pub fn public_key(alg: &str, pem: &str) -> Option<Vec<u8>> {
+    match alg {
+        "RS256" | "RS512" => gatehouse_shared::credential::rsa_public_key_der(pem),
+        "ES256" => ec_public_key(pem.as_bytes()),
+        _ => None,
     }
 }

@@ -10,16 +10,20 @@
 
 pub mod balancer;
 pub mod busy_poll;
+pub mod codec;
 pub mod compiled;
 pub mod config;
 pub mod credentials;
+pub mod ip_net;
 pub mod live;
 pub mod memory;
+pub mod message;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod status;
 pub mod sync;
 pub mod tls;
@@ -144,7 +148,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             }
             _ => tls::default_certificate().map_err(anyhow::Error::msg)?,
         };
-        let tls_config = tls::server_config(live.clone(), fallback).map_err(anyhow::Error::msg)?;
+        let tls_config = server::tls_config(live.clone(), fallback).map_err(anyhow::Error::msg)?;
         let (_, fut) = server::bind(addr, Some(tls_config.into()), proxy.clone(), stop_rx.clone(), workers)
             .with_context(|| format!("cannot listen on {addr} (proxy_ssl_listen)"))?;
         tasks.push(tokio::spawn(fut));

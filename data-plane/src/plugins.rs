@@ -17,9 +17,11 @@ mod basic_auth;
 mod body;
 mod bot_detection;
 pub mod chain;
+pub mod control_plane;
 mod correlation_id;
 mod cors;
 pub(crate) mod ctx;
+pub(crate) mod filtered;
 mod hmac_auth;
 mod ip_restriction;
 pub(crate) mod jwt;
@@ -49,7 +51,7 @@ pub use ctx::{Consumer, Credential, RequestCtx, ResponseFields, ResponseHook};
 pub use log::LogEntry;
 pub use reply::{Rejected, Reply};
 
-use crate::proxy::Filtered;
+pub use filtered::Filtered;
 
 /// What `access` decided.
 pub enum Access<'a> {
@@ -198,10 +200,10 @@ fn rejected_entry(ctx: &RequestCtx<'_>, answer: &Parts) -> LogEntry {
 /// (the body's size is the caller's to add), the consumer and credential.
 pub(crate) fn entry_for(ctx: &RequestCtx<'_>) -> LogEntry {
     let mut e = LogEntry::new(
-        ctx.config.set.clone(),
+        ctx.set.clone(),
         ctx.route_id.clone(),
         ctx.service_id.clone(),
-        ctx.route.logged(&ctx.config.set),
+        ctx.logged.get_or_init(|| Arc::new(log::Entities::of(ctx.set, ctx.route_id, ctx.service_id))).clone(),
         ctx.started,
         ctx.remote_addr(),
     );
@@ -303,10 +305,9 @@ mod tests {
     }
 
     use bytes::Bytes;
-    use http_body_util::BodyExt;
 
     use super::*;
-    use crate::proxy::ResBody;
+    use crate::message::ResBody;
 
     /// Upper-cases bodies, adds a trailer line at the end, and counts its log calls.
     struct Shout(Arc<AtomicUsize>);
@@ -349,9 +350,11 @@ mod tests {
         let entry =
             LogEntry::new(Arc::default(), "r".into(), "s".into(), Arc::default(), std::time::Instant::now(), ip);
         let parts = http::Response::new(()).into_parts().0;
-        let body = Filtered::wrap(ResBody::full("hello"), resolved, &parts, Some(entry));
-        let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(bytes, "HELLO!");
+        let mut body = Filtered::wrap(ResBody::full("hello"), resolved, &parts, Some(entry));
+        assert_eq!(body.take(), "HELLO!");
+        assert_eq!(body.take(), "", "taken once");
+        assert_eq!(logged.load(Ordering::SeqCst), 0, "not logged while the answer is being sent");
+        drop(body);
         for _ in 0..100 {
             if logged.load(Ordering::SeqCst) == 1 {
                 break;

@@ -3,8 +3,6 @@
 //! directly and HTTP/2 clients through [`h2`]. Everything a request reads comes from one `Arc`
 //! of the compiled configuration taken when it arrives.
 
-mod body;
-
 pub(crate) mod direct;
 mod error;
 pub(crate) mod h1;
@@ -14,73 +12,27 @@ pub(crate) mod upstream;
 mod uri;
 pub(crate) mod waiting;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::StatusCode;
 
-pub use body::{Filtered, ReqBody, ResBody};
-
 /// What the fuzz targets (`fuzz/`) reach inside the proxy; not an API.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use super::direct::serve as serve_http1;
-    pub use super::h1::chunked::{ChunkedEnd, Malformed};
+    pub use crate::codec::chunked::{ChunkedEnd, Malformed};
 }
-pub use error::{ProxyError, SERVER_TOKEN};
-pub use upstream::{Connector, DnsAnswer};
+pub use error::ProxyError;
+pub use upstream::Connector;
 
 use gatehouse_shared::enabled_headers::EnabledHeaders;
 
+use crate::ip_net::IpNet;
 use crate::live::Live;
+use crate::message::SERVER_TOKEN;
 use crate::router;
-
-/// Where a request came in: one per client connection, shared by its requests.
-#[derive(Debug, Clone)]
-pub struct Conn {
-    pub peer: SocketAddr,
-    pub https: bool,
-    pub listener_port: u16,
-    /// The peer's address and the listener's port as header values, formatted once per
-    /// connection rather than once per request (X-Forwarded-For, X-Real-IP, X-Forwarded-Port).
-    peer_value: HeaderValue,
-    port_value: HeaderValue,
-    /// The address the client connected to (nginx's `$server_addr`), when known.
-    pub local: Option<SocketAddr>,
-    /// This connection's number among the process's (nginx's `$connection`).
-    pub serial: u64,
-    /// Requests that reached plugins on this connection (nginx's `$connection_requests`, as
-    /// far as plugins can see it).
-    pub requests: Arc<std::sync::atomic::AtomicU64>,
-    /// The client speaks HTTP/2 (its requests reach the engine through [`h2`]).
-    pub http2: bool,
-}
-
-impl Conn {
-    pub fn new(peer: SocketAddr, https: bool, listener_port: u16) -> Conn {
-        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let peer_value = HeaderValue::try_from(peer.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
-        Conn {
-            peer,
-            https,
-            listener_port,
-            peer_value,
-            port_value: HeaderValue::from(listener_port),
-            local: None,
-            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            requests: Arc::default(),
-            http2: false,
-        }
-    }
-
-    /// The same, knowing the local address.
-    pub fn at(mut self, local: Option<SocketAddr>) -> Conn {
-        self.local = local;
-        self
-    }
-}
 
 /// Shared by every connection of every listener.
 pub struct Proxy {
@@ -102,43 +54,6 @@ impl Proxy {
             trusted: Vec::new(),
             headers: EnabledHeaders::default(),
         })
-    }
-}
-
-/// An address range (`10.0.0.0/8`, or one address).
-#[derive(Debug, Clone, Copy)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl std::str::FromStr for IpNet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
-        let addr: IpAddr = a.parse().map_err(|_| format!("'{s}' is not an IP address or CIDR range"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.parse().ok().filter(|n| *n <= max).ok_or_else(|| format!("'{s}' has an invalid prefix"))?,
-            None => max,
-        };
-        Ok(IpNet { addr, prefix })
-    }
-}
-
-impl IpNet {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use path::{PathRule, Strip};
 
-use crate::compiled::Service;
+use crate::service::Service;
 
 /// What the proxy needs from a matched route.
 #[derive(Debug)]
@@ -40,13 +40,6 @@ pub struct RouteInfo {
     /// request on the route is logged rather than on every request. A change to either entity
     /// compiles a new `RouteInfo`, so this never goes stale.
     pub logged: std::sync::OnceLock<Arc<crate::plugins::log::Entities>>,
-}
-
-impl RouteInfo {
-    /// [`RouteInfo::logged`], made from the configuration the route was compiled from.
-    pub fn logged(&self, set: &gatehouse_shared::snapshot::ConfigSet) -> Arc<crate::plugins::log::Entities> {
-        self.logged.get_or_init(|| Arc::new(crate::plugins::log::Entities::of(set, &self.id, &self.service.id))).clone()
-    }
 }
 
 /// A route as the router holds it.

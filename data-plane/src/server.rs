@@ -15,12 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::busy_poll;
-use crate::proxy::{direct, Conn, Proxy};
+use crate::live::Live;
+use crate::message::Conn;
+use crate::proxy::{direct, Proxy};
 
 const HANDSHAKE: Duration = Duration::from_secs(10);
 const HEADER_READ: Duration = Duration::from_secs(60);
@@ -194,6 +199,39 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Picks the certificate for each handshake from the configuration being served.
+#[derive(Debug)]
+pub struct SniResolver {
+    live: Arc<Live>,
+    fallback: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name();
+        if let Some(name) = name {
+            if let Some(cert) = self.live.load().certs.get(name) {
+                return Some(cert.clone());
+            }
+        }
+        Some(self.fallback.clone())
+    }
+}
+
+/// The proxy's TLS configuration: SNI resolution, ALPN h2 and http/1.1.
+///
+/// # Errors
+/// A default certificate that cannot be made, or an unusable provider.
+pub fn tls_config(live: Arc<Live>, fallback: CertifiedKey) -> Result<Arc<ServerConfig>, String> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { live, fallback: Arc::new(fallback) }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

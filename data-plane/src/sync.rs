@@ -5,7 +5,5 @@
 
 mod client;
 pub mod disk_cache;
-pub mod link;
 
 pub use client::{run, Identity};
-pub use link::{link, Link};

@@ -1,13 +1,11 @@
-//! TLS termination: certificates chosen by SNI from the configuration's Certificates/SNIs
-//! (exact names), and a default certificate when the name is absent or unknown.
+//! TLS material: signing identities from PEM (the configuration's Certificates, the default
+//! certificate) and the verifier that accepts any upstream's certificate, as Kong does. The
+//! listeners' SNI resolution over the configuration being served is `crate::server`'s.
 
-use std::sync::Arc;
-
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
-
-use crate::live::Live;
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Parses a PEM certificate chain and key into a signing identity (ring provider).
 ///
@@ -37,35 +35,42 @@ pub fn default_certificate() -> Result<CertifiedKey, String> {
     certified_key(generated.cert.pem().as_bytes(), generated.key_pair.serialize_pem().as_bytes())
 }
 
-/// Picks the certificate for each handshake from the configuration being served.
+/// Kong does not verify upstream certificates; neither do we (the Service owner chose the host).
+/// ldap-auth uses it too when `verify_ldap_host` is off.
 #[derive(Debug)]
-pub struct SniResolver {
-    live: Arc<Live>,
-    fallback: Arc<CertifiedKey>,
-}
+pub struct NoVerify;
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name();
-        if let Some(name) = name {
-            if let Some(cert) = self.live.load().certs.get(name) {
-                return Some(cert.clone());
-            }
-        }
-        Some(self.fallback.clone())
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
     }
-}
 
-/// The proxy's TLS configuration: SNI resolution, ALPN h2 and http/1.1.
-///
-/// # Errors
-/// A default certificate that cannot be made, or an unusable provider.
-pub fn server_config(live: Arc<Live>, fallback: CertifiedKey) -> Result<Arc<ServerConfig>, String> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { live, fallback: Arc::new(fallback) }));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -197,7 +197,7 @@ pub fn answered(mut attributes: Vec<KeyValue>, status: Option<u16>) -> Vec<KeyVa
 
 /// The attributes of an upstream try: the peer's address and the try's number.
 pub fn peer(
-    service: &crate::compiled::Service,
+    service: &crate::service::Service,
     peer: Option<&crate::balancer::ring::Peer>,
     try_number: usize,
 ) -> Vec<KeyValue> {
@@ -213,8 +213,16 @@ pub fn peer(
     ]
 }
 
+/// A DNS resolution a new connection made: when it ran, and the address it found.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsAnswer {
+    pub start: std::time::Instant,
+    pub end: std::time::Instant,
+    pub addr: std::net::SocketAddr,
+}
+
 /// Records the DNS resolution a new connection made (a service named by host) as a span.
-pub fn dns(trace: Option<&mut Trace>, service: &crate::compiled::Service, resolved: Option<crate::proxy::DnsAnswer>) {
+pub fn dns(trace: Option<&mut Trace>, service: &crate::service::Service, resolved: Option<DnsAnswer>) {
     if let (Some(t), Some(r)) = (trace, resolved) {
         let attributes = vec![
             KeyValue::new("dns.question.name", service.host.clone()),
@@ -224,14 +232,14 @@ pub fn dns(trace: Option<&mut Trace>, service: &crate::compiled::Service, resolv
     }
 }
 
-/// The root span's attributes for a request routed to `route`.
-pub fn request(method: &str, path: &str, host: &str, route: &crate::router::RouteInfo) -> Vec<KeyValue> {
+/// The root span's attributes for a request routed to a route and its service.
+pub fn request(method: &str, path: &str, host: &str, route_id: &str, service_id: &str) -> Vec<KeyValue> {
     vec![
         KeyValue::new("http.request.method", method.to_owned()),
         KeyValue::new("url.path", path.to_owned()),
         KeyValue::new("server.address", host.to_owned()),
-        KeyValue::new("kong.route.id", route.id.to_string()),
-        KeyValue::new("kong.service.id", route.service.id.to_string()),
+        KeyValue::new("kong.route.id", route_id.to_owned()),
+        KeyValue::new("kong.service.id", service_id.to_owned()),
     ]
 }
 

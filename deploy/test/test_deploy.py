@@ -765,7 +765,7 @@ def static_checks() -> str:
         R.check(f"{out}: Dockerfile has no findings", res.returncode == 0 and not res.stdout.strip(), res.stdout + res.stderr)
     text = DOCKERFILE.read_text()
     R.check("Dockerfile: pinned multi-stage build of both binaries, non-root runtime",
-            "FROM rust:1.95-bookworm AS build" in text and "cargo build --release --locked -p gatehouse-control-plane --bins" in text
+            "FROM rust:1.95-bookworm AS build" in text and "cargo build --release --locked -p gatehouse --bins" in text
             and re.search(r"(?m)^USER 65532", text) is not None and "gatehouse-dp" in text)
     return default_output
 

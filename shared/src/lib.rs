@@ -9,6 +9,7 @@ pub mod credential;
 pub mod enabled_headers;
 pub mod entity;
 pub mod idle;
+pub mod link;
 pub mod lookup;
 pub mod otlp_metrics;
 pub mod private_fs;

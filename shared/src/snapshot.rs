@@ -123,6 +123,14 @@ impl ConfigSet {
     }
 }
 
+/// The strings of a stored document's array field (other elements skipped); empty when absent.
+pub fn strings(doc: &Value, key: &str) -> Vec<String> {
+    doc.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

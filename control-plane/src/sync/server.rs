@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use gatehouse_data_plane::sync::link::Accepted;
+use gatehouse_shared::link::Accepted;
 use gatehouse_shared::proto::config_sync_server::{ConfigSync, ConfigSyncServer};
 use gatehouse_shared::proto::{ControlPlaneMessage, DataPlaneMessage};
 use tokio::net::TcpListener;

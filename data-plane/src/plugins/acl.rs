@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{Access, BuildError, Plugin, Reply, RequestCtx};
-use crate::compiled::strings;
+use gatehouse_shared::snapshot::strings;
 
 pub struct Acl {
     /// `true` for a whitelist, `false` for a blacklist.
@@ -42,7 +42,7 @@ impl Plugin for Acl {
                 .credential
                 .as_ref()
                 .and_then(|c| c.consumer_id())
-                .and_then(|id| ctx.config.creds.consumers.get(id).cloned()),
+                .and_then(|id| ctx.creds.consumers.get(id).cloned()),
         };
         let Some(consumer) = consumer else { return denied() };
         let member = consumer.groups.iter().any(|g| self.groups.contains(g));

@@ -68,7 +68,7 @@ pub fn authenticated(
 /// `reject` without `anonymous`; a 500 when the anonymous consumer does not exist.
 pub fn fail(ctx: &mut RequestCtx<'_>, anonymous: Option<&Arc<str>>, reject: Reply) -> Result<(), Rejected> {
     let Some(id) = anonymous else { return Err(reject.build()) };
-    let Some(consumer) = ctx.config.creds.consumers.get(id).cloned() else {
+    let Some(consumer) = ctx.creds.consumers.get(id).cloned() else {
         tracing::error!(anonymous = %id, "anonymous consumer not found");
         return Err(Reply::unexpected().build());
     };

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use super::log::tcp_log::{self, Target};
 use super::{Access, BuildError, Plugin, Rejected, Reply, RequestCtx};
-use crate::proxy::{ResBody, SERVER_TOKEN};
+use crate::message::{ResBody, SERVER_TOKEN};
 
 struct Function {
     target: Target,

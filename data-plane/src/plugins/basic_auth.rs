@@ -29,7 +29,7 @@ impl BasicAuth {
             let reject = Reply::message(401, "Unauthorized").header("www-authenticate", "Basic realm=\"kong\"");
             return auth::fail(ctx, self.anonymous.as_ref(), reject);
         }
-        let config = ctx.config;
+        let creds = ctx.creds;
         let mut found = None;
         for (header, value) in [("proxy-authorization", proxy), ("authorization", plain)] {
             let Some(value) = value else { continue };
@@ -37,7 +37,7 @@ impl BasicAuth {
                 ctx.headers.remove(header);
             }
             if let Some((user, pass)) = decode_user_pass(&value, auth::Scheme::Capitalised("basic"), false) {
-                if let Some(cred) = config.creds.basic.get(&user) {
+                if let Some(cred) = creds.basic.get(&user) {
                     found = Some((cred, user, pass));
                     break;
                 }
@@ -51,7 +51,7 @@ impl BasicAuth {
         if !auth::same_secret(basic_auth_digest(&pass, consumer_id).as_bytes(), stored.as_bytes()) {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, "Invalid authentication credentials"));
         }
-        let Some(consumer) = config.creds.owner(cred) else { return Err(Reply::unexpected().build()) };
+        let Some(consumer) = creds.owner(cred) else { return Err(Reply::unexpected().build()) };
         auth::authenticated(ctx, consumer.clone(), Credential::Row(cred.clone()), Some(&user));
         Ok(())
     }

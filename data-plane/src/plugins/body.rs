@@ -85,7 +85,7 @@ pub fn parse(ctx: &RequestCtx<'_>) -> Option<Value> {
 /// Removes a field from a form or JSON body already read by [`parse`].
 pub fn remove_field(ctx: &mut RequestCtx<'_>, name: &str) {
     let Some((kind, _)) = kind(ctx) else { return };
-    let crate::proxy::ReqBody::Full(bytes) = &*ctx.body else { return };
+    let crate::message::ReqBody::Full(bytes) = &*ctx.body else { return };
     let rewritten = match kind {
         Kind::Form => {
             let kept: Vec<(String, String)> = url::form_urlencoded::parse(bytes)

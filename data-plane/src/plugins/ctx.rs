@@ -2,42 +2,19 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::Value;
 
-use crate::compiled::Compiled;
-use crate::proxy::ReqBody;
+use gatehouse_shared::snapshot::ConfigSet;
 
-/// A consumer as the auth plugins hand it on: the header values are built once, at compile.
-#[derive(Debug)]
-pub struct Consumer {
-    pub id: Arc<str>,
-    pub id_header: HeaderValue,
-    pub username: Option<HeaderValue>,
-    pub custom_id: Option<HeaderValue>,
-    /// ACL groups, oldest first.
-    pub groups: Vec<String>,
-    /// `X-Consumer-Groups`: the groups joined with `, `.
-    pub groups_header: Option<HeaderValue>,
-}
-
-impl Consumer {
-    pub fn from_doc(doc: &Value, groups: Vec<String>) -> Option<Consumer> {
-        let s = |k: &str| doc.get(k).and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok());
-        let id = doc.get("id").and_then(Value::as_str)?;
-        Some(Consumer {
-            id: id.into(),
-            id_header: HeaderValue::from_str(id).ok()?,
-            username: s("username"),
-            custom_id: s("custom_id"),
-            groups_header: (!groups.is_empty()).then(|| HeaderValue::from_str(&groups.join(", ")).ok()).flatten(),
-            groups,
-        })
-    }
-}
+use super::control_plane::ControlPlane;
+use super::log::Entities;
+pub use crate::credentials::Consumer;
+use crate::credentials::Credentials;
+use crate::message::{Conn, ReqBody};
 
 /// What authenticated the request.
 #[derive(Debug, Clone)]
@@ -121,16 +98,20 @@ pub struct RequestCtx<'a> {
     pub trusted: bool,
     pub route_id: &'a Arc<str>,
     pub service_id: &'a Arc<str>,
-    pub route: &'a crate::router::RouteInfo,
-    pub config: &'a Compiled,
-    /// The data plane's shared state: the write path to the control plane.
-    pub live: &'a std::sync::Arc<crate::live::Live>,
+    /// The route and its service as log records show them, made once per route.
+    pub logged: &'a OnceLock<Arc<Entities>>,
+    /// The configuration the request is served with.
+    pub set: &'a Arc<ConfigSet>,
+    /// Its consumers and credentials.
+    pub creds: &'a Credentials,
+    /// The write path to the control plane, and the counters shared through it.
+    pub control_plane: &'a Arc<ControlPlane>,
     pub consumer: Option<Arc<Consumer>>,
     pub credential: Option<Credential>,
     /// Fields for the response, whichever it is.
     pub response: ResponseFields,
     /// The client connection the request came on.
-    pub conn: &'a crate::proxy::Conn,
+    pub conn: &'a Conn,
     /// When the request arrived.
     pub started: std::time::Instant,
     /// Per-request work a plugin left for the response head (its `header_filter` with what
@@ -155,11 +136,14 @@ pub struct Arrived<'a> {
     pub query: Option<Cow<'a, str>>,
     pub headers: &'a mut HeaderMap,
     pub body: &'a mut ReqBody,
-    pub conn: &'a crate::proxy::Conn,
+    pub conn: &'a Conn,
     pub trusted: bool,
-    pub route: &'a crate::router::RouteInfo,
-    pub config: &'a Compiled,
-    pub live: &'a std::sync::Arc<crate::live::Live>,
+    pub route_id: &'a Arc<str>,
+    pub service_id: &'a Arc<str>,
+    pub logged: &'a OnceLock<Arc<Entities>>,
+    pub set: &'a Arc<ConfigSet>,
+    pub creds: &'a Credentials,
+    pub control_plane: &'a Arc<ControlPlane>,
     pub started: std::time::Instant,
 }
 
@@ -176,11 +160,12 @@ impl<'a> RequestCtx<'a> {
             client_ip: a.conn.peer.ip(),
             https: a.conn.https,
             trusted: a.trusted,
-            route_id: &a.route.id,
-            service_id: &a.route.service.id,
-            route: a.route,
-            config: a.config,
-            live: a.live,
+            route_id: a.route_id,
+            service_id: a.service_id,
+            logged: a.logged,
+            set: a.set,
+            creds: a.creds,
+            control_plane: a.control_plane,
             consumer: None,
             credential: None,
             response: ResponseFields::default(),

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::auth::{self, anonymous};
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
-use crate::compiled::strings;
+use gatehouse_shared::snapshot::strings;
 
 const CANNOT_VERIFY: &str = "HMAC signature cannot be verified";
 const NO_DATE: &str =
@@ -137,11 +137,11 @@ impl HmacAuth {
                 break;
             }
         }
-        let config = ctx.config;
+        let creds = ctx.creds;
         let checked = params.filter(|p| {
             self.enforce_headers.iter().all(|h| p.headers.contains(h)) && self.algorithms.contains(&p.algorithm)
         });
-        let Some((p, cred)) = checked.and_then(|p| config.creds.hmac.get(&p.username).map(|c| (p, c.clone()))) else {
+        let Some((p, cred)) = checked.and_then(|p| creds.hmac.get(&p.username).map(|c| (p, c.clone()))) else {
             auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, CANNOT_VERIFY))?;
             return Ok(None);
         };
@@ -170,7 +170,7 @@ impl HmacAuth {
     }
 
     fn finish(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: &str) -> Result<(), Rejected> {
-        let Some(consumer) = ctx.config.creds.owner(&cred).cloned() else { return Err(Reply::unexpected().build()) };
+        let Some(consumer) = ctx.creds.owner(&cred).cloned() else { return Err(Reply::unexpected().build()) };
         auth::authenticated(ctx, consumer, Credential::Row(cred), Some(username));
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use super::{Access, BuildError, Plugin, Reply, RequestCtx};
-use crate::proxy::IpNet;
+use crate::ip_net::IpNet;
 
 pub struct IpRestriction {
     /// Parsed once per configuration.

@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use super::auth::{self, anonymous};
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
-use crate::compiled::strings;
+use gatehouse_shared::snapshot::strings;
+
+use crate::credentials::public_key;
 
 pub struct Jwt {
     uri_param_names: Vec<String>,
@@ -38,29 +40,7 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(normalized).ok()
 }
 
-/// The EC point of a PEM `PUBLIC KEY` (SPKI), for ES256.
-fn ec_public_key(pem: &[u8]) -> Option<Vec<u8>> {
-    let mut reader = pem;
-    loop {
-        if let rustls_pemfile::Item::SubjectPublicKeyInfo(spki) = rustls_pemfile::read_one(&mut reader).ok()?? {
-            use x509_parser::prelude::FromDer;
-            let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki.as_ref()).ok()?;
-            return Some(info.subject_public_key.data.to_vec());
-        }
-    }
-}
-
-/// The verification key of an RS256/RS512/ES256 secret's PEM: the RSA key's DER, or the EC
-/// point. Parsed when the configuration compiles (see `Credentials::jwt_public_keys`).
-pub fn public_key(alg: &str, pem: &str) -> Option<Vec<u8>> {
-    match alg {
-        "RS256" | "RS512" => gatehouse_shared::credential::rsa_public_key_der(pem),
-        "ES256" => ec_public_key(pem.as_bytes()),
-        _ => None,
-    }
-}
-
-/// Checks a signature with an HMAC secret, or with a key from [`public_key`].
+/// Checks a signature with an HMAC secret, or with a key from [`public_key`](crate::credentials::public_key).
 fn verify_parsed(alg: &str, key: &[u8], message: &[u8], sig: &[u8]) -> bool {
     let hs = |a| hmac::verify(&hmac::Key::new(a, key), message, sig).is_ok();
     let public = |a: &'static dyn signature::VerificationAlgorithm| {
@@ -171,8 +151,8 @@ impl Jwt {
         let Some(key) = key else {
             return fail(ctx, Reply::message(401, &format!("No mandatory '{claim}' in claims")));
         };
-        let config = ctx.config;
-        let Some(cred) = config.creds.jwt.get(&key) else {
+        let creds = ctx.creds;
+        let Some(cred) = creds.jwt.get(&key) else {
             return fail(ctx, Reply::message(403, &format!("No credentials found for given '{claim}'")));
         };
         if cred.get("algorithm").and_then(Value::as_str).unwrap_or("HS256") != alg {
@@ -182,8 +162,7 @@ impl Jwt {
         // Public keys were parsed when the configuration compiled; a secret stored as base64
         // (`secret_is_base64`) is decoded per request, as Kong does.
         let id = cred.get("id").and_then(Value::as_str).unwrap_or_default();
-        let parsed =
-            if alg.starts_with("HS") || self.secret_is_base64 { None } else { config.creds.jwt_public_keys.get(id) };
+        let parsed = if alg.starts_with("HS") || self.secret_is_base64 { None } else { creds.jwt_public_keys.get(id) };
         let verified = match parsed {
             Some(key) => verify_parsed(&alg, key, message.as_bytes(), &signature),
             None => {
@@ -229,7 +208,7 @@ impl Jwt {
                 return fail(ctx, Reply::object(403, &json!({"exp": "exceeds maximum allowed expiration"})));
             }
         }
-        let Some(consumer) = config.creds.owner(cred) else {
+        let Some(consumer) = creds.owner(cred) else {
             return fail(ctx, Reply::message(403, &format!("Could not find consumer for '{claim}={key}'")));
         };
         auth::authenticated(ctx, consumer.clone(), Credential::Row(cred.clone()), None);

@@ -113,11 +113,11 @@ impl KeyAuth {
                 }
             }
         }
-        let config = ctx.config;
-        let Some(credential) = config.creds.keys.get(&key) else {
+        let creds = ctx.creds;
+        let Some(credential) = creds.keys.get(&key) else {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::exit(403, "Invalid authentication credentials"));
         };
-        let Some(consumer) = config.creds.owner(credential) else {
+        let Some(consumer) = creds.owner(credential) else {
             tracing::error!(credential = ?credential.get("id"), "key-auth credential without a consumer");
             return Err(Reply::unexpected().build());
         };

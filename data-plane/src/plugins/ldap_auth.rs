@@ -199,10 +199,7 @@ impl LdapAuth {
             let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
             builder.with_root_certificates(roots).with_no_client_auth()
         } else {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(crate::proxy::upstream::NoVerify))
-                .with_no_client_auth()
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(crate::tls::NoVerify)).with_no_client_auth()
         };
         let name = rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| LdapError::Io(std::io::Error::other(e)))?;

@@ -3,7 +3,7 @@
 //! access-token validation for everything else.
 //!
 //! Codes and tokens are minted here but stored by the control plane (a data plane has no
-//! database): [`Live::write`](crate::live::Live::write) commits them over the sync stream and
+//! database): [`ControlPlane::write`](super::control_plane::ControlPlane::write) commits them over the sync stream and
 //! waits until this data plane serves them, and the change log carries them to every other
 //! data plane.
 
@@ -16,8 +16,8 @@ use http::{HeaderName, Method};
 use serde_json::{json, Map, Value};
 
 use super::auth::{self, anonymous};
+use super::control_plane::WriteError;
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
-use crate::live::WriteError;
 
 pub struct OAuth2 {
     scopes: Option<Vec<String>>,
@@ -232,7 +232,7 @@ impl OAuth2 {
             document: String::new(),
             deleted: true,
         }));
-        match ctx.live.write(changes).await {
+        match ctx.control_plane.write(changes).await {
             Ok(_) => Ok(true),
             Err(WriteError::Spent) => Ok(false),
             Err(e) => {
@@ -269,8 +269,8 @@ impl OAuth2 {
                 None
             }
         };
-        let config = ctx.config;
-        let client = param(&params, "client_id").and_then(|c| config.creds.oauth2_clients.get(&c).cloned());
+        let creds = ctx.creds;
+        let client = param(&params, "client_id").and_then(|c| creds.oauth2_clients.get(&c).cloned());
         let Some(client) = client else {
             return plain(("invalid_client", "Invalid client authentication".into()));
         };
@@ -366,8 +366,8 @@ impl OAuth2 {
         if !grant_ok {
             error = Some(("unsupported_grant_type", "Invalid grant_type".into()));
         }
-        let config = ctx.config;
-        let client = client_id.as_ref().and_then(|c| config.creds.oauth2_clients.get(c).cloned());
+        let creds = ctx.creds;
+        let client = client_id.as_ref().and_then(|c| creds.oauth2_clients.get(c).cloned());
         let invalid_client = || ("invalid_client", "Invalid client authentication".to_string());
         match &client {
             None => error = Some(invalid_client()),
@@ -398,7 +398,7 @@ impl OAuth2 {
         let provision_ok = param(&params, "provision_key").as_deref() == Some(self.provision_key.as_str());
         let (token, deletes): (Value, Vec<(&str, String)>) = match grant.as_str() {
             "authorization_code" => {
-                let code = param(&params, "code").and_then(|c| config.creds.oauth2_codes.get(&c).cloned());
+                let code = param(&params, "code").and_then(|c| creds.oauth2_codes.get(&c).cloned());
                 let fresh = |c: &Value| now_ms() - c.get("created_at").and_then(Value::as_i64).unwrap_or(0) < 300_000;
                 let Some(code) =
                     code.filter(|c| service_ok(c) && fresh(c) && str_of(c, "credential_id") == client_db_id)
@@ -439,7 +439,7 @@ impl OAuth2 {
                 (self.token(ctx, &client, Some(&userid), scope.as_deref(), true), Vec::new())
             }
             _ => {
-                let old = param(&params, "refresh_token").and_then(|r| config.creds.oauth2_refresh.get(&r).cloned());
+                let old = param(&params, "refresh_token").and_then(|r| creds.oauth2_refresh.get(&r).cloned());
                 let alive = |t: &Value| {
                     self.refresh_token_ttl == 0
                         || now_ms() - t.get("created_at").and_then(Value::as_i64).unwrap_or(0)
@@ -507,8 +507,8 @@ impl OAuth2 {
             .header("www-authenticate", "Bearer realm=\"service\"");
             return auth::fail(ctx, self.anonymous.as_ref(), r);
         };
-        let config = ctx.config;
-        let row = config.creds.oauth2_tokens.get(&token).cloned().filter(|t| {
+        let creds = ctx.creds;
+        let row = creds.oauth2_tokens.get(&token).cloned().filter(|t| {
             let bound = str_of(t, "service_id");
             let service_ok = if self.global_credentials {
                 bound.is_empty() || bound == &**ctx.service_id
@@ -520,8 +520,8 @@ impl OAuth2 {
             let age = (now_ms() - t.get("created_at").and_then(Value::as_i64).unwrap_or(0)) as f64;
             service_ok && (expires_in <= 0.0 || age < expires_in * 1000.0)
         });
-        let app = row.as_ref().and_then(|t| config.creds.oauth2_by_id.get(str_of(t, "credential_id")).cloned());
-        let consumer = app.as_ref().and_then(|a| config.creds.owner(a).cloned());
+        let app = row.as_ref().and_then(|t| creds.oauth2_by_id.get(str_of(t, "credential_id")).cloned());
+        let consumer = app.as_ref().and_then(|a| creds.owner(a).cloned());
         let (Some(row), Some(app), Some(consumer)) = (row, app, consumer) else {
             let description = "The access token is invalid or has expired";
             let r = Reply::object(401, &json!({"error": "invalid_token", "error_description": description})).header(

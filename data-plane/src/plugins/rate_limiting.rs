@@ -188,7 +188,7 @@ impl Plugin for RateLimiting {
             Policy::Cluster => {
                 let now = limits::now_secs();
                 let keys = self.keys(&identifier(ctx, self.limit_by), now);
-                let shared = &ctx.live.shared_counts;
+                let shared = &ctx.control_plane.shared_counts;
                 let usage: smallvec::SmallVec<[u64; 6]> = keys.iter().map(|k| shared.usage(k)).collect();
                 let decided = self.decide(&usage, &mut ctx.response);
                 if decided.is_ok() {

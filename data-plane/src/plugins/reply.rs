@@ -6,7 +6,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, SERVER};
 use http::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::proxy::{ResBody, SERVER_TOKEN};
+use crate::message::{ResBody, SERVER_TOKEN};
 
 /// Builder for a plugin's own response.
 pub struct Reply(Response<ResBody>);

@@ -43,9 +43,9 @@ impl Plugin for RequestSizeLimiting {
         // plugins buffer (1 MiB: the engine read it whole, or found it longer than that);
         // larger limits are enforced on declared lengths only.
         let over = match &*ctx.body {
-            crate::proxy::ReqBody::Full(body) => body.len() as u64 > self.allowed,
-            crate::proxy::ReqBody::Unread => self.allowed < super::ctx::BODY_LIMIT as u64,
-            crate::proxy::ReqBody::Empty => false,
+            crate::message::ReqBody::Full(body) => body.len() as u64 > self.allowed,
+            crate::message::ReqBody::Unread => self.allowed < super::ctx::BODY_LIMIT as u64,
+            crate::message::ReqBody::Empty => false,
         };
         if over {
             Access::Respond(Self::too_large(ctx))

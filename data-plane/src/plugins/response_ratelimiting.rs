@@ -134,7 +134,7 @@ impl Rules {
         };
         let keys = self.keys(&id, now);
         let usage: Vec<u64> = match &self.policy {
-            Policy::Cluster => keys.iter().map(|(_, _, key, _)| ctx.live.shared_counts.usage(key)).collect(),
+            Policy::Cluster => keys.iter().map(|(_, _, key, _)| ctx.control_plane.shared_counts.usage(key)).collect(),
             Policy::Local => keys
                 .iter()
                 .map(|(i, j, _, window)| {
@@ -171,8 +171,8 @@ impl Rules {
                 }
             }
         }
-        let live = ctx.live.clone();
-        ctx.hooks.push(Box::new(Counted { rules: self.clone(), id: owned, remaining, keys, live }));
+        let control_plane = ctx.control_plane.clone();
+        ctx.hooks.push(Box::new(Counted { rules: self.clone(), id: owned, remaining, keys, control_plane }));
         Ok(())
     }
 }
@@ -181,7 +181,7 @@ impl Rules {
 struct Counted {
     rules: Arc<Rules>,
     /// Where `cluster` counts go.
-    live: Arc<crate::live::Live>,
+    control_plane: Arc<super::control_plane::ControlPlane>,
     /// The identifier: an id, or the client's address.
     id: Result<String, std::net::IpAddr>,
     remaining: Vec<Vec<f64>>,
@@ -236,7 +236,7 @@ impl ResponseHook for Counted {
                     if used[*i] > 0.0 {
                         let period = rules.limits[*i].periods[*j].0;
                         let closes = (window + period.longest_secs()) * 1000;
-                        self.live.shared_counts.increment(key, used[*i] as u64, closes as i64);
+                        self.control_plane.shared_counts.increment(key, used[*i] as u64, closes as i64);
                     }
                 }
             }

@@ -45,7 +45,8 @@ use super::h1::limits::{body_length, oversized, parse_head, RequestBody, MAX_HEA
 use super::h1::request_body::Streamed;
 use super::h1::response::READ_RESERVE;
 use super::waiting::{Deadline, Stop};
-use super::{Conn, Proxy, ProxyError};
+use super::{Proxy, ProxyError};
+use crate::message::Conn;
 use crate::metrics;
 
 /// Buffers a connection reuses for every request: the upstream request and the client response.

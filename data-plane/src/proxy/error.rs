@@ -4,9 +4,9 @@
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, SERVER, UPGRADE};
 use http::{Response, StatusCode};
 
-use super::body::ResBody;
+use crate::message::ResBody;
 
-pub const SERVER_TOKEN: &str = concat!("gatehouse/", env!("CARGO_PKG_VERSION"));
+use crate::message::SERVER_TOKEN;
 
 /// Why a request was not proxied, tagged by where the failure came from (as in Pingora).
 #[derive(Debug, thiserror::Error)]

@@ -29,9 +29,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
 use super::direct::{self, ClientIo};
-use super::h1::fields::{field, Field};
 use super::h1::rewind::Rewind;
-use super::{Conn, Proxy, ProxyError, ResBody};
+use super::{Proxy, ProxyError};
+use crate::codec::fields::{field, Field};
+use crate::message::Conn;
 
 /// The fields an answer from the engine may carry: the upstream's (at most
 /// `h1::response::MAX_UPSTREAM_HEADERS`), the gateway's own and what plugins add. hyper's
@@ -99,7 +100,7 @@ async fn stream(
     req: Request<Incoming>,
     header_read: Duration,
     open: Open,
-) -> Response<ResBody> {
+) -> Response<StreamBody> {
     let Some(req) = as_http1(req) else {
         return own(&proxy, ProxyError::BadRequest("an invalid request target"));
     };
@@ -132,7 +133,7 @@ async fn stream(
         tokio::spawn(connection);
     }
     match answered {
-        Ok(resp) => for_http2(resp.map(|body| ResBody::Engine(body, open))),
+        Ok(resp) => for_http2(resp.map(|body| StreamBody::Engine { body, _open: open })),
         // An answer that does not parse (past the fields above): the upstream's, as a 502.
         Err(e) if e.is_parse() => own(&proxy, ProxyError::Upstream(e.to_string())),
         // The engine ends a request without an answer when its client stops sending a short
@@ -157,6 +158,46 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// What an HTTP/2 stream's answer carries: the engine's answer as it streams through the pipe
+/// (and the stream's place among the open ones), or a page of the adapter's own.
+pub enum StreamBody {
+    /// The stream stays counted as open until its answer is sent or abandoned.
+    Engine {
+        body: Incoming,
+        _open: Open,
+    },
+    Page(Option<Bytes>),
+}
+
+impl hyper::body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            StreamBody::Engine { body, .. } => std::pin::Pin::new(body).poll_frame(cx),
+            StreamBody::Page(b) => std::task::Poll::Ready(b.take().map(|b| Ok(hyper::body::Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            StreamBody::Engine { body, .. } => body.is_end_stream(),
+            StreamBody::Page(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            StreamBody::Engine { body, .. } => body.size_hint(),
+            StreamBody::Page(b) => hyper::body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 
@@ -199,8 +240,8 @@ fn join_cookies(headers: &mut http::HeaderMap) {
 
 /// One of Gatehouse's own pages for a request the engine could not take, with `Server` only
 /// if the `headers` setting lets it (as the engine writes its own).
-fn own(proxy: &Proxy, e: ProxyError) -> Response<ResBody> {
-    let mut resp = e.into_response(None);
+fn own(proxy: &Proxy, e: ProxyError) -> Response<StreamBody> {
+    let mut resp = e.into_response(None).map(|mut page| StreamBody::Page(Some(page.take())));
     if !proxy.headers.server {
         resp.headers_mut().remove(header::SERVER);
     }
@@ -209,7 +250,7 @@ fn own(proxy: &Proxy, e: ProxyError) -> Response<ResBody> {
 
 /// An answer as HTTP/2 carries it: without the fields that only mean something to an HTTP/1
 /// connection, which HTTP/2 forbids.
-fn for_http2(mut resp: Response<ResBody>) -> Response<ResBody> {
+fn for_http2(mut resp: Response<StreamBody>) -> Response<StreamBody> {
     let http1_only: Vec<header::HeaderName> = resp
         .headers()
         .keys()

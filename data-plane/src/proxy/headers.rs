@@ -2,31 +2,7 @@
 
 use super::h1::limits::BodyFraming;
 use super::h1::write::line;
-use super::Conn;
-
-/// The number a Content-Length value means: digits, or a list of one value repeated (RFC 9110
-/// §8.6). `None` for anything else, or a number past `u64`.
-pub fn content_length(value: &[u8]) -> Option<u64> {
-    let mut length = None;
-    for part in value.split(|b| *b == b',') {
-        let digits = part.trim_ascii();
-        if digits.is_empty() {
-            return None;
-        }
-        let mut n = 0u64;
-        for d in digits {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        }
-        if length.is_some_and(|l| l != n) {
-            return None;
-        }
-        length = Some(n);
-    }
-    length
-}
+use crate::message::Conn;
 
 /// Writes the forwarding fields the gateway sets (kong-0.14-core-behavior §4.7), after the
 /// request's own: X-Forwarded-For, the client's (`prior`) with the peer appended; then each of

@@ -10,9 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -20,7 +19,9 @@ use tokio_rustls::TlsConnector;
 
 use super::error::ProxyError;
 use crate::balancer::ring::Peer;
-use crate::compiled::Service;
+use crate::service::Service;
+use crate::tls::NoVerify;
+use crate::trace::DnsAnswer;
 
 /// Idle connections kept per destination and worker thread.
 const IDLE_PER_KEY: usize = 64;
@@ -42,14 +43,6 @@ pub struct RawConn {
     /// When a new connection's DNS resolution began and ended (a service named by host), for
     /// its trace.
     pub resolved: Option<DnsAnswer>,
-}
-
-/// A DNS resolution a new connection made: when it ran, and the address it found.
-#[derive(Clone, Copy, Debug)]
-pub struct DnsAnswer {
-    pub start: std::time::Instant,
-    pub end: std::time::Instant,
-    pub addr: SocketAddr,
 }
 
 impl RawConn {
@@ -194,46 +187,6 @@ impl Connector {
 impl Default for Connector {
     fn default() -> Self {
         Connector::new()
-    }
-}
-
-/// Kong does not verify upstream certificates; neither do we (the Service owner chose the host).
-/// ldap-auth uses it too when `verify_ldap_host` is off.
-#[derive(Debug)]
-pub(crate) struct NoVerify;
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::compiled::Service;
+use crate::service::Service;
 
 fn spec(id: &str, hosts: &[&str], paths: &[&str], methods: &[&str], priority: i64, created: i64) -> Arc<RouteSpec> {
     Arc::new(RouteSpec {

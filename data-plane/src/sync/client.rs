@@ -17,7 +17,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use super::disk_cache::{Delta, DiskCache};
 use crate::compiled::{CompileError, Compiled};
 use crate::config::{Config, Mtls};
-use crate::live::{Live, WriteError};
+use crate::live::Live;
+use crate::plugins::control_plane::WriteError;
 
 /// Who this data plane is, as it introduces itself.
 #[derive(Debug, Clone)]
@@ -260,12 +261,12 @@ impl Follower {
         self.live.counters.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(control_plane = %self.config.control_plane, revision = current.set.revision, "connected");
         let mut ticker = tokio::time::interval(self.config.status_interval);
-        self.live.shared_counts.reconnected();
+        self.live.control_plane.shared_counts.reconnected();
         let mut flush = tokio::time::interval(crate::plugins::limits::cluster::FLUSH);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let health_changed = self.live.balancers.changed.clone();
         let live = self.live.clone();
-        let mut writes = live.writes.rx.lock().await;
+        let mut writes = live.control_plane.writes.rx.lock().await;
         let mut pending: HashMap<String, oneshot::Sender<Result<i64, WriteError>>> = HashMap::new();
         let mut snapshot: Vec<Change> = Vec::new();
         // After a NACK, batches that do not follow our revision are expected until the
@@ -320,7 +321,7 @@ impl Follower {
                                 });
                             }
                         }
-                        Some(In::CounterTotals(t)) => self.live.shared_counts.settle(&t),
+                        Some(In::CounterTotals(t)) => self.live.control_plane.shared_counts.settle(&t),
                         Some(In::UpToDate(u)) => {
                             tracing::debug!(revision = u.revision, "configuration is up to date");
                         }
@@ -329,7 +330,7 @@ impl Follower {
                 }
                 _ = ticker.tick() => send(&tx, Out::Status(self.status())).await?,
                 _ = flush.tick() => {
-                    if let Some(batch) = self.live.shared_counts.drain(crate::plugins::log::unix_ms(std::time::Instant::now()) as i64) {
+                    if let Some(batch) = self.live.control_plane.shared_counts.drain(crate::plugins::log::unix_ms(std::time::Instant::now()) as i64) {
                         send(&tx, Out::Counters(batch)).await?;
                     }
                 }

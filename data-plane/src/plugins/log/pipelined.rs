@@ -12,9 +12,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::tcp_log::Stream;
-use crate::proxy::h1::chunked::ChunkedEnd;
-use crate::proxy::h1::fields::has_token;
-use crate::proxy::h1::response::{framing, Framing, MAX_UPSTREAM_HEAD, MAX_UPSTREAM_HEADERS};
+use crate::codec::chunked::ChunkedEnd;
+use crate::codec::fields::has_token;
+use crate::codec::framing::{framing, Framing, MAX_UPSTREAM_HEAD, MAX_UPSTREAM_HEADERS};
 
 /// Why an exchange ended early.
 #[derive(Debug, thiserror::Error)]

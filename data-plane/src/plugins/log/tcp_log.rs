@@ -70,7 +70,7 @@ pub fn tls_config(verify: bool) -> Arc<rustls::ClientConfig> {
                 Arc::new(
                     rustls::ClientConfig::builder()
                         .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(crate::proxy::upstream::NoVerify))
+                        .with_custom_certificate_verifier(Arc::new(crate::tls::NoVerify))
                         .with_no_client_auth(),
                 )
             })

@@ -10,12 +10,13 @@ use super::log::DirectLog;
 use super::phases::Phases;
 use std::time::Instant;
 
+use crate::codec::fields::{field, Field};
 use crate::compiled::Compiled;
-use crate::proxy::h1::fields::{field, Field};
+use crate::message::{Conn, ReqBody};
 use crate::proxy::h1::limits::{BodyFraming, MAX_HEADERS};
 use crate::proxy::h1::write::line;
 use crate::proxy::headers::{write_forwarding, write_framing};
-use crate::proxy::{Conn, Proxy, ProxyError, ReqBody};
+use crate::proxy::{Proxy, ProxyError};
 use crate::trace::Trace;
 use crate::{plugins, router};
 
@@ -151,10 +152,13 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         body: &mut body,
         conn,
         trusted,
-        config,
-        live: &proxy.live,
+        route_id: &route.id,
+        service_id: &route.service.id,
+        logged: &route.logged,
+        set: &config.set,
+        creds: &config.creds,
+        control_plane: &proxy.live.control_plane,
         started: request.started,
-        route,
     });
     let resolved = match plugins::access(&route.plugins, &mut ctx, request.trace.as_deref_mut()).await {
         Ok(r) => r,

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::HeaderValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -12,9 +11,10 @@ use gatehouse_shared::enabled_headers::EnabledHeaders;
 use super::log::DirectLog;
 use super::request::Seen;
 use super::{ClientIo, Next};
-use crate::proxy::h1::fields::{field, has_token, Field};
+use crate::codec::fields::{field, has_token, Field};
+use crate::message::ResBody;
 use crate::proxy::h1::write::{connection_field, date, line, send};
-use crate::proxy::{mark_upstream_failure, ProxyError, ResBody};
+use crate::proxy::{mark_upstream_failure, ProxyError};
 
 /// How long, and for how many bytes, a refused client is read from before it is closed.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
@@ -110,13 +110,9 @@ pub(super) async fn answer(
         }
     }
     date(out, Instant::now());
-    let bytes = match &mut body {
-        ResBody::Full(Some(b)) => b.clone(),
-        // A plugin's answer on a logging route carries its log phase, which runs once the
-        // body has been taken and the rest dropped.
-        ResBody::Filtered(f) => f.take_full().unwrap_or_default(),
-        _ => Bytes::new(),
-    };
+    // A plugin's answer on a logging route carries its log phase, which runs once the body
+    // has been taken and the rest dropped.
+    let bytes = body.take();
     line(out, &[b"Content-Length: ", itoa::Buffer::new().format(bytes.len()).as_bytes()]);
     match own_connection {
         // An answer that closes says so itself (a 400, a 414).

@@ -14,15 +14,16 @@ use super::log::DirectLog;
 use super::request::{self, Body, RequestHead, Seen};
 use super::{phases, respond, unless_client_leaves, ClientIo, Next, Scratch, CLIENT_CLOSED};
 use crate::balancer::hash::{HashInput, Hashed};
+use crate::codec::fields::{field, field_of, has_token, named_by, Field};
+use crate::message::Conn;
 use crate::metrics;
-use crate::proxy::h1::fields::{field, field_of, has_token, named_by, Field};
 use crate::proxy::h1::limits::BodyFraming;
 use crate::proxy::h1::request_body::{send_streamed, SendError, Streamed};
 use crate::proxy::h1::response::{read_head, relay, round_trip, Framing, Relay, Trip};
 use crate::proxy::h1::write::{line, send};
 use crate::proxy::upstream::Connector;
 use crate::proxy::waiting::Elapsed;
-use crate::proxy::{millis_between, uri, Conn, Proxy, ProxyError};
+use crate::proxy::{millis_between, uri, Proxy, ProxyError};
 use crate::trace;
 use crate::{plugins, router};
 
@@ -100,7 +101,7 @@ pub(super) async fn exchange(
     let service = &route.service;
     tally.series = route.series;
     if let Some(t) = tally.trace.as_mut() {
-        t.attributes.extend(crate::trace::request(method, path, host, route));
+        t.attributes.extend(crate::trace::request(method, path, host, &route.id, &route.service.id));
     }
     if route.https_only && !conn.https {
         return answer_error(client, out, ProxyError::HttpsRequired, &seen, proxy.headers, None, log.take()).await;
@@ -251,7 +252,7 @@ pub(super) async fn exchange(
     if let Some(b) = service.balancer.as_ref().filter(|_| hash_forwarded) {
         // The Host sent to the service, not to a peer (hashed once for every try).
         let host = upstream_host(plugin_host, preserved, None, service);
-        let headers = crate::proxy::h1::fields::forwarded_fields(up, host);
+        let headers = crate::codec::fields::forwarded_fields(up, host);
         hashed = b.hash.hash(&HashInput { headers: &headers, client_ip: conn.peer.ip(), consumer });
     }
     let hash = hashed.hash;
@@ -588,7 +589,7 @@ fn upstream_host<'a>(
     plugin: Option<&'a [u8]>,
     preserved: Option<&'a [u8]>,
     peer: Option<&'a crate::balancer::ring::Peer>,
-    service: &'a crate::compiled::Service,
+    service: &'a crate::service::Service,
 ) -> &'a [u8] {
     match (plugin.or(preserved), peer) {
         (Some(h), _) => h,

@@ -14,7 +14,7 @@ pub(super) struct DirectLog {
 
 impl DirectLog {
     /// Records an upstream try (Kong's `tries`).
-    pub(super) fn try_peer(&mut self, service: &crate::compiled::Service, peer: Option<&crate::balancer::ring::Peer>) {
+    pub(super) fn try_peer(&mut self, service: &crate::service::Service, peer: Option<&crate::balancer::ring::Peer>) {
         let (ip, port) = match (peer, service.ip) {
             (Some(p), _) => (p.addr.ip().to_string(), p.addr.port()),
             (None, Some(ip)) => (ip.to_string(), service.port),

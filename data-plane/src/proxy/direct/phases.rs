@@ -11,9 +11,9 @@ use http::response::Parts;
 use http::StatusCode;
 
 use super::ClientIo;
+use crate::codec::chunked::ChunkedEnd;
+use crate::plugins::filtered::{end_filters, run_filters};
 use crate::plugins::{BodyFilter, Resolved, ResponseFields, ResponseHook};
-use crate::proxy::body::{end_filters, run_filters};
-use crate::proxy::h1::chunked::ChunkedEnd;
 use crate::proxy::h1::response::{more_body, Framing, More, Relay};
 use crate::proxy::h1::write::{line, send};
 use crate::proxy::upstream::RawConn;

@@ -4,11 +4,12 @@
 
 use std::time::Instant;
 
-use crate::proxy::h1::fields::{field, has_token, named_by, plain_target, Field};
+use crate::codec::fields::{field, has_token, named_by, plain_target, Field};
+use crate::message::Conn;
 use crate::proxy::h1::limits::{BodyFraming, MAX_HEADERS};
 use crate::proxy::h1::write::line;
 use crate::proxy::headers::{write_forwarding, write_framing};
-use crate::proxy::{Conn, ProxyError};
+use crate::proxy::ProxyError;
 use crate::trace::Trace;
 
 /// The header fields of a request that decide what happens to it.

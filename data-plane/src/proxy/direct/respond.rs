@@ -11,11 +11,12 @@ use http::StatusCode;
 use gatehouse_shared::enabled_headers::EnabledHeaders;
 
 use super::phases::{self, Phases};
+use crate::codec::fields::{field_of, has_token, Field};
+use crate::message::SERVER_TOKEN;
 use crate::plugins::{BodyFilter, ResponseFields};
-use crate::proxy::h1::fields::{field_of, has_token, Field};
 use crate::proxy::h1::response::{Framing, Head};
 use crate::proxy::h1::write::{connection_field, date, line};
-use crate::proxy::{debug_values, DEBUG_FIELDS, SERVER_TOKEN};
+use crate::proxy::{debug_values, DEBUG_FIELDS};
 use crate::router::RouteInfo;
 
 /// The upstream's answer head, and what the client's is written with.

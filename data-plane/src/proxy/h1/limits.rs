@@ -1,6 +1,6 @@
 //! Kong's limits on a request head, and how a request's body is framed.
 
-use super::fields::{field, Field};
+use crate::codec::fields::{field, Field};
 use crate::proxy::ProxyError;
 
 /// Kong's limits on a request head, nginx's `large_client_header_buffers 4 8k`: each line

@@ -16,9 +16,9 @@ use tokio_util::io::poll_read_buf;
 
 use tokio::io::AsyncWriteExt;
 
-use super::chunked::ChunkedEnd;
 use super::limits::BodyFraming;
 use super::response::{write_request, Trip};
+use crate::codec::chunked::ChunkedEnd;
 use crate::proxy::direct::ClientIo;
 use crate::proxy::upstream::RawConn;
 use crate::proxy::waiting::Deadline;

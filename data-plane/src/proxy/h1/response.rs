@@ -7,67 +7,16 @@ use std::time::Duration;
 use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::chunked::ChunkedEnd;
-use super::fields::{field, Field};
 use super::write::send;
+use crate::codec::chunked::ChunkedEnd;
+pub(crate) use crate::codec::framing::{framing, Framing, MAX_UPSTREAM_HEAD, MAX_UPSTREAM_HEADERS};
 use crate::proxy::direct::ClientIo;
 use crate::proxy::upstream::RawConn;
 use crate::proxy::waiting::Deadline;
 
-/// Response header fields accepted from an upstream (as many as hyper accepts).
-pub(crate) const MAX_UPSTREAM_HEADERS: usize = 100;
-/// Longest upstream response head accepted.
-pub(crate) const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
 pub(crate) const READ_RESERVE: usize = 8 * 1024;
 /// The largest read of a response body ([`read_body`]).
 pub(crate) const MAX_READ: usize = 256 * 1024;
-
-/// How the upstream's response body is delimited.
-#[derive(Clone, Copy)]
-pub(crate) enum Framing {
-    /// HEAD, 204 and 304 answers.
-    NoBody,
-    Length(u64),
-    Chunked,
-    /// Until the upstream closes: re-chunked for the client, whose connection goes on.
-    Close,
-}
-
-/// RFC 9112 §6.3, for a response to a request of ours; `None` when the upstream's framing
-/// is invalid (a try that failed).
-pub(crate) fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> Option<Framing> {
-    let status = res.code.unwrap_or(0);
-    if head_request || status == 204 || status == 304 {
-        return Some(Framing::NoBody);
-    }
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    for h in res.headers.iter() {
-        match field(h.name) {
-            Field::TransferEncoding => {
-                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
-                // Not chunked last: the body runs until the upstream closes (RFC 9112 §6.3).
-                if !last.eq_ignore_ascii_case(b"chunked") {
-                    return Some(Framing::Close);
-                }
-                chunked = true;
-            }
-            Field::ContentLength => {
-                let n = crate::proxy::headers::content_length(h.value)?;
-                if length.is_some_and(|l| l != n) {
-                    return None;
-                }
-                length = Some(n);
-            }
-            _ => {}
-        }
-    }
-    Some(match (chunked, length) {
-        (true, _) => Framing::Chunked,
-        (false, Some(n)) => Framing::Length(n),
-        (false, None) => Framing::Close,
-    })
-}
 
 pub(crate) enum Relay {
     Done { extra: bool },

@@ -55,5 +55,5 @@ fn main() -> anyhow::Result<()> {
     config.declarative = declarative_config.map(declarative);
     let (log_level, log_json, telemetry) = (config.log_level.clone(), config.log_json, config.telemetry.clone());
     // Sync, status and health checks; the proxy's workers run runtimes of their own.
-    gatehouse_control_plane::run_main(&log_level, log_json, &telemetry, gatehouse_data_plane::run(config))
+    gatehouse::run_main(&log_level, log_json, &telemetry, gatehouse_data_plane::run(config))
 }

@@ -92,11 +92,11 @@ fn main() -> anyhow::Result<()> {
     };
     // The Admin API, sync and health checks; a standalone data plane's proxy workers run
     // runtimes of their own.
-    gatehouse_control_plane::run_main(&log_level, log_json, &telemetry, async move {
+    gatehouse::run_main(&log_level, log_json, &telemetry, async move {
         match cli.command {
             Command::Run => gatehouse_control_plane::run(config).await,
             Command::Standalone => match dp_config {
-                Some(dp) => gatehouse_control_plane::standalone(config, dp).await,
+                Some(dp) => gatehouse::standalone(config, dp).await,
                 None => Ok(()),
             },
             Command::GenCert { cert, key } => {
