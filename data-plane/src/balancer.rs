@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use gatehouse_shared::snapshot::ConfigSet;
+use gatehouse_shared::snapshot::{ConfigSet, Doc};
 use hickory_resolver::TokioResolver;
 use http::HeaderValue;
 use serde_json::Value;
@@ -322,8 +322,9 @@ impl std::fmt::Debug for Registry {
 /// a removed target's name is not looked up again, so an unresolvable one cannot hold up
 /// every later revision for a lookup's timeout.
 fn target_hosts(set: &ConfigSet) -> HashSet<String> {
+    let targets: Vec<Value> = set.table("targets").map(Doc::value).collect();
     let mut by_upstream: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for t in set.table("targets") {
+    for t in &targets {
         by_upstream.entry(t.get("upstream_id").and_then(Value::as_str).unwrap_or_default()).or_default().push(t);
     }
     by_upstream.into_values().flat_map(replay).map(|t| t.host).filter(|h| !is_ip(h)).collect()
@@ -368,25 +369,28 @@ impl Registry {
     /// yet collected. Nothing a request sees changes until [`Registry::commit`], so a
     /// configuration the data plane then refuses leaves the balancers as they were.
     pub fn stage(&self, set: &ConfigSet) -> Staged {
+        let target_docs: Vec<Value> = set.table("targets").map(Doc::value).collect();
         let mut targets: HashMap<&str, Vec<&Value>> = HashMap::new();
-        for t in set.table("targets") {
+        for t in &target_docs {
             if let Some(u) = t.get("upstream_id").and_then(Value::as_str) {
-                targets.entry(u).or_default().push(&**t);
+                targets.entry(u).or_default().push(t);
             }
         }
+        let command_docs: Vec<Value> = set.table(COMMANDS_TABLE).map(Doc::value).collect();
         let mut commands: HashMap<&str, Vec<&Value>> = HashMap::new();
-        for c in set.table(COMMANDS_TABLE) {
+        for c in &command_docs {
             if let Some(u) = c.get("upstream_id").and_then(Value::as_str) {
-                commands.entry(u).or_default().push(&**c);
+                commands.entry(u).or_default().push(c);
             }
         }
         let dns = lock(&self.dns).clone();
         let current = lock(&self.balancers).clone();
         let mut staged = Staged::default();
         for doc in set.table("upstreams") {
+            let doc = Arc::new(doc.value());
             let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
             let balancer = match current.get(id) {
-                Some(b) if *b.doc == **doc => b.clone(),
+                Some(b) if *b.doc == *doc => b.clone(),
                 _ => {
                     let b = Arc::new(Balancer::new(doc.clone(), self.changed.clone()));
                     b.start_probes();

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use gatehouse_shared::proto::Change;
-use gatehouse_shared::snapshot::ConfigSet;
+use gatehouse_shared::snapshot::{ConfigSet, Doc};
 use rustls::sign::CertifiedKey;
 use serde_json::Value;
 
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Compiled {
 }
 
 /// A plugin row's instance and the document it was built from.
-type Built = (Arc<Value>, Arc<dyn plugins::Plugin>);
+type Built = (Doc, Arc<dyn plugins::Plugin>);
 
 /// Every compiled piece of a configuration by id, kept so that a delta compiles only what it
 /// touches. Persistent maps: the copy a delta starts from shares every untouched entry, so
@@ -64,7 +64,9 @@ struct Parts {
     services: imbl::HashMap<Arc<str>, Arc<Service>>,
     routes: imbl::HashMap<Arc<str>, Arc<RouteSpec>>,
     /// The routes pointing at each service: a changed service recompiles exactly these.
-    routes_of: imbl::HashMap<Arc<str>, imbl::HashSet<Arc<str>>>,
+    /// A list, not a set: most services have a route or two, and an `imbl` set would cost a
+    /// whole node (kilobytes) for each.
+    routes_of: imbl::HashMap<Arc<str>, Arc<[Arc<str>]>>,
     plugins: Arc<Plugins>,
     /// Each built plugin row, with the document it was built from: a row whose document is
     /// still the same `Arc` keeps its instance (and the state it holds, such as counters).
@@ -161,9 +163,12 @@ impl Compiled {
             Err(err("plugins", plugin, format!("plugin '{name}' is not available on this data plane")))
         };
         if touched.everything() {
-            set.table("plugins").try_for_each(|p| available_here(p))?;
+            set.table("plugins").try_for_each(|p| available_here(&p.value()))?;
         } else {
-            touched.ids("plugins").filter_map(|id| set.get("plugins", id)).try_for_each(|p| available_here(p))?;
+            touched
+                .ids("plugins")
+                .filter_map(|id| set.get("plugins", id))
+                .try_for_each(|p| available_here(&p.value()))?;
         }
         let mut parts = if touched.everything() { Parts::default() } else { self.parts.clone() };
 
@@ -196,6 +201,7 @@ impl Compiled {
         let mut dirty_routes: HashSet<Arc<str>> = touched.ids("routes").map(Arc::from).collect();
         if touched.everything() {
             for doc in set.table("services") {
+                let doc = &doc.value();
                 let service = Service::compile(doc, &parts.balancers).map_err(|e| err("services", doc, e))?;
                 parts.services.insert(service.id.clone(), Arc::new(service));
             }
@@ -203,6 +209,7 @@ impl Compiled {
             for id in &dirty_services {
                 match set.get("services", id) {
                     Some(doc) => {
+                        let doc = &doc.value();
                         let service = Service::compile(doc, &parts.balancers).map_err(|e| err("services", doc, e))?;
                         parts.services.insert(id.clone(), Arc::new(service));
                     }
@@ -210,7 +217,7 @@ impl Compiled {
                         parts.services.remove(id);
                     }
                 }
-                dirty_routes.extend(parts.routes_of.get(id).into_iter().flatten().cloned());
+                dirty_routes.extend(parts.routes_of.get(id).into_iter().flat_map(|r| r.iter()).cloned());
             }
         }
 
@@ -221,13 +228,15 @@ impl Compiled {
         if touched.any(&["plugins"]) {
             for id in touched.ids("plugins") {
                 for row in [self.set.get("plugins", id), set.get("plugins", id)].into_iter().flatten() {
+                    let row = row.value();
                     let scoped = |key: &str| row.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
                     match (scoped("route_id"), scoped("service_id")) {
                         (Some(route), _) => {
                             dirty_routes.insert(route.into());
                         }
                         (None, Some(service)) => {
-                            dirty_routes.extend(parts.routes_of.get(service).into_iter().flatten().cloned());
+                            dirty_routes
+                                .extend(parts.routes_of.get(service).into_iter().flat_map(|r| r.iter()).cloned());
                         }
                         (None, None) => every_route = true,
                     }
@@ -235,13 +244,15 @@ impl Compiled {
             }
             let previous = std::mem::take(&mut parts.instances);
             let mut built = imbl::HashMap::new();
-            let index = Plugins::index(set.table("plugins"), |name, config, row| {
+            let rows: Vec<Arc<Value>> = set.table("plugins").map(|d| Arc::new(d.value())).collect();
+            let index = Plugins::index(rows.iter(), |name, config, row| {
                 let id: Arc<str> = row.get("id").and_then(Value::as_str).unwrap_or_default().into();
+                let Some(doc) = set.get("plugins", &id) else { return Err(format!("plugin {id} is not in the set")) };
                 let instance = match previous.get(&id) {
-                    Some((doc, instance)) if Arc::ptr_eq(doc, row) => instance.clone(),
+                    Some((before, instance)) if before.same(doc) => instance.clone(),
                     _ => plugins::build(name, config, row).map_err(|e| e.0)?,
                 };
-                built.insert(id, (row.clone(), instance.clone()));
+                built.insert(id, (doc.clone(), instance.clone()));
                 Ok(instance)
             })
             .map_err(|(id, reason)| CompileError { entity: "plugins".into(), id, reason })?;
@@ -254,6 +265,7 @@ impl Compiled {
             parts.routes = imbl::HashMap::new();
             parts.routes_of = imbl::HashMap::new();
             for doc in set.table("routes") {
+                let doc = &doc.value();
                 let spec =
                     route_spec(doc, &parts.services, &parts.plugins, &none).map_err(|e| err("routes", doc, e))?;
                 parts.add_route(Arc::new(spec));
@@ -268,6 +280,7 @@ impl Compiled {
             for id in dirty_routes {
                 parts.remove_route(&id);
                 if let Some(doc) = set.get("routes", &id) {
+                    let doc = &doc.value();
                     let spec = Arc::new(
                         route_spec(doc, &parts.services, &parts.plugins, &none).map_err(|e| err("routes", doc, e))?,
                     );
@@ -298,17 +311,24 @@ impl Compiled {
 impl Parts {
     fn add_route(&mut self, spec: Arc<RouteSpec>) {
         let id = spec.info.id.clone();
-        self.routes_of.entry(spec.info.service.id.clone()).or_default().insert(id.clone());
+        let service = &spec.info.service.id;
+        let known = self.routes_of.get(service).map_or(&[][..], |r| &r[..]);
+        if !known.contains(&id) {
+            let routes: Arc<[Arc<str>]> = known.iter().cloned().chain([id.clone()]).collect();
+            self.routes_of.insert(service.clone(), routes);
+        }
         self.routes.insert(id, spec);
     }
 
     fn remove_route(&mut self, id: &Arc<str>) {
         let Some(old) = self.routes.remove(id) else { return };
         let service = &old.info.service.id;
-        if let Some(routes) = self.routes_of.get_mut(service) {
-            routes.remove(id);
-            if routes.is_empty() {
+        if let Some(routes) = self.routes_of.get(service) {
+            let left: Arc<[Arc<str>]> = routes.iter().filter(|r| *r != id).cloned().collect();
+            if left.is_empty() {
                 self.routes_of.remove(service);
+            } else {
+                self.routes_of.insert(service.clone(), left);
             }
         }
     }
@@ -353,6 +373,7 @@ fn route_spec(
 fn compile_certs(set: &ConfigSet) -> Result<HashMap<String, Arc<CertifiedKey>>, CompileError> {
     let mut by_id = HashMap::new();
     for doc in set.table("certificates") {
+        let doc = &doc.value();
         let pem = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or_default();
         let key = crate::tls::certified_key(pem("cert").as_bytes(), pem("key").as_bytes())
             .map_err(|e| err("certificates", doc, e))?;
@@ -360,6 +381,7 @@ fn compile_certs(set: &ConfigSet) -> Result<HashMap<String, Arc<CertifiedKey>>, 
     }
     let mut by_name = HashMap::new();
     for sni in set.table("snis") {
+        let sni = sni.value();
         let cert_id = sni.get("certificate").and_then(|c| c.get("id")).and_then(Value::as_str).unwrap_or_default();
         let name = sni.get("name").and_then(Value::as_str).unwrap_or_default();
         if let Some(key) = by_id.get(cert_id) {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gatehouse_shared::snapshot::ConfigSet;
+use gatehouse_shared::snapshot::{ConfigSet, Doc};
 use http::HeaderValue;
 use serde_json::Value;
 
@@ -38,13 +38,19 @@ pub struct Credentials {
 }
 
 fn by(set: &ConfigSet, table: &str, field: &str) -> Index<String, Arc<Value>> {
-    set.table(table).filter_map(|d| Some((d.get(field).and_then(Value::as_str)?.to_string(), Arc::clone(d)))).collect()
+    set.table(table)
+        .filter_map(|d| {
+            let d = d.value();
+            Some((d.get(field).and_then(Value::as_str)?.to_string(), Arc::new(d)))
+        })
+        .collect()
 }
 
 impl Credentials {
     pub fn compile(set: &ConfigSet) -> Credentials {
+        let acls: Vec<Value> = set.table("acls").map(Doc::value).collect();
         let mut groups: HashMap<&str, Vec<(i64, String)>> = HashMap::new();
-        for acl in set.table("acls") {
+        for acl in &acls {
             let (Some(c), Some(g)) =
                 (acl.get("consumer_id").and_then(Value::as_str), acl.get("group").and_then(Value::as_str))
             else {
@@ -56,6 +62,7 @@ impl Credentials {
         let consumers = set
             .table("consumers")
             .filter_map(|doc| {
+                let doc = doc.value();
                 let id = doc.get("id").and_then(Value::as_str)?;
                 let mut g = groups.remove(id).unwrap_or_default();
                 g.sort();
@@ -72,6 +79,7 @@ impl Credentials {
             jwt_public_keys: set
                 .table("jwt_secrets")
                 .filter_map(|d| {
+                    let d = d.value();
                     let alg = d.get("algorithm").and_then(Value::as_str)?;
                     let pem = d.get("rsa_public_key").and_then(Value::as_str)?;
                     let key = public_key(alg, pem)?;
@@ -103,10 +111,12 @@ pub struct Consumer {
     pub groups: Vec<String>,
     /// `X-Consumer-Groups`: the groups joined with `, `.
     pub groups_header: Option<HeaderValue>,
+    /// The consumer's document, as log records show it.
+    pub doc: Arc<Value>,
 }
 
 impl Consumer {
-    pub fn from_doc(doc: &Value, groups: Vec<String>) -> Option<Consumer> {
+    pub fn from_doc(doc: Value, groups: Vec<String>) -> Option<Consumer> {
         let s = |k: &str| doc.get(k).and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok());
         let id = doc.get("id").and_then(Value::as_str)?;
         Some(Consumer {
@@ -116,6 +126,7 @@ impl Consumer {
             custom_id: s("custom_id"),
             groups_header: (!groups.is_empty()).then(|| HeaderValue::from_str(&groups.join(", ")).ok()).flatten(),
             groups,
+            doc: Arc::new(doc),
         })
     }
 }

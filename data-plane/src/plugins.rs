@@ -207,7 +207,7 @@ pub(crate) fn entry_for(ctx: &RequestCtx<'_>) -> LogEntry {
         ctx.started,
         ctx.remote_addr(),
     );
-    e.consumer_id = ctx.consumer.as_ref().map(|c| c.id.clone());
+    e.consumer = ctx.consumer.clone();
     e.credential = ctx.credential.clone();
     e.method = ctx.method.to_string();
     e.uri = ctx.target.to_owned();

@@ -104,11 +104,10 @@ pub fn metrics_text(live: &Live) -> String {
         "Log-plugin records dropped because their receiver was slow or down",
         counter(&crate::plugins::log::DROPPED),
     );
-    let names: std::collections::HashMap<&str, &str> = current
-        .set
-        .table("upstreams")
-        .filter_map(|u| Some((u.get("id")?.as_str()?, u.get("name")?.as_str()?)))
-        .collect();
+    let upstreams: Vec<serde_json::Value> =
+        current.set.table("upstreams").map(gatehouse_shared::snapshot::Doc::value).collect();
+    let names: std::collections::HashMap<&str, &str> =
+        upstreams.iter().filter_map(|u| Some((u.get("id")?.as_str()?, u.get("name")?.as_str()?))).collect();
     let health: Family<TargetLabels, Gauge> = Family::default();
     for report in live.balancers.reports() {
         let upstream = names.get(report.upstream_id.as_str()).map_or(report.upstream_id.clone(), |n| (*n).to_owned());

@@ -25,8 +25,8 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::Credential;
-use gatehouse_shared::snapshot::ConfigSet;
+use super::{Consumer, Credential};
+use gatehouse_shared::snapshot::{ConfigSet, Doc};
 
 /// One balancer attempt (Kong's `tries`).
 #[derive(Debug, Clone)]
@@ -46,7 +46,8 @@ pub struct LogEntry {
     pub status: u16,
     pub route_id: Arc<str>,
     pub service_id: Arc<str>,
-    pub consumer_id: Option<Arc<str>>,
+    /// The consumer the request was authenticated as.
+    pub consumer: Option<Arc<Consumer>>,
     pub credential: Option<Credential>,
     /// When the request arrived, as an instant and in Unix milliseconds.
     pub started: Instant,
@@ -103,15 +104,20 @@ pub struct LogEntry {
 pub struct Entities {
     pub route: Option<Box<serde_json::value::RawValue>>,
     pub service: Option<Box<serde_json::value::RawValue>>,
+    /// The Service's name, as the metric plugins name it.
+    pub service_name: Option<String>,
 }
 
 impl Entities {
     pub fn of(set: &ConfigSet, route_id: &str, service_id: &str) -> Entities {
-        let text = |table: &str, id: &str| {
-            let doc = set.get(table, id)?;
-            serde_json::value::to_raw_value(&record::WithoutNulls(doc)).ok()
-        };
-        Entities { route: text("routes", route_id), service: text("services", service_id) }
+        let text = |doc: &Value| serde_json::value::to_raw_value(&record::WithoutNulls(doc)).ok();
+        let route = set.get("routes", route_id).map(Doc::value);
+        let service = set.get("services", service_id).map(Doc::value);
+        Entities {
+            route: route.as_ref().and_then(text),
+            service: service.as_ref().and_then(text),
+            service_name: service.as_ref().and_then(|s| s.get("name")).and_then(Value::as_str).map(str::to_owned),
+        }
     }
 }
 
@@ -180,7 +186,7 @@ impl LogEntry {
             status: 0,
             route_id,
             service_id,
-            consumer_id: None,
+            consumer: None,
             credential: None,
             started,
             started_at_ms: unix_ms(started),
@@ -248,18 +254,14 @@ impl LogEntry {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn doc(&self, table: &str, id: &str) -> Option<&Arc<Value>> {
-        self.set.get(table, id)
-    }
-
-    /// The consumer the request was authenticated as.
-    pub fn consumer(&self) -> Option<&Arc<Value>> {
-        self.consumer_id.as_deref().and_then(|id| self.doc("consumers", id))
+    /// The document of the consumer the request was authenticated as.
+    pub fn consumer_doc(&self) -> Option<&Arc<Value>> {
+        self.consumer.as_ref().map(|c| &c.doc)
     }
 
     /// The Service's name, as the metric plugins name it.
     pub fn service_name(&self) -> Option<&str> {
-        self.doc("services", &self.service_id).and_then(|s| s.get("name")).and_then(Value::as_str)
+        self.entities.service_name.as_deref()
     }
 
     /// Kong's basic serializer as JSON text, written once per entry (whichever logger asks

@@ -196,7 +196,7 @@ impl Serialize for Record<'_> {
         if let Some(service) = &entities.service {
             map.serialize_entry("service", service)?;
         }
-        if let Some(consumer) = e.consumer() {
+        if let Some(consumer) = e.consumer_doc() {
             map.serialize_entry("consumer", &WithoutNulls(consumer))?;
         }
         map.end()

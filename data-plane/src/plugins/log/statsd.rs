@@ -87,7 +87,7 @@ impl Statsd {
     /// Every line this entry gives, each ended by a newline, appended to `out`.
     fn lines(&self, entry: &LogEntry, out: &mut Vec<u8>) {
         let Some(service) = entry.service_name() else { return };
-        let consumer = entry.consumer();
+        let consumer = entry.consumer_doc();
         let cid = |how: Option<&str>| -> Option<String> {
             let c = consumer?;
             let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);

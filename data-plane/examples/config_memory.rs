@@ -1,0 +1,83 @@
+//! Heap held by a data plane's configuration at N Services + N Routes shaped as the Admin API
+//! stores them: the change rows as they arrive, the `ConfigSet` of documents, the compiled
+//! configuration. A measurement program (live heap bytes through a counting allocator):
+//!
+//! ```text
+//! cargo run --release -p gatehouse-data-plane --example config_memory -- 10000
+//! ```
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use gatehouse_data_plane::compiled::Compiled;
+use gatehouse_shared::proto::Change;
+use gatehouse_shared::snapshot::ConfigSet;
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; only a counter is added.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's layout, as GlobalAlloc requires.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: a pointer this allocator returned, with its layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let start = LIVE.load(Ordering::Relaxed);
+    let mut changes = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let sid = format!("6f3b1c2a-0000-4000-8000-{i:012}");
+        let rid = format!("9a7d4e5f-0000-4000-9000-{i:012}");
+        changes.push(Change {
+            entity: "services".into(),
+            id: sid.clone(),
+            document: format!(
+                r#"{{"id":"{sid}","name":"bench-svc-{i}","protocol":"http","host":"127.0.0.1","port":18080,"path":null,"retries":5,"connect_timeout":60000,"write_timeout":60000,"read_timeout":60000,"created_at":1765000000,"updated_at":1765000000}}"#
+            ),
+            deleted: false,
+        });
+        changes.push(Change {
+            entity: "routes".into(),
+            id: rid.clone(),
+            document: format!(
+                r#"{{"id":"{rid}","created_at":1765000000,"updated_at":1765000000,"protocols":["http","https"],"methods":null,"hosts":null,"paths":["/bench/{i}"],"regex_priority":0,"strip_path":true,"preserve_host":false,"service":{{"id":"{sid}"}}}}"#
+            ),
+            deleted: false,
+        });
+    }
+    let rows = LIVE.load(Ordering::Relaxed) - start;
+    let wire: usize = changes.iter().map(|c| c.document.len()).sum();
+    let mut set = ConfigSet::new("bench", 1);
+    set.apply(&changes).expect("valid config");
+    let with_set = LIVE.load(Ordering::Relaxed) - start;
+    drop(changes);
+    let set_only = LIVE.load(Ordering::Relaxed) - start;
+    let compiled = Compiled::compile(Arc::new(set), &Default::default(), &Default::default()).expect("compiles");
+    let all = LIVE.load(Ordering::Relaxed) - start;
+    println!("{n} services + {n} routes; documents as JSON text: {}", mib(wire));
+    println!("change rows (as received):        {}", mib(rows));
+    println!("ConfigSet of documents:           {}", mib(set_only));
+    println!("compiled (router, services, ...): {}", mib(all - set_only));
+    println!("total held:                       {}", mib(all));
+    println!("(peak while applying, rows and set together: {})", mib(with_set));
+    drop(compiled);
+}
