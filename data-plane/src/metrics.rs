@@ -11,7 +11,6 @@
 //! time it serves it (the one moment it takes a lock).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -45,18 +44,24 @@ impl Series {
 
     /// The series of a route of a service (the service's name, else its id, as Kong labels
     /// it), assigned once per distinct pair and kept for the life of the process.
-    pub fn of(service: &str, route: &str) -> Series {
+    pub fn of(service: &str, route: &Arc<str>) -> Series {
         if !ENABLED.load(Relaxed) {
             return Series::OFF;
         }
         let mut labels = LABELS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = labels.index.get(service).and_then(|routes| routes.get(route)) {
+        let Labels { index, list, hasher } = &mut *labels;
+        let route_label: &str = route;
+        let hash = |(s, r): (&str, &str)| std::hash::BuildHasher::hash_one(&*hasher, (s, r));
+        let same = |i: &u32| list.get(*i as usize).is_some_and(|(s, r)| &**s == service && &**r == route_label);
+        if let Some(i) = index.find(hash((service, route_label)), same) {
             return Series(*i);
         }
-        let i = u32::try_from(labels.list.len()).unwrap_or(u32::MAX - 1);
-        let key = (Arc::<str>::from(service), Arc::<str>::from(route));
-        labels.list.push(key.clone());
-        labels.index.entry(key.0).or_default().insert(key.1, i);
+        let i = u32::try_from(list.len()).unwrap_or(u32::MAX - 1);
+        list.push((Arc::from(service), route.clone()));
+        index.insert_unique(hash((service, route_label)), i, |i| {
+            let (s, r) = &list[*i as usize];
+            hash((s, r))
+        });
         Series(i)
     }
 
@@ -73,15 +78,18 @@ impl Series {
 /// Every series' labels, kept for the life of the process as Kong's plugin keeps them (a
 /// deleted route's counts stay on `/metrics`).
 struct Labels {
-    /// By service label, then route label: looked up with borrowed strings.
-    index: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
+    /// Each series' position in `list`, by the hash of its (service, route) labels: one flat
+    /// table, looked up with borrowed strings (a map per service cost a table for each).
+    index: hashbrown::HashTable<u32>,
     list: Vec<(Arc<str>, Arc<str>)>,
+    hasher: foldhash::fast::RandomState,
 }
 
 static LABELS: LazyLock<Mutex<Labels>> = LazyLock::new(|| {
-    let unrouted: (Arc<str>, Arc<str>) = (Arc::from(""), Arc::from(""));
-    let index = HashMap::from([(unrouted.0.clone(), HashMap::from([(unrouted.1.clone(), 0)]))]);
-    Mutex::new(Labels { index, list: vec![unrouted] })
+    let hasher = foldhash::fast::RandomState::default();
+    let mut index = hashbrown::HashTable::new();
+    index.insert_unique(std::hash::BuildHasher::hash_one(&hasher, ("", "")), 0, |_| 0);
+    Mutex::new(Labels { index, list: vec![(Arc::from(""), Arc::from(""))], hasher })
 });
 
 /// Adds to a counter only its owning thread writes: no locked instruction needed.
@@ -429,9 +437,23 @@ mod tests {
         assert_eq!(escaped("plain"), "plain");
     }
 
+    /// A (service, route) pair keeps its series across configurations; another pair, even
+    /// sharing one of the labels, gets its own.
+    #[test]
+    fn each_pair_of_labels_has_one_series() {
+        let route: Arc<str> = Arc::from("pair-test-route");
+        let first = Series::of("pair-test-service", &route);
+        assert_eq!(first.0, Series::of("pair-test-service", &Arc::from("pair-test-route")).0);
+        let other_service = Series::of("pair-test-other", &route);
+        let other_route = Series::of("pair-test-service", &Arc::from("pair-test-route-2"));
+        assert!(first.0 != other_service.0 && first.0 != other_route.0 && other_service.0 != other_route.0);
+        assert!(first.0 != Series::UNROUTED.0 && first.0 != Series::OFF.0);
+        assert_eq!(Series::of("", &Arc::from("")).0, Series::UNROUTED.0, "empty labels are the unrouted series");
+    }
+
     #[test]
     fn counts_from_several_threads_are_merged_at_the_scrape() {
-        let series = Series::of("merge-test-service", "merge-test-route");
+        let series = Series::of("merge-test-service", &Arc::from("merge-test-route"));
         let observe = move || {
             record(&Observation {
                 series,

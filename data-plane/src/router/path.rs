@@ -20,7 +20,12 @@ pub enum Matcher {
 #[derive(Debug)]
 pub enum PathRule {
     Prefix(String),
-    Regex { source: String, matcher: Matcher },
+    /// The matcher is boxed: a `fancy_regex::Regex` is hundreds of bytes, and every route's
+    /// paths (plain ones too) would pay for it inline.
+    Regex {
+        source: String,
+        matcher: Box<Matcher>,
+    },
 }
 
 impl PathRule {
@@ -40,7 +45,7 @@ impl PathRule {
                 Matcher::Fancy(fancy_regex::Regex::new(&anchored).map_err(|e| format!("invalid regex '{path}': {e}"))?)
             }
         };
-        Ok(PathRule::Regex { source: path.to_string(), matcher })
+        Ok(PathRule::Regex { source: path.to_string(), matcher: Box::new(matcher) })
     }
 
     pub fn source(&self) -> &str {
@@ -53,7 +58,10 @@ impl PathRule {
     /// The anchored pattern, when the fast engine can run it (for a `RegexSet`).
     pub fn fast_pattern(&self) -> Option<&str> {
         match self {
-            PathRule::Regex { matcher: Matcher::Fast(re), .. } => Some(re.as_str()),
+            PathRule::Regex { matcher, .. } => match &**matcher {
+                Matcher::Fast(re) => Some(re.as_str()),
+                Matcher::Fancy(_) => None,
+            },
             _ => None,
         }
     }
@@ -67,7 +75,7 @@ impl PathRule {
         match self {
             PathRule::Prefix(p) => uri.starts_with(p.as_str()).then_some(Strip { offset: p.len(), regex: false }),
             PathRule::Regex { matcher, .. } => {
-                let offset = match matcher {
+                let offset = match &**matcher {
                     Matcher::Fast(re) => re.captures(uri)?.name("rest")?.start(),
                     Matcher::Fancy(re) => re.captures(uri).ok()??.name("rest")?.start(),
                 };
