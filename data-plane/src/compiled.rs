@@ -64,9 +64,7 @@ struct Parts {
     services: imbl::HashMap<Arc<str>, Arc<Service>>,
     routes: imbl::HashMap<Arc<str>, Arc<RouteSpec>>,
     /// The routes pointing at each service: a changed service recompiles exactly these.
-    /// A list, not a set: most services have a route or two, and an `imbl` set would cost a
-    /// whole node (kilobytes) for each.
-    routes_of: imbl::HashMap<Arc<str>, Arc<[Arc<str>]>>,
+    routes_of: imbl::HashMap<Arc<str>, RouteIds>,
     plugins: Arc<Plugins>,
     /// Each built plugin row, with the document it was built from: a row whose document is
     /// still the same `Arc` keeps its instance (and the state it holds, such as counters).
@@ -217,7 +215,7 @@ impl Compiled {
                         parts.services.remove(id);
                     }
                 }
-                dirty_routes.extend(parts.routes_of.get(id).into_iter().flat_map(|r| r.iter()).cloned());
+                dirty_routes.extend(parts.routes_of.get(id).into_iter().flat_map(RouteIds::list));
             }
         }
 
@@ -235,8 +233,7 @@ impl Compiled {
                             dirty_routes.insert(route.into());
                         }
                         (None, Some(service)) => {
-                            dirty_routes
-                                .extend(parts.routes_of.get(service).into_iter().flat_map(|r| r.iter()).cloned());
+                            dirty_routes.extend(parts.routes_of.get(service).into_iter().flat_map(RouteIds::list));
                         }
                         (None, None) => every_route = true,
                     }
@@ -312,25 +309,71 @@ impl Parts {
     fn add_route(&mut self, spec: Arc<RouteSpec>) {
         let id = spec.info.id.clone();
         let service = &spec.info.service.id;
-        let known = self.routes_of.get(service).map_or(&[][..], |r| &r[..]);
-        if !known.contains(&id) {
-            let routes: Arc<[Arc<str>]> = known.iter().cloned().chain([id.clone()]).collect();
-            self.routes_of.insert(service.clone(), routes);
-        }
+        let routes =
+            self.routes_of.get(service).map_or_else(|| RouteIds::Few(Arc::from([id.clone()])), |r| r.with(&id));
+        self.routes_of.insert(service.clone(), routes);
         self.routes.insert(id, spec);
     }
 
     fn remove_route(&mut self, id: &Arc<str>) {
         let Some(old) = self.routes.remove(id) else { return };
         let service = &old.info.service.id;
-        if let Some(routes) = self.routes_of.get(service) {
-            let left: Arc<[Arc<str>]> = routes.iter().filter(|r| *r != id).cloned().collect();
-            if left.is_empty() {
-                self.routes_of.remove(service);
-            } else {
+        match self.routes_of.get(service).map(|r| r.without(id)) {
+            Some(Some(left)) => {
                 self.routes_of.insert(service.clone(), left);
             }
+            Some(None) => {
+                self.routes_of.remove(service);
+            }
+            None => {}
         }
+    }
+}
+
+/// The routes of one service: a shared slice while they are few (most services have a route
+/// or two, and an `imbl` set costs a whole node, kilobytes, for each), a persistent set once
+/// they are many, so that adding or removing one route stays cheap for a service with
+/// thousands (a change to it removes and adds every one of them).
+#[derive(Clone)]
+enum RouteIds {
+    Few(Arc<[Arc<str>]>),
+    Many(imbl::HashSet<Arc<str>>),
+}
+
+/// Routes a service holds as a slice, copied whole when one changes.
+const FEW_ROUTES: usize = 16;
+
+impl RouteIds {
+    fn list(&self) -> Vec<Arc<str>> {
+        match self {
+            RouteIds::Few(ids) => ids.to_vec(),
+            RouteIds::Many(ids) => ids.iter().cloned().collect(),
+        }
+    }
+
+    /// These and `id`.
+    fn with(&self, id: &Arc<str>) -> RouteIds {
+        match self {
+            RouteIds::Few(ids) if ids.contains(id) => self.clone(),
+            RouteIds::Few(ids) if ids.len() < FEW_ROUTES => {
+                RouteIds::Few(ids.iter().cloned().chain([id.clone()]).collect())
+            }
+            RouteIds::Few(ids) => RouteIds::Many(ids.iter().cloned().chain([id.clone()]).collect()),
+            RouteIds::Many(ids) => RouteIds::Many(ids.update(id.clone())),
+        }
+    }
+
+    /// These without `id`; `None` when none is left.
+    fn without(&self, id: &Arc<str>) -> Option<RouteIds> {
+        let left = match self {
+            RouteIds::Few(ids) => RouteIds::Few(ids.iter().filter(|r| *r != id).cloned().collect()),
+            RouteIds::Many(ids) => RouteIds::Many(ids.without(id)),
+        };
+        let empty = match &left {
+            RouteIds::Few(ids) => ids.is_empty(),
+            RouteIds::Many(ids) => ids.is_empty(),
+        };
+        (!empty).then_some(left)
     }
 }
 
@@ -545,6 +588,29 @@ mod tests {
             }),
         };
         change(entity, doc)
+    }
+
+    /// A service's route list grows past the slice into a set and shrinks back to nothing,
+    /// holding each route once.
+    #[test]
+    fn a_service_keeps_each_route_once_however_many_it_has() {
+        let ids: Vec<Arc<str>> = (0..40).map(|i| Arc::from(format!("r{i}"))).collect();
+        let mut routes = super::RouteIds::Few(Arc::from([ids[0].clone()]));
+        for id in ids.iter().chain(&ids) {
+            routes = routes.with(id);
+        }
+        assert!(matches!(routes, super::RouteIds::Many(_)), "past the slice's limit");
+        let mut listed = routes.list();
+        listed.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(listed, expected);
+        for (n, id) in ids.iter().enumerate() {
+            match routes.without(id) {
+                Some(left) => routes = left,
+                None => assert_eq!(n, ids.len() - 1, "empty only after the last"),
+            }
+        }
     }
 
     /// Random delta sequences, applied incrementally, give what a full compile of the same

@@ -37,13 +37,13 @@ pub struct Credentials {
     pub oauth2_codes: Index<String, Arc<Value>>,
 }
 
-fn by(set: &ConfigSet, table: &str, field: &str) -> Index<String, Arc<Value>> {
-    set.table(table)
-        .filter_map(|d| {
-            let d = d.value();
-            Some((d.get(field).and_then(Value::as_str)?.to_string(), Arc::new(d)))
-        })
-        .collect()
+/// A table's rows parsed, once per compile: indexes over the same table share them.
+fn rows(set: &ConfigSet, table: &str) -> Vec<Arc<Value>> {
+    set.table(table).map(|d| Arc::new(d.value())).collect()
+}
+
+fn by(rows: &[Arc<Value>], field: &str) -> Index<String, Arc<Value>> {
+    rows.iter().filter_map(|d| Some((d.get(field).and_then(Value::as_str)?.to_string(), d.clone()))).collect()
 }
 
 impl Credentials {
@@ -70,27 +70,28 @@ impl Credentials {
                 Some((consumer.id.clone(), Arc::new(consumer)))
             })
             .collect();
+        let (jwt, oauth2) = (rows(set, "jwt_secrets"), rows(set, "oauth2_credentials"));
+        let tokens = rows(set, "oauth2_tokens");
         Credentials {
             consumers,
-            keys: by(set, "keyauth_credentials", "key"),
-            basic: by(set, "basicauth_credentials", "username"),
-            hmac: by(set, "hmacauth_credentials", "username"),
-            jwt: by(set, "jwt_secrets", "key"),
-            jwt_public_keys: set
-                .table("jwt_secrets")
+            keys: by(&rows(set, "keyauth_credentials"), "key"),
+            basic: by(&rows(set, "basicauth_credentials"), "username"),
+            hmac: by(&rows(set, "hmacauth_credentials"), "username"),
+            jwt: by(&jwt, "key"),
+            jwt_public_keys: jwt
+                .iter()
                 .filter_map(|d| {
-                    let d = d.value();
                     let alg = d.get("algorithm").and_then(Value::as_str)?;
                     let pem = d.get("rsa_public_key").and_then(Value::as_str)?;
                     let key = public_key(alg, pem)?;
                     Some((d.get("id").and_then(Value::as_str)?.to_string(), key.into()))
                 })
                 .collect(),
-            oauth2_clients: by(set, "oauth2_credentials", "client_id"),
-            oauth2_by_id: by(set, "oauth2_credentials", "id"),
-            oauth2_tokens: by(set, "oauth2_tokens", "access_token"),
-            oauth2_refresh: by(set, "oauth2_tokens", "refresh_token"),
-            oauth2_codes: by(set, "oauth2_authorization_codes", "code"),
+            oauth2_clients: by(&oauth2, "client_id"),
+            oauth2_by_id: by(&oauth2, "id"),
+            oauth2_tokens: by(&tokens, "access_token"),
+            oauth2_refresh: by(&tokens, "refresh_token"),
+            oauth2_codes: by(&rows(set, "oauth2_authorization_codes"), "code"),
         }
     }
 

@@ -83,8 +83,10 @@ impl Live {
 
     /// Swaps `compiled` in; the configuration it replaces is freed on the reaper thread.
     pub fn store(&self, compiled: Compiled) {
-        self.control_plane.serving(compiled.revision());
+        let revision = compiled.revision();
         let old = self.current.swap(Arc::new(compiled));
+        // After the swap: a write waiting for this revision may answer once it serves here.
+        self.control_plane.serving(revision);
         self.loaded.store(true, Ordering::Release);
         reap(Box::new(old));
     }

@@ -45,7 +45,7 @@ fn top_level_graph(src: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     sources(src, &mut files);
     let tops: BTreeSet<String> = files.iter().filter_map(|f| module_of(src, f).first().cloned()).collect();
     let crate_path = regex::Regex::new(r"\bcrate::(\w+)").expect("regex");
-    let crate_group = regex::Regex::new(r"\bcrate::\{([^}]*)\}").expect("regex");
+    let group = regex::Regex::new(r"\b(crate::|(?:super::)+)\{").expect("regex");
     let super_path = regex::Regex::new(r"\b((?:super::)+)(\w+)").expect("regex");
     let mut graph: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for file in &files {
@@ -57,19 +57,23 @@ fn top_level_graph(src: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
         for c in crate_path.captures_iter(&text) {
             targets.push((c[1].to_owned(), shown(&c[0])));
         }
-        for c in crate_group.captures_iter(&text) {
-            for item in c[1].split(',') {
-                if let Some(first) = item.trim().split("::").next().filter(|f| !f.is_empty()) {
-                    targets.push((first.to_owned(), shown(&format!("crate::{{{first}}}"))));
-                }
+        // `super` from a file's module: its parent, then one more per further `super`; at the
+        // crate root, the name after it is the top-level module.
+        let above = |ups: usize, name: &str| if module.len() <= ups { name.to_owned() } else { module[0].clone() };
+        for c in group.captures_iter(&text) {
+            let start = c.get(0).expect("a match").end();
+            for first in group_heads(&text[start..]) {
+                let to =
+                    if &c[1] == "crate::" { first.clone() } else { above(c[1].matches("super::").count(), &first) };
+                targets.push((to, shown(&format!("{}{{{first}}}", &c[1]))));
             }
         }
         for c in super_path.captures_iter(&text) {
-            let ups = c[1].matches("super::").count();
-            // `super` from a file's module: its parent, then one more per further `super`.
-            let kept = module.len().saturating_sub(ups);
-            let target = if kept == 0 { c[2].to_owned() } else { module[0].clone() };
-            targets.push((target, shown(&c[0])));
+            // `super::super::{…}` backtracks to a name `super`: the group above reads it.
+            if &c[2] == "super" {
+                continue;
+            }
+            targets.push((above(c[1].matches("super::").count(), &c[2]), shown(&c[0])));
         }
         for (to, why) in targets {
             if to != from && tops.contains(&to) {
@@ -78,6 +82,28 @@ fn top_level_graph(src: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
         }
     }
     graph
+}
+
+/// The first name of each item of a `use` group whose text follows its `{` (nested groups
+/// belong to their item: `a::{b, c}, d` gives `a` and `d`).
+fn group_heads(after_brace: &str) -> Vec<String> {
+    let (mut depth, mut items, mut item) = (1usize, Vec::new(), String::new());
+    for ch in after_brace.chars() {
+        match ch {
+            '{' => depth += 1,
+            '}' if depth == 1 => break,
+            '}' => depth -= 1,
+            ',' if depth == 1 => items.push(std::mem::take(&mut item)),
+            _ if depth == 1 => item.push(ch),
+            _ => {}
+        }
+    }
+    items.push(item);
+    items
+        .iter()
+        .filter_map(|i| i.trim().split("::").next().map(|h| h.split_whitespace().next().unwrap_or("").to_owned()))
+        .filter(|h| !h.is_empty() && h != "self")
+        .collect()
 }
 
 /// A cycle in `graph`, as the modules on it in order, if there is one.
@@ -122,6 +148,12 @@ fn the_data_plane_modules_have_no_import_cycle() {
 }
 
 #[test]
+fn use_groups_are_read_to_their_closing_brace() {
+    assert_eq!(group_heads("a::{b, c}, d as e, self};"), vec!["a", "d"]);
+    assert_eq!(group_heads("x};"), vec!["x"]);
+}
+
+#[test]
 fn the_cycle_finder_finds_a_cycle() {
     let mut graph: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (a, b) in [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")] {
@@ -132,24 +164,20 @@ fn the_cycle_finder_finds_a_cycle() {
     assert_eq!(find_cycle(&graph), None);
 }
 
-/// The names in a manifest's `[dependencies]` table.
-fn dependencies(manifest: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(workspace().join(manifest)).expect("readable manifest");
-    let table = text.split("[dependencies]").nth(1).expect("a [dependencies] table");
-    let table = table.split("\n[").next().unwrap_or(table);
-    table.lines().filter_map(|l| l.split('=').next()).map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect()
+/// A manifest's lines that are not comments: a crate named in any of them (in whatever
+/// dependency table, as `name = …`, `name.workspace = true` or `[dependencies.name]`) is one
+/// the crate may depend on.
+fn manifest(path: &str) -> String {
+    let text = std::fs::read_to_string(workspace().join(path)).expect("readable manifest");
+    text.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
 fn neither_plane_depends_on_the_other() {
-    let cp = dependencies("control-plane/Cargo.toml");
-    let dp = dependencies("data-plane/Cargo.toml");
-    assert!(
-        cp.contains(&"gatehouse-shared".to_owned()) && dp.contains(&"gatehouse-shared".to_owned()),
-        "{cp:?} {dp:?}"
-    );
-    assert!(!cp.contains(&"gatehouse-data-plane".to_owned()), "the control plane depends on the data plane: {cp:?}");
-    assert!(!dp.contains(&"gatehouse-control-plane".to_owned()), "the data plane depends on the control plane: {dp:?}");
-    let bins = dependencies("gatehouse/Cargo.toml");
-    assert!(bins.contains(&"gatehouse-control-plane".to_owned()) && bins.contains(&"gatehouse-data-plane".to_owned()));
+    let (cp, dp) = (manifest("control-plane/Cargo.toml"), manifest("data-plane/Cargo.toml"));
+    assert!(cp.contains("gatehouse-shared") && dp.contains("gatehouse-shared"), "manifests read");
+    assert!(!cp.contains("gatehouse-data-plane"), "the control plane names the data plane:\n{cp}");
+    assert!(!dp.contains("gatehouse-control-plane"), "the data plane names the control plane:\n{dp}");
+    let bins = manifest("gatehouse/Cargo.toml");
+    assert!(bins.contains("gatehouse-control-plane") && bins.contains("gatehouse-data-plane"));
 }
