@@ -241,7 +241,7 @@ impl Compiled {
             }
             let previous = std::mem::take(&mut parts.instances);
             let mut built = imbl::HashMap::new();
-            let rows: Vec<Arc<Value>> = set.table("plugins").map(|d| Arc::new(d.value())).collect();
+            let rows = set.parsed("plugins");
             let index = Plugins::index(rows.iter(), |name, config, row| {
                 let id: Arc<str> = row.get("id").and_then(Value::as_str).unwrap_or_default().into();
                 let Some(doc) = set.get("plugins", &id) else { return Err(format!("plugin {id} is not in the set")) };

@@ -37,11 +37,6 @@ pub struct Credentials {
     pub oauth2_codes: Index<String, Arc<Value>>,
 }
 
-/// A table's rows parsed, once per compile: indexes over the same table share them.
-fn rows(set: &ConfigSet, table: &str) -> Vec<Arc<Value>> {
-    set.table(table).map(|d| Arc::new(d.value())).collect()
-}
-
 fn by(rows: &[Arc<Value>], field: &str) -> Index<String, Arc<Value>> {
     rows.iter().filter_map(|d| Some((d.get(field).and_then(Value::as_str)?.to_string(), d.clone()))).collect()
 }
@@ -70,13 +65,13 @@ impl Credentials {
                 Some((consumer.id.clone(), Arc::new(consumer)))
             })
             .collect();
-        let (jwt, oauth2) = (rows(set, "jwt_secrets"), rows(set, "oauth2_credentials"));
-        let tokens = rows(set, "oauth2_tokens");
+        let (jwt, oauth2) = (set.parsed("jwt_secrets"), set.parsed("oauth2_credentials"));
+        let tokens = set.parsed("oauth2_tokens");
         Credentials {
             consumers,
-            keys: by(&rows(set, "keyauth_credentials"), "key"),
-            basic: by(&rows(set, "basicauth_credentials"), "username"),
-            hmac: by(&rows(set, "hmacauth_credentials"), "username"),
+            keys: by(&set.parsed("keyauth_credentials"), "key"),
+            basic: by(&set.parsed("basicauth_credentials"), "username"),
+            hmac: by(&set.parsed("hmacauth_credentials"), "username"),
             jwt: by(&jwt, "key"),
             jwt_public_keys: jwt
                 .iter()
@@ -91,7 +86,7 @@ impl Credentials {
             oauth2_by_id: by(&oauth2, "id"),
             oauth2_tokens: by(&tokens, "access_token"),
             oauth2_refresh: by(&tokens, "refresh_token"),
-            oauth2_codes: by(&rows(set, "oauth2_authorization_codes"), "code"),
+            oauth2_codes: by(&set.parsed("oauth2_authorization_codes"), "code"),
         }
     }
 

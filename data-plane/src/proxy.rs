@@ -22,7 +22,6 @@ use http::StatusCode;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use super::direct::serve as serve_http1;
-    pub use crate::codec::chunked::{ChunkedEnd, Malformed};
 }
 pub use error::ProxyError;
 pub use upstream::Connector;

@@ -2,7 +2,7 @@
 //! however the bytes are split across reads (the first byte picks the split).
 #![no_main]
 
-use gatehouse_data_plane::proxy::fuzzing::ChunkedEnd;
+use gatehouse_data_plane::codec::chunked::ChunkedEnd;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -56,7 +56,7 @@ pub(crate) fn framing(res: &httparse::Response<'_, '_>, head_request: bool) -> O
 
 /// The number a Content-Length value means: digits, or a list of one value repeated (RFC 9110
 /// §8.6). `None` for anything else, or a number past `u64`.
-pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+fn content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
     for part in value.split(|b| *b == b',') {
         let digits = part.trim_ascii();

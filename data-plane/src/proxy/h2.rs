@@ -35,7 +35,7 @@ use crate::codec::fields::{field, Field};
 use crate::message::Conn;
 
 /// The fields an answer from the engine may carry: the upstream's (at most
-/// `h1::response::MAX_UPSTREAM_HEADERS`), the gateway's own and what plugins add. hyper's
+/// `codec::framing::MAX_UPSTREAM_HEADERS`), the gateway's own and what plugins add. hyper's
 /// default (100) would refuse a full upstream answer.
 const ANSWER_FIELDS: usize = 1000;
 

@@ -12,9 +12,10 @@ use http::StatusCode;
 
 use super::ClientIo;
 use crate::codec::chunked::ChunkedEnd;
+use crate::codec::framing::Framing;
 use crate::plugins::filtered::{end_filters, run_filters};
 use crate::plugins::{BodyFilter, Resolved, ResponseFields, ResponseHook};
-use crate::proxy::h1::response::{more_body, Framing, More, Relay};
+use crate::proxy::h1::response::{more_body, More, Relay};
 use crate::proxy::h1::write::{line, send};
 use crate::proxy::upstream::RawConn;
 use crate::proxy::waiting::Deadline;

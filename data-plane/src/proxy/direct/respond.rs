@@ -12,9 +12,10 @@ use gatehouse_shared::enabled_headers::EnabledHeaders;
 
 use super::phases::{self, Phases};
 use crate::codec::fields::{field_of, has_token, Field};
+use crate::codec::framing::Framing;
 use crate::message::SERVER_TOKEN;
 use crate::plugins::{BodyFilter, ResponseFields};
-use crate::proxy::h1::response::{Framing, Head};
+use crate::proxy::h1::response::Head;
 use crate::proxy::h1::write::{connection_field, date, line};
 use crate::proxy::{debug_values, DEBUG_FIELDS};
 use crate::router::RouteInfo;

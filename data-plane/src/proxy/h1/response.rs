@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::write::send;
 use crate::codec::chunked::ChunkedEnd;
-pub(crate) use crate::codec::framing::{framing, Framing, MAX_UPSTREAM_HEAD, MAX_UPSTREAM_HEADERS};
+use crate::codec::framing::{framing, Framing, MAX_UPSTREAM_HEAD, MAX_UPSTREAM_HEADERS};
 use crate::proxy::direct::ClientIo;
 use crate::proxy::upstream::RawConn;
 use crate::proxy::waiting::Deadline;
