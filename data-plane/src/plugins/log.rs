@@ -121,10 +121,29 @@ impl Entities {
     }
 }
 
-/// The Unix time in milliseconds of an instant in the past.
+/// The Unix time in milliseconds of an instant. The wall clock is read once a second, not on
+/// every call (a step of it shows within that second): a log record asks for this twice per
+/// request, and on some virtual machines each reading of a clock costs a system call.
 pub fn unix_ms(at: Instant) -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (now.saturating_sub(at.elapsed())).as_millis() as u64
+    /// What the difference between the two clocks is measured from.
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    /// Unix milliseconds at `EPOCH`, as last measured.
+    static OFFSET: AtomicU64 = AtomicU64::new(0);
+    /// Milliseconds after `EPOCH` when `OFFSET` was last measured (`u64::MAX`: never).
+    static MEASURED: AtomicU64 = AtomicU64::new(u64::MAX);
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let since = at.saturating_duration_since(epoch).as_millis() as u64;
+    let measured = MEASURED.load(Ordering::Relaxed);
+    if measured == u64::MAX || since.abs_diff(measured) >= 1000 || at < epoch {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let here = Instant::now();
+        let unix_at_epoch = now.saturating_sub(here.saturating_duration_since(epoch)).as_millis() as u64;
+        OFFSET.store(unix_at_epoch, Ordering::Relaxed);
+        MEASURED.store(here.saturating_duration_since(epoch).as_millis() as u64, Ordering::Relaxed);
+        // An instant before the epoch (made before the first call) is measured directly.
+        return (now.saturating_sub(here.saturating_duration_since(at))).as_millis() as u64;
+    }
+    OFFSET.load(Ordering::Relaxed) + since
 }
 
 /// The size of a head as it goes on the wire (`name: value\r\n` per field).
@@ -249,6 +268,12 @@ impl LogEntry {
         })
     }
 
+    /// The answer's fields were parsed into a map (or given as one): the map is then what
+    /// the record shows.
+    pub(crate) fn headers_parsed(&self) -> bool {
+        self.response_headers.get().is_some()
+    }
+
     /// `latencies.request`: the whole request, up to the log phase.
     pub fn request_latency_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
@@ -267,8 +292,27 @@ impl LogEntry {
     /// Kong's basic serializer as JSON text, written once per entry (whichever logger asks
     /// first) straight from the entry, with no document built in between.
     pub fn json(&self) -> bytes::Bytes {
+        thread_local! {
+            /// Where records are written before they are copied out at their size: one
+            /// allocation per record, not one per doubling of a growing buffer.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         self.record
-            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&record::Record(self)).unwrap_or_default()))
+            .get_or_init(|| {
+                SCRATCH.with(|scratch| {
+                    let Ok(mut buf) = scratch.try_borrow_mut() else {
+                        return bytes::Bytes::from(serde_json::to_vec(&record::Record(self)).unwrap_or_default());
+                    };
+                    buf.clear();
+                    let written = serde_json::to_writer(&mut *buf, &record::Record(self));
+                    let record = written.map_or_else(|_| bytes::Bytes::new(), |()| bytes::Bytes::copy_from_slice(&buf));
+                    // An outsized record does not leave its buffer behind.
+                    if buf.capacity() > 64 * 1024 {
+                        *buf = Vec::new();
+                    }
+                    record
+                })
+            })
             .clone()
     }
 
@@ -335,6 +379,58 @@ impl<T: Send + 'static> Outbox<T> {
     }
 }
 
+/// How long a sender lets records gather once the first has come. A busy route then costs
+/// one write, and one wake-up of the receiver (or of the thread that writes a file), per few
+/// hundred records rather than per turn of the worker, which on a loaded core is a few
+/// requests; five milliseconds is not a delay anyone reading a log can see.
+pub const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The receiving end of an outbox, which hands records out in batches.
+pub struct Batches<T> {
+    rx: mpsc::Receiver<T>,
+    /// The last batch was full: more records are already waiting, so the next one does not
+    /// wait for them to gather.
+    behind: bool,
+}
+
+impl<T> Batches<T> {
+    pub fn new(rx: mpsc::Receiver<T>) -> Batches<T> {
+        Batches { rx, behind: false }
+    }
+
+    /// Waits for a record, lets more gather for [`GATHER`], and gives them to `take` until
+    /// the queue is empty or `take` says the batch is full (by returning `false`). `None`
+    /// once the outbox is gone and its queue drained; otherwise how many records `take` got.
+    pub async fn gather(&mut self, mut take: impl FnMut(T) -> bool) -> Option<usize> {
+        let first = self.rx.recv().await?;
+        if !take(first) {
+            self.behind = true;
+            return Some(1);
+        }
+        if !self.behind {
+            tokio::time::sleep(GATHER).await;
+        }
+        Some(1 + self.drain(take))
+    }
+
+    /// Gives `take` the records already queued, without waiting, until it says the batch is
+    /// full; how many it got.
+    pub fn drain(&mut self, mut take: impl FnMut(T) -> bool) -> usize {
+        let mut taken = 0;
+        loop {
+            let Ok(item) = self.rx.try_recv() else {
+                self.behind = false;
+                return taken;
+            };
+            taken += 1;
+            if !take(item) {
+                self.behind = true;
+                return taken;
+            }
+        }
+    }
+}
+
 /// Counts an undeliverable record from inside a sending task.
 pub fn dropped(counter: &AtomicU64, name: &'static str, error: &dyn std::fmt::Display) {
     let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
@@ -366,6 +462,47 @@ pub fn severity_for(config: &Value, status: u16) -> Option<u8> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn records_are_handed_out_in_batches_no_larger_than_the_taker_allows() {
+        let (tx, rx) = mpsc::channel(16);
+        let mut batches = Batches::new(rx);
+        for i in 0..5 {
+            tx.send(i).await.expect("queued");
+        }
+        let mut got = Vec::new();
+        let take = |i| {
+            got.push(i);
+            got.len() < 3
+        };
+        assert_eq!(batches.gather(take).await, Some(3), "a full batch stops at the taker's limit");
+        assert_eq!(got, [0, 1, 2]);
+        // What the full batch left, and what came since, make the next.
+        tx.send(5).await.expect("queued");
+        let mut rest = Vec::new();
+        let take = |i| {
+            rest.push(i);
+            true
+        };
+        assert_eq!(batches.gather(take).await, Some(3));
+        assert_eq!(rest, [3, 4, 5]);
+        drop(tx);
+        assert_eq!(batches.gather(|_| true).await, None, "the outbox is gone and its queue empty");
+    }
+
+    #[test]
+    fn unix_time_of_instants_follows_the_wall_clock() {
+        let wall = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+        for _ in 0..3 {
+            let before = wall().as_millis() as u64;
+            let got = unix_ms(Instant::now());
+            let after = wall().as_millis() as u64;
+            assert!(before.saturating_sub(2) <= got && got <= after + 2, "{before} <= {got} <= {after}");
+        }
+        let ten_seconds_ago = Instant::now() - std::time::Duration::from_secs(10);
+        let expected = wall().as_millis() as u64 - 10_000;
+        assert!(unix_ms(ten_seconds_ago).abs_diff(expected) <= 5, "{} vs {expected}", unix_ms(ten_seconds_ago));
+    }
 
     #[test]
     fn querystrings_as_kong_reads_them() {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{dropped, LogEntry, Outbox};
+use super::{dropped, Batches, LogEntry, Outbox};
 use crate::plugins::{BuildError, Plugin};
 
 pub struct FileLog {
@@ -69,25 +69,22 @@ impl Sink {
     }
 }
 
-/// Gathers every line already queued into one batch and writes it on a blocking thread (file
-/// writes block); lines arriving meanwhile make the next batch. A busy route so costs one
-/// write, and one hand-over to that thread, per batch rather than per request.
-async fn write_lines(path: PathBuf, reopen: bool, mut rx: mpsc::Receiver<Bytes>, failures: Arc<AtomicU64>) {
+/// Gathers the lines that come within [`super::GATHER`] into one batch and writes it on a
+/// blocking thread (file writes block); lines arriving meanwhile make the next batch. A busy
+/// route so costs one write, and one hand-over to that thread, per batch rather than per
+/// request.
+async fn write_lines(path: PathBuf, reopen: bool, rx: mpsc::Receiver<Bytes>, failures: Arc<AtomicU64>) {
     let mut sink = Some(Sink { path, reopen, file: None });
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.recv().await {
-        // Requests the worker serves in this turn queue their lines too: they go together.
-        tokio::task::yield_now().await;
-        let mut lines = 1;
+    let mut lines = Batches::new(rx);
+    loop {
         batch.clear();
-        batch.extend_from_slice(&first);
-        batch.push(b'\n');
-        while batch.len() < BATCH {
-            let Ok(line) = rx.try_recv() else { break };
+        let take = |line: Bytes| {
             batch.extend_from_slice(&line);
             batch.push(b'\n');
-            lines += 1;
-        }
+            batch.len() < BATCH
+        };
+        let Some(lines_in_batch) = lines.gather(take).await else { return };
         let Some(mut s) = sink.take() else { return };
         let written = tokio::task::spawn_blocking(move || {
             let r = s.write(&batch);
@@ -98,7 +95,7 @@ async fn write_lines(path: PathBuf, reopen: bool, mut rx: mpsc::Receiver<Bytes>,
         sink = Some(s);
         batch = b;
         if let Err(e) = result {
-            for _ in 0..lines {
+            for _ in 0..lines_in_batch {
                 dropped(&failures, "file-log", &e);
             }
         }

@@ -114,24 +114,26 @@ impl HttpLog {
 /// leaves unanswered are dropped and counted, never sent twice: whether the receiver took them
 /// cannot be known (a receiver that resets its connection with requests unread can take
 /// answers already sent with it).
-async fn post_records(endpoint: Arc<Endpoint>, mut rx: mpsc::Receiver<Bytes>, failures: Arc<AtomicU64>) {
+async fn post_records(endpoint: Arc<Endpoint>, rx: mpsc::Receiver<Bytes>, failures: Arc<AtomicU64>) {
+    let mut queue = super::Batches::new(rx);
     let t = &endpoint.target;
     let mut conn: Option<(Connection, tokio::time::Instant)> = None;
     let mut pending: VecDeque<Bytes> = VecDeque::new();
     let mut wire: Vec<u8> = Vec::new();
     let mut one_at_a_time = false;
     loop {
-        if pending.is_empty() {
-            match rx.recv().await {
-                Some(record) => pending.push_back(record),
-                None => return,
-            }
-            // Requests the worker serves in this turn queue their records too: they go together.
-            tokio::task::yield_now().await;
-        }
-        while pending.len() < PIPELINE {
-            let Ok(record) = rx.try_recv() else { break };
+        let (waiting, room) = (pending.is_empty(), pending.len() < PIPELINE);
+        let take = |record: Bytes| {
             pending.push_back(record);
+            pending.len() < PIPELINE
+        };
+        if waiting {
+            // The records that come within `GATHER` go in one batch.
+            if queue.gather(take).await.is_none() {
+                return;
+            }
+        } else if room {
+            queue.drain(take);
         }
         if conn.as_mut().is_some_and(|(c, used)| used.elapsed() > t.keepalive || !c.reusable()) {
             conn = None;

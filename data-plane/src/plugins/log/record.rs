@@ -2,6 +2,7 @@
 //! JSON text: the record is the largest thing a logger makes per request, so it is not built
 //! as a document first.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use http::HeaderMap;
@@ -56,6 +57,157 @@ impl Serialize for Headers<'_> {
     }
 }
 
+/// The fields of a response head as written (`HTTP/1.1 200 OK\r\n…`), serialized as
+/// [`Headers`] would serialize them parsed into a map, without building the map: the record
+/// is made per request, and a map costs an allocation per field.
+struct HeadFields<'a>(&'a [httparse::Header<'a>]);
+
+/// Fields a head may have for [`HeadFields`]; one with more is parsed into a map instead.
+const HEAD_FIELDS: usize = 48;
+
+/// A field name lower-cased, as `get_headers()` names fields (names are ASCII tokens).
+struct Lower<'a>(&'a str);
+
+impl Serialize for Lower<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.0.bytes().any(|b| b.is_ascii_uppercase()) {
+            return s.serialize_str(self.0);
+        }
+        let mut buf = [0u8; 64];
+        match buf.get_mut(..self.0.len()) {
+            Some(lower) => {
+                lower.copy_from_slice(self.0.as_bytes());
+                lower.make_ascii_lowercase();
+                s.serialize_str(std::str::from_utf8(lower).unwrap_or(self.0))
+            }
+            None => s.serialize_str(&self.0.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// The values of every field named as the `i`-th, in order.
+struct Named<'a>(&'a [httparse::Header<'a>], usize);
+
+impl Serialize for Named<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Named(fields, i) = *self;
+        let name = fields[i].name;
+        let mut seq = s.serialize_seq(None)?;
+        for f in fields[i..].iter().filter(|f| f.name.eq_ignore_ascii_case(name)) {
+            seq.serialize_element(&Text(f.value))?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for HeadFields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fields = self.0;
+        let mut map = s.serialize_map(None)?;
+        for (i, f) in fields.iter().enumerate() {
+            // A repeated field is written once, with every value, where it first appears.
+            if fields[..i].iter().any(|e| e.name.eq_ignore_ascii_case(f.name)) {
+                continue;
+            }
+            if fields[i + 1..].iter().any(|e| e.name.eq_ignore_ascii_case(f.name)) {
+                map.serialize_entry(&Lower(f.name), &Named(fields, i))?;
+            } else {
+                map.serialize_entry(&Lower(f.name), &Text(f.value))?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The answer's fields: straight from the head the direct path wrote, or from the map of an
+/// answer built as parts.
+struct ResponseHeaders<'a>(&'a LogEntry);
+
+impl Serialize for ResponseHeaders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        if let Some(head) = e.response_head.as_deref().filter(|_| !e.headers_parsed()) {
+            let mut fields = [httparse::EMPTY_HEADER; HEAD_FIELDS];
+            let mut res = httparse::Response::new(&mut fields);
+            if let Ok(httparse::Status::Complete(_)) = res.parse(head) {
+                return HeadFields(res.headers).serialize(s);
+            }
+        }
+        Headers(e.response_headers()).serialize(s)
+    }
+}
+
+/// The query as Kong's `get_uri_args()` reads it ([`query_json`]), written without building
+/// a document for it: repeated arguments as a list, one without `=` as `true`.
+struct Query<'a>(&'a str);
+
+/// Arguments a query may have for [`Query`] to compare them pairwise; one with more is read
+/// into a map instead.
+const QUERY_ARGS: usize = 32;
+
+/// A query argument's name or value, decoded (`+` as a space, then percent-decoding).
+fn decoded(s: &str) -> Cow<'_, str> {
+    let spaced = if s.contains('+') { Cow::Owned(s.replace('+', " ")) } else { Cow::Borrowed(s) };
+    match spaced {
+        Cow::Borrowed(b) => percent_encoding::percent_decode_str(b).decode_utf8_lossy(),
+        Cow::Owned(o) => Cow::Owned(percent_encoding::percent_decode_str(&o).decode_utf8_lossy().into_owned()),
+    }
+}
+
+/// An argument's value as `get_uri_args()` gives it: `true` when it has no `=`.
+struct Arg<'a>(Option<&'a str>);
+
+impl Serialize for Arg<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(v) => s.serialize_str(&decoded(v)),
+            None => s.serialize_bool(true),
+        }
+    }
+}
+
+/// Every value of the argument named `name`, in order.
+struct Args<'a>(&'a [(Cow<'a, str>, Option<&'a str>)], usize);
+
+impl Serialize for Args<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Args(args, i) = *self;
+        let mut seq = s.serialize_seq(None)?;
+        for (_, v) in args[i..].iter().filter(|(k, _)| *k == args[i].0) {
+            seq.serialize_element(&Arg(*v))?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Query<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let query = self.0.split_once('?').map_or("", |(_, q)| q);
+        let parts = || query.split('&').filter(|p| !p.is_empty());
+        if parts().nth(QUERY_ARGS).is_some() {
+            return query_json(self.0).serialize(s);
+        }
+        let args: smallvec::SmallVec<[(Cow<'_, str>, Option<&str>); 8]> = parts()
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (decoded(k), Some(v)),
+                None => (decoded(p), None),
+            })
+            .collect();
+        let mut map = s.serialize_map(None)?;
+        for (i, (k, v)) in args.iter().enumerate() {
+            if args[..i].iter().any(|(e, _)| e == k) {
+                continue;
+            }
+            if args[i + 1..].iter().any(|(e, _)| e == k) {
+                map.serialize_entry(k, &Args(&args, i))?;
+            } else {
+                map.serialize_entry(k, &Arg(*v))?;
+            }
+        }
+        map.end()
+    }
+}
+
 /// An entity as Kong's log shows it: nulls left out.
 pub(super) struct WithoutNulls<'a>(pub(super) &'a Value);
 
@@ -92,7 +244,7 @@ impl Serialize for Request<'_> {
         object!(s, {
             "uri": e.uri,
             "url": format_args!("{scheme}://{}:{}{}", e.host, e.server_port, e.uri),
-            "querystring": query_json(&e.uri),
+            "querystring": Query(&e.uri),
             "method": e.method,
             "headers": Headers(&e.request_headers),
             "size": itoa::Buffer::new().format(e.request_size),
@@ -107,7 +259,7 @@ impl Serialize for Response<'_> {
         let e = self.0;
         object!(s, {
             "status": e.status,
-            "headers": Headers(e.response_headers()),
+            "headers": ResponseHeaders(e),
             "size": itoa::Buffer::new().format(e.response_size.load(Ordering::Relaxed)),
         })
     }
@@ -200,5 +352,54 @@ impl Serialize for Record<'_> {
             map.serialize_entry("consumer", &WithoutNulls(consumer))?;
         }
         map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The query written straight to JSON reads as the document `query_json` builds.
+    #[test]
+    fn a_query_written_directly_reads_as_its_document() {
+        let many: String = (0..40).map(|i| format!("k{}={i}&", i % 3)).collect();
+        for uri in [
+            "/p",
+            "/p?",
+            "/p?a=1&a=2&b&c=x%20y&d=1+2&&e=",
+            "/p?x=1&y=2&x=3&x&z=%E2%82%AC&bad=%ff",
+            "/p?a+b=1&a%20b=2",
+            &format!("/p?{many}"),
+        ] {
+            let written: Value = serde_json::to_value(Query(uri)).expect("serializes");
+            assert_eq!(written, query_json(uri), "{uri}");
+        }
+        assert_eq!(
+            serde_json::to_value(Query("/p?a=1&b&a=2")).expect("serializes"),
+            json!({"a": ["1", "2"], "b": true})
+        );
+    }
+
+    /// A head's fields written straight to JSON read as those of the map they parse into:
+    /// names lower-cased, a repeated field (in any spelling) once, with its values in order.
+    #[test]
+    fn a_heads_fields_written_directly_read_as_the_parsed_map() {
+        let head = b"HTTP/1.1 200 OK\r\nServer: up\r\nSet-Cookie: a=1\r\nX-Long-Field-Name-That-Is-Mixed-Case: v\r\n\
+set-cookie: b=2\r\nVia: gatehouse\r\nSET-COOKIE: c=3\r\n\r\n";
+        let mut fields = [httparse::EMPTY_HEADER; HEAD_FIELDS];
+        let mut res = httparse::Response::new(&mut fields);
+        assert!(matches!(res.parse(head), Ok(httparse::Status::Complete(_))));
+        let written: Value = serde_json::to_value(HeadFields(res.headers)).expect("serializes");
+        let mut map = HeaderMap::new();
+        for h in res.headers.iter() {
+            map.append(
+                http::HeaderName::from_bytes(h.name.as_bytes()).expect("name"),
+                http::HeaderValue::from_bytes(h.value).expect("value"),
+            );
+        }
+        assert_eq!(written, super::super::headers_json(&map));
+        assert_eq!(written["set-cookie"], json!(["a=1", "b=2", "c=3"]));
+        assert_eq!(written["x-long-field-name-that-is-mixed-case"], "v");
     }
 }

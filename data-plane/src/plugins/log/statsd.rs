@@ -215,22 +215,22 @@ impl Packer {
 /// (made again after a failure).
 async fn send_packed(
     target: Arc<(String, u16)>,
-    mut rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
     failures: Arc<AtomicU64>,
     name: &'static str,
 ) {
     let mut socket: Option<tokio::net::UdpSocket> = None;
     let mut packer = Packer::default();
-    while let Some(first) = rx.recv().await {
-        // Requests the worker serves in this turn queue their lines too: they go together.
-        tokio::task::yield_now().await;
-        let mut requests = 1;
-        packer.add(&first);
-        while requests < 256 {
-            let Ok(more) = rx.try_recv() else { break };
-            packer.add(&more);
-            requests += 1;
-        }
+    let mut queue = super::Batches::new(rx);
+    loop {
+        // The requests that come within `GATHER` are packed together.
+        let mut packed = 0;
+        let take = |lines: Bytes| {
+            packer.add(&lines);
+            packed += 1;
+            packed < 256
+        };
+        let Some(requests) = queue.gather(take).await else { return };
         if socket.is_none() {
             match super::udp_log::connected(&target, Duration::from_secs(10)).await {
                 Ok(s) => socket = Some(s),

@@ -118,21 +118,18 @@ pub async fn connect(target: &Target) -> std::io::Result<Stream> {
     }
 }
 
-async fn send_lines(target: Arc<Target>, mut rx: mpsc::Receiver<Bytes>, failures: Arc<std::sync::atomic::AtomicU64>) {
+async fn send_lines(target: Arc<Target>, rx: mpsc::Receiver<Bytes>, failures: Arc<std::sync::atomic::AtomicU64>) {
     let mut conn: Option<(Stream, tokio::time::Instant)> = None;
     let mut batch: Vec<u8> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        // Every line already queued goes with one write, with those of the requests the worker
-        // serves in this turn.
-        tokio::task::yield_now().await;
+    let mut queue = super::Batches::new(rx);
+    loop {
+        // The lines that come within `GATHER` go with one write.
         batch.clear();
-        batch.extend_from_slice(&first);
-        let mut lines = 1;
-        while batch.len() < 256 * 1024 {
-            let Ok(more) = rx.try_recv() else { break };
-            batch.extend_from_slice(&more);
-            lines += 1;
-        }
+        let take = |line: Bytes| {
+            batch.extend_from_slice(&line);
+            batch.len() < 256 * 1024
+        };
+        let Some(lines) = queue.gather(take).await else { return };
         let fail = |e: &dyn std::fmt::Display| {
             for _ in 0..lines {
                 dropped(&failures, "tcp-log", e);
