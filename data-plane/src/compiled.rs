@@ -292,7 +292,13 @@ impl Compiled {
         };
         let certs =
             if touched.any(&["certificates", "snis"]) { Arc::new(compile_certs(&set)?) } else { self.certs.clone() };
-        let creds = if touched.credentials() { Arc::new(Credentials::compile(&set)) } else { self.creds.clone() };
+        let creds = if touched.everything() {
+            Arc::new(Credentials::compile(&set))
+        } else if touched.credentials() {
+            Arc::new(self.creds.update(&self.set, &set, |table| touched.ids(table).collect()))
+        } else {
+            self.creds.clone()
+        };
         // Everything that can refuse the configuration has run: the balancers may change now.
         if let Some(staged) = staged {
             registry.commit(staged);
@@ -503,10 +509,17 @@ mod tests {
             certs.sort();
             let mut consumers: Vec<String> = self.creds.consumers.values().map(|c| format!("{c:?}")).collect();
             consumers.sort();
-            let mut keys: Vec<String> =
-                self.creds.keys.iter().map(|(k, v)| format!("{k}={}", v["consumer_id"])).collect();
-            keys.sort();
-            let _ = writeln!(out, "certs {certs:?}\nconsumers {consumers:?}\nkeys {keys:?}");
+            let c = &self.creds;
+            for (name, index) in [("keys", &c.keys), ("basic", &c.basic), ("jwt", &c.jwt), ("tokens", &c.oauth2_tokens)]
+            {
+                let mut keys: Vec<String> =
+                    index.iter().map(|(k, v)| format!("{k}={}/{}", v["id"], v["consumer_id"])).collect();
+                keys.sort();
+                let _ = writeln!(out, "{name} {keys:?}");
+            }
+            let mut jwt_keys: Vec<&String> = c.jwt_public_keys.keys().collect();
+            jwt_keys.sort();
+            let _ = writeln!(out, "certs {certs:?}\nconsumers {consumers:?}\njwt keys {jwt_keys:?}");
             out
         }
     }
@@ -531,7 +544,11 @@ mod tests {
             "keyauth_credentials",
             "upstreams",
             "targets",
-        ][pick(rng, 9)];
+            "acls",
+            "basicauth_credentials",
+            "jwt_secrets",
+            "oauth2_tokens",
+        ][pick(rng, 13)];
         let id = format!("{}{}", &entity[..3], pick(rng, if entity == "routes" { 12 } else { 5 }));
         if rng.u8(..10) == 0 {
             return delete(entity, &id);
@@ -575,9 +592,36 @@ mod tests {
                 doc
             }
             "consumers" => json!({"id": id, "username": format!("user-{}", pick(rng, 9))}),
+            // Keys and names are unique in their tables (the control plane refuses a second);
+            // a row's may change.
             "keyauth_credentials" => {
-                json!({"id": id, "consumer_id": format!("con{}", pick(rng, 5)), "key": format!("key-{}", pick(rng, 9))})
+                json!({"id": id, "consumer_id": format!("con{}", pick(rng, 5)), "key": format!("key-{id}-{}", pick(rng, 3))})
             }
+            "acls" => json!({
+                "id": id,
+                "consumer_id": format!("con{}", pick(rng, 5)),
+                "group": format!("g{}", pick(rng, 3)),
+                "created_at": ([1, *now][pick(rng, 2)]),
+            }),
+            "basicauth_credentials" => json!({
+                "id": id,
+                "consumer_id": format!("con{}", pick(rng, 5)),
+                "username": format!("u-{id}-{}", pick(rng, 2)),
+                "password": "x",
+            }),
+            "jwt_secrets" => json!({
+                "id": id,
+                "consumer_id": format!("con{}", pick(rng, 5)),
+                "key": format!("iss-{id}-{}", pick(rng, 2)),
+                "algorithm": (["HS256", "RS256"][pick(rng, 2)]),
+                "rsa_public_key": ([json!(null), json!(RSA_PUBLIC_KEY)][pick(rng, 2)]),
+            }),
+            "oauth2_tokens" => json!({
+                "id": id,
+                "credential_id": "cred",
+                "access_token": format!("at-{id}-{}", pick(rng, 2)),
+                "refresh_token": format!("rt-{id}-{}", pick(rng, 2)),
+            }),
             "upstreams" => json!({"id": id, "name": format!("up{}", pick(rng, 2)), "slots": 10}),
             _ => json!({
                 "id": id,
@@ -588,6 +632,45 @@ mod tests {
             }),
         };
         change(entity, doc)
+    }
+
+    /// A 2048-bit RSA public key, for jwt secrets whose verification key is parsed.
+    const RSA_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAxGvHAmRYj7Lj407+24B2
+cRmQJojgsziAD9vjaGWA9t9nyattGqbUgJXWbltjqIPTnAWD4vT5bI84Mxzz3LBq
+Rz7A+I7l1ufSWx3TafxeuxwF8nTwPNbOG4DkhKgry99qjZWrpOlcOTfpEESYpvVx
+2LPj8jWWfQS7ot4de6ykzsJjfuuGuTyGON/QCsmjM1+kcfyDDycAFJ6JFim1iW8e
+9VqwTEqyB1ThKt8eT5MLPEZaaJ/7UhN7zrLWqd88Mf3B8edNf9Vc8HEOz6ZOP9in
+9gpFq0MrH37+Sk1+eWHwZ191973SZBTY/TWcRfih94fvz3obh5QCj6HvVNp99hMn
+UwIDAQAB
+-----END PUBLIC KEY-----";
+
+    /// One revision moves a key from one credential to another (the first gives it up, the
+    /// second takes it) and deletes a third: applied incrementally, the key finds the second
+    /// row whichever order the delta lists them in.
+    #[test]
+    fn a_key_passed_between_credentials_in_one_revision_finds_its_new_row() {
+        let key =
+            |id: &str, key: &str| change("keyauth_credentials", json!({"id": id, "consumer_id": "c1", "key": key}));
+        for moved_first in [true, false] {
+            let mut set = ConfigSet::new("e", 1);
+            let first = [change("consumers", json!({"id": "c1"})), key("k1", "shared"), key("k3", "gone")];
+            set.apply(&first).unwrap();
+            let available = HashSet::new();
+            let registry = Registry::default();
+            let before = Compiled::compile(Arc::new(set.clone()), &available, &registry).unwrap();
+            let mut delta = vec![key("k1", "other"), key("k2", "shared"), delete("keyauth_credentials", "k3")];
+            if !moved_first {
+                delta.reverse();
+            }
+            set.revision += 1;
+            set.apply(&delta).unwrap();
+            let after = before.apply(Arc::new(set), &delta, &available, &registry).unwrap();
+            assert_eq!(after.creds.keys["shared"]["id"], "k2", "listed {}", if moved_first { "first" } else { "last" });
+            assert_eq!(after.creds.keys["other"]["id"], "k1");
+            assert!(!after.creds.keys.contains_key("gone"));
+            assert_eq!(before.creds.keys["shared"]["id"], "k1", "the configuration before is unchanged");
+        }
     }
 
     /// A service's route list grows past the slice into a set and shrinks back to nothing,

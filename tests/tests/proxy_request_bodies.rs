@@ -356,6 +356,49 @@ async fn a_plugin_route_forwards_a_body_whose_length_connection_names() {
     assert_eq!(r.body, b"30000");
 }
 
+/// On a route whose plugins read no body (key-auth with the key in a header), a short body
+/// that comes with the head reaches the upstream as it came, with its length, and so does one
+/// on a route whose plugin reads bodies (the key taken out of it).
+#[tokio::test]
+async fn a_short_body_reaches_the_upstream_whether_or_not_plugins_read_it() {
+    let up = Recorder::start().await;
+    let (gw, host) = gateway_to(up.port, json!({})).await;
+    gw.post("/plugins", json!({"name": "key-auth"})).await;
+    gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    let svc = gw.post("/services", json!({"url": format!("http://127.0.0.1:{}", up.port)})).await;
+    let read = gw.route(&svc, json!({"paths": ["/read"], "strip_path": false})).await;
+    let in_body =
+        json!({"name": "key-auth", "route_id": read["id"], "config": {"key_in_body": true, "hide_credentials": true}});
+    gw.post("/plugins", in_body).await;
+    gw.sync().await;
+    let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
+    let form = "application/x-www-form-urlencoded";
+    let body = "a=1&b=two";
+    let request = format!(
+        "POST /b/short HTTP/1.1\r\n{host}apikey: alice-key\r\nContent-Type: {form}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /b/short").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, body.len().to_string().into_bytes());
+
+    let body = "apikey=alice-key&a=1";
+    let request =
+        format!("POST /read HTTP/1.1\r\n{host}Content-Type: {form}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    tcp.write_all(request.as_bytes()).await.expect("loopback I/O");
+    let r = read_response(&mut tcp, "POST /read").await.expect("a complete response");
+    r.assert_status(200);
+    assert_eq!(r.body, b"3", "the key taken out of the body");
+
+    let received = up.received.lock().expect("not poisoned");
+    assert_eq!(received.bodies[0], b"a=1&b=two", "as it came");
+    assert!(received.heads[0].contains("\r\nContent-Length: 9\r\n"), "{}", received.heads[0]);
+    assert_eq!(received.bodies[1], b"a=1", "as the plugin left it");
+    assert!(received.heads[1].contains("\r\nContent-Length: 3\r\n"), "{}", received.heads[1]);
+}
+
 #[tokio::test]
 async fn plugin_routes_read_long_and_chunked_bodies_whole() {
     let up = Recorder::start().await;

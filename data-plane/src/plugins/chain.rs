@@ -63,6 +63,11 @@ impl Chain {
         self.reads_body[usize::from(chunked)]
     }
 
+    /// Some plugin on the route may read a body, whatever its framing.
+    pub fn reads_any_body(&self) -> bool {
+        self.reads_body[0] || self.reads_body[1]
+    }
+
     fn new(entries: Vec<Entry>) -> Chain {
         let all = || entries.iter().flat_map(|e| e.base.iter().chain(e.by_consumer.values().flatten()));
         let direct = all().all(|p| p.direct() && !p.filters_body() && !p.captures_bodies());

@@ -121,29 +121,39 @@ impl Entities {
     }
 }
 
-/// The Unix time in milliseconds of an instant. The wall clock is read once a second, not on
-/// every call (a step of it shows within that second): a log record asks for this twice per
-/// request, and on some virtual machines each reading of a clock costs a system call.
+/// The Unix time in milliseconds of an instant. A log record asks for this twice per request,
+/// and on some virtual machines each reading of a clock costs a system call, so the wall clock
+/// is read again only when asked about an instant more than a second from its last reading
+/// (on a busy gateway, once a second; a step of the wall clock shows from then on).
 pub fn unix_ms(at: Instant) -> u64 {
-    /// What the difference between the two clocks is measured from.
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    /// Unix milliseconds at `EPOCH`, as last measured.
-    static OFFSET: AtomicU64 = AtomicU64::new(0);
-    /// Milliseconds after `EPOCH` when `OFFSET` was last measured (`u64::MAX`: never).
-    static MEASURED: AtomicU64 = AtomicU64::new(u64::MAX);
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let since = at.saturating_duration_since(epoch).as_millis() as u64;
-    let measured = MEASURED.load(Ordering::Relaxed);
-    if measured == u64::MAX || since.abs_diff(measured) >= 1000 || at < epoch {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let here = Instant::now();
-        let unix_at_epoch = now.saturating_sub(here.saturating_duration_since(epoch)).as_millis() as u64;
-        OFFSET.store(unix_at_epoch, Ordering::Relaxed);
-        MEASURED.store(here.saturating_duration_since(epoch).as_millis() as u64, Ordering::Relaxed);
-        // An instant before the epoch (made before the first call) is measured directly.
-        return (now.saturating_sub(here.saturating_duration_since(at))).as_millis() as u64;
+    /// The two clocks compared: the wall clock's reading of `epoch`, in Unix nanoseconds.
+    struct Clocks {
+        epoch: Instant,
+        unix_at_epoch: AtomicU64,
+        /// Nanoseconds after `epoch` of the last reading.
+        read_at: AtomicU64,
     }
-    OFFSET.load(Ordering::Relaxed) + since
+    fn wall() -> u64 {
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        unix.as_nanos() as u64
+    }
+    static CLOCKS: OnceLock<Clocks> = OnceLock::new();
+    let clocks = CLOCKS.get_or_init(|| {
+        let epoch = Instant::now();
+        Clocks { epoch, unix_at_epoch: AtomicU64::new(wall()), read_at: AtomicU64::new(0) }
+    });
+    let Some(since) = at.checked_duration_since(clocks.epoch) else {
+        // Before the first call: measured from now.
+        return (wall().saturating_sub(at.elapsed().as_nanos() as u64)) / 1_000_000;
+    };
+    let since = since.as_nanos() as u64;
+    if since.abs_diff(clocks.read_at.load(Ordering::Relaxed)) >= 1_000_000_000 {
+        let (unix, now) = (wall(), Instant::now());
+        let now_since = now.saturating_duration_since(clocks.epoch).as_nanos() as u64;
+        clocks.unix_at_epoch.store(unix.saturating_sub(now_since), Ordering::Relaxed);
+        clocks.read_at.store(now_since, Ordering::Relaxed);
+    }
+    (clocks.unix_at_epoch.load(Ordering::Relaxed) + since) / 1_000_000
 }
 
 /// The size of a head as it goes on the wire (`name: value\r\n` per field).
@@ -297,23 +307,23 @@ impl LogEntry {
             /// allocation per record, not one per doubling of a growing buffer.
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        self.record
-            .get_or_init(|| {
-                SCRATCH.with(|scratch| {
-                    let Ok(mut buf) = scratch.try_borrow_mut() else {
-                        return bytes::Bytes::from(serde_json::to_vec(&record::Record(self)).unwrap_or_default());
-                    };
-                    buf.clear();
-                    let written = serde_json::to_writer(&mut *buf, &record::Record(self));
-                    let record = written.map_or_else(|_| bytes::Bytes::new(), |()| bytes::Bytes::copy_from_slice(&buf));
-                    // An outsized record does not leave its buffer behind.
-                    if buf.capacity() > 64 * 1024 {
-                        *buf = Vec::new();
-                    }
-                    record
-                })
-            })
-            .clone()
+        let write = || {
+            let alone = || bytes::Bytes::from(serde_json::to_vec(&record::Record(self)).unwrap_or_default());
+            let in_scratch = SCRATCH.try_with(|scratch| {
+                let Ok(mut buf) = scratch.try_borrow_mut() else { return alone() };
+                buf.clear();
+                let written = serde_json::to_writer(&mut *buf, &record::Record(self));
+                let record = written.map_or_else(|_| bytes::Bytes::new(), |()| bytes::Bytes::copy_from_slice(&buf));
+                // An outsized record does not leave its buffer behind.
+                if buf.capacity() > 64 * 1024 {
+                    *buf = Vec::new();
+                }
+                record
+            });
+            // A thread being torn down has no scratch buffer left.
+            in_scratch.unwrap_or_else(|_| alone())
+        };
+        self.record.get_or_init(write).clone()
     }
 
     /// The record as a JSON document (for tests and loggers that embed it).
@@ -398,9 +408,10 @@ impl<T> Batches<T> {
         Batches { rx, behind: false }
     }
 
-    /// Waits for a record, lets more gather for [`GATHER`], and gives them to `take` until
-    /// the queue is empty or `take` says the batch is full (by returning `false`). `None`
-    /// once the outbox is gone and its queue drained; otherwise how many records `take` got.
+    /// Waits for a record, lets more gather for [`GATHER`] (not when the last batch was full:
+    /// they are waiting already), and gives them to `take` until the queue is empty or `take`
+    /// says the batch is full (by returning `false`). `None` once the outbox is gone and its
+    /// queue drained; otherwise how many records `take` got.
     pub async fn gather(&mut self, mut take: impl FnMut(T) -> bool) -> Option<usize> {
         let first = self.rx.recv().await?;
         if !take(first) {
@@ -499,9 +510,13 @@ mod tests {
             let after = wall().as_millis() as u64;
             assert!(before.saturating_sub(2) <= got && got <= after + 2, "{before} <= {got} <= {after}");
         }
-        let ten_seconds_ago = Instant::now() - std::time::Duration::from_secs(10);
-        let expected = wall().as_millis() as u64 - 10_000;
-        assert!(unix_ms(ten_seconds_ago).abs_diff(expected) <= 5, "{} vs {expected}", unix_ms(ten_seconds_ago));
+        // An instant long past (a slow request's start), and a moment ago again after it.
+        let then = std::time::Duration::from_millis(1500);
+        let earlier = Instant::now().checked_sub(then).expect("the machine has been up for 1.5 s");
+        let expected = (wall() - then).as_millis() as u64;
+        assert!(unix_ms(earlier).abs_diff(expected) <= 2, "{} vs {expected}", unix_ms(earlier));
+        let got = unix_ms(Instant::now());
+        assert!(got.abs_diff(wall().as_millis() as u64) <= 2, "{got}");
     }
 
     #[test]

@@ -38,14 +38,13 @@ pub(crate) fn write_forwarding(
     }
 }
 
-/// Writes how the body the upstream gets is framed: `streamed`, when it goes as the client
-/// sends it, else `Content-Length` of one held whole (`None`: no length is sent).
-pub(crate) fn write_framing(up: &mut Vec<u8>, streamed: Option<BodyFraming>, held: Option<usize>) {
-    match (streamed, held) {
-        (Some(BodyFraming::Length(n)), _) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
-        (Some(BodyFraming::Chunked), _) => up.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        (None, Some(n)) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
-        (None, None) => {}
+/// Writes how the body the upstream gets is framed (`None`: it has none, and no length is
+/// sent).
+pub(crate) fn write_framing(up: &mut Vec<u8>, framing: Option<BodyFraming>) {
+    match framing {
+        Some(BodyFraming::Length(n)) => line(up, &[b"Content-Length: ", itoa::Buffer::new().format(n).as_bytes()]),
+        Some(BodyFraming::Chunked) => up.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        None => {}
     }
 }
 

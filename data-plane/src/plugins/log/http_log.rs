@@ -103,8 +103,9 @@ impl HttpLog {
     }
 }
 
-/// The sending task. Every record already queued (up to [`PIPELINE`]) is written in one go,
-/// the answers read as they come; records that came meanwhile make the next batch.
+/// The sending task. The records that come within [`super::GATHER`] (up to [`PIPELINE`]) are
+/// written in one go, the answers read as they come; records that came meanwhile make the
+/// next batch.
 ///
 /// A kept connection the receiver closed while idle (or wrote to unasked) is seen before a
 /// batch goes on it, and replaced. A receiver that announces it closes after an answer has not

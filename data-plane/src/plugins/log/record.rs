@@ -372,8 +372,9 @@ mod tests {
             "/p?a+b=1&a%20b=2",
             &format!("/p?{many}"),
         ] {
-            let written: Value = serde_json::to_value(Query(uri)).expect("serializes");
-            assert_eq!(written, query_json(uri), "{uri}");
+            // As text: documents compare equal whatever the order of their keys.
+            let written = serde_json::to_string(&Query(uri)).expect("serializes");
+            assert_eq!(written, query_json(uri).to_string(), "{uri}");
         }
         assert_eq!(
             serde_json::to_value(Query("/p?a=1&b&a=2")).expect("serializes"),
@@ -390,7 +391,7 @@ set-cookie: b=2\r\nVia: gatehouse\r\nSET-COOKIE: c=3\r\n\r\n";
         let mut fields = [httparse::EMPTY_HEADER; HEAD_FIELDS];
         let mut res = httparse::Response::new(&mut fields);
         assert!(matches!(res.parse(head), Ok(httparse::Status::Complete(_))));
-        let written: Value = serde_json::to_value(HeadFields(res.headers)).expect("serializes");
+        let text = serde_json::to_string(&HeadFields(res.headers)).expect("serializes");
         let mut map = HeaderMap::new();
         for h in res.headers.iter() {
             map.append(
@@ -398,7 +399,9 @@ set-cookie: b=2\r\nVia: gatehouse\r\nSET-COOKIE: c=3\r\n\r\n";
                 http::HeaderValue::from_bytes(h.value).expect("value"),
             );
         }
-        assert_eq!(written, super::super::headers_json(&map));
+        // As text: documents compare equal whatever the order of their keys.
+        assert_eq!(text, serde_json::to_string(&Headers(&map)).expect("serializes"));
+        let written: Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(written["set-cookie"], json!(["a=1", "b=2", "c=3"]));
         assert_eq!(written["x-long-field-name-that-is-mixed-case"], "v");
     }

@@ -49,7 +49,9 @@ pub(super) struct Accessed<'r> {
     /// The fields to forward, forwarding fields included; Host and Content-Length are written
     /// apart (the Host depends on the peer tried, the length on the body).
     pub(super) headers: http::HeaderMap,
-    pub(super) body: Bytes,
+    /// The body to forward: the client's as it arrived with the head when no plugin on the
+    /// route reads bodies (no copy was made for them), or as plugins read or replaced it.
+    pub(super) body: Forwarded<'r>,
     /// The client's body goes upstream as it comes (one too long for plugins, which none
     /// replaced); `body` is then empty.
     pub(super) streams: bool,
@@ -65,6 +67,25 @@ pub(super) struct Accessed<'r> {
     pub(super) log: Option<Box<DirectLog>>,
     /// The response phases, on a route whose plugins act on answers.
     pub(super) phases: Option<Box<Phases>>,
+}
+
+/// The body forwarded after the access phase.
+pub(super) enum Forwarded<'r> {
+    /// The client's, where the engine read it.
+    Client(&'r [u8]),
+    /// As plugins read it (or replaced it).
+    Plugins(Bytes),
+}
+
+impl std::ops::Deref for Forwarded<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Forwarded::Client(b) => b,
+            Forwarded::Plugins(b) => b,
+        }
+    }
 }
 
 /// A method or Host for the upstream other than the request's own.
@@ -104,7 +125,8 @@ impl Accessed<'_> {
             let spelled = client.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map_or(name, |h| h.name);
             line(up, &[spelled.as_bytes(), b": ", value.as_bytes()]);
         }
-        write_framing(up, streamed, self.length.then_some(self.body.len()));
+        let held = self.length.then(|| BodyFraming::Length(self.body.len() as u64));
+        write_framing(up, streamed.or(held));
         write_forwarding(up, conn, host_no_port, prior, kept);
     }
 }
@@ -133,8 +155,11 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
         return Accessing::Refused(ProxyError::BadRequest("a method the gateway cannot forward"));
     };
+    // A body that came with the head is copied for plugins only when one of them reads
+    // bodies; the others see it unread, and it is forwarded from where it is.
+    let kept = !request.unread && !request.body.is_empty() && !route.plugins.reads_any_body();
     let mut body = match request.body {
-        _ if request.unread => ReqBody::Unread,
+        _ if request.unread || kept => ReqBody::Unread,
         [] => ReqBody::Empty,
         b => ReqBody::Full(Bytes::copy_from_slice(b)),
     };
@@ -186,9 +211,10 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         Some(q) => Some(Cow::Owned(q.into_owned())),
     };
     let (body, streams) = match body {
-        ReqBody::Empty => (Bytes::new(), false),
-        ReqBody::Full(b) => (b, false),
-        ReqBody::Unread => (Bytes::new(), true),
+        ReqBody::Empty => (Forwarded::Client(&[]), false),
+        ReqBody::Full(b) => (Forwarded::Plugins(b), false),
+        ReqBody::Unread if kept => (Forwarded::Client(request.body), false),
+        ReqBody::Unread => (Forwarded::Client(&[]), true),
     };
     headers.remove(http::header::HOST);
     // The gateway answers `Expect` itself.

@@ -138,11 +138,11 @@ impl<'h, 'b> RequestHead<'h, 'b> {
                 line(up, &[h.name.as_bytes(), b": ", h.value]);
             }
         }
-        let held = match body {
-            Ok(_) => None,
-            Err(n) => seen.length.then_some(n),
+        let framing = match body {
+            Ok(streamed) => Some(streamed),
+            Err(held) => seen.length.then_some(BodyFraming::Length(held as u64)),
         };
-        write_framing(up, body.ok(), held);
+        write_framing(up, framing);
         write_forwarding(up, conn, host_no_port, self.forwarded_for, forwarded.map(|f| trusted && f));
     }
 }
