@@ -510,14 +510,25 @@ mod tests {
             let mut consumers: Vec<String> = self.creds.consumers.values().map(|c| format!("{c:?}")).collect();
             consumers.sort();
             let c = &self.creds;
-            for (name, index) in [("keys", &c.keys), ("basic", &c.basic), ("jwt", &c.jwt), ("tokens", &c.oauth2_tokens)]
-            {
-                let mut keys: Vec<String> =
-                    index.iter().map(|(k, v)| format!("{k}={}/{}", v["id"], v["consumer_id"])).collect();
+            let indexes = [
+                ("keys", &c.keys),
+                ("basic", &c.basic),
+                ("hmac", &c.hmac),
+                ("jwt", &c.jwt),
+                ("oauth2 clients", &c.oauth2_clients),
+                ("oauth2 by id", &c.oauth2_by_id),
+                ("tokens", &c.oauth2_tokens),
+                ("refresh", &c.oauth2_refresh),
+                ("codes", &c.oauth2_codes),
+            ];
+            for (name, index) in indexes {
+                // Each entry with the whole row it finds.
+                let mut keys: Vec<String> = index.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 keys.sort();
                 let _ = writeln!(out, "{name} {keys:?}");
             }
-            let mut jwt_keys: Vec<&String> = c.jwt_public_keys.keys().collect();
+            let mut jwt_keys: Vec<String> =
+                c.jwt_public_keys.iter().map(|(id, key)| format!("{id}:{}", key.len())).collect();
             jwt_keys.sort();
             let _ = writeln!(out, "certs {certs:?}\nconsumers {consumers:?}\njwt keys {jwt_keys:?}");
             out
@@ -548,7 +559,10 @@ mod tests {
             "basicauth_credentials",
             "jwt_secrets",
             "oauth2_tokens",
-        ][pick(rng, 13)];
+            "hmacauth_credentials",
+            "oauth2_credentials",
+            "oauth2_authorization_codes",
+        ][pick(rng, 16)];
         let id = format!("{}{}", &entity[..3], pick(rng, if entity == "routes" { 12 } else { 5 }));
         if rng.u8(..10) == 0 {
             return delete(entity, &id);
@@ -620,8 +634,23 @@ mod tests {
                 "id": id,
                 "credential_id": "cred",
                 "access_token": format!("at-{id}-{}", pick(rng, 2)),
-                "refresh_token": format!("rt-{id}-{}", pick(rng, 2)),
+                "refresh_token": if rng.bool() { json!(format!("rt-{id}-{}", pick(rng, 2))) } else { json!(null) },
             }),
+            "hmacauth_credentials" => json!({
+                "id": id,
+                "consumer_id": format!("con{}", pick(rng, 5)),
+                "username": format!("h-{id}-{}", pick(rng, 2)),
+                "secret": "s",
+            }),
+            "oauth2_credentials" => json!({
+                "id": id,
+                "consumer_id": format!("con{}", pick(rng, 5)),
+                "client_id": format!("cl-{id}-{}", pick(rng, 2)),
+                "name": "app",
+            }),
+            "oauth2_authorization_codes" => {
+                json!({"id": id, "credential_id": "cred", "code": format!("code-{id}-{}", pick(rng, 2))})
+            }
             "upstreams" => json!({"id": id, "name": format!("up{}", pick(rng, 2)), "slots": 10}),
             _ => json!({
                 "id": id,
@@ -705,8 +734,24 @@ UwIDAQAB
             ["request-termination", "correlation-id", "acl"].into_iter().map(String::from).collect();
         let (mut applied, mut refused) = (0, 0);
         // What the sequences must have reached at least once for the comparison to mean much.
-        let marks = ["upstream=Some", "key-", "[con", " plu", "https_only=true", "*.b.test", "/r/"];
-        let mut seen = [false; 7];
+        let marks = [
+            "upstream=Some",
+            "key-",
+            "[con",
+            " plu",
+            "https_only=true",
+            "*.b.test",
+            "/r/",
+            "groups_header: Some(",
+            "u-bas",
+            "h-hma",
+            "iss-jwt",
+            "rt-oau",
+            "cl-oau",
+            "code-oau",
+            ":270\"",
+        ];
+        let mut seen = [false; 15];
         for seed in 0..40 {
             let mut rng = fastrand::Rng::with_seed(seed);
             let mut now = 0;
@@ -744,7 +789,7 @@ UwIDAQAB
                 }
             }
         }
-        assert_eq!(seen, [true; 7], "reached: {marks:?}");
+        assert_eq!(seen, [true; 15], "reached: {marks:?}");
         assert!(
             applied > 1_000 && refused > 100,
             "the sequences exercise both outcomes: {applied} applied, {refused} refused"

@@ -107,7 +107,9 @@ impl Credentials {
 
     /// The indexes of `new`, made from these (those of `old`) and the rows of each table a
     /// delta `touched` (`touched(table)`: its ids): what is untouched is shared, so a change
-    /// costs what it touches, not what the configuration holds.
+    /// costs what it touches, not what the configuration holds. Each indexed field is unique
+    /// in its table (the control plane refuses a second row with it), which is what makes the
+    /// result that of a full compile: one row per key, in whatever order rows changed.
     pub fn update<'t>(&self, old: &ConfigSet, new: &ConfigSet, touched: impl Fn(&str) -> Vec<&'t str>) -> Credentials {
         let mut c = self.clone();
         let parse = |set: &ConfigSet, table: &str, id: &str| set.get(table, id).map(Doc::value);
@@ -119,7 +121,7 @@ impl Credentials {
             for id in &ids {
                 let Some(before) = parse(old, table, id) else { continue };
                 let Some(key) = text(&before, field) else { continue };
-                if map.get(key).is_some_and(|row| text(row, "id") == Some(*id)) {
+                if map.get(key).is_some_and(|row| **row == before) {
                     map.remove(key);
                 }
             }

@@ -63,8 +63,8 @@ pub enum ReqBody {
     /// A body read into memory (and maybe rewritten by a plugin).
     Full(Bytes),
     /// A body longer than plugins read (`plugins::ctx::BODY_LIMIT`), or one no plugin on the
-    /// route reads: plugins see it unread, and it streams upstream as it comes once they are
-    /// done.
+    /// route reads: plugins see it unread, and once they are done it goes upstream as the
+    /// client sends it (streamed, or from where the engine read it with the head).
     Unread,
 }
 

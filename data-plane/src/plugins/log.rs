@@ -510,13 +510,20 @@ mod tests {
             let after = wall().as_millis() as u64;
             assert!(before.saturating_sub(2) <= got && got <= after + 2, "{before} <= {got} <= {after}");
         }
-        // An instant long past (a slow request's start), and a moment ago again after it.
-        let then = std::time::Duration::from_millis(1500);
-        let earlier = Instant::now().checked_sub(then).expect("the machine has been up for 1.5 s");
-        let expected = (wall() - then).as_millis() as u64;
-        assert!(unix_ms(earlier).abs_diff(expected) <= 2, "{} vs {expected}", unix_ms(earlier));
+        // An instant long past (a slow request's start: the clock is read again), and a moment
+        // ago again after it.
+        let started = Instant::now();
+        let unix_started = wall();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         let got = unix_ms(Instant::now());
         assert!(got.abs_diff(wall().as_millis() as u64) <= 2, "{got}");
+        assert!(unix_ms(started).abs_diff(unix_started.as_millis() as u64) <= 2, "{}", unix_ms(started));
+        let got = unix_ms(Instant::now());
+        assert!(got.abs_diff(wall().as_millis() as u64) <= 2, "{got}");
+        // Before the first call of the process (its epoch) too.
+        let long_ago = started.checked_sub(std::time::Duration::from_secs(1)).expect("the machine has been up for 1 s");
+        let expected = (unix_started - std::time::Duration::from_secs(1)).as_millis() as u64;
+        assert!(unix_ms(long_ago).abs_diff(expected) <= 2, "{} vs {expected}", unix_ms(long_ago));
     }
 
     #[test]

@@ -28,8 +28,9 @@ pub(super) struct Plain<'r> {
     pub(super) path: &'r str,
     pub(super) query: Option<&'r str>,
     pub(super) body: &'r [u8],
-    /// The body is longer than plugins read, or none of them reads it: they see it unread
-    /// (`body` is empty), and it streams upstream after them.
+    /// The body is longer than plugins read, or it is yet to come and none of them reads it:
+    /// they see it unread (`body` is empty), and it streams upstream after them. (A body that
+    /// came with the head, which no plugin reads, is in `body`; they see that unread too.)
     pub(super) unread: bool,
     pub(super) started: Instant,
     pub(super) trace: Option<Box<Trace>>,
@@ -52,8 +53,8 @@ pub(super) struct Accessed<'r> {
     /// The body to forward: the client's as it arrived with the head when no plugin on the
     /// route reads bodies (no copy was made for them), or as plugins read or replaced it.
     pub(super) body: Forwarded<'r>,
-    /// The client's body goes upstream as it comes (one too long for plugins, which none
-    /// replaced); `body` is then empty.
+    /// The client's body goes upstream as it comes (one too long for plugins, or yet to come
+    /// and read by none of them, which none replaced); `body` is then empty.
     pub(super) streams: bool,
     /// A Content-Length goes upstream: the client sent one, or a plugin replaced the body.
     pub(super) length: bool,
