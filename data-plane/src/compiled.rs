@@ -241,10 +241,9 @@ impl Compiled {
             }
             let previous = std::mem::take(&mut parts.instances);
             let mut built = imbl::HashMap::new();
-            let rows = set.parsed("plugins");
-            let index = Plugins::index(rows.iter(), |name, config, row| {
+            let rows: Vec<(Arc<Value>, &Doc)> = set.table("plugins").map(|d| (Arc::new(d.value()), d)).collect();
+            let index = Plugins::index(rows.iter().map(|(row, doc)| (row, *doc)), |name, config, row, doc| {
                 let id: Arc<str> = row.get("id").and_then(Value::as_str).unwrap_or_default().into();
-                let Some(doc) = set.get("plugins", &id) else { return Err(format!("plugin {id} is not in the set")) };
                 let instance = match previous.get(&id) {
                     Some((before, instance)) if before.same(doc) => instance.clone(),
                     _ => plugins::build(name, config, row).map_err(|e| e.0)?,

@@ -329,15 +329,20 @@ async fn an_answer_before_a_streamed_body_is_read_ends_the_connection() {
     assert!(!up.heads().iter().any(|h| h.starts_with("GET /b/smuggled")), "{:?}", up.heads());
 }
 
+/// key-auth on every route, with `config`, and a consumer `alice` whose key is `alice-key`.
+async fn key_auth_for_alice(gw: &Standalone, config: serde_json::Value) {
+    gw.post("/plugins", json!({"name": "key-auth", "config": config})).await;
+    gw.post("/consumers", json!({"username": "alice"})).await;
+    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+}
+
 /// On a plugin route, a request whose `Connection` names its length (so that the length is
 /// not forwarded) still has its body reach the upstream whole.
 #[tokio::test]
 async fn a_plugin_route_forwards_a_body_whose_length_connection_names() {
     let up = Recorder::start().await;
     let (gw, host) = gateway_to(up.port, json!({})).await;
-    gw.post("/plugins", json!({"name": "key-auth"})).await;
-    gw.post("/consumers", json!({"username": "alice"})).await;
-    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    key_auth_for_alice(&gw, json!({})).await;
     gw.sync().await;
     let body = vec![b'c'; 30_000];
     let mut request = format!(
@@ -363,9 +368,7 @@ async fn a_plugin_route_forwards_a_body_whose_length_connection_names() {
 async fn a_short_body_reaches_the_upstream_whether_or_not_plugins_read_it() {
     let up = Recorder::start().await;
     let (gw, host) = gateway_to(up.port, json!({})).await;
-    gw.post("/plugins", json!({"name": "key-auth"})).await;
-    gw.post("/consumers", json!({"username": "alice"})).await;
-    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    key_auth_for_alice(&gw, json!({})).await;
     let svc = gw.post("/services", json!({"url": format!("http://127.0.0.1:{}", up.port)})).await;
     let read = gw.route(&svc, json!({"paths": ["/read"], "strip_path": false})).await;
     let in_body =
@@ -403,9 +406,7 @@ async fn a_short_body_reaches_the_upstream_whether_or_not_plugins_read_it() {
 async fn plugin_routes_read_long_and_chunked_bodies_whole() {
     let up = Recorder::start().await;
     let (gw, host) = gateway_to(up.port, json!({})).await;
-    gw.post("/plugins", json!({"name": "key-auth", "config": {"key_in_body": true, "hide_credentials": true}})).await;
-    gw.post("/consumers", json!({"username": "alice"})).await;
-    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    key_auth_for_alice(&gw, json!({"key_in_body": true, "hide_credentials": true})).await;
     gw.sync().await;
     let mut tcp = TcpStream::connect(gw.proxy_addr()).await.expect("loopback I/O");
     let form = "application/x-www-form-urlencoded";
@@ -462,9 +463,7 @@ async fn plugin_routes_read_long_and_chunked_bodies_whole() {
 async fn plugin_routes_take_expect_and_bodies_longer_than_plugins_read() {
     let up = Recorder::start().await;
     let (gw, host) = gateway_to(up.port, json!({})).await;
-    gw.post("/plugins", json!({"name": "key-auth"})).await;
-    gw.post("/consumers", json!({"username": "alice"})).await;
-    gw.post("/consumers/alice/key-auth", json!({"key": "alice-key"})).await;
+    key_auth_for_alice(&gw, json!({})).await;
     let svc = gw.post("/services", json!({"url": format!("http://127.0.0.1:{}", up.port)})).await;
     let limited = gw.route(&svc, json!({"paths": ["/limited"], "strip_path": false})).await;
     let limit =

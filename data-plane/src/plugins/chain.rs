@@ -174,18 +174,19 @@ fn id(doc: &Value, key: &str) -> Option<Arc<str>> {
 }
 
 impl Plugins {
-    /// Indexes the rows of the `plugins` table; `build` turns a row's name and config (and the
-    /// row, for the ids a plugin keys state by) into its plugin. Disabled
+    /// Indexes the rows of the `plugins` table, each with what the caller keeps beside it
+    /// (`T`: its stored document, say); `build` turns a row's name and config (and the row,
+    /// for the ids a plugin keys state by, and what came with it) into its plugin. Disabled
     /// rows are left out: a lower level applies.
     ///
     /// # Errors
     /// The first row whose plugin is unknown or cannot be built, with the reason.
-    pub fn index<'a>(
-        rows: impl Iterator<Item = &'a Arc<Value>>,
-        mut build: impl FnMut(&str, &Value, &Arc<Value>) -> Result<Instance, String>,
+    pub fn index<'a, T>(
+        rows: impl Iterator<Item = (&'a Arc<Value>, T)>,
+        mut build: impl FnMut(&str, &Value, &Arc<Value>, T) -> Result<Instance, String>,
     ) -> Result<Plugins, (String, String)> {
         let mut by_name: BTreeMap<(std::cmp::Reverse<u32>, &'static str), Rows> = BTreeMap::new();
-        for row in rows {
+        for (row, with) in rows {
             if row.get("enabled").and_then(Value::as_bool) == Some(false) {
                 continue;
             }
@@ -194,7 +195,8 @@ impl Plugins {
             let Some(schema) = gatehouse_shared::schema::plugin(name) else {
                 return Err((row_id, format!("unknown plugin '{name}'")));
             };
-            let instance = build(name, row.get("config").unwrap_or(&Value::Null), row).map_err(|e| (row_id, e))?;
+            let instance =
+                build(name, row.get("config").unwrap_or(&Value::Null), row, with).map_err(|e| (row_id, e))?;
             let scope = Scope {
                 route: id(row, "route_id"),
                 service: id(row, "service_id"),
@@ -294,7 +296,7 @@ mod tests {
         .into_iter()
         .map(Arc::new)
         .collect();
-        let build = |_: &str, c: &Value, _: &Arc<Value>| -> Result<Instance, String> {
+        let build = |_: &str, c: &Value, _: &Arc<Value>, ()| -> Result<Instance, String> {
             let name: &'static str = match c.as_str() {
                 Some("l1") => "l1",
                 Some("l4") => "l4",
@@ -305,7 +307,7 @@ mod tests {
             };
             Ok(Arc::new(Named(name)))
         };
-        let plugins = Plugins::index(rows.iter(), build).unwrap();
+        let plugins = Plugins::index(rows.iter().map(|r| (r, ())), build).unwrap();
         let (r, s, other_r, s2) = (Arc::from("R"), Arc::from("S"), Arc::from("R2"), Arc::from("S2"));
         let chain = plugins.chain(&r, &s);
         let e = &chain.entries[0];
@@ -340,10 +342,10 @@ mod tests {
         .into_iter()
         .map(Arc::new)
         .collect();
-        let build = |_: &str, c: &Value, _: &Arc<Value>| -> Result<Instance, String> {
+        let build = |_: &str, c: &Value, _: &Arc<Value>, ()| -> Result<Instance, String> {
             Ok(Arc::new(Gate(if c == "access-only" { "access-only" } else { "other" })))
         };
-        let plugins = Plugins::index(rows.iter(), build).unwrap();
+        let plugins = Plugins::index(rows.iter().map(|r| (r, ())), build).unwrap();
         // The consumer-specific row applies on S only, but any consumer may be the one.
         assert!(!plugins.chain(&Arc::from("R"), &Arc::from("S")).direct);
         assert!(plugins.chain(&Arc::from("R"), &Arc::from("S2")).direct);
@@ -356,10 +358,11 @@ mod tests {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let build = |n: &str, _: &Value, _: &Arc<Value>| -> Result<Instance, String> {
+        let build = |n: &str, _: &Value, _: &Arc<Value>, ()| -> Result<Instance, String> {
             Ok(Arc::new(Named(if n == "acl" { "acl" } else { "key-auth" })))
         };
-        let chain = Plugins::index(rows.iter(), build).unwrap().chain(&Arc::from("R"), &Arc::from("S"));
+        let chain =
+            Plugins::index(rows.iter().map(|r| (r, ())), build).unwrap().chain(&Arc::from("R"), &Arc::from("S"));
         let names: Vec<_> = chain.entries.iter().map(|e| label(e.resolve(None))).collect();
         assert_eq!(names, ["key-auth", "acl"]);
     }

@@ -251,7 +251,9 @@ fn own(proxy: &Proxy, e: ProxyError) -> Response<StreamBody> {
 /// An answer as HTTP/2 carries it: without the fields that only mean something to an HTTP/1
 /// connection, which HTTP/2 forbids.
 fn for_http2(mut resp: Response<StreamBody>) -> Response<StreamBody> {
-    let http1_only: Vec<header::HeaderName> = resp
+    // Names of fields to remove, collected first (the map cannot be changed while read); on
+    // the stack, as an answer has a few such fields at most.
+    let http1_only: smallvec::SmallVec<[header::HeaderName; 4]> = resp
         .headers()
         .keys()
         .filter(|n| {
