@@ -722,6 +722,7 @@ UwIDAQAB
                 None => assert_eq!(n, ids.len() - 1, "empty only after the last"),
             }
         }
+        assert!(routes.without(&ids[ids.len() - 1]).is_none(), "the last route removed leaves none");
     }
 
     /// Random delta sequences, applied incrementally, give what a full compile of the same

@@ -97,7 +97,7 @@ impl Credentials {
         let mut creds = Credentials { consumers, groups, ..Credentials::default() };
         let mut parsed: HashMap<&str, Vec<Arc<Value>>> = HashMap::new();
         for (table, field, index) in INDEXED {
-            let rows = parsed.entry(table).or_insert_with(|| set.parsed(table));
+            let rows = parsed.entry(table).or_insert_with(|| set.table(table).map(|d| Arc::new(d.value())).collect());
             *index(&mut creds) = by(rows, field);
         }
         let jwt = parsed.get("jwt_secrets").map_or(&[][..], Vec::as_slice);
@@ -145,6 +145,9 @@ impl Credentials {
                 if let Some(owner) = text(&before, "consumer_id") {
                     if let Some(g) = c.groups.get_mut(owner) {
                         g.retain(|(_, _, acl)| acl != id);
+                        if g.is_empty() {
+                            c.groups.remove(owner);
+                        }
                     }
                     consumers.push(owner.to_owned());
                 }

@@ -164,11 +164,6 @@ impl ConfigSet {
         self.entities.get(name).into_iter().flat_map(|t| t.values())
     }
 
-    /// The documents of one table, parsed (once per caller: indexes over a table share them).
-    pub fn parsed(&self, table: &str) -> Vec<Arc<Value>> {
-        self.table(table).map(|d| Arc::new(d.value())).collect()
-    }
-
     /// One document.
     pub fn get(&self, table: &str, id: &str) -> Option<&Doc> {
         self.entities.get(table).and_then(|t| t.get(id))

@@ -10,6 +10,16 @@ use serde_json::Value;
 
 use gatehouse_shared::snapshot::ConfigSet;
 
+/// A query argument's name or value as nginx's `get_uri_args` decodes it: `+` as a space,
+/// then percent-decoding (invalid UTF-8 replaced); borrowed when there is nothing to decode.
+pub(crate) fn query_decoded(s: &str) -> Cow<'_, str> {
+    if !s.contains(['+', '%']) {
+        return Cow::Borrowed(s);
+    }
+    let spaced = s.replace('+', " ");
+    Cow::Owned(percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
+}
+
 use super::control_plane::ControlPlane;
 use super::log::Entities;
 pub use crate::credentials::Consumer;
@@ -193,16 +203,10 @@ impl RequestCtx<'_> {
     /// which nginx's `get_uri_args` gives as `true` rather than as a string.
     pub fn query_values(&self, name: &str) -> Vec<Option<String>> {
         let Some(q) = self.query.as_deref() else { return Vec::new() };
-        let decode = |s: &str| {
-            if !s.contains(['+', '%']) {
-                return s.to_string();
-            }
-            let spaced = s.replace('+', " ");
-            percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
-        };
-        // A key without `+` or `%` is compared as it stands: most are, and the request path
-        // then allocates only for the value it returns.
-        let named = |key: &str| if key.contains(['+', '%']) { decode(key) == name } else { key == name };
+        let decode = |s: &str| query_decoded(s).into_owned();
+        // A key without `+` or `%` is compared without a copy (`query_decoded` borrows it):
+        // most are, and the request path then allocates only for the value it returns.
+        let named = |key: &str| query_decoded(key) == name;
         q.split('&')
             .filter_map(|p| {
                 let (key, value) = match p.split_once('=') {

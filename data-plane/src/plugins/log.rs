@@ -182,7 +182,7 @@ pub(crate) fn headers_json(headers: &HeaderMap) -> Value {
 pub(crate) fn query_json(uri: &str) -> Value {
     let mut map = Map::new();
     let Some((_, query)) = uri.split_once('?') else { return Value::Object(map) };
-    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| super::ctx::query_decoded(s).into_owned();
     for part in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = match part.split_once('=') {
             Some((k, v)) => (decode(k), Value::String(decode(v))),
@@ -276,12 +276,6 @@ impl LogEntry {
             }
             map
         })
-    }
-
-    /// The answer's fields were parsed into a map (or given as one): the map is then what
-    /// the record shows.
-    pub(crate) fn headers_parsed(&self) -> bool {
-        self.response_headers.get().is_some()
     }
 
     /// `latencies.request`: the whole request, up to the log phase.

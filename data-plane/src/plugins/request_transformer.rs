@@ -89,7 +89,7 @@ fn body_kind(ctx: &RequestCtx<'_>) -> Option<BodyKind> {
 type Args = Vec<(String, Option<String>)>;
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+    super::ctx::query_decoded(s).into_owned()
 }
 
 fn parse_args(text: &str) -> Args {

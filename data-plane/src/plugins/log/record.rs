@@ -10,6 +10,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 use super::{query_json, LogEntry};
+use crate::plugins::ctx::query_decoded;
 use crate::plugins::Credential;
 
 /// The whole record.
@@ -126,7 +127,8 @@ struct ResponseHeaders<'a>(&'a LogEntry);
 impl Serialize for ResponseHeaders<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let e = self.0;
-        if let Some(head) = e.response_head.as_deref().filter(|_| !e.headers_parsed()) {
+        // Fields parsed into a map (or an answer given as one) are shown from the map.
+        if let Some(head) = e.response_head.as_deref().filter(|_| e.response_headers.get().is_none()) {
             let mut fields = [httparse::EMPTY_HEADER; HEAD_FIELDS];
             let mut res = httparse::Response::new(&mut fields);
             if let Ok(httparse::Status::Complete(_)) = res.parse(head) {
@@ -145,22 +147,13 @@ struct Query<'a>(&'a str);
 /// into a map instead.
 const QUERY_ARGS: usize = 32;
 
-/// A query argument's name or value, decoded (`+` as a space, then percent-decoding).
-fn decoded(s: &str) -> Cow<'_, str> {
-    let spaced = if s.contains('+') { Cow::Owned(s.replace('+', " ")) } else { Cow::Borrowed(s) };
-    match spaced {
-        Cow::Borrowed(b) => percent_encoding::percent_decode_str(b).decode_utf8_lossy(),
-        Cow::Owned(o) => Cow::Owned(percent_encoding::percent_decode_str(&o).decode_utf8_lossy().into_owned()),
-    }
-}
-
 /// An argument's value as `get_uri_args()` gives it: `true` when it has no `=`.
 struct Arg<'a>(Option<&'a str>);
 
 impl Serialize for Arg<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Some(v) => s.serialize_str(&decoded(v)),
+            Some(v) => s.serialize_str(&query_decoded(v)),
             None => s.serialize_bool(true),
         }
     }
@@ -189,8 +182,8 @@ impl Serialize for Query<'_> {
         }
         let args: smallvec::SmallVec<[(Cow<'_, str>, Option<&str>); 8]> = parts()
             .map(|p| match p.split_once('=') {
-                Some((k, v)) => (decoded(k), Some(v)),
-                None => (decoded(p), None),
+                Some((k, v)) => (query_decoded(k), Some(v)),
+                None => (query_decoded(p), None),
             })
             .collect();
         let mut map = s.serialize_map(None)?;
