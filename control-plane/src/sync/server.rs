@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gatehouse_shared::link::Accepted;
-use gatehouse_shared::proto::config_sync_server::{ConfigSync, ConfigSyncServer};
-use gatehouse_shared::proto::{ControlPlaneMessage, DataPlaneMessage};
+use gatehouse_shared::proto::server::config_sync_server::{ConfigSync, ConfigSyncServer};
+use gatehouse_shared::proto::{ControlPlaneFrame, DataPlaneMessage};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -24,7 +24,7 @@ struct Service {
 
 #[tonic::async_trait]
 impl ConfigSync for Service {
-    type StreamStream = ReceiverStream<Result<ControlPlaneMessage, Status>>;
+    type StreamStream = ReceiverStream<Result<ControlPlaneFrame, Status>>;
 
     async fn stream(
         &self,

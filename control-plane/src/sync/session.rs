@@ -10,14 +10,15 @@
 use opentelemetry::trace::TraceContextExt as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use gatehouse_shared::proto::control_plane_message::Message as Out;
+use bytes::Bytes;
+use gatehouse_shared::proto::control_plane_frame::Message as Out;
 use gatehouse_shared::proto::data_plane_message::Message as In;
 use gatehouse_shared::proto::{
-    Change, ControlPlaneMessage, CounterTotals, DataPlaneMessage, Deltas, Hello, SnapshotChunk, UpToDate, WriteResult,
+    Change, ControlPlaneFrame, CounterTotals, DataPlaneMessage, Deltas, Hello, SnapshotChunk, UpToDate, WriteResult,
 };
+use prost::Message as _;
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tonic::{Status, Streaming};
@@ -64,23 +65,34 @@ pub(super) struct Shared {
     pub last_read: LastRead,
 }
 
-/// Change-log rows from one revision on, whole revisions only.
-type Rows = Arc<Vec<crate::store::changelog::Change>>;
+/// The revisions after one revision, cut into batches of whole revisions and each batch
+/// encoded as the `Deltas` message a data plane receives.
+type Batches = Arc<Vec<Batch>>;
+
+/// One `Deltas` message, encoded.
+pub(super) struct Batch {
+    /// The first revision it holds: a data plane needs it to follow the one it has.
+    first: i64,
+    /// The revision a data plane is at once it applies the batch.
+    revision: i64,
+    deltas: Bytes,
+}
 
 /// The last change-log read, shared by this process's sessions. When a write reaches the
-/// head every connected data plane needs the same rows at the same moment: the first session
-/// to ask reads them and the others wait for that read and take the same rows, so a write
-/// costs the database one read whatever the number of data planes. A session that needs
-/// other rows (it is behind) reads on its own, without waiting for anyone.
+/// head every connected data plane needs the same revisions at the same moment: the first
+/// session to ask reads them and encodes them, and the others wait for that and send the same
+/// bytes, so a write costs the database one read and the control plane one encoding whatever
+/// the number of data planes. A session that needs other revisions (it is behind) reads on its
+/// own, without waiting for anyone.
 #[derive(Default)]
 pub(super) struct LastRead(std::sync::Mutex<Option<Read>>);
 
-/// A read of the rows after a revision (the first), started at a head (the second).
-type Read = (i64, i64, Arc<tokio::sync::OnceCell<Rows>>);
+/// A read of the revisions after a revision (the first), started at a head (the second).
+type Read = (i64, i64, Arc<tokio::sync::OnceCell<Batches>>);
 
 impl LastRead {
-    /// The rows after revision `from`, whole revisions only, as of a head of at least `head`.
-    async fn since(&self, store: &Store, from: i64, head: i64) -> Result<Rows, StoreError> {
+    /// The revisions after `from`, as of a head of at least `head`, in encoded batches.
+    async fn since(&self, store: &Store, epoch: &str, from: i64, head: i64) -> Result<Batches, StoreError> {
         let read = {
             let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match &*last {
@@ -92,29 +104,80 @@ impl LastRead {
                 }
             }
         };
-        read.get_or_try_init(|| whole_revisions(store, from)).await.cloned()
+        read.get_or_try_init(|| async { Ok(Arc::new(encode(epoch, from, &whole_revisions(store, from).await?))) })
+            .await
+            .cloned()
     }
+}
+
+/// Cuts `rows` (the revisions after `from`) into batches of whole revisions of about
+/// [`CHUNK_BYTES`] and encodes each.
+fn encode(epoch: &str, from: i64, rows: &[crate::store::changelog::Change]) -> Vec<Batch> {
+    let mut batches = Vec::new();
+    let mut changes = Vec::new();
+    let mut bytes = 0;
+    let mut batch_from = from;
+    let mut opened = None;
+    for (i, row) in rows.iter().enumerate() {
+        let first = *opened.get_or_insert(row.revision);
+        bytes += row.doc.as_ref().map_or(0, String::len) + 64;
+        changes.push(Change {
+            entity: row.entity.clone(),
+            id: row.entity_id.clone(),
+            document: row.doc.clone().unwrap_or_default(),
+            deleted: row.op == "delete",
+        });
+        let revision_ends = rows.get(i + 1).is_none_or(|next| next.revision != row.revision);
+        if revision_ends && (bytes >= CHUNK_BYTES || i + 1 == rows.len()) {
+            batches.push(Batch {
+                first,
+                revision: row.revision,
+                deltas: deltas(epoch, batch_from, row.revision, std::mem::take(&mut changes)),
+            });
+            batch_from = row.revision;
+            bytes = 0;
+            opened = None;
+        }
+    }
+    batches
+}
+
+/// One batch, encoded, in the trace of the last traced write it carries (so it is sampled
+/// with it) and linked to every such write; each data plane's apply span continues it.
+fn deltas(epoch: &str, from_revision: i64, revision: i64, changes: Vec<Change>) -> Bytes {
+    let span = tracing::info_span!("sync.delta", revision, from_revision, changes = changes.len());
+    let writes = crate::sync::links::between(from_revision, revision);
+    if let Some(last) = writes.last() {
+        let parent = opentelemetry::Context::new().with_remote_span_context(last.clone());
+        let _ = span.set_parent(parent);
+    }
+    for write in writes {
+        span.add_link(write);
+    }
+    let traceparent = crate::sync::links::traceparent(&span);
+    let _entered = span.enter();
+    Deltas { epoch: epoch.to_owned(), from_revision, revision, changes, traceparent }.encode_to_vec().into()
 }
 
 /// Up to about [`READ_BATCH`] rows after revision `from`, ending at a revision's end: a read
 /// cut short drops its last revision, and one revision larger than a batch is read whole.
-async fn whole_revisions(store: &Store, from: i64) -> Result<Rows, StoreError> {
+async fn whole_revisions(store: &Store, from: i64) -> Result<Vec<crate::store::changelog::Change>, StoreError> {
     let mut limit = READ_BATCH;
     loop {
         let mut rows = store.changes_since(from, limit).await?;
         if (rows.len() as i64) < limit {
-            return Ok(Arc::new(rows));
+            return Ok(rows);
         }
         let last = rows.last().map_or(0, |r| r.revision);
         if let Some(end) = rows.iter().position(|r| r.revision == last).filter(|end| *end > 0) {
             rows.truncate(end);
-            return Ok(Arc::new(rows));
+            return Ok(rows);
         }
         limit *= 2;
     }
 }
 
-type Outbound = mpsc::Sender<Result<ControlPlaneMessage, Status>>;
+type Outbound = mpsc::Sender<Result<ControlPlaneFrame, Status>>;
 
 struct Session {
     shared: Arc<Shared>,
@@ -337,7 +400,7 @@ impl Session {
     }
 
     async fn send(&self, message: Out) -> Result<(), End> {
-        self.out.send(Ok(ControlPlaneMessage { message: Some(message) })).await.map_err(|_| End::Gone)
+        self.out.send(Ok(ControlPlaneFrame { message: Some(message) })).await.map_err(|_| End::Gone)
     }
 
     async fn send_snapshot(&mut self) -> Result<(), End> {
@@ -377,55 +440,19 @@ impl Session {
             if head <= self.sent || self.refused.is_some_and(|r| head <= r) {
                 return Ok(());
             }
-            let rows = self.shared.last_read.since(&self.shared.store, self.sent, head).await?;
-            let Some(first) = rows.first() else { return Ok(()) };
-            if first.revision != self.sent + 1 {
+            let shared = &self.shared;
+            let batches = shared.last_read.since(&shared.store, &shared.cluster_id, self.sent, head).await?;
+            let Some(first) = batches.first() else { return Ok(()) };
+            if first.first != self.sent + 1 {
                 // The log no longer holds what this data plane needs.
                 self.send_snapshot().await?;
                 continue;
             }
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            let mut batch_end = self.sent;
-            for (i, row) in rows.iter().enumerate() {
-                bytes += row.doc.as_ref().map_or(0, String::len) + 64;
-                batch.push(Change {
-                    entity: row.entity.clone(),
-                    id: row.entity_id.clone(),
-                    document: row.doc.clone().unwrap_or_default(),
-                    deleted: row.op == "delete",
-                });
-                batch_end = row.revision;
-                let revision_ends = rows.get(i + 1).is_none_or(|next| next.revision != row.revision);
-                if revision_ends && bytes >= CHUNK_BYTES {
-                    self.send_deltas(std::mem::take(&mut batch), batch_end).await?;
-                    bytes = 0;
-                }
-            }
-            if !batch.is_empty() {
-                self.send_deltas(batch, batch_end).await?;
+            for batch in batches.iter() {
+                self.send(Out::Deltas(batch.deltas.clone())).await?;
+                self.sent = batch.revision;
             }
         }
-    }
-
-    async fn send_deltas(&mut self, changes: Vec<Change>, revision: i64) -> Result<(), End> {
-        // In the trace of the last traced write it carries (so it is sampled with it), linked
-        // to every such write; the data plane's apply span continues it.
-        let span = tracing::info_span!("sync.delta", revision, from_revision = self.sent, changes = changes.len());
-        let writes = crate::sync::links::between(self.sent, revision);
-        if let Some(last) = writes.last() {
-            let parent = opentelemetry::Context::new().with_remote_span_context(last.clone());
-            let _ = span.set_parent(parent);
-        }
-        for write in writes {
-            span.add_link(write);
-        }
-        let traceparent = crate::sync::links::traceparent(&span);
-        let deltas =
-            Deltas { epoch: self.shared.cluster_id.clone(), from_revision: self.sent, revision, changes, traceparent };
-        self.send(Out::Deltas(deltas)).instrument(span).await?;
-        self.sent = revision;
-        Ok(())
     }
 }
 
@@ -435,5 +462,105 @@ mod aligned_tests {
     fn an_increment_not_counted_keeps_the_others_in_place() {
         assert_eq!(super::aligned(&[true, false, true], vec![7, 9]), vec![7, -1, 9]);
         assert_eq!(super::aligned(&[false, false], Vec::new()), vec![-1, -1]);
+    }
+}
+
+#[cfg(test)]
+mod fan_out_tests {
+    use std::sync::Arc;
+
+    use gatehouse_shared::proto::{control_plane_message, ControlPlaneMessage, Deltas, UpToDate};
+    use prost::Message as _;
+    use serde_json::json;
+
+    use super::{encode, LastRead, Out, CHUNK_BYTES};
+    use crate::store::changelog::Change as Row;
+    use crate::store::{Op, Store, Table};
+
+    fn row(revision: i64, seq: i32, doc_bytes: usize) -> Row {
+        Row {
+            revision,
+            seq,
+            entity: "services".into(),
+            entity_id: format!("id-{revision}-{seq}"),
+            op: "insert".into(),
+            doc: Some(format!("{{\"pad\":\"{}\"}}", "x".repeat(doc_bytes))),
+        }
+    }
+
+    /// What a data plane decodes from a frame the control plane wrote.
+    fn as_received(frame: super::ControlPlaneFrame) -> ControlPlaneMessage {
+        ControlPlaneMessage::decode(frame.encode_to_vec().as_slice()).expect("a data plane can decode every frame")
+    }
+
+    #[test]
+    fn a_data_plane_reads_a_frame_as_the_message_of_the_contract() {
+        let deltas = Deltas {
+            epoch: "e".into(),
+            from_revision: 4,
+            revision: 6,
+            changes: vec![gatehouse_shared::proto::Change {
+                entity: "routes".into(),
+                id: "r".into(),
+                document: "{}".into(),
+                deleted: false,
+            }],
+            traceparent: String::new(),
+        };
+        let frame = super::ControlPlaneFrame { message: Some(Out::Deltas(deltas.encode_to_vec().into())) };
+        assert_eq!(
+            as_received(frame),
+            ControlPlaneMessage { message: Some(control_plane_message::Message::Deltas(deltas)) }
+        );
+        let up = UpToDate { epoch: "e".into(), revision: 9 };
+        let frame = super::ControlPlaneFrame { message: Some(Out::UpToDate(up.clone())) };
+        assert_eq!(
+            as_received(frame),
+            ControlPlaneMessage { message: Some(control_plane_message::Message::UpToDate(up)) }
+        );
+    }
+
+    #[test]
+    fn batches_hold_whole_revisions_and_follow_one_another() {
+        // Revision 1 (two rows) stays under a batch; revision 2 takes it over; 3 is the rest.
+        let big = CHUNK_BYTES * 2 / 5;
+        let rows = [row(1, 0, big), row(1, 1, big), row(2, 0, big), row(3, 0, 10)];
+        let batches = encode("e", 0, &rows);
+        let decoded: Vec<(i64, i64, i64, usize)> = batches
+            .iter()
+            .map(|b| {
+                let d = Deltas::decode(b.deltas.as_ref()).unwrap();
+                assert_eq!(d.revision, b.revision);
+                (b.first, d.from_revision, d.revision, d.changes.len())
+            })
+            .collect();
+        assert_eq!(decoded, [(1, 0, 2, 3), (3, 2, 3, 1)]);
+        assert!(encode("e", 7, &[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn sessions_at_one_revision_send_one_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        store.migrate_up().await.unwrap();
+        let consumer = |n: u32| {
+            json!({"id": format!("00000000-0000-4000-8000-00000000000{n}"), "created_at": 1, "username": format!("u{n}")})
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        let first = store.commit(vec![Op::Insert(Table::Consumers, consumer(1))]).await.unwrap().unwrap();
+        let head = store.commit(vec![Op::Insert(Table::Consumers, consumer(2))]).await.unwrap().unwrap();
+        let last_read = LastRead::default();
+        let a = last_read.since(&store, "e", first - 1, head).await.unwrap();
+        let b = last_read.since(&store, "e", first - 1, head).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "a second session at the same revision reuses the first one's bytes");
+        assert_eq!(a.len(), 1);
+        let d = Deltas::decode(a[0].deltas.as_ref()).unwrap();
+        assert_eq!((d.from_revision, d.revision, d.changes.len()), (first - 1, head, 2));
+        // A session behind or ahead of that read gets its own.
+        let c = last_read.since(&store, "e", first, head).await.unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(Deltas::decode(c[0].deltas.as_ref()).unwrap().changes.len(), 1);
     }
 }
