@@ -1,7 +1,8 @@
-//! What a one-credential delta costs a data plane holding N consumers, each with a key-auth
-//! credential and an ACL group, beside N Services + N Routes: the time `Compiled::apply`
-//! takes for a key issued, a key revoked and a group granted, against a full compile of the
-//! same configuration and a rebuild of every credential index (what each such delta cost
+//! What a one-credential or one-plugin delta costs a data plane holding N consumers, each with
+//! a key-auth credential and an ACL group, beside N Services + N Routes: the time
+//! `Compiled::apply` takes for a key issued, a key revoked, a group granted, and a plugin
+//! added and removed on one route and globally, against a full compile of the same
+//! configuration and a rebuild of every credential index (what each credential delta cost
 //! before the indexes followed deltas). A measurement program:
 //!
 //! ```text
@@ -58,7 +59,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds = 200;
-    let plugins = HashSet::new();
+    let plugins: HashSet<String> = ["correlation-id".to_string()].into();
     let registry = Default::default();
     let mut set = ConfigSet::new("bench", 1);
     set.apply(&configuration(n)).expect("valid config");
@@ -70,8 +71,28 @@ fn main() {
     let rebuilt = gatehouse_data_plane::credentials::Credentials::compile(&set);
     let rebuild = began.elapsed();
     drop(rebuilt);
-    let mut timings: Vec<(&str, Vec<Duration>)> =
-        vec![("key issued", vec![]), ("key revoked", vec![]), ("group granted", vec![])];
+    let mut timings: Vec<(&str, Vec<Duration>)> = [
+        "key issued",
+        "key revoked",
+        "group granted",
+        "route plugin added",
+        "route plugin removed",
+        "global plugin added",
+        "global plugin removed",
+    ]
+    .into_iter()
+    .map(|what| (what, Vec::new()))
+    .collect();
+    let plugin = |id: String, scope: String| {
+        row(
+            "plugins",
+            id.clone(),
+            format!(
+                r#"{{"id":"{id}","name":"correlation-id","enabled":true,{scope}"config":{{"header_name":"X-Id","generator":"uuid","echo_downstream":false}}}}"#
+            ),
+        )
+    };
+    let gone = |entity: &str, id: String| Change { entity: entity.into(), id, document: String::new(), deleted: true };
     for r in 0..rounds {
         let consumer = format!("consumer-{:08}", r * 37 % n);
         let deltas = [
@@ -80,17 +101,16 @@ fn main() {
                 format!("new-{r}"),
                 format!(r#"{{"id":"new-{r}","consumer_id":"{consumer}","key":"new-{r}"}}"#),
             ),
-            Change {
-                entity: "keyauth_credentials".into(),
-                id: format!("new-{r}"),
-                document: String::new(),
-                deleted: true,
-            },
+            gone("keyauth_credentials", format!("new-{r}")),
             row(
                 "acls",
                 format!("new-acl-{r}"),
                 format!(r#"{{"id":"new-acl-{r}","consumer_id":"{consumer}","group":"extra","created_at":2}}"#),
             ),
+            plugin(format!("route-plugin-{r}"), format!(r#""route_id":"route-{:08}","#, r * 37 % n)),
+            gone("plugins", format!("route-plugin-{r}")),
+            plugin(format!("global-plugin-{r}"), String::new()),
+            gone("plugins", format!("global-plugin-{r}")),
         ];
         for (i, delta) in deltas.into_iter().enumerate() {
             let delta = [delta];

@@ -222,7 +222,10 @@ impl Compiled {
         // Plugins: the index is rebuilt over every row (rows are few next to routes), reusing
         // the instance of each row whose document did not change; then every route a changed
         // row applies to (by its old or its new scope) gets its chain again.
-        let mut every_route = touched.everything();
+        let every_route = touched.everything();
+        // A global or consumer-only row changed: the shared chain follows from the new index,
+        // and the routes with chains of their own take it in again.
+        let mut shared_changed = false;
         if touched.any(&["plugins"]) {
             for id in touched.ids("plugins") {
                 for row in [self.set.get("plugins", id), set.get("plugins", id)].into_iter().flatten() {
@@ -235,7 +238,7 @@ impl Compiled {
                         (None, Some(service)) => {
                             dirty_routes.extend(parts.routes_of.get(service).into_iter().flat_map(RouteIds::list));
                         }
-                        (None, None) => every_route = true,
+                        (None, None) => shared_changed = true,
                     }
                 }
             }
@@ -253,17 +256,24 @@ impl Compiled {
             })
             .map_err(|(id, reason)| CompileError { entity: "plugins".into(), id, reason })?;
             parts.instances = built;
-            parts.plugins = Arc::new(index);
+            let before = std::mem::replace(&mut parts.plugins, Arc::new(index));
+            if shared_changed && !every_route {
+                for plugins in [&before, &parts.plugins] {
+                    let (routes, services) = plugins.bound();
+                    dirty_routes.extend(routes.iter().cloned());
+                    for service in services {
+                        dirty_routes.extend(parts.routes_of.get(service).into_iter().flat_map(RouteIds::list));
+                    }
+                }
+            }
         }
 
-        let none = Arc::new(Chain::default());
         let router = if every_route {
             parts.routes = imbl::HashMap::new();
             parts.routes_of = imbl::HashMap::new();
             for doc in set.table("routes") {
                 let doc = &doc.value();
-                let spec =
-                    route_spec(doc, &parts.services, &parts.plugins, &none).map_err(|e| err("routes", doc, e))?;
+                let spec = route_spec(doc, &parts.services, &parts.plugins).map_err(|e| err("routes", doc, e))?;
                 parts.add_route(Arc::new(spec));
             }
             Arc::new(Router::new(parts.routes.values().cloned().collect()))
@@ -277,9 +287,8 @@ impl Compiled {
                 parts.remove_route(&id);
                 if let Some(doc) = set.get("routes", &id) {
                     let doc = &doc.value();
-                    let spec = Arc::new(
-                        route_spec(doc, &parts.services, &parts.plugins, &none).map_err(|e| err("routes", doc, e))?,
-                    );
+                    let spec =
+                        Arc::new(route_spec(doc, &parts.services, &parts.plugins).map_err(|e| err("routes", doc, e))?);
                     parts.add_route(spec.clone());
                     // The router replaces a route of the same id as it adds this one.
                     added.push(spec);
@@ -303,6 +312,12 @@ impl Compiled {
             registry.commit(staged);
         }
         Ok(Compiled { router, certs, creds, set, parts })
+    }
+
+    /// The plugins that apply on `route` (a route of this configuration), in run order.
+    #[inline]
+    pub fn chain<'a>(&'a self, route: &'a RouteInfo) -> &'a Arc<Chain> {
+        route.plugins.as_ref().unwrap_or_else(|| self.parts.plugins.shared())
     }
 
     pub fn revision(&self) -> i64 {
@@ -386,7 +401,6 @@ fn route_spec(
     doc: &Value,
     services: &imbl::HashMap<Arc<str>, Arc<Service>>,
     plugins: &Plugins,
-    none: &Arc<Chain>,
 ) -> Result<RouteSpec, String> {
     let id = doc.get("id").and_then(Value::as_str).ok_or("missing id")?;
     let service_id = doc.get("service").and_then(|s| s.get("id")).and_then(Value::as_str).ok_or("missing service")?;
@@ -394,7 +408,7 @@ fn route_spec(
     let protocols = strings(doc, "protocols");
     let paths = strings(doc, "paths").iter().map(|p| PathRule::parse(p)).collect::<Result<Vec<_>, _>>()?;
     let id: Arc<str> = id.into();
-    let chain = plugins.chain(&id, &service.id);
+    let chain = plugins.own_chain(&id, &service.id);
     // Kong's Prometheus plugin labels a series with the service's name, else its host, and
     // the route's name, else its id (0.14's routes have no name).
     let service_label = service.name.as_ref().and_then(|n| n.to_str().ok()).unwrap_or(&service.host);
@@ -402,7 +416,7 @@ fn route_spec(
     Ok(RouteSpec {
         info: Arc::new(RouteInfo {
             series,
-            plugins: if chain.is_empty() { none.clone() } else { Arc::new(chain) },
+            plugins: chain,
             id,
             service,
             strip_path: doc.get("strip_path").and_then(Value::as_bool).unwrap_or(true),
@@ -501,7 +515,7 @@ mod tests {
                     s.host_header,
                     s.pool_key,
                     s.balancer.as_ref().map(|b| b.name.clone()),
-                    info.plugins.describe(&row),
+                    self.chain(info).describe(&row),
                 );
             }
             let mut certs: Vec<&String> = self.certs.keys().collect();
@@ -596,10 +610,21 @@ mod tests {
                     "enabled": rng.u8(..5) != 0,
                     "config": {"whitelist": ["g"], "status_code": 503, "header_name": "X-Id", "generator": "uuid"},
                 });
-                match pick(rng, 4) {
-                    0 => doc["route_id"] = json!(format!("rou{}", pick(rng, 12))),
+                let route = json!(format!("rou{}", pick(rng, 12)));
+                let consumer = json!(format!("con{}", pick(rng, 5)));
+                match pick(rng, 6) {
+                    0 => doc["route_id"] = route,
                     1 => doc["service_id"] = json!(service),
-                    2 => doc["consumer_id"] = json!(format!("con{}", pick(rng, 5))),
+                    2 => doc["consumer_id"] = consumer,
+                    // Levels 1 to 3: a consumer on a route, on a service.
+                    3 => {
+                        doc["route_id"] = route;
+                        doc["consumer_id"] = consumer;
+                    }
+                    4 => {
+                        doc["service_id"] = json!(service);
+                        doc["consumer_id"] = consumer;
+                    }
                     _ => {}
                 }
                 doc
@@ -812,5 +837,46 @@ UwIDAQAB
         assert!(Arc::ptr_eq(&first.router, &second.router));
         assert!(!first.creds.keys.contains_key("secret"));
         assert_eq!(second.creds.owner(&second.creds.keys["secret"]).unwrap().id.as_ref(), "c1");
+    }
+
+    #[test]
+    fn a_global_plugin_changes_only_the_routes_rows_name() {
+        let available: HashSet<String> = ["correlation-id".into(), "request-termination".into()].into();
+        let mut set = ConfigSet::new("e", 1);
+        set.apply(&[
+            change("services", json!({"id": "s1", "host": "127.0.0.1", "port": 80})),
+            change("routes", json!({"id": "r1", "paths": ["/a"], "service": {"id": "s1"}})),
+            change("routes", json!({"id": "r2", "paths": ["/b"], "service": {"id": "s1"}})),
+            change("routes", json!({"id": "r3", "paths": ["/c"], "service": {"id": "s1"}})),
+        ])
+        .unwrap();
+        let compile = |set: &ConfigSet| Compiled::compile(Arc::new(set.clone()), &available, &Registry::default());
+        let mut current = compile(&set).unwrap();
+        let apply = |set: &mut ConfigSet, current: &Compiled, delta: Change| {
+            let delta = [delta];
+            set.revision += 1;
+            set.apply(&delta).unwrap();
+            let applied = current.apply(Arc::new(set.clone()), &delta, &available, &Registry::default()).unwrap();
+            assert_eq!(applied.describe(), compile(set).unwrap().describe());
+            applied
+        };
+        let global =
+            json!({"id": "g", "name": "correlation-id", "config": {"header_name": "X-Id", "generator": "uuid"}});
+        let next = apply(&mut set, &current, change("plugins", global.clone()));
+        // No row names a route: the router and every route stay, and all see the global row.
+        assert!(Arc::ptr_eq(&current.router, &next.router));
+        let names = |c: &Compiled, route: &RouteInfo| c.chain(route).entries.len();
+        assert!(next.router.specs().all(|spec| names(&next, &spec.info) == 1));
+        current = next;
+        let on_r1 = json!({"id": "t", "name": "request-termination", "route_id": "r1", "config": {"status_code": 503}});
+        current = apply(&mut set, &current, change("plugins", on_r1));
+        let mut changed = global.clone();
+        changed["enabled"] = json!(false);
+        let next = apply(&mut set, &current, change("plugins", changed));
+        // r1 has a chain of its own, recompiled; r2 and r3 are the same routes as before.
+        let info = |c: &Compiled, id: &str| c.router.specs().find(|s| &*s.info.id == id).unwrap().info.clone();
+        assert!(!Arc::ptr_eq(&info(&current, "r1"), &info(&next, "r1")));
+        assert!(Arc::ptr_eq(&info(&current, "r2"), &info(&next, "r2")));
+        assert_eq!((names(&next, &info(&next, "r1")), names(&next, &info(&next, "r2"))), (1, 0));
     }
 }

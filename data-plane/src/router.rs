@@ -32,8 +32,12 @@ pub struct RouteInfo {
     pub preserve_host: bool,
     /// `protocols` is `["https"]` only: plain HTTP gets a 426.
     pub https_only: bool,
-    /// The plugins that apply on this route, in run order.
-    pub plugins: Arc<crate::plugins::Chain>,
+    /// The plugins that apply on this route, in run order, when a plugin row names the route
+    /// or its service; `None`: the configuration's shared chain ([`Compiled::chain`]), so that
+    /// a global row's change leaves such routes as they are.
+    ///
+    /// [`Compiled::chain`]: crate::compiled::Compiled::chain
+    pub plugins: Option<Arc<crate::plugins::Chain>>,
     /// Where its requests are counted (`crate::metrics`).
     pub series: crate::metrics::Series,
     /// The route and its service as log records show them, serialized the first time a

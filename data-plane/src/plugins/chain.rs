@@ -3,8 +3,13 @@
 //! among (R,S,C), (R,–,C), (–,S,C), (R,S,–), (–,–,C), (R,–,–), (–,S,–), (–,–,–). Without a
 //! consumer only the consumer-free levels count, so each route keeps that answer (`base`)
 //! and, only for consumers that have rows of their own, the full eight-level answer.
+//!
+//! A route no row names (by its id or its service's) has the answer every such route has:
+//! one chain, shared, kept by the configuration rather than by each route. A global or
+//! consumer-only row then changes that chain and the chains of the routes rows name, not
+//! every route's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use http::response::Parts;
@@ -15,6 +20,15 @@ use super::{LogEntry, Plugin};
 type Instance = Arc<dyn Plugin>;
 /// Whether the plugin is `no_consumer`, and its rows by scope.
 type Rows = (bool, HashMap<Scope, Instance>);
+
+/// One plugin name's rows.
+struct Named {
+    no_consumer: bool,
+    rows: HashMap<Scope, Instance>,
+    /// The scopes of the rows bound to a consumer: a route's chain looks through these for
+    /// the consumers with answers of their own, not through every row of the name.
+    consumers: Vec<Scope>,
+}
 
 /// One plugin name's configuration for one route.
 pub struct Entry {
@@ -165,8 +179,13 @@ struct Scope {
 /// Every enabled plugin row, indexed for [`Plugins::chain`].
 #[derive(Default)]
 pub struct Plugins {
-    /// By priority (highest first), then name: each name's rows by scope.
-    by_name: Vec<(&'static str, bool, HashMap<Scope, Instance>)>,
+    /// By priority (highest first), then name.
+    by_name: Vec<Named>,
+    /// The routes and the services some row is bound to.
+    bound_routes: HashSet<Arc<str>>,
+    bound_services: HashSet<Arc<str>>,
+    /// The chain of every route no row names, by itself or by its service.
+    shared: Arc<Chain>,
 }
 
 fn id(doc: &Value, key: &str) -> Option<Arc<str>> {
@@ -212,21 +231,61 @@ impl Plugins {
                 .1
                 .insert(scope, instance);
         }
-        Ok(Plugins { by_name: by_name.into_iter().map(|((_, n), (nc, rows))| (n, nc, rows)).collect() })
+        let by_name: Vec<Named> = by_name
+            .into_values()
+            .map(|(no_consumer, rows)| {
+                let consumers = rows.keys().filter(|s| s.consumer.is_some()).cloned().collect();
+                Named { no_consumer, rows, consumers }
+            })
+            .collect();
+        let scopes = || by_name.iter().flat_map(|n| n.rows.keys());
+        let mut plugins = Plugins {
+            bound_routes: scopes().filter_map(|s| s.route.clone()).collect(),
+            bound_services: scopes().filter_map(|s| s.service.clone()).collect(),
+            by_name,
+            shared: Arc::default(),
+        };
+        plugins.shared = Arc::new(plugins.resolve(None, None));
+        Ok(plugins)
     }
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
 
-    /// The chain for a route of `service`.
-    pub fn chain(&self, route: &Arc<str>, service: &Arc<str>) -> Chain {
+    /// The chain of a route of `service`, when a row names either: `None` when the route has
+    /// the [shared](Plugins::shared) chain.
+    pub fn own_chain(&self, route: &Arc<str>, service: &Arc<str>) -> Option<Arc<Chain>> {
+        let named = self.bound_routes.contains(route) || self.bound_services.contains(service);
+        named.then(|| Arc::new(self.resolve(Some(route), Some(service))))
+    }
+
+    /// The chain of every route no row names.
+    pub fn shared(&self) -> &Arc<Chain> {
+        &self.shared
+    }
+
+    /// The chain of a route of `service`, its own or the shared one.
+    pub fn chain(&self, route: &Arc<str>, service: &Arc<str>) -> Arc<Chain> {
+        self.own_chain(route, service).unwrap_or_else(|| self.shared.clone())
+    }
+
+    /// The routes some row names, and the services (whose routes it names).
+    pub fn bound(&self) -> (&HashSet<Arc<str>>, &HashSet<Arc<str>>) {
+        (&self.bound_routes, &self.bound_services)
+    }
+
+    /// The chain for a route (`None`: one no row names) of a service (`None`: likewise).
+    fn resolve(&self, route: Option<&Arc<str>>, service: Option<&Arc<str>>) -> Chain {
         let mut entries = Vec::new();
-        for (_, no_consumer, rows) in &self.by_name {
+        for Named { no_consumer, rows, consumers } in &self.by_name {
             let at = |r: bool, s: bool, c: Option<&Arc<str>>| {
+                if (r && route.is_none()) || (s && service.is_none()) {
+                    return None;
+                }
                 rows.get(&Scope {
-                    route: r.then(|| route.clone()),
-                    service: s.then(|| service.clone()),
+                    route: route.filter(|_| r).cloned(),
+                    service: service.filter(|_| s).cloned(),
                     consumer: c.cloned(),
                 })
                 .cloned()
@@ -238,13 +297,13 @@ impl Plugins {
                 .or_else(|| at(false, false, None));
             let mut by_consumer = HashMap::new();
             if !no_consumer {
-                for scope in rows.keys() {
+                for scope in consumers {
                     let Some(c) = &scope.consumer else { continue };
                     if by_consumer.contains_key(c) {
                         continue;
                     }
-                    let relevant = scope.route.as_ref().is_none_or(|r| r == route)
-                        && scope.service.as_ref().is_none_or(|s| s == service);
+                    let relevant = scope.route.as_ref().is_none_or(|r| Some(r) == route)
+                        && scope.service.as_ref().is_none_or(|s| Some(s) == service);
                     if !relevant {
                         continue;
                     }
@@ -365,5 +424,46 @@ mod tests {
             Plugins::index(rows.iter().map(|r| (r, ())), build).unwrap().chain(&Arc::from("R"), &Arc::from("S"));
         let names: Vec<_> = chain.entries.iter().map(|e| label(e.resolve(None))).collect();
         assert_eq!(names, ["key-auth", "acl"]);
+    }
+
+    #[test]
+    fn routes_no_row_names_share_one_chain() {
+        let rows: Vec<Arc<Value>> = [
+            json!({"id": "g", "name": "key-auth"}),
+            json!({"id": "a", "name": "acl", "route_id": "R"}),
+            json!({"id": "c", "name": "rate-limiting", "consumer_id": "C"}),
+            json!({"id": "s", "name": "rate-limiting", "service_id": "S", "consumer_id": "D"}),
+            json!({"id": "off", "name": "cors", "route_id": "R3", "enabled": false}),
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let build = |n: &str, _: &Value, row: &Arc<Value>, ()| -> Result<Instance, String> {
+            Ok(Arc::new(Named(match (n, row["id"].as_str()) {
+                ("rate-limiting", Some("s")) => "limit-on-s",
+                ("rate-limiting", _) => "limit",
+                ("acl", _) => "acl",
+                _ => "key-auth",
+            })))
+        };
+        let plugins = Plugins::index(rows.iter().map(|r| (r, ())), build).unwrap();
+        let route = |r: &str, s: &str| plugins.own_chain(&Arc::from(r), &Arc::from(s));
+        // Named by a row (itself, or its service): a chain of its own.
+        assert!(route("R", "S2").is_some());
+        assert!(route("R2", "S").is_some());
+        // A disabled row names nothing; neither does a consumer-only or global one.
+        assert!(route("R3", "S2").is_none());
+        let shared = plugins.chain(&Arc::from("R3"), &Arc::from("S2"));
+        assert!(Arc::ptr_eq(&shared, plugins.shared()));
+        let by = |chain: &Chain, consumer: Option<&str>| -> Vec<&'static str> {
+            let consumer = consumer.map(Arc::from);
+            chain.entries.iter().filter_map(|e| e.resolve(consumer.as_ref())).map(|p| p.name()).collect()
+        };
+        assert_eq!(by(&shared, None), ["key-auth"]);
+        assert_eq!(by(&shared, Some("C")), ["key-auth", "limit"]);
+        assert_eq!(by(&shared, Some("D")), ["key-auth"], "D's row is on S only");
+        let on_s = route("R2", "S").unwrap();
+        assert_eq!(by(&on_s, Some("D")), ["key-auth", "limit-on-s"]);
+        assert_eq!(by(&route("R", "S2").unwrap(), None), ["key-auth", "acl"]);
     }
 }

@@ -11,7 +11,7 @@ fn spec(id: &str, hosts: &[&str], paths: &[&str], methods: &[&str], priority: i6
             strip_path: true,
             preserve_host: false,
             https_only: false,
-            plugins: Arc::default(),
+            plugins: None,
             series: crate::metrics::Series::OFF,
             logged: std::sync::OnceLock::new(),
         }),

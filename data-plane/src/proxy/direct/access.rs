@@ -158,7 +158,8 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
     };
     // A body that came with the head is copied for plugins only when one of them reads
     // bodies; the others see it unread, and it is forwarded from where it is.
-    let kept = !request.unread && !request.body.is_empty() && !route.plugins.reads_any_body();
+    let chain = config.chain(route);
+    let kept = !request.unread && !request.body.is_empty() && !chain.reads_any_body();
     let mut body = match request.body {
         _ if request.unread || kept => ReqBody::Unread,
         [] => ReqBody::Empty,
@@ -186,12 +187,12 @@ pub(super) async fn access<'r, 'h, 'b: 'h>(
         control_plane: &proxy.live.control_plane,
         started: request.started,
     });
-    let resolved = match plugins::access(&route.plugins, &mut ctx, request.trace.as_deref_mut()).await {
+    let resolved = match plugins::access(chain, &mut ctx, request.trace.as_deref_mut()).await {
         Ok(r) => r,
         Err(reply) => return Accessing::Answer(reply),
     };
-    let phases = (!route.plugins.direct)
-        .then(|| Box::new(Phases { resolved: resolved.clone(), hooks: std::mem::take(&mut ctx.hooks) }));
+    let phases =
+        (!chain.direct).then(|| Box::new(Phases { resolved: resolved.clone(), hooks: std::mem::take(&mut ctx.hooks) }));
     let log = resolved.logs().then(|| {
         let mut entry = plugins::entry_for(&ctx);
         entry.request_size += request.body.len() as u64;

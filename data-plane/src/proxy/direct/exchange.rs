@@ -99,6 +99,7 @@ pub(super) async fn exchange(
         return answer_error(client, out, ProxyError::NoRoute, &seen, proxy.headers, None, log.take()).await;
     };
     let route = &m.route;
+    let chain = config.chain(route);
     let service = &route.service;
     tally.series = route.series;
     if let Some(t) = tally.trace.as_mut() {
@@ -130,12 +131,12 @@ pub(super) async fn exchange(
     let mut unread = false;
     // Whether the client was told `100 Continue` already.
     let mut continued = false;
-    if let Some(s) = streamed.as_deref_mut().filter(|_| !route.plugins.is_empty()) {
+    if let Some(s) = streamed.as_deref_mut().filter(|_| !chain.is_empty()) {
         let (too_long, chunked) = match s.framing() {
             BodyFraming::Length(n) => (n > plugins::ctx::BODY_LIMIT as u64, false),
             BodyFraming::Chunked => (false, true),
         };
-        if too_long || !route.plugins.reads_body(chunked) {
+        if too_long || !chain.reads_body(chunked) {
             unread = true;
         } else {
             if s.expect && !s.started() && !seen.http10 {
@@ -159,7 +160,7 @@ pub(super) async fn exchange(
             }
         }
     }
-    let accessed = if route.plugins.is_empty() {
+    let accessed = if chain.is_empty() {
         None
     } else {
         let mut request = Plain {
