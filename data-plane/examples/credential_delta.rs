@@ -127,6 +127,6 @@ fn main() {
     println!("full compile: {full:?}; the credential indexes alone, rebuilt: {rebuild:?}");
     for (what, mut t) in timings {
         t.sort();
-        println!("{what:>14}: median {:?}, p99 {:?} ({rounds} deltas)", percentile(&t, 0.5), percentile(&t, 0.99));
+        println!("{what:>21}: median {:?}, p99 {:?} ({rounds} deltas)", percentile(&t, 0.5), percentile(&t, 0.99));
     }
 }

@@ -129,7 +129,8 @@ impl Compiled {
 
     /// Compiles `set`, which is this configuration's set with `changes` applied, recompiling
     /// only what the changes touch: the changed services and the routes pointing at them, the
-    /// changed routes, the routes a changed plugin row applies to, the certificates when a
+    /// changed routes, the routes a changed plugin row names (for a global or consumer-only
+    /// row: the routes any row names; the others share one chain), the certificates when a
     /// certificate or SNI changed, the credential indexes when a consumer or credential did.
     /// Everything else is shared with this configuration. The result equals a full compile of
     /// `set` (the property test below holds the two to that).
@@ -221,7 +222,9 @@ impl Compiled {
 
         // Plugins: the index is rebuilt over every row (rows are few next to routes), reusing
         // the instance of each row whose document did not change; then every route a changed
-        // row applies to (by its old or its new scope) gets its chain again.
+        // row names (by its old or its new scope) gets its chain again. A global or
+        // consumer-only row changes the shared chain, and with it the chains of the routes
+        // rows name (they merge it with their own); the other routes use the shared one.
         let every_route = touched.everything();
         // A global or consumer-only row changed: the shared chain follows from the new index,
         // and the routes with chains of their own take it in again.
@@ -612,20 +615,25 @@ mod tests {
                 });
                 let route = json!(format!("rou{}", pick(rng, 12)));
                 let consumer = json!(format!("con{}", pick(rng, 5)));
-                match pick(rng, 6) {
-                    0 => doc["route_id"] = route,
-                    1 => doc["service_id"] = json!(service),
-                    2 => doc["consumer_id"] = consumer,
-                    // Levels 1 to 3: a consumer on a route, on a service.
-                    3 => {
-                        doc["route_id"] = route;
-                        doc["consumer_id"] = consumer;
-                    }
-                    4 => {
-                        doc["service_id"] = json!(service);
-                        doc["consumer_id"] = consumer;
-                    }
-                    _ => {}
+                // Every scope of the eight levels, and none (global).
+                let (on_route, on_service, on_consumer) = match pick(rng, 8) {
+                    0 => (true, true, true),
+                    1 => (true, false, true),
+                    2 => (false, true, true),
+                    3 => (true, true, false),
+                    4 => (false, false, true),
+                    5 => (true, false, false),
+                    6 => (false, true, false),
+                    _ => (false, false, false),
+                };
+                if on_route {
+                    doc["route_id"] = route;
+                }
+                if on_service {
+                    doc["service_id"] = json!(service);
+                }
+                if on_consumer {
+                    doc["consumer_id"] = consumer;
                 }
                 doc
             }
@@ -777,7 +785,7 @@ UwIDAQAB
             ":270\"",
         ];
         let mut seen = [false; 15];
-        for seed in 0..40 {
+        for seed in 0..200 {
             let mut rng = fastrand::Rng::with_seed(seed);
             let mut now = 0;
             let (incremental, full) = (Registry::default(), Registry::default());
@@ -878,5 +886,39 @@ UwIDAQAB
         assert!(!Arc::ptr_eq(&info(&current, "r1"), &info(&next, "r1")));
         assert!(Arc::ptr_eq(&info(&current, "r2"), &info(&next, "r2")));
         assert_eq!((names(&next, &info(&next, "r1")), names(&next, &info(&next, "r2"))), (1, 0));
+    }
+
+    #[test]
+    fn a_row_on_a_route_and_its_service_leaves_the_service_s_other_routes_shared() {
+        let available: HashSet<String> = ["key-auth".into(), "request-termination".into()].into();
+        let mut set = ConfigSet::new("e", 1);
+        set.apply(&[
+            change("services", json!({"id": "s1", "host": "127.0.0.1", "port": 80})),
+            change("routes", json!({"id": "r1", "paths": ["/a"], "service": {"id": "s1"}})),
+            change("routes", json!({"id": "r3", "paths": ["/c"], "service": {"id": "s1"}})),
+        ])
+        .unwrap();
+        let compile = |set: &ConfigSet| Compiled::compile(Arc::new(set.clone()), &available, &Registry::default());
+        let mut current = compile(&set).unwrap();
+        let both = json!({"id": "t", "name": "request-termination", "route_id": "r1", "service_id": "s1",
+            "config": {"status_code": 503}});
+        let r3 = json!({"id": "r3", "paths": ["/c", "/d"], "service": {"id": "s1"}});
+        let global = json!({"id": "g", "name": "key-auth", "config": {"key_names": ["apikey"]}});
+        // The row on r1 and s1 comes; r3 is compiled again while it is there; it goes; then a
+        // global row comes, which r3 must take like any route no row names.
+        for delta in [
+            change("plugins", both),
+            change("routes", r3),
+            Change { entity: "plugins".into(), id: "t".into(), document: String::new(), deleted: true },
+            change("plugins", global),
+        ] {
+            let delta = [delta];
+            set.revision += 1;
+            set.apply(&delta).unwrap();
+            current = current.apply(Arc::new(set.clone()), &delta, &available, &Registry::default()).unwrap();
+            assert_eq!(current.describe(), compile(&set).unwrap().describe());
+        }
+        let info = current.router.specs().find(|s| &*s.info.id == "r3").unwrap().info.clone();
+        assert_eq!(current.chain(&info).entries.len(), 1, "r3 runs the global key-auth");
     }
 }

@@ -70,7 +70,7 @@ pub(super) struct Shared {
 type Batches = Arc<Vec<Batch>>;
 
 /// One `Deltas` message, encoded.
-pub(super) struct Batch {
+struct Batch {
     /// The first revision it holds: a data plane needs it to follow the one it has.
     first: i64,
     /// The revision a data plane is at once it applies the batch.
@@ -494,37 +494,40 @@ mod fan_out_tests {
     }
 
     #[test]
-    fn a_data_plane_reads_a_frame_as_the_message_of_the_contract() {
+    fn a_data_plane_reads_every_frame_as_the_message_of_the_contract() {
+        use gatehouse_shared::proto::{Change, CounterTotals, SnapshotChunk, WriteResult};
+        let change = Change { entity: "routes".into(), id: "r".into(), document: "{}".into(), deleted: false };
         let deltas = Deltas {
             epoch: "e".into(),
             from_revision: 4,
             revision: 6,
-            changes: vec![gatehouse_shared::proto::Change {
-                entity: "routes".into(),
-                id: "r".into(),
-                document: "{}".into(),
-                deleted: false,
-            }],
-            traceparent: String::new(),
+            changes: vec![change.clone()],
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
         };
-        let frame = super::ControlPlaneFrame { message: Some(Out::Deltas(deltas.encode_to_vec().into())) };
-        assert_eq!(
-            as_received(frame),
-            ControlPlaneMessage { message: Some(control_plane_message::Message::Deltas(deltas)) }
-        );
         let up = UpToDate { epoch: "e".into(), revision: 9 };
-        let frame = super::ControlPlaneFrame { message: Some(Out::UpToDate(up.clone())) };
-        assert_eq!(
-            as_received(frame),
-            ControlPlaneMessage { message: Some(control_plane_message::Message::UpToDate(up)) }
-        );
+        let chunk = SnapshotChunk { epoch: "e".into(), revision: 3, index: 1, last: true, entities: vec![change] };
+        let result = WriteResult { id: "w".into(), revision: 7, error: "no".into(), spent: true };
+        let totals = CounterTotals { id: 5, totals: vec![1, -1] };
+        use control_plane_message::Message as M;
+        let pairs = [
+            (Out::Deltas(deltas.encode_to_vec().into()), M::Deltas(deltas)),
+            (Out::UpToDate(up.clone()), M::UpToDate(up)),
+            (Out::Snapshot(chunk.clone()), M::Snapshot(chunk)),
+            (Out::WriteResult(result.clone()), M::WriteResult(result)),
+            (Out::CounterTotals(totals.clone()), M::CounterTotals(totals)),
+        ];
+        for (sent, expected) in pairs {
+            let frame = super::ControlPlaneFrame { message: Some(sent) };
+            assert_eq!(as_received(frame), ControlPlaneMessage { message: Some(expected) });
+        }
     }
 
     #[test]
     fn batches_hold_whole_revisions_and_follow_one_another() {
-        // Revision 1 (two rows) stays under a batch; revision 2 takes it over; 3 is the rest.
+        // Revision 1 (two rows) stays under a batch; revision 2's first row takes it over, and
+        // its second row goes with it (a batch ends only where a revision does); 3 is the rest.
         let big = CHUNK_BYTES * 2 / 5;
-        let rows = [row(1, 0, big), row(1, 1, big), row(2, 0, big), row(3, 0, 10)];
+        let rows = [row(1, 0, big), row(1, 1, big), row(2, 0, big), row(2, 1, 10), row(3, 0, 10)];
         let batches = encode("e", 0, &rows);
         let decoded: Vec<(i64, i64, i64, usize)> = batches
             .iter()
@@ -534,7 +537,7 @@ mod fan_out_tests {
                 (b.first, d.from_revision, d.revision, d.changes.len())
             })
             .collect();
-        assert_eq!(decoded, [(1, 0, 2, 3), (3, 2, 3, 1)]);
+        assert_eq!(decoded, [(1, 0, 2, 4), (3, 2, 3, 1)]);
         assert!(encode("e", 7, &[]).is_empty());
     }
 
@@ -558,9 +561,12 @@ mod fan_out_tests {
         assert_eq!(a.len(), 1);
         let d = Deltas::decode(a[0].deltas.as_ref()).unwrap();
         assert_eq!((d.from_revision, d.revision, d.changes.len()), (first - 1, head, 2));
-        // A session behind or ahead of that read gets its own.
+        // A session at another revision gets its own read.
         let c = last_read.since(&store, "e", first, head).await.unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(Deltas::decode(c[0].deltas.as_ref()).unwrap().changes.len(), 1);
+        let d = last_read.since(&store, "e", first - 1, head).await.unwrap();
+        assert!(!Arc::ptr_eq(&a, &d), "the last read was another revision's");
+        assert!(Arc::ptr_eq(&d, &last_read.since(&store, "e", first - 1, head).await.unwrap()));
     }
 }

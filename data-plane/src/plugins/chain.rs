@@ -18,10 +18,9 @@ use serde_json::Value;
 use super::{LogEntry, Plugin};
 
 type Instance = Arc<dyn Plugin>;
-/// Whether the plugin is `no_consumer`, and its rows by scope.
-type Rows = (bool, HashMap<Scope, Instance>);
 
 /// One plugin name's rows.
+#[derive(Default)]
 struct Named {
     no_consumer: bool,
     rows: HashMap<Scope, Instance>,
@@ -176,12 +175,14 @@ struct Scope {
     consumer: Option<Arc<str>>,
 }
 
-/// Every enabled plugin row, indexed for [`Plugins::chain`].
+/// Every enabled plugin row, indexed for the routes' chains ([`Plugins::own_chain`],
+/// [`Plugins::shared`]).
 #[derive(Default)]
 pub struct Plugins {
     /// By priority (highest first), then name.
     by_name: Vec<Named>,
-    /// The routes and the services some row is bound to.
+    /// The routes some row names, and the services some row without a route names: a row on
+    /// a route applies to that route only, whatever service it also names.
     bound_routes: HashSet<Arc<str>>,
     bound_services: HashSet<Arc<str>>,
     /// The chain of every route no row names, by itself or by its service.
@@ -204,7 +205,7 @@ impl Plugins {
         rows: impl Iterator<Item = (&'a Arc<Value>, T)>,
         mut build: impl FnMut(&str, &Value, &Arc<Value>, T) -> Result<Instance, String>,
     ) -> Result<Plugins, (String, String)> {
-        let mut by_name: BTreeMap<(std::cmp::Reverse<u32>, &'static str), Rows> = BTreeMap::new();
+        let mut by_name: BTreeMap<(std::cmp::Reverse<u32>, &'static str), Named> = BTreeMap::new();
         for (row, with) in rows {
             if row.get("enabled").and_then(Value::as_bool) == Some(false) {
                 continue;
@@ -225,23 +226,18 @@ impl Plugins {
             if schema.no_consumer() && id(row, "consumer_id").is_some() {
                 continue;
             }
-            by_name
-                .entry((std::cmp::Reverse(schema.priority()), schema.name()))
-                .or_insert_with(|| (schema.no_consumer(), HashMap::new()))
-                .1
-                .insert(scope, instance);
+            let named = by_name.entry((std::cmp::Reverse(schema.priority()), schema.name())).or_default();
+            named.no_consumer = schema.no_consumer();
+            named.rows.insert(scope, instance);
         }
-        let by_name: Vec<Named> = by_name
-            .into_values()
-            .map(|(no_consumer, rows)| {
-                let consumers = rows.keys().filter(|s| s.consumer.is_some()).cloned().collect();
-                Named { no_consumer, rows, consumers }
-            })
-            .collect();
+        let mut by_name: Vec<Named> = by_name.into_values().collect();
+        for named in &mut by_name {
+            named.consumers = named.rows.keys().filter(|s| s.consumer.is_some()).cloned().collect();
+        }
         let scopes = || by_name.iter().flat_map(|n| n.rows.keys());
         let mut plugins = Plugins {
             bound_routes: scopes().filter_map(|s| s.route.clone()).collect(),
-            bound_services: scopes().filter_map(|s| s.service.clone()).collect(),
+            bound_services: scopes().filter(|s| s.route.is_none()).filter_map(|s| s.service.clone()).collect(),
             by_name,
             shared: Arc::default(),
         };
@@ -266,6 +262,7 @@ impl Plugins {
     }
 
     /// The chain of a route of `service`, its own or the shared one.
+    #[cfg(test)]
     pub fn chain(&self, route: &Arc<str>, service: &Arc<str>) -> Arc<Chain> {
         self.own_chain(route, service).unwrap_or_else(|| self.shared.clone())
     }
@@ -330,8 +327,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    struct Named(&'static str);
-    impl Plugin for Named {
+    struct Labelled(&'static str);
+    impl Plugin for Labelled {
         fn name(&self) -> &'static str {
             self.0
         }
@@ -364,7 +361,7 @@ mod tests {
                 Some("l8") => "l8",
                 _ => "other",
             };
-            Ok(Arc::new(Named(name)))
+            Ok(Arc::new(Labelled(name)))
         };
         let plugins = Plugins::index(rows.iter().map(|r| (r, ())), build).unwrap();
         let (r, s, other_r, s2) = (Arc::from("R"), Arc::from("S"), Arc::from("R2"), Arc::from("S2"));
@@ -418,7 +415,7 @@ mod tests {
             .map(Arc::new)
             .collect();
         let build = |n: &str, _: &Value, _: &Arc<Value>, ()| -> Result<Instance, String> {
-            Ok(Arc::new(Named(if n == "acl" { "acl" } else { "key-auth" })))
+            Ok(Arc::new(Labelled(if n == "acl" { "acl" } else { "key-auth" })))
         };
         let chain =
             Plugins::index(rows.iter().map(|r| (r, ())), build).unwrap().chain(&Arc::from("R"), &Arc::from("S"));
@@ -434,12 +431,13 @@ mod tests {
             json!({"id": "c", "name": "rate-limiting", "consumer_id": "C"}),
             json!({"id": "s", "name": "rate-limiting", "service_id": "S", "consumer_id": "D"}),
             json!({"id": "off", "name": "cors", "route_id": "R3", "enabled": false}),
+            json!({"id": "rs", "name": "cors", "route_id": "R4", "service_id": "S4"}),
         ]
         .into_iter()
         .map(Arc::new)
         .collect();
         let build = |n: &str, _: &Value, row: &Arc<Value>, ()| -> Result<Instance, String> {
-            Ok(Arc::new(Named(match (n, row["id"].as_str()) {
+            Ok(Arc::new(Labelled(match (n, row["id"].as_str()) {
                 ("rate-limiting", Some("s")) => "limit-on-s",
                 ("rate-limiting", _) => "limit",
                 ("acl", _) => "acl",
@@ -453,6 +451,9 @@ mod tests {
         assert!(route("R2", "S").is_some());
         // A disabled row names nothing; neither does a consumer-only or global one.
         assert!(route("R3", "S2").is_none());
+        // A row on a route and its service names that route, not the service's others.
+        assert!(route("R4", "S4").is_some());
+        assert!(route("R5", "S4").is_none());
         let shared = plugins.chain(&Arc::from("R3"), &Arc::from("S2"));
         assert!(Arc::ptr_eq(&shared, plugins.shared()));
         let by = |chain: &Chain, consumer: Option<&str>| -> Vec<&'static str> {
