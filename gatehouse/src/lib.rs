@@ -15,15 +15,23 @@ use gatehouse_shared::telemetry::Settings;
 /// inside it (the OTLP exporters run on it), the proxy's tracer installed when traces are on;
 /// spans still buffered are exported before it returns.
 ///
+/// `workers` sets the runtime's threads (`None`: one per core); `TOKIO_WORKER_THREADS`, when
+/// set, wins.
+///
 /// # Errors
 /// The runtime or the exporter cannot be built, or `main` fails.
 pub fn run_main(
     log_level: &str,
     log_json: bool,
     telemetry: &Settings,
+    workers: Option<usize>,
     main: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers.filter(|_| std::env::var_os("TOKIO_WORKER_THREADS").is_none()) {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().build()?;
     let telemetry = {
         let _entered = runtime.enter();
         gatehouse_shared::telemetry::init(log_level, log_json, telemetry)?

@@ -382,9 +382,21 @@ impl Follower {
                     self.live.balancers.prepare(&set).await;
                 }
                 let set = Arc::new(set);
-                match delta {
+                let compile = || match delta {
                     Some((current, changes)) => current.apply(set, changes, &self.plugins, &self.live.balancers),
                     None => Compiled::compile(set, &self.plugins, &self.live.balancers),
+                };
+                // A full compile at 100,000 routes takes seconds: this thread's other tasks
+                // (status, health checks) move to another thread meanwhile, and the compiled
+                // configuration is allocated here, beside what the stream decoded. A delta
+                // takes microseconds and stays where it is: handing the runtime over on every
+                // write spread the configuration over the heaps of every thread it visited.
+                let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                    == tokio::runtime::RuntimeFlavor::MultiThread;
+                if delta.is_none() && multi_thread {
+                    tokio::task::block_in_place(compile)
+                } else {
+                    compile()
                 }
             }
             Err(e) => Err(e),

@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     };
     // The Admin API, sync and health checks; a standalone data plane's proxy workers run
     // runtimes of their own.
-    gatehouse::run_main(&log_level, log_json, &telemetry, async move {
+    gatehouse::run_main(&log_level, log_json, &telemetry, None, async move {
         match cli.command {
             Command::Run => gatehouse_control_plane::run(config).await,
             Command::Standalone => match dp_config {
