@@ -847,78 +847,85 @@ UwIDAQAB
         assert_eq!(second.creds.owner(&second.creds.keys["secret"]).unwrap().id.as_ref(), "c1");
     }
 
+    /// One service with routes, compiled, taking deltas one at a time; each result is checked
+    /// against a full compile of the same set.
+    struct Stepped {
+        set: ConfigSet,
+        current: Compiled,
+        available: HashSet<String>,
+    }
+
+    impl Stepped {
+        fn new(available: &[&str], routes: &[(&str, &str)]) -> Stepped {
+            let mut set = ConfigSet::new("e", 1);
+            let mut rows = vec![change("services", json!({"id": "s1", "host": "127.0.0.1", "port": 80}))];
+            rows.extend(
+                routes
+                    .iter()
+                    .map(|(id, path)| change("routes", json!({"id": id, "paths": [path], "service": {"id": "s1"}}))),
+            );
+            set.apply(&rows).unwrap();
+            let available: HashSet<String> = available.iter().map(|a| a.to_string()).collect();
+            let current = Compiled::compile(Arc::new(set.clone()), &available, &Registry::default()).unwrap();
+            Stepped { set, current, available }
+        }
+
+        /// Applies `delta`; returns the configuration it replaced.
+        fn step(&mut self, delta: Change) -> Compiled {
+            let delta = [delta];
+            self.set.revision += 1;
+            self.set.apply(&delta).unwrap();
+            let set = Arc::new(self.set.clone());
+            let applied = self.current.apply(set.clone(), &delta, &self.available, &Registry::default()).unwrap();
+            let full = Compiled::compile(set, &self.available, &Registry::default()).unwrap();
+            assert_eq!(applied.describe(), full.describe());
+            std::mem::replace(&mut self.current, applied)
+        }
+    }
+
+    fn info(c: &Compiled, id: &str) -> Arc<RouteInfo> {
+        c.router.specs().find(|s| &*s.info.id == id).unwrap().info.clone()
+    }
+
+    fn chain_len(c: &Compiled, route: &str) -> usize {
+        c.chain(&info(c, route)).entries.len()
+    }
+
     #[test]
     fn a_global_plugin_changes_only_the_routes_rows_name() {
-        let available: HashSet<String> = ["correlation-id".into(), "request-termination".into()].into();
-        let mut set = ConfigSet::new("e", 1);
-        set.apply(&[
-            change("services", json!({"id": "s1", "host": "127.0.0.1", "port": 80})),
-            change("routes", json!({"id": "r1", "paths": ["/a"], "service": {"id": "s1"}})),
-            change("routes", json!({"id": "r2", "paths": ["/b"], "service": {"id": "s1"}})),
-            change("routes", json!({"id": "r3", "paths": ["/c"], "service": {"id": "s1"}})),
-        ])
-        .unwrap();
-        let compile = |set: &ConfigSet| Compiled::compile(Arc::new(set.clone()), &available, &Registry::default());
-        let mut current = compile(&set).unwrap();
-        let apply = |set: &mut ConfigSet, current: &Compiled, delta: Change| {
-            let delta = [delta];
-            set.revision += 1;
-            set.apply(&delta).unwrap();
-            let applied = current.apply(Arc::new(set.clone()), &delta, &available, &Registry::default()).unwrap();
-            assert_eq!(applied.describe(), compile(set).unwrap().describe());
-            applied
-        };
+        let mut steps =
+            Stepped::new(&["correlation-id", "request-termination"], &[("r1", "/a"), ("r2", "/b"), ("r3", "/c")]);
         let global =
             json!({"id": "g", "name": "correlation-id", "config": {"header_name": "X-Id", "generator": "uuid"}});
-        let next = apply(&mut set, &current, change("plugins", global.clone()));
+        let before = steps.step(change("plugins", global.clone()));
         // No row names a route: the router and every route stay, and all see the global row.
-        assert!(Arc::ptr_eq(&current.router, &next.router));
-        let names = |c: &Compiled, route: &RouteInfo| c.chain(route).entries.len();
-        assert!(next.router.specs().all(|spec| names(&next, &spec.info) == 1));
-        current = next;
+        assert!(Arc::ptr_eq(&before.router, &steps.current.router));
+        assert!(["r1", "r2", "r3"].iter().all(|r| chain_len(&steps.current, r) == 1));
         let on_r1 = json!({"id": "t", "name": "request-termination", "route_id": "r1", "config": {"status_code": 503}});
-        current = apply(&mut set, &current, change("plugins", on_r1));
+        steps.step(change("plugins", on_r1));
         let mut changed = global.clone();
         changed["enabled"] = json!(false);
-        let next = apply(&mut set, &current, change("plugins", changed));
+        let before = steps.step(change("plugins", changed));
         // r1 has a chain of its own, recompiled; r2 and r3 are the same routes as before.
-        let info = |c: &Compiled, id: &str| c.router.specs().find(|s| &*s.info.id == id).unwrap().info.clone();
-        assert!(!Arc::ptr_eq(&info(&current, "r1"), &info(&next, "r1")));
-        assert!(Arc::ptr_eq(&info(&current, "r2"), &info(&next, "r2")));
-        assert_eq!((names(&next, &info(&next, "r1")), names(&next, &info(&next, "r2"))), (1, 0));
+        let next = &steps.current;
+        assert!(!Arc::ptr_eq(&info(&before, "r1"), &info(next, "r1")));
+        assert!(Arc::ptr_eq(&info(&before, "r2"), &info(next, "r2")));
+        assert_eq!((chain_len(next, "r1"), chain_len(next, "r2")), (1, 0));
     }
 
     #[test]
     fn a_row_on_a_route_and_its_service_leaves_the_service_s_other_routes_shared() {
-        let available: HashSet<String> = ["key-auth".into(), "request-termination".into()].into();
-        let mut set = ConfigSet::new("e", 1);
-        set.apply(&[
-            change("services", json!({"id": "s1", "host": "127.0.0.1", "port": 80})),
-            change("routes", json!({"id": "r1", "paths": ["/a"], "service": {"id": "s1"}})),
-            change("routes", json!({"id": "r3", "paths": ["/c"], "service": {"id": "s1"}})),
-        ])
-        .unwrap();
-        let compile = |set: &ConfigSet| Compiled::compile(Arc::new(set.clone()), &available, &Registry::default());
-        let mut current = compile(&set).unwrap();
+        let mut steps = Stepped::new(&["key-auth", "request-termination"], &[("r1", "/a"), ("r3", "/c")]);
         let both = json!({"id": "t", "name": "request-termination", "route_id": "r1", "service_id": "s1",
             "config": {"status_code": 503}});
         let r3 = json!({"id": "r3", "paths": ["/c", "/d"], "service": {"id": "s1"}});
         let global = json!({"id": "g", "name": "key-auth", "config": {"key_names": ["apikey"]}});
         // The row on r1 and s1 comes; r3 is compiled again while it is there; it goes; then a
         // global row comes, which r3 must take like any route no row names.
-        for delta in [
-            change("plugins", both),
-            change("routes", r3),
-            Change { entity: "plugins".into(), id: "t".into(), document: String::new(), deleted: true },
-            change("plugins", global),
-        ] {
-            let delta = [delta];
-            set.revision += 1;
-            set.apply(&delta).unwrap();
-            current = current.apply(Arc::new(set.clone()), &delta, &available, &Registry::default()).unwrap();
-            assert_eq!(current.describe(), compile(&set).unwrap().describe());
+        for delta in [change("plugins", both), change("routes", r3), delete("plugins", "t"), change("plugins", global)]
+        {
+            steps.step(delta);
         }
-        let info = current.router.specs().find(|s| &*s.info.id == "r3").unwrap().info.clone();
-        assert_eq!(current.chain(&info).entries.len(), 1, "r3 runs the global key-auth");
+        assert_eq!(chain_len(&steps.current, "r3"), 1, "r3 runs the global key-auth");
     }
 }

@@ -10,6 +10,12 @@ use serde_json::Value;
 
 use gatehouse_shared::snapshot::ConfigSet;
 
+use super::control_plane::ControlPlane;
+use super::log::Entities;
+pub use crate::credentials::Consumer;
+use crate::credentials::Credentials;
+use crate::message::{Conn, ReqBody};
+
 /// A query argument's name or value as nginx's `get_uri_args` decodes it: `+` as a space,
 /// then percent-decoding (invalid UTF-8 replaced); borrowed when there is nothing to decode.
 pub(crate) fn query_decoded(s: &str) -> Cow<'_, str> {
@@ -19,12 +25,6 @@ pub(crate) fn query_decoded(s: &str) -> Cow<'_, str> {
     let spaced = s.replace('+', " ");
     Cow::Owned(percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
 }
-
-use super::control_plane::ControlPlane;
-use super::log::Entities;
-pub use crate::credentials::Consumer;
-use crate::credentials::Credentials;
-use crate::message::{Conn, ReqBody};
 
 /// What authenticated the request.
 #[derive(Debug, Clone)]

@@ -391,8 +391,8 @@ impl Follower {
                 // configuration is allocated here, beside what the stream decoded. A delta
                 // takes microseconds and stays where it is: handing the runtime over on every
                 // write spread the configuration over the heaps of every thread it visited.
-                let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-                    == tokio::runtime::RuntimeFlavor::MultiThread;
+                let multi_thread =
+                    tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
                 if delta.is_none() && multi_thread {
                     tokio::task::block_in_place(compile)
                 } else {
