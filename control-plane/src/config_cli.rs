@@ -60,6 +60,21 @@ async fn target(store: &Store, file: &Path) -> anyhow::Result<declarative::Targe
     target.with_context(|| format!("{} is not valid", file.display()))
 }
 
+/// Prints the configuration set a DB-less data plane serves from `file` (JSON), numbered
+/// `revision`: the data plane runs this in a child process, which validates with the Admin
+/// API's rules and exits, so neither that code nor its memory stays in the data plane.
+///
+/// # Errors
+/// The file cannot be read or is not valid.
+pub async fn compile(file: &Path, revision: i64) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let doc = declarative::parse(&text)?;
+    let set = declarative::config_set(&doc, revision).await?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &set).context("cannot write the configuration")?;
+    std::io::Write::flush(&mut out).context("cannot write the configuration")
+}
+
 /// Prints what importing `file` would change.
 ///
 /// # Errors

@@ -247,6 +247,11 @@ async fn a_db_less_data_plane_serves_its_file_and_reloads_it_on_sighup() {
         assert!(started.elapsed() < Duration::from_secs(10), "the bad file was not refused: {}", dp.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let logs = dp.logs();
+    assert!(
+        logs.contains("services[0]: 400") && logs.contains("should start with: /") && !logs.contains("backtrace"),
+        "the refusal says where and why, as the Admin API would: {logs}"
+    );
     assert_eq!(get("/second", Some("carol-key")).await, 200, "a bad file leaves the configuration serving");
 }
 

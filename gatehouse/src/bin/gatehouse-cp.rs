@@ -61,6 +61,15 @@ enum ConfigAction {
     },
     /// Print what importing the file would change.
     Diff { file: PathBuf },
+    /// Print, as JSON, the configuration a DB-less data plane serves from the file, after
+    /// validating all of it; needs no database. `gatehouse-dp run --declarative-config` runs
+    /// this, so that the data plane's own process never links the Admin API.
+    Compile {
+        file: PathBuf,
+        /// The revision to number the configuration with.
+        #[arg(long, default_value_t = 1)]
+        revision: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,13 +120,14 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Config { action } => {
                 use gatehouse_control_plane::config_cli;
-                let store = gatehouse_control_plane::open_store(&config).await?;
+                let store = || gatehouse_control_plane::open_store(&config);
                 match action {
                     ConfigAction::Export { output, format } => {
-                        config_cli::export(&store, output.as_deref(), format).await
+                        config_cli::export(&store().await?, output.as_deref(), format).await
                     }
-                    ConfigAction::Import { file, dry_run } => config_cli::import(&store, &file, dry_run).await,
-                    ConfigAction::Diff { file } => config_cli::diff(&store, &file).await,
+                    ConfigAction::Import { file, dry_run } => config_cli::import(&store().await?, &file, dry_run).await,
+                    ConfigAction::Diff { file } => config_cli::diff(&store().await?, &file).await,
+                    ConfigAction::Compile { file, revision } => config_cli::compile(&file, revision).await,
                 }
             }
         }
