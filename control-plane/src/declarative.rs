@@ -240,7 +240,7 @@ pub async fn config_set(doc: &Value, revision: i64) -> Result<gatehouse_shared::
     for (table, docs) in target.rows {
         let entities = set.entities.entry(table.name().to_string()).or_default();
         for (id, doc) in docs {
-            entities.insert(id, gatehouse_shared::snapshot::Doc::of(&Value::Object(doc)));
+            entities.insert(id.into(), gatehouse_shared::snapshot::Doc::of(&Value::Object(doc)));
         }
     }
     Ok(set)

@@ -199,17 +199,18 @@ impl Compiled {
 
         let mut dirty_routes: HashSet<Arc<str>> = touched.ids("routes").map(Arc::from).collect();
         if touched.everything() {
-            for doc in set.table("services") {
+            for (key, doc) in set.entries("services") {
                 let doc = &doc.value();
-                let service = Service::compile(doc, &parts.balancers).map_err(|e| err("services", doc, e))?;
+                let service = Service::compile(key, doc, &parts.balancers).map_err(|e| err("services", doc, e))?;
                 parts.services.insert(service.id.clone(), Arc::new(service));
             }
         } else {
             for id in &dirty_services {
-                match set.get("services", id) {
-                    Some(doc) => {
+                match set.entry("services", id) {
+                    Some((key, doc)) => {
                         let doc = &doc.value();
-                        let service = Service::compile(doc, &parts.balancers).map_err(|e| err("services", doc, e))?;
+                        let service =
+                            Service::compile(key, doc, &parts.balancers).map_err(|e| err("services", doc, e))?;
                         parts.services.insert(id.clone(), Arc::new(service));
                     }
                     None => {
@@ -274,9 +275,9 @@ impl Compiled {
         let router = if every_route {
             parts.routes = imbl::HashMap::new();
             parts.routes_of = imbl::HashMap::new();
-            for doc in set.table("routes") {
+            for (key, doc) in set.entries("routes") {
                 let doc = &doc.value();
-                let spec = route_spec(doc, &parts.services, &parts.plugins).map_err(|e| err("routes", doc, e))?;
+                let spec = route_spec(key, doc, &parts.services, &parts.plugins).map_err(|e| err("routes", doc, e))?;
                 parts.add_route(Arc::new(spec));
             }
             Arc::new(Router::new(parts.routes.values().cloned().collect()))
@@ -288,10 +289,11 @@ impl Compiled {
             let (mut removed, mut added) = (Vec::new(), Vec::new());
             for id in dirty_routes {
                 parts.remove_route(&id);
-                if let Some(doc) = set.get("routes", &id) {
+                if let Some((key, doc)) = set.entry("routes", &id) {
                     let doc = &doc.value();
-                    let spec =
-                        Arc::new(route_spec(doc, &parts.services, &parts.plugins).map_err(|e| err("routes", doc, e))?);
+                    let spec = Arc::new(
+                        route_spec(key, doc, &parts.services, &parts.plugins).map_err(|e| err("routes", doc, e))?,
+                    );
                     parts.add_route(spec.clone());
                     // The router replaces a route of the same id as it adds this one.
                     added.push(spec);
@@ -401,6 +403,7 @@ impl RouteIds {
 }
 
 fn route_spec(
+    key: &Arc<str>,
     doc: &Value,
     services: &imbl::HashMap<Arc<str>, Arc<Service>>,
     plugins: &Plugins,
@@ -409,8 +412,8 @@ fn route_spec(
     let service_id = doc.get("service").and_then(|s| s.get("id")).and_then(Value::as_str).ok_or("missing service")?;
     let service = services.get(service_id).cloned().ok_or_else(|| format!("service {service_id} is missing"))?;
     let protocols = strings(doc, "protocols");
-    let paths = strings(doc, "paths").iter().map(|p| PathRule::parse(p)).collect::<Result<Vec<_>, _>>()?;
-    let id: Arc<str> = id.into();
+    let paths = strings(doc, "paths").iter().map(|p| PathRule::parse(p)).collect::<Result<Box<[_]>, _>>()?;
+    let id = crate::service::shared_id(key, id);
     let chain = plugins.own_chain(&id, &service.id);
     // Kong's Prometheus plugin labels a series with the service's name, else its host, and
     // the route's name, else its id (0.14's routes have no name).
@@ -427,9 +430,9 @@ fn route_spec(
             https_only: protocols.iter().any(|p| p == "https") && !protocols.iter().any(|p| p == "http"),
             logged: std::sync::OnceLock::new(),
         }),
-        hosts: strings(doc, "hosts"),
+        hosts: strings(doc, "hosts").into(),
         paths,
-        methods: strings(doc, "methods"),
+        methods: strings(doc, "methods").into(),
         regex_priority: doc.get("regex_priority").and_then(Value::as_i64).unwrap_or(0),
         created_at: doc.get("created_at").and_then(Value::as_i64).unwrap_or(0),
     })

@@ -50,9 +50,11 @@ pub struct RouteInfo {
 #[derive(Debug)]
 pub struct RouteSpec {
     pub info: Arc<RouteInfo>,
-    pub hosts: Vec<String>,
-    pub paths: Vec<PathRule>,
-    pub methods: Vec<String>,
+    // Boxed slices, exactly sized: collected into a `Vec`, one path took four slots' room
+    // (128 bytes a route at 10,000 routes; a `Vec` also carries a capacity word).
+    pub hosts: Box<[String]>,
+    pub paths: Box<[PathRule]>,
+    pub methods: Box<[String]>,
     pub regex_priority: i64,
     pub created_at: i64,
 }

@@ -36,8 +36,24 @@ pub struct Service {
     pub balancer: Option<Arc<Balancer>>,
 }
 
+/// The configuration's own copy of an entity's id (`key`, the id it is stored under) when the
+/// document agrees with it: a second copy per Service and Route cost about 1 MiB at 10,000 of
+/// each.
+pub(crate) fn shared_id(key: &Arc<str>, id: &str) -> Arc<str> {
+    if **key == *id {
+        key.clone()
+    } else {
+        id.into()
+    }
+}
+
 impl Service {
-    pub(crate) fn compile(doc: &Value, balancers: &HashMap<Arc<str>, Arc<Balancer>>) -> Result<Service, String> {
+    /// Compiles the service stored under `key` (its id: kept rather than copied).
+    pub(crate) fn compile(
+        key: &Arc<str>,
+        doc: &Value,
+        balancers: &HashMap<Arc<str>, Arc<Balancer>>,
+    ) -> Result<Service, String> {
         let s = |k: &str| doc.get(k).and_then(Value::as_str);
         let n = |k: &str, d: u64| doc.get(k).and_then(Value::as_u64).unwrap_or(d);
         let id = s("id").ok_or("missing id")?;
@@ -50,7 +66,7 @@ impl Service {
         let balancer = if ip.is_none() { balancers.get(host.as_str()).cloned() } else { None };
         Ok(Service {
             balancer,
-            id: id.into(),
+            id: shared_id(key, id),
             id_header: HeaderValue::from_str(id).map_err(|_| "invalid id")?,
             name: s("name").and_then(|n| HeaderValue::from_str(n).ok()),
             https,
@@ -69,6 +85,7 @@ impl Service {
 
     #[cfg(test)]
     pub fn for_tests(id: &str) -> Service {
-        Service::compile(&serde_json::json!({"id": id, "host": "example.com", "port": 80}), &HashMap::new()).unwrap()
+        let doc = serde_json::json!({"id": id, "host": "example.com", "port": 80});
+        Service::compile(&Arc::from(id), &doc, &HashMap::new()).unwrap()
     }
 }

@@ -5,9 +5,10 @@
 //! Tables are persistent maps and documents are shared (`Arc`): copying the set to apply a
 //! batch costs a pointer per table, and applying a change copies only the path to its entry,
 //! so a delta costs the same at a hundred routes as at a hundred thousand. Documents are kept
-//! as their JSON text ([`Doc`]), parsed when they are compiled.
+//! as their JSON text, or as its values beside a key list they share ([`Doc`]), and parsed
+//! when they are compiled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -66,14 +67,148 @@ pub struct ConfigSet {
 }
 
 /// One table's documents by id.
-pub type Table = imbl::OrdMap<String, Doc>;
+pub type Table = imbl::OrdMap<Arc<str>, Doc>;
 
-/// A stored document (a JSON object) as its text. A data plane keeps every entity of its
-/// configuration for as long as it serves it, and as parsed `Value` trees they cost about nine
-/// times their text (47 MiB against 5 MiB at 10,000 Services and 10,000 Routes); once
-/// compiled, only the few documents a delta touches are read again.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Doc(Arc<str>);
+/// A stored document (a JSON object). A data plane keeps every entity of its configuration
+/// for as long as it serves it, and as parsed `Value` trees they cost about nine times their
+/// text (47 MiB against 5 MiB at 10,000 Services and 10,000 Routes); once compiled, only the
+/// few documents a delta touches are read again.
+///
+/// The text itself is half key names: the control plane writes every row of a table with the
+/// same keys in the same order. So a document whose keys have been seen in that order before
+/// is kept as its values alone beside the shared key list ([`Shape`]), whenever that rebuilds
+/// its text byte for byte; any other document is kept as its text.
+#[derive(Clone)]
+pub struct Doc(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Text(Arc<str>),
+    /// The values as one JSON array, in the shape's key order.
+    Shaped {
+        shape: Arc<Shape>,
+        values: Arc<str>,
+    },
+}
+
+/// The keys of a document, in order (none holds an escape, so none holds a `"`).
+struct Shape(Box<[Box<str>]>);
+
+/// Distinct shapes are few (a table or two's worth each); past this many (documents of some
+/// unforeseen variety), new ones are kept as text rather than remembered for good.
+const MAX_SHAPES: usize = 1024;
+
+/// Shapes by their keys joined with `"`.
+static SHAPES: std::sync::Mutex<Option<HashMap<Box<str>, Arc<Shape>>>> = std::sync::Mutex::new(None);
+
+/// The remembered shape of these members, remembering it if there is room.
+fn shape(members: &[(&str, &serde_json::value::RawValue)]) -> Option<Arc<Shape>> {
+    let mut joined = String::with_capacity(members.iter().map(|(k, _)| k.len() + 1).sum());
+    for (i, (key, _)) in members.iter().enumerate() {
+        if i > 0 {
+            joined.push('"');
+        }
+        joined.push_str(key);
+    }
+    let mut shapes = SHAPES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let shapes = shapes.get_or_insert_with(HashMap::new);
+    if let Some(known) = shapes.get(joined.as_str()) {
+        return Some(known.clone());
+    }
+    if shapes.len() >= MAX_SHAPES {
+        return None;
+    }
+    let shape = Arc::new(Shape(members.iter().map(|(k, _)| Box::from(*k)).collect()));
+    shapes.insert(joined.into(), shape.clone());
+    Some(shape)
+}
+
+impl Shape {
+    /// The object text with `values` (a JSON array of as many values as keys), as the
+    /// control plane writes a row: `{"key":value,...}`.
+    fn rebuild(&self, values: &str) -> String {
+        let values: Vec<&serde_json::value::RawValue> = serde_json::from_str(values).unwrap_or_default();
+        let len =
+            2 + self.0.iter().map(|k| k.len() + 4).sum::<usize>() + values.iter().map(|v| v.get().len()).sum::<usize>();
+        let mut text = String::with_capacity(len);
+        text.push('{');
+        for (i, (key, value)) in self.0.iter().zip(values).enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push('"');
+            text.push_str(key);
+            text.push_str("\":");
+            text.push_str(value.get());
+        }
+        text.push('}');
+        text
+    }
+}
+
+/// Whether `members` written as [`Shape::rebuild`] writes them give `text` exactly.
+fn rebuilds(text: &str, members: &[(&str, &serde_json::value::RawValue)]) -> bool {
+    let mut rest = text;
+    let mut take = |piece: &str| match rest.strip_prefix(piece) {
+        Some(left) => {
+            rest = left;
+            true
+        }
+        None => false,
+    };
+    if !take("{") {
+        return false;
+    }
+    for (i, (key, value)) in members.iter().enumerate() {
+        if (i > 0 && !take(",")) || !take("\"") || !take(key) || !take("\":") || !take(value.get()) {
+            return false;
+        }
+    }
+    take("}") && rest.is_empty()
+}
+
+/// An object's members in order, borrowed from its text (a key with escapes fails to borrow:
+/// such a document stays text).
+struct Members<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// `text` (a JSON object) as its shape and values, when they rebuild it exactly.
+fn shaped(text: &str) -> Option<Repr> {
+    let Members(members) = serde_json::from_str(text).ok()?;
+    // Whitespace between tokens, say, would not come back.
+    if !rebuilds(text, &members) {
+        return None;
+    }
+    let mut values = String::with_capacity(text.len());
+    values.push('[');
+    for (i, (_, value)) in members.iter().enumerate() {
+        if i > 0 {
+            values.push(',');
+        }
+        values.push_str(value.get());
+    }
+    values.push(']');
+    Some(Repr::Shaped { shape: shape(&members)?, values: values.into() })
+}
 
 impl Doc {
     /// A document from JSON text, which must be one object.
@@ -82,42 +217,64 @@ impl Doc {
     /// Text that is not JSON, or not an object.
     pub fn parse(text: &str) -> Result<Doc, String> {
         let raw: &serde_json::value::RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if !raw.get().starts_with('{') {
+        let text = raw.get();
+        if !text.starts_with('{') {
             return Err("not an object".into());
         }
-        Ok(Doc(raw.get().into()))
+        Ok(Doc(shaped(text).unwrap_or_else(|| Repr::Text(text.into()))))
     }
 
     /// A document from a parsed object.
     pub fn of(value: &Value) -> Doc {
-        Doc(value.to_string().into())
+        let text = value.to_string();
+        Doc(shaped(&text).unwrap_or_else(|| Repr::Text(text.into())))
     }
 
     /// The document, parsed (it was checked when made, so this cannot fail but for memory).
     pub fn value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+        serde_json::from_str(&self.text()).unwrap_or(Value::Null)
     }
 
-    pub fn text(&self) -> &str {
-        &self.0
+    /// The document's JSON text, as it was given.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.0 {
+            Repr::Text(text) => std::borrow::Cow::Borrowed(text),
+            Repr::Shaped { shape, values } => std::borrow::Cow::Owned(shape.rebuild(values)),
+        }
     }
 
     /// The same stored document, not merely an equal one: a row whose document is still the
     /// same `Doc` has not changed since it was compiled.
     pub fn same(&self, other: &Doc) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        match (&self.0, &other.0) {
+            (Repr::Text(a), Repr::Text(b)) => Arc::ptr_eq(a, b),
+            (Repr::Shaped { values: a, .. }, Repr::Shaped { values: b, .. }) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
+impl PartialEq for Doc {
+    fn eq(&self, other: &Doc) -> bool {
+        match (&self.0, &other.0) {
+            (Repr::Shaped { shape: a, values: x }, Repr::Shaped { shape: b, values: y }) if Arc::ptr_eq(a, b) => x == y,
+            _ => self.text() == other.text(),
+        }
+    }
+}
+
+impl Eq for Doc {}
+
 impl std::fmt::Debug for Doc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text())
     }
 }
 
 impl Serialize for Doc {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let raw: &serde_json::value::RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        let text = self.text();
+        let raw: &serde_json::value::RawValue = serde_json::from_str(&text).map_err(serde::ser::Error::custom)?;
         raw.serialize(s)
     }
 }
@@ -146,7 +303,7 @@ impl ConfigSet {
             }
             let table = self.entities.entry(c.entity.clone()).or_default();
             if c.deleted {
-                table.remove(&c.id);
+                table.remove(c.id.as_str());
                 continue;
             }
             let doc = Doc::parse(&c.document).map_err(|reason| ApplyError::BadDocument {
@@ -154,7 +311,7 @@ impl ConfigSet {
                 id: c.id.clone(),
                 reason,
             })?;
-            table.insert(c.id.clone(), doc);
+            table.insert(c.id.as_str().into(), doc);
         }
         Ok(())
     }
@@ -162,6 +319,17 @@ impl ConfigSet {
     /// The documents of one table.
     pub fn table(&self, name: &str) -> impl Iterator<Item = &Doc> {
         self.entities.get(name).into_iter().flat_map(|t| t.values())
+    }
+
+    /// The documents of one table with their ids: compiled entities keep these ids rather
+    /// than copies of them.
+    pub fn entries(&self, name: &str) -> impl Iterator<Item = (&Arc<str>, &Doc)> {
+        self.entities.get(name).into_iter().flat_map(|t| t.iter())
+    }
+
+    /// One document with its id.
+    pub fn entry(&self, table: &str, id: &str) -> Option<(&Arc<str>, &Doc)> {
+        self.entities.get(table).and_then(|t| t.get_key_value(id))
     }
 
     /// One document.
@@ -230,6 +398,51 @@ mod tests {
         let reread = back.get("services", "a").unwrap();
         assert!(*reread == doc && !reread.same(&doc), "equal, but not the same stored document");
         assert!(serde_json::from_str::<Doc>("[1]").is_err(), "an image holding a non-object is refused");
+    }
+
+    impl Doc {
+        fn is_shaped(&self) -> bool {
+            matches!(self.0, Repr::Shaped { .. })
+        }
+    }
+
+    /// A document the control plane wrote is kept as its values beside a shared key list and
+    /// gives back its text byte for byte; one that would not come back exactly stays text.
+    #[test]
+    fn documents_keep_values_beside_shared_keys_and_give_back_their_exact_text() {
+        let route = |id: &str, paths: &str| {
+            format!(
+                r#"{{"id":"{id}","created_at":1,"protocols":["http","https"],"methods":null,"paths":{paths},"strip_path":true,"service":{{"id":"s"}},"name":"caf\u00e9 \"x\""}}"#
+            )
+        };
+        let (a, b) = (route("a", r#"["/a"]"#), route("b", r#"["/b","/c"]"#));
+        let (da, db) = (Doc::parse(&a).unwrap(), Doc::parse(&b).unwrap());
+        assert!(da.is_shaped() && db.is_shaped());
+        assert_eq!((da.text(), db.text()), (a.as_str().into(), b.as_str().into()));
+        assert_eq!(da.value()["paths"], serde_json::json!(["/a"]));
+        assert_eq!(db.value()["name"], "café \"x\"");
+        match (&da.0, &db.0) {
+            (Repr::Shaped { shape: x, .. }, Repr::Shaped { shape: y, .. }) => {
+                assert!(Arc::ptr_eq(x, y), "one key list")
+            }
+            _ => unreachable!(),
+        }
+        assert!(Doc::parse(&a).unwrap() == da && !Doc::parse(&a).unwrap().same(&da));
+        assert!(da != db);
+
+        for text in
+            [r#"{"id":"a", "port":80}"#, r#"{"id":"a","id":"b"}"#, r#"{"i\u0064":"a"}"#, r#"{"a":{"b" : 1}}"#, r#"{}"#]
+        {
+            let doc = Doc::parse(text).unwrap();
+            assert_eq!(doc.text(), text, "{text}");
+            assert_eq!(doc.value(), serde_json::from_str::<Value>(text).unwrap(), "{text}");
+        }
+        // Serialized (the cache image) and read back, a shaped document is the same object.
+        let mut set = ConfigSet::new("e", 1);
+        set.apply(&[upsert("routes", "a", &a)]).unwrap();
+        let image = serde_json::to_string(&set).unwrap();
+        assert!(image.contains(&a), "{image}");
+        assert_eq!(serde_json::from_str::<ConfigSet>(&image).unwrap(), set);
     }
 
     #[test]

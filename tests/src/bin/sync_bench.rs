@@ -19,11 +19,13 @@
 //! 1. a control plane on a fresh, migrated Postgres database; N Services + N Routes written
 //!    through the Admin API;
 //! 2. one data plane started cold: time until its status endpoint answers and until it reports
-//!    the head revision, the size of its `config.json` cache file, its RSS (and peak RSS);
+//!    the head revision, the size of its `config.json` cache file, its RSS (and peak RSS), and
+//!    its RSS once idle for 3 s (settled: freed memory handed back);
 //! 3. for each fleet size: the missing data planes are started together (time until all hold
 //!    the head), then W sequential writes (alternately a Route PATCH and a Service POST), each
 //!    timed from the Admin API's response until every data plane's status reports the
-//!    write's revision (status endpoints polled every 1 ms); then the first data plane's RSS;
+//!    write's revision (status endpoints polled every 1 ms); then the first data plane's RSS,
+//!    at once and settled;
 //! 4. with `--clients N`: N in-process sync clients (each a stream to the control plane that
 //!    acknowledges everything) are connected and brought to the head; then W writes, each timed
 //!    from the Admin API's response until the last client has the write's revision (and has
@@ -159,6 +161,17 @@ fn rss_by_environ(needle: &str) -> Vec<(u32, u64, u64)> {
 fn dp_memory(dp: &DataPlane) -> (u64, u64) {
     let needle = format!("GATEHOUSE_CACHE_DIR={}", dp.cache_dir.display());
     rss_by_environ(&needle).iter().fold((0, 0), |(r, h), (_, rss, hwm)| (r + rss, h + hwm))
+}
+
+/// How long a data plane is left idle before its settled RSS is read: its heaps hand back
+/// what they freed on a one-second tick (`gatehouse_data_plane::memory`), so a reading taken
+/// just after a snapshot or a burst of writes still holds the garbage of the last ones.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The data plane's RSS (KiB) once it has been idle for [`SETTLE`].
+async fn settled(dp: &DataPlane) -> u64 {
+    tokio::time::sleep(SETTLE).await;
+    dp_memory(dp).0
 }
 
 fn cp_memory(cp: &ControlPlane) -> (u64, u64) {
@@ -410,6 +423,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (dp_rss, dp_hwm) = dp_memory(&first);
     let (cp_rss, cp_hwm) = cp_memory(&cp);
+    let dp_settled = settled(&first).await;
     let status = first.status().await;
     let log_lines: Vec<String> = snapshot_log_lines(&cp).into_iter().skip(snapshots_before).collect();
     println!("cold data plane (1):");
@@ -425,7 +439,12 @@ async fn main() {
         cache_bytes as f64 / 1048576.0,
         status["entities"]
     );
-    println!("  data plane RSS {:.1} MiB (peak {:.1} MiB)", mib(dp_rss), mib(dp_hwm));
+    println!(
+        "  data plane RSS {:.1} MiB (peak {:.1} MiB); settled, {SETTLE:?} later: {:.1} MiB",
+        mib(dp_rss),
+        mib(dp_hwm),
+        mib(dp_settled)
+    );
     println!("  control plane RSS {:.1} MiB (peak {:.1} MiB)", mib(cp_rss), mib(cp_hwm));
     for l in &log_lines {
         println!("  cp log: {}", l.trim());
@@ -438,6 +457,7 @@ async fn main() {
         "entities": status["entities"],
         "dp_rss_kib": dp_rss,
         "dp_peak_rss_kib": dp_hwm,
+        "dp_settled_rss_kib": dp_settled,
         "cp_rss_kib": cp_rss,
         "cp_peak_rss_kib": cp_hwm,
         "cp_snapshot_log": log_lines,
@@ -541,13 +561,19 @@ async fn main() {
         }
         // Whether memory stays flat as writes accumulate: the first data plane's RSS now.
         let (rss_after, hwm_after) = fleet.first().map(dp_memory).unwrap_or_default();
+        let settled_after = match fleet.first() {
+            Some(dp) => settled(dp).await,
+            None => 0,
+        };
         println!(
-            "  first data plane's RSS after the writes: {:.1} MiB (peak {:.1} MiB)",
+            "  first data plane's RSS after the writes: {:.1} MiB (peak {:.1} MiB); settled, {SETTLE:?} later: {:.1} MiB",
             mib(rss_after),
-            mib(hwm_after)
+            mib(hwm_after),
+            mib(settled_after)
         );
         runs.push(json!({
             "dp_rss_kib_after": rss_after,
+            "dp_settled_rss_kib_after": settled_after,
             "data_planes": size,
             "writes": args.writes,
             "admin_latency": admin_s,
