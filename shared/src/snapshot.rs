@@ -98,17 +98,16 @@ struct Shape(Box<[Box<str>]>);
 /// unforeseen variety), new ones are kept as text rather than remembered for good.
 const MAX_SHAPES: usize = 1024;
 
-/// Shapes by their keys joined with `"`.
+/// Shapes by their keys, each followed by a `"` (which no key holds), so that no two key
+/// lists share a name: `{}` is `` and `{"":1}` is `"`.
 static SHAPES: std::sync::Mutex<Option<HashMap<Box<str>, Arc<Shape>>>> = std::sync::Mutex::new(None);
 
 /// The remembered shape of these members, remembering it if there is room.
 fn shape(members: &[(&str, &serde_json::value::RawValue)]) -> Option<Arc<Shape>> {
     let mut joined = String::with_capacity(members.iter().map(|(k, _)| k.len() + 1).sum());
-    for (i, (key, _)) in members.iter().enumerate() {
-        if i > 0 {
-            joined.push('"');
-        }
+    for (key, _) in members {
         joined.push_str(key);
+        joined.push('"');
     }
     let mut shapes = SHAPES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let shapes = shapes.get_or_insert_with(HashMap::new);
@@ -128,6 +127,7 @@ impl Shape {
     /// control plane writes a row: `{"key":value,...}`.
     fn rebuild(&self, values: &str) -> String {
         let values: Vec<&serde_json::value::RawValue> = serde_json::from_str(values).unwrap_or_default();
+        debug_assert_eq!(values.len(), self.0.len(), "a shape's values, one per key");
         let len =
             2 + self.0.iter().map(|k| k.len() + 4).sum::<usize>() + values.iter().map(|v| v.get().len()).sum::<usize>();
         let mut text = String::with_capacity(len);
@@ -430,13 +430,23 @@ mod tests {
         assert!(Doc::parse(&a).unwrap() == da && !Doc::parse(&a).unwrap().same(&da));
         assert!(da != db);
 
-        for text in
-            [r#"{"id":"a", "port":80}"#, r#"{"id":"a","id":"b"}"#, r#"{"i\u0064":"a"}"#, r#"{"a":{"b" : 1}}"#, r#"{}"#]
-        {
+        // Whitespace between members and an escaped key stay text; the others are shaped, and
+        // every one gives back its exact text (`{}` before `{"":1}`: two key lists, not one).
+        for (text, shaped) in [
+            (r#"{"id":"a", "port":80}"#, false),
+            (r#"{"i\u0064":"a"}"#, false),
+            (r#"{"id":"a","id":"b"}"#, true),
+            (r#"{"a":{"b" : 1}}"#, true),
+            (r#"{}"#, true),
+            (r#"{"":1}"#, true),
+            (r#"{"":1,"":2}"#, true),
+        ] {
             let doc = Doc::parse(text).unwrap();
             assert_eq!(doc.text(), text, "{text}");
             assert_eq!(doc.value(), serde_json::from_str::<Value>(text).unwrap(), "{text}");
+            assert_eq!(doc.is_shaped(), shaped, "{text}");
         }
+        assert!(Doc::parse("{}").unwrap() != Doc::parse(r#"{"":1}"#).unwrap());
         // Serialized (the cache image) and read back, a shaped document is the same object.
         let mut set = ConfigSet::new("e", 1);
         set.apply(&[upsert("routes", "a", &a)]).unwrap();

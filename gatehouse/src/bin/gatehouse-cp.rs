@@ -127,7 +127,14 @@ fn main() -> anyhow::Result<()> {
                     }
                     ConfigAction::Import { file, dry_run } => config_cli::import(&store().await?, &file, dry_run).await,
                     ConfigAction::Diff { file } => config_cli::diff(&store().await?, &file).await,
-                    ConfigAction::Compile { file, revision } => config_cli::compile(&file, revision).await,
+                    ConfigAction::Compile { file, revision } => {
+                        // One line, the reason alone: the data plane that runs this logs it.
+                        if let Err(e) = config_cli::compile(&file, revision).await {
+                            eprintln!("{e:#}");
+                            std::process::exit(1);
+                        }
+                        Ok(())
+                    }
                 }
             }
         }

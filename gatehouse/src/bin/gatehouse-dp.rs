@@ -53,24 +53,25 @@ fn control_plane_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("gatehouse-cp"))
 }
 
-/// Runs `gatehouse-cp config compile FILE --revision N` and reads the set it prints; its error
-/// (the file's first invalid entity, say) becomes this load's.
+/// Runs `gatehouse-cp config compile --revision=N -- FILE` and reads the set it prints; the one
+/// line it gives on failure (the file's first invalid entity, say) becomes this load's error.
 async fn compile(path: &Path, revision: i64) -> anyhow::Result<ConfigSet> {
     let binary = control_plane_binary();
     let mut command = tokio::process::Command::new(&binary);
-    // The data plane's settings are not the control plane's: the child reads none of them.
+    // The data plane's settings are not the control plane's: the child reads none of them,
+    // and logs nothing (what it writes to stderr is the reason it gives).
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("GATEHOUSE_") {
             command.env_remove(key);
         }
     }
     let out = command
+        .env_remove("RUST_LOG")
         .env("GATEHOUSE_LOG_LEVEL", "error")
         .env("RUST_BACKTRACE", "0")
         .env("RUST_LIB_BACKTRACE", "0")
-        .args(["config", "compile"])
+        .args(["config", "compile", &format!("--revision={revision}"), "--"])
         .arg(path)
-        .args(["--revision", &revision.to_string()])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -78,8 +79,10 @@ async fn compile(path: &Path, revision: i64) -> anyhow::Result<ConfigSet> {
         .with_context(|| format!("cannot run {} to validate the declarative file", binary.display()))?;
     if !out.status.success() {
         let said = String::from_utf8_lossy(&out.stderr);
-        let said = said.trim();
-        anyhow::bail!("{}", said.strip_prefix("Error: ").unwrap_or(said));
+        match said.trim() {
+            "" => anyhow::bail!("{} {}", binary.display(), out.status),
+            said => anyhow::bail!("{said}"),
+        }
     }
     serde_json::from_slice(&out.stdout).with_context(|| format!("{} printed no configuration", binary.display()))
 }
