@@ -36,11 +36,16 @@ pub async fn export(store: &Store, output: Option<&Path>, format: Format) -> any
     Ok(())
 }
 
+/// A declarative file, read and parsed (YAML or JSON), not yet validated.
+fn read(file: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(declarative::parse(&text)?)
+}
+
 /// Reads, parses and validates a file against the Admin API's rules, with a progress bar on
 /// a terminal for large files.
 async fn target(store: &Store, file: &Path) -> anyhow::Result<declarative::Target> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let doc = declarative::parse(&text)?;
+    let doc = read(file)?;
     let bar = indicatif::ProgressBar::new(0);
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -67,8 +72,7 @@ async fn target(store: &Store, file: &Path) -> anyhow::Result<declarative::Targe
 /// # Errors
 /// The file cannot be read or is not valid.
 pub async fn compile(file: &Path, revision: i64) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let doc = declarative::parse(&text)?;
+    let doc = read(file)?;
     let set = declarative::config_set(&doc, revision).await?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &set).context("cannot write the configuration")?;

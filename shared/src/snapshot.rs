@@ -100,7 +100,8 @@ const MAX_SHAPES: usize = 1024;
 
 /// Shapes by their keys, each followed by a `"` (which no key holds), so that no two key
 /// lists share a name: `{}` is `` and `{"":1}` is `"`.
-static SHAPES: std::sync::Mutex<Option<HashMap<Box<str>, Arc<Shape>>>> = std::sync::Mutex::new(None);
+static SHAPES: std::sync::LazyLock<std::sync::Mutex<HashMap<Box<str>, Arc<Shape>>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// The remembered shape of these members, remembering it if there is room.
 fn shape(members: &[(&str, &serde_json::value::RawValue)]) -> Option<Arc<Shape>> {
@@ -110,7 +111,6 @@ fn shape(members: &[(&str, &serde_json::value::RawValue)]) -> Option<Arc<Shape>>
         joined.push('"');
     }
     let mut shapes = SHAPES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let shapes = shapes.get_or_insert_with(HashMap::new);
     if let Some(known) = shapes.get(joined.as_str()) {
         return Some(known.clone());
     }
