@@ -3,8 +3,13 @@
 //! configuration. A measurement program (live heap bytes through a counting allocator):
 //!
 //! ```text
-//! cargo run --release -p gatehouse-data-plane --example config_memory -- 10000
+//! cargo run --release -p gatehouse-data-plane --example config_memory -- 10000 [WRITES]
 //! ```
+//!
+//! With WRITES, it then applies that many single-entity deltas as `sync_bench` makes them
+//! (alternately a Route PATCH and a new Service), each compiled incrementally and the previous
+//! configuration dropped, and prints the live heap after them: what a data plane's RSS growth
+//! over the same writes would be if the allocator handed back every freed page.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +47,7 @@ fn mib(bytes: usize) -> String {
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let writes: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(0);
     let start = LIVE.load(Ordering::Relaxed);
     let mut changes = Vec::with_capacity(2 * n);
     for i in 0..n {
@@ -86,5 +92,49 @@ fn main() {
     println!("  of which the services:          {}", mib(services_compiled));
     println!("total held:                       {}", mib(all));
     println!("(peak while applying, rows and set together: {})", mib(with_set));
-    drop(compiled);
+    if writes > 0 {
+        let compiled = apply_writes(compiled, n, writes);
+        let after = LIVE.load(Ordering::Relaxed) - start;
+        let growth = after as f64 / all as f64 - 1.0;
+        println!("after {writes} writes:               {} ({:+.1}%)", mib(after), 100.0 * growth);
+        drop(compiled);
+    } else {
+        drop(compiled);
+    }
+}
+
+/// Applies `writes` deltas one at a time, as the sync client does: the set cloned and changed,
+/// the configuration compiled incrementally from the current one, which is then dropped.
+fn apply_writes(mut current: Compiled, n: usize, writes: usize) -> Compiled {
+    for w in 0..writes {
+        let change = if w % 2 == 0 {
+            let i = (w / 2) % n;
+            let sid = format!("6f3b1c2a-0000-4000-8000-{i:012}");
+            let rid = format!("9a7d4e5f-0000-4000-9000-{i:012}");
+            Change {
+                entity: "routes".into(),
+                id: rid.clone(),
+                document: format!(
+                    r#"{{"id":"{rid}","created_at":1765000000,"updated_at":1765000001,"protocols":["http","https"],"methods":null,"hosts":null,"paths":["/bench/{i}"],"regex_priority":0,"strip_path":true,"preserve_host":true,"service":{{"id":"{sid}"}}}}"#
+                ),
+                deleted: false,
+            }
+        } else {
+            let sid = format!("6f3b1c2a-0000-4000-8001-{w:012}");
+            Change {
+                entity: "services".into(),
+                id: sid.clone(),
+                document: format!(
+                    r#"{{"id":"{sid}","name":"bench-extra-{w}","protocol":"http","host":"example.com","port":80,"path":null,"retries":5,"connect_timeout":60000,"write_timeout":60000,"read_timeout":60000,"created_at":1765000001,"updated_at":1765000001}}"#
+                ),
+                deleted: false,
+            }
+        };
+        let changes = [change];
+        let mut next = (*current.set).clone();
+        next.revision += 1;
+        next.apply(&changes).expect("valid delta");
+        current = current.apply(Arc::new(next), &changes, &Default::default(), &Default::default()).expect("compiles");
+    }
+    current
 }

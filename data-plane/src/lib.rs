@@ -155,7 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     }
     match config.declarative.clone() {
         Some(source) => tasks.push(tokio::spawn(reload_on_sighup(source, plugins, live, stop_rx))),
-        None => tasks.push(tokio::spawn(sync::run(config, identity, live, stop_rx))),
+        None => tasks.push(sync::spawn(config, identity, live, stop_rx).context("cannot start the sync thread")?),
     }
     Ok(Started { stop: stop_tx, tasks, proxy_addr })
 }

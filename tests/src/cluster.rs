@@ -273,6 +273,8 @@ impl ControlPlane {
 /// A `gatehouse-dp run` process.
 pub struct DataPlane {
     pub status_url: String,
+    /// The plain proxy listener, `http://127.0.0.1:port`.
+    pub proxy_url: String,
     pub cache_dir: PathBuf,
     env: Vec<(String, String)>,
     dir: TempDir,
@@ -301,6 +303,7 @@ impl DataPlane {
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut dp = DataPlane {
             status_url: format!("http://127.0.0.1:{port}/status"),
+            proxy_url: format!("http://127.0.0.1:{proxy_port}"),
             cache_dir,
             env,
             dir,
@@ -333,6 +336,10 @@ impl DataPlane {
 
     pub fn logs(&self) -> String {
         self.proc.as_ref().map(Proc::logs).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(|p| p.child.as_ref()).map(Child::id)
     }
 
     pub async fn status(&self) -> Value {

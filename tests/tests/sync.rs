@@ -542,3 +542,59 @@ async fn a_revision_larger_than_one_read_reaches_data_planes_whole() {
     let status = dp.wait_revision(head, Duration::from_secs(60)).await;
     assert_eq!(status["entities"], 6_000, "the whole revision: {status}");
 }
+
+/// Whether process `pid` has `path` open.
+fn holds_open(pid: u32, path: &std::path::Path) -> bool {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the data plane's /proc/PID/fd");
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
+
+/// A plugin deleted after a reconnect lets go of what it holds (here file-log's open file).
+/// The sync session used to keep the configuration it started with for its whole life: every
+/// plugin instance of it, and every node a later delta replaced, stayed in memory until the
+/// next reconnect.
+#[tokio::test]
+async fn a_plugin_deleted_after_a_reconnect_lets_go_of_its_file() {
+    let db = postgres().await;
+    let cert = ClusterCert::generate();
+    let mut cp = ControlPlane::start(&db, &cert, &[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("requests.log");
+    // Nothing listens on port 9 (discard): the request is a 502, logged like any other.
+    let service = cp.post("/services", &json!({"name": "logged", "url": "http://127.0.0.1:9/"})).await;
+    cp.post("/routes", &json!({"paths": ["/logged"], "service": {"id": service["id"]}})).await;
+    let plugin = cp.post("/plugins", &json!({"name": "file-log", "config": {"path": log.display().to_string()}})).await;
+    let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    dp.wait_revision(cp.revision().await, WITHIN).await;
+    let pid = dp.pid().expect("the data plane runs");
+
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + WITHIN;
+    while std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+        let response = http.get(format!("{}/logged", dp.proxy_url)).send().await.expect("proxied request");
+        assert_eq!(response.status().as_u16(), 502, "the upstream is down");
+        assert!(std::time::Instant::now() < deadline, "file-log wrote no line to {}", log.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(holds_open(pid, &log), "file-log keeps its file open between requests");
+
+    // The control plane restarts; the data plane reconnects (its second sync session).
+    cp.restart().await;
+    let deadline = std::time::Instant::now() + WITHIN;
+    while dp.status().await["sync"]["connects"].as_u64() < Some(2) {
+        assert!(std::time::Instant::now() < deadline, "the data plane did not reconnect: {}", dp.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cp.delete(&format!("/plugins/{}", plugin["id"].as_str().expect("plugin id"))).await;
+    dp.wait_revision(cp.revision().await, WITHIN).await;
+    let deadline = std::time::Instant::now() + WITHIN;
+    while holds_open(pid, &log) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted file-log still holds {} open {WITHIN:?} after the data plane applied the delete",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -9,7 +9,7 @@ use gatehouse_shared::proto::config_sync_client::ConfigSyncClient;
 use gatehouse_shared::proto::control_plane_message::Message as In;
 use gatehouse_shared::proto::data_plane_message::Message as Out;
 use gatehouse_shared::proto::{Ack, Change, DataPlaneMessage, Hello, Nack, Status, TargetHealth, WriteRequest};
-use gatehouse_shared::snapshot::ConfigSet;
+use gatehouse_shared::snapshot::{ApplyError, ConfigSet};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
@@ -97,7 +97,39 @@ struct Follower {
     persist: Persist,
 }
 
-/// Runs until `shutdown` fires: connect, follow, reconnect with backoff.
+/// Runs [`run`] on a thread of its own, on a single-threaded runtime, and returns a handle
+/// that completes when it has stopped.
+///
+/// Everything a configuration is made of (the decoded rows, the documents, the compiled
+/// routes) is then allocated from one heap, so a delta's new nodes fill the holes the nodes it
+/// replaces leave. With the snapshot compiled on one thread and the deltas on another, each
+/// write's nodes took fresh pages while the holes stayed empty: a data plane at 10,000
+/// Services + Routes grew about 3 MiB over 1,000 writes, of which 0.3 MiB was configuration. A
+/// full compile now blocks only this thread, that is the sync stream; status, health checks
+/// and the proxy run on others.
+///
+/// # Errors
+/// The thread or its runtime could not be started.
+pub fn spawn(
+    config: Config,
+    identity: Identity,
+    live: Arc<Live>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (done, stopped) = oneshot::channel::<()>();
+    std::thread::Builder::new().name("config-sync".into()).spawn(move || {
+        runtime.block_on(async {
+            tokio::spawn(crate::memory::trim());
+            run(config, identity, live, shutdown).await;
+        });
+        let _ = done.send(());
+    })?;
+    Ok(tokio::spawn(async move {
+        let _ = stopped.await;
+    }))
+}
+
 pub async fn run(config: Config, identity: Identity, live: Arc<Live>, mut shutdown: watch::Receiver<bool>) {
     let cache = DiskCache::new(config.cache_dir.clone());
     let persist = Persist::start(cache, live.clone());
@@ -246,20 +278,25 @@ impl Follower {
         let channel = connect(&self.config).await?;
         let mut client = ConfigSyncClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         let (tx, rx) = mpsc::channel(16);
-        let current = self.live.load();
+        // Only the epoch and revision are kept: an `Arc` held here for the session pinned the
+        // configuration it started with, every node the session's deltas replaced included.
+        let (epoch, revision) = {
+            let current = self.live.load();
+            (current.set.epoch.clone(), current.set.revision)
+        };
         let hello = Hello {
             node_id: self.identity.node_id.clone(),
             hostname: self.identity.hostname.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             plugins: self.config.plugins.clone(),
-            epoch: current.set.epoch.clone(),
-            revision: current.set.revision,
+            epoch,
+            revision,
         };
         send(&tx, Out::Hello(hello)).await?;
         let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
         self.live.set_connected(true);
         self.live.counters.connects.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(control_plane = %self.config.control_plane, revision = current.set.revision, "connected");
+        tracing::info!(control_plane = %self.config.control_plane, revision, "connected");
         let mut ticker = tokio::time::interval(self.config.status_interval);
         self.live.control_plane.shared_counts.reconnected();
         let mut flush = tokio::time::interval(crate::plugins::limits::cluster::FLUSH);
@@ -268,7 +305,11 @@ impl Follower {
         let live = self.live.clone();
         let mut writes = live.control_plane.writes.rx.lock().await;
         let mut pending: HashMap<String, oneshot::Sender<Result<i64, WriteError>>> = HashMap::new();
-        let mut snapshot: Vec<Change> = Vec::new();
+        // The snapshot being received: each chunk is applied as it arrives, so its decoded
+        // rows are freed before the next is decoded. Holding every row until the last chunk
+        // held 10 MiB of them at 10,000 Services + Routes, and left their holes among the
+        // documents. The first refusal is kept, and the later chunks are dropped unread.
+        let mut snapshot: Option<Result<ConfigSet, ApplyError>> = None;
         // After a NACK, batches that do not follow our revision are expected until the
         // control plane resends from it.
         let mut refused = false;
@@ -300,17 +341,27 @@ impl Follower {
                             refused = !tracing::Instrument::instrument(installing, span).await?;
                         }
                         Some(In::Snapshot(chunk)) => {
-                            snapshot.extend(chunk.entities);
-                            if chunk.last {
-                                let mut next = ConfigSet::new(chunk.epoch, chunk.revision);
-                                let result = next.apply(&std::mem::take(&mut snapshot)).map_err(|e| {
+                            let building = snapshot
+                                .take()
+                                .unwrap_or_else(|| Ok(ConfigSet::new(chunk.epoch.clone(), chunk.revision)))
+                                .and_then(|mut set| set.apply(&chunk.entities).map(|()| set));
+                            if !chunk.last {
+                                snapshot = Some(building);
+                                continue;
+                            }
+                            drop(chunk.entities);
+                            let result = building
+                                .map(|mut set| {
+                                    set.epoch = chunk.epoch;
+                                    set.revision = chunk.revision;
+                                    set
+                                })
+                                .map_err(|e| {
                                     let (entity, id) = e.entity();
                                     CompileError { entity: entity.into(), id: id.into(), reason: e.to_string() }
                                 });
-                                let counter = &self.live.counters.snapshots;
-                                refused =
-                                    !self.install(chunk.revision, result.map(|()| next), &tx, None, counter).await?;
-                            }
+                            let counter = &self.live.counters.snapshots;
+                            refused = !self.install(chunk.revision, result, &tx, None, counter).await?;
                         }
                         Some(In::WriteResult(r)) => {
                             if let Some(done) = pending.remove(&r.id) {
@@ -386,11 +437,12 @@ impl Follower {
                     Some((current, changes)) => current.apply(set, changes, &self.plugins, &self.live.balancers),
                     None => Compiled::compile(set, &self.plugins, &self.live.balancers),
                 };
-                // A full compile at 100,000 routes takes seconds: this thread's other tasks
-                // (status, health checks) move to another thread meanwhile, and the compiled
-                // configuration is allocated here, beside what the stream decoded. A delta
-                // takes microseconds and stays where it is: handing the runtime over on every
-                // write spread the configuration over the heaps of every thread it visited.
+                // On the thread `spawn` gives the sync client, the compile runs here, beside
+                // what the stream decoded. A caller on a multi-threaded runtime hands the
+                // thread's other tasks over for a full compile, which takes seconds at 100,000
+                // routes; a delta takes microseconds and stays where it is: handing the
+                // runtime over on every write spread the configuration over the heaps of every
+                // thread it visited.
                 let multi_thread =
                     tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
                 if delta.is_none() && multi_thread {
@@ -406,7 +458,11 @@ impl Follower {
                 let set = compiled.set.clone();
                 let revision = set.revision;
                 applied.fetch_add(1, Ordering::Relaxed);
-                self.live.store(compiled);
+                match delta {
+                    // A delta's predecessor is freed here, where its successor was allocated.
+                    Some(_) => drop(self.live.swap(compiled)),
+                    None => self.live.store(compiled),
+                }
                 let logged =
                     delta.map(|(current, changes)| Delta::new(&set.epoch, current.revision(), revision, changes));
                 self.persist.applied(set, logged);

@@ -98,10 +98,8 @@ fn main() -> anyhow::Result<()> {
     let Command::Run { declarative_config } = cli.command;
     config.declarative = declarative_config.map(declarative);
     let (log_level, log_json, telemetry) = (config.log_level.clone(), config.log_json, config.telemetry.clone());
-    // Sync, status and health checks, on one thread: the proxy's workers run runtimes of their
-    // own. A snapshot is decoded and compiled on that one thread's heap, where on two it left
-    // both heaps with partly used pages: two data planes taking 10,000 Services + Routes peaked
-    // at 109 MiB together, against 127 MiB on two threads. A full compile hands the thread's
-    // other work (status, health checks) to another thread while it runs (`block_in_place`).
+    // Status and health checks, on one thread: the proxy's workers run runtimes of their own,
+    // and the sync client a thread of its own (`sync::spawn`), where every configuration is
+    // decoded, compiled and freed on one heap.
     gatehouse::run_main(&log_level, log_json, &telemetry, Some(1), gatehouse_data_plane::run(config))
 }
