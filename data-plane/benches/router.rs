@@ -81,7 +81,8 @@ fn delta(c: &mut Criterion) {
         let sid = format!("00000000-0000-4000-8000-{:012}", n / 2);
         let mut round = 0u64;
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            // Dropped off the clock (a data plane frees it on its reaper thread).
+            // Dropped off the clock (a data plane frees a delta's predecessor after it has
+            // acknowledged the delta).
             b.iter_with_large_drop(|| {
                 round += 1;
                 let changes = [Change {

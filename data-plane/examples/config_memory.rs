@@ -91,7 +91,7 @@ fn main() {
     println!("compiled (router, services, ...): {}", mib(all - set_only));
     println!("  of which the services:          {}", mib(services_compiled));
     println!("total held:                       {}", mib(all));
-    println!("(peak while applying, rows and set together: {})", mib(with_set));
+    println!("(peak applying all rows at once, rows and set together: {})", mib(with_set));
     if writes > 0 {
         let compiled = apply_writes(compiled, n, writes);
         let after = LIVE.load(Ordering::Relaxed) - start;

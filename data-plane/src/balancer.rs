@@ -218,10 +218,12 @@ impl Balancer {
         self.apply(state, targets, ring, health);
     }
 
-    fn start_probes(self: &Arc<Self>) {
+    /// Starts the active probes on `runtime` (else on the caller's, if it runs on one).
+    fn start_probes(self: &Arc<Self>, runtime: Option<&tokio::runtime::Handle>) {
         let mut tasks = lock(&self.tasks);
+        let runtime = runtime.cloned().or_else(|| tokio::runtime::Handle::try_current().ok());
         for (side, interval) in [(true, self.checks.healthy_interval), (false, self.checks.unhealthy_interval)] {
-            if let (Some(interval), Ok(rt)) = (interval, tokio::runtime::Handle::try_current()) {
+            if let (Some(interval), Some(rt)) = (interval, &runtime) {
                 tasks.push(rt.spawn(active::run(Arc::downgrade(self), side, interval)).abort_handle());
             }
         }
@@ -304,6 +306,11 @@ pub struct Registry {
     resolver: Option<TokioResolver>,
     /// Signalled when any target's health or addresses change.
     pub changed: Arc<Notify>,
+    /// The runtime the registry was made on (the data plane's main one), where probes and
+    /// lookups run whichever thread compiles a configuration: the sync client's thread stops
+    /// for a full compile, and hickory keeps each name server's connection on the runtime
+    /// that opened it.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Registry {
@@ -332,7 +339,13 @@ fn target_hosts(set: &ConfigSet) -> HashSet<String> {
 
 impl Registry {
     pub fn new(resolver: Option<TokioResolver>) -> Registry {
-        Registry { balancers: Mutex::default(), dns: Mutex::default(), resolver, changed: Arc::new(Notify::new()) }
+        Registry {
+            balancers: Mutex::default(),
+            dns: Mutex::default(),
+            resolver,
+            changed: Arc::new(Notify::new()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
     }
 
     /// A registry with the system's resolver.
@@ -357,7 +370,14 @@ impl Registry {
         if missing.is_empty() {
             return;
         }
-        let resolved = futures::future::join_all(missing.iter().map(|h| dns::resolve(self.resolver.as_ref(), h))).await;
+        let (resolver, hosts) = (self.resolver.clone(), missing.clone());
+        let lookups =
+            async move { futures::future::join_all(hosts.iter().map(|h| dns::resolve(resolver.as_ref(), h))).await };
+        // A lookup that did not finish (its runtime shutting down) is tried again next time.
+        let resolved = match &self.runtime {
+            Some(rt) => rt.spawn(lookups).await.unwrap_or_default(),
+            None => lookups.await,
+        };
         let mut dns = lock(&self.dns);
         for (h, r) in missing.into_iter().zip(resolved) {
             dns.insert(h, r);
@@ -393,7 +413,7 @@ impl Registry {
                 Some(b) if *b.doc == *doc => b.clone(),
                 _ => {
                     let b = Arc::new(Balancer::new(doc.clone(), self.changed.clone()));
-                    b.start_probes();
+                    b.start_probes(self.runtime.as_ref());
                     b
                 }
             };

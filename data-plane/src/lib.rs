@@ -100,7 +100,8 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         }
     }
     tokio::spawn(balancer::Registry::refresh_loop(Arc::downgrade(&live.balancers)));
-    // Snapshots are decoded and configurations compiled on this runtime's threads.
+    // The cached or declarative configuration was compiled on this runtime's threads (the
+    // sync client decodes and compiles on a thread of its own, `sync::spawn`).
     tokio::spawn(memory::trim());
     let identity = Identity { node_id: node_id(&config)?, hostname: hostname() };
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,5 +1,6 @@
-//! The configuration being served, swapped atomically by the sync task (its only writer);
-//! readers take one `Arc` and keep it for a whole request.
+//! The configuration being served, swapped atomically by whoever loads configurations (the
+//! sync client, or the declarative file's reload); readers take one `Arc` and keep it for a
+//! whole request.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -88,10 +89,11 @@ impl Live {
 
     /// Swaps `compiled` in and hands back the configuration it replaces, for the caller to
     /// drop. For a delta's predecessor, which shares everything but what the delta changed:
-    /// dropping it frees only that, in microseconds, and freed on the thread that allocates
-    /// the configurations its blocks go back to that thread's free lists, where the next
-    /// delta's copies take them. Freed from the reaper, they came back only as the allocator
-    /// collected them, and each delta took fresh memory meanwhile.
+    /// dropping it frees only that (microseconds for a few entities; a certificate change or
+    /// a large batch, milliseconds), and freed on the thread that allocates configurations,
+    /// its blocks go back to that thread's free lists, where the next delta's copies take
+    /// them. Freed from the reaper, they came back only as the allocator collected them, and
+    /// each delta took fresh memory meanwhile.
     pub fn swap(&self, compiled: Compiled) -> Arc<Compiled> {
         let revision = compiled.revision();
         let old = self.current.swap(Arc::new(compiled));

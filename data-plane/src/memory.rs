@@ -10,8 +10,9 @@ use std::time::Duration;
 
 const EVERY: Duration = Duration::from_secs(1);
 
-/// Runs for the life of the worker's runtime; spawn it on every worker (and once on the
-/// main runtime, whose threads parse and compile configurations).
+/// Runs for the life of the worker's runtime; spawn it on every worker, once on the main
+/// runtime and once on the sync client's thread (where configurations are parsed and
+/// compiled).
 pub async fn trim() {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -146,10 +146,9 @@ impl<V: Clone + Default> Index<V> {
 }
 
 /// Routes holding a key, by slot (sorted, for membership tests). Most keys have one holder:
-/// up to four are kept inline, in the room a `Vec` header takes. A `Vec` was a heap block per
-/// key (16 bytes for one slot, as a first push reserves four), and a delta's copy of a shard
-/// allocated each list again at its length, in another size class than the one freed: at
-/// 10,000 routes the first writes left 1.5 MiB of holes nothing refilled.
+/// up to four are kept inline, in the room a `Vec` header takes (smallvec's `union`), where a
+/// `Vec` was a heap block per key (16 bytes for one slot: a first push reserves four) that a
+/// delta's copy of the shard allocated again.
 type Slots = smallvec::SmallVec<[Slot; 4]>;
 
 /// Adds or removes `slot` in a key's list (a route listing a key twice is in it once).

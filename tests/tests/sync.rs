@@ -559,9 +559,12 @@ async fn a_plugin_deleted_after_a_reconnect_lets_go_of_its_file() {
     let cert = ClusterCert::generate();
     let mut cp = ControlPlane::start(&db, &cert, &[]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("requests.log");
-    // Nothing listens on port 9 (discard): the request is a 502, logged like any other.
-    let service = cp.post("/services", &json!({"name": "logged", "url": "http://127.0.0.1:9/"})).await;
+    // As /proc shows it (the temporary directory may be reached through a symlink).
+    let log = dir.path().canonicalize().expect("tempdir path").join("requests.log");
+    // A port this test bound and let go: nothing listens, the request is a 502, logged like
+    // any other.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let service = cp.post("/services", &json!({"name": "logged", "url": format!("http://127.0.0.1:{closed}/")})).await;
     cp.post("/routes", &json!({"paths": ["/logged"], "service": {"id": service["id"]}})).await;
     let plugin = cp.post("/plugins", &json!({"name": "file-log", "config": {"path": log.display().to_string()}})).await;
     let dp = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;

@@ -49,29 +49,45 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, SyncError> {
 
 /// A channel to the control plane: over the in-process link when there is one, else over
 /// TCP to `control_plane`, with mTLS unless it is off.
-async fn connect(config: &Config) -> Result<Channel, SyncError> {
+/// Runs the sync stream's connection task on the data plane's main runtime: HTTP/2 pings are
+/// then answered while the sync client's own thread is busy with a full compile (at 100,000
+/// routes, seconds), and the control plane does not take the stream for dead.
+#[derive(Clone)]
+struct OnRuntime(tokio::runtime::Handle);
+
+impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for OnRuntime {
+    fn execute(&self, task: F) {
+        self.0.spawn(task);
+    }
+}
+
+async fn connect(config: &Config, main: &tokio::runtime::Handle) -> Result<Channel, SyncError> {
     if let Some(link) = &config.link {
         let link = link.clone();
         let pipe = tower::service_fn(move |_: http::Uri| {
             let link = link.clone();
             async move { link.connect().await.map(hyper_util::rt::TokioIo::new) }
         });
-        return Ok(tuned(Endpoint::from_static("http://in-process")).connect_with_connector(pipe).await?);
+        let endpoint = tuned(Endpoint::from_static("http://in-process"), main);
+        return Ok(endpoint.connect_with_connector(pipe).await?);
     }
-    Ok(endpoint(config)?.connect().await?)
+    Ok(endpoint(config, main)?.connect().await?)
 }
 
-fn tuned(ep: Endpoint) -> Endpoint {
-    ep.connect_timeout(Duration::from_secs(5))
+fn tuned(ep: Endpoint, main: &tokio::runtime::Handle) -> Endpoint {
+    ep.executor(OnRuntime(main.clone()))
+        .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
 }
 
-fn endpoint(config: &Config) -> Result<Endpoint, SyncError> {
+fn endpoint(config: &Config, main: &tokio::runtime::Handle) -> Result<Endpoint, SyncError> {
     let scheme = if config.mtls == Mtls::Off { "http" } else { "https" };
-    let mut ep =
-        tuned(Channel::from_shared(format!("{scheme}://{}", config.control_plane)).map_err(|_| SyncError::Closed)?)
-            .tcp_nodelay(true);
+    let mut ep = tuned(
+        Channel::from_shared(format!("{scheme}://{}", config.control_plane)).map_err(|_| SyncError::Closed)?,
+        main,
+    )
+    .tcp_nodelay(true);
     if config.mtls != Mtls::Off {
         let (Some(cert), Some(key)) = (&config.cert, &config.key) else { return Err(SyncError::MissingCert) };
         let cert = read(cert)?;
@@ -95,46 +111,73 @@ struct Follower {
     plugins: HashSet<String>,
     live: Arc<Live>,
     persist: Persist,
+    /// The data plane's main runtime (see [`spawn`]).
+    main: tokio::runtime::Handle,
 }
 
 /// Runs [`run`] on a thread of its own, on a single-threaded runtime, and returns a handle
-/// that completes when it has stopped.
+/// (on the caller's runtime) that completes once it has stopped and its runtime is gone.
 ///
 /// Everything a configuration is made of (the decoded rows, the documents, the compiled
 /// routes) is then allocated from one heap, so a delta's new nodes fill the holes the nodes it
 /// replaces leave. With the snapshot compiled on one thread and the deltas on another, each
 /// write's nodes took fresh pages while the holes stayed empty: a data plane at 10,000
-/// Services + Routes grew about 3 MiB over 1,000 writes, of which 0.3 MiB was configuration. A
-/// full compile now blocks only this thread, that is the sync stream; status, health checks
-/// and the proxy run on others.
+/// Services + Routes grew about 3 MiB over 1,000 writes, of which 0.3 MiB was configuration.
+/// What must not wait for a compile stays on the caller's runtime: the stream's connection
+/// (HTTP/2 pings), the cache writer, health probes and DNS lookups (the balancer registry's).
 ///
 /// # Errors
 /// The thread or its runtime could not be started.
+///
+/// # Panics
+/// Outside a tokio runtime.
 pub fn spawn(
     config: Config,
     identity: Identity,
     live: Arc<Live>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let main = tokio::runtime::Handle::current();
+    let (started, starting) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
     let (done, stopped) = oneshot::channel::<()>();
+    let caller = main.clone();
     std::thread::Builder::new().name("config-sync".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let _ = started.send(Ok(()));
         runtime.block_on(async {
             tokio::spawn(crate::memory::trim());
-            run(config, identity, live, shutdown).await;
+            run(config, identity, live, shutdown, main).await;
         });
+        // What the runtime still holds goes before the caller hears that sync has stopped.
+        drop(runtime);
         let _ = done.send(());
     })?;
-    Ok(tokio::spawn(async move {
+    // Blocks the caller only while the thread builds its runtime, once, at start-up.
+    starting.recv().map_err(|_| std::io::Error::other("the sync thread ended before it started"))??;
+    Ok(caller.spawn(async move {
         let _ = stopped.await;
     }))
 }
 
-pub async fn run(config: Config, identity: Identity, live: Arc<Live>, mut shutdown: watch::Receiver<bool>) {
+/// Runs until `shutdown` fires: connect, follow, reconnect with backoff. `main` is the data
+/// plane's main runtime, for the work that must not wait for a compile (see [`spawn`]).
+pub async fn run(
+    config: Config,
+    identity: Identity,
+    live: Arc<Live>,
+    mut shutdown: watch::Receiver<bool>,
+    main: tokio::runtime::Handle,
+) {
     let cache = DiskCache::new(config.cache_dir.clone());
-    let persist = Persist::start(cache, live.clone());
+    let persist = Persist::start(cache, live.clone(), &main);
     let plugins = config.plugins.iter().cloned().collect();
-    let mut follower = Follower { config, identity, plugins, live, persist };
+    let mut follower = Follower { config, identity, plugins, live, persist, main };
     let mut backoff = follower.config.backoff_min;
     loop {
         let started = std::time::Instant::now();
@@ -193,10 +236,11 @@ struct Persist {
 }
 
 impl Persist {
-    fn start(cache: DiskCache, live: Arc<Live>) -> Persist {
+    /// The writer runs on `main`, so a graceful stop drains it as the other tasks there.
+    fn start(cache: DiskCache, live: Arc<Live>, main: &tokio::runtime::Handle) -> Persist {
         let (latest, latest_rx) = watch::channel(None);
         let (applied, applied_rx) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(persist_loop(cache, latest_rx, applied_rx, live));
+        main.spawn(persist_loop(cache, latest_rx, applied_rx, live));
         Persist { latest, applied }
     }
 
@@ -275,7 +319,7 @@ async fn persist_loop(
 
 impl Follower {
     async fn session(&mut self) -> Result<(), SyncError> {
-        let channel = connect(&self.config).await?;
+        let channel = connect(&self.config, &self.main).await?;
         let mut client = ConfigSyncClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         let (tx, rx) = mpsc::channel(16);
         // Only the epoch and revision are kept: an `Arc` held here for the session pinned the
@@ -438,11 +482,11 @@ impl Follower {
                     None => Compiled::compile(set, &self.plugins, &self.live.balancers),
                 };
                 // On the thread `spawn` gives the sync client, the compile runs here, beside
-                // what the stream decoded. A caller on a multi-threaded runtime hands the
-                // thread's other tasks over for a full compile, which takes seconds at 100,000
-                // routes; a delta takes microseconds and stays where it is: handing the
-                // runtime over on every write spread the configuration over the heaps of every
-                // thread it visited.
+                // what the stream decoded. A direct caller of `run` on a multi-threaded runtime
+                // hands the thread's other tasks over for a full compile, which takes seconds
+                // at 100,000 routes; a delta takes microseconds and stays where it is: handing
+                // the runtime over on every write spread the configuration over the heaps of
+                // every thread it visited.
                 let multi_thread =
                     tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
                 if delta.is_none() && multi_thread {
@@ -459,7 +503,9 @@ impl Follower {
                 let revision = set.revision;
                 applied.fetch_add(1, Ordering::Relaxed);
                 match delta {
-                    // A delta's predecessor is freed here, where its successor was allocated.
+                    // A delta's predecessor is freed on this thread, where its successor was
+                    // allocated: here, or (the last `Arc` being the caller's `current`) when
+                    // the caller's arm ends; on a proxy worker if a request still holds it.
                     Some(_) => drop(self.live.swap(compiled)),
                     None => self.live.store(compiled),
                 }
