@@ -47,8 +47,6 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, SyncError> {
     std::fs::read(path).map_err(|e| SyncError::Tls(path.display().to_string(), e))
 }
 
-/// A channel to the control plane: over the in-process link when there is one, else over
-/// TCP to `control_plane`, with mTLS unless it is off.
 /// Runs the sync stream's connection task on the data plane's main runtime: HTTP/2 pings are
 /// then answered while the sync client's own thread is busy with a full compile (at 100,000
 /// routes, seconds), and the control plane does not take the stream for dead.
@@ -61,17 +59,29 @@ impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F
     }
 }
 
+/// A channel to the control plane: over the in-process link when there is one, else over
+/// TCP to `control_plane`, with mTLS unless it is off. The connection is opened on `main`, so
+/// its socket is registered with that runtime's reactor: opened from the sync thread, the
+/// socket's readiness would be polled there, and a compile would stall the connection task
+/// on `main` all the same.
 async fn connect(config: &Config, main: &tokio::runtime::Handle) -> Result<Channel, SyncError> {
-    if let Some(link) = &config.link {
-        let link = link.clone();
-        let pipe = tower::service_fn(move |_: http::Uri| {
+    let connecting = match &config.link {
+        Some(link) => {
             let link = link.clone();
-            async move { link.connect().await.map(hyper_util::rt::TokioIo::new) }
-        });
-        let endpoint = tuned(Endpoint::from_static("http://in-process"), main);
-        return Ok(endpoint.connect_with_connector(pipe).await?);
-    }
-    Ok(endpoint(config, main)?.connect().await?)
+            let pipe = tower::service_fn(move |_: http::Uri| {
+                let link = link.clone();
+                async move { link.connect().await.map(hyper_util::rt::TokioIo::new) }
+            });
+            let endpoint = tuned(Endpoint::from_static("http://in-process"), main);
+            main.spawn(async move { endpoint.connect_with_connector(pipe).await })
+        }
+        None => {
+            let endpoint = endpoint(config, main)?;
+            main.spawn(async move { endpoint.connect().await })
+        }
+    };
+    // The main runtime shutting down: the data plane is stopping.
+    Ok(connecting.await.map_err(|_| SyncError::Closed)??)
 }
 
 fn tuned(ep: Endpoint, main: &tokio::runtime::Handle) -> Endpoint {
@@ -116,7 +126,8 @@ struct Follower {
 }
 
 /// Runs [`run`] on a thread of its own, on a single-threaded runtime, and returns a handle
-/// (on the caller's runtime) that completes once it has stopped and its runtime is gone.
+/// (on the caller's runtime) that completes once it has stopped and its runtime is gone (the
+/// cache writer, on the caller's runtime, may still be finishing a write).
 ///
 /// Everything a configuration is made of (the decoded rows, the documents, the compiled
 /// routes) is then allocated from one heap, so a delta's new nodes fill the holes the nodes it
@@ -236,7 +247,8 @@ struct Persist {
 }
 
 impl Persist {
-    /// The writer runs on `main`, so a graceful stop drains it as the other tasks there.
+    /// The writer runs on `main`, beside the stream's connection: a compile on the sync
+    /// thread does not hold it up.
     fn start(cache: DiskCache, live: Arc<Live>, main: &tokio::runtime::Handle) -> Persist {
         let (latest, latest_rx) = watch::channel(None);
         let (applied, applied_rx) = mpsc::channel(MAX_QUEUED);
