@@ -67,7 +67,9 @@ struct BalancerState {
 pub struct Balancer {
     pub id: Arc<str>,
     pub name: Arc<str>,
-    doc: Arc<Value>,
+    /// The upstream's document, kept to tell whether a new revision changed it (a balancer
+    /// whose upstream did not change keeps its wheel, health and probes).
+    doc: Doc,
     pub hash: HashPolicy,
     pub checks: Checks,
     slots: usize,
@@ -104,7 +106,8 @@ fn host_header(host: &str, port: u16, https: bool) -> HeaderValue {
 }
 
 impl Balancer {
-    fn new(doc: Arc<Value>, changed: Arc<Notify>) -> Balancer {
+    fn new(row: Doc, changed: Arc<Notify>) -> Balancer {
+        let doc = row.value();
         let s = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or_default();
         Balancer {
             id: s("id").into(),
@@ -117,7 +120,7 @@ impl Balancer {
             state: Mutex::default(),
             tasks: Mutex::default(),
             changed,
-            doc,
+            doc: row,
         }
     }
 
@@ -406,11 +409,10 @@ impl Registry {
         let dns = lock(&self.dns).clone();
         let current = lock(&self.balancers).clone();
         let mut staged = Staged::default();
-        for doc in set.table("upstreams") {
-            let doc = Arc::new(doc.value());
-            let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
+        for (id, doc) in set.entries("upstreams") {
+            let id: &str = id;
             let balancer = match current.get(id) {
-                Some(b) if *b.doc == *doc => b.clone(),
+                Some(b) if b.doc == *doc => b.clone(),
                 _ => {
                     let b = Arc::new(Balancer::new(doc.clone(), self.changed.clone()));
                     b.start_probes(self.runtime.as_ref());

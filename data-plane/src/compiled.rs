@@ -11,12 +11,11 @@ use gatehouse_shared::snapshot::{ConfigSet, Doc};
 use rustls::sign::CertifiedKey;
 use serde_json::Value;
 
-use gatehouse_shared::snapshot::strings;
-
 use crate::balancer::{Balancer, Registry};
 use crate::credentials::Credentials;
 use crate::plugins::{self, chain::Plugins, Chain};
 use crate::router::{PathRule, RouteInfo, RouteSpec, Router};
+use crate::row;
 use crate::service::Service;
 
 /// Whether `entity` feeds only the consumer and credential indexes (a consumer, or one of
@@ -74,11 +73,12 @@ struct Parts {
 }
 
 fn err(entity: &str, doc: &Value, reason: impl Into<String>) -> CompileError {
-    CompileError {
-        entity: entity.into(),
-        id: doc.get("id").and_then(Value::as_str).unwrap_or_default().into(),
-        reason: reason.into(),
-    }
+    at(entity, doc.get("id").and_then(Value::as_str).unwrap_or_default(), reason)
+}
+
+/// The error of the row stored under `id`.
+fn at(entity: &str, id: &str, reason: impl Into<String>) -> CompileError {
+    CompileError { entity: entity.into(), id: id.into(), reason: reason.into() }
 }
 
 /// The ids a delta touches, by table; `None` for a full compile (everything is new).
@@ -200,17 +200,15 @@ impl Compiled {
         let mut dirty_routes: HashSet<Arc<str>> = touched.ids("routes").map(Arc::from).collect();
         if touched.everything() {
             for (key, doc) in set.entries("services") {
-                let doc = &doc.value();
-                let service = Service::compile(key, doc, &parts.balancers).map_err(|e| err("services", doc, e))?;
+                let service = Service::compile(key, doc, &parts.balancers).map_err(|e| at("services", key, e))?;
                 parts.services.insert(service.id.clone(), Arc::new(service));
             }
         } else {
             for id in &dirty_services {
                 match set.entry("services", id) {
                     Some((key, doc)) => {
-                        let doc = &doc.value();
                         let service =
-                            Service::compile(key, doc, &parts.balancers).map_err(|e| err("services", doc, e))?;
+                            Service::compile(key, doc, &parts.balancers).map_err(|e| at("services", key, e))?;
                         parts.services.insert(id.clone(), Arc::new(service));
                     }
                     None => {
@@ -276,8 +274,7 @@ impl Compiled {
             parts.routes = imbl::HashMap::new();
             parts.routes_of = imbl::HashMap::new();
             for (key, doc) in set.entries("routes") {
-                let doc = &doc.value();
-                let spec = route_spec(key, doc, &parts.services, &parts.plugins).map_err(|e| err("routes", doc, e))?;
+                let spec = route_spec(key, doc, &parts.services, &parts.plugins).map_err(|e| at("routes", key, e))?;
                 parts.add_route(Arc::new(spec));
             }
             Arc::new(Router::new(parts.routes.values().cloned().collect()))
@@ -290,9 +287,8 @@ impl Compiled {
             for id in dirty_routes {
                 parts.remove_route(&id);
                 if let Some((key, doc)) = set.entry("routes", &id) {
-                    let doc = &doc.value();
                     let spec = Arc::new(
-                        route_spec(key, doc, &parts.services, &parts.plugins).map_err(|e| err("routes", doc, e))?,
+                        route_spec(key, doc, &parts.services, &parts.plugins).map_err(|e| at("routes", key, e))?,
                     );
                     parts.add_route(spec.clone());
                     // The router replaces a route of the same id as it adds this one.
@@ -402,17 +398,43 @@ impl RouteIds {
     }
 }
 
+/// What a Route's stored row holds that the router and the proxy use.
+#[derive(serde::Deserialize)]
+struct RouteRow {
+    #[serde(default, deserialize_with = "row::string")]
+    id: Option<Box<str>>,
+    #[serde(default, deserialize_with = "row::foreign")]
+    service: Option<Box<str>>,
+    #[serde(default, deserialize_with = "row::strings")]
+    protocols: Vec<Box<str>>,
+    #[serde(default, deserialize_with = "row::strings")]
+    hosts: Vec<Box<str>>,
+    #[serde(default, deserialize_with = "row::strings")]
+    paths: Vec<Box<str>>,
+    #[serde(default, deserialize_with = "row::strings")]
+    methods: Vec<Box<str>>,
+    #[serde(default, deserialize_with = "row::boolean")]
+    strip_path: Option<bool>,
+    #[serde(default, deserialize_with = "row::boolean")]
+    preserve_host: Option<bool>,
+    #[serde(default, deserialize_with = "row::signed")]
+    regex_priority: Option<i64>,
+    #[serde(default, deserialize_with = "row::signed")]
+    created_at: Option<i64>,
+}
+
 fn route_spec(
     key: &Arc<str>,
-    doc: &Value,
+    doc: &Doc,
     services: &imbl::HashMap<Arc<str>, Arc<Service>>,
     plugins: &Plugins,
 ) -> Result<RouteSpec, String> {
-    let id = doc.get("id").and_then(Value::as_str).ok_or("missing id")?;
-    let service_id = doc.get("service").and_then(|s| s.get("id")).and_then(Value::as_str).ok_or("missing service")?;
+    let doc: RouteRow = row::decode(doc).map_err(|e| e.to_string())?;
+    let id = doc.id.as_deref().ok_or("missing id")?;
+    let service_id = doc.service.as_deref().ok_or("missing service")?;
     let service = services.get(service_id).cloned().ok_or_else(|| format!("service {service_id} is missing"))?;
-    let protocols = strings(doc, "protocols");
-    let paths = strings(doc, "paths").iter().map(|p| PathRule::parse(p)).collect::<Result<Box<[_]>, _>>()?;
+    let protocols = &doc.protocols;
+    let paths = doc.paths.iter().map(|p| PathRule::parse(p)).collect::<Result<Box<[_]>, _>>()?;
     let id = crate::service::shared_id(key, id);
     let chain = plugins.own_chain(&id, &service.id);
     // Kong's Prometheus plugin labels a series with the service's name, else its host, and
@@ -425,16 +447,16 @@ fn route_spec(
             plugins: chain,
             id,
             service,
-            strip_path: doc.get("strip_path").and_then(Value::as_bool).unwrap_or(true),
-            preserve_host: doc.get("preserve_host").and_then(Value::as_bool).unwrap_or(false),
-            https_only: protocols.iter().any(|p| p == "https") && !protocols.iter().any(|p| p == "http"),
+            strip_path: doc.strip_path.unwrap_or(true),
+            preserve_host: doc.preserve_host.unwrap_or(false),
+            https_only: protocols.iter().any(|p| &**p == "https") && !protocols.iter().any(|p| &**p == "http"),
             logged: std::sync::OnceLock::new(),
         }),
-        hosts: strings(doc, "hosts").into(),
+        hosts: doc.hosts.into_iter().map(String::from).collect(),
         paths,
-        methods: strings(doc, "methods").into(),
-        regex_priority: doc.get("regex_priority").and_then(Value::as_i64).unwrap_or(0),
-        created_at: doc.get("created_at").and_then(Value::as_i64).unwrap_or(0),
+        methods: doc.methods.into_iter().map(String::from).collect(),
+        regex_priority: doc.regex_priority.unwrap_or(0),
+        created_at: doc.created_at.unwrap_or(0),
     })
 }
 
@@ -529,21 +551,24 @@ mod tests {
             let mut consumers: Vec<String> = self.creds.consumers.values().map(|c| format!("{c:?}")).collect();
             consumers.sort();
             let c = &self.creds;
-            let indexes = [
-                ("keys", &c.keys),
-                ("basic", &c.basic),
-                ("hmac", &c.hmac),
-                ("jwt", &c.jwt),
-                ("oauth2 clients", &c.oauth2_clients),
-                ("oauth2 by id", &c.oauth2_by_id),
-                ("tokens", &c.oauth2_tokens),
-                ("refresh", &c.oauth2_refresh),
-                ("codes", &c.oauth2_codes),
-            ];
-            for (name, index) in indexes {
-                // Each entry with the whole row it finds.
-                let mut keys: Vec<String> = index.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            /// Each entry with the whole row it finds.
+            fn listed<T: std::fmt::Debug>(index: &crate::credentials::Index<Box<str>, Arc<T>>) -> Vec<String> {
+                let mut keys: Vec<String> = index.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
                 keys.sort();
+                keys
+            }
+            let indexes = [
+                ("keys", listed(&c.keys)),
+                ("basic", listed(&c.basic)),
+                ("hmac", listed(&c.hmac)),
+                ("jwt", listed(&c.jwt)),
+                ("oauth2 clients", listed(&c.oauth2_clients)),
+                ("oauth2 by id", listed(&c.oauth2_by_id)),
+                ("tokens", listed(&c.oauth2_tokens)),
+                ("refresh", listed(&c.oauth2_refresh)),
+                ("codes", listed(&c.oauth2_codes)),
+            ];
+            for (name, keys) in indexes {
                 let _ = writeln!(out, "{name} {keys:?}");
             }
             let mut jwt_keys: Vec<String> =
@@ -730,10 +755,10 @@ UwIDAQAB
             set.revision += 1;
             set.apply(&delta).unwrap();
             let after = before.apply(Arc::new(set), &delta, &available, &registry).unwrap();
-            assert_eq!(after.creds.keys["shared"]["id"], "k2", "listed {}", if moved_first { "first" } else { "last" });
-            assert_eq!(after.creds.keys["other"]["id"], "k1");
+            assert_eq!(&*after.creds.keys["shared"].id, "k2", "listed {}", if moved_first { "first" } else { "last" });
+            assert_eq!(&*after.creds.keys["other"].id, "k1");
             assert!(!after.creds.keys.contains_key("gone"));
-            assert_eq!(before.creds.keys["shared"]["id"], "k1", "the configuration before is unchanged");
+            assert_eq!(&*before.creds.keys["shared"].id, "k1", "the configuration before is unchanged");
         }
     }
 
@@ -847,7 +872,7 @@ UwIDAQAB
         let second = first.apply(Arc::new(set), &delta, &HashSet::new(), &Registry::default()).unwrap();
         assert!(Arc::ptr_eq(&first.router, &second.router));
         assert!(!first.creds.keys.contains_key("secret"));
-        assert_eq!(second.creds.owner(&second.creds.keys["secret"]).unwrap().id.as_ref(), "c1");
+        assert_eq!(second.creds.owner(&*second.creds.keys["secret"]).unwrap().id.as_ref(), "c1");
     }
 
     /// One service with routes, compiled, taking deltas one at a time; each result is checked

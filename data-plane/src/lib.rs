@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod router;
+pub mod row;
 pub mod server;
 pub mod service;
 pub mod status;

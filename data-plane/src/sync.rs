@@ -6,4 +6,4 @@
 mod client;
 pub mod disk_cache;
 
-pub use client::{run, spawn, Identity};
+pub use client::{spawn, Identity};

@@ -37,7 +37,7 @@ impl BasicAuth {
                 ctx.headers.remove(header);
             }
             if let Some((user, pass)) = decode_user_pass(&value, auth::Scheme::Capitalised("basic"), false) {
-                if let Some(cred) = creds.basic.get(&user) {
+                if let Some(cred) = creds.basic.get(user.as_str()) {
                     found = Some((cred, user, pass));
                     break;
                 }
@@ -46,13 +46,12 @@ impl BasicAuth {
         let Some((cred, user, pass)) = found else {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, "Invalid authentication credentials"));
         };
-        let consumer_id = cred.get("consumer_id").and_then(Value::as_str).unwrap_or_default();
-        let stored = cred.get("password").and_then(Value::as_str).unwrap_or_default();
-        if !auth::same_secret(basic_auth_digest(&pass, consumer_id).as_bytes(), stored.as_bytes()) {
+        let consumer_id = cred.consumer_id.as_deref().unwrap_or_default();
+        if !auth::same_secret(basic_auth_digest(&pass, consumer_id).as_bytes(), cred.password.as_bytes()) {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, "Invalid authentication credentials"));
         }
-        let Some(consumer) = creds.owner(cred) else { return Err(Reply::unexpected().build()) };
-        auth::authenticated(ctx, consumer.clone(), Credential::Row(cred.clone()), Some(&user));
+        let Some(consumer) = creds.owner(&**cred) else { return Err(Reply::unexpected().build()) };
+        auth::authenticated(ctx, consumer.clone(), Credential::of(&**cred), Some(&user));
         Ok(())
     }
 }

@@ -6,14 +6,13 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
-use serde_json::Value;
 
 use gatehouse_shared::snapshot::ConfigSet;
 
 use super::control_plane::ControlPlane;
 use super::log::Entities;
 pub use crate::credentials::Consumer;
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, Row};
 use crate::message::{Conn, ReqBody};
 
 /// A query argument's name or value as nginx's `get_uri_args` decodes it: `+` as a space,
@@ -29,17 +28,23 @@ pub(crate) fn query_decoded(s: &str) -> Cow<'_, str> {
 /// What authenticated the request.
 #[derive(Debug, Clone)]
 pub enum Credential {
-    /// A credential row (key-auth, basic-auth, hmac-auth, jwt, oauth2).
-    Row(Arc<Value>),
+    /// A credential row (key-auth, basic-auth, hmac-auth, jwt, oauth2): what log records and
+    /// rate limits name of it.
+    Row { id: Arc<str>, consumer_id: Option<Arc<str>> },
     /// ldap-auth: a directory user with no consumer.
     Ldap { username: String },
 }
 
 impl Credential {
+    /// The credential of a row.
+    pub fn of(row: &impl Row) -> Credential {
+        Credential::Row { id: row.id().clone(), consumer_id: row.consumer_id().cloned() }
+    }
+
     /// The owning consumer's id, for plugins (acl) that need one without a consumer.
     pub fn consumer_id(&self) -> Option<&str> {
         match self {
-            Credential::Row(doc) => doc.get("consumer_id").and_then(Value::as_str),
+            Credential::Row { consumer_id, .. } => consumer_id.as_deref(),
             Credential::Ldap { .. } => None,
         }
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::auth::{self, anonymous};
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
+use crate::credentials::HmacAuth as HmacCredential;
 use gatehouse_shared::snapshot::strings;
 
 const CANNOT_VERIFY: &str = "HMAC signature cannot be verified";
@@ -117,7 +118,7 @@ impl HmacAuth {
     }
 
     /// Steps 2–6 of the reference; the body digest (step 7) is checked by the caller.
-    fn verify(&self, ctx: &mut RequestCtx<'_>) -> Result<Option<(Arc<Value>, String)>, Rejected> {
+    fn verify(&self, ctx: &mut RequestCtx<'_>) -> Result<Option<(Arc<HmacCredential>, String)>, Rejected> {
         if !ctx.headers.contains_key("authorization") && !ctx.headers.contains_key("proxy-authorization") {
             auth::fail(ctx, self.anonymous.as_ref(), Reply::message(401, "Unauthorized"))?;
             return Ok(None);
@@ -141,18 +142,17 @@ impl HmacAuth {
         let checked = params.filter(|p| {
             self.enforce_headers.iter().all(|h| p.headers.contains(h)) && self.algorithms.contains(&p.algorithm)
         });
-        let Some((p, cred)) = checked.and_then(|p| creds.hmac.get(&p.username).map(|c| (p, c.clone()))) else {
+        let Some((p, cred)) = checked.and_then(|p| creds.hmac.get(p.username.as_str()).map(|c| (p, c.clone()))) else {
             auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, CANNOT_VERIFY))?;
             return Ok(None);
         };
-        let secret = cred.get("secret").and_then(Value::as_str).unwrap_or_default();
         let (Some(alg), Ok(signature)) =
             (algorithm(&p.algorithm), base64::engine::general_purpose::STANDARD.decode(&p.signature))
         else {
             auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH))?;
             return Ok(None);
         };
-        let key = hmac::Key::new(alg, secret.as_bytes());
+        let key = hmac::Key::new(alg, cred.secret.as_bytes());
         let v = version(ctx.version);
         let line = format!("{} {} HTTP/{v}", ctx.method, ctx.target);
         let mut ok = hmac::verify(&key, Self::signing_string(ctx, &p.headers, &line).as_bytes(), &signature).is_ok();
@@ -169,13 +169,13 @@ impl HmacAuth {
         Ok(Some((cred, p.username)))
     }
 
-    fn finish(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: &str) -> Result<(), Rejected> {
-        let Some(consumer) = ctx.creds.owner(&cred).cloned() else { return Err(Reply::unexpected().build()) };
-        auth::authenticated(ctx, consumer, Credential::Row(cred), Some(username));
+    fn finish(&self, ctx: &mut RequestCtx<'_>, cred: Arc<HmacCredential>, username: &str) -> Result<(), Rejected> {
+        let Some(consumer) = ctx.creds.owner(&*cred).cloned() else { return Err(Reply::unexpected().build()) };
+        auth::authenticated(ctx, consumer, Credential::of(&*cred), Some(username));
         Ok(())
     }
 
-    fn with_body(&self, ctx: &mut RequestCtx<'_>, cred: Arc<Value>, username: &str) -> Result<(), Rejected> {
+    fn with_body(&self, ctx: &mut RequestCtx<'_>, cred: Arc<HmacCredential>, username: &str) -> Result<(), Rejected> {
         // A body too large to hold cannot be checked against its digest: refused.
         let Some(body) = ctx.read_body() else {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::message(403, MISMATCH));

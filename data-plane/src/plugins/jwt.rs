@@ -152,22 +152,22 @@ impl Jwt {
             return fail(ctx, Reply::message(401, &format!("No mandatory '{claim}' in claims")));
         };
         let creds = ctx.creds;
-        let Some(cred) = creds.jwt.get(&key) else {
+        let Some(cred) = creds.jwt.get(key.as_str()) else {
             return fail(ctx, Reply::message(403, &format!("No credentials found for given '{claim}'")));
         };
-        if cred.get("algorithm").and_then(Value::as_str).unwrap_or("HS256") != alg {
+        if cred.algorithm.as_deref().unwrap_or("HS256") != alg {
             return fail(ctx, Reply::message(403, "Invalid algorithm"));
         }
         let message = format!("{h64}.{c64}");
         // Public keys were parsed when the configuration compiled; a secret stored as base64
         // (`secret_is_base64`) is decoded per request, as Kong does.
-        let id = cred.get("id").and_then(Value::as_str).unwrap_or_default();
-        let parsed = if alg.starts_with("HS") || self.secret_is_base64 { None } else { creds.jwt_public_keys.get(id) };
+        let parsed =
+            if alg.starts_with("HS") || self.secret_is_base64 { None } else { creds.jwt_public_keys.get(&cred.id) };
         let verified = match parsed {
             Some(key) => verify_parsed(&alg, key, message.as_bytes(), &signature),
             None => {
-                let material = if alg.starts_with("HS") { "secret" } else { "rsa_public_key" };
-                let mut key_bytes = cred.get(material).and_then(Value::as_str).unwrap_or_default().as_bytes().to_vec();
+                let material = if alg.starts_with("HS") { &cred.secret } else { &cred.rsa_public_key };
+                let mut key_bytes = material.as_bytes().to_vec();
                 if self.secret_is_base64 {
                     key_bytes = b64url(&String::from_utf8_lossy(&key_bytes)).unwrap_or_default();
                 }
@@ -208,10 +208,10 @@ impl Jwt {
                 return fail(ctx, Reply::object(403, &json!({"exp": "exceeds maximum allowed expiration"})));
             }
         }
-        let Some(consumer) = creds.owner(cred) else {
+        let Some(consumer) = creds.owner(&**cred) else {
             return fail(ctx, Reply::message(403, &format!("Could not find consumer for '{claim}={key}'")));
         };
-        auth::authenticated(ctx, consumer.clone(), Credential::Row(cred.clone()), None);
+        auth::authenticated(ctx, consumer.clone(), Credential::of(&**cred), None);
         Ok(())
     }
 }

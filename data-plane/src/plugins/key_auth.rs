@@ -114,14 +114,14 @@ impl KeyAuth {
             }
         }
         let creds = ctx.creds;
-        let Some(credential) = creds.keys.get(&key) else {
+        let Some(credential) = creds.keys.get(key.as_str()) else {
             return auth::fail(ctx, self.anonymous.as_ref(), Reply::exit(403, "Invalid authentication credentials"));
         };
-        let Some(consumer) = creds.owner(credential) else {
-            tracing::error!(credential = ?credential.get("id"), "key-auth credential without a consumer");
+        let Some(consumer) = creds.owner(&**credential) else {
+            tracing::error!(credential = %credential.id, "key-auth credential without a consumer");
             return Err(Reply::unexpected().build());
         };
-        auth::authenticated(ctx, consumer.clone(), Credential::Row(credential.clone()), None);
+        auth::authenticated(ctx, consumer.clone(), Credential::of(&**credential), None);
         Ok(())
     }
 }

@@ -151,7 +151,7 @@ impl std::fmt::Display for Identifier<'_> {
 /// back to the client's address; `ip` is always the address.
 pub fn identifier<'c>(ctx: &'c RequestCtx<'_>, by: LimitBy) -> Identifier<'c> {
     let credential = || match &ctx.credential {
-        Some(Credential::Row(doc)) => doc.get("id").and_then(serde_json::Value::as_str),
+        Some(Credential::Row { id, .. }) => Some(&**id),
         _ => None,
     };
     let id = match by {

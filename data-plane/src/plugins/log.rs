@@ -283,9 +283,9 @@ impl LogEntry {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// The document of the consumer the request was authenticated as.
-    pub fn consumer_doc(&self) -> Option<&Arc<Value>> {
-        self.consumer.as_ref().map(|c| &c.doc)
+    /// The row of the consumer the request was authenticated as.
+    pub fn consumer_row(&self) -> Option<&crate::credentials::ConsumerRow> {
+        self.consumer.as_ref().map(|c| &c.row)
     }
 
     /// The Service's name, as the metric plugins name it.

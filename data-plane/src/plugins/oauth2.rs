@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use super::auth::{self, anonymous};
 use super::control_plane::WriteError;
 use super::{Access, BuildError, Credential, Plugin, Rejected, Reply, RequestCtx};
+use crate::credentials::{OAuth2App, OAuth2Code, OAuth2Token};
 
 pub struct OAuth2 {
     scopes: Option<Vec<String>>,
@@ -183,7 +184,7 @@ impl OAuth2 {
     fn token(
         &self,
         ctx: &RequestCtx<'_>,
-        client: &Value,
+        client: &OAuth2App,
         userid: Option<&str>,
         scope: Option<&str>,
         refresh: bool,
@@ -192,7 +193,7 @@ impl OAuth2 {
         let mut t = json!({
             "id": id,
             "created_at": now_ms(),
-            "credential_id": str_of(client, "id"),
+            "credential_id": &*client.id,
             "token_type": "bearer",
             "expires_in": self.token_expiration,
             "access_token": random_token(),
@@ -270,15 +271,11 @@ impl OAuth2 {
             }
         };
         let creds = ctx.creds;
-        let client = param(&params, "client_id").and_then(|c| creds.oauth2_clients.get(&c).cloned());
+        let client = param(&params, "client_id").and_then(|c| creds.oauth2_clients.get(c.as_str()).cloned());
         let Some(client) = client else {
             return plain(("invalid_client", "Invalid client authentication".into()));
         };
-        let uris: Vec<String> = client
-            .get("redirect_uri")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default();
+        let uris: Vec<String> = client.redirect_uri.iter().map(|u| u.to_string()).collect();
         let first = uris.first().cloned().unwrap_or_default();
         let redirect = match param(&params, "redirect_uri") {
             Some(r) if uris.contains(&r) => r,
@@ -306,7 +303,7 @@ impl OAuth2 {
             let code = json!({
                 "id": uuid::Uuid::new_v4().to_string(),
                 "created_at": now_ms(),
-                "credential_id": str_of(&client, "id"),
+                "credential_id": &*client.id,
                 "code": random_token(),
                 "authenticated_userid": userid,
                 "scope": scope,
@@ -367,14 +364,13 @@ impl OAuth2 {
             error = Some(("unsupported_grant_type", "Invalid grant_type".into()));
         }
         let creds = ctx.creds;
-        let client = client_id.as_ref().and_then(|c| creds.oauth2_clients.get(c).cloned());
+        let client = client_id.as_ref().and_then(|c| creds.oauth2_clients.get(c.as_str()).cloned());
         let invalid_client = || ("invalid_client", "Invalid client authentication".to_string());
         match &client {
             None => error = Some(invalid_client()),
             Some(c) => {
-                let uris = c.get("redirect_uri").and_then(Value::as_array).cloned().unwrap_or_default();
                 if let Some(r) = param(&params, "redirect_uri") {
-                    if !uris.iter().any(|u| u.as_str() == Some(r.as_str())) {
+                    if !c.redirect_uri.iter().any(|u| **u == *r) {
                         error = Some((
                             "invalid_request",
                             "Invalid redirect_uri that does not match with any redirect_uri created with the application"
@@ -382,8 +378,7 @@ impl OAuth2 {
                         ));
                     }
                 }
-                let stored = str_of(c, "client_secret");
-                if !auth::same_secret(stored.as_bytes(), secret.as_deref().unwrap_or_default().as_bytes()) {
+                if !auth::same_secret(c.client_secret.as_bytes(), secret.as_deref().unwrap_or_default().as_bytes()) {
                     error = Some(invalid_client());
                 }
             }
@@ -393,22 +388,21 @@ impl OAuth2 {
             return respond(if basic { 401 } else { 400 }, e, basic);
         }
         let Some(client) = client else { return respond(400, invalid_client(), false) };
-        let client_db_id = str_of(&client, "id").to_string();
-        let service_ok = |row: &Value| self.global_credentials || str_of(row, "service_id") == &**ctx.service_id;
+        let client_db_id = &*client.id;
+        let service_ok = |bound: &str| self.global_credentials || bound == &**ctx.service_id;
         let provision_ok = param(&params, "provision_key").as_deref() == Some(self.provision_key.as_str());
         let (token, deletes): (Value, Vec<(&str, String)>) = match grant.as_str() {
             "authorization_code" => {
-                let code = param(&params, "code").and_then(|c| creds.oauth2_codes.get(&c).cloned());
-                let fresh = |c: &Value| now_ms() - c.get("created_at").and_then(Value::as_i64).unwrap_or(0) < 300_000;
+                let code = param(&params, "code").and_then(|c| creds.oauth2_codes.get(c.as_str()).cloned());
+                let fresh = |c: &OAuth2Code| now_ms() - c.created_at < 300_000;
                 let Some(code) =
-                    code.filter(|c| service_ok(c) && fresh(c) && str_of(c, "credential_id") == client_db_id)
+                    code.filter(|c| service_ok(&c.service_id) && fresh(c) && *c.credential_id == *client_db_id)
                 else {
                     return respond(400, ("invalid_request", "Invalid code".into()), false);
                 };
-                let scope = code.get("scope").and_then(Value::as_str);
-                let userid = code.get("authenticated_userid").and_then(Value::as_str);
+                let (scope, userid) = (code.scope.as_deref(), code.authenticated_userid.as_deref());
                 let token = self.token(ctx, &client, userid, scope, true);
-                (token, vec![("oauth2_authorization_codes", str_of(&code, "id").to_string())])
+                (token, vec![("oauth2_authorization_codes", code.id.to_string())])
             }
             "client_credentials" => {
                 let userid = param(&params, "authenticated_userid");
@@ -439,21 +433,18 @@ impl OAuth2 {
                 (self.token(ctx, &client, Some(&userid), scope.as_deref(), true), Vec::new())
             }
             _ => {
-                let old = param(&params, "refresh_token").and_then(|r| creds.oauth2_refresh.get(&r).cloned());
-                let alive = |t: &Value| {
-                    self.refresh_token_ttl == 0
-                        || now_ms() - t.get("created_at").and_then(Value::as_i64).unwrap_or(0)
-                            < self.refresh_token_ttl * 1000
+                let old = param(&params, "refresh_token").and_then(|r| creds.oauth2_refresh.get(r.as_str()).cloned());
+                let alive = |t: &OAuth2Token| {
+                    self.refresh_token_ttl == 0 || now_ms() - t.created_at < self.refresh_token_ttl * 1000
                 };
-                let Some(old) = old.filter(|t| service_ok(t) && alive(t)) else {
+                let Some(old) = old.filter(|t| service_ok(&t.service_id) && alive(t)) else {
                     return respond(400, ("invalid_request", "Invalid refresh_token".into()), false);
                 };
-                if str_of(&old, "credential_id") != client_db_id {
+                if *old.credential_id != *client_db_id {
                     return respond(400, invalid_client(), false);
                 }
-                let scope = old.get("scope").and_then(Value::as_str);
-                let userid = old.get("authenticated_userid").and_then(Value::as_str);
-                (self.token(ctx, &client, userid, scope, true), vec![("oauth2_tokens", str_of(&old, "id").to_string())])
+                let (scope, userid) = (old.scope.as_deref(), old.authenticated_userid.as_deref());
+                (self.token(ctx, &client, userid, scope, true), vec![("oauth2_tokens", old.id.to_string())])
             }
         };
         let deletes: Vec<(&str, &str)> = deletes.iter().map(|(e, id)| (*e, id.as_str())).collect();
@@ -508,20 +499,20 @@ impl OAuth2 {
             return auth::fail(ctx, self.anonymous.as_ref(), r);
         };
         let creds = ctx.creds;
-        let row = creds.oauth2_tokens.get(&token).cloned().filter(|t| {
-            let bound = str_of(t, "service_id");
+        let row = creds.oauth2_tokens.get(token.as_str()).cloned().filter(|t| {
+            let bound = &*t.service_id;
             let service_ok = if self.global_credentials {
                 bound.is_empty() || bound == &**ctx.service_id
             } else {
                 bound == &**ctx.service_id
             };
             // A token whose lifetime cannot be read is expired, never everlasting.
-            let Some(expires_in) = t.get("expires_in").and_then(Value::as_f64) else { return false };
-            let age = (now_ms() - t.get("created_at").and_then(Value::as_i64).unwrap_or(0)) as f64;
+            let Some(expires_in) = t.expires_in else { return false };
+            let age = (now_ms() - t.created_at) as f64;
             service_ok && (expires_in <= 0.0 || age < expires_in * 1000.0)
         });
-        let app = row.as_ref().and_then(|t| creds.oauth2_by_id.get(str_of(t, "credential_id")).cloned());
-        let consumer = app.as_ref().and_then(|a| creds.owner(a).cloned());
+        let app = row.as_ref().and_then(|t| creds.oauth2_by_id.get(&*t.credential_id).cloned());
+        let consumer = app.as_ref().and_then(|a| creds.owner(&**a).cloned());
         let (Some(row), Some(app), Some(consumer)) = (row, app, consumer) else {
             let description = "The access token is invalid or has expired";
             let r = Reply::object(401, &json!({"error": "invalid_token", "error_description": description})).header(
@@ -539,8 +530,10 @@ impl OAuth2 {
                 super::body::remove_field(ctx, "access_token");
             }
         }
-        for (name, field) in [("x-authenticated-scope", "scope"), ("x-authenticated-userid", "authenticated_userid")] {
-            match row.get(field).and_then(Value::as_str).and_then(|v| http::HeaderValue::from_str(v).ok()) {
+        for (name, field) in
+            [("x-authenticated-scope", &row.scope), ("x-authenticated-userid", &row.authenticated_userid)]
+        {
+            match field.as_deref().and_then(|v| http::HeaderValue::from_str(v).ok()) {
                 Some(v) => {
                     ctx.headers.insert(name, v);
                 }
@@ -549,7 +542,7 @@ impl OAuth2 {
                 }
             }
         }
-        auth::authenticated(ctx, consumer, Credential::Row(app), None);
+        auth::authenticated(ctx, consumer, Credential::of(&*app), None);
         Ok(())
     }
 }

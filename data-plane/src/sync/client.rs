@@ -176,9 +176,10 @@ pub fn spawn(
     }))
 }
 
-/// Runs until `shutdown` fires: connect, follow, reconnect with backoff. `main` is the data
-/// plane's main runtime, for the work that must not wait for a compile (see [`spawn`]).
-pub async fn run(
+/// Runs until `shutdown` fires: connect, follow, reconnect with backoff, on the current-thread
+/// runtime of the thread [`spawn`] starts. `main` is the data plane's main runtime, for the
+/// work that must not wait for a compile.
+async fn run(
     config: Config,
     identity: Identity,
     live: Arc<Live>,
@@ -489,22 +490,11 @@ impl Follower {
                     self.live.balancers.prepare(&set).await;
                 }
                 let set = Arc::new(set);
-                let compile = || match delta {
+                // The compile runs here, on the sync thread, beside what the stream decoded: one
+                // heap holds every configuration, and nothing else waits on this runtime.
+                match delta {
                     Some((current, changes)) => current.apply(set, changes, &self.plugins, &self.live.balancers),
                     None => Compiled::compile(set, &self.plugins, &self.live.balancers),
-                };
-                // On the thread `spawn` gives the sync client, the compile runs here, beside
-                // what the stream decoded. A direct caller of `run` on a multi-threaded runtime
-                // hands the thread's other tasks over for a full compile, which takes seconds
-                // at 100,000 routes; a delta takes microseconds and stays where it is: handing
-                // the runtime over on every write spread the configuration over the heaps of
-                // every thread it visited.
-                let multi_thread =
-                    tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
-                if delta.is_none() && multi_thread {
-                    tokio::task::block_in_place(compile)
-                } else {
-                    compile()
                 }
             }
             Err(e) => Err(e),

@@ -305,14 +305,16 @@ impl Serialize for Tries<'_> {
     }
 }
 
-struct Authenticated<'a>(&'a Value);
+struct Authenticated<'a> {
+    id: &'a str,
+    consumer_id: Option<&'a str>,
+}
 
 impl Serialize for Authenticated<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let null = Value::Null;
         object!(s, {
-            "id": self.0.get("id").unwrap_or(&null),
-            "consumer_id": self.0.get("consumer_id").unwrap_or(&null),
+            "id": self.id,
+            "consumer_id": &self.consumer_id,
         })
     }
 }
@@ -330,7 +332,9 @@ impl Serialize for Record<'_> {
         map.serialize_entry("api", &serde_json::Map::new())?;
         map.serialize_entry("tries", &Tries(&e.tries))?;
         match &e.credential {
-            Some(Credential::Row(doc)) => map.serialize_entry("authenticated_entity", &Authenticated(doc))?,
+            Some(Credential::Row { id, consumer_id }) => {
+                map.serialize_entry("authenticated_entity", &Authenticated { id, consumer_id: consumer_id.as_deref() })?
+            }
             Some(Credential::Ldap { .. }) => map.serialize_entry("authenticated_entity", &serde_json::Map::new())?,
             None => {}
         }
@@ -341,8 +345,8 @@ impl Serialize for Record<'_> {
         if let Some(service) = &entities.service {
             map.serialize_entry("service", service)?;
         }
-        if let Some(consumer) = e.consumer_doc() {
-            map.serialize_entry("consumer", &WithoutNulls(consumer))?;
+        if let Some(consumer) = e.consumer_row() {
+            map.serialize_entry("consumer", consumer)?;
         }
         map.end()
     }

@@ -87,14 +87,13 @@ impl Statsd {
     /// Every line this entry gives, each ended by a newline, appended to `out`.
     fn lines(&self, entry: &LogEntry, out: &mut Vec<u8>) {
         let Some(service) = entry.service_name() else { return };
-        let consumer = entry.consumer_doc();
+        let consumer = entry.consumer_row();
         let cid = |how: Option<&str>| -> Option<String> {
             let c = consumer?;
-            let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
             match how.unwrap_or("consumer_id") {
-                "custom_id" => field("custom_id"),
-                "username" => field("username"),
-                _ => field("id").map(|id| id.replace('-', "_")),
+                "custom_id" => c.custom_id.as_deref().map(str::to_owned),
+                "username" => c.username.as_deref().map(str::to_owned),
+                _ => Some(c.id.replace('-', "_")),
             }
         };
         let status = entry.status;
