@@ -73,7 +73,9 @@ fn main() {
     let rows = LIVE.load(Ordering::Relaxed) - start;
     let wire: usize = changes.iter().map(|c| c.document.len()).sum();
     let mut set = ConfigSet::new("bench", 1);
+    let clock = std::time::Instant::now();
     set.apply(&changes).expect("valid config");
+    let stored_in = clock.elapsed();
     let with_set = LIVE.load(Ordering::Relaxed) - start;
     drop(changes);
     let set_only = LIVE.load(Ordering::Relaxed) - start;
@@ -83,7 +85,9 @@ fn main() {
     let alone = Compiled::compile(Arc::new(services), &Default::default(), &Default::default()).expect("compiles");
     let services_compiled = LIVE.load(Ordering::Relaxed) - before;
     drop(alone);
+    let clock = std::time::Instant::now();
     let compiled = Compiled::compile(Arc::new(set), &Default::default(), &Default::default()).expect("compiles");
+    let compiled_in = clock.elapsed();
     let all = LIVE.load(Ordering::Relaxed) - start;
     println!("{n} services + {n} routes; documents as JSON text: {}", mib(wire));
     println!("change rows (as received):        {}", mib(rows));
@@ -92,6 +96,7 @@ fn main() {
     println!("  of which the services:          {}", mib(services_compiled));
     println!("total held:                       {}", mib(all));
     println!("(peak applying all rows at once, rows and set together: {})", mib(with_set));
+    println!("time to store the documents {stored_in:.1?}, to compile them {compiled_in:.1?}");
     if writes > 0 {
         let compiled = apply_writes(compiled, n, writes);
         let after = LIVE.load(Ordering::Relaxed) - start;

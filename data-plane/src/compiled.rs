@@ -55,19 +55,24 @@ impl std::fmt::Debug for Compiled {
 /// A plugin row's instance and the document it was built from.
 type Built = (Doc, Arc<dyn plugins::Plugin>);
 
+/// The compiled entities by id: persistent maps (a delta makes a new one sharing all but what
+/// it changed), hashed with foldhash rather than SipHash (ids come from the control plane,
+/// and a full compile hashes every id several times).
+type Map<K, V> = crate::credentials::Index<K, V>;
+
 /// Every compiled piece of a configuration by id, kept so that a delta compiles only what it
 /// touches. Persistent maps: the copy a delta starts from shares every untouched entry, so
 /// applying one costs the same at a hundred routes as at a hundred thousand.
 #[derive(Clone, Default)]
 struct Parts {
-    services: imbl::HashMap<Arc<str>, Arc<Service>>,
-    routes: imbl::HashMap<Arc<str>, Arc<RouteSpec>>,
+    services: Map<Arc<str>, Arc<Service>>,
+    routes: Map<Arc<str>, Arc<RouteSpec>>,
     /// The routes pointing at each service: a changed service recompiles exactly these.
-    routes_of: imbl::HashMap<Arc<str>, RouteIds>,
+    routes_of: Map<Arc<str>, RouteIds>,
     plugins: Arc<Plugins>,
     /// Each built plugin row, with the document it was built from: a row whose document is
     /// still the same `Arc` keeps its instance (and the state it holds, such as counters).
-    instances: imbl::HashMap<Arc<str>, Built>,
+    instances: Map<Arc<str>, Built>,
     /// The balancers the services were compiled against, by upstream name.
     balancers: Arc<HashMap<Arc<str>, Arc<Balancer>>>,
 }
@@ -245,7 +250,7 @@ impl Compiled {
                 }
             }
             let previous = std::mem::take(&mut parts.instances);
-            let mut built = imbl::HashMap::new();
+            let mut built = Map::default();
             let rows: Vec<(Arc<Value>, &Doc)> = set.table("plugins").map(|d| (Arc::new(d.value()), d)).collect();
             let index = Plugins::index(rows.iter().map(|(row, doc)| (row, *doc)), |name, config, row, doc| {
                 let id: Arc<str> = row.get("id").and_then(Value::as_str).unwrap_or_default().into();
@@ -271,8 +276,8 @@ impl Compiled {
         }
 
         let router = if every_route {
-            parts.routes = imbl::HashMap::new();
-            parts.routes_of = imbl::HashMap::new();
+            parts.routes = Map::default();
+            parts.routes_of = Map::default();
             for (key, doc) in set.entries("routes") {
                 let spec = route_spec(key, doc, &parts.services, &parts.plugins).map_err(|e| at("routes", key, e))?;
                 parts.add_route(Arc::new(spec));
@@ -426,7 +431,7 @@ struct RouteRow {
 fn route_spec(
     key: &Arc<str>,
     doc: &Doc,
-    services: &imbl::HashMap<Arc<str>, Arc<Service>>,
+    services: &Map<Arc<str>, Arc<Service>>,
     plugins: &Plugins,
 ) -> Result<RouteSpec, String> {
     let doc: RouteRow = row::decode(doc).map_err(|e| e.to_string())?;

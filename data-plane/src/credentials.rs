@@ -438,9 +438,9 @@ pub struct ConsumerRow {
     pub id: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<serde_json::Number>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "row::string", skip_serializing_if = "Option::is_none")]
     pub username: Option<Box<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "row::string", skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<Box<str>>,
 }
 

@@ -211,7 +211,7 @@ pub struct Router {
     high: Slot,
     free: Vec<Slot>,
     /// Each route's slot, by id.
-    slots: imbl::HashMap<Arc<str>, Slot>,
+    slots: crate::credentials::Index<Arc<str>, Slot>,
     plain_hosts: Index<u32>,
     /// Distinct wildcard hosts in route order (the first that matches is the host hit).
     wildcards: Arc<Vec<(Box<str>, Wildcard)>>,

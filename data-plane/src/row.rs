@@ -7,8 +7,7 @@
 //! field reads as absent, as it always has, rather than failing the whole configuration.
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde::Deserializer;
 
 use gatehouse_shared::snapshot::Doc;
 
@@ -17,18 +16,74 @@ use gatehouse_shared::snapshot::Doc;
 /// # Errors
 /// A document without a field the row cannot do without (its `id`), or not an object.
 pub fn decode<T: DeserializeOwned>(doc: &Doc) -> Result<T, serde_json::Error> {
-    serde_json::from_str(&doc.text())
+    doc.decode()
 }
 
-/// A scalar field: absent, `null` or of another type reads as `None`.
-fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Ok(Option::<Value>::deserialize(d)?.filter(|v| !v.is_null()))
+/// What a field holds, read without building a `Value`: the scalars the rows' fields are,
+/// and `Other` for what no field here reads (skipped, not kept).
+enum Field {
+    Null,
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Text(Box<str>),
+    Other,
+}
+
+struct FieldVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldVisitor {
+    type Value = Field;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Field, E> {
+        Ok(Field::Null)
+    }
+    fn visit_none<E>(self) -> Result<Field, E> {
+        Ok(Field::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Field, E> {
+        Ok(Field::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Field, E> {
+        Ok(Field::Unsigned(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Field, E> {
+        Ok(if v >= 0 { Field::Unsigned(v as u64) } else { Field::Signed(v) })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Field, E> {
+        Ok(Field::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Field, E> {
+        Ok(Field::Text(v.into()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Field, E> {
+        Ok(Field::Text(v.into()))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
+}
+
+fn field<'de, D: Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+    d.deserialize_any(FieldVisitor)
 }
 
 /// A string field.
 pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<str>>, D::Error> {
-    Ok(match scalar(d)? {
-        Some(Value::String(s)) => Some(s.into()),
+    Ok(match field(d)? {
+        Field::Text(s) => Some(s),
         _ => None,
     })
 }
@@ -40,46 +95,202 @@ pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Box<str>, D::Error> {
 
 /// A whole number that is not negative.
 pub fn unsigned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(scalar(d)?.as_ref().and_then(Value::as_u64))
+    Ok(match field(d)? {
+        Field::Unsigned(n) => Some(n),
+        _ => None,
+    })
 }
 
 /// A whole number.
 pub fn signed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(scalar(d)?.as_ref().and_then(Value::as_i64))
-}
-
-/// Any number, as a whole number (oauth2's millisecond times), `0` when absent.
-pub fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    Ok(scalar(d)?.as_ref().and_then(Value::as_f64).map_or(0, |n| n as i64))
+    Ok(match field(d)? {
+        Field::Unsigned(n) => i64::try_from(n).ok(),
+        Field::Signed(n) => Some(n),
+        _ => None,
+    })
 }
 
 /// Any number.
 pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    Ok(scalar(d)?.as_ref().and_then(Value::as_f64))
+    Ok(match field(d)? {
+        Field::Unsigned(n) => Some(n as f64),
+        Field::Signed(n) => Some(n as f64),
+        Field::Float(n) => Some(n),
+        _ => None,
+    })
+}
+
+/// Any number, as a whole number (oauth2's millisecond times), `0` when absent.
+pub fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(number(d)?.map_or(0, |n| n as i64))
 }
 
 /// A boolean field.
 pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    Ok(scalar(d)?.as_ref().and_then(Value::as_bool))
+    Ok(match field(d)? {
+        Field::Bool(b) => Some(b),
+        _ => None,
+    })
 }
 
 /// A list of strings (its other members skipped); absent or not a list reads as empty.
 pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Box<str>>, D::Error> {
-    Ok(match Option::<Value>::deserialize(d)? {
-        Some(Value::Array(list)) => {
-            list.into_iter().filter_map(|v| if let Value::String(s) = v { Some(s.into()) } else { None }).collect()
+    struct Strings;
+    impl<'de> serde::de::Visitor<'de> for Strings {
+        type Value = Vec<Box<str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of strings")
         }
-        _ => Vec::new(),
-    })
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(64));
+            while let Some(item) = seq.next_element_seed(Seed)? {
+                if let Field::Text(s) = item {
+                    list.push(s);
+                }
+            }
+            Ok(list)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Strings)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Vec::new())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+    }
+    d.deserialize_any(Strings)
 }
 
-/// A foreign key field: `None` when absent, `null` or not a reference.
+/// A foreign key field, `{"id": ...}`: `None` when absent, `null` or not a reference.
 pub fn foreign<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<str>>, D::Error> {
-    Ok(match Option::<Value>::deserialize(d)? {
-        Some(Value::Object(mut o)) => match o.remove("id") {
-            Some(Value::String(s)) => Some(s.into()),
-            _ => None,
-        },
-        _ => None,
-    })
+    struct Reference;
+    impl<'de> serde::de::Visitor<'de> for Reference {
+        type Value = Option<Box<str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a reference")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut id = None;
+            while let Some(key) = map.next_key::<Box<str>>()? {
+                match (&*key, map.next_value_seed(Seed)?) {
+                    ("id", Field::Text(s)) => id = Some(s),
+                    ("id", _) => id = None,
+                    _ => {}
+                }
+            }
+            Ok(id)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Reference)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Reference)
+}
+
+/// Reads one member as a [`Field`].
+struct Seed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Seed {
+    type Value = Field;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
+        field(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Sample {
+        #[serde(default, deserialize_with = "string")]
+        name: Option<Box<str>>,
+        #[serde(default, deserialize_with = "strings")]
+        hosts: Vec<Box<str>>,
+        #[serde(default, deserialize_with = "foreign")]
+        service: Option<Box<str>>,
+        #[serde(default, deserialize_with = "unsigned")]
+        port: Option<u64>,
+        #[serde(default, deserialize_with = "signed")]
+        priority: Option<i64>,
+        #[serde(default, deserialize_with = "boolean")]
+        strip: Option<bool>,
+        #[serde(default, deserialize_with = "whole")]
+        at: i64,
+    }
+
+    fn sample(text: &str) -> Sample {
+        decode(&Doc::parse(text).unwrap()).unwrap()
+    }
+
+    /// Each field reads what it expects, and anything else (another type, a nested value,
+    /// `null`) as absent, without failing the row; unknown members are skipped.
+    #[test]
+    fn fields_read_what_they_expect_and_nothing_else() {
+        let s = sample(
+            r#"{"name":"a","hosts":["x",1,{"y":2},"z"],"service":{"id":"s1","n":[1]},"port":80,"priority":-3,
+               "strip":false,"at":1.5e3,"extra":{"deep":[null]}}"#,
+        );
+        assert_eq!(s.name.as_deref(), Some("a"));
+        assert_eq!(s.hosts, vec![Box::from("x"), Box::from("z")]);
+        assert_eq!(
+            (s.service.as_deref(), s.port, s.priority, s.strip, s.at),
+            (Some("s1"), Some(80), Some(-3), Some(false), 1500)
+        );
+        let odd = sample(r#"{"name":5,"hosts":"x","service":"s1","port":-1,"priority":1.5,"strip":"yes","at":null}"#);
+        assert_eq!(
+            (odd.name, odd.hosts.len(), odd.service, odd.port, odd.priority, odd.strip, odd.at),
+            (None, 0, None, None, None, None, 0)
+        );
+        let empty = sample(r#"{"name":null,"hosts":null,"service":null}"#);
+        assert!(empty.name.is_none() && empty.hosts.is_empty() && empty.service.is_none());
+    }
 }
