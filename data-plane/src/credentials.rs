@@ -66,7 +66,7 @@ macro_rules! row {
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct KeyAuth {
     pub id: Arc<str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "row::shared")]
     pub consumer_id: Option<Arc<str>>,
     #[serde(default, deserialize_with = "row::text")]
     pub key: Box<str>,
@@ -77,7 +77,7 @@ row!(KeyAuth, "keyauth_credentials");
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct BasicAuth {
     pub id: Arc<str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "row::shared")]
     pub consumer_id: Option<Arc<str>>,
     #[serde(default, deserialize_with = "row::text")]
     pub username: Box<str>,
@@ -90,7 +90,7 @@ row!(BasicAuth, "basicauth_credentials");
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct HmacAuth {
     pub id: Arc<str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "row::shared")]
     pub consumer_id: Option<Arc<str>>,
     #[serde(default, deserialize_with = "row::text")]
     pub username: Box<str>,
@@ -103,7 +103,7 @@ row!(HmacAuth, "hmacauth_credentials");
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct JwtSecret {
     pub id: Arc<str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "row::shared")]
     pub consumer_id: Option<Arc<str>>,
     #[serde(default, deserialize_with = "row::text")]
     pub key: Box<str>,
@@ -120,7 +120,7 @@ row!(JwtSecret, "jwt_secrets");
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct OAuth2App {
     pub id: Arc<str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "row::shared")]
     pub consumer_id: Option<Arc<str>>,
     #[serde(default, deserialize_with = "row::text")]
     pub client_id: Box<str>,
@@ -136,7 +136,7 @@ row!(OAuth2App, "oauth2_credentials");
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct OAuth2Token {
     pub id: Arc<str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "row::shared")]
     pub consumer_id: Option<Arc<str>>,
     #[serde(default, deserialize_with = "row::text")]
     pub credential_id: Box<str>,
@@ -161,7 +161,7 @@ row!(OAuth2Token, "oauth2_tokens");
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct OAuth2Code {
     pub id: Arc<str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "row::shared")]
     pub consumer_id: Option<Arc<str>>,
     #[serde(default, deserialize_with = "row::text")]
     pub credential_id: Box<str>,
@@ -255,7 +255,7 @@ const TABLES: Tables = Tables {
     ],
     tokens: [
         Indexed { key: |r| nonempty(&r.access_token), index: |c| &mut c.oauth2_tokens },
-        Indexed { key: |r| r.refresh_token.as_deref(), index: |c| &mut c.oauth2_refresh },
+        Indexed { key: |r| r.refresh_token.as_deref().and_then(nonempty), index: |c| &mut c.oauth2_refresh },
     ],
     codes: Indexed { key: |r| nonempty(&r.code), index: |c| &mut c.oauth2_codes },
 };
@@ -436,8 +436,8 @@ pub struct Consumer {
 #[derive(Debug, Deserialize, Serialize)]
 pub struct ConsumerRow {
     pub id: Arc<str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<serde_json::Number>,
+    #[serde(default, deserialize_with = "row::signed", skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
     #[serde(default, deserialize_with = "row::string", skip_serializing_if = "Option::is_none")]
     pub username: Option<Box<str>>,
     #[serde(default, deserialize_with = "row::string", skip_serializing_if = "Option::is_none")]
@@ -524,7 +524,7 @@ mod tests {
             (
                 "oauth2_tokens",
                 json!({"id": "t1", "credential_id": "o1", "access_token": "at", "refresh_token": null,
-                       "expires_in": 7200, "created_at": 1.5e12, "scope": "email"}),
+                       "expires_in": 7200, "created_at": 1_500_000_000_000_i64, "scope": "email"}),
             ),
         ]));
         assert_eq!(&*c.keys["secret"].id, "k1");
@@ -539,6 +539,13 @@ mod tests {
             (1_500_000_000_000, Some(7200.0), Some("email"))
         );
         assert!(c.oauth2_refresh.is_empty());
+        // A time that is not a whole number reads as 0: the token is as old as can be, never
+        // everlasting.
+        let odd = Credentials::compile(&set(&[(
+            "oauth2_tokens",
+            json!({"id": "t2", "credential_id": "o1", "access_token": "x", "created_at": 1e19, "expires_in": 10}),
+        )]));
+        assert_eq!(odd.oauth2_tokens["x"].created_at, 0);
         let consumer = &c.consumers["c1"];
         assert_eq!(consumer.username.as_ref().map(HeaderValue::as_bytes), Some(&b"alice"[..]));
         assert_eq!(

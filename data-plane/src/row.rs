@@ -4,7 +4,8 @@
 //!
 //! The control plane checks every field's type before it stores a row, so a field of the
 //! wrong type is a row from elsewhere (an older cache, a hand-written declarative file): such a
-//! field reads as absent, as it always has, rather than failing the whole configuration.
+//! field reads as absent, as it always has, rather than failing the whole configuration. A
+//! credential or consumer row without a string `id` is left out (and logged).
 
 use serde::de::DeserializeOwned;
 use serde::Deserializer;
@@ -120,9 +121,15 @@ pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> 
     })
 }
 
-/// Any number, as a whole number (oauth2's millisecond times), `0` when absent.
+/// A whole number (oauth2's millisecond times), `0` when absent or not one: a time that
+/// cannot be read makes a token or code as old as can be, never everlasting.
 pub fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    Ok(number(d)?.map_or(0, |n| n as i64))
+    Ok(signed(d)?.unwrap_or(0))
+}
+
+/// A string field shared as an `Arc` (ids other rows refer to).
+pub fn shared<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::sync::Arc<str>>, D::Error> {
+    Ok(string(d)?.map(std::sync::Arc::from))
 }
 
 /// A boolean field.
@@ -277,7 +284,7 @@ mod tests {
     fn fields_read_what_they_expect_and_nothing_else() {
         let s = sample(
             r#"{"name":"a","hosts":["x",1,{"y":2},"z"],"service":{"id":"s1","n":[1]},"port":80,"priority":-3,
-               "strip":false,"at":1.5e3,"extra":{"deep":[null]}}"#,
+               "strip":false,"at":1500,"extra":{"deep":[null]}}"#,
         );
         assert_eq!(s.name.as_deref(), Some("a"));
         assert_eq!(s.hosts, vec![Box::from("x"), Box::from("z")]);
@@ -285,7 +292,7 @@ mod tests {
             (s.service.as_deref(), s.port, s.priority, s.strip, s.at),
             (Some("s1"), Some(80), Some(-3), Some(false), 1500)
         );
-        let odd = sample(r#"{"name":5,"hosts":"x","service":"s1","port":-1,"priority":1.5,"strip":"yes","at":null}"#);
+        let odd = sample(r#"{"name":5,"hosts":"x","service":"s1","port":-1,"priority":1.5,"strip":"yes","at":1.5e3}"#);
         assert_eq!(
             (odd.name, odd.hosts.len(), odd.service, odd.port, odd.priority, odd.strip, odd.at),
             (None, 0, None, None, None, None, 0)

@@ -394,7 +394,7 @@ impl OAuth2 {
         let (token, deletes): (Value, Vec<(&str, String)>) = match grant.as_str() {
             "authorization_code" => {
                 let code = param(&params, "code").and_then(|c| creds.oauth2_codes.get(c.as_str()).cloned());
-                let fresh = |c: &OAuth2Code| now_ms() - c.created_at < 300_000;
+                let fresh = |c: &OAuth2Code| now_ms().saturating_sub(c.created_at) < 300_000;
                 let Some(code) =
                     code.filter(|c| service_ok(&c.service_id) && fresh(c) && *c.credential_id == *client_db_id)
                 else {
@@ -435,7 +435,8 @@ impl OAuth2 {
             _ => {
                 let old = param(&params, "refresh_token").and_then(|r| creds.oauth2_refresh.get(r.as_str()).cloned());
                 let alive = |t: &OAuth2Token| {
-                    self.refresh_token_ttl == 0 || now_ms() - t.created_at < self.refresh_token_ttl * 1000
+                    self.refresh_token_ttl == 0
+                        || now_ms().saturating_sub(t.created_at) < self.refresh_token_ttl.saturating_mul(1000)
                 };
                 let Some(old) = old.filter(|t| service_ok(&t.service_id) && alive(t)) else {
                     return respond(400, ("invalid_request", "Invalid refresh_token".into()), false);
@@ -508,7 +509,7 @@ impl OAuth2 {
             };
             // A token whose lifetime cannot be read is expired, never everlasting.
             let Some(expires_in) = t.expires_in else { return false };
-            let age = (now_ms() - t.created_at) as f64;
+            let age = now_ms().saturating_sub(t.created_at) as f64;
             service_ok && (expires_in <= 0.0 || age < expires_in * 1000.0)
         });
         let app = row.as_ref().and_then(|t| creds.oauth2_by_id.get(&*t.credential_id).cloned());
