@@ -22,7 +22,7 @@ use tracing::instrument;
 
 pub(crate) use changelog::now_ms;
 pub use changelog::Change;
-pub use cluster::{DataPlaneRow, Snapshot, INCOMPATIBLE};
+pub use cluster::{DataPlaneRow, Snapshot, SnapshotRow, INCOMPATIBLE};
 pub use error::StoreError;
 pub use migrate::MigrationStatus;
 pub use table::Table;

@@ -193,9 +193,7 @@ impl Compiled {
                 // A service naming an upstream holds its balancer: recompile those whose
                 // upstream appeared, went or was replaced.
                 for (id, service) in &parts.services {
-                    if service.ip.is_none()
-                        && !same(service.balancer.as_ref(), parts.balancers.get(service.host.as_str()))
-                    {
+                    if service.ip.is_none() && !same(service.balancer.as_ref(), parts.balancers.get(service.host())) {
                         dirty_services.insert(id.clone());
                     }
                 }
@@ -444,8 +442,10 @@ fn route_spec(
     let chain = plugins.own_chain(&id, &service.id);
     // Kong's Prometheus plugin labels a series with the service's name, else its host, and
     // the route's name, else its id (0.14's routes have no name).
-    let service_label = service.name.as_ref().and_then(|n| n.to_str().ok()).unwrap_or(&service.host);
-    let series = crate::metrics::Series::of(service_label, &id);
+    let series = match &service.name {
+        Some(name) => crate::metrics::Series::of(name, &id),
+        None => crate::metrics::Series::of(&Arc::from(service.host()), &id),
+    };
     Ok(RouteSpec {
         info: Arc::new(RouteInfo {
             series,
@@ -538,13 +538,13 @@ mod tests {
                     s.id,
                     s.name,
                     if s.https { "https" } else { "http" },
-                    s.host,
+                    s.host(),
                     s.port,
                     s.path,
                     s.retries,
-                    s.connect_timeout,
-                    s.write_timeout,
-                    s.read_timeout,
+                    s.connect_timeout(),
+                    s.write_timeout(),
+                    s.read_timeout(),
                     s.host_header,
                     s.pool_key,
                     s.balancer.as_ref().map(|b| b.name.clone()),

@@ -44,21 +44,22 @@ impl Series {
 
     /// The series of a route of a service (the service's name, else its id, as Kong labels
     /// it), assigned once per distinct pair and kept for the life of the process.
-    pub fn of(service: &str, route: &Arc<str>) -> Series {
+    pub fn of(service: &Arc<str>, route: &Arc<str>) -> Series {
         if !ENABLED.load(Relaxed) {
             return Series::OFF;
         }
         let mut labels = LABELS.lock().unwrap_or_else(PoisonError::into_inner);
         let Labels { index, list, hasher } = &mut *labels;
-        let route_label: &str = route;
+        let (service_label, route_label): (&str, &str) = (service, route);
         let hash = |(s, r): (&str, &str)| std::hash::BuildHasher::hash_one(&*hasher, (s, r));
-        let same = |i: &u32| list.get(*i as usize).is_some_and(|(s, r)| &**s == service && &**r == route_label);
-        if let Some(i) = index.find(hash((service, route_label)), same) {
+        let same = |i: &u32| list.get(*i as usize).is_some_and(|(s, r)| &**s == service_label && &**r == route_label);
+        if let Some(i) = index.find(hash((service_label, route_label)), same) {
             return Series(*i);
         }
         let i = u32::try_from(list.len()).unwrap_or(u32::MAX - 1);
-        list.push((Arc::from(service), route.clone()));
-        index.insert_unique(hash((service, route_label)), i, |i| {
+        // The service's own label, shared rather than copied per route.
+        list.push((service.clone(), route.clone()));
+        index.insert_unique(hash((service_label, route_label)), i, |i| {
             let (s, r) = &list[*i as usize];
             hash((s, r))
         });
@@ -442,18 +443,22 @@ mod tests {
     #[test]
     fn each_pair_of_labels_has_one_series() {
         let route: Arc<str> = Arc::from("pair-test-route");
-        let first = Series::of("pair-test-service", &route);
-        assert_eq!(first.0, Series::of("pair-test-service", &Arc::from("pair-test-route")).0);
-        let other_service = Series::of("pair-test-other", &route);
-        let other_route = Series::of("pair-test-service", &Arc::from("pair-test-route-2"));
+        let first = Series::of(&Arc::from("pair-test-service"), &route);
+        assert_eq!(first.0, Series::of(&Arc::from("pair-test-service"), &Arc::from("pair-test-route")).0);
+        let other_service = Series::of(&Arc::from("pair-test-other"), &route);
+        let other_route = Series::of(&Arc::from("pair-test-service"), &Arc::from("pair-test-route-2"));
         assert!(first.0 != other_service.0 && first.0 != other_route.0 && other_service.0 != other_route.0);
         assert!(first.0 != Series::UNROUTED.0 && first.0 != Series::OFF.0);
-        assert_eq!(Series::of("", &Arc::from("")).0, Series::UNROUTED.0, "empty labels are the unrouted series");
+        assert_eq!(
+            Series::of(&Arc::from(""), &Arc::from("")).0,
+            Series::UNROUTED.0,
+            "empty labels are the unrouted series"
+        );
     }
 
     #[test]
     fn counts_from_several_threads_are_merged_at_the_scrape() {
-        let series = Series::of("merge-test-service", &Arc::from("merge-test-route"));
+        let series = Series::of(&Arc::from("merge-test-service"), &Arc::from("merge-test-route"));
         let observe = move || {
             record(&Observation {
                 series,

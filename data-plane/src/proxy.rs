@@ -92,7 +92,7 @@ pub(crate) const DEBUG_FIELDS: [&str; 3] = ["Kong-Route-Id", "Kong-Service-Id", 
 /// service's name when it has one (else the upstream's field of that name, if any, stays).
 pub(crate) fn debug_values(route: &router::RouteInfo) -> [Option<&[u8]>; 3] {
     let service = &route.service;
-    [Some(route.id.as_bytes()), Some(service.id_header.as_bytes()), service.name.as_ref().map(HeaderValue::as_bytes)]
+    [Some(route.id.as_bytes()), Some(service.id.as_bytes()), service.name.as_deref().map(str::as_bytes)]
 }
 
 /// Adds what `Kong-Debug` asks for to an answer's fields, each replacing the upstream's field

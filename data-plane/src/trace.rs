@@ -204,7 +204,7 @@ pub fn peer(
     let (address, port) = match (peer, service.ip) {
         (Some(p), _) => (p.addr.ip().to_string(), i64::from(p.addr.port())),
         (None, Some(ip)) => (ip.to_string(), i64::from(service.port)),
-        (None, None) => (service.host.clone(), i64::from(service.port)),
+        (None, None) => (service.host().to_owned(), i64::from(service.port)),
     };
     vec![
         KeyValue::new("server.address", address),
@@ -225,7 +225,7 @@ pub struct DnsAnswer {
 pub fn dns(trace: Option<&mut Trace>, service: &crate::service::Service, resolved: Option<DnsAnswer>) {
     if let (Some(t), Some(r)) = (trace, resolved) {
         let attributes = vec![
-            KeyValue::new("dns.question.name", service.host.clone()),
+            KeyValue::new("dns.question.name", service.host().to_owned()),
             KeyValue::new("dns.answer", r.addr.ip().to_string()),
         ];
         t.child("kong.dns", r.start, r.end, attributes);

@@ -541,6 +541,27 @@ async fn a_revision_larger_than_one_read_reaches_data_planes_whole() {
     assert_eq!(head, before + 1, "one revision");
     let status = dp.wait_revision(head, Duration::from_secs(60)).await;
     assert_eq!(status["entities"], 6_000, "the whole revision: {status}");
+
+    // A new data plane gets the same configuration as a snapshot streamed from the store in
+    // chunks (about 1 MiB each), and routes by the last rows read.
+    let fresh = DataPlane::start(&cp.cluster_addr(), &cert, &[]).await;
+    let status = fresh.wait_revision(head, Duration::from_secs(60)).await;
+    assert_eq!((&status["entities"], &status["sync"]["snapshots_applied"]), (&json!(6_000), &json!(1)), "{status}");
+    let answer = reqwest::get(format!("{}/big2999", fresh.proxy_url)).await.expect("proxy answers");
+    assert_eq!(answer.status(), 502, "routed to the last service's unreachable upstream, not 404");
+    let logs = cp.logs();
+    let sent = logs.lines().rfind(|l| l.contains("snapshot sent")).expect("the snapshot is logged");
+    // The log's colours: escape sequences run from ESC to the `m` that ends them.
+    let sent: String = sent
+        .split('\u{1b}')
+        .enumerate()
+        .map(|(i, part)| if i == 0 { part } else { part.split_once('m').map_or(part, |(_, rest)| rest) })
+        .collect();
+    let field = |name: &str| -> u64 {
+        let at = sent.find(&format!("{name}=")).map(|at| at + name.len() + 1).unwrap_or(sent.len());
+        sent[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
+    };
+    assert!(field("chunks") >= 2 && field("bytes") > 1_000_000, "several chunks, their bytes counted: {sent}");
 }
 
 /// Whether process `pid` has `path` open.

@@ -33,6 +33,9 @@ impl DataPlaneRow {
     }
 }
 
+/// One row of a snapshot: (revision, table, id, document JSON).
+pub type SnapshotRow = (i64, Table, String, String);
+
 /// Every entity at one revision.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -45,21 +48,40 @@ impl Store {
     /// Reads the head revision and every entity in one read transaction, so the rows are
     /// exactly the state at that revision.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let mut rows = Vec::new();
+        let collect = async {
+            while let Some((_, table, id, doc)) = rx.recv().await {
+                rows.push((table, id, doc));
+            }
+        };
+        let (revision, ()) = tokio::join!(self.snapshot_into(tx), collect);
+        Ok(Snapshot { revision: revision?, rows })
+    }
+
+    /// The rows of [`Store::snapshot`] sent one by one as the database returns them, each with
+    /// the revision they are at: a data plane applies the first rows while later ones are
+    /// still being read, and the control plane never holds a whole configuration per
+    /// snapshot. Returns the revision; stops early, without error, when `rows` is closed.
+    pub async fn snapshot_into(&self, rows: tokio::sync::mpsc::Sender<SnapshotRow>) -> Result<i64, StoreError> {
+        use futures::TryStreamExt as _;
         let mut tx = self.pool.begin().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
         }
         let revision: i64 =
             sqlx::query("SELECT head FROM revision WHERE id = 1").fetch_one(&mut *tx).await?.try_get(0)?;
-        let mut rows = Vec::new();
         for table in Table::ALL {
             let sql = format!("SELECT id, doc FROM {} ORDER BY id", table.name());
-            for r in sqlx::query(&sql).fetch_all(&mut *tx).await? {
-                rows.push((table, r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?));
+            let mut fetched = sqlx::query(&sql).fetch(&mut *tx);
+            while let Some(r) = fetched.try_next().await? {
+                if rows.send((revision, table, r.try_get(0)?, r.try_get(1)?)).await.is_err() {
+                    return Ok(revision);
+                }
             }
         }
         tx.commit().await?;
-        Ok(Snapshot { revision, rows })
+        Ok(revision)
     }
 
     /// Every revision up to and including this one has been removed from the change log.

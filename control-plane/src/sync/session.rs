@@ -405,31 +405,35 @@ impl Session {
 
     async fn send_snapshot(&mut self) -> Result<(), End> {
         let _permit = self.shared.snapshots.acquire().await.map_err(|_| End::Gone)?;
-        let snapshot = self.shared.store.snapshot().await?;
         let epoch = self.shared.cluster_id.clone();
-        let mut index = 0;
-        let mut entities = Vec::new();
-        let mut bytes = 0;
-        for (table, id, document) in snapshot.rows {
-            bytes += document.len() + id.len() + 16;
-            entities.push(Change { entity: table.name().to_string(), id, document, deleted: false });
-            if bytes >= CHUNK_BYTES {
-                let chunk = SnapshotChunk {
-                    epoch: epoch.clone(),
-                    revision: snapshot.revision,
-                    index,
-                    last: false,
-                    entities: std::mem::take(&mut entities),
-                };
-                self.send(Out::Snapshot(chunk)).await?;
-                index += 1;
-                bytes = 0;
+        let (mut index, mut entities, mut bytes, mut sent_bytes) = (0, Vec::new(), 0, 0);
+        let (tx, mut rx) = mpsc::channel::<crate::store::SnapshotRow>(1024);
+        let out = &self.out;
+        let send = |chunk: SnapshotChunk| out.send(Ok(ControlPlaneFrame { message: Some(Out::Snapshot(chunk)) }));
+        // Chunks go out while the store is still reading: rows stream from the database.
+        let sending = async {
+            while let Some((revision, table, id, document)) = rx.recv().await {
+                bytes += document.len() + id.len() + 16;
+                entities.push(Change { entity: table.name().to_string(), id, document, deleted: false });
+                if bytes >= CHUNK_BYTES {
+                    let entities = std::mem::take(&mut entities);
+                    let chunk = SnapshotChunk { epoch: epoch.clone(), revision, index, last: false, entities };
+                    sent_bytes += chunk.encoded_len();
+                    send(chunk).await.map_err(|_| End::Gone)?;
+                    index += 1;
+                    bytes = 0;
+                }
             }
-        }
-        let chunk = SnapshotChunk { epoch, revision: snapshot.revision, index, last: true, entities };
-        self.send(Out::Snapshot(chunk)).await?;
-        tracing::info!(node = %self.row.id, revision = snapshot.revision, chunks = index + 1, "snapshot sent");
-        self.sent = snapshot.revision;
+            Ok::<(), End>(())
+        };
+        let (revision, sent) = tokio::join!(self.shared.store.snapshot_into(tx), sending);
+        sent?;
+        let revision = revision?;
+        let chunk = SnapshotChunk { epoch, revision, index, last: true, entities };
+        sent_bytes += chunk.encoded_len();
+        send(chunk).await.map_err(|_| End::Gone)?;
+        tracing::info!(node = %self.row.id, revision, chunks = index + 1, bytes = sent_bytes, "snapshot sent");
+        self.sent = revision;
         Ok(())
     }
 

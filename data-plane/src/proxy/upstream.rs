@@ -121,7 +121,7 @@ impl Connector {
     ) -> Result<RawConn, ProxyError> {
         let (tcp, key, resolved) = self.open_tcp(service, peer).await?;
         let io = if service.https {
-            let host = peer.map_or(service.host.as_str(), |p| &*p.hostname);
+            let host = peer.map_or(service.host(), |p| &*p.hostname);
             self.handshake(service, sni.unwrap_or(host), tcp).await?
         } else {
             Stream::Plain(tcp)
@@ -132,7 +132,7 @@ impl Connector {
     /// TLS over `tcp`, within the service's connect timeout.
     async fn handshake(&self, service: &Service, name: &str, tcp: TcpStream) -> Result<Stream, ProxyError> {
         let name = ServerName::try_from(name.to_string()).map_err(|e| ProxyError::Connect(e.to_string()))?;
-        let tls = tokio::time::timeout(service.connect_timeout, self.tls.connect(name, tcp))
+        let tls = tokio::time::timeout(service.connect_timeout(), self.tls.connect(name, tcp))
             .await
             .map_err(|_| ProxyError::Timeout)?
             .map_err(|e| ProxyError::Connect(e.to_string()))?;
@@ -154,7 +154,7 @@ impl Connector {
                 (addr, &service.pool_key, Some(resolved))
             }
         };
-        let tcp = tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(service.connect_timeout(), TcpStream::connect(addr))
             .await
             .map_err(|_| ProxyError::Timeout)?
             .map_err(|e| ProxyError::Connect(e.to_string()))?;
@@ -168,11 +168,11 @@ impl Connector {
             return Ok(SocketAddr::new(ip, service.port));
         }
         let resolver = self.resolver.as_ref().ok_or(ProxyError::Dns)?;
-        let (mut name, mut port) = (service.host.clone(), service.port);
+        let (mut name, mut port) = (service.host().to_owned(), service.port);
         // SRV names (`_service._proto.domain`) supply the target and port; the record with the
         // lowest priority and highest weight is used.
-        if service.host.starts_with('_') {
-            let srv = resolver.srv_lookup(service.host.as_str()).await.map_err(|_| ProxyError::Dns)?;
+        if service.host().starts_with('_') {
+            let srv = resolver.srv_lookup(service.host()).await.map_err(|_| ProxyError::Dns)?;
             let best =
                 srv.iter().min_by_key(|r| (r.priority(), std::cmp::Reverse(r.weight()))).ok_or(ProxyError::Dns)?;
             name = best.target().to_utf8();

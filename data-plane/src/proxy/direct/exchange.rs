@@ -353,7 +353,7 @@ pub(super) async fn exchange(
         // The first try on a pooled connection starts when the request was sent; others, after
         // their connect.
         let began = if from_pool && try_number == 1 && !reused_once { sent } else { Instant::now() };
-        let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout;
+        let answer_at = tokio::time::Instant::from_std(began) + service.read_timeout();
         let tripped = match streamed.as_deref_mut() {
             None => {
                 let trip = answer_by.within(answer_at, round_trip(&mut raw, up, upstream_head, seen.websocket));
@@ -367,12 +367,12 @@ pub(super) async fn exchange(
                     }
                 }
             }
-            Some(body) => match send_streamed(&mut raw, up, client, body, service.write_timeout, answer_by).await {
+            Some(body) => match send_streamed(&mut raw, up, client, body, service.write_timeout(), answer_by).await {
                 Ok(()) => {
                     // The rest of a body the upstream answered before taking is not read: the
                     // connection cannot carry another request.
                     seen.close = client_close || !body.sent();
-                    let answer_at = tokio::time::Instant::now() + service.read_timeout;
+                    let answer_at = tokio::time::Instant::now() + service.read_timeout();
                     answer_by.within(answer_at, read_head(&mut raw, upstream_head, seen.websocket)).await
                 }
                 Err(SendError::Upstream(trip)) => Ok(Err(trip)),
@@ -525,7 +525,7 @@ pub(super) async fn exchange(
     // The body: what came with the head, then the rest as it arrives.
     upstream.buf.advance(head_len);
     let mut bytes_sent = 0;
-    let read_timeout = service.read_timeout;
+    let read_timeout = service.read_timeout();
     // A HEAD sent upstream as another method (a plugin changed it): the client gets no body.
     let head_only = seen.head && !upstream_head && !matches!(framing, Framing::NoBody);
     let done = if emptied || head_only {

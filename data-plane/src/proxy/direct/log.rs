@@ -18,7 +18,7 @@ impl DirectLog {
         let (ip, port) = match (peer, service.ip) {
             (Some(p), _) => (p.addr.ip().to_string(), p.addr.port()),
             (None, Some(ip)) => (ip.to_string(), service.port),
-            (None, None) => (service.host.clone(), service.port),
+            (None, None) => (service.host().to_owned(), service.port),
         };
         let balancer_start_ms = plugins::log::unix_ms(Instant::now());
         self.entry.tries.push(plugins::log::Try { ip, port, balancer_start_ms, failed: None, code: None });
