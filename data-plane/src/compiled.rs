@@ -77,10 +77,6 @@ struct Parts {
     balancers: Arc<HashMap<Arc<str>, Arc<Balancer>>>,
 }
 
-fn err(entity: &str, doc: &Value, reason: impl Into<String>) -> CompileError {
-    at(entity, doc.get("id").and_then(Value::as_str).unwrap_or_default(), reason)
-}
-
 /// The error of the row stored under `id`.
 fn at(entity: &str, id: &str, reason: impl Into<String>) -> CompileError {
     CompileError { entity: entity.into(), id: id.into(), reason: reason.into() }
@@ -159,20 +155,20 @@ impl Compiled {
         available: &HashSet<String>,
         registry: &Registry,
     ) -> Result<Compiled, CompileError> {
-        let available_here = |plugin: &Value| {
-            let name = plugin.get("name").and_then(Value::as_str).unwrap_or_default();
-            if available.contains(name) {
+        let available_here = |id: &str, plugin: &Doc| {
+            let name = plugin.value().get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            if available.contains(&name) {
                 return Ok(());
             }
-            Err(err("plugins", plugin, format!("plugin '{name}' is not available on this data plane")))
+            Err(at("plugins", id, format!("plugin '{name}' is not available on this data plane")))
         };
         if touched.everything() {
-            set.table("plugins").try_for_each(|p| available_here(&p.value()))?;
+            set.entries("plugins").try_for_each(|(id, p)| available_here(id, p))?;
         } else {
             touched
                 .ids("plugins")
-                .filter_map(|id| set.get("plugins", id))
-                .try_for_each(|p| available_here(&p.value()))?;
+                .filter_map(|id| set.entry("plugins", id))
+                .try_for_each(|(id, p)| available_here(id, p))?;
         }
         let mut parts = if touched.everything() { Parts::default() } else { self.parts.clone() };
 
@@ -432,7 +428,7 @@ fn route_spec(
     services: &Map<Arc<str>, Arc<Service>>,
     plugins: &Plugins,
 ) -> Result<RouteSpec, String> {
-    let doc: RouteRow = row::decode(doc).map_err(|e| e.to_string())?;
+    let doc: RouteRow = doc.decode().map_err(|e| e.to_string())?;
     let id = doc.id.as_deref().ok_or("missing id")?;
     let service_id = doc.service.as_deref().ok_or("missing service")?;
     let service = services.get(service_id).cloned().ok_or_else(|| format!("service {service_id} is missing"))?;
@@ -467,12 +463,12 @@ fn route_spec(
 
 fn compile_certs(set: &ConfigSet) -> Result<HashMap<String, Arc<CertifiedKey>>, CompileError> {
     let mut by_id = HashMap::new();
-    for doc in set.table("certificates") {
+    for (id, doc) in set.entries("certificates") {
         let doc = &doc.value();
         let pem = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or_default();
         let key = crate::tls::certified_key(pem("cert").as_bytes(), pem("key").as_bytes())
-            .map_err(|e| err("certificates", doc, e))?;
-        by_id.insert(doc.get("id").and_then(Value::as_str).unwrap_or_default().to_string(), Arc::new(key));
+            .map_err(|e| at("certificates", id, e))?;
+        by_id.insert(id.to_string(), Arc::new(key));
     }
     let mut by_name = HashMap::new();
     for sni in set.table("snis") {

@@ -191,7 +191,7 @@ struct Acl {
 /// A row of `table` decoded; a row that does not decode (which the control plane's checks
 /// keep from being stored) is left out of the indexes, and said so.
 fn decode<T: DeserializeOwned>(table: &str, doc: &Doc) -> Option<T> {
-    match row::decode(doc) {
+    match doc.decode() {
         Ok(row) => Some(row),
         Err(e) => {
             tracing::warn!(table, error = %e, "a row that cannot be read is left out");

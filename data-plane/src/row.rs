@@ -7,17 +7,34 @@
 //! field reads as absent, as it always has, rather than failing the whole configuration. A
 //! credential or consumer row without a string `id` is left out (and logged).
 
-use serde::de::DeserializeOwned;
 use serde::Deserializer;
 
-use gatehouse_shared::snapshot::Doc;
-
-/// A row decoded from its document.
-///
-/// # Errors
-/// A document without a field the row cannot do without (its `id`), or not an object.
-pub fn decode<T: DeserializeOwned>(doc: &Doc) -> Result<T, serde_json::Error> {
-    doc.decode()
+/// The visitor methods for a null or a scalar where a field expects a list or an object: the
+/// field reads as its default (empty, absent), as a mistyped field always has.
+macro_rules! scalars_read_as_default {
+    () => {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
 }
 
 /// What a field holds, read without building a `Value`: the scalars the rows' fields are,
@@ -164,27 +181,7 @@ pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Box<str>>, D::Erro
             while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
             Ok(Vec::new())
         }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(Vec::new())
-        }
+        scalars_read_as_default!();
     }
     d.deserialize_any(Strings)
 }
@@ -215,27 +212,7 @@ pub fn foreign<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<str>>, D::E
             while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
             Ok(None)
         }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+        scalars_read_as_default!();
     }
     d.deserialize_any(Reference)
 }
@@ -252,6 +229,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Seed {
 
 #[cfg(test)]
 mod tests {
+    use gatehouse_shared::snapshot::Doc;
     use serde::Deserialize;
 
     use super::*;
@@ -275,7 +253,7 @@ mod tests {
     }
 
     fn sample(text: &str) -> Sample {
-        decode(&Doc::parse(text).unwrap()).unwrap()
+        Doc::parse(text).unwrap().decode().unwrap()
     }
 
     /// Each field reads what it expects, and anything else (another type, a nested value,

@@ -87,7 +87,7 @@ impl Service {
         doc: &Doc,
         balancers: &HashMap<Arc<str>, Arc<Balancer>>,
     ) -> Result<Service, String> {
-        let row: ServiceRow = row::decode(doc).map_err(|e| e.to_string())?;
+        let row: ServiceRow = doc.decode().map_err(|e| e.to_string())?;
         let id = row.id.as_deref().ok_or("missing id")?;
         let host = row.host.as_deref().ok_or("missing host")?;
         let https = row.protocol.as_deref() == Some("https");

@@ -153,20 +153,47 @@ pub fn spawn(
     let (done, stopped) = oneshot::channel::<()>();
     let caller = main.clone();
     std::thread::Builder::new().name("config-sync".into()).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime,
-            Err(e) => {
-                let _ = started.send(Err(e));
-                return;
+        let mut started = Some(started);
+        loop {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    match started.take() {
+                        Some(started) => drop(started.send(Err(e))),
+                        None => tracing::error!(error = %e, "cannot restart the configuration sync"),
+                    }
+                    return;
+                }
+            };
+            if let Some(started) = started.take() {
+                let _ = started.send(Ok(()));
             }
-        };
-        let _ = started.send(Ok(()));
-        runtime.block_on(async {
-            tokio::spawn(crate::memory::trim());
-            run(config, identity, live, shutdown, main).await;
-        });
-        // What the runtime still holds goes before the caller hears that sync has stopped.
-        drop(runtime);
+            let (config, identity, live, stop) = (config.clone(), identity.clone(), live.clone(), shutdown.clone());
+            let main = main.clone();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                runtime.block_on(async {
+                    tokio::spawn(crate::memory::trim());
+                    run(config, identity, live, stop, main).await;
+                });
+                // What the runtime still holds goes before the caller hears that sync stopped.
+                drop(runtime);
+            }));
+            // A panic outside a compile (those are refusals, see `guarded`) would otherwise end
+            // the thread silently and leave the data plane on its last configuration for good:
+            // the sync starts again, from the configuration being served.
+            match ran {
+                Ok(()) => break,
+                Err(panic) if !*shutdown.borrow() => {
+                    tracing::error!(
+                        panic = panic_message(panic.as_ref()),
+                        "the configuration sync stopped on a panic; starting it again in 1 s \
+                         (the current configuration keeps serving)"
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(_) => break,
+            }
+        }
         let _ = done.send(());
     })?;
     // Blocks the caller only while the thread builds its runtime, once, at start-up.
@@ -401,7 +428,7 @@ impl Follower {
                             let building = snapshot
                                 .take()
                                 .unwrap_or_else(|| Ok(ConfigSet::new(chunk.epoch.clone(), chunk.revision)))
-                                .and_then(|mut set| set.apply(&chunk.entities).map(|()| set));
+                                .and_then(|mut set| set.apply_snapshot(&chunk.entities).map(|()| set));
                             if !chunk.last {
                                 snapshot = Some(building);
                                 continue;
@@ -492,10 +519,10 @@ impl Follower {
                 let set = Arc::new(set);
                 // The compile runs here, on the sync thread, beside what the stream decoded: one
                 // heap holds every configuration, and nothing else waits on this runtime.
-                match delta {
+                guarded(|| match delta {
                     Some((current, changes)) => current.apply(set, changes, &self.plugins, &self.live.balancers),
                     None => Compiled::compile(set, &self.plugins, &self.live.balancers),
-                }
+                })
             }
             Err(e) => Err(e),
         };
@@ -529,6 +556,46 @@ impl Follower {
     }
 }
 
+/// Runs a compile so that a panic in it (a bug this configuration reaches) is a refusal with
+/// the reason, as an invalid row is: the data plane keeps serving the configuration it has,
+/// the control plane shows the NACK, and the next revision that compiles is applied. Left to
+/// unwind, the panic would end the sync thread and leave the data plane behind for good.
+fn guarded(compile: impl FnOnce() -> Result<Compiled, CompileError>) -> Result<Compiled, CompileError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(compile)).unwrap_or_else(|panic| {
+        Err(CompileError {
+            entity: String::new(),
+            id: String::new(),
+            reason: format!("internal error while compiling: {}", panic_message(panic.as_ref())),
+        })
+    })
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => s,
+        (_, Some(s)) => s,
+        _ => "(no message)",
+    }
+}
+
 async fn send(tx: &mpsc::Sender<DataPlaneMessage>, message: Out) -> Result<(), SyncError> {
     tx.send(DataPlaneMessage { message: Some(message) }).await.map_err(|_| SyncError::Closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compile that panics is a refusal carrying the panic's message, not the end of the
+    /// sync thread; one that does not is passed through.
+    #[test]
+    fn a_panicking_compile_is_refused_with_its_message() {
+        let refused = guarded(|| panic!("index {} out of range", 7)).expect_err("refused");
+        assert_eq!(refused.reason, "internal error while compiling: index 7 out of range");
+        let refused = guarded(|| panic!("boom")).expect_err("refused");
+        assert_eq!(refused.reason, "internal error while compiling: boom");
+        let compiled = guarded(|| Ok(Compiled::default())).expect("compiles");
+        assert_eq!(compiled.set.revision, 0);
+    }
 }
