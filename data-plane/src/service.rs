@@ -47,8 +47,9 @@ struct ServiceRow {
 #[derive(Debug)]
 pub struct Service {
     pub id: Arc<str>,
-    /// Only a name that is a valid header value (the others are left out of headers and
-    /// labels, as before); shared with the metrics label.
+    /// Only a name that is a valid header value (others are left out of `Kong-Service-Name`,
+    /// as before, and their series labelled with the host); shared with the metrics label,
+    /// which is now the name for a name with bytes beyond ASCII too, as Kong labels it.
     pub name: Option<Arc<str>>,
     /// `host[:port]`, the port omitted when it is the scheme's default.
     pub host_header: HeaderValue,

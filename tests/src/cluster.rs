@@ -528,6 +528,14 @@ type Stream = (mpsc::Sender<DataPlaneMessage>, tonic::Streaming<ControlPlaneMess
 impl SyncClient {
     /// Connects with the cluster certificate, opens the stream and says Hello with what this
     /// client holds.
+    /// Opens a stream, says Hello and goes away at once, reading nothing: a data plane that
+    /// dies as its snapshot starts.
+    pub async fn hang_up_after_hello(&self, addr: &str, cert: &ClusterCert) -> Result<(), String> {
+        let (tx, inbound) = self.open(addr, cert).await?;
+        drop((tx, inbound));
+        Ok(())
+    }
+
     async fn open(&self, addr: &str, cert: &ClusterCert) -> Result<Stream, String> {
         let pem = std::fs::read(&cert.cert).map_err(|e| e.to_string())?;
         let key = std::fs::read(&cert.key).map_err(|e| e.to_string())?;

@@ -412,19 +412,26 @@ impl Session {
         let send = |chunk: SnapshotChunk| out.send(Ok(ControlPlaneFrame { message: Some(Out::Snapshot(chunk)) }));
         // Chunks go out while the store is still reading: rows stream from the database.
         let sending = async {
-            while let Some((revision, table, id, document)) = rx.recv().await {
-                bytes += document.len() + id.len() + 16;
-                entities.push(Change { entity: table.name().to_string(), id, document, deleted: false });
-                if bytes >= CHUNK_BYTES {
-                    let entities = std::mem::take(&mut entities);
-                    let chunk = SnapshotChunk { epoch: epoch.clone(), revision, index, last: false, entities };
-                    sent_bytes += chunk.encoded_len();
-                    send(chunk).await.map_err(|_| End::Gone)?;
-                    index += 1;
-                    bytes = 0;
+            let sent = async {
+                while let Some((revision, table, id, document)) = rx.recv().await {
+                    bytes += document.len() + id.len() + 16;
+                    entities.push(Change { entity: table.name().to_string(), id, document, deleted: false });
+                    if bytes >= CHUNK_BYTES {
+                        let entities = std::mem::take(&mut entities);
+                        let chunk = SnapshotChunk { epoch: epoch.clone(), revision, index, last: false, entities };
+                        sent_bytes += chunk.encoded_len();
+                        send(chunk).await.map_err(|_| End::Gone)?;
+                        index += 1;
+                        bytes = 0;
+                    }
                 }
+                Ok::<(), End>(())
             }
-            Ok::<(), End>(())
+            .await;
+            // The data plane gone, the read must not wait for room that no one makes: a closed
+            // channel ends it at its next row, and with it the transaction and the permit.
+            rx.close();
+            sent
         };
         let (revision, sent) = tokio::join!(self.shared.store.snapshot_into(tx), sending);
         sent?;

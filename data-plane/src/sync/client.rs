@@ -154,6 +154,7 @@ pub fn spawn(
     let caller = main.clone();
     std::thread::Builder::new().name("config-sync".into()).spawn(move || {
         let mut started = Some(started);
+        let (restart_live, mut pause) = (live.clone(), Duration::from_secs(1));
         loop {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -180,16 +181,21 @@ pub fn spawn(
             }));
             // A panic outside a compile (those are refusals, see `guarded`) would otherwise end
             // the thread silently and leave the data plane on its last configuration for good:
-            // the sync starts again, from the configuration being served.
+            // the sync starts again, from the configuration being served, after a pause that
+            // doubles (to a minute) while the panics repeat. The status shows it disconnected
+            // meanwhile.
             match ran {
                 Ok(()) => break,
                 Err(panic) if !*shutdown.borrow() => {
+                    restart_live.set_connected(false);
                     tracing::error!(
                         panic = panic_message(panic.as_ref()),
-                        "the configuration sync stopped on a panic; starting it again in 1 s \
+                        pause_ms = pause.as_millis() as u64,
+                        "the configuration sync stopped on a panic; it starts again after the pause \
                          (the current configuration keeps serving)"
                     );
-                    std::thread::sleep(Duration::from_secs(1));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(60));
                 }
                 Err(_) => break,
             }
