@@ -342,17 +342,25 @@ impl ConfigSet {
     /// # Errors
     /// As [`ConfigSet::apply`].
     pub fn apply_snapshot(&mut self, changes: &[Change]) -> Result<(), ApplyError> {
-        let n = changes.len();
-        if n < 3 || changes.iter().any(|c| c.deleted) {
+        if changes.iter().any(|c| c.deleted) {
             return self.apply(changes);
         }
-        // A step about n/φ that shares no factor with n visits every row once, each landing
-        // between rows already in (a low-discrepancy sequence).
-        let mut step = (n as f64 * 0.618_033_988_7) as usize | 1;
-        while gcd(step, n) != 1 {
-            step += 2;
+        scattered(changes.len()).try_for_each(|i| self.apply(std::slice::from_ref(&changes[i])))
+    }
+
+    /// Builds every table again with its rows inserted scattered (see
+    /// [`ConfigSet::apply_snapshot`]): a set read back from the disk cache was filled in key
+    /// order, with every leaf half full.
+    pub fn refill(&mut self) {
+        for table in self.entities.values_mut() {
+            let rows: Vec<(Arc<str>, Doc)> = table.iter().map(|(id, doc)| (id.clone(), doc.clone())).collect();
+            let mut refilled = Table::new();
+            for i in scattered(rows.len()) {
+                let (id, doc) = &rows[i];
+                refilled.insert(id.clone(), doc.clone());
+            }
+            *table = refilled;
         }
-        (0..n).try_for_each(|k| self.apply(std::slice::from_ref(&changes[k * step % n])))
     }
 
     /// The documents of one table.
@@ -383,6 +391,16 @@ impl ConfigSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Every index below `n` once, in a scattered order: a step about n/φ that shares no factor
+/// with `n`, so each index lands between those already taken (a low-discrepancy sequence).
+fn scattered(n: usize) -> impl Iterator<Item = usize> {
+    let mut step = ((n as f64 * 0.618_033_988_7) as usize | 1).max(1);
+    while gcd(step, n) > 1 {
+        step += 2;
+    }
+    (0..n).map(move |k| k * step % n)
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -433,6 +451,13 @@ mod tests {
             scattered.apply_snapshot(&rows).unwrap();
             assert!(ordered == scattered && scattered.len() == n, "{n} rows");
         }
+        let rows: Vec<Change> =
+            (0..500).map(|i| upsert("routes", &format!("r{i:03}"), &format!(r#"{{"id":"r{i:03}"}}"#))).collect();
+        let mut set = ConfigSet::new("e", 1);
+        set.apply(&rows).unwrap();
+        let mut refilled = set.clone();
+        refilled.refill();
+        assert!(refilled == set && refilled.len() == 500, "refilled, the same rows");
         let mut set = ConfigSet::new("e", 1);
         let gone = Change { entity: "routes".into(), id: "b".into(), document: String::new(), deleted: true };
         set.apply_snapshot(&[upsert("routes", "a", r#"{"id":"a"}"#), upsert("routes", "b", r#"{"id":"b"}"#), gone])

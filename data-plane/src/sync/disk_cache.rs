@@ -207,6 +207,9 @@ fn read_generation(path: &Path) -> Result<ConfigSet, CacheError> {
     let corrupt = || CacheError::Corrupt(path.to_path_buf());
     let (image, mut rest) = first_record(&bytes, true).ok_or_else(corrupt)?;
     let mut set: ConfigSet = serde_json::from_slice(image).map_err(|_| corrupt())?;
+    // Read in key order, the tables' leaves are half full: a data plane restarted from its
+    // cache would hold more than one that took a snapshot.
+    set.refill();
     while let Some((body, next)) = first_record(rest, false) {
         let Ok(delta) = serde_json::from_slice::<Delta>(body) else { break };
         if delta.epoch != set.epoch || delta.from != set.revision {
