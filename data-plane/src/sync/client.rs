@@ -154,7 +154,7 @@ pub fn spawn(
     let caller = main.clone();
     std::thread::Builder::new().name("config-sync".into()).spawn(move || {
         let mut started = Some(started);
-        let (restart_live, mut pause) = (live.clone(), Duration::from_secs(1));
+        let mut pause = Duration::from_secs(1);
         loop {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -169,12 +169,13 @@ pub fn spawn(
             if let Some(started) = started.take() {
                 let _ = started.send(Ok(()));
             }
-            let (config, identity, live, stop) = (config.clone(), identity.clone(), live.clone(), shutdown.clone());
+            let (config, identity, following, stop) =
+                (config.clone(), identity.clone(), live.clone(), shutdown.clone());
             let main = main.clone();
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                 runtime.block_on(async {
                     tokio::spawn(crate::memory::trim());
-                    run(config, identity, live, stop, main).await;
+                    run(config, identity, following, stop, main).await;
                 });
                 // What the runtime still holds goes before the caller hears that sync stopped.
                 drop(runtime);
@@ -187,7 +188,7 @@ pub fn spawn(
             match ran {
                 Ok(()) => break,
                 Err(panic) if !*shutdown.borrow() => {
-                    restart_live.set_connected(false);
+                    live.set_connected(false);
                     tracing::error!(
                         panic = panic_message(panic.as_ref()),
                         pause_ms = pause.as_millis() as u64,
